@@ -1,0 +1,1 @@
+"""Deployment: process layout, gunicorn settings and the local stack that `make up` runs."""

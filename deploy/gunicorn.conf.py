@@ -1,0 +1,50 @@
+"""gunicorn settings of one login-service node; every value can be overridden from the environment.
+
+Why these values:
+- gthread workers: Argon2 runs in C and releases the GIL, so threads of one worker use several
+  cores during logins, and gthread keeps connections alive for the router's connection pool.
+- workers = cores, threads = 4: enough concurrency to saturate the cores with logins
+  (~35 ms of CPU each) while a slow client never holds a whole process.
+- timeout 30 s: a worker stuck that long is killed and replaced; graceful_timeout 20 s lets
+  in-flight requests finish on SIGTERM (the router drains a node that reports not-ready).
+- keepalive 5 s: longer than the router's idle pool timeout would be pointless, shorter costs
+  reconnects.
+- max_requests 5000 ± 500 jitter: recycles workers against slow leaks without all of them
+  restarting at the same moment.
+"""
+import os
+import shutil
+
+from prometheus_client import multiprocess
+
+bind = os.environ.get("LOGINSVC_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+worker_class = "gthread"
+threads = int(os.environ.get("LOGINSVC_THREADS", "4"))
+timeout = int(os.environ.get("LOGINSVC_WORKER_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("LOGINSVC_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+max_requests = 5000
+max_requests_jitter = 500
+preload_app = True  # a configuration error is reported once, before any worker forks
+wsgi_app = "loginsvc.wsgi:application"
+accesslog = None  # the app writes a structured access log with request ids
+errorlog = "-"
+loglevel = os.environ.get("LOGINSVC_GUNICORN_LOG_LEVEL", "warning")
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+proc_name = f"loginsvc-{os.environ.get('LOGINSVC_NODE', 'local')}"
+
+
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
+    """Start each node with empty multiprocess metric files, so counters never mix runs."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,106 @@
+"""`make up`: the embedded stack in the foreground — Redis (unless REDIS_URL), migrations, one gunicorn node.
+
+Ctrl-C (SIGINT) or SIGTERM stops gunicorn gracefully, then Redis, and leaves nothing running.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deploy.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LOGINSVC_PORT", "8000")))
+    parser.add_argument("--var-dir", type=Path, default=Path(os.environ.get("LOGINSVC_VAR_DIR", ROOT / "var")))
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port: must be between 1 and 65535 (got {args.port})")
+    return args
+
+
+def run_manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT)
+
+
+def wait_http(host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    var_dir = args.var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, LOGINSVC_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="loginsvc.settings")
+    env.setdefault("LOGINSVC_NODE", socket.gethostname())
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(var_dir / "metrics" / env["LOGINSVC_NODE"])
+    env["LOGINSVC_BIND"] = f"{args.host}:{args.port}"
+
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    redis_server = None
+    gunicorn = None
+    try:
+        if not env.get("REDIS_URL"):
+            redis_server = RedisServer(var_dir / "redis", unix_socket=var_dir / "redis.sock").start()
+            env["REDIS_URL"] = redis_server.url
+        run_manage(env, "migrate", "--noinput", "-v", "0")
+        run_manage(env, "ensure_demo_users")
+        gunicorn = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],
+            env=env, cwd=ROOT, start_new_session=True,
+        )
+        if not wait_http(args.host, args.port, gunicorn):
+            print("login service failed to start; see the messages above", file=sys.stderr)
+            return 1
+        print(
+            f"login service  http://{args.host}:{args.port}/login/   (node {env['LOGINSVC_NODE']})\n"
+            f"redis          {env['REDIS_URL'] if redis_server else 'REDIS_URL (external)'}\n"
+            f"database       {'DATABASE_URL (external)' if env.get('DATABASE_URL') else var_dir / 'db.sqlite3'}\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        while not stopping and gunicorn.poll() is None:
+            time.sleep(0.2)
+        return 0 if stopping else (gunicorn.returncode or 1)
+    except subprocess.CalledProcessError as exc:
+        print(f"set-up step failed: {' '.join(exc.cmd[1:])}", file=sys.stderr)
+        return 1
+    finally:
+        if gunicorn and gunicorn.poll() is None:
+            gunicorn.send_signal(signal.SIGTERM)
+            try:
+                gunicorn.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(gunicorn.pid, signal.SIGKILL)
+                gunicorn.wait()
+        if redis_server:
+            redis_server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

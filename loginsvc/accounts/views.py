@@ -1,0 +1,141 @@
+"""HTTP views of accounts: thin wrappers around authentication.attempt_login and the session."""
+from __future__ import annotations
+
+import json
+
+from django.contrib import auth
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect, ensure_csrf_cookie
+from django.views.decorators.http import require_http_methods
+
+from loginsvc.accounts import sessions
+from loginsvc.accounts.authentication import GENERIC_ERROR, LOCKED_ERROR, Outcome, attempt_login
+from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH, LoginForm
+from loginsvc.accounts.redirects import safe_next
+
+API_MAX_BODY = 8192
+
+
+def _json_error(status: int, error: str, **extra: object) -> JsonResponse:
+    return JsonResponse({"error": error, **extra}, status=status)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def login_view(request: HttpRequest) -> HttpResponse:
+    """The sign-in page. `next` is honoured only for this service or a registered product origin."""
+    next_url = safe_next(request.POST.get("next") or request.GET.get("next"), request)
+    if request.method != "POST":
+        if request.user.is_authenticated and next_url:
+            return redirect(next_url)
+        return render(request, "accounts/login.html", {"form": LoginForm(), "next": next_url or ""})
+
+    form = LoginForm(request.POST)
+    if not form.is_valid():
+        return _login_page(request, form, GENERIC_ERROR, status=400)
+    result = attempt_login(request, form.cleaned_data["username"], form.cleaned_data["password"], "form")
+    if result.outcome is Outcome.SUCCESS:
+        return redirect(next_url or reverse("home"))
+    if result.outcome is Outcome.LOCKED:
+        response = _login_page(request, form, LOCKED_ERROR, status=429)
+        response["Retry-After"] = str(result.retry_after)
+        return response
+    return _login_page(request, form, GENERIC_ERROR, status=401)
+
+
+def _login_page(request: HttpRequest, form: LoginForm, error: str, status: int) -> HttpResponse:
+    # Never echo the password back into the page.
+    username = str(form.data.get("username", ""))[:254].replace("\x00", "")
+    context = {"form": LoginForm(initial={"username": username}), "error": error,
+               "next": safe_next(form.data.get("next"), request) or ""}
+    return render(request, "accounts/login.html", context, status=status)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def logout_view(request: HttpRequest) -> HttpResponse:
+    """GET shows a confirmation form (a link or prefetch must not log anyone out); POST logs out."""
+    next_url = safe_next(request.POST.get("next") or request.GET.get("next"), request)
+    if request.method != "POST":
+        return render(request, "accounts/logout.html", {"next": next_url or ""})
+    auth.logout(request)  # flushes the session in Redis and the database
+    return redirect(next_url or reverse("login"))
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def home_view(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect("login")
+    return render(request, "accounts/home.html", {"expires_at": sessions.expires_at(request)})
+
+
+@never_cache
+@ensure_csrf_cookie
+def api_session_view(request: HttpRequest) -> HttpResponse:
+    """Who is signed in on this browser, for the products' back ends and the load tests.
+
+    Also sets the CSRF cookie so an API client can then POST /api/login.
+    """
+    if request.method not in ("GET", "HEAD"):
+        response = _json_error(405, "method not allowed", allowed=["GET", "HEAD"])
+        response["Allow"] = "GET, HEAD"
+        return response
+    user = request.user
+    if not user.is_authenticated:
+        return JsonResponse({"authenticated": False})
+    return JsonResponse(
+        {
+            "authenticated": True,
+            "email": user.email,
+            "user_id": user.pk,
+            "display_name": user.display_name,
+            "auth_time": request.session.get(sessions.AUTH_TIME),
+            "expires_at": sessions.expires_at(request),
+        }
+    )
+
+
+@never_cache
+@csrf_protect
+def api_login_view(request: HttpRequest) -> HttpResponse:
+    """JSON login: body {"username": ..., "password": ...}; CSRF token in the X-CSRFToken header."""
+    if request.method != "POST":
+        response = _json_error(405, "method not allowed", allowed=["POST"])
+        response["Allow"] = "POST"
+        return response
+    if request.content_type != "application/json":
+        return _json_error(415, "expected Content-Type: application/json")
+    if len(request.body) > API_MAX_BODY:
+        return _json_error(413, "request body too large")
+    try:
+        payload = json.loads(request.body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return _json_error(400, "body is not valid UTF-8 JSON")
+    if not isinstance(payload, dict):
+        return _json_error(400, "body must be a JSON object")
+    username, password = payload.get("username"), payload.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        return _json_error(400, "username and password must be strings")
+    if len(username) > 254 or len(password) > MAX_PASSWORD_LENGTH or "\x00" in username + password:
+        return _json_error(401, GENERIC_ERROR)
+    result = attempt_login(request, username, password, "api")
+    if result.outcome is Outcome.LOCKED:
+        response = _json_error(429, "locked", retry_after=result.retry_after)
+        response["Retry-After"] = str(result.retry_after)
+        return response
+    if result.outcome is Outcome.FAILURE:
+        return _json_error(401, GENERIC_ERROR)
+    return JsonResponse({"authenticated": True, "email": result.user.email})
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """403 for a missing or wrong CSRF token: JSON for the API, a short page otherwise."""
+    if request.path_info.startswith("/api/"):
+        return _json_error(403, "CSRF token missing or incorrect")
+    return render(request, "accounts/csrf_failure.html", status=403)

@@ -1,0 +1,124 @@
+"""The service's own settings: one dict of documented defaults, each overridable from the environment."""
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its default, how to parse the environment string, and what it means."""
+
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def normalise_origin(raw: str) -> str:
+    """`https://Host:443/` → `https://host:443`; anything that is not a bare origin is refused."""
+    text = raw.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.password:
+        raise ValueError(f"{text!r} is not an origin like https://host[:port]")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ValueError(f"{text!r} is not an origin like https://host[:port]")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(normalise_origin(item) for item in raw.split(",") if item.strip())
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+# Every key can be set as an environment variable of the same name with the prefix LOGINSVC_.
+OPTIONS: dict[str, Option] = {
+    "CLUSTER": Option("local", _text, "Cluster name reported in X-Served-By, metrics and Sentry."),
+    "NODE": Option(socket.gethostname(), _text, "Node name reported in X-Served-By, metrics and Sentry."),
+    "RELEASE": Option("dev", _text, "Release tag reported in metrics and Sentry."),
+    # OWASP floor is m=19 MiB t=2 p=1; we take t=2 p=1 with a larger memory cost (see docs/security.md).
+    "ARGON2_TIME_COST": Option(2, _positive_int, "Argon2id passes."),
+    "ARGON2_MEMORY_COST": Option(32768, _positive_int, "Argon2id memory in KiB (32 MiB)."),
+    "ARGON2_PARALLELISM": Option(1, _positive_int, "Argon2id lanes; 1 keeps one login on one core."),
+    "SESSION_IDLE_SECONDS": Option(1800, _positive_int, "A session unused this long ends (Keycloak: 30 min)."),
+    "SESSION_MAX_SECONDS": Option(36000, _positive_int, "A session ends this long after login (Keycloak: 10 h)."),
+    "SESSION_TOUCH_SECONDS": Option(60, _positive_int, "Idle expiry is pushed forward at most this often, to spare writes."),
+    "LOCKOUT_THRESHOLD": Option(10, _positive_int, "Consecutive failures of one account from one IP before it locks."),
+    "LOCKOUT_BASE_SECONDS": Option(60, _positive_int, "First cool-off; it doubles with each further failure."),
+    "LOCKOUT_MAX_SECONDS": Option(900, _positive_int, "Longest cool-off (Keycloak: 15 min)."),
+    "LOCKOUT_RESET_SECONDS": Option(43200, _positive_int, "Failure counts are forgotten after this long (Keycloak: 12 h)."),
+    "IP_FAILURE_THRESHOLD": Option(50, _positive_int, "Failures from one IP (any accounts) before that IP is slowed."),
+    "IP_WINDOW_SECONDS": Option(900, _positive_int, "Window in which the per-IP failures are counted."),
+    "TRUSTED_PROXY_HOPS": Option(0, _non_negative_int, "How many X-Forwarded-For entries from the right are trusted."),
+    "PRODUCT_ORIGINS": Option((), _origins, "Comma-separated origins that `next` may redirect to."),
+    "READY_TIMEOUT_SECONDS": Option(0.25, _positive_float, "Per-dependency timeout of /readyz."),
+    "METRICS_TOKEN": Option("", _text, "Bearer token for /metrics from non-loopback clients (empty: loopback only)."),
+    "JSON_LOGS": Option(True, _bool, "One JSON object per log line."),
+}
+
+PREFIX = "LOGINSVC_"
+
+
+def load(environ: os._Environ[str] | dict[str, str] | None = None) -> dict[str, Any]:
+    """Read every option from the environment; a bad value raises one message naming the key."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for key, option in OPTIONS.items():
+        raw = environ.get(PREFIX + key)
+        if raw is None:
+            values[key] = option.default
+            continue
+        try:
+            values[key] = option.parse(raw)
+        except (ValueError, ImproperlyConfigured) as exc:
+            reason = str(exc) if not str(exc).startswith("invalid literal") else "is not a number"
+            raise ImproperlyConfigured(f"{PREFIX}{key}: {reason} (got {raw!r})") from None
+    if values["SESSION_MAX_SECONDS"] < values["SESSION_IDLE_SECONDS"]:
+        raise ImproperlyConfigured(
+            f"{PREFIX}SESSION_MAX_SECONDS: must not be shorter than {PREFIX}SESSION_IDLE_SECONDS"
+        )
+    return values
+
+
+def get(key: str) -> Any:
+    """One option as configured for this process (settings.LOGINSVC, which tests may override)."""
+    from django.conf import settings
+
+    return settings.LOGINSVC[key]

@@ -1,0 +1,1 @@
+"""Health: /healthz (alive), /readyz (database and Redis answer) and the node's /metrics."""

@@ -1,0 +1,7 @@
+"""App registration for health."""
+from django.apps import AppConfig
+
+
+class HealthConfig(AppConfig):
+    name = "loginsvc.health"
+    label = "health"

@@ -1,0 +1,58 @@
+"""Structured JSON logs carrying the request id, cluster and node of every line."""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+from typing import Any
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Keys whose values must never be written, whatever a caller passes in `extra=`.
+_SECRET_WORDS = ("password", "secret", "token", "session", "cookie", "authorization", "csrf")
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; fields named like secrets are replaced, never written."""
+
+    def __init__(self, cluster: str = "", node: str = "") -> None:
+        super().__init__()
+        self.cluster, self.node = cluster, node
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": request_id.get(),
+            "cluster": self.cluster,
+            "node": self.node,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry and key != "request":
+                entry[key] = "[redacted]" if _is_secret(key) else value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class BadInputIsNotAnError(logging.Filter):
+    """Django logs a client's bad Host, oversized body, etc. as ERROR; for us that is a warning.
+
+    Those records describe what a client sent, not a fault of ours, and an alert on ERROR lines
+    must not fire because someone sent garbage.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING and record.name.startswith("django.security"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

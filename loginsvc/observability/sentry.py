@@ -1,0 +1,46 @@
+"""Sentry set-up from SENTRY_DSN, with cluster/node/release tags and nothing secret in any event."""
+from __future__ import annotations
+
+from typing import Any
+
+SCRUBBED_KEYS = [
+    "loginsvc_sid", "csrftoken", "csrfmiddlewaretoken", "x-csrftoken", "canary_pin",
+    "demo_password", "django_superuser_password", "secret_key",
+]
+_FILTERED = "[Filtered]"
+
+
+def _strip_request(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    """Drop what a request can carry that is secret: body, cookies, auth header, query string."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        request.pop("data", None)
+        request.pop("cookies", None)
+        if request.get("query_string"):
+            request["query_string"] = _FILTERED
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            for name in list(headers):
+                if name.lower() in {"cookie", "authorization", "x-csrftoken", "proxy-authorization"}:
+                    headers[name] = _FILTERED
+    return event
+
+
+def init(dsn: str, cluster: str, node: str, release: str, environment: str) -> None:
+    import sentry_sdk
+    from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+
+    sentry_sdk.init(
+        dsn=dsn,
+        release=release,
+        environment=environment,
+        server_name=node,
+        send_default_pii=False,
+        max_request_body_size="never",
+        include_local_variables=False,  # a frame's locals may hold the password being checked
+        event_scrubber=EventScrubber(denylist=DEFAULT_DENYLIST + SCRUBBED_KEYS, recursive=True),
+        before_send=_strip_request,
+        traces_sample_rate=0.0,
+    )
+    sentry_sdk.set_tag("cluster", cluster)
+    sentry_sdk.set_tag("node", node)

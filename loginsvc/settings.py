@@ -1,0 +1,231 @@
+"""Django settings: everything from the environment, safe in production, embedded defaults locally.
+
+LOGINSVC_MODE=production turns on the strict checks: a strong DJANGO_SECRET_KEY (or
+DJANGO_SECRET_KEY_FILE) and DJANGO_ALLOWED_HOSTS are required, cookies are Secure, HSTS is on.
+Without it (`local`, the default) the service runs from a checkout with no set-up at all:
+SQLite and a generated secret key under var/, Redis on var/redis.sock.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from loginsvc import conf
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("LOGINSVC_VAR_DIR", BASE_DIR / "var")).resolve()
+MODE = os.environ.get("LOGINSVC_MODE", "local")
+if MODE not in {"local", "production"}:
+    raise ImproperlyConfigured(f"LOGINSVC_MODE: must be 'local' or 'production' (got {MODE!r})")
+PRODUCTION = MODE == "production"
+
+LOGINSVC = conf.load()
+
+
+def _read_secret_file(variable: str) -> str | None:
+    path = os.environ.get(variable)
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{variable}: cannot read {path} ({exc.strerror})") from None
+
+
+def _local_secret_key() -> str:
+    """A key generated once into var/, shared by every local node so sessions work across them."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if not path.exists() else None
+        if fd is not None:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+def _secret_key() -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY") or _read_secret_file("DJANGO_SECRET_KEY_FILE")
+    if not PRODUCTION:
+        return key or _local_secret_key()
+    if not key:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY: required in production (or DJANGO_SECRET_KEY_FILE)")
+    if len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure"):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY: too weak (need at least 50 characters, 5 distinct)")
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = not PRODUCTION and os.environ.get("DJANGO_DEBUG") == "1"
+
+_hosts = os.environ.get("DJANGO_ALLOWED_HOSTS", "")
+if PRODUCTION and not _hosts.strip():
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS: required in production (comma-separated host names)")
+ALLOWED_HOSTS = [h.strip() for h in _hosts.split(",") if h.strip()] or ["127.0.0.1", "localhost", "[::1]"]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "loginsvc.accounts",
+    "loginsvc.health",
+    "loginsvc.observability",
+]
+
+MIDDLEWARE = [
+    "loginsvc.observability.middleware.RequestContextMiddleware",
+    "loginsvc.health.middleware.HealthMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "loginsvc.accounts.sessions.SessionLifetimeMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "loginsvc.accounts.headers.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "loginsvc.urls"
+WSGI_APPLICATION = "loginsvc.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "loginsvc" / "templates"],
+        "APP_DIRS": False,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+            ],
+            "loaders": [
+                ("django.template.loaders.cached.Loader", ["django.template.loaders.filesystem.Loader"]),
+            ],
+        },
+    }
+]
+
+# --- Database: DATABASE_URL (PostgreSQL) or SQLite under var/ -----------------------------------
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            # WAL lets many node processes read while one writes; IMMEDIATE avoids upgrade deadlocks.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: sessions' cache and brute-force counters --------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{VAR_DIR / 'redis.sock'}?db=0"
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "loginsvc",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 0.25,
+            "SOCKET_TIMEOUT": 0.25,
+            # Redis down must cost speed, not availability: cache misses fall through to the DB.
+            "IGNORE_EXCEPTIONS": True,
+        },
+    }
+}
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = False
+
+# --- Sessions: Redis in front, the database behind (cached_db), so a Redis loss logs nobody out --
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_COOKIE_NAME = "loginsvc_sid"
+SESSION_COOKIE_AGE = LOGINSVC["SESSION_IDLE_SECONDS"]
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_HTTPONLY = False  # API clients read it to send X-CSRFToken
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_FAILURE_VIEW = "loginsvc.accounts.views.csrf_failure"
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+# --- Accounts and passwords ------------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "login"
+PASSWORD_HASHERS = [
+    "loginsvc.accounts.hashers.ConfiguredArgon2PasswordHasher",
+    # Older hashes still verify and are re-hashed with Argon2id at the next successful login.
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+# --- Request limits: bad input is a 400, never a 500 --------------------------------------------
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 50
+FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+
+# --- Security headers ---------------------------------------------------------------------------
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+if PRODUCTION:
+    # TLS ends at the edge in front of the router; it tells us the original scheme.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en"
+USE_I18N = False
+
+# --- Logs and Sentry ----------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"bad_input": {"()": "loginsvc.observability.logs.BadInputIsNotAnError"}},
+    "formatters": {
+        "json": {
+            "()": "loginsvc.observability.logs.JsonFormatter",
+            "cluster": LOGINSVC["CLUSTER"],
+            "node": LOGINSVC["NODE"],
+        },
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOGINSVC["JSON_LOGS"] else "plain",
+            "filters": ["bad_input"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("LOGINSVC_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "propagate": False},
+    },
+}
+
+if os.environ.get("SENTRY_DSN"):
+    from loginsvc.observability import sentry
+
+    sentry.init(
+        os.environ["SENTRY_DSN"], LOGINSVC["CLUSTER"], LOGINSVC["NODE"], LOGINSVC["RELEASE"], MODE
+    )

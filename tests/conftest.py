@@ -1,0 +1,84 @@
+"""Shared fixtures: the suite's Redis, users, real gunicorn nodes."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from deploy.redis_server import RedisServer
+from tests import plugin
+from tests.support import LoginNode, manage, node_env
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis() -> Iterator[None]:
+    """Every test starts with an empty Redis, so throttle counters never leak between tests."""
+    plugin.REDIS.client().flushall()
+    yield
+
+
+@pytest.fixture
+def user(db: None):
+    from loginsvc.accounts.models import User
+
+    return User.objects.create_user("Ann.Example@Example.test", PASSWORD)
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client(enforce_csrf_checks=True)
+
+
+def csrf_from(client: Client) -> str:
+    client.get("/api/session")
+    return client.cookies["csrftoken"].value
+
+
+def login(client: Client, email: str, password: str, **extra: object):
+    return client.post(
+        "/login/", {"username": email, "password": password, "csrfmiddlewaretoken": csrf_from(client), **extra}
+    )
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    (tmp_path / "var").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def stack(scratch: Path) -> Iterator[Callable[..., LoginNode]]:
+    """A factory of real gunicorn nodes sharing one database and the suite's Redis (or another)."""
+    nodes: list[LoginNode] = []
+    migrated: set[str] = set()
+
+    def start(name: str, cluster: str = "blue", redis_url: str | None = None, **env: str) -> LoginNode:
+        environment = node_env(scratch / "var", redis_url or plugin.REDIS.url, **env)
+        if environment.get("DATABASE_URL", "sqlite") not in migrated:
+            manage(environment, "migrate", "--noinput", "-v", "0")
+            migrated.add(environment.get("DATABASE_URL", "sqlite"))
+        node = LoginNode(environment, cluster, name, scratch).start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def own_redis(scratch: Path) -> Iterator[RedisServer]:
+    """A Redis for one test only, for tests that kill it."""
+    server = RedisServer(scratch / "own-redis", port=plugin.free_port()).start()
+    yield server
+    server.stop()
+
+
+def create_user_in(env_node: LoginNode, email: str, password: str) -> None:
+    """Create an account the way an operator would: `manage.py createsuperuser --noinput`."""
+    env = dict(env_node.env, DJANGO_SUPERUSER_PASSWORD=password)
+    manage(env, "createsuperuser", "--noinput", "--email", email)

