@@ -47,7 +47,7 @@ class LoginNode:
             LOGINSVC_CLUSTER=cluster,
             LOGINSVC_NODE=name,
             LOGINSVC_BIND=f"127.0.0.1:{self.port}",
-            WEB_CONCURRENCY="1",
+            WEB_CONCURRENCY=env.get("WEB_CONCURRENCY", "1"),
             PROMETHEUS_MULTIPROC_DIR=str(log_dir / f"metrics-{name}"),
         )
         self.log_path = log_dir / f"{name}.log"

@@ -10,7 +10,7 @@ from typing import Any
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_id"}
 # Keys whose values must never be written, whatever a caller passes in `extra=`.
 _SECRET_WORDS = ("password", "secret", "token", "session", "cookie", "authorization", "csrf")
 
@@ -18,6 +18,25 @@ _SECRET_WORDS = ("password", "secret", "token", "session", "cookie", "authorizat
 def _is_secret(key: str) -> bool:
     lowered = key.lower()
     return any(word in lowered for word in _SECRET_WORDS)
+
+
+def install_record_factory() -> None:
+    """Stamp every log record with the current request id when it is created, not when written.
+
+    A handler may format a record later or elsewhere (a queue, a test's capture), after the
+    request's context is gone.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "stamps_request_id", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = request_id.get()
+        return record
+
+    factory.stamps_request_id = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,7 +52,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            "request_id": request_id.get(),
+            "request_id": getattr(record, "request_id", "-"),
             "cluster": self.cluster,
             "node": self.node,
         }

@@ -26,8 +26,18 @@ def _strip_request(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any
     return event
 
 
+def _drop_revealing_breadcrumbs(crumb: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    """Cache and Redis breadcrumbs name keys that contain session ids; SQL parameters hold values."""
+    if crumb.get("category") in {"redis", "cache"} or crumb.get("type") == "redis":
+        return None
+    if crumb.get("category") == "query" and isinstance(crumb.get("data"), dict):
+        crumb["data"].pop("db.params", None)
+    return crumb
+
+
 def init(dsn: str, cluster: str, node: str, release: str, environment: str) -> None:
     import sentry_sdk
+    from sentry_sdk.integrations.redis import RedisIntegration
     from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
     sentry_sdk.init(
@@ -35,11 +45,12 @@ def init(dsn: str, cluster: str, node: str, release: str, environment: str) -> N
         release=release,
         environment=environment,
         server_name=node,
-        send_default_pii=False,
         max_request_body_size="never",
         include_local_variables=False,  # a frame's locals may hold the password being checked
         event_scrubber=EventScrubber(denylist=DEFAULT_DENYLIST + SCRUBBED_KEYS, recursive=True),
         before_send=_strip_request,
+        before_breadcrumb=_drop_revealing_breadcrumbs,
+        disabled_integrations=[RedisIntegration()],
         traces_sample_rate=0.0,
     )
     sentry_sdk.set_tag("cluster", cluster)

@@ -1,0 +1,82 @@
+"""The login page in headless Chromium against a real gunicorn node: what a person sees and does."""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import create_user_in
+
+EMAIL, PASSWORD = "dora@example.test", "a browser typed password"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def chrome(tmp_path: Path) -> Iterator[object]:
+    if not (CHROMIUM and CHROMEDRIVER):
+        reason = "headless Chromium needs Debian's chromium and chromium-driver (.ci/run installs them)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=900,700"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.browser
+def test_person_signs_in_sees_errors_and_signs_out(chrome, stack, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    node = stack("blue-1")
+    create_user_in(node, EMAIL, PASSWORD)
+
+    chrome.get(node.url + "/login/")
+    assert chrome.title == "Sign in · Mail login"
+    username = chrome.switch_to.active_element  # autofocus lands on the email field
+    assert username.get_attribute("id") == "id_username"
+    username.send_keys(EMAIL)
+    chrome.find_element(By.ID, "id_password").send_keys("not my password")
+    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    alert = chrome.find_element(By.CSS_SELECTOR, "[role=alert]")
+    assert alert.text == "Invalid email address or password."
+    assert chrome.find_element(By.ID, "id_username").get_attribute("value") == EMAIL
+    assert chrome.find_element(By.ID, "id_password").get_attribute("value") == ""
+
+    chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert chrome.find_element(By.ID, "signed-in-as").text == EMAIL
+    chrome.save_screenshot(str(tmp_path / "signed-in.png"))
+    assert (tmp_path / "signed-in.png").stat().st_size > 1000
+
+    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # "Sign out"
+    assert chrome.current_url == node.url + "/login/"
+    chrome.get(node.url + "/api/session")
+    assert '"authenticated": false' in chrome.find_element(By.TAG_NAME, "body").text
+
+
+@pytest.mark.browser
+def test_login_form_redirects_to_next_within_the_service(chrome, stack) -> None:
+    from selenium.webdriver.common.by import By
+
+    node = stack("blue-1")
+    create_user_in(node, EMAIL, PASSWORD)
+    chrome.get(node.url + "/login/?next=/api/session")
+    chrome.find_element(By.ID, "id_username").send_keys(EMAIL)
+    chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert chrome.current_url == node.url + "/api/session"
+    assert EMAIL in chrome.find_element(By.TAG_NAME, "body").text

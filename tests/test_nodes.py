@@ -1,0 +1,74 @@
+"""Real gunicorn nodes sharing Redis and the database: sessions and lockouts hold across nodes."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import create_user_in
+from tests.support import Browser
+
+EMAIL, PASSWORD = "carol@example.test", "a long and careful password"
+
+
+@pytest.fixture
+def two_nodes(stack):
+    blue = stack("blue-1", cluster="blue")
+    green = stack("green-1", cluster="green")
+    create_user_in(blue, EMAIL, PASSWORD)
+    return blue, green
+
+
+def test_login_on_one_node_is_honoured_by_another(two_nodes) -> None:
+    blue, green = two_nodes
+    browser = Browser(blue.url)
+    response = browser.login(EMAIL.upper(), PASSWORD)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Served-By"] == "blue/blue-1"
+    on_green = browser.call("GET", "/api/session", green.url)
+    assert on_green.headers["X-Served-By"] == "green/green-1"
+    assert on_green.json()["authenticated"] is True and on_green.json()["email"] == EMAIL
+    # Logging out on green ends the session on blue as well.
+    browser.call("POST", "/logout/", green.url, headers={"X-CSRFToken": browser.cookies["csrftoken"]})
+    assert browser.whoami(blue.url) == {"authenticated": False}
+
+
+def test_lockout_is_shared_by_nodes(two_nodes) -> None:
+    blue, green = two_nodes
+    attacker = Browser(blue.url)
+    statuses = [attacker.login(EMAIL, f"guess {i}", base_url=(blue.url, green.url)[i % 2]).status_code
+                for i in range(10)]
+    assert statuses == [401] * 10
+    for node in (blue, green):
+        response = attacker.login(EMAIL, PASSWORD, base_url=node.url)
+        assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+
+
+def test_redis_kill_and_restart_keeps_users_logged_in(stack, own_redis) -> None:
+    blue = stack("blue-1", cluster="blue", redis_url=own_redis.url)
+    green = stack("green-1", cluster="green", redis_url=own_redis.url)
+    create_user_in(blue, EMAIL, PASSWORD)
+    browser = Browser(blue.url)
+    assert browser.login(EMAIL, PASSWORD).status_code == 200
+
+    own_redis.kill()
+    for node in (blue, green):
+        assert browser.whoami(node.url)["authenticated"] is True
+    assert browser.call("GET", "/readyz").status_code == 503
+    newcomer = Browser(green.url)
+    assert newcomer.login(EMAIL, PASSWORD).status_code == 200  # logins work without Redis too
+
+    own_redis.start()
+    for node in (blue, green):
+        assert browser.whoami(node.url)["authenticated"] is True
+        assert newcomer.whoami(node.url)["authenticated"] is True
+    assert browser.call("GET", "/readyz").status_code == 200
+
+
+def test_node_metrics_aggregate_all_workers(stack) -> None:
+    node = stack("blue-1", cluster="blue", WEB_CONCURRENCY="2")
+    browser = Browser(node.url)
+    for _ in range(20):
+        browser.whoami()
+    text = browser.call("GET", "/metrics").text
+    line = next(l for l in text.splitlines()
+                if l.startswith("loginsvc_request_duration_seconds_count") and 'view="api-session"' in l)
+    assert float(line.rsplit(" ", 1)[1]) == 20

@@ -1,0 +1,64 @@
+"""Production settings: `check --deploy` is clean; a missing or weak key or a bad option stops with one line."""
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from tests import plugin
+from tests.support import manage, node_env
+
+STRONG_KEY = secrets.token_urlsafe(64)
+
+
+def production_env(tmp_path, **extra: str) -> dict[str, str]:
+    env = node_env(tmp_path, plugin.REDIS.url, LOGINSVC_MODE="production",
+                   DJANGO_ALLOWED_HOSTS="login.example.test", DJANGO_SECRET_KEY=STRONG_KEY)
+    env.update(extra)
+    return env
+
+
+def test_check_deploy_is_clean_in_production(tmp_path) -> None:
+    result = manage(production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_secret_key_may_come_from_a_file(tmp_path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(STRONG_KEY + "\n")
+    env = production_env(tmp_path, DJANGO_SECRET_KEY_FILE=str(key_file))
+    del env["DJANGO_SECRET_KEY"]
+    assert manage(env, "check", "--deploy", "--fail-level", "WARNING", check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY: required in production"),
+        ({"DJANGO_SECRET_KEY": "short-key"}, "DJANGO_SECRET_KEY: too weak"),
+        ({"DJANGO_SECRET_KEY": "django-insecure-" + "a1b2c3d4e5" * 5}, "DJANGO_SECRET_KEY: too weak"),
+        ({"DJANGO_SECRET_KEY": "a" * 60}, "DJANGO_SECRET_KEY: too weak"),
+        ({"DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS: required in production"),
+        ({"DJANGO_SECRET_KEY_FILE": "/nonexistent/key", "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY_FILE: cannot read"),
+        ({"LOGINSVC_MODE": "prod"}, "LOGINSVC_MODE: must be 'local' or 'production'"),
+        ({"LOGINSVC_LOCKOUT_THRESHOLD": "ten"}, "LOGINSVC_LOCKOUT_THRESHOLD: is not a number"),
+        ({"LOGINSVC_ARGON2_MEMORY_COST": "-5"}, "LOGINSVC_ARGON2_MEMORY_COST: must be a positive integer"),
+        ({"LOGINSVC_PRODUCT_ORIGINS": "https://ok.test,ftp://x"}, "LOGINSVC_PRODUCT_ORIGINS: 'ftp://x' is not an origin"),
+        ({"LOGINSVC_JSON_LOGS": "maybe"}, "LOGINSVC_JSON_LOGS: must be one of"),
+        ({"LOGINSVC_SESSION_MAX_SECONDS": "60"}, "LOGINSVC_SESSION_MAX_SECONDS: must not be shorter"),
+    ],
+)
+def test_bad_configuration_stops_with_one_clear_line(tmp_path, change: dict[str, str], message: str) -> None:
+    result = manage(production_env(tmp_path, **change), "check", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"configuration error: {result.stderr.split(': ', 1)[1].strip()}"]
+    assert message in result.stderr
+    assert STRONG_KEY not in result.stderr
+
+
+def test_production_cookies_are_secure(tmp_path) -> None:
+    result = manage(production_env(tmp_path), "shell", "-c",
+                    "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+                    "s.SECURE_HSTS_SECONDS, s.DEBUG)")
+    assert result.stdout.strip().splitlines()[-1].split() == ["True", "True", "31536000", "False"]
