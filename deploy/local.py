@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.node import Node, manage
 from deploy.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,18 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, check=True, cwd=ROOT)
-
-
-def wait_http(host: str, port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
+    result = manage(env, *args, check=False)
+    sys.stdout.write(result.stdout)
+    if result.returncode:
+        sys.stderr.write(result.stderr)
+        raise subprocess.CalledProcessError(result.returncode, ["manage.py", *args])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,19 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     redis_server = None
-    gunicorn = None
+    node: Node | None = None
     try:
         if not env.get("REDIS_URL"):
             redis_server = RedisServer(var_dir / "redis", unix_socket=var_dir / "redis.sock").start()
             env["REDIS_URL"] = redis_server.url
         run_manage(env, "migrate", "--noinput", "-v", "0")
         run_manage(env, "ensure_demo_users")
-        gunicorn = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],
-            env=env, cwd=ROOT, start_new_session=True,
-        )
-        if not wait_http(args.host, args.port, gunicorn):
-            print("login service failed to start; see the messages above", file=sys.stderr)
+        node = Node(env, env.get("LOGINSVC_CLUSTER", "local"), env["LOGINSVC_NODE"], args.port, args.host)
+        try:
+            node.start()
+        except RuntimeError as exc:
+            print(f"login service failed to start ({exc}); see the messages above", file=sys.stderr)
             return 1
         print(
             f"login service  http://{args.host}:{args.port}/login/   (node {env['LOGINSVC_NODE']})\n"
@@ -84,20 +77,15 @@ def main(argv: list[str] | None = None) -> int:
             "Ctrl-C stops everything.",
             flush=True,
         )
-        while not stopping and gunicorn.poll() is None:
+        while not stopping and node.running():
             time.sleep(0.2)
-        return 0 if stopping else (gunicorn.returncode or 1)
+        return 0 if stopping else 1
     except subprocess.CalledProcessError as exc:
-        print(f"set-up step failed: {' '.join(exc.cmd[1:])}", file=sys.stderr)
+        print(f"set-up step failed: {' '.join(exc.cmd)}", file=sys.stderr)
         return 1
     finally:
-        if gunicorn and gunicorn.poll() is None:
-            gunicorn.send_signal(signal.SIGTERM)
-            try:
-                gunicorn.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(gunicorn.pid, signal.SIGKILL)
-                gunicorn.wait()
+        if node:
+            node.stop()
         if redis_server:
             redis_server.stop()
 

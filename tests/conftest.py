@@ -58,9 +58,12 @@ def stack(scratch: Path) -> Iterator[Callable[..., LoginNode]]:
 
     def start(name: str, cluster: str = "blue", redis_url: str | None = None, **env: str) -> LoginNode:
         environment = node_env(scratch / "var", redis_url or plugin.REDIS.url, **env)
-        if environment.get("DATABASE_URL", "sqlite") not in migrated:
+        database = environment.get("DATABASE_URL", "sqlite")
+        if database not in migrated:
             manage(environment, "migrate", "--noinput", "-v", "0")
-            migrated.add(environment.get("DATABASE_URL", "sqlite"))
+            if database != "sqlite":  # a shared PostgreSQL database outlives each test: start empty
+                manage(environment, "flush", "--noinput", "-v", "0")
+            migrated.add(database)
         node = LoginNode(environment, cluster, name, scratch).start()
         nodes.append(node)
         return node

@@ -10,17 +10,11 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
+from deploy.node import free_port
 from deploy.redis_server import RedisServer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="loginsvc-tests-"))

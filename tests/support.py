@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import requests
 
-from tests.plugin import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from deploy.node import ROOT, Node, manage  # noqa: F401 - manage and ROOT are re-exported for tests
 
 
 def node_env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
@@ -28,59 +22,20 @@ def node_env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT,
-        capture_output=True, text=True, check=check, timeout=120,
-    )
-
-
-class LoginNode:
-    """One gunicorn node of the login service on a free loopback port."""
+class LoginNode(Node):
+    """A node for one test: a free port, one worker unless asked, its log and metrics in the test's folder."""
 
     def __init__(self, env: dict[str, str], cluster: str, name: str, log_dir: Path) -> None:
-        self.port = free_port()
-        self.cluster, self.name = cluster, name
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(
+        env = dict(
             env,
-            LOGINSVC_CLUSTER=cluster,
-            LOGINSVC_NODE=name,
-            LOGINSVC_BIND=f"127.0.0.1:{self.port}",
             WEB_CONCURRENCY=env.get("WEB_CONCURRENCY", "1"),
             PROMETHEUS_MULTIPROC_DIR=str(log_dir / f"metrics-{name}"),
         )
-        self.log_path = log_dir / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> "LoginNode":
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],
-                env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"node {self.name} exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError(f"node {self.name} not up within {timeout}s")
+        super().__init__(env, cluster, name, log_path=log_dir / f"{name}.log")
 
     def log(self) -> str:
+        assert self.log_path is not None
         return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 class Browser(requests.Session):

@@ -1,0 +1,88 @@
+"""One login-service node: a gunicorn process group with its cluster/node identity, started and stopped."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `manage.py ARGS` with `env`, capturing its output."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT,
+        capture_output=True, text=True, check=check, timeout=120,
+    )
+
+
+class Node:
+    """A gunicorn node on HOST:PORT; its own process group, so stopping it stops all its workers."""
+
+    def __init__(self, env: dict[str, str], cluster: str, name: str, port: int = 0,
+                 host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host, self.port = host, port or free_port()
+        self.cluster, self.name = cluster, name
+        self.url = f"http://{host}:{self.port}"
+        self.env = dict(env, LOGINSVC_CLUSTER=cluster, LOGINSVC_NODE=name, LOGINSVC_BIND=f"{host}:{self.port}")
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> "Node":
+        log = open(self.log_path, "ab") if self.log_path else None
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)],
+                env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
+            )
+        finally:
+            if log:
+                log.close()
+        self.wait_alive(timeout)
+        return self
+
+    def wait_alive(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        raise RuntimeError(f"node {self.name} not answering /healthz within {timeout}s")
+
+    def running(self) -> bool:
+        return bool(self.process and self.process.poll() is None)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM: gunicorn finishes in-flight requests (graceful_timeout), then exits."""
+        if self.running():
+            assert self.process is not None
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group, as a crash would."""
+        if self.running():
+            assert self.process is not None
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
