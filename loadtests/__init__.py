@@ -1,0 +1,1 @@
+"""Load measurements: `make bench` benchmarks (bench/) and, later, the Locust suites."""

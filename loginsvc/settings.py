@@ -118,6 +118,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
+            # Keep each thread's connection: opening one (and its PRAGMAs) costs more than a query.
+            "CONN_MAX_AGE": 600,
+            "CONN_HEALTH_CHECKS": True,
             # WAL lets many node processes read while one writes; IMMEDIATE avoids upgrade deadlocks.
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -161,6 +164,7 @@ CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS",
 
 # --- Accounts and passwords ------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["loginsvc.accounts.backends.CachedModelBackend"]
 LOGIN_URL = "login"
 PASSWORD_HASHERS = [
     "loginsvc.accounts.hashers.ConfiguredArgon2PasswordHasher",

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from deploy.redis_server import RedisServer
+from loginsvc.accounts import backends
 from tests import plugin
 from tests.support import LoginNode, manage, node_env
 
@@ -18,6 +19,7 @@ PASSWORD = "correct horse battery staple"
 def _fresh_redis() -> Iterator[None]:
     """Every test starts with an empty Redis, so throttle counters never leak between tests."""
     plugin.REDIS.client().flushall()
+    backends._users.clear()  # test transactions roll back, so a user id can come back as someone else
     yield
 
 

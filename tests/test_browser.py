@@ -33,8 +33,20 @@ def chrome(tmp_path: Path) -> Iterator[object]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(20)
+    driver.implicitly_wait(5)
     yield driver
     driver.quit()
+
+
+def submit(driver) -> None:
+    """Click the form's button and wait until the next page has replaced this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
+    button.click()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(button))
 
 
 @pytest.mark.browser
@@ -50,19 +62,19 @@ def test_person_signs_in_sees_errors_and_signs_out(chrome, stack, tmp_path: Path
     assert username.get_attribute("id") == "id_username"
     username.send_keys(EMAIL)
     chrome.find_element(By.ID, "id_password").send_keys("not my password")
-    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(chrome)
     alert = chrome.find_element(By.CSS_SELECTOR, "[role=alert]")
     assert alert.text == "Invalid email address or password."
     assert chrome.find_element(By.ID, "id_username").get_attribute("value") == EMAIL
     assert chrome.find_element(By.ID, "id_password").get_attribute("value") == ""
 
     chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(chrome)
     assert chrome.find_element(By.ID, "signed-in-as").text == EMAIL
     chrome.save_screenshot(str(tmp_path / "signed-in.png"))
     assert (tmp_path / "signed-in.png").stat().st_size > 1000
 
-    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()  # "Sign out"
+    submit(chrome)  # "Sign out"
     assert chrome.current_url == node.url + "/login/"
     chrome.get(node.url + "/api/session")
     assert '"authenticated": false' in chrome.find_element(By.TAG_NAME, "body").text
@@ -77,6 +89,6 @@ def test_login_form_redirects_to_next_within_the_service(chrome, stack) -> None:
     chrome.get(node.url + "/login/?next=/api/session")
     chrome.find_element(By.ID, "id_username").send_keys(EMAIL)
     chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    submit(chrome)
     assert chrome.current_url == node.url + "/api/session"
     assert EMAIL in chrome.find_element(By.TAG_NAME, "body").text

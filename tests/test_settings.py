@@ -62,3 +62,12 @@ def test_production_cookies_are_secure(tmp_path) -> None:
                     "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
                     "s.SECURE_HSTS_SECONDS, s.DEBUG)")
     assert result.stdout.strip().splitlines()[-1].split() == ["True", "True", "31536000", "False"]
+
+
+def test_every_option_is_documented() -> None:
+    from loginsvc.conf import OPTIONS, PREFIX
+    from tests.support import ROOT
+
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [PREFIX + key for key in OPTIONS if f"`{PREFIX}{key}`" not in documented]
+    assert not missing

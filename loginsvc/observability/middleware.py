@@ -26,6 +26,7 @@ class RequestContextMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.served_by = f"{conf.get('CLUSTER')}/{conf.get('NODE')}"
+        self.access_log = conf.get("ACCESS_LOG")
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
@@ -41,11 +42,12 @@ class RequestContextMiddleware:
             view = match.url_name if match and match.url_name else _UNROUTED.get(request.path_info, "unmatched")
             method = request.method if request.method in _METHODS else "OTHER"
             REQUEST_LATENCY.labels(view, method, str(response.status_code)).observe(elapsed)
-            # The path without its query string: a query may carry tokens.
-            access_log.info(
-                "%s %s %s", method, request.path_info[:200], response.status_code,
-                extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2), "view": view},
-            )
+            if self.access_log:
+                # The path without its query string: a query may carry tokens.
+                access_log.info(
+                    "%s %s %s", method, request.path_info[:200], response.status_code,
+                    extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2), "view": view},
+                )
             return response
         finally:
             request_id.reset(token)

@@ -1,0 +1,25 @@
+"""`make bench`: every benchmark in one run; tables on stdout, JSON under var/bench/."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from loadtests.bench import login_bench
+
+BENCHMARKS = {"login": login_bench.run}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("var/bench"), help="folder for the JSON results")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these")
+    args = parser.parse_args()
+    results = {name: BENCHMARKS[name](args.out) for name in (args.only or BENCHMARKS)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "all.json").write_text(json.dumps(results, indent=2))
+    print(f"\nJSON written to {args.out}/")
+
+
+if __name__ == "__main__":
+    main()

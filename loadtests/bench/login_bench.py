@@ -1,0 +1,171 @@
+"""Login-service benchmark: logins/s against the Argon2 bound, and /api/session requests/s per worker.
+
+(a) A real gunicorn node (workers = cores) and a real Redis; client threads POST /api/login as
+    fast as they can for a fixed time. The bound is cores / (one Argon2 verify with the configured
+    cost, measured here): no server can log people in faster than it can check their passwords.
+(b) The same node with one worker; wrk asks GET /api/session with a logged-in session cookie.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from argon2 import PasswordHasher, Type
+
+from deploy.node import Node, free_port, manage
+from deploy.redis_server import RedisServer
+from loadtests.bench import wrk
+from loginsvc import conf
+
+PASSWORD = "benchmark password 1"
+EMAIL = "bench@example.test"
+
+
+def argon2_verify_ms(samples: int = 30) -> float:
+    """Median time of one verify with the configured parameters, in this process, on this machine."""
+    options = conf.load()
+    hasher = PasswordHasher(options["ARGON2_TIME_COST"], options["ARGON2_MEMORY_COST"],
+                            options["ARGON2_PARALLELISM"], type=Type.ID)
+    encoded = hasher.hash(PASSWORD)
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        hasher.verify(encoded, PASSWORD)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1000
+
+
+def _csrf(port: int) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/api/session")
+    response = connection.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie", "")
+    return cookie.split("csrftoken=", 1)[1].split(";", 1)[0]
+
+
+def login_once(connection: http.client.HTTPConnection, token: str) -> tuple[int, str]:
+    body = json.dumps({"username": EMAIL, "password": PASSWORD})
+    connection.request("POST", "/api/login", body, {
+        "Content-Type": "application/json", "X-CSRFToken": token, "Cookie": f"csrftoken={token}",
+    })
+    response = connection.getresponse()
+    response.read()
+    session = next((c.split("=", 1)[1].split(";", 1)[0] for c in response.headers.get_all("Set-Cookie") or []
+                    if c.startswith("loginsvc_sid=")), "")
+    return response.status, session
+
+
+def login_throughput(port: int, clients: int, seconds: float) -> dict:
+    token = _csrf(port)
+    deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            status, _ = login_once(connection, token)
+            if status != 200:
+                with lock:
+                    failures[0] += 1
+            mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "logins_per_s": (len(latencies) - failures[0]) / elapsed,
+        "failures": failures[0],
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+    }
+
+
+def run(out_dir: Path, seconds: int = 10) -> dict:
+    cores = os.cpu_count() or 1
+    scratch = Path(tempfile.mkdtemp(prefix="bench-login-"))
+    redis = RedisServer(scratch / "redis", port=free_port()).start()
+    env = dict(os.environ, LOGINSVC_VAR_DIR=str(scratch / "var"), REDIS_URL=redis.url,
+               DJANGO_SETTINGS_MODULE="loginsvc.settings", DJANGO_SUPERUSER_PASSWORD=PASSWORD)
+    env.pop("DATABASE_URL", None)
+    nodes: list[Node] = []
+    try:
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "createsuperuser", "--noinput", "--email", EMAIL)
+        verify_ms = argon2_verify_ms()
+        bound = cores / (verify_ms / 1000)
+
+        node = Node(dict(env, WEB_CONCURRENCY=str(cores), PROMETHEUS_MULTIPROC_DIR=str(scratch / "m1")),
+                    "bench", "bench-logins", log_path=scratch / "logins.log").start()
+        nodes.append(node)
+        login_throughput(node.port, clients=2, seconds=1)  # warm-up: imports, connections, caches
+        logins = login_throughput(node.port, clients=cores * 4, seconds=seconds)
+        node.stop()
+
+        single = Node(dict(env, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(scratch / "m2")),
+                      "bench", "bench-session", log_path=scratch / "session.log").start()
+        nodes.append(single)
+        token = _csrf(single.port)
+        status, session = login_once(http.client.HTTPConnection("127.0.0.1", single.port), token)
+        assert status == 200 and session, "benchmark login failed"
+        cookie = {"Cookie": f"loginsvc_sid={session}; csrftoken={token}"}
+        wrk.run(single.url + "/api/session", 8, 1, headers=cookie)  # warm-up
+        api = wrk.run(single.url + "/api/session", 8, seconds, headers=cookie)
+        anonymous = wrk.run(single.url + "/api/session", 8, seconds)
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.stop()
+
+    params = conf.load()
+    result = {
+        "machine": {"cores": cores},
+        "argon2": {"time_cost": params["ARGON2_TIME_COST"], "memory_kib": params["ARGON2_MEMORY_COST"],
+                   "parallelism": params["ARGON2_PARALLELISM"], "verify_ms": round(verify_ms, 2)},
+        "logins": {**{k: round(v, 2) if isinstance(v, float) else v for k, v in logins.items()},
+                   "bound_per_s": round(bound, 1), "fraction_of_bound": round(logins["logins_per_s"] / bound, 3),
+                   "goal_fraction": 0.9},
+        "api_session_per_worker": {"authenticated": api, "anonymous": anonymous, "goal_per_s": 1500},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "login.json").write_text(json.dumps(result, indent=2))
+    print_table(result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    a, logins, api = result["argon2"], result["logins"], result["api_session_per_worker"]
+    print(f"\nLogin service ({result['machine']['cores']} cores; Argon2id m={a['memory_kib']} KiB "
+          f"t={a['time_cost']} p={a['parallelism']}, verify {a['verify_ms']} ms)")
+    print(f"{'measure':<38}{'value':>12}{'goal':>12}")
+    print(f"{'logins/s (gunicorn, ' + str(logins['clients']) + ' clients)':<38}{logins['logins_per_s']:>12.1f}"
+          f"{'':>12}")
+    print(f"{'  bound: cores / verify time':<38}{logins['bound_per_s']:>12.1f}{'':>12}")
+    print(f"{'  fraction of bound':<38}{logins['fraction_of_bound']:>12.3f}{'>= 0.9':>12}")
+    print(f"{'  login p50 / p99 ms':<38}{logins['p50_ms']:>6.0f} /{logins['p99_ms']:>4.0f}{'':>12}")
+    for label, row in (("authenticated", api["authenticated"]), ("anonymous", api["anonymous"])):
+        print(f"{'/api/session req/s, 1 worker, ' + label:<38}{row['requests_per_s']:>12.0f}{'>= 1500':>12}")
+        print(f"{'  p50 / p99 ms':<38}{row['p50']:>6.2f} /{row['p99']:>5.2f}{'':>12}")
+
+
+if __name__ == "__main__":
+    run(Path("var/bench"))
