@@ -1,10 +1,13 @@
 """gunicorn settings of one login-service node; every value can be overridden from the environment.
 
 Why these values:
-- gthread workers: Argon2 runs in C and releases the GIL, so threads of one worker use several
-  cores during logins, and gthread keeps connections alive for the router's connection pool.
-- workers = cores, threads = 4: enough concurrency to saturate the cores with logins
-  (~35 ms of CPU each) while a slow client never holds a whole process.
+- gthread worker class: it keeps connections alive for the router's connection pool (the sync
+  worker closes each one) and parks idle keep-alive connections in a poller, not in a thread.
+- workers = cores, threads = 2: measured on 2 cores (docs/benchmarks.md), one thread per
+  worker serves GET /api/session ~20 % faster (no GIL or logging-lock contention), but logins
+  need more requests in flight than cores to keep every core on Argon2 (~36 ms each) while
+  others wait on the database, and 2 x cores single-threaded workers contend on SQLite's write
+  lock (p99 over 1 s). Two threads per worker is the measured balance.
 - timeout 30 s: a worker stuck that long is killed and replaced; graceful_timeout 20 s lets
   in-flight requests finish on SIGTERM (the router drains a node that reports not-ready).
 - keepalive 5 s: longer than the router's idle pool timeout would be pointless, shorter costs
@@ -18,9 +21,9 @@ import shutil
 from prometheus_client import multiprocess
 
 bind = os.environ.get("LOGINSVC_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
 worker_class = "gthread"
-threads = int(os.environ.get("LOGINSVC_THREADS", "4"))
+threads = int(os.environ.get("LOGINSVC_THREADS", "2"))
 timeout = int(os.environ.get("LOGINSVC_WORKER_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("LOGINSVC_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5

@@ -1,6 +1,6 @@
 """Login-service benchmark: logins/s against the Argon2 bound, and /api/session requests/s per worker.
 
-(a) A real gunicorn node (workers = cores) and a real Redis; client threads POST /api/login as
+(a) A real gunicorn node (default workers and threads) and a real Redis; client threads POST /api/login as
     fast as they can for a fixed time. The bound is cores / (one Argon2 verify with the configured
     cost, measured here): no server can log people in faster than it can check their passwords.
 (b) The same node with one worker; wrk asks GET /api/session with a logged-in session cookie.
@@ -114,7 +114,7 @@ def run(out_dir: Path, seconds: int = 10) -> dict:
         verify_ms = argon2_verify_ms()
         bound = cores / (verify_ms / 1000)
 
-        node = Node(dict(env, WEB_CONCURRENCY=str(cores), PROMETHEUS_MULTIPROC_DIR=str(scratch / "m1")),
+        node = Node(dict(env, PROMETHEUS_MULTIPROC_DIR=str(scratch / "m1")),  # default workers and threads
                     "bench", "bench-logins", log_path=scratch / "logins.log").start()
         nodes.append(node)
         login_throughput(node.port, clients=2, seconds=1)  # warm-up: imports, connections, caches

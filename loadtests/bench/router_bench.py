@@ -1,0 +1,357 @@
+"""Canary router benchmark: wrk against the tiny backend directly, HAProxy (nbthread 1) and the router.
+
+Run: .venv/bin/python -m loadtests.bench.router_bench [OUT_DIR]   (writes OUT_DIR/router.json, default var/bench/)
+Method:
+  * throughput: `wrk -t1 -c50 -d5s` (keep-alive, closed loop, 3 interleaved rounds, median) against each target, same fixed 13-byte backend
+    (canary.demo_backend --fixed: uvloop + httptools, own process);
+  * added latency at half capacity, open loop: a small C load generator (embedded below, built with gcc at run
+    time) sends GETs at Poisson arrival times at a fixed rate over 64 keep-alive connections and measures each
+    latency from the *intended* send time (no coordinated omission, like wrk2). The router's open-loop capacity
+    is the highest rate (1k steps) whose p99 stays < 10 ms; at half of it, backend alone, HAProxy and router
+    are measured 5 s each after a 1 s warm-up; added = proxy p99 - backend p99 at the same rate. Without gcc
+    the fallback is wrk with a Lua delay() think time (bursty: wrk's timers tick in whole milliseconds);
+  * router RSS: VmRSS / VmHWM from /proc/PID/status after the runs.
+Closed-loop wrk batches many requests per event-loop wake-up; open-loop arrivals mostly do not, so the
+router's open-loop capacity is well below its wrk throughput (per-request cost roughly doubles unbatched).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PY = sys.executable
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+DURATION = os.environ.get("BENCH_DURATION", "5s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening")
+
+
+def spawn(args: list[str], **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **kw)
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, conns: int, duration: str = DURATION, script: str | None = None) -> dict[str, Any]:
+    args = [WRK, "-t1", f"-c{conns}", f"-d{duration}", "--latency"]
+    if script:
+        args += ["-s", script]
+    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=120).stdout
+    res: dict[str, Any] = {"connections": conns}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        res[f"p{pct}_ms"] = round(_ms(m.group(1), m.group(2)), 3) if m else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors:(.*)", out)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    return res
+
+
+def rss_kb(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out
+
+
+OPENLOOP_C = r"""/* Open-loop HTTP/1.1 load generator: Poisson arrivals at a fixed rate, latency from the intended send time
+   (no coordinated omission), keep-alive connections, timerfd for sub-ms pacing. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXC 256
+typedef struct { int fd; int busy; double t_intended; char buf[8192]; int len; } conn_t;
+static conn_t C[MAXC];
+static int nconn;
+static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
+static int cmp(const void *a, const void *b) { double x = *(double *)a, y = *(double *)b; return x < y ? -1 : x > y; }
+static int open_conn(const char *host, int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0); struct sockaddr_in a = {0};
+  a.sin_family = AF_INET; a.sin_port = htons(port); inet_pton(AF_INET, host, &a.sin_addr);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); exit(1); }
+  int one = 1; setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); return fd;
+}
+/* returns 1 when a full response is in buf */
+static int complete(conn_t *c) {
+  c->buf[c->len] = 0; char *end = strstr(c->buf, "\r\n\r\n"); if (!end) return 0;
+  long cl = 0; char *p = c->buf;
+  while ((p = strcasestr(p, "\r\ncontent-length:")) && p < end) { cl = strtol(p + 17, NULL, 10); break; }
+  return (end + 4 - c->buf) + cl <= c->len;
+}
+int main(int argc, char **argv) {
+  if (argc < 6) { fprintf(stderr, "usage: openloop HOST PORT RATE SECONDS CONNS\n"); return 2; }
+  const char *host = argv[1]; int port = atoi(argv[2]); double rate = atof(argv[3]), secs = atof(argv[4]);
+  nconn = atoi(argv[5]); if (nconn > MAXC) nconn = MAXC;
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  char req[256]; int reqlen = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port);
+  int ep = epoll_create1(0), tfd = timerfd_create(CLOCK_MONOTONIC, 0);
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = MAXC}; epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
+  for (int i = 0; i < nconn; i++) { C[i].fd = open_conn(host, port); ev.data.u32 = i; epoll_ctl(ep, EPOLL_CTL_ADD, C[i].fd, &ev); }
+  size_t cap = (size_t)(rate * secs * 1.2) + 1000, n = 0, late = 0, backlog_max = 0;
+  double *lat = malloc(cap * sizeof(double)), *pending = malloc(cap * sizeof(double)); size_t ph = 0, pt = 0;
+  srand48(12345); double t0 = now(), next = t0 + 0.01, stop = t0 + secs;
+  while (1) {
+    double t = now();
+    while (next <= t && next < stop) { pending[pt++] = next; next += -log(1.0 - drand48()) / rate; }
+    if (pt - ph > backlog_max) backlog_max = pt - ph;
+    for (int i = 0; i < nconn && ph < pt; i++) if (!C[i].busy) {
+      C[i].busy = 1; C[i].t_intended = pending[ph++]; C[i].len = 0;
+      if (write(C[i].fd, req, reqlen) != reqlen) { perror("write"); return 1; }
+    }
+    if (ph < pt) late++;
+    int inflight = 0; for (int i = 0; i < nconn; i++) inflight += C[i].busy;
+    if (t >= stop && !inflight && ph == pt) break;
+    if (t > stop + 10) { fprintf(stderr, "drain timeout\n"); break; }
+    if (next < stop) { struct itimerspec its = {0}; its.it_value.tv_sec = (time_t)next; its.it_value.tv_nsec = (long)((next - (time_t)next) * 1e9);
+      timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL); }
+    struct epoll_event evs[64]; int k = epoll_wait(ep, evs, 64, 100);
+    for (int j = 0; j < k; j++) {
+      unsigned id = evs[j].data.u32;
+      if (id == MAXC) { unsigned long long x; if (read(tfd, &x, 8) < 0) {} continue; }
+      conn_t *c = &C[id]; int r = read(c->fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
+      if (r <= 0) { fprintf(stderr, "connection closed\n"); return 1; }
+      c->len += r;
+      if (c->busy && complete(c)) { if (n < cap) lat[n++] = now() - c->t_intended; c->busy = 0; }
+    }
+  }
+  qsort(lat, n, sizeof(double), cmp);
+  double el = secs;
+  printf("{\"requests\": %zu, \"rate\": %.1f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, \"p999_ms\": %.3f, \"max_ms\": %.3f, \"backlog_max\": %zu}\n",
+         n, n / el, lat[n / 2] * 1e3, lat[(size_t)(n * 0.9)] * 1e3, lat[(size_t)(n * 0.99)] * 1e3, lat[(size_t)(n * 0.999)] * 1e3, lat[n - 1] * 1e3, backlog_max);
+  return 0;
+}
+"""
+
+
+def build_openloop(tmp: pathlib.Path) -> str | None:
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if not gcc:
+        return None
+    (tmp / "openloop.c").write_text(OPENLOOP_C)
+    r = subprocess.run([gcc, "-O2", "-o", str(tmp / "openloop"), str(tmp / "openloop.c"), "-lm"],
+                       capture_output=True, text=True, timeout=60)
+    return str(tmp / "openloop") if r.returncode == 0 else None
+
+
+def openloop(binary: str, port: int, rate: float, seconds: float, conns: int = 64) -> dict[str, Any]:
+    out = subprocess.run([binary, "127.0.0.1", str(port), str(int(rate)), str(seconds), str(conns)],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        return {"error": (out.stderr or out.stdout)[-200:], "p99_ms": float("inf"), "p50_ms": float("inf")}
+
+
+def half_capacity_openloop(binary: str, targets: dict[str, int], wrk_rps: float) -> dict[str, Any]:
+    sweep = []
+    capacity = 0
+    rate = 1000
+    while rate <= 30000:
+        r = openloop(binary, targets["router"], rate, 2.0)
+        sweep.append({"rate": rate, "p50_ms": r.get("p50_ms"), "p99_ms": r.get("p99_ms")})
+        if r.get("p99_ms", float("inf")) >= 10.0:
+            break
+        capacity = rate
+        rate += 1000
+    half = max(500, capacity // 2)
+    runs = {}
+    for name in ("backend", "haproxy", "router"):
+        openloop(binary, targets[name], half, 1.0)                    # warm-up
+        runs[name] = openloop(binary, targets[name], half, 5.0)
+    base = runs["backend"]
+    over = openloop(binary, targets["router"], wrk_rps / 2, 3.0)
+    return {
+        "method": "open loop (C generator, Poisson arrivals, latency from intended send time)",
+        "router_open_loop_capacity_rps": capacity, "capacity_sweep": sweep, "rate": half, "runs": runs,
+        "added_p50_ms": {n: round(runs[n]["p50_ms"] - base["p50_ms"], 3) for n in ("haproxy", "router")},
+        "added_p99_ms": {n: round(runs[n]["p99_ms"] - base["p99_ms"], 3) for n in ("haproxy", "router")},
+        "router_at_half_wrk_throughput": dict(over, rate=round(wrk_rps / 2)),
+    }
+
+
+def haproxy_config(port: int, backend_port: int) -> str:
+    return f"""global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    server s1 127.0.0.1:{backend_port}
+"""
+
+
+def run(out_dir: pathlib.Path) -> dict[str, Any]:
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="router-bench-"))
+    procs: list[subprocess.Popen] = []
+    result: dict[str, Any] = {"method": __doc__.split("Method:")[1].strip(), "wrk": "wrk -t1 -c50 -d" + DURATION,
+                              "cpus": os.cpu_count()}
+    try:
+        bport = free_port()
+        procs.append(spawn([PY, "-m", "canary.demo_backend", "--fixed", "--port", str(bport)], cwd=ROOT))
+        wait_port(bport)
+        hport = free_port()
+        (tmp / "haproxy.cfg").write_text(haproxy_config(hport, bport))
+        procs.append(spawn([HAPROXY, "-f", str(tmp / "haproxy.cfg")]))
+        wait_port(hport)
+        targets = {"backend": bport, "haproxy": hport}
+        env = dict(os.environ, CANARY_ADMIN_TOKEN="bench", CANARY_PIN_SECRET="bench", PYTHONPATH=str(ROOT))
+        env.pop("REDIS_URL", None)
+        routers = {}
+        for name, extra in (("router", ["--no-access-log"]), ("router+log", [])):
+            rport, aport = free_port(), free_port()
+            p = subprocess.Popen(
+                [PY, "-m", "canary", "serve", "--listen", f"127.0.0.1:{rport}", "--admin", f"127.0.0.1:{aport}",
+                 "--cluster", f"blue=127.0.0.1:{bport}", "--cluster", f"green=127.0.0.1:{bport}",
+                 "--state", str(tmp / f"{name}.json"), *extra],
+                cwd=tmp, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(p)
+            wait_port(rport)
+            targets[name] = rport
+            routers[name] = p
+        for port in targets.values():     # warm-up (pools, caches)
+            wrk(f"http://127.0.0.1:{port}/", 50, "1s")
+        # 3 interleaved rounds, median per target: on 2 cores wrk, backend and proxy share CPUs and single
+        # runs vary by +-30 % depending on how the scheduler places them
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        for _ in range(ROUNDS):
+            for name, port in targets.items():
+                rounds[name].append(wrk(f"http://127.0.0.1:{port}/", 50))
+        tput = {}
+        for name, runs in rounds.items():
+            med = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
+            tput[name] = dict(med, all_rps=[round(x["rps"]) for x in runs])
+        result["throughput"] = tput
+        ol = build_openloop(tmp)
+        if ol:
+            result["half_capacity"] = half_capacity_openloop(ol, targets, tput["router"]["rps"])
+        else:
+            result["half_capacity"] = half_capacity_wrk(tmp, targets, tput["router"]["rps"])
+        result["router_rss_kb"] = rss_kb(routers["router"].pid)
+        result["router_log_rss_kb"] = rss_kb(routers["router+log"].pid)
+        result["ratio_router_vs_haproxy"] = round(tput["router"]["rps"] / max(1.0, tput["haproxy"]["rps"]), 3)
+        result["ratio_router_log_vs_haproxy"] = round(tput["router+log"]["rps"] / max(1.0, tput["haproxy"]["rps"]), 3)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+    (out_dir / "router.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def half_capacity_wrk(tmp: pathlib.Path, targets: dict[str, int], wrk_rps: float) -> dict[str, Any]:
+    """Fallback without a C compiler: wrk think time (bursty arrivals, see the module docstring)."""
+    half = wrk_rps / 2
+    delay_ms = 1
+    conns = max(1, round(half * (delay_ms + 0.3) / 1000))
+    script = tmp / "delay.lua"
+    script.write_text(f"function delay()\n  return {delay_ms}\nend\n")
+    runs = {name: wrk(f"http://127.0.0.1:{targets[name]}/", conns, DURATION, str(script))
+            for name in ("backend", "haproxy", "router")}
+    base = runs["backend"]
+    return {
+        "method": f"wrk think time: {conns} connections x {delay_ms} ms delay", "rate": round(half), "runs": runs,
+        "added_p50_ms": {n: round(runs[n]["p50_ms"] - base["p50_ms"], 3) for n in ("haproxy", "router")},
+        "added_p99_ms": {n: round(runs[n]["p99_ms"] - base["p99_ms"], 3) for n in ("haproxy", "router")},
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(f"{'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  all rounds")
+    for name, t in r["throughput"].items():
+        print(f"{name:<12} {t['rps']:>10.0f} {t['p50_ms']:>8} {t['p99_ms']:>8} {t['non_2xx']:>8}  {t['all_rps']}")
+    h = r["half_capacity"]
+    if "router_open_loop_capacity_rps" in h:
+        print(f"\nrouter open-loop capacity (p99 < 10 ms): {h['router_open_loop_capacity_rps']} req/s; sweep "
+              + ", ".join(f"{x['rate']}:{x['p99_ms']}" for x in h["capacity_sweep"]))
+    print(f"\nlatency at {h['rate']} req/s ({h['method']}):")
+    print(f"{'target':<12} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, t in h["runs"].items():
+        print(f"{name:<12} {t['p50_ms']:>8} {t['p99_ms']:>8}")
+    if "router_at_half_wrk_throughput" in h:
+        o = h["router_at_half_wrk_throughput"]
+        print(f"router at half its wrk throughput ({o['rate']} req/s open loop): p50 {o.get('p50_ms')} ms, "
+              f"p99 {o.get('p99_ms')} ms")
+    print(f"added p99: haproxy {h['added_p99_ms']['haproxy']} ms, router {h['added_p99_ms']['router']} ms")
+    print(f"router/haproxy throughput: {r['ratio_router_vs_haproxy']} (with access log: "
+          f"{r['ratio_router_log_vs_haproxy']})")
+    print(f"router RSS: {r['router_rss_kb']['VmRSS'] / 1024:.1f} MB (peak {r['router_rss_kb']['VmHWM'] / 1024:.1f} MB)")
+
+
+if __name__ == "__main__":
+    out = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "var" / "bench"
+    res = run(out)
+    print_table(res)
+    print(f"\nwritten {out / 'router.json'}")
