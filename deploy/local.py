@@ -15,6 +15,7 @@ from pathlib import Path
 
 from deploy.node import Node, manage
 from deploy.redis_server import RedisServer
+from loginsvc import conf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("LOGINSVC_PORT", "8000")))
-    parser.add_argument("--var-dir", type=Path, default=Path(os.environ.get("LOGINSVC_VAR_DIR", ROOT / "var")))
+    parser.add_argument("--var-dir", type=Path, default=conf.var_dir())
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port: must be between 1 and 65535 (got {args.port})")

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import socket
-from urllib.parse import urlsplit
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -51,7 +53,15 @@ def normalise_origin(raw: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
-def _origins(raw: str) -> tuple[str, ...]:
+def _prefix_length(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 128:
+        raise ValueError("must be between 1 and 128")
+    return value
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated origins, each trimmed and normalised; a bad one raises ValueError."""
     return tuple(normalise_origin(item) for item in raw.split(",") if item.strip())
 
 
@@ -88,17 +98,25 @@ OPTIONS: dict[str, Option] = {
     "LOCKOUT_RESET_SECONDS": Option(43200, _positive_int, "Failure counts are forgotten after this long (Keycloak: 12 h)."),
     "IP_FAILURE_THRESHOLD": Option(50, _positive_int, "Failures from one IP (any accounts) before that IP is slowed."),
     "IP_WINDOW_SECONDS": Option(900, _positive_int, "Window in which the per-IP failures are counted."),
+    "IPV6_PREFIX_LENGTH": Option(64, _prefix_length, "IPv6 clients are counted per network of this prefix length."),
     "TRUSTED_PROXY_HOPS": Option(0, _non_negative_int, "How many X-Forwarded-For entries from the right are trusted."),
-    "PRODUCT_ORIGINS": Option((), _origins, "Comma-separated origins that `next` may redirect to."),
+    "PRODUCT_ORIGINS": Option((), parse_origins, "Comma-separated origins that `next` may redirect to."),
     "READY_TIMEOUT_SECONDS": Option(0.25, _positive_float, "Per-dependency timeout of /readyz."),
     "METRICS_TOKEN": Option("", _text, "Bearer token for /metrics from non-loopback clients (empty: loopback only)."),
     "JSON_LOGS": Option(True, _bool, "One JSON object per log line."),
 }
 
 PREFIX = "LOGINSVC_"
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def load(environ: os._Environ[str] | dict[str, str] | None = None) -> dict[str, Any]:
+def var_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where local state lives: LOGINSVC_VAR_DIR, or var/ in the checkout (what `make up` uses)."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(PREFIX + "VAR_DIR") or ROOT / "var").resolve()
+
+
+def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Read every option from the environment; a bad value raises one message naming the key."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}

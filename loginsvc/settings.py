@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -16,8 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from loginsvc import conf
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("LOGINSVC_VAR_DIR", BASE_DIR / "var")).resolve()
+BASE_DIR = conf.ROOT
+VAR_DIR = conf.var_dir()
 MODE = os.environ.get("LOGINSVC_MODE", "local")
 if MODE not in {"local", "production"}:
     raise ImproperlyConfigured(f"LOGINSVC_MODE: must be 'local' or 'production' (got {MODE!r})")
@@ -37,14 +38,23 @@ def _read_secret_file(variable: str) -> str | None:
 
 
 def _local_secret_key() -> str:
-    """A key generated once into var/, shared by every local node so sessions work across them."""
+    """A key generated once into var/, shared by every local node so sessions work across them.
+
+    Written to a private temporary file and linked into place, so processes starting together
+    agree on one key and none reads a half-written file.
+    """
     path = VAR_DIR / "secret_key"
     if not path.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if not path.exists() else None
-        if fd is not None:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(50))
+        fd, temporary = tempfile.mkstemp(dir=VAR_DIR, prefix=".secret_key.")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process won the race; use its key
+        finally:
+            os.unlink(temporary)
     return path.read_text().strip()
 
 
@@ -111,7 +121,8 @@ TEMPLATES = [
 # --- Database: DATABASE_URL (PostgreSQL) or SQLite under var/ -----------------------------------
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+    if "postgresql" in DATABASES["default"]["ENGINE"]:
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -160,7 +171,10 @@ CSRF_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_HTTPONLY = False  # API clients read it to send X-CSRFToken
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_FAILURE_VIEW = "loginsvc.accounts.views.csrf_failure"
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+try:
+    CSRF_TRUSTED_ORIGINS = list(conf.parse_origins(os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "")))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DJANGO_CSRF_TRUSTED_ORIGINS: {exc}") from None
 
 # --- Accounts and passwords ------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -190,7 +204,7 @@ if PRODUCTION:
     # TLS ends at the edge in front of the router; it tells us the original scheme.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    # /healthz, /readyz and /metrics need no exemption: HealthMiddleware answers them first.
     SECURE_HSTS_SECONDS = 31536000
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -204,7 +218,6 @@ USE_I18N = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"bad_input": {"()": "loginsvc.observability.logs.BadInputIsNotAnError"}},
     "formatters": {
         "json": {
             "()": "loginsvc.observability.logs.JsonFormatter",
@@ -217,7 +230,6 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOGINSVC["JSON_LOGS"] else "plain",
-            "filters": ["bad_input"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOGINSVC_LOG_LEVEL", "INFO")},

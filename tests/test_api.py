@@ -52,6 +52,8 @@ def test_api_login_without_csrf_is_403_json(client: Client, user) -> None:
         (b"username=a&password=b", "application/x-www-form-urlencoded", 415),
         (b'{"username": "a@b.test", "password": "' + b"x" * 9000 + b'"}', "application/json", 413),
         (b'{"username": "a\\u0000@b.test", "password": "x"}', "application/json", 401),
+        (b'{"username": "\\ud800@x.test", "password": "x"}', "application/json", 400),
+        (b'{"username": "ann@example.test", "password": "\\udc80"}', "application/json", 400),
     ],
 )
 def test_malformed_api_login_gets_clear_4xx(client: Client, body: bytes, content_type: str, status: int) -> None:

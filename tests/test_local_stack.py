@@ -11,8 +11,9 @@ from pathlib import Path
 import requests
 
 from deploy.local import parse_args
+from loginsvc import conf
 from tests.plugin import free_port
-from tests.support import ROOT, Browser, manage
+from tests.support import ROOT, Browser
 
 
 def test_runner_serves_with_embedded_defaults_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -50,10 +51,10 @@ def test_runner_serves_with_embedded_defaults_and_stops_cleanly_on_ctrl_c(tmp_pa
     assert not (tmp_path / "var" / "redis.sock").exists()
 
 
-def test_manage_py_defaults_to_the_database_make_up_uses(monkeypatch) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("LOGINSVC_VAR_DIR", "DATABASE_URL")}
-    result = manage(env, "shell", "-v", "0", "-c", "from django.conf import settings; print(settings.DATABASES['default']['NAME'])")
-    assert Path(result.stdout.strip().splitlines()[-1]) == ROOT / "var" / "db.sqlite3"
+def test_manage_py_and_make_up_default_to_the_same_state_folder(monkeypatch, settings) -> None:
+    """Both take var/ in the checkout when LOGINSVC_VAR_DIR is unset (checked without creating it)."""
+    assert conf.var_dir({}) == ROOT / "var"
+    assert settings.VAR_DIR == conf.var_dir()  # settings put SQLite at VAR_DIR / "db.sqlite3"
     monkeypatch.delenv("LOGINSVC_VAR_DIR")
     assert parse_args([]).var_dir == ROOT / "var"
 

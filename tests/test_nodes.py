@@ -72,3 +72,23 @@ def test_node_metrics_aggregate_all_workers(stack) -> None:
     line = next(l for l in text.splitlines()
                 if l.startswith("loginsvc_request_duration_seconds_count") and 'view="api-session"' in l)
     assert float(line.rsplit(" ", 1)[1]) == 20
+
+
+def test_parallel_guesses_cannot_exceed_the_limit(stack) -> None:
+    """Attempts are counted before the password check, so requests in flight cannot all slip in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    node = stack("blue-1", cluster="blue", WEB_CONCURRENCY="2", LOGINSVC_THREADS="4")
+    create_user_in(node, EMAIL, PASSWORD)
+    token = Browser(node.url).csrf_token()
+
+    def guess(i: int) -> int:
+        browser = Browser(node.url)
+        browser.cookies.set("csrftoken", token)
+        return browser.login(EMAIL, PASSWORD if i == 24 else f"guess {i}").status_code
+
+    with ThreadPoolExecutor(max_workers=25) as pool:
+        statuses = list(pool.map(guess, range(25)))
+    checked = [s for s in statuses if s in (200, 401)]
+    assert len(checked) <= 10, statuses
+    assert statuses.count(429) >= 15

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.contrib.sessions.models import Session
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from loginsvc.accounts import sessions
 from tests import plugin
@@ -78,3 +80,12 @@ def test_logged_in_user_stays_logged_in_while_redis_is_down(client: Client, user
         other = Client(enforce_csrf_checks=True)
         assert login(other, user.email, PASSWORD).status_code == 302
         assert other.get("/api/session").json()["authenticated"] is True
+
+
+@pytest.mark.django_db
+def test_idle_session_expires_on_the_server_not_only_in_the_cookie(client: Client, user) -> None:
+    login(client, user.email, PASSWORD)
+    key = client.cookies["loginsvc_sid"].value
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    plugin.REDIS.client().delete(*[k for k in plugin.REDIS.client().keys("*") if key.encode() in k])
+    assert client.get("/api/session").json() == {"authenticated": False}

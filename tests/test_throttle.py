@@ -114,3 +114,36 @@ def test_forged_forwarded_for_does_not_dodge_the_lock_without_trusted_hops(user)
         c.post("/login/", {"username": user.email, "password": "bad", "csrfmiddlewaretoken": csrf_from(c)})
     c = Client(enforce_csrf_checks=True, HTTP_X_FORWARDED_FOR="198.51.100.99")
     assert login(c, user.email, PASSWORD).status_code == 429
+
+
+@pytest.mark.django_db
+def test_ipv6_clients_are_counted_per_64_and_mapped_ipv4_as_ipv4(user) -> None:
+    for i in range(10):
+        fail_times(1, user.email, ip=f"2001:db8:1:2::{i + 1:x}")
+    assert login(Client(enforce_csrf_checks=True, REMOTE_ADDR="2001:db8:1:2::ffff"), user.email, PASSWORD).status_code == 429
+    assert login(Client(enforce_csrf_checks=True, REMOTE_ADDR="2001:db8:1:3::1"), user.email, PASSWORD).status_code == 302
+    assert throttle.client_network("::ffff:192.0.2.7") == "192.0.2.7"
+
+
+@pytest.mark.django_db
+def test_locks_set_on_the_database_hold_after_redis_is_back(settings, user, own_redis) -> None:
+    own_redis.kill()
+    with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": own_redis.url}}):
+        fail_times(10, user.email)
+    # Redis (the suite's) answers again and knows nothing of these failures: the database lock holds.
+    assert login(Client(enforce_csrf_checks=True), user.email, PASSWORD).status_code == 429
+
+
+@pytest.mark.django_db
+def test_purge_deletes_only_rows_whose_window_and_lock_are_over() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    ThrottleState.objects.create(key="old", failures=3, expires_at=now - timedelta(seconds=1))
+    ThrottleState.objects.create(key="locked", failures=12, expires_at=now - timedelta(seconds=1),
+                                 locked_until=now + timedelta(seconds=30))
+    ThrottleState.objects.create(key="current", failures=1, expires_at=now + timedelta(seconds=30))
+    assert throttle.DatabaseStore().purge(now) == 1
+    assert set(ThrottleState.objects.values_list("key", flat=True)) == {"locked", "current"}

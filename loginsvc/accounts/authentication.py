@@ -37,26 +37,26 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
     """Try one login. On success the user is logged in on `request` with a new session id.
 
     A locked account+IP (or IP) is refused before any password check, so a correct password
-    does not help during a lock. Unknown accounts still run the hasher (ModelBackend does it)
+    does not help during a lock; the attempt is counted before the check, so parallel guesses
+    cannot all slip in under the limit. Unknown accounts still run the hasher (ModelBackend does it)
     so that timing does not reveal which addresses exist.
     """
     email = normalise_email(username)
     ip = client_ip(request)
-    wait = throttle.retry_after(email, ip)
-    if wait:
+    attempt = throttle.begin(email, ip)  # counts this attempt before the password is checked
+    for scope in attempt.locked_scopes:
+        LOCKOUTS.labels(scope).inc()
+        log.warning("login: lock set", extra={"scope": scope, "client_ip": ip})
+    if not attempt.allowed:
         LOGINS.labels(Outcome.LOCKED.value, channel).inc()
-        return LoginResult(Outcome.LOCKED, retry_after=wait)
+        return LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after)
 
     user = auth.authenticate(request, username=email, password=password)
     if user is None:
-        lock, scope = throttle.record_failure(email, ip)
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
-        if scope:
-            LOCKOUTS.labels(scope).inc()
-            log.warning("login: lock set", extra={"scope": scope, "lock_seconds": lock, "client_ip": ip})
         return LoginResult(Outcome.FAILURE)
 
-    throttle.record_success(email, ip)
+    throttle.succeeded(attempt)
     auth.login(request, user)  # cycles the session key (ASVS 3.2.1)
     sessions.start(request)
     LOGINS.labels(Outcome.SUCCESS.value, channel).inc()

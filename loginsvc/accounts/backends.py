@@ -21,7 +21,7 @@ from loginsvc import conf
 from loginsvc.accounts.models import User
 
 MAX_ENTRIES = 10_000
-_users: OrderedDict[Any, tuple[float, User]] = OrderedDict()
+_users: OrderedDict[str, tuple[float, User]] = OrderedDict()
 
 
 class CachedModelBackend(ModelBackend):
@@ -30,6 +30,7 @@ class CachedModelBackend(ModelBackend):
         if ttl <= 0:
             return super().get_user(user_id)
         now = time.monotonic()
+        user_id = str(user_id)  # sessions store the id as text; one key type for every caller
         entry = _users.get(user_id)
         if entry is not None and entry[0] > now:
             return copy.copy(entry[1])  # a private copy: callers may change their user object
@@ -45,5 +46,4 @@ class CachedModelBackend(ModelBackend):
 
 @receiver([post_save, post_delete], sender=User)
 def _forget(sender: type[User], instance: User, **kwargs: Any) -> None:
-    _users.pop(instance.pk, None)
     _users.pop(str(instance.pk), None)

@@ -9,10 +9,13 @@ from loginsvc import conf
 
 
 def _valid(candidate: str) -> str | None:
+    """The canonical text of an address (IPv4-mapped IPv6 as plain IPv4, no zone), or None."""
     try:
-        return str(ipaddress.ip_address(candidate.strip()))
+        address = ipaddress.ip_address(candidate.strip().split("%", 1)[0])
     except ValueError:
         return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
 
 
 def client_ip(request: HttpRequest, trusted_hops: int | None = None) -> str:
@@ -21,7 +24,9 @@ def client_ip(request: HttpRequest, trusted_hops: int | None = None) -> str:
     With N trusted proxies in front of us, the last N-1 entries were appended by proxies we
     trust and the one before them by the first of them: that one is the client as far as it
     can be known. Entries further left are whatever the client wrote and are never used
-    (Envoy's xff_num_trusted_hops; the left-most entry is client-controlled).
+    (Envoy's xff_num_trusted_hops; the left-most entry is client-controlled). With fewer
+    entries than trusted hops, the request skipped an outer proxy, and the left-most entry is
+    the one a trusted proxy wrote about its peer.
     """
     hops = conf.get("TRUSTED_PROXY_HOPS") if trusted_hops is None else trusted_hops
     remote = _valid(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"

@@ -26,8 +26,12 @@ def safe_next(value: str | None, request: HttpRequest) -> str | None:
             value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         )
         return value if local_ok else None
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.password:
+    try:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or parts.password:
+            return None
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:  # unclosed IPv6 bracket, host invalid under NFKC, bad port
         return None
     if f"{parts.scheme}://{parts.netloc.lower()}" not in origins:
         return None

@@ -126,6 +126,10 @@ def api_login_view(request: HttpRequest) -> HttpResponse:
     username, password = payload.get("username"), payload.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         return _json_error(400, "username and password must be strings")
+    try:
+        (username + password).encode("utf-8")  # JSON allows lone surrogates; UTF-8 does not
+    except UnicodeEncodeError:
+        return _json_error(400, "username and password must be valid Unicode text")
     if len(username) > 254 or len(password) > MAX_PASSWORD_LENGTH or "\x00" in username + password:
         return _json_error(401, GENERIC_ERROR)
     result = attempt_login(request, username, password, "api")

@@ -17,8 +17,8 @@ def _is_direct_loopback(request: HttpRequest) -> bool:
         loopback = ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
     except ValueError:
         return False
-    # A request relayed by the router also comes from loopback, but carries X-Forwarded-For.
-    return loopback and "HTTP_X_FORWARDED_FOR" not in request.META
+    # A request relayed by the router also comes from loopback, but carries X-Forwarded-* headers.
+    return loopback and not any(key.startswith("HTTP_X_FORWARDED_") for key in request.META)
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:

@@ -33,6 +33,8 @@ def install_record_factory() -> None:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         record.request_id = request_id.get()
+        if record.levelno > logging.WARNING and record.name.startswith("django.security"):
+            _downgrade(record)
         return record
 
     factory.stamps_request_id = True  # type: ignore[attr-defined]
@@ -64,14 +66,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class BadInputIsNotAnError(logging.Filter):
+def _downgrade(record: logging.LogRecord) -> None:
     """Django logs a client's bad Host, oversized body, etc. as ERROR; for us that is a warning.
 
     Those records describe what a client sent, not a fault of ours, and an alert on ERROR lines
-    must not fire because someone sent garbage.
+    (or a Sentry event) must not fire because someone sent garbage. Done when the record is made,
+    so every handler, in any order, sees the same level.
     """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.WARNING and record.name.startswith("django.security"):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
+    record.levelno, record.levelname = logging.WARNING, "WARNING"

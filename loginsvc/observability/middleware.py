@@ -17,6 +17,7 @@ access_log = logging.getLogger("loginsvc.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 # Paths answered by HealthMiddleware before URL resolution.
 _UNROUTED = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
+_PROBES = frozenset({"healthz", "readyz"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -42,7 +43,8 @@ class RequestContextMiddleware:
             view = match.url_name if match and match.url_name else _UNROUTED.get(request.path_info, "unmatched")
             method = request.method if request.method in _METHODS else "OTHER"
             REQUEST_LATENCY.labels(view, method, str(response.status_code)).observe(elapsed)
-            if self.access_log:
+            # Probes arrive several times a second from every router; log them only when they fail.
+            if self.access_log and not (view in _PROBES and response.status_code == 200):
                 # The path without its query string: a query may carry tokens.
                 access_log.info(
                     "%s %s %s", method, request.path_info[:200], response.status_code,
