@@ -1,0 +1,6 @@
+"""`python -m canary` entry point."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

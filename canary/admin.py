@@ -1,0 +1,127 @@
+"""Admin HTTP listener: /healthz, /metrics, /api/status and the POST endpoints behind the ops verbs."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import metrics
+
+if TYPE_CHECKING:
+    from .server import App
+
+log = logging.getLogger("canary.admin")
+_MAX_BODY = 64 * 1024
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Admin:
+    """Small hand-rolled HTTP/1.1 (one request per connection): it is not on the hot path."""
+
+    def __init__(self, app: "App", token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
+        self.server = await asyncio.start_server(self._handle, host, port, reuse_port=reuse_port or None)
+
+    def authorized(self, headers: dict[bytes, bytes]) -> bool:
+        auth = headers.get(b"authorization", b"")
+        scheme, _, tok = auth.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(tok.strip(), self._token)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                method, path, _ = lines[0].split(b" ", 2)
+                headers: dict[bytes, bytes] = {}
+                for ln in lines[1:]:
+                    if b":" in ln:
+                        k, v = ln.split(b":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                n = int(headers.get(b"content-length", b"0") or 0)
+                if n > _MAX_BODY:
+                    raise AdminError(413, "body too large")
+                body = await reader.readexactly(n) if n else b""
+                status, ctype, payload = await self.route(method.decode(), path.decode().split("?")[0],
+                                                          headers, body)
+        except AdminError as e:
+            status, ctype, payload = e.status, "application/json", json.dumps({"error": str(e)}).encode()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+            status, ctype, payload = 400, "application/json", b'{"error": "bad request"}'
+        except Exception as e:  # never kill the listener
+            log.exception("admin error")
+            status, ctype, payload = 500, "application/json", json.dumps({"error": str(e)}).encode()
+        extra = "WWW-Authenticate: Bearer\r\n" if status == 401 else ""
+        try:
+            writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
+                         f"Content-Length: {len(payload)}\r\n{extra}Connection: close\r\n\r\n".encode() + payload)
+            await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def route(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes
+                    ) -> tuple[int, str, bytes]:
+        app = self.app
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return 200, "text/plain", b"ok\n"
+        if path == "/metrics" and method == "GET":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(app)
+        if not self.authorized(headers):
+            raise AdminError(401, "missing or bad bearer token")
+        if path == "/api/status" and method == "GET":
+            return 200, "application/json", json.dumps(app.status()).encode()
+        if method != "POST":
+            raise AdminError(404 if not path.startswith("/api/") else 405, f"no such endpoint: {method} {path}")
+        try:
+            args: dict[str, Any] = json.loads(body) if body.strip() else {}
+        except ValueError:
+            raise AdminError(400, "body must be JSON") from None
+        if not isinstance(args, dict):
+            raise AdminError(400, "body must be a JSON object")
+        verb = path.removeprefix("/api/")
+        if verb == "ramp":
+            p = args.get("percent")
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
+                raise AdminError(400, "percent must be a number between 0 and 100")
+            await app.change(lambda s: s.update(percent=float(p)))
+        elif verb == "promote":
+            def promote(s: dict[str, Any]) -> None:
+                s["stable"], s["canary"], s["percent"] = s["canary"], s["stable"], 0.0
+            await app.change(promote)
+        elif verb == "rollback":
+            await app.change(lambda s: s.update(percent=0.0))
+        elif verb in ("drain", "undrain"):
+            target = args.get("target")
+            label = app.resolve_target(target) if isinstance(target, str) else None
+            if label is None:
+                raise AdminError(400, f"unknown cluster or node: {target!r}")
+
+            def drain(s: dict[str, Any]) -> None:
+                d = set(s.get("drained", []))
+                (d.add if verb == "drain" else d.discard)(label)
+                s["drained"] = sorted(d)
+            await app.change(drain)
+        else:
+            raise AdminError(404, f"no such endpoint: {path}")
+        return 200, "application/json", json.dumps(app.status()).encode()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+_REASON = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+           413: "Content Too Large", 500: "Internal Server Error"}

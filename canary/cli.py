@@ -1,0 +1,216 @@
+"""Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, NoReturn
+
+from . import secret
+from .config import Config, ConfigError, load_toml, parse_cluster_arg, parse_hostport, validate
+
+DEFAULT_ADMIN = "http://127.0.0.1:8001"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument prints exactly one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"canary: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def die(message: str, code: int = 2) -> NoReturn:
+    print(f"canary: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="canary", description="Canary router for twin clusters of the login service.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    s = sub.add_parser("serve", help="run the router")
+    s.add_argument("--config", help="TOML configuration file")
+    s.add_argument("--listen", help="HOST:PORT for client traffic (default 127.0.0.1:8000)")
+    s.add_argument("--admin", help="HOST:PORT for the admin API (default 127.0.0.1:8001)")
+    s.add_argument("--cluster", action="append", default=[], metavar="NAME=HOST:PORT[,HOST:PORT...]",
+                   help="quick mode: first = stable, second = canary")
+    s.add_argument("--redis", help="redis:// URL for shared state (default: env REDIS_URL)")
+    s.add_argument("--state", help="state file when no Redis (default var/canary-state.json)")
+    s.add_argument("--workers", type=int, help="processes sharing the port with SO_REUSEPORT")
+    s.add_argument("--trusted-hops", type=int, help="X-Forwarded-For hops to trust (default 0)")
+    s.add_argument("--no-access-log", action="store_true", help="disable the stdout access log")
+    s.add_argument("--initial-percent", type=float, help="canary share when no state exists yet")
+    for name, helptext in (("status", "show routing state"), ("promote", "canary -> 100%% and stable"),
+                           ("rollback", "canary share -> 0%%")):
+        v = sub.add_parser(name, help=helptext)
+        v.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin URL (default {DEFAULT_ADMIN})")
+        if name == "status":
+            v.add_argument("--json", action="store_true", help="print the raw JSON")
+    v = sub.add_parser("ramp", help="set the canary share")
+    v.add_argument("percent", metavar="PERCENT")
+    v.add_argument("--admin", default=DEFAULT_ADMIN)
+    for name in ("drain", "undrain"):
+        v = sub.add_parser(name, help=f"{name} a cluster or node")
+        v.add_argument("target", metavar="CLUSTER|NODE")
+        v.add_argument("--admin", default=DEFAULT_ADMIN)
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> Config:
+    if a.config and a.cluster:
+        raise ConfigError("--cluster: cannot be combined with --config (put clusters in the file)")
+    if a.config:
+        cfg = load_toml(a.config)
+    else:
+        if len(a.cluster) != 2:
+            raise ConfigError("--cluster: give exactly two clusters (stable first, then canary), "
+                              "or use --config FILE")
+        cfg = Config(clusters=[parse_cluster_arg(c) for c in a.cluster])
+    if a.listen:
+        cfg.listen = parse_hostport(a.listen, "--listen")
+    if a.admin:
+        cfg.admin = parse_hostport(a.admin, "--admin")
+    redis_url = a.redis or (None if cfg.redis else os.environ.get("REDIS_URL"))
+    if redis_url:
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"--redis: expected a redis:// URL, got {redis_url!r}")
+        cfg.redis = redis_url
+    if a.state:
+        cfg.state_file = a.state
+    if a.workers is not None:
+        cfg.workers = a.workers
+    if a.trusted_hops is not None:
+        cfg.trusted_hops = a.trusted_hops
+    if a.no_access_log:
+        cfg.access_log = False
+    if a.initial_percent is not None:
+        cfg.share.initial_percent = a.initial_percent
+    validate(cfg)
+    if cfg.workers > 64:
+        raise ConfigError("--workers: at most 64")
+    return cfg
+
+
+
+
+def _run_worker(cfg: Config, token: str, pin: str, worker: int, reuse_port: bool) -> None:
+    import asyncio
+
+    from .server import App
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    app = App(cfg, token, pin, worker)
+    runner(app.run(reuse_port=reuse_port, run_admin=worker == 0))
+
+
+def serve(a: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(a)
+    except ConfigError as e:
+        die(str(e))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="canary %(levelname)s %(name)s: %(message)s")
+    token = secret.admin_token(create=True) or ""
+    pin = secret.pin_secret()
+    if cfg.workers == 1:
+        _run_worker(cfg, token, pin, 0, False)
+        return 0
+    import signal
+    children: list[int] = []
+    for w in range(cfg.workers):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _run_worker(cfg, token, pin, w, True)
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(sig: int, _frame: Any) -> None:
+        for c in children:
+            try:
+                os.kill(c, sig)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for _ in children:
+        _, st = os.wait()
+        status = status or (os.waitstatus_to_exitcode(st) and 1)
+        forward(signal.SIGTERM, None)
+    return status
+
+
+# -- ops verbs ----------------------------------------------------------------------------------------------
+def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    if not admin.startswith(("http://", "https://")):
+        die(f"--admin: expected an http:// URL, got {admin!r}")
+    token = secret.admin_token(create=False)
+    if not token:
+        die("no admin token: set CANARY_ADMIN_TOKEN or create the token file "
+            f"{secret.secret_path('CANARY_ADMIN_TOKEN_FILE', 'var/canary-admin-token')}")
+    data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
+    req = urllib.request.Request(admin.rstrip("/") + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            msg = e.reason
+        if e.code == 401:
+            die("admin API rejected the token (401 Unauthorized): check CANARY_ADMIN_TOKEN "
+                "or the token file", 1)
+        die(str(msg), 2 if e.code == 400 else 1)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        die(f"cannot reach the admin API at {admin}: {reason}", 1)
+
+
+def print_status(st: dict[str, Any]) -> None:
+    print(f"stable={st['stable']} canary={st['canary']} share={st['percent']:g}% "
+          f"effective={st['effective_canary_percent']:g}% panic={'yes' if st['panic'] else 'no'} "
+          f"drained={','.join(st['drained']) or '-'}")
+    for name, c in st["clusters"].items():
+        print(f"  {name:<12} {c['role']:<7} {'available' if c['available'] else 'DOWN':<9} "
+              f"slow_start={c['slow_start_factor']:g} active={c['active']} queued={c['queued']}")
+        for n in c["nodes"]:
+            print(f"    {n['name']:<16} {n['address']:<22} {n['state']:<10} requests={n['requests']} "
+                  f"ejections={n['ejections']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.cmd == "serve":
+        return serve(a)
+    if a.cmd == "status":
+        st = call_admin(a.admin, "GET", "/api/status")
+        print(json.dumps(st, indent=2, sort_keys=True)) if a.json else print_status(st)
+        return 0
+    if a.cmd == "ramp":
+        try:
+            pct = float(a.percent.rstrip("%"))
+        except ValueError:
+            die(f"ramp: PERCENT must be a number between 0 and 100, got {a.percent!r}")
+        if not 0 <= pct <= 100 or pct != pct:
+            die(f"ramp: PERCENT must be between 0 and 100, got {a.percent!r}")
+        st = call_admin(a.admin, "POST", "/api/ramp", {"percent": pct})
+    elif a.cmd in ("promote", "rollback"):
+        st = call_admin(a.admin, "POST", f"/api/{a.cmd}")
+    else:
+        st = call_admin(a.admin, "POST", f"/api/{a.cmd}", {"target": a.target})
+    print_status(st)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

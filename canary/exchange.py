@@ -1,0 +1,380 @@
+"""Exchange: one client request and its attempts on nodes (streaming, retries, failover, accounting)."""
+from __future__ import annotations
+
+import http
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .proxy import FrontConn
+    from .server import App
+    from .upstream_pool import UpstreamConn
+
+_now = time.monotonic
+_REPLAY_MAX = 64 * 1024
+STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
+RAW, CHUNK, NOBODY = 0, 1, 2
+
+
+class BadRequest(Exception):
+    """Raised inside parser callbacks: stops llhttp at once so nothing after the bad byte is parsed."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+def local_response(status: int, close: bool, retry_after: int | None = None, body: bytes | None = None) -> bytes:
+    if body is None:
+        body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
+    extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
+    return (STATUS_LINES[status] + b"Content-Type: text/plain\r\nContent-Length: %d\r\n" % len(body) + extra
+            + (b"Connection: close\r\n" if close else b"") + b"X-Served-By: canary-router\r\n\r\n" + body)
+
+
+class Exchange:
+    """One client request and its attempts on nodes: streaming both ways, retries, failover, accounting."""
+
+    __slots__ = ("app", "front", "method", "url", "head", "chunked", "body", "body_size", "pending",
+                 "body_done", "body_bytes", "up", "node", "cluster", "attempts", "tried", "resp_started",
+                 "status", "t0", "bucket", "cookie_line", "keep_alive", "head_only", "idempotent", "deadline",
+                 "queued", "queue_deadline", "done", "resp_mode", "resp_eof_body", "retrying", "http10",
+                 "expect", "sent", "outcome", "limit", "waiting_retry", "resp_bytes", "resp_head")
+
+    def __init__(self, app: "App", front: "FrontConn") -> None:
+        self.app = app
+        self.front = front
+        self.pending: list[bytes] = []
+        self.body: list[bytes] | None = []
+        self.body_size = 0
+        self.body_done = False
+        self.body_bytes = 0
+        self.up: UpstreamConn | None = None
+        self.node: Any = None
+        self.cluster: Any = None
+        self.attempts = 0
+        self.tried: list[Any] = []
+        self.resp_started = False
+        self.status = 0
+        self.cookie_line: bytes | None = None
+        self.queued = False
+        self.queue_deadline = 0.0
+        self.done = False
+        self.resp_mode = RAW
+        self.resp_eof_body = False
+        self.retrying = False
+        self.sent = False
+        self.outcome = ""
+        self.limit: Any = None
+        self.waiting_retry = False
+        self.resp_bytes = 0
+        self.resp_head: bytes | None = None
+
+    # -- admission and dispatch ----------------------------------------------------------------------------
+    def start(self) -> None:
+        app = self.app
+        now = _now()
+        self.deadline = now + app.cfg.timeouts.total
+        self.cluster = app.routing.choose(self.bucket, now)
+        self.limit = app.limits[self.cluster.name]
+        r = self.limit.admit(self)
+        if r == 1:
+            self.dispatch(self.cluster)
+        elif r == 0:
+            self.queued = True
+            self.queue_deadline = now + app.cfg.limits.queue_timeout
+        else:
+            self.limit = None
+            self.fail_local(503, "overload")
+
+    def dispatch(self, first: Any = None) -> None:
+        """Start an attempt: `first` is the cluster routing chose at admission (retries choose again)."""
+        self.queued = False
+        app = self.app
+        now = _now()
+        node = app.routing.pick_node(self.bucket, now, self.tried, first)
+        if node is None:
+            return self.fail_local(503, "no_node")
+        self.node = node
+        self.cluster = node.cluster
+        node.outstanding += 1
+        self.tried.append(node)
+        self.attempts += 1
+        if self.expect and self.attempts == 1 and not self.body_bytes:
+            self.front.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn = node.pool.get()
+        if conn is not None:
+            self.attach(conn)
+        else:
+            node.pool.connect(self)
+
+    def attach(self, conn: "UpstreamConn") -> None:
+        if self.done:   # timed out or client left while connecting
+            conn.pool.node.outstanding -= 1
+            conn.pool.release(conn, _now())
+            return
+        self.up = conn
+        self.sent = True
+        self.deadline = min(self.deadline, _now() + self.app.cfg.timeouts.upstream)
+        if self.pending:
+            data = self.head + b"".join(self.pending)
+            self.pending = []
+        else:
+            data = self.head
+        conn.send(self, data)
+        if self.front.paused_by_upstream_hint:
+            self.front.resume_reading_for_upstream()
+
+    # -- client body -------------------------------------------------------------------------------------------
+    def client_body(self, data: bytes) -> None:
+        n = len(data)
+        self.body_bytes += n
+        if self.body_bytes > self.app.cfg.limits.max_body_bytes:
+            raise BadRequest(413, "body too large")
+        if self.chunked:
+            data = b"%x\r\n" % n + data + b"\r\n"
+        if self.body is not None:
+            self.body_size += len(data)
+            if self.body_size > _REPLAY_MAX:
+                self.body = None
+            else:
+                self.body.append(data)
+        up = self.up
+        if up is not None:
+            up.transport.write(data)
+        elif not self.done:
+            self.pending.append(data)
+
+    def client_body_done(self) -> None:
+        self.body_done = True
+        if self.chunked:
+            self.chunked = False
+            self.client_body_raw(b"0\r\n\r\n")
+
+    def client_body_raw(self, data: bytes) -> None:
+        if self.body is not None:
+            self.body.append(data)
+        if self.up is not None:
+            self.up.transport.write(data)
+        elif not self.done:
+            self.pending.append(data)
+
+    # -- response from the node ------------------------------------------------------------------------------
+    def on_response_head(self, conn: "UpstreamConn", status: int) -> None:
+        self.resp_started = True
+        self.status = status
+        app = self.app
+        node = self.node
+        if status >= 500:
+            app.outlier.response_5xx(node, _now())
+        else:
+            node.consecutive_5xx = 0
+        self.deadline = self.t0 + app.cfg.timeouts.total
+        parts = conn.lines
+        sl = STATUS_LINES.get(status)
+        parts.insert(0, sl if sl is not None else b"HTTP/1.1 %d Unknown\r\n" % status)
+        if not conn.has_sb:
+            parts.append(node.served_by)
+        if self.cookie_line is not None:
+            parts.append(self.cookie_line)
+        if self.head_only or status in (204, 304):
+            self.resp_mode = NOBODY
+            if conn.cl is not None:
+                parts.append(b"Content-Length: " + conn.cl + b"\r\n")
+        elif conn.te:
+            if self.http10:
+                self.resp_mode = RAW
+                self.keep_alive = False
+            else:
+                self.resp_mode = CHUNK
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif conn.cl is not None:
+            self.resp_mode = RAW
+            parts.append(b"Content-Length: " + conn.cl + b"\r\n")
+        else:
+            self.resp_eof_body = True
+            if self.http10:
+                self.resp_mode = RAW
+                self.keep_alive = False
+            else:
+                self.resp_mode = CHUNK
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+        if not self.keep_alive:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif self.http10:
+            parts.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        # written together with the first body bytes (one send() per small response, not two)
+        self.resp_head = b"".join(parts)
+
+    def on_response_body(self, data: bytes) -> None:
+        self.resp_bytes += len(data)
+        head = self.resp_head
+        if head is not None:
+            self.resp_head = None
+            if self.resp_mode == CHUNK:
+                self.front.transport.write(head + b"%x\r\n" % len(data) + data + b"\r\n")
+            elif len(data) < 16384:
+                self.front.transport.write(head + data)
+            else:
+                self.front.transport.writelines((head, data))
+        elif self.resp_mode == CHUNK:
+            self.front.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        elif self.resp_mode == RAW:
+            self.front.transport.write(data)
+
+    def on_response_complete(self, conn: "UpstreamConn", reusable: bool) -> None:
+        head = self.resp_head
+        if head is not None:
+            self.resp_head = None
+            self.front.transport.write(head + b"0\r\n\r\n" if self.resp_mode == CHUNK else head)
+        elif self.resp_mode == CHUNK:
+            self.front.transport.write(b"0\r\n\r\n")
+        if reusable and self.body_done and not self.resp_eof_body:
+            conn.pool.release(conn, _now())
+        else:
+            conn.close()
+        self.up = None
+        self.finish("ok")
+
+    # -- failures ----------------------------------------------------------------------------------------------
+    def connect_failed(self, node: Any, reason: str) -> None:
+        node.outstanding -= 1
+        node.errors += 1
+        now = _now()
+        self.app.outlier.connect_failure(node, now, reason)
+        self.app.routing.refresh(now)
+        if self.done:
+            return
+        self.sent = False
+        self.retry_or_fail(reason, budget_free=True)
+
+    def upstream_error(self, conn: "UpstreamConn", kind: str) -> None:
+        """The node connection died (reset/EOF/garbage) before the response was complete."""
+        self.up = None
+        node = self.node
+        node.outstanding -= 1
+        node.errors += 1
+        now = _now()
+        if self.done:
+            return
+        stale = conn.reused and not conn.got_bytes and kind == "reset"
+        if not stale:
+            self.app.outlier.eject(node, now, kind)
+        if self.resp_started:
+            self.status = self.status or 502
+            self.front.abort()
+            self.finish("upstream_" + kind, count_node=False)
+            return
+        replayable = self.body is not None and (self.idempotent or stale)
+        if replayable:
+            self.pending = list(self.body)  # type: ignore[arg-type]
+            self.retry_or_fail(kind, budget_free=False)
+        else:
+            self.fail_local(502, kind)
+
+    def retry_or_fail(self, reason: str, budget_free: bool) -> None:
+        app = self.app
+        if self.attempts >= app.cfg.retry.max_attempts:
+            return self.fail_local(503 if reason.startswith("connect") else 502, reason)
+        if not budget_free and not self.retrying:
+            if not app.retry_budget.try_acquire():
+                self.waiting_retry = True
+                app.retry_waiters.append(self)   # wait for a retry slot (bounded by the exchange deadline)
+                return
+            self.retrying = True
+        app.retries_total += 1
+        self.node.retries += 1
+        self.dispatch()
+
+    def resume_retry(self) -> None:
+        self.waiting_retry = False
+        if self.done:
+            return
+        self.retrying = True
+        self.app.retries_total += 1
+        self.node.retries += 1
+        self.dispatch()
+
+    def timeout(self) -> None:
+        if self.queued:
+            self.queued = False
+            self.limit.remove(self)
+            self.limit = None
+            return self.fail_local(503, "queue_timeout")
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.close()
+            self.node.outstanding -= 1
+            self.app.outlier.eject(self.node, _now(), "timeout")
+        if self.resp_started:
+            self.front.abort()
+            self.finish("timeout", count_node=False)
+        else:
+            self.fail_local(504, "timeout")
+
+    def fail_local(self, status: int, reason: str) -> None:
+        self.status = status
+        self.resp_started = True
+        if not self.body_done:
+            self.keep_alive = False
+        retry_after = self.app.cfg.limits.retry_after if status == 503 else None
+        self.front.transport.write(local_response(status, not self.keep_alive, retry_after))
+        self.finish(reason, count_node=False)
+
+    def abort_upstream_for_bad_body(self, status: int) -> None:
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.close()
+            self.node.outstanding -= 1
+        self.fail_local(status, "bad_request")
+
+    def abort(self) -> None:
+        """The client went away."""
+        if self.done:
+            return
+        if self.queued:
+            self.queued = False
+            self.limit.remove(self)
+            self.limit = None
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.close()
+            self.node.outstanding -= 1
+        self.status = self.status or 499
+        self.finish("client_abort", count_node=False)
+
+    # -- accounting --------------------------------------------------------------------------------------------
+    def finish(self, outcome: str, count_node: bool = True) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.outcome = outcome
+        app = self.app
+        now = _now()
+        node = self.node
+        if count_node and node is not None:
+            node.outstanding -= 1
+            node.status_counts[self.status // 100] += 1
+            self.cluster.observe(now - self.t0)
+        else:
+            app.local_counts[self.status] = app.local_counts.get(self.status, 0) + 1
+        app.retry_budget.active -= 1
+        if self.retrying:
+            self.retrying = False
+            app.release_retry()
+        limit = self.limit
+        if limit is not None:
+            self.limit = None
+            nxt = limit.release()
+            if nxt is not None:
+                nxt.dispatch()
+        if app.access_log is not None:
+            app.access_log.log(self, now)
+        self.front.exchange_done(self)
+
+

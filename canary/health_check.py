@@ -1,0 +1,70 @@
+"""Active health checks: GET each node's /readyz; fall/rise thresholds flip the node's health."""
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from .cluster import Node
+from .config import HealthCheckConfig
+
+
+class HealthChecker:
+    """One task per node. A node marked down by a connect failure needs `rise` good checks to return,
+    which is also how a whole healed cluster comes back (then ramped by slow start in routing)."""
+
+    def __init__(self, cfg: HealthCheckConfig, nodes: list[Node], on_change: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.nodes = nodes
+        self.on_change = on_change
+        self.tasks: list[asyncio.Task] = []
+        self.checks_total = 0
+        self.failures_total = 0
+
+    def start(self) -> None:
+        self.tasks = [asyncio.get_running_loop().create_task(self._run(n)) for n in self.nodes]
+
+    def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+
+    async def probe(self, node: Node) -> bool:
+        req = (f"GET {self.cfg.path} HTTP/1.1\r\nHost: {node.host}:{node.port}\r\n"
+               f"User-Agent: canary-health-check\r\nConnection: close\r\n\r\n").encode()
+        writer = None
+        try:
+            async with asyncio.timeout(self.cfg.timeout):
+                reader, writer = await asyncio.open_connection(node.host, node.port)
+                writer.write(req)
+                line = await reader.readline()
+                parts = line.split(None, 2)
+                return len(parts) >= 2 and parts[0].startswith(b"HTTP/1.") and parts[1] == b"200"
+        except (OSError, TimeoutError, ValueError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def record(self, node: Node, ok: bool) -> None:
+        self.checks_total += 1
+        cfg = self.cfg
+        if ok:
+            node.hc_fail = 0
+            node.hc_ok += 1
+            if (not node.hc_healthy or node.down_until_healthy) and node.hc_ok >= cfg.rise:
+                node.hc_healthy = True
+                node.down_until_healthy = False
+                self.on_change()
+        else:
+            self.failures_total += 1
+            node.hc_ok = 0
+            node.hc_fail += 1
+            if node.hc_healthy and node.hc_fail >= cfg.fall:
+                node.hc_healthy = False
+                self.on_change()
+
+    async def _run(self, node: Node) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            self.record(node, await self.probe(node))
+            await asyncio.sleep(max(0.0, self.cfg.interval - (loop.time() - t)))

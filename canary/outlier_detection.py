@@ -1,0 +1,57 @@
+"""Passive (outlier) detection: errors and runs of 5xx eject a node at once, Envoy-style."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .cluster import Node
+from .config import OutlierConfig
+
+
+class OutlierDetector:
+    """Ejection time = base x number of ejections, capped; at most max_ejection_percent of a cluster
+    (but always at least one node) is ejected for 5xx/timeouts, while a node that refuses connections is
+    always taken out and stays out until the active health check has seen `rise` good answers."""
+
+    def __init__(self, cfg: OutlierConfig, on_change: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.on_change = on_change
+        self.ejections_total: dict[tuple[str, str, str], int] = {}
+
+    def _count(self, node: Node, reason: str) -> None:
+        key = (node.cluster.name, node.name, reason)
+        self.ejections_total[key] = self.ejections_total.get(key, 0) + 1
+
+    def success(self, node: Node) -> None:
+        node.consecutive_5xx = 0
+
+    def response_5xx(self, node: Node, now: float) -> None:
+        node.consecutive_5xx += 1
+        if node.consecutive_5xx >= self.cfg.consecutive_5xx:
+            node.consecutive_5xx = 0
+            self.eject(node, now, "consecutive_5xx")
+
+    def connect_failure(self, node: Node, now: float, reason: str = "connect_failure") -> None:
+        """Refused/reset: out regardless of the max ejection share, back only after `rise` good checks."""
+        first = not node.down_until_healthy
+        node.down_until_healthy = True
+        node.hc_ok = 0
+        if first:
+            node.ejections += 1
+            node.eject_reason = reason
+            self._count(node, reason)
+            self.on_change()
+
+    def eject(self, node: Node, now: float, reason: str) -> bool:
+        if node.ejected_until > now or node.down_until_healthy:
+            return False
+        nodes = node.cluster.nodes
+        ejected = sum(1 for n in nodes if n.ejected_until > now)
+        limit = max(1, len(nodes) * self.cfg.max_ejection_percent // 100)
+        if ejected >= limit:
+            return False
+        node.ejections += 1
+        node.eject_reason = reason
+        node.ejected_until = now + min(self.cfg.base_ejection_time * node.ejections, self.cfg.max_ejection_time)
+        self._count(node, reason)
+        self.on_change()
+        return True

@@ -1,0 +1,49 @@
+"""Shared secrets (admin token, pin key): from env, else from a 0600 file generated on first use."""
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def secret_path(file_env: str, default: str) -> str:
+    return os.environ.get(file_env) or default
+
+
+def read_secret(env: str, file_env: str, default: str) -> str | None:
+    """Return the secret from env or file, or None when neither exists (the ops verbs never create one)."""
+    value = os.environ.get(env)
+    if value:
+        return value.strip()
+    path = secret_path(file_env, default)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except FileNotFoundError:
+        return None
+    return value or None
+
+
+def load_or_create_secret(env: str, file_env: str, default: str) -> str:
+    """Used by `serve`: several router instances share the file (or env), so create it only when absent."""
+    value = read_secret(env, file_env, default)
+    if value:
+        return value
+    path = secret_path(file_env, default)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another instance won the race: use its secret
+        return read_secret(env, file_env, default) or value
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(value + "\n")
+    return value
+
+
+def admin_token(create: bool) -> str | None:
+    args = ("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", "var/canary-admin-token")
+    return load_or_create_secret(*args) if create else read_secret(*args)
+
+
+def pin_secret() -> str:
+    return load_or_create_secret("CANARY_PIN_SECRET", "CANARY_PIN_SECRET_FILE", "var/canary-pin-secret")

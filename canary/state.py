@@ -1,0 +1,154 @@
+"""Shared routing state (roles, share, drains): a JSON file, or Redis with pub/sub for several routers."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("canary.state")
+
+CHANNEL = "canary:state:changed"
+KEY = "canary:state"
+
+
+def initial_state(stable: str, canary: str, percent: float) -> dict[str, Any]:
+    return {"stable": stable, "canary": canary, "percent": percent, "drained": [], "version": 0,
+            "updated_at": time.time()}
+
+
+class FileStore:
+    """Quick mode without Redis: atomic writes (tmp + rename); other instances poll the mtime (0.25 s)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._mtime = 0.0
+        self._task: asyncio.Task | None = None
+
+    async def load(self) -> dict[str, Any] | None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                self._mtime = os.fstat(f.fileno()).st_mtime
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.error("state file %s unreadable (%s); starting from the configured defaults", self.path, e)
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def save(self, state: dict[str, Any]) -> None:
+        d = os.path.dirname(self.path) or "."
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".canary-state.", dir=d)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self._mtime = os.stat(self.path).st_mtime
+
+    def watch(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._poll(on_change))
+
+    async def _poll(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                m = os.stat(self.path).st_mtime
+            except OSError:
+                continue
+            if m != self._mtime:
+                data = await self.load()
+                if data is not None:
+                    on_change(data)
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+
+class RedisStore:
+    """State document in one key; every change is published so all instances apply it within ~1 ms.
+    A periodic reload (2 s) covers missed messages after a Redis reconnect."""
+
+    def __init__(self, url: str, prefix: str = "") -> None:
+        import redis.asyncio as aioredis
+        self.redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.key = prefix + KEY
+        self.channel = prefix + CHANNEL
+        self._task: asyncio.Task | None = None
+        self._version = -1
+
+    async def load(self) -> dict[str, Any] | None:
+        raw = await self.redis.get(self.key)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def save(self, state: dict[str, Any]) -> None:
+        raw = json.dumps(state, sort_keys=True)
+        await self.redis.set(self.key, raw)
+        await self.redis.publish(self.channel, raw)
+
+    async def init(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Set the initial document only if no instance did yet (SET NX); return the winning document."""
+        await self.redis.set(self.key, json.dumps(state, sort_keys=True), nx=True)
+        return await self.load() or state
+
+    def watch(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._listen(on_change))
+
+    async def _listen(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                data = await self.load()       # catch up on anything missed while unsubscribed
+                if data is not None:
+                    on_change(data)
+                last_reload = time.monotonic()
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        try:
+                            on_change(json.loads(msg["data"]))
+                        except ValueError:
+                            pass
+                    if time.monotonic() - last_reload > 2.0:
+                        last_reload = time.monotonic()
+                        data = await self.load()
+                        if data is not None:
+                            on_change(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis down: keep routing with the last known state, retry
+                log.error("redis state watch failed: %s; retrying in 1 s", e)
+                await asyncio.sleep(1.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        try:
+            await self.redis.aclose()
+        except Exception:
+            pass

@@ -1,0 +1,42 @@
+"""State survives a restart (file store) and propagates between routers through Redis within 1 s."""
+from __future__ import annotations
+
+import time
+
+from .conftest import FAST, toml_config
+
+
+def test_file_state_survives_restart(backends, router_factory, tmp_path):
+    blue, green = backends("blue", 1), backends("green", 1)
+    args = ["--cluster", f"blue=127.0.0.1:{blue[0].port}", "--cluster", f"green=127.0.0.1:{green[0].port}",
+            "--state", str(tmp_path / "st.json"), "--no-access-log"]
+    r = router_factory(args=args)
+    r.ramp(35)
+    r.api("POST", "/api/drain", {"target": "green-1"})
+    r.stop()
+    r2 = router_factory(args=args)
+    st = r2.status()
+    assert st["percent"] == 35 and st["drained"] == ["green/green-1"]
+    assert not list(tmp_path.glob(".canary-state.*"))   # atomic writes leave no temp files
+
+
+def test_redis_state_propagates_within_1s(backends, router_factory, redis_url, tmp_path):
+    blue, green = backends("blue", 1), backends("green", 1)
+    cfg = toml_config({"blue": blue, "green": green}, access_log=False, **FAST)
+    r1 = router_factory(config=cfg, args=["--redis", redis_url])
+    r2 = router_factory(config=cfg, args=["--redis", redis_url])
+    for pct in (10, 60, 0):
+        r1.ramp(pct)
+        t0 = time.monotonic()
+        r2.wait_status(lambda s, p=pct: s["percent"] == p, timeout=1.0)
+        assert time.monotonic() - t0 < 1.0
+    r2.api("POST", "/api/promote")
+    r1.wait_status(lambda s: s["stable"] == "green", timeout=1.0)
+    r1.api("POST", "/api/drain", {"target": "blue"})
+    r2.wait_status(lambda s: s["drained"] == ["blue"], timeout=1.0)
+    # survives restart of every router: the state lives in Redis
+    r1.stop()
+    r2.stop()
+    r3 = router_factory(config=cfg, args=["--redis", redis_url])
+    st = r3.status()
+    assert st["stable"] == "green" and st["drained"] == ["blue"]
