@@ -5,9 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
-from loadtests.bench import login_bench
+from loadtests.bench import login_bench, router_bench
 
-BENCHMARKS = {"login": login_bench.run}
+BENCHMARKS = {"login": login_bench.run, "router": router_bench.run}
 
 
 def main() -> None:

@@ -22,12 +22,12 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
+
+from deploy.node import free_port, wait_port
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -35,23 +35,6 @@ WRK = shutil.which("wrk") or "/usr/bin/wrk"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 DURATION = os.environ.get("BENCH_DURATION", "5s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening")
 
 
 def spawn(args: list[str], **kw: Any) -> subprocess.Popen:
@@ -308,6 +291,8 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
     (out_dir / "router.json").write_text(json.dumps(result, indent=2))
+    print("\nCanary router vs HAProxy (same tiny backend)")
+    print_table(result)
     return result
 
 
@@ -352,6 +337,5 @@ def print_table(r: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     out = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "var" / "bench"
-    res = run(out)
-    print_table(res)
+    run(out)
     print(f"\nwritten {out / 'router.json'}")

