@@ -5,15 +5,16 @@ Why these values:
   worker closes each one) and parks idle keep-alive connections in a poller, not in a thread.
 - workers = cores, threads = 2: measured on 2 cores (docs/benchmarks.md), one thread per
   worker serves GET /api/session ~20 % faster (no GIL or logging-lock contention), but logins
-  need more requests in flight than cores to keep every core on Argon2 (~36 ms each) while
+  need more requests in flight than cores to keep every core on Argon2 (~20 ms each) while
   others wait on the database, and 2 x cores single-threaded workers contend on SQLite's write
   lock (p99 over 1 s). Two threads per worker is the measured balance.
 - timeout 30 s: a worker stuck that long is killed and replaced; graceful_timeout 20 s lets
   in-flight requests finish on SIGTERM (the router drains a node that reports not-ready).
 - keepalive 5 s: longer than the router's idle pool timeout would be pointless, shorter costs
   reconnects.
-- max_requests 5000 ± 500 jitter: recycles workers against slow leaks without all of them
-  restarting at the same moment.
+- max_requests 200000 ± 20000 jitter: recycles workers against slow leaks without all of them
+  restarting at the same moment. (A worker serves ~1,000 requests/s at full load; 5,000 would
+  restart it every few seconds and show up as 100 ms tail latency.)
 """
 import os
 import shutil
@@ -22,13 +23,13 @@ from prometheus_client import multiprocess
 
 bind = os.environ.get("LOGINSVC_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
-worker_class = "gthread"
+worker_class = os.environ.get("LOGINSVC_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("LOGINSVC_THREADS", "2"))
 timeout = int(os.environ.get("LOGINSVC_WORKER_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("LOGINSVC_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
-max_requests = 5000
-max_requests_jitter = 500
+max_requests = 200000
+max_requests_jitter = 20000
 preload_app = True  # a configuration error is reported once, before any worker forks
 wsgi_app = "loginsvc.wsgi:application"
 accesslog = None  # the app writes a structured access log with request ids

@@ -131,6 +131,7 @@ def run(out_dir: Path, seconds: int = 10) -> dict:
         wrk.run(single.url + "/api/session", 8, 1, headers=cookie)  # warm-up
         api = wrk.run(single.url + "/api/session", 8, seconds, headers=cookie)
         anonymous = wrk.run(single.url + "/api/session", 8, seconds)
+        floor = wrk.run(single.url + "/healthz", 8, seconds)  # gunicorn + the first two middlewares only
     finally:
         for node in nodes:
             node.stop()
@@ -144,7 +145,8 @@ def run(out_dir: Path, seconds: int = 10) -> dict:
         "logins": {**{k: round(v, 2) if isinstance(v, float) else v for k, v in logins.items()},
                    "bound_per_s": round(bound, 1), "fraction_of_bound": round(logins["logins_per_s"] / bound, 3),
                    "goal_fraction": 0.9},
-        "api_session_per_worker": {"authenticated": api, "anonymous": anonymous, "goal_per_s": 1500},
+        "api_session_per_worker": {"authenticated": api, "anonymous": anonymous, "healthz_floor": floor,
+                                   "goal_per_s": 1500},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "login.json").write_text(json.dumps(result, indent=2))
@@ -162,8 +164,10 @@ def print_table(result: dict) -> None:
     print(f"{'  bound: cores / verify time':<38}{logins['bound_per_s']:>12.1f}{'':>12}")
     print(f"{'  fraction of bound':<38}{logins['fraction_of_bound']:>12.3f}{'>= 0.9':>12}")
     print(f"{'  login p50 / p99 ms':<38}{logins['p50_ms']:>6.0f} /{logins['p99_ms']:>4.0f}{'':>12}")
-    for label, row in (("authenticated", api["authenticated"]), ("anonymous", api["anonymous"])):
-        print(f"{'/api/session req/s, 1 worker, ' + label:<38}{row['requests_per_s']:>12.0f}{'>= 1500':>12}")
+    rows = (("/api/session, logged in", api["authenticated"], ">= 1500"),
+            ("/api/session, anonymous", api["anonymous"], ""), ("/healthz (floor)", api["healthz_floor"], ""))
+    for label, row, goal in rows:
+        print(f"{label + ' req/s, 1 worker':<38}{row['requests_per_s']:>12.0f}{goal:>12}")
         print(f"{'  p50 / p99 ms':<38}{row['p50']:>6.2f} /{row['p99']:>5.2f}{'':>12}")
 
 
