@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 
 from loadtests.bench import login_bench, router_bench
@@ -15,6 +17,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("var/bench"), help="folder for the JSON results")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these")
     args = parser.parse_args()
+    missing = [tool for tool in ("wrk", "haproxy") if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin")]
+    if missing:
+        parser.exit(2, f"make bench needs Debian's {' and '.join(missing)}: apt-get install {' '.join(missing)}\n")
     results = {name: BENCHMARKS[name](args.out) for name in (args.only or BENCHMARKS)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "all.json").write_text(json.dumps(results, indent=2))
