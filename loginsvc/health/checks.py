@@ -12,9 +12,20 @@ from loginsvc import conf
 
 
 def database() -> None:
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+    """Open a connection, run SELECT 1, close it.
+
+    A fresh connection each time: this runs on a pool thread where Django's per-request
+    connection housekeeping never happens, so a kept connection would stay broken after a
+    database restart (and hold the test database open). It also proves that new connections
+    can be made, which a kept one would not.
+    """
+    connection = connections["default"]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        connection.close()
 
 
 def redis() -> None:
