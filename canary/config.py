@@ -48,7 +48,8 @@ class OutlierConfig:
 @dataclass(slots=True)
 class TimeoutConfig:
     connect: float = 1.0
-    upstream: float = 30.0       # time for the node to answer (headers) after the request head is sent
+    upstream: float = 30.0       # time for the node to answer (headers) after the request body is complete
+    body_idle: float = 10.0      # a client request body that stalls this long gets 408 (the node is not blamed)
     header_read: float = 10.0    # slowloris guard: whole request head must arrive within this
     idle: float = 60.0           # keep-alive idle time of a client connection
     total: float = 300.0         # whole exchange including body streaming
@@ -271,6 +272,7 @@ def validate(cfg: Config) -> None:
     positive = {
         "health_check.interval": cfg.health_check.interval, "health_check.timeout": cfg.health_check.timeout,
         "timeouts.connect": cfg.timeouts.connect, "timeouts.upstream": cfg.timeouts.upstream,
+        "timeouts.body_idle": cfg.timeouts.body_idle,
         "timeouts.header_read": cfg.timeouts.header_read, "timeouts.idle": cfg.timeouts.idle,
         "timeouts.total": cfg.timeouts.total, "timeouts.upstream_idle": cfg.timeouts.upstream_idle,
         "outlier_detection.base_ejection_time": cfg.outlier_detection.base_ejection_time,

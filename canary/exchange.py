@@ -87,6 +87,10 @@ class Exchange:
             self.limit = None
             self.fail_local(503, "overload")
 
+    def dispatch_queued(self) -> None:
+        if not self.done:
+            self.dispatch()
+
     def dispatch(self, first: Any = None) -> None:
         """Start an attempt: `first` is the cluster routing chose at admission (retries choose again)."""
         self.queued = False
@@ -100,7 +104,7 @@ class Exchange:
         node.outstanding += 1
         self.tried.append(node)
         self.attempts += 1
-        if self.expect and self.attempts == 1 and not self.body_bytes:
+        if self.expect and self.attempts == 1 and not self.body_bytes and not self.http10:
             self.front.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn = node.pool.get()
         if conn is not None:
@@ -115,7 +119,9 @@ class Exchange:
             return
         self.up = conn
         self.sent = True
-        self.deadline = min(self.deadline, _now() + self.app.cfg.timeouts.upstream)
+        self._arm()
+        if self.front.write_paused:
+            conn.pause()
         if self.pending:
             data = self.head + b"".join(self.pending)
             self.pending = []
@@ -124,6 +130,10 @@ class Exchange:
         conn.send(self, data)
         if self.front.paused_by_upstream_hint:
             self.front.resume_reading_for_upstream()
+
+    def _arm(self) -> None:   # node answer timer once the body is complete; till then body_idle per byte
+        t = self.app.cfg.timeouts
+        self.deadline = min(self.t0 + t.total, _now() + (t.upstream if self.body_done else t.body_idle))
 
     # -- client body -------------------------------------------------------------------------------------------
     def client_body(self, data: bytes) -> None:
@@ -142,11 +152,15 @@ class Exchange:
         up = self.up
         if up is not None:
             up.transport.write(data)
+            if not self.resp_started:
+                self._arm()
         elif not self.done:
             self.pending.append(data)
 
     def client_body_done(self) -> None:
         self.body_done = True
+        if self.up is not None and not self.resp_started:
+            self._arm()
         if self.chunked:
             self.chunked = False
             self.client_body_raw(b"0\r\n\r\n")
@@ -259,6 +273,8 @@ class Exchange:
         now = _now()
         if self.done:
             return
+        if kind == "upgrade":   # a 101/Upgrade answer: the router does not tunnel; not the node's failure
+            return self.fail_local(502, "upstream_upgrade")
         stale = conn.reused and not conn.got_bytes and kind == "reset"
         if not stale:
             self.app.outlier.eject(node, now, kind)
@@ -303,12 +319,11 @@ class Exchange:
             self.limit.remove(self)
             self.limit = None
             return self.fail_local(503, "queue_timeout")
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.close()
-            self.node.outstanding -= 1
+        client_slow = not self.body_done and not self.front.paused_by_upstream_hint
+        if self._drop_up() and not client_slow:
             self.app.outlier.eject(self.node, _now(), "timeout")
+        if client_slow and not self.resp_started:   # the client stalled its body: not the node's fault
+            return self.fail_local(408, "body_timeout")
         if self.resp_started:
             self.front.abort()
             self.finish("timeout", count_node=False)
@@ -324,12 +339,17 @@ class Exchange:
         self.front.transport.write(local_response(status, not self.keep_alive, retry_after))
         self.finish(reason, count_node=False)
 
-    def abort_upstream_for_bad_body(self, status: int) -> None:
+    def _drop_up(self) -> bool:
         up = self.up
-        if up is not None:
-            self.up = None
-            up.close()
-            self.node.outstanding -= 1
+        if up is None:
+            return False
+        self.up = None
+        up.close()
+        self.node.outstanding -= 1
+        return True
+
+    def abort_upstream_for_bad_body(self, status: int) -> None:
+        self._drop_up()
         self.fail_local(status, "bad_request")
 
     def abort(self) -> None:
@@ -340,11 +360,7 @@ class Exchange:
             self.queued = False
             self.limit.remove(self)
             self.limit = None
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.close()
-            self.node.outstanding -= 1
+        self._drop_up()
         self.status = self.status or 499
         self.finish("client_abort", count_node=False)
 
@@ -356,6 +372,10 @@ class Exchange:
         self.outcome = outcome
         app = self.app
         now = _now()
+        if self.queued:    # failed while waiting in the cluster queue: it never held a slot
+            self.queued = False
+            self.limit.remove(self)
+            self.limit = None
         node = self.node
         if count_node and node is not None:
             node.outstanding -= 1
@@ -372,7 +392,8 @@ class Exchange:
             self.limit = None
             nxt = limit.release()
             if nxt is not None:
-                nxt.dispatch()
+                nxt.queued = False     # owns the slot now; started on the next loop turn, never re-entrantly
+                app.loop.call_soon(nxt.dispatch_queued)
         if app.access_log is not None:
             app.access_log.log(self, now)
         self.front.exchange_done(self)

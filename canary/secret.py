@@ -31,12 +31,23 @@ def load_or_create_secret(env: str, file_env: str, default: str) -> str:
     path = secret_path(file_env, default)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     value = secrets.token_urlsafe(32)
+    # Write a private temp file, then link it into place: the secret file appears complete or not at all,
+    # so a racing instance never reads a half-written (empty) file and ends up with a different secret.
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another instance won the race: use its secret
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)             # fails if another instance already created the file
+    except FileExistsError:            # another instance won the race: use its secret
         return read_secret(env, file_env, default) or value
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(value + "\n")
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
     return value
 
 

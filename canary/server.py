@@ -59,6 +59,7 @@ class App:
         self.admin = Admin(self, admin_token) if admin_token else None
         self.servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- state ---------------------------------------------------------------------------------------------
     def _changed(self) -> None:
@@ -158,6 +159,7 @@ class App:
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, reuse_port: bool = False, run_admin: bool = True) -> None:
         loop = asyncio.get_running_loop()
+        self.loop = loop
         for n in self.nodes:
             n.pool = Pool(n, loop, self.cfg.timeouts.connect)
         try:

@@ -15,10 +15,15 @@ _RESP_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te"
 
 
 class UpstreamConn(asyncio.Protocol):
-    """One TCP connection to a node. Carries one exchange at a time; events are forwarded to it."""
+    """One TCP connection to a node. Carries one exchange at a time; events are forwarded to it.
+
+    A response is never finished from inside a parser callback: the callbacks only record that the message
+    is complete (`fin`), and data_received decides after feed_data() returns whether the connection can be
+    pooled. Any byte after the end of the response (or after the head of a HEAD/204/304 response) means
+    the node and the router disagree on framing, so the connection is closed instead of reused."""
 
     __slots__ = ("pool", "transport", "parser", "ex", "closed", "idle_since", "lines", "cl", "te", "has_sb",
-                 "conn_tokens", "skip", "got_bytes", "reset_parser", "reused", "paused")
+                 "conn_tokens", "skip", "got_bytes", "reused", "paused", "fin", "keep", "extra", "nobody")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -34,9 +39,12 @@ class UpstreamConn(asyncio.Protocol):
         self.conn_tokens: list[bytes] | None = None
         self.skip = False
         self.got_bytes = False
-        self.reset_parser = False
         self.reused = False
-        self.paused = False
+        self.paused = False      # reading paused for a slow client (back-pressure); resumed before pooling
+        self.fin: Any = None     # exchange whose response is complete, decided after feed_data() returns
+        self.keep = False
+        self.extra = False       # bytes after the end of the response
+        self.nobody = False      # HEAD/204/304: the message ended with its head
 
     # -- asyncio -----------------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -48,11 +56,10 @@ class UpstreamConn(asyncio.Protocol):
         ex = self.ex
         if ex is not None:
             self.ex = None
-            if self.lines is not None and ex.resp_started and self.cl is None and not self.te \
-                    and ex.resp_eof_body:
-                ex.on_response_complete(self, False)   # close-delimited body ends at EOF
+            if exc is None and ex.resp_started and self.cl is None and not self.te and ex.resp_eof_body:
+                ex.on_response_complete(self, False)   # close-delimited body ends at a clean EOF
             else:
-                ex.upstream_error(self, "reset")
+                ex.upstream_error(self, "reset")       # a reset mid-body is not a complete response
 
     def data_received(self, data: bytes) -> None:
         if self.ex is None:
@@ -61,16 +68,38 @@ class UpstreamConn(asyncio.Protocol):
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            ex = self.ex
-            self.ex = None
-            self.close()
-            if ex is not None:
-                ex.upstream_error(self, "protocol_error")
+        except httptools.HttpParserUpgrade:
+            self._failed("upgrade")       # 101 or an Upgrade answer: the router does not tunnel
             return
-        if self.reset_parser:
-            self.reset_parser = False
-            self.parser = httptools.HttpResponseParser(self)
+        except httptools.HttpParserError:
+            self._failed("protocol_error")
+            return
+        fin = self.fin
+        if fin is not None:
+            self._complete(fin)
+
+    def _failed(self, kind: str) -> None:
+        fin, ex = self.fin, self.ex
+        self.fin = None
+        self.ex = None
+        if fin is not None:
+            self.extra = True
+            self._complete(fin)           # the response was complete; garbage after it: close, do not reuse
+            return
+        self.close()
+        if ex is not None:
+            ex.upstream_error(self, kind)
+
+    def _complete(self, ex: Any) -> None:
+        self.fin = None
+        reusable = self.keep and not self.extra and not self.closed
+        if reusable and self.nobody:
+            self.parser = httptools.HttpResponseParser(self)   # llhttp may still expect a body after HEAD
+        self.nobody = False
+        self.extra = False
+        if reusable and self.paused:
+            self.resume()
+        ex.on_response_complete(self, reusable)
 
     def pause_writing(self) -> None:
         ex = self.ex
@@ -88,6 +117,16 @@ class UpstreamConn(asyncio.Protocol):
         self.got_bytes = False
         self.transport.write(data)
 
+    def pause(self) -> None:
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
     def close(self) -> None:
         self.ex = None
         if not self.closed:
@@ -95,8 +134,11 @@ class UpstreamConn(asyncio.Protocol):
             self.transport.close()
         self.pool.discard(self)
 
-    # -- httptools callbacks -------------------------------------------------------------------------------
+    # -- httptools callbacks (record only; never finish an exchange from here) --------------------------------
     def on_message_begin(self) -> None:
+        if self.fin is not None:
+            self.extra = True     # a further message in the same buffer
+            return
         self.lines = []
         self.cl = None
         self.te = False
@@ -104,6 +146,8 @@ class UpstreamConn(asyncio.Protocol):
         self.conn_tokens = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.fin is not None:
+            return
         lname = name.lower()
         if lname in _RESP_DROP:
             if lname == b"content-length":
@@ -119,6 +163,8 @@ class UpstreamConn(asyncio.Protocol):
         self.lines.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
+        if self.fin is not None:
+            return
         status = self.parser.get_status_code()
         if status < 200:
             self.skip = True      # interim 1xx: not relayed (Expect is answered by the router itself)
@@ -131,14 +177,18 @@ class UpstreamConn(asyncio.Protocol):
             if drop:
                 self.lines = [ln for ln in self.lines if ln.split(b":", 1)[0].lower() not in drop]
         ex.on_response_head(self, status)
-        if ex.head_only and self.ex is ex:
-            # HEAD: no body follows whatever Content-Length says; httptools cannot be told, so finish here
-            # and start a fresh parser for the next response on this connection.
-            self.reset_parser = True
+        if self.ex is ex and (ex.head_only or status in (204, 304)):
+            # no body follows whatever Content-Length says; anything after this head is a framing error
+            self.keep = self.parser.should_keep_alive()
+            self.nobody = True
+            self.fin = ex
             self.ex = None
-            ex.on_response_complete(self, self.parser.should_keep_alive())
 
     def on_body(self, data: bytes) -> None:
+        if self.fin is not None:
+            if data:
+                self.extra = True   # a body after HEAD/204/304, or after the end of the response
+            return
         ex = self.ex
         if ex is not None and not self.skip:
             ex.on_response_body(data)
@@ -147,16 +197,19 @@ class UpstreamConn(asyncio.Protocol):
         if self.skip:
             self.skip = False
             return
+        if self.fin is not None:
+            return            # the end of a no-body response, or of a further message (flagged at its begin)
         ex = self.ex
         if ex is not None:
             self.ex = None
-            ex.on_response_complete(self, self.parser.should_keep_alive())
+            self.keep = self.parser.should_keep_alive()
+            self.fin = ex
 
 
 class Pool:
     """Idle connections of one node, most recently used first (LIFO keeps few connections warm)."""
 
-    __slots__ = ("node", "loop", "idle", "connect_timeout", "max_idle", "connects", "connect_errors")
+    __slots__ = ("node", "loop", "idle", "connect_timeout", "max_idle", "connects", "connect_errors", "tasks")
 
     def __init__(self, node: "Node", loop: asyncio.AbstractEventLoop, connect_timeout: float,
                  max_idle: int = 256) -> None:
@@ -167,6 +220,7 @@ class Pool:
         self.max_idle = max_idle
         self.connects = 0
         self.connect_errors = 0
+        self.tasks: set[asyncio.Task] = set()   # strong references: the loop keeps only weak ones
 
     def get(self) -> UpstreamConn | None:
         idle = self.idle
@@ -180,6 +234,8 @@ class Pool:
     def release(self, conn: UpstreamConn, now: float) -> None:
         if conn.closed:
             return
+        if conn.paused:
+            conn.resume()    # never pool a connection whose reading is paused: its next request would hang
         if len(self.idle) >= self.max_idle:
             conn.close()
             return
@@ -193,7 +249,9 @@ class Pool:
             pass
 
     def connect(self, ex: Any) -> None:
-        self.loop.create_task(self._connect(ex))
+        t = self.loop.create_task(self._connect(ex))
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
 
     async def _connect(self, ex: Any) -> None:
         self.connects += 1

@@ -1,0 +1,253 @@
+"""Misbehaving nodes (raw sockets, not llhttp): bytes after a response, bodies after HEAD/304, 101, resets,
+a paused connection; none of it may reach another request or poison the pool."""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import threading
+import time
+from typing import Callable
+
+import pytest
+
+from .conftest import FAST, toml_config
+
+
+class ScriptedNode:
+    """A node written with plain sockets. handler(method, path, sock) writes whatever it likes and returns
+    False to close the connection. /readyz (health checks) always gets 200."""
+
+    def __init__(self, handler: Callable[[bytes, bytes, socket.socket], bool], node: str = "blue-1") -> None:
+        self.handler = handler
+        self.node = node
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                s, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s: socket.socket) -> None:
+        s.settimeout(10)
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                method, path = lines[0].split(b" ")[:2]
+                cl = 0
+                for ln in lines[1:]:
+                    k, _, v = ln.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        cl = int(v)
+                while len(buf) < cl:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf[cl:]
+                if path == b"/readyz":
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                    return
+                self.requests.append(method + b" " + path)
+                if not self.handler(method, path, s):
+                    return
+        except OSError:
+            return
+        finally:
+            s.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.srv.close()
+
+
+def good(s: socket.socket) -> bool:
+    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+    return True
+
+
+def bad_handler(method: bytes, path: bytes, s: socket.socket) -> bool:
+    evil = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+    if path == b"/slowextra":        # a complete response followed at once by a further one
+        time.sleep(0.6)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + evil)
+    elif path == b"/slow304":        # 304 must not have a body; this one is followed by a whole response
+        time.sleep(0.6)
+        s.sendall(b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n" + evil)
+    elif path == b"/slowhead":       # HEAD answered with a body
+        time.sleep(0.6)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 38\r\n\r\n" + evil)
+    elif path == b"/upgrade":
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxx")
+    elif path == b"/resetmid":       # close-delimited body cut by a reset
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npartial")
+        time.sleep(0.2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        return False
+    elif path.startswith(b"/big"):
+        n = int(path[4:])
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + b"b" * n)
+    else:
+        return good(s)
+    return True
+
+
+def make_router(router_factory, node: ScriptedNode, other: ScriptedNode, **extra):
+    cfg = toml_config({"blue": [node], "green": [other]}, access_log=False, **FAST, **extra)
+    return router_factory(config=cfg)
+
+
+def node_states(r) -> list[str]:
+    return [n["state"] for n in r.status()["clusters"]["blue"]["nodes"]]
+
+
+@pytest.mark.parametrize("path,method,first_body", [("/slowextra", "GET", b"ok"), ("/slow304", "GET", b""),
+                                                    ("/slowhead", "HEAD", b"")])
+def test_bytes_after_a_response_never_reach_the_next_client(router_factory, path, method, first_body):
+    node, other = ScriptedNode(bad_handler), ScriptedNode(bad_handler, "green-1")
+    r = make_router(router_factory, node, other, limits={"queue_timeout": 5.0},
+                    cluster_limits={"blue": {"max_concurrent": 1, "max_queue": 4}})
+    try:
+        results: dict[str, tuple[int, bytes]] = {}
+
+        def first() -> None:
+            st, _, body = r.get(path, method=method)
+            results["x"] = (st, body)
+        t = threading.Thread(target=first)
+        t.start()
+        time.sleep(0.25)                     # X holds the only slot; Y waits in the cluster queue
+        c = http.client.HTTPConnection("127.0.0.1", r.port, timeout=5)
+        st, _, body = r.get("/y", conn=c)
+        assert (st, body) == (200, b"good"), (path, st, body)
+        st, _, body = r.get("/y2", conn=c)   # and the next one on the same client connection
+        assert (st, body) == (200, b"good"), (path, st, body)
+        c.close()
+        t.join(5)
+        assert results["x"][1] == first_body, (path, results)
+        assert results["x"][0] in (200, 304)
+        assert node_states(r) == ["healthy"]
+    finally:
+        node.close()
+        other.close()
+
+
+def test_101_is_a_502_without_ejection(router_factory):
+    node, other = ScriptedNode(bad_handler), ScriptedNode(bad_handler, "green-1")
+    r = make_router(router_factory, node, other)
+    try:
+        st, _, _ = r.get("/upgrade")
+        assert st == 502
+        assert node_states(r) == ["healthy"]
+        assert r.get("/after")[0] == 200
+    finally:
+        node.close()
+        other.close()
+
+
+def test_reset_during_close_delimited_body_is_not_complete(router_factory):
+    node, other = ScriptedNode(bad_handler), ScriptedNode(bad_handler, "green-1")
+    r = make_router(router_factory, node, other)
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", r.port, timeout=5)
+        c.request("GET", "/resetmid")
+        resp = c.getresponse()
+        assert resp.status == 200
+        try:
+            body = resp.read()
+        except (http.client.IncompleteRead, OSError):
+            body = None
+        assert body is None, body        # the client must see the cut, not a complete body
+        c.close()
+    finally:
+        node.close()
+        other.close()
+
+
+class _StubExchange:
+    """Stands in for an Exchange whose client is slow: every body byte makes the client transport call
+    FrontConn.pause_writing, exactly as a full socket buffer would."""
+
+    head_only = False
+
+    def __init__(self, front, done: "asyncio.Future") -> None:
+        self.front = front
+        self.done = done
+        front.tx = self
+
+    def attach(self, conn) -> None:
+        self.up = conn
+        conn.send(self, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+
+    def on_response_head(self, conn, status: int) -> None:
+        pass
+
+    def on_response_body(self, data: bytes) -> None:
+        from canary.proxy import FrontConn
+        FrontConn.pause_writing(self.front)   # type: ignore[arg-type]
+
+    def on_response_complete(self, conn, reusable: bool) -> None:
+        self.up = None
+        if reusable:
+            conn.pool.release(conn, 0.0)
+        self.done.set_result(reusable)
+
+    def upstream_error(self, conn, kind: str) -> None:
+        self.done.set_result(kind)
+
+
+def test_paused_connection_is_not_pooled_paused():
+    """A slow client pauses reading on the node connection; when the response ends in that state the
+    connection must not go back to the pool paused (its next request would hang -> 504 + ejection)."""
+    import types
+
+    from canary.upstream_pool import Pool
+
+    class Node(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.t = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while b"\r\n\r\n" in self.buf:
+                _, self.buf = self.buf.split(b"\r\n\r\n", 1)
+                self.t.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Node, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        pool = Pool(types.SimpleNamespace(host="127.0.0.1", port=port), loop, 1.0)  # type: ignore[arg-type]
+        front = types.SimpleNamespace(write_paused=False, tx=None)
+        first = loop.create_future()
+        pool.connect(_StubExchange(front, first))
+        assert await asyncio.wait_for(first, 2) is True
+        assert front.write_paused
+        conn = pool.get()
+        assert conn is not None and not conn.closed
+        second = loop.create_future()
+        ex2 = _StubExchange(types.SimpleNamespace(write_paused=False, tx=None), second)
+        ex2.on_response_body = lambda data: None   # type: ignore[method-assign]
+        ex2.attach(conn)
+        assert await asyncio.wait_for(second, 2) is True   # answered: the pooled connection reads again
+        pool.close_all()
+        srv.close()
+
+    asyncio.run(main())
