@@ -63,3 +63,28 @@ def test_pinned_user_survives_sigkill_of_their_cluster_and_returns_home(stack, r
         time.sleep(0.1)
     else:
         raise AssertionError("the user never went home to green after it healed")
+
+
+def test_lockout_through_the_router_keys_on_the_browser_not_on_forged_headers(stack, router_factory) -> None:
+    """Nodes trust one hop (the router); the router overwrites X-Forwarded-For, so a client that
+    invents a new address per guess is still counted as itself, and another browser is not locked."""
+    blue = stack("blue-1", cluster="blue", LOGINSVC_TRUSTED_PROXY_HOPS="1")
+    green = stack("green-1", cluster="green", LOGINSVC_TRUSTED_PROXY_HOPS="1")
+    create_user_in(blue, EMAIL, PASSWORD)
+    router = router_factory(config=login_cluster_config(blue, green))
+    base = f"http://127.0.0.1:{router.port}"
+
+    attacker = Browser(base)
+    statuses = []
+    for i in range(11):
+        attacker.headers["X-Forwarded-For"] = f"198.51.100.{i}"
+        statuses.append(attacker.login(EMAIL, f"guess {i}").status_code)
+    assert statuses == [401] * 10 + [429]
+    assert attacker.login(EMAIL, PASSWORD).status_code == 429
+
+    # The nodes saw the router's view of the client (127.0.0.1), so the lock is on that pair; the
+    # same account from another client address is not locked (checked on a node directly, with
+    # the one trusted hop it expects).
+    elsewhere = Browser(blue.url)
+    elsewhere.headers["X-Forwarded-For"] = "203.0.113.77"
+    assert elsewhere.login(EMAIL, PASSWORD).status_code == 200
