@@ -44,37 +44,46 @@ class PinSigner:
         payload = b"%d.%d" % (bucket, issued)
         return payload + b"." + self._sig(payload)
 
-    def issue(self, now: float) -> tuple[int, bytes]:
-        """Return (bucket, Set-Cookie header line) for a new browser."""
-        bucket = _rand.randrange(BUCKETS)
+    def issue(self, now: float, bucket: int = -1) -> tuple[int, bytes]:
+        """Return (bucket, Set-Cookie header line): a new random bucket, or `bucket` re-signed."""
+        if bucket < 0:
+            bucket = _rand.randrange(BUCKETS)
         return bucket, self._prefix + self.make_value(bucket, int(now)) + self._attrs
+
+    def check(self, value: bytes, now: float) -> tuple[int, bool]:
+        """(bucket of a valid cookie value or -1, whether it is past half its lifetime).
+
+        A pin past half its lifetime is re-issued with the *same* bucket, so a browser that keeps
+        coming back stays on its cluster indefinitely; only one gone for a whole `ttl` is re-drawn.
+        """
+        parts = value.split(b".")
+        if len(parts) != 3:
+            return -1, False
+        b, t, sig = parts
+        if not (b.isdigit() and t.isdigit() and len(b) <= 5 and len(t) <= 12):
+            return -1, False
+        if not hmac.compare_digest(sig, self._sig(b + b"." + t)):
+            return -1, False
+        bucket, issued = int(b), int(t)
+        if bucket >= BUCKETS or issued + self.ttl < now or issued > now + 300:
+            return -1, False
+        return bucket, issued + self.ttl / 2 < now
 
     def verify(self, value: bytes, now: float) -> int:
         """Return the bucket of a valid cookie value or -1."""
-        parts = value.split(b".")
-        if len(parts) != 3:
-            return -1
-        b, t, sig = parts
-        if not (b.isdigit() and t.isdigit() and len(b) <= 5 and len(t) <= 12):
-            return -1
-        if not hmac.compare_digest(sig, self._sig(b + b"." + t)):
-            return -1
-        bucket, issued = int(b), int(t)
-        if bucket >= BUCKETS or issued + self.ttl < now or issued > now + 300:
-            return -1
-        return bucket
+        return self.check(value, now)[0]
 
-    def extract(self, cookie: bytes, now: float) -> tuple[int, bytes | None]:
-        """Find our cookie in a Cookie header; return (bucket or -1, Cookie header without it or None)."""
+    def extract(self, cookie: bytes, now: float) -> tuple[int, bytes | None, bool]:
+        """Find our cookie in a Cookie header: (bucket or -1, Cookie header without it or None, stale)."""
         if self._name_eq not in cookie:
-            return -1, cookie
-        bucket = -1
+            return -1, cookie, False
+        bucket, stale = -1, False
         kept = []
         for part in cookie.split(b";"):
             p = part.strip()
             if p.startswith(self._name_eq):
                 if bucket < 0:
-                    bucket = self.verify(p[len(self._name_eq):], now)
+                    bucket, stale = self.check(p[len(self._name_eq):], now)
             elif p:
                 kept.append(p)
-        return bucket, (b"; ".join(kept) if kept else None)
+        return bucket, (b"; ".join(kept) if kept else None), stale

@@ -245,16 +245,16 @@ class FrontConn(asyncio.Protocol):
             if drop:
                 headers = [h for h in headers if h.split(b":", 1)[0].lower() not in drop]
         # pin cookie: verify, strip before forwarding, issue when missing/invalid
-        bucket = -1
+        bucket, stale = -1, False
         pin = app.pin
         for c in self.cookies:
-            b, rest = pin.extract(c, app.wall_now)
+            b, rest, old = pin.extract(c, app.wall_now)
             if b >= 0 and bucket < 0:
-                bucket = b
+                bucket, stale = b, old
             if rest is not None:
                 headers.append(b"Cookie: " + rest + b"\r\n")
-        if bucket < 0:
-            bucket, ex.cookie_line = pin.issue(app.wall_now)
+        if bucket < 0 or stale:  # new browser, or a pin past half its life: same bucket, new date
+            bucket, ex.cookie_line = pin.issue(app.wall_now, bucket)
         ex.bucket = bucket
         # X-Forwarded-*: keep only the configured number of trusted hops from the right
         hops = app.cfg.trusted_hops

@@ -68,6 +68,22 @@ def test_forged_and_expired_pins_are_reissued(setup):
         assert st == 200 and "set-cookie" in h2, bad
 
 
+def test_an_aging_pin_is_refreshed_with_the_same_bucket(setup):
+    """A browser that keeps coming back keeps its cluster: its pin is re-signed, not re-drawn."""
+    from canary.pin import PinSigner
+
+    from .conftest import PIN_SECRET
+
+    r, _, _ = setup
+    signer = PinSigner(PIN_SECRET)
+    old = int(time.time()) - signer.ttl // 2 - 3600  # past half of its 30 days
+    st, h, _ = r.get("/", cookie="canary_pin=" + signer.make_value(1234, old).decode())
+    assert st == 200
+    name, value = pin_of(h).split("=", 1)
+    bucket, issued, _ = value.split(".")
+    assert name == "canary_pin" and bucket == "1234" and int(issued) >= int(time.time()) - 5
+
+
 def test_hop_by_hop_and_forwarded_headers(setup):
     r, _, _ = setup
     st, h, body = r.get("/h", headers={"Connection": "keep-alive, X-Secret", "X-Secret": "1", "Keep-Alive": "5",
