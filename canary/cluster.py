@@ -90,8 +90,8 @@ class Cluster:
     def pick(self, now: float, exclude: Iterable[Node] = (), panic: bool = False) -> Node | None:
         """Least outstanding requests (ties rotate) or smooth weighted round robin among usable nodes."""
         if panic:
-            cands = [n for n in self.nodes if not n.drained and n not in exclude] or \
-                    [n for n in self.nodes if n not in exclude]
+            # Panic ignores health, never an operator's drain: a drained cluster or node gets nothing.
+            cands = [] if self.drained else [n for n in self.nodes if not n.drained and n not in exclude]
         elif exclude:
             cands = [n for n in self.usable if n not in exclude]
         else:

@@ -78,3 +78,15 @@ def test_queue_timeout_503(backends, router_factory):
     for t in threads:
         t.join(20)
     assert sorted(results) == [200, 503, 503]
+
+
+def test_panic_never_sends_traffic_to_a_drained_cluster(backends, router_factory):
+    """Both clusters unavailable (blue dead, green drained): panic ignores health, not the drain."""
+    blue = backends("blue", 1)
+    green = backends("green", 1)
+    r = router_factory(config=toml_config({"blue": blue, "green": green}, access_log=False, **FAST))
+    r.api("POST", "/api/drain", {"target": "green"})
+    blue[0].kill()
+    r.wait_status(lambda s: s["clusters"]["blue"]["nodes"][0]["state"] != "healthy", timeout=3)
+    st, h, _ = r.get("/")
+    assert st == 503 and h.get("retry-after")
