@@ -70,8 +70,12 @@ class FileStore:
                 continue
             if m != self._mtime:
                 data = await self.load()
-                if data is not None:
+                if data is None:
+                    continue
+                try:
                     on_change(data)
+                except Exception:  # noqa: BLE001 - a bad document must not stop watching for good ones
+                    log.exception("state file %s holds an invalid state; keeping the current one", self.path)
 
     async def close(self) -> None:
         if self._task:

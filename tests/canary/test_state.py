@@ -40,3 +40,24 @@ def test_redis_state_propagates_within_1s(backends, router_factory, redis_url, t
     r3 = router_factory(config=cfg, args=["--redis", redis_url])
     st = r3.status()
     assert st["stable"] == "green" and st["drained"] == ["blue"]
+
+
+def test_an_invalid_state_file_does_not_stop_watching_it(backends, router_factory, tmp_path):
+    """A hand-edited state file with a bad value is skipped; the next good one still applies."""
+    import json
+    import os
+
+    blue, green = backends("blue", 1), backends("green", 1)
+    state = tmp_path / "st.json"
+    args = ["--cluster", f"blue=127.0.0.1:{blue[0].port}", "--cluster", f"green=127.0.0.1:{green[0].port}",
+            "--state", str(state), "--no-access-log"]
+    r = router_factory(args=args)
+    r.ramp(10)
+    good = json.loads(state.read_text())
+    state.write_text(json.dumps(dict(good, percent="not a number")))
+    os.utime(state, (time.time() + 1, time.time() + 1))
+    time.sleep(0.6)
+    assert r.status()["percent"] == 10          # the bad document was ignored
+    state.write_text(json.dumps(dict(good, percent=40)))
+    os.utime(state, (time.time() + 2, time.time() + 2))
+    r.wait_status(lambda s: s["percent"] == 40, timeout=2.0)
