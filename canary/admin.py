@@ -59,9 +59,9 @@ class Admin:
             status, ctype, payload = e.status, "application/json", json.dumps({"error": str(e)}).encode()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
             status, ctype, payload = 400, "application/json", b'{"error": "bad request"}'
-        except Exception as e:  # never kill the listener
+        except Exception:  # never kill the listener; details go to the log, not to the client
             log.exception("admin error")
-            status, ctype, payload = 500, "application/json", json.dumps({"error": str(e)}).encode()
+            status, ctype, payload = 500, "application/json", b'{"error": "internal error"}'
         extra = "WWW-Authenticate: Bearer\r\n" if status == 401 else ""
         try:
             writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"

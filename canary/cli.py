@@ -118,6 +118,9 @@ def serve(a: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="canary %(levelname)s %(name)s: %(message)s")
     token = secret.admin_token(create=True) or ""
     pin = secret.pin_secret()
+    for name, value in (("CANARY_ADMIN_TOKEN", token), ("CANARY_PIN_SECRET", pin)):
+        if len(value) < secret.MIN_LENGTH:  # a short admin token or pin key can be guessed
+            die(f"{name}: must be at least {secret.MIN_LENGTH} characters (got {len(value)})")
     if cfg.workers == 1:
         _run_worker(cfg, token, pin, 0, False)
         return 0

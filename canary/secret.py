@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import secrets
 
+MIN_LENGTH = 16  # generated secrets are 43 characters; a shorter configured one is refused
+
 
 def secret_path(file_env: str, default: str) -> str:
     return os.environ.get(file_env) or default

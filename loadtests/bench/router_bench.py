@@ -248,7 +248,7 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
         procs.append(spawn([HAPROXY, "-f", str(tmp / "haproxy.cfg")]))
         wait_port(hport)
         targets = {"backend": bport, "haproxy": hport}
-        env = dict(os.environ, CANARY_ADMIN_TOKEN="bench", CANARY_PIN_SECRET="bench", PYTHONPATH=str(ROOT))
+        env = dict(os.environ, CANARY_ADMIN_TOKEN="bench-admin-token-0123456789", CANARY_PIN_SECRET="bench-pin-secret-0123456789", PYTHONPATH=str(ROOT))
         env.pop("REDIS_URL", None)
         routers = {}
         for name, extra in (("router", ["--no-access-log"]), ("router+log", [])):

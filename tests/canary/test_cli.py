@@ -149,3 +149,13 @@ def test_serve_generates_0600_secrets(backends, tmp_path):
         out, err = proc.communicate(timeout=10)
     assert token.encode() not in out + err
     assert (tmp_path / "var" / "canary-state.json").exists()
+
+
+@pytest.mark.parametrize("variable", ["CANARY_ADMIN_TOKEN", "CANARY_PIN_SECRET"])
+def test_serve_refuses_a_short_secret(tmp_path, variable):
+    env = {variable: "short"}
+    p = cli("serve", "--cluster", "a=127.0.0.1:1", "--cluster", "b=127.0.0.1:2", cwd=tmp_path, env_extra=env)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{variable}: must be at least 16 characters" in lines[0]
+    assert "short" not in lines[0]  # the message names the problem, never the value
