@@ -23,6 +23,15 @@ def _fresh_redis() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_readyz_connection(django_db_setup: None) -> Iterator[None]:
+    """/readyz keeps a connection on its own thread; close it before the test database is dropped."""
+    yield
+    from loginsvc.health import checks
+
+    checks.close_connections()
+
+
 @pytest.fixture
 def user(db: None):
     from loginsvc.accounts.models import User

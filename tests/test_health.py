@@ -71,3 +71,4 @@ def test_readyz_answers_503_within_its_timeout_when_redis_hangs(client: Client, 
     assert response.status_code == 503
     assert response.json()["checks"]["redis"] == "error: no answer within 0.1s"
     assert elapsed < 0.2 + 0.5  # the timeout plus generous scheduling slack, far below a hang
+

@@ -12,20 +12,22 @@ from loginsvc import conf
 
 
 def database() -> None:
-    """Open a connection, run SELECT 1, close it.
+    """SELECT 1 on a connection kept by the check's own thread.
 
-    A fresh connection each time: this runs on a pool thread where Django's per-request
-    connection housekeeping never happens, so a kept connection would stay broken after a
-    database restart (and hold the test database open). It also proves that new connections
-    can be made, which a kept one would not.
+    That thread never sees Django's per-request connection housekeeping, so it does its own: a
+    connection that errored or outlived CONN_MAX_AGE is dropped first, and one that fails now is
+    closed, so the next probe reconnects (after a database restart, say) instead of failing for
+    ever. Kept, not opened per probe: PostgreSQL forks a backend for every new connection.
     """
     connection = connections["default"]
+    connection.close_if_unusable_or_obsolete()
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    finally:
+    except Exception:
         connection.close()
+        raise
 
 
 def redis() -> None:
@@ -35,16 +37,16 @@ def redis() -> None:
 
 CHECKS = {"database": database, "redis": redis}
 
-
-# Checks run on these threads so that a hung dependency costs the probe at most the timeout.
-# A check stuck forever keeps its thread; later probes then time out too, which is the truth.
-_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
+# One thread per check, so a hung dependency costs a probe at most the timeout, and the database
+# check always runs on the same thread (its connection lives there). A check stuck for ever keeps
+# its thread; later probes then time out too, which is the truth.
+_threads = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"readyz-{name}") for name in CHECKS}
 
 
 def run_all() -> tuple[bool, dict[str, str]]:
     """Run every check in parallel; returns whether all passed and a short, secret-free result for each."""
     timeout = conf.get("READY_TIMEOUT_SECONDS")
-    futures = {name: _pool.submit(check) for name, check in CHECKS.items()}
+    futures = {name: _threads[name].submit(check) for name, check in CHECKS.items()}
     deadline = time.monotonic() + timeout
     results: dict[str, str] = {}
     for name, future in futures.items():
@@ -56,3 +58,8 @@ def run_all() -> tuple[bool, dict[str, str]]:
         except Exception as exc:  # noqa: BLE001 - any failure of a dependency means "not ready"
             results[name] = f"error: {type(exc).__name__}"
     return all(value == "ok" for value in results.values()), results
+
+
+def close_connections() -> None:
+    """Close the database connection the check thread keeps (for tests that drop the database)."""
+    _threads["database"].submit(connections.close_all).result(timeout=5)
