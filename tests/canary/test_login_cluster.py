@@ -88,3 +88,23 @@ def test_lockout_through_the_router_keys_on_the_browser_not_on_forged_headers(st
     elsewhere = Browser(blue.url)
     elsewhere.headers["X-Forwarded-For"] = "203.0.113.77"
     assert elsewhere.login(EMAIL, PASSWORD).status_code == 200
+
+
+def test_redis_down_behind_the_router_keeps_users_logged_in(stack, router_factory, own_redis) -> None:
+    """Redis killed: every node's /readyz says 503, the router panics and keeps routing by split,
+    and the nodes serve sessions from the database."""
+    blue = stack("blue-1", cluster="blue", redis_url=own_redis.url, LOGINSVC_TRUSTED_PROXY_HOPS="1")
+    green = stack("green-1", cluster="green", redis_url=own_redis.url, LOGINSVC_TRUSTED_PROXY_HOPS="1")
+    create_user_in(blue, EMAIL, PASSWORD)
+    router = router_factory(config=login_cluster_config(blue, green))
+    browser = Browser(f"http://127.0.0.1:{router.port}")
+    assert browser.login(EMAIL, PASSWORD).status_code == 200
+
+    own_redis.kill()
+    router.wait_status(lambda s: s["panic"], timeout=5)
+    for _ in range(20):
+        reply = browser.call("GET", "/api/session")
+        assert reply.status_code == 200 and reply.json()["email"] == EMAIL
+    own_redis.start()
+    router.wait_status(lambda s: not s["panic"], timeout=5)
+    assert browser.whoami()["email"] == EMAIL
