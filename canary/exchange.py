@@ -195,18 +195,13 @@ class Exchange:
             self.resp_mode = NOBODY
             if conn.cl is not None:
                 parts.append(b"Content-Length: " + conn.cl + b"\r\n")
-        elif conn.te:
-            if self.http10:
-                self.resp_mode = RAW
-                self.keep_alive = False
-            else:
-                self.resp_mode = CHUNK
-                parts.append(b"Transfer-Encoding: chunked\r\n")
-        elif conn.cl is not None:
+        elif conn.cl is not None and not conn.te:
             self.resp_mode = RAW
             parts.append(b"Content-Length: " + conn.cl + b"\r\n")
         else:
-            self.resp_eof_body = True
+            # chunked from the node, or a body that ends when the node closes: re-framed as chunked
+            # (HTTP/1.0 clients get it raw and the connection closes after it)
+            self.resp_eof_body = not conn.te
             if self.http10:
                 self.resp_mode = RAW
                 self.keep_alive = False

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import subprocess
@@ -28,10 +27,10 @@ import tempfile
 from typing import Any
 
 from deploy.node import free_port, wait_port
+from loadtests.bench import wrk as wrk_runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PY = sys.executable
-WRK = shutil.which("wrk") or "/usr/bin/wrk"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 DURATION = os.environ.get("BENCH_DURATION", "5s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -55,26 +54,11 @@ def stop(p: subprocess.Popen) -> None:
             p.wait(5)
 
 
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
 def wrk(url: str, conns: int, duration: str = DURATION, script: str | None = None) -> dict[str, Any]:
-    args = [WRK, "-t1", f"-c{conns}", f"-d{duration}", "--latency"]
-    if script:
-        args += ["-s", script]
-    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=120).stdout
-    res: dict[str, Any] = {"connections": conns}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    res["rps"] = float(m.group(1)) if m else 0.0
-    for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        res[f"p{pct}_ms"] = round(_ms(m.group(1), m.group(2)), 3) if m else None
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    res["non_2xx"] = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors:(.*)", out)
-    res["socket_errors"] = m.group(1).strip() if m else ""
-    return res
+    """loadtests.bench.wrk.run, with this benchmark's field names."""
+    r = wrk_runner.run(url, conns, int(duration.rstrip("s")), script=script)
+    return {"connections": conns, "rps": r["requests_per_s"], "p50_ms": round(r.get("p50", 0.0), 3),
+            "p99_ms": round(r.get("p99", 0.0), 3), "non_2xx": r["non_2xx"], "socket_errors": r["socket_errors"]}
 
 
 def rss_kb(pid: int) -> dict[str, int]:

@@ -20,9 +20,12 @@ def _ms(text: str) -> float:
     return float(number) * UNITS[unit]
 
 
-def run(url: str, connections: int, seconds: int, threads: int = 1, headers: dict[str, str] | None = None) -> dict:
-    """One wrk run with --latency; returns requests/s, p50/p90/p99 in ms and error counts."""
+def run(url: str, connections: int, seconds: int, threads: int = 1, headers: dict[str, str] | None = None,
+        script: str | None = None) -> dict:
+    """One wrk run with --latency (and an optional Lua script); requests/s, p50..p99 in ms, errors."""
     command = [require(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script:
+        command[1:1] = ["-s", script]
     for name, value in (headers or {}).items():
         command[1:1] = ["-H", f"{name}: {value}"]
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout

@@ -10,13 +10,14 @@ from typing import Callable
 from django.http import HttpRequest, HttpResponse
 
 from loginsvc import conf
+from loginsvc.health.middleware import ROUTES as HEALTH_ROUTES
 from loginsvc.observability.logs import request_id
 from loginsvc.observability.metrics import REQUEST_LATENCY
 
 access_log = logging.getLogger("loginsvc.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
-# Paths answered by HealthMiddleware before URL resolution.
-_UNROUTED = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
+# Paths answered by HealthMiddleware before URL resolution, named like views: "/readyz" -> "readyz".
+_UNROUTED = {path: path.strip("/") for path in HEALTH_ROUTES}
 _PROBES = frozenset({"healthz", "readyz"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
