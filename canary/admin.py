@@ -1,13 +1,16 @@
-"""Admin HTTP listener: /healthz, /metrics, /api/status and the POST endpoints behind the ops verbs."""
+"""Admin HTTP listener: /healthz, /metrics, /api/status, the POST verbs and the cluster node lists."""
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
 import logging
+import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
+from .membership import MembershipError, parse_nodes, spec_of
 
 if TYPE_CHECKING:
     from .server import App
@@ -82,46 +85,118 @@ class Admin:
         if not self.authorized(headers):
             raise AdminError(401, "missing or bad bearer token")
         if path == "/api/status" and method == "GET":
-            return 200, "application/json", json.dumps(app.status()).encode()
+            return _json(app.status())
+        m = _NODES_PATH.fullmatch(path)
+        if m is not None:
+            return await self.cluster_nodes(method, m[1], body)
+        verb = _VERBS.get(path.removeprefix("/api/")) if path.startswith("/api/") else None
         if method != "POST":
             raise AdminError(404 if not path.startswith("/api/") else 405, f"no such endpoint: {method} {path}")
-        try:
-            args: dict[str, Any] = json.loads(body) if body.strip() else {}
-        except ValueError:
-            raise AdminError(400, "body must be JSON") from None
-        if not isinstance(args, dict):
-            raise AdminError(400, "body must be a JSON object")
-        verb = path.removeprefix("/api/")
-        if verb == "ramp":
-            p = args.get("percent")
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
-                raise AdminError(400, "percent must be a number between 0 and 100")
-            await app.change(lambda s: s.update(percent=float(p)))
-        elif verb == "promote":
-            def promote(s: dict[str, Any]) -> None:
-                s["stable"], s["canary"], s["percent"] = s["canary"], s["stable"], 0.0
-            await app.change(promote)
-        elif verb == "rollback":
-            await app.change(lambda s: s.update(percent=0.0))
-        elif verb in ("drain", "undrain"):
-            target = args.get("target")
-            label = app.resolve_target(target) if isinstance(target, str) else None
-            if label is None:
-                raise AdminError(400, f"unknown cluster or node: {target!r}")
-
-            def drain(s: dict[str, Any]) -> None:
-                d = set(s.get("drained", []))
-                (d.add if verb == "drain" else d.discard)(label)
-                s["drained"] = sorted(d)
-            await app.change(drain)
-        else:
+        if verb is None:
             raise AdminError(404, f"no such endpoint: {path}")
-        return 200, "application/json", json.dumps(app.status()).encode()
+        await verb(app, _args(body))
+        return _json(app.status())
+
+    async def cluster_nodes(self, method: str, cluster: str, body: bytes) -> tuple[int, str, bytes]:
+        """GET: the cluster's current node list. PUT: replace it (declarative) in the shared state."""
+        app = self.app
+        if cluster not in app.routing.clusters:
+            raise AdminError(404, f"unknown cluster: {cluster!r}")
+        if method == "GET":
+            source, _ = app.membership.specs(app.state, cluster)
+            nodes = [spec_of(n) for n in app.routing.clusters[cluster].nodes]
+            return _json({"cluster": cluster, "source": source, "nodes": nodes})
+        if method != "PUT":
+            raise AdminError(405, f"no such endpoint: {method} /api/clusters/{cluster}/nodes (use GET or PUT)")
+        args = _args(body)
+        for k in args:
+            if k != "nodes":
+                raise AdminError(400, f"{k}: unknown key (the body is {{\"nodes\": [...]}})")
+        if "nodes" not in args:
+            raise AdminError(400, "nodes: required list of {name, address, weight} objects")
+        names = list(app.routing.clusters)
+        try:
+            wanted = [spec_of(n) for n in parse_nodes(args["nodes"], cluster, names)]
+        except MembershipError as e:
+            raise AdminError(400, str(e)) from None
+
+        def put(s: dict[str, Any]) -> None:
+            # checked against the freshly loaded document: another instance may have changed the other cluster
+            elsewhere = app.membership.names_elsewhere(s, cluster)
+            for i, w in enumerate(wanted):
+                if w["name"] in elsewhere:
+                    raise AdminError(400, f"nodes[{i}].name: {w['name']!r} is already a node of cluster "
+                                          f"{elsewhere[w['name']]!r} (node names are unique across clusters)")
+            _, old = app.membership.specs(s, cluster)
+            gone = {f"{cluster}/{o.get('name')}" for o in (old if isinstance(old, list) else ())
+                    if isinstance(o, dict)} - \
+                {f"{cluster}/{w['name']}" for w in wanted}
+            # A removed node forgets its drain: a later node of the same name must not start drained by
+            # accident (drain CLUSTER/NODE again before adding it to keep it out).
+            s["drained"] = sorted(set(s.get("drained", [])) - gone)
+            nodes = s.get("nodes")
+            s["nodes"] = dict(nodes) if isinstance(nodes, dict) else {}
+            s["nodes"][cluster] = wanted
+        await app.change(put)
+        return _json(app.status())
 
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
 
+
+def _json(doc: Any) -> tuple[int, str, bytes]:
+    return 200, "application/json", json.dumps(doc).encode()
+
+
+def _args(body: bytes) -> dict[str, Any]:
+    try:
+        args = json.loads(body) if body.strip() else {}
+    except ValueError:
+        raise AdminError(400, "body must be JSON") from None
+    if not isinstance(args, dict):
+        raise AdminError(400, "body must be a JSON object")
+    return args
+
+
+# -- POST verbs (a table rather than an if-chain: one small function per verb) -----------------------------
+async def _ramp(app: "App", args: dict[str, Any]) -> None:
+    p = args.get("percent")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
+        raise AdminError(400, "percent must be a number between 0 and 100")
+    await app.change(lambda s: s.update(percent=float(p)))
+
+
+async def _promote(app: "App", args: dict[str, Any]) -> None:
+    def promote(s: dict[str, Any]) -> None:
+        s["stable"], s["canary"], s["percent"] = s["canary"], s["stable"], 0.0
+    await app.change(promote)
+
+
+async def _rollback(app: "App", args: dict[str, Any]) -> None:
+    await app.change(lambda s: s.update(percent=0.0))
+
+
+def _drain_verb(drain: bool) -> Callable[["App", dict[str, Any]], Awaitable[None]]:
+    async def verb(app: "App", args: dict[str, Any]) -> None:
+        target = args.get("target")
+        label = app.resolve_target(target) if isinstance(target, str) else None
+        if label is None:
+            raise AdminError(400, f"unknown cluster or node: {target!r}")
+
+        def change(s: dict[str, Any]) -> None:
+            d = set(s.get("drained", []))
+            (d.add if drain else d.discard)(label)
+            s["drained"] = sorted(d)
+        await app.change(change)
+    return verb
+
+
+_VERBS: dict[str, Callable[["App", dict[str, Any]], Awaitable[None]]] = {
+    "ramp": _ramp, "promote": _promote, "rollback": _rollback,
+    "drain": _drain_verb(True), "undrain": _drain_verb(False),
+}
+_NODES_PATH = re.compile(r"/api/clusters/([^/]+)/nodes")
 
 _REASON = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
            413: "Content Too Large", 500: "Internal Server Error"}

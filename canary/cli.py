@@ -1,4 +1,4 @@
-"""Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain."""
+"""Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain/nodes."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,11 @@ def build_parser() -> Parser:
         v = sub.add_parser(name, help=f"{name} a cluster or node")
         v.add_argument("target", metavar="CLUSTER|NODE")
         v.add_argument("--admin", default=DEFAULT_ADMIN)
+    v = sub.add_parser("nodes", help="show or set a cluster's nodes at run time")
+    v.add_argument("cluster", metavar="CLUSTER")
+    v.add_argument("--set", dest="set_nodes", metavar="NAME=HOST:PORT[@WEIGHT][,...]",
+                   help="replace the cluster's whole node list")
+    v.add_argument("--admin", default=DEFAULT_ADMIN)
     return p
 
 
@@ -152,7 +157,9 @@ def serve(a: argparse.Namespace) -> int:
 
 
 # -- ops verbs ----------------------------------------------------------------------------------------------
-def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None = None,
+               bad_args: tuple[int, ...] = (400,)) -> dict[str, Any]:
+    """Call the admin API; an HTTP status in `bad_args` means the user's arguments were wrong (exit 2)."""
     if not admin.startswith(("http://", "https://")):
         die(f"--admin: expected an http:// URL, got {admin!r}")
     token = secret.admin_token(create=False)
@@ -173,7 +180,7 @@ def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None =
         if e.code == 401:
             die("admin API rejected the token (401 Unauthorized): check CANARY_ADMIN_TOKEN "
                 "or the token file", 1)
-        die(str(msg), 2 if e.code == 400 else 1)
+        die(str(msg), 2 if e.code in bad_args else 1)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         die(f"cannot reach the admin API at {admin}: {reason}", 1)
@@ -191,10 +198,53 @@ def print_status(st: dict[str, Any]) -> None:
                   f"ejections={n['ejections']}")
 
 
+def parse_node_list(value: str) -> list[dict[str, Any]]:
+    """NAME=HOST:PORT[@WEIGHT][,...] -> the admin API's node list (checked here too, for a local message)."""
+    from .membership import MembershipError, parse_nodes, spec_of
+    out: list[dict[str, Any]] = []
+    for item in value.split(","):
+        name, sep, addr = item.strip().partition("=")
+        if not sep or not name or not addr:
+            die(f"nodes --set: expected NAME=HOST:PORT[@WEIGHT][,...], got {item.strip()!r}")
+        addr, at, w = addr.partition("@")
+        entry: dict[str, Any] = {"name": name, "address": addr}
+        if at:
+            if not w.isdigit():
+                die(f"nodes --set: {name}: WEIGHT must be an integer >= 1, got {w!r}")
+            entry["weight"] = int(w)
+        out.append(entry)
+    try:
+        return [spec_of(n) for n in parse_nodes(out, "", [])]
+    except MembershipError as e:
+        die(f"nodes --set: {e}")
+
+
+def print_nodes(cluster: str, source: str, nodes: list[dict[str, Any]]) -> None:
+    print(f"{cluster} ({'set at run time' if source == 'state' else 'from the configuration'})")
+    for n in nodes:
+        state = n.get("state")
+        print(f"  {n['name']:<16} {n['address']:<22} weight={n['weight']}" + (f" {state}" if state else ""))
+
+
+def nodes_verb(a: argparse.Namespace) -> int:
+    from urllib.parse import quote
+    path = f"/api/clusters/{quote(a.cluster, safe='')}/nodes"
+    if a.set_nodes is None:
+        doc = call_admin(a.admin, "GET", path, bad_args=(400, 404))
+        print_nodes(doc["cluster"], doc["source"], doc["nodes"])
+        return 0
+    nodes = parse_node_list(a.set_nodes)
+    st = call_admin(a.admin, "PUT", path, {"nodes": nodes}, bad_args=(400, 404))
+    print_nodes(a.cluster, "state", st["clusters"][a.cluster]["nodes"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.cmd == "serve":
         return serve(a)
+    if a.cmd == "nodes":
+        return nodes_verb(a)
     if a.cmd == "status":
         st = call_admin(a.admin, "GET", "/api/status")
         print(json.dumps(st, indent=2, sort_keys=True)) if a.json else print_status(st)

@@ -16,7 +16,7 @@ class Node:
     __slots__ = ("name", "cluster", "host", "port", "weight", "label", "served_by", "outstanding",
                  "hc_healthy", "hc_ok", "hc_fail", "ejected_until", "ejections", "eject_reason",
                  "down_until_healthy", "drained", "consecutive_5xx", "status_counts", "pool",
-                 "cw", "errors", "retries")
+                 "cw", "errors", "retries", "removed")
 
     def __init__(self, cfg: NodeConfig, cluster: "Cluster") -> None:
         self.name = cfg.name
@@ -41,6 +41,7 @@ class Node:
         self.cw = 0                     # smooth weighted round robin current weight
         self.errors = 0
         self.retries = 0
+        self.removed = False            # taken out of its cluster at run time; in-flight requests may remain
 
     def available(self, now: float) -> bool:
         return (self.hc_healthy and not self.drained and not self.down_until_healthy

@@ -10,22 +10,40 @@ from .config import HealthCheckConfig
 
 class HealthChecker:
     """One task per node. A node marked down by a connect failure needs `rise` good checks to return,
-    which is also how a whole healed cluster comes back (then ramped by slow start in routing)."""
+    which is also how a whole healed cluster comes back (then ramped by slow start in routing).
+
+    Tasks are keyed by node so run-time membership changes (canary/membership.py) can start and cancel
+    the check of one node without touching the others."""
 
     def __init__(self, cfg: HealthCheckConfig, nodes: list[Node], on_change: Callable[[], None]) -> None:
         self.cfg = cfg
-        self.nodes = nodes
+        self.nodes = nodes          # the App's list, updated in place by membership changes
         self.on_change = on_change
-        self.tasks: list[asyncio.Task] = []
+        self.tasks: dict[Node, asyncio.Task] = {}
+        self.started = False
         self.checks_total = 0
         self.failures_total = 0
 
     def start(self) -> None:
-        self.tasks = [asyncio.get_running_loop().create_task(self._run(n)) for n in self.nodes]
+        self.started = True
+        for n in self.nodes:
+            self.add(n)
+
+    def add(self, node: Node) -> None:
+        """Start checking a node (no-op before start(): start() picks up every node in `nodes`)."""
+        if self.started and node not in self.tasks:
+            self.tasks[node] = asyncio.get_running_loop().create_task(self._run(node))
+
+    def remove(self, node: Node) -> None:
+        t = self.tasks.pop(node, None)
+        if t is not None:
+            t.cancel()
 
     def stop(self) -> None:
-        for t in self.tasks:
+        self.started = False
+        for t in self.tasks.values():
             t.cancel()
+        self.tasks = {}
 
     async def probe(self, node: Node) -> bool:
         req = (f"GET {self.cfg.path} HTTP/1.1\r\nHost: {node.host}:{node.port}\r\n"

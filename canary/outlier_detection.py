@@ -17,6 +17,11 @@ class OutlierDetector:
         self.on_change = on_change
         self.ejections_total: dict[tuple[str, str, str], int] = {}
 
+    def forget(self, cluster: str, node: str) -> None:
+        """Drop the ejection counters of a node removed at run time (its other series vanish with it)."""
+        for key in [k for k in self.ejections_total if k[0] == cluster and k[1] == node]:
+            del self.ejections_total[key]
+
     def _count(self, node: Node, reason: str) -> None:
         key = (node.cluster.name, node.name, reason)
         self.ejections_total[key] = self.ejections_total.get(key, 0) + 1
@@ -32,6 +37,8 @@ class OutlierDetector:
 
     def connect_failure(self, node: Node, now: float, reason: str = "connect_failure") -> None:
         """Refused/reset: out regardless of the max ejection share, back only after `rise` good checks."""
+        if node.removed:
+            return    # an in-flight request of a node removed at run time: nothing left to take out
         first = not node.down_until_healthy
         node.down_until_healthy = True
         node.hc_ok = 0
@@ -42,7 +49,7 @@ class OutlierDetector:
             self.on_change()
 
     def eject(self, node: Node, now: float, reason: str) -> bool:
-        if node.ejected_until > now or node.down_until_healthy:
+        if node.ejected_until > now or node.down_until_healthy or node.removed:
             return False
         nodes = node.cluster.nodes
         ejected = sum(1 for n in nodes if n.ejected_until > now)

@@ -19,6 +19,7 @@ from .cluster import Cluster
 from .config import Config
 from .health_check import HealthChecker
 from .limits import ConcurrencyLimit
+from .membership import Membership, format_address
 from .outlier_detection import OutlierDetector
 from .pin import PinSigner
 from .proxy import FrontConn
@@ -47,6 +48,7 @@ class App:
         self.limits = {c.name: ConcurrencyLimit(c.max_concurrent, c.max_queue) for c in cfg.clusters}
         self.nodes = [n for c in self.clusters for n in c.nodes]
         self.health = HealthChecker(cfg.health_check, self.nodes, self._changed)
+        self.membership = Membership(self)
         self.access_log = AccessLog() if cfg.access_log else None
         self.fronts: set[FrontConn] = set()
         self.local_counts: dict[int, int] = {}
@@ -69,6 +71,7 @@ class App:
         if state.get("version", 0) < self.state.get("version", 0) and state.get("updated_at", 0) < \
                 self.state.get("updated_at", 0):
             return  # stale
+        self.membership.reconcile(state)   # first: drains and availability below must see the new nodes
         self.state = state
         self.routing.apply_state(state, time.monotonic())
 
@@ -86,7 +89,10 @@ class App:
         self.apply_state(new)
 
     def resolve_target(self, target: str) -> str | None:
-        """Cluster name, node name, cluster/node or node HOST:PORT -> the label stored in `drained`."""
+        """Cluster name, node name, cluster/node or node HOST:PORT -> the label stored in `drained`.
+
+        An explicit CLUSTER/NODE label is accepted for a node that is not (yet) a member, so a node can
+        be drained before it is added (the label applies as soon as a node of that name joins)."""
         for c in self.clusters:
             if target == c.name:
                 return c.name
@@ -94,6 +100,10 @@ class App:
             n = c.find(target)
             if n is not None:
                 return n.label
+        cname, sep, nname = target.partition("/")
+        if sep and cname in self.routing.clusters and nname and nname not in self.routing.clusters \
+                and all(ch.isalnum() or ch in "-_." for ch in nname):
+            return target
         return None
 
     def status(self) -> dict[str, Any]:
@@ -108,8 +118,10 @@ class App:
                 "role": "canary" if c is r.canary else "stable", "available": c.available,
                 "drained": c.drained, "slow_start_factor": round(r.slow[c.name].factor(now), 3),
                 "active": self.limits[c.name].active, "queued": len(self.limits[c.name].queue),
-                "nodes": [{"name": n.name, "address": f"{n.host}:{n.port}", "state": n.state(now),
-                           "outstanding": n.outstanding, "ejections": n.ejections,
+                "nodes": [{"name": n.name, "address": format_address(n.host, n.port), "weight": n.weight,
+                           "state": n.state(now), "outstanding": n.outstanding, "ejections": n.ejections,
+                           # the health checks' verdict alone, also while drained (rolling restarts wait on it)
+                           "health": "healthy" if n.hc_healthy and not n.down_until_healthy else "unhealthy",
                            "requests": sum(n.status_counts)} for n in c.nodes],
             } for c in self.clusters},
         }
