@@ -10,6 +10,11 @@ Why these values:
   lock (p99 over 1 s). Two threads per worker is the measured balance.
 - timeout 30 s: a worker stuck that long is killed and replaced; graceful_timeout 20 s lets
   in-flight requests finish on SIGTERM (the router drains a node that reports not-ready).
+- drain on SIGTERM (LOGINSVC_DRAIN_SECONDS, default 1 s): the master first creates the drain file,
+  so /readyz answers 503 "draining" while the node keeps serving; the router's health check
+  (interval 0.25 s, fall 2) stops sending to it within ~0.5 s; only then does the graceful stop
+  begin. Without it, requests routed in the gap would hit a closed socket. SIGINT (Ctrl-C in a
+  terminal) and SIGQUIT skip the drain. Supervisors give a node stop time > drain + graceful.
 - keepalive 5 s: longer than the router's idle pool timeout would be pointless, shorter costs
   reconnects.
 - max_requests 200000 ± 20000 jitter: recycles workers against slow leaks without all of them
@@ -18,6 +23,7 @@ Why these values:
 """
 import os
 import shutil
+import time
 
 from prometheus_client import multiprocess
 
@@ -39,6 +45,12 @@ limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
 proc_name = f"loginsvc-{os.environ.get('LOGINSVC_NODE', 'local')}"
+drain_seconds = float(os.environ.get("LOGINSVC_DRAIN_SECONDS", "1"))
+# Workers inherit the path through the environment; the readiness check looks for the file.
+os.environ.setdefault(
+    "LOGINSVC_DRAIN_FILE",
+    os.path.join(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or "/tmp", f"{proc_name}.{os.getpid()}.draining"),
+)
 
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
@@ -47,6 +59,39 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
+    _remove_drain_file()
+
+
+def when_ready(server) -> None:  # noqa: ANN001
+    """Replace the arbiter's SIGTERM handler: announce not-ready, keep serving `drain_seconds`, then stop.
+
+    The arbiter looks its handlers up by name on the instance (handle_term), so an instance attribute
+    takes precedence; the original raises StopIteration, which starts gunicorn's graceful stop."""
+    original = server.handle_term
+
+    def handle_term() -> None:
+        path = os.environ["LOGINSVC_DRAIN_FILE"]
+        try:
+            with open(path, "w"):
+                pass
+            server.log.info("SIGTERM: readiness off, draining for %.1fs before the graceful stop", drain_seconds)
+            time.sleep(drain_seconds)
+        except OSError as exc:
+            server.log.warning("SIGTERM: cannot create the drain file (%s); stopping without a drain", exc)
+        original()
+
+    server.handle_term = handle_term
+
+
+def on_exit(server) -> None:  # noqa: ANN001
+    _remove_drain_file()
+
+
+def _remove_drain_file() -> None:
+    try:
+        os.unlink(os.environ["LOGINSVC_DRAIN_FILE"])
+    except OSError:
+        pass
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

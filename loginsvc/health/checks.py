@@ -1,6 +1,7 @@
 """Dependency checks behind /readyz: each one answers quickly or counts as down."""
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -43,8 +44,17 @@ CHECKS = {"database": database, "redis": redis}
 _threads = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"readyz-{name}") for name in CHECKS}
 
 
+def draining() -> bool:
+    """True once the gunicorn master got SIGTERM (deploy/gunicorn.conf.py creates the drain file): the
+    node reports not-ready while it still serves, so the router stops sending before it shuts down."""
+    path = os.environ.get("LOGINSVC_DRAIN_FILE")
+    return bool(path) and os.path.exists(path)
+
+
 def run_all() -> tuple[bool, dict[str, str]]:
     """Run every check in parallel; returns whether all passed and a short, secret-free result for each."""
+    if draining():
+        return False, {"shutdown": "draining: the node is stopping"}
     timeout = conf.get("READY_TIMEOUT_SECONDS")
     futures = {name: _threads[name].submit(check) for name, check in CHECKS.items()}
     deadline = time.monotonic() + timeout
