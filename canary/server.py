@@ -186,7 +186,7 @@ class App:
             log.error("cannot load shared state (%s); using configured defaults until it is reachable", e)
             st = self.state
         self.apply_state(st)
-        self.store.watch(self.apply_state)
+        self.store.watch(self.apply_state, lambda: self.state)
         self.health.start()
         loop.create_task(self.sweeper())
         host, port = self.cfg.listen

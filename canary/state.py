@@ -58,7 +58,8 @@ class FileStore:
             raise
         self._mtime = os.stat(self.path).st_mtime
 
-    def watch(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+    def watch(self, on_change: Callable[[dict[str, Any]], None],
+              current: Callable[[], dict[str, Any]] | None = None) -> None:
         self._task = asyncio.get_running_loop().create_task(self._poll(on_change))
 
     async def _poll(self, on_change: Callable[[dict[str, Any]], None]) -> None:
@@ -114,15 +115,21 @@ class RedisStore:
         await self.redis.set(self.key, json.dumps(state, sort_keys=True), nx=True)
         return await self.load() or state
 
-    def watch(self, on_change: Callable[[dict[str, Any]], None]) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._listen(on_change))
+    def watch(self, on_change: Callable[[dict[str, Any]], None],
+              current: Callable[[], dict[str, Any]] | None = None) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._listen(on_change, current))
 
-    async def _listen(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+    async def _listen(self, on_change: Callable[[dict[str, Any]], None],
+                      current: Callable[[], dict[str, Any]] | None) -> None:
         while True:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 data = await self.load()       # catch up on anything missed while unsubscribed
+                if data is None and current is not None:
+                    # Redis came back empty (restarted without persistence): put back the state this
+                    # instance still routes by, so a router started later does not fall back to defaults.
+                    data = await self.init(current())
                 if data is not None:
                     on_change(data)
                 last_reload = time.monotonic()
@@ -136,6 +143,8 @@ class RedisStore:
                     if time.monotonic() - last_reload > 2.0:
                         last_reload = time.monotonic()
                         data = await self.load()
+                        if data is None and current is not None:
+                            data = await self.init(current())
                         if data is not None:
                             on_change(data)
             except asyncio.CancelledError:

@@ -61,3 +61,29 @@ def test_an_invalid_state_file_does_not_stop_watching_it(backends, router_factor
     state.write_text(json.dumps(dict(good, percent=40)))
     os.utime(state, (time.time() + 2, time.time() + 2))
     r.wait_status(lambda s: s["percent"] == 40, timeout=2.0)
+
+
+def test_a_redis_restarted_empty_gets_the_state_back_from_a_running_router(backends, router_factory, tmp_path):
+    """Redis without persistence loses the document on a restart; the routers still route by it and put it
+    back, so a router started afterwards does not fall back to the configured defaults."""
+    from deploy.redis_server import RedisServer
+    from tests.plugin import free_port
+
+    server = RedisServer(tmp_path / "redis", port=free_port()).start()
+    try:
+        blue, green = backends("blue", 1), backends("green", 1)
+        cfg = toml_config({"blue": blue, "green": green}, access_log=False, **FAST)
+        r1 = router_factory(config=cfg, args=["--redis", server.url])
+        r1.ramp(37)
+        r1.api("POST", "/api/drain", {"target": "green"})
+        server.kill()
+        server.start()
+        deadline = time.monotonic() + 5
+        while server.client().get("canary:state") is None:
+            assert time.monotonic() < deadline, "the running router did not put the state back"
+            time.sleep(0.05)
+        r2 = router_factory(config=cfg, args=["--redis", server.url])
+        st = r2.status()
+        assert st["percent"] == 37 and st["drained"] == ["green"]
+    finally:
+        server.kill()
