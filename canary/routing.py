@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cluster import Cluster, Node
-from .share import SlowStart, canary_threshold, pick_side
+from .share import SlowStart, canary_threshold, pick_side, relative_factors
 
 
 class Routing:
@@ -63,6 +63,7 @@ class Routing:
             fs = self.slow[s.name].factor(now) if self.slow[s.name].since is not None else 1.0
             if fc == 1.0 and fs == 1.0:
                 return c if bucket < self.threshold else s
+            fc, fs = relative_factors(fc, fs)
             return c if pick_side(bucket, self.threshold, fc, fs) else s
         if s.available:
             if count and bucket < self.threshold:
@@ -103,7 +104,7 @@ class Routing:
             return 0.0
         if not s.available:
             return 100.0
-        fc, fs = self.slow[c.name].factor(now), self.slow[s.name].factor(now)
+        fc, fs = relative_factors(self.slow[c.name].factor(now), self.slow[s.name].factor(now))
         t = self.threshold
         canary_b = t * fc + max(0.0, (10000 - t) - (10000 - t) * fs)
         return canary_b / 100.0

@@ -33,6 +33,15 @@ class SlowStart:
         return self.min_frac + (1.0 - self.min_frac) * elapsed / self.window
 
 
+def relative_factors(canary_factor: float, stable_factor: float) -> tuple[float, float]:
+    """Both sides slow-starting (healed together, e.g. at start-up): only the difference shifts users.
+
+    Scaled so the side further along counts as fully up; equal factors shift nobody, where taking
+    both at face value would push each side's edge buckets to the other (a 12 % canary briefly at 21 %)."""
+    top = max(canary_factor, stable_factor)
+    return canary_factor / top, stable_factor / top
+
+
 def pick_side(bucket: int, threshold: float, canary_factor: float, stable_factor: float) -> bool:
     """True -> canary. Home side by threshold; a side in slow start only takes the edge of its range.
 

@@ -150,3 +150,24 @@ def test_secret_file_race_gives_every_instance_the_same_secret(tmp_path):
         assert open(path).read().strip() == values.pop()
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert os.listdir(os.path.dirname(path)) == ["secret"]     # no temp files left behind
+
+
+def test_both_clusters_healing_together_shift_nobody():
+    """At start-up (or after a shared outage) both sides slow-start at once: the split stays the configured one."""
+    from canary.cluster import Cluster
+    from canary.config import ClusterConfig, NodeConfig
+    from canary.routing import Routing
+
+    clusters = [Cluster(ClusterConfig(name=n, nodes=[NodeConfig(name=f"{n}-1", host="127.0.0.1", port=p)]),
+                        "least_request") for n, p in (("blue", 1), ("green", 2))]
+    routing = Routing(clusters, slow_start_window=30.0, slow_start_min_percent=10.0)
+    routing.set_percent(12)
+    for c in clusters:
+        routing.slow[c.name].start(0.0)
+    for now in (0.0, 3.0, 15.0):
+        assert routing.effective_percent(now) == pytest.approx(12.0)
+        to_canary = sum(routing.choose(b, now, count=False) is clusters[1] for b in range(BUCKETS))
+        assert to_canary == canary_threshold(12)
+    # Only the side further behind is held back: green healing later takes less than its share.
+    routing.slow["green"].start(10.0)
+    assert routing.effective_percent(12.0) < 12.0
