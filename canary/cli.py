@@ -165,7 +165,7 @@ def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None =
     token = secret.admin_token(create=False)
     if not token:
         die("no admin token: set CANARY_ADMIN_TOKEN or create the token file "
-            f"{secret.secret_path('CANARY_ADMIN_TOKEN_FILE', 'var/canary-admin-token')}")
+            f"{secret.secret_path('CANARY_ADMIN_TOKEN_FILE', secret.var_path('canary-admin-token'))}")
     data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
     req = urllib.request.Request(admin.rstrip("/") + path, data=data, method=method,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})

@@ -53,10 +53,15 @@ def load_or_create_secret(env: str, file_env: str, default: str) -> str:
     return value
 
 
+def var_path(name: str) -> str:
+    """A file in the local stack's state folder: LOGINSVC_VAR_DIR (as `make up` and manage.py use it) or var/."""
+    return os.path.join(os.environ.get("LOGINSVC_VAR_DIR") or "var", name)
+
+
 def admin_token(create: bool) -> str | None:
-    args = ("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", "var/canary-admin-token")
+    args = ("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", var_path("canary-admin-token"))
     return load_or_create_secret(*args) if create else read_secret(*args)
 
 
 def pin_secret() -> str:
-    return load_or_create_secret("CANARY_PIN_SECRET", "CANARY_PIN_SECRET_FILE", "var/canary-pin-secret")
+    return load_or_create_secret("CANARY_PIN_SECRET", "CANARY_PIN_SECRET_FILE", var_path("canary-pin-secret"))
