@@ -157,6 +157,33 @@ def serve(a: argparse.Namespace) -> int:
 
 
 # -- ops verbs ----------------------------------------------------------------------------------------------
+class AdminCallError(Exception):
+    """An admin API call that failed: `status` is the HTTP code (0 when unreachable)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def admin_request(base: str, token: str, method: str, path: str, body: dict[str, Any] | None = None,
+                  timeout: float = 10) -> Any:
+    """One authenticated JSON call to a router's admin listener (used by these verbs and by deploy/)."""
+    data = json.dumps(body).encode() if body is not None else (b"{}" if method != "GET" else None)
+    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            msg = e.reason
+        raise AdminCallError(e.code, str(msg)) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise AdminCallError(0, f"cannot reach the admin API at {base}: {getattr(e, 'reason', e)}") from None
+
+
 def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None = None,
                bad_args: tuple[int, ...] = (400,)) -> dict[str, Any]:
     """Call the admin API; an HTTP status in `bad_args` means the user's arguments were wrong (exit 2)."""
@@ -166,24 +193,13 @@ def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None =
     if not token:
         die("no admin token: set CANARY_ADMIN_TOKEN or create the token file "
             f"{secret.secret_path('CANARY_ADMIN_TOKEN_FILE', secret.var_path('canary-admin-token'))}")
-    data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
-    req = urllib.request.Request(admin.rstrip("/") + path, data=data, method=method,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            msg = json.loads(e.read()).get("error", e.reason)
-        except ValueError:
-            msg = e.reason
-        if e.code == 401:
+        return admin_request(admin, token, method, path, body)
+    except AdminCallError as e:
+        if e.status == 401:
             die("admin API rejected the token (401 Unauthorized): check CANARY_ADMIN_TOKEN "
                 "or the token file", 1)
-        die(str(msg), 2 if e.code in bad_args else 1)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        die(f"cannot reach the admin API at {admin}: {reason}", 1)
+        die(str(e), 2 if e.status in bad_args else 1)
 
 
 def print_status(st: dict[str, Any]) -> None:

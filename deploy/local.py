@@ -1,94 +1,203 @@
-"""`make up`: the embedded stack in the foreground — Redis (unless REDIS_URL), migrations, one gunicorn node.
+"""`make up`: the whole twin-cluster stack in the foreground under supervisord.
 
-Ctrl-C (SIGINT) or SIGTERM stops gunicorn gracefully, then Redis, and leaves nothing running.
+Redis (unless REDIS_URL), migrations and demo users, clusters blue and green (gunicorn nodes
+blue-1, blue-2, green-1, green-2, each its own process group), the canary router on :8000 (blue
+stable, green canary at 12 %) with its admin API on :8001. supervisord restarts whatever dies;
+`python -m deploy …` operates the running stack. Ctrl-C (or SIGTERM) stops the router, then
+the nodes, then Redis, and leaves nothing running.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from deploy.node import Node, manage
-from deploy.redis_server import RedisServer
+from canary import secret
+from deploy import programs
+from deploy.cli import Parser, print_table
+from deploy.node import manage
+from deploy.operations import Stack, http_ok, node_ready, wait_for
+from deploy.stack import (DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_LISTEN, DEFAULT_NODE_PORT_BASE,
+                          DEFAULT_NODES, StackError, StackSpec, new_spec)
+from deploy.supervisor_rpc import NotRunning, Supervisor
 from loginsvc import conf
 
-ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 60.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("LOGINSVC_PORT", "8000")))
+    env = os.environ.get
+    parser = Parser(prog="python -m deploy.local", description=__doc__)
+    parser.add_argument("--listen", default=env("DEPLOY_LISTEN", DEFAULT_LISTEN), help="router, HOST:PORT")
+    parser.add_argument("--admin", default=env("DEPLOY_ADMIN", DEFAULT_ADMIN), help="router admin API, HOST:PORT")
+    parser.add_argument("--node-port-base", default=env("DEPLOY_NODE_PORT_BASE", str(DEFAULT_NODE_PORT_BASE)),
+                        help="first port for the gunicorn nodes (each takes the next free one)")
+    parser.add_argument("--nodes", default=env("DEPLOY_NODES", str(DEFAULT_NODES)), help="nodes per cluster")
+    parser.add_argument("--canary-percent", default=env("DEPLOY_CANARY_PERCENT", str(DEFAULT_CANARY_PERCENT)),
+                        help="green's share of new browsers until ops ramp it (kept in the router's state)")
     parser.add_argument("--var-dir", type=Path, default=conf.var_dir())
-    args = parser.parse_args(argv)
-    if not 0 < args.port < 65536:
-        parser.error(f"--port: must be between 1 and 65535 (got {args.port})")
-    return args
+    return parser.parse_args(argv)
 
 
-def run_manage(env: dict[str, str], *args: str) -> None:
-    result = manage(env, *args, check=False)
-    sys.stdout.write(result.stdout)
-    if result.returncode:
-        sys.stderr.write(result.stderr)
-        raise subprocess.CalledProcessError(result.returncode, ["manage.py", *args])
+def number(value: str, key: str, kind: type = int) -> float:
+    try:
+        return kind(value)
+    except ValueError:
+        raise StackError(f"{key}: expected a number (got {value!r})") from None
+
+
+def build_spec(args: argparse.Namespace) -> StackSpec:
+    return new_spec(args.var_dir, args.listen, args.admin, int(number(args.node_port_base, "--node-port-base")),
+                    int(number(args.nodes, "--nodes")), number(args.canary_percent, "--canary-percent", float),
+                    os.environ.get("REDIS_URL", ""))
+
+
+def stack_env(spec: StackSpec) -> dict[str, str]:
+    """What every program inherits from supervisord (secrets stay out of the rendered files)."""
+    env = dict(os.environ, LOGINSVC_VAR_DIR=spec.var_dir, DJANGO_SETTINGS_MODULE="loginsvc.settings",
+               REDIS_URL=spec.effective_redis_url)
+    # Four nodes share this machine's cores: one worker each (2 threads) is ~2 per core in all.
+    env.setdefault("WEB_CONCURRENCY", "1")
+    return env
+
+
+def ensure_secrets(spec: StackSpec) -> None:
+    """The admin token (unless CANARY_ADMIN_TOKEN is set) and the pin key, as 0600 files under var/."""
+    for env_name, file_env, path in (("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", "canary-admin-token"),
+                                     ("CANARY_PIN_SECRET", "CANARY_PIN_SECRET_FILE", "canary-pin-secret")):
+        secret.load_or_create_secret(env_name, file_env, str(spec.var / path))
+
+
+def start_supervisord(spec: StackSpec, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    conf_path = programs.write_base(spec)
+    (spec.stack_dir / "starts.json").unlink(missing_ok=True)
+    log = open(spec.var / "log" / "supervisord.out", "ab")
+    # Own session: the terminal's Ctrl-C reaches only us, and we stop things in order.
+    process = subprocess.Popen([sys.executable, "-c", "from supervisor.supervisord import main; main()",
+                                "-c", str(conf_path)], env=env, stdout=log, stderr=log, start_new_session=True)
+    log.close()
+    return process
+
+
+def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, process: subprocess.Popen[bytes]) -> None:
+    def alive() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"supervisord exited with {process.returncode}; see {spec.var / 'log'}")
+        return supervisor.ping()
+
+    wait_for(alive, 15, "supervisord")
+    if spec.embedded_redis:
+        wait_for(lambda: Stack(spec)._redis_ok(), 15, "redis")
+    for step in (("migrate", "--noinput", "-v", "0"), ("ensure_demo_users",)):
+        result = manage(env, *step, check=False)
+        sys.stdout.write(result.stdout)
+        if result.returncode:
+            sys.stderr.write(result.stderr)
+            raise RuntimeError(f"set-up step failed: manage.py {' '.join(step)}")
+    for node in spec.nodes:
+        programs.write_node(spec, node)
+    programs.write_router(spec)
+    for node in spec.nodes:
+        supervisor.add_program(node.name)
+    for node in spec.nodes:
+        wait_for(lambda: node_ready(node), READY_TIMEOUT, f"{node.name}: /readyz")
+    supervisor.add_program("router")  # after the nodes: its first health checks find them ready
+    wait_for(lambda: http_ok(f"{spec.admin_url}/healthz"), READY_TIMEOUT, "router admin /healthz")
+    router = Stack(spec).router
+    wait_for(lambda: all(c["available"] for c in router.status()["clusters"].values()), READY_TIMEOUT,
+             "both clusters available in the router")
+    wait_for(lambda: all(i["statename"] == "RUNNING" for i in supervisor.all_info()), READY_TIMEOUT,
+             "every program RUNNING in supervisord")
+
+
+def shut_down(spec: StackSpec, supervisor: Supervisor, process: subprocess.Popen[bytes]) -> None:
+    """Router first (no new traffic), then every node at once, then supervisord stops Redis and itself."""
+    pids: list[int] = []
+    try:
+        pids = [i["pid"] for i in supervisor.all_info() if i.get("pid")]
+        supervisor.stop("router")
+        names = [n.name for n in spec.nodes]
+        for name in names:
+            supervisor.stop(name, wait=False)
+        for name in names:
+            supervisor.wait_state(name, {"STOPPED", "EXITED", "FATAL"}, 30)
+        supervisor.shutdown()
+    except NotRunning:
+        pass
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the fallback below still stops everything
+        print(f"orderly stop failed ({exc}); stopping the rest", file=sys.stderr)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.wait(10)
+    for pid in pids:  # anything a crash left behind: supervisord made each program a process group
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    var_dir = args.var_dir.resolve()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, LOGINSVC_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="loginsvc.settings")
-    env.setdefault("LOGINSVC_NODE", socket.gethostname())
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(var_dir / "metrics" / env["LOGINSVC_NODE"])
-    env["LOGINSVC_BIND"] = f"{args.host}:{args.port}"
-
+    try:
+        spec = build_spec(args)
+    except StackError as exc:
+        print(f"deploy.local: {exc}", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(spec)
+    if supervisor.ping():
+        print(f"a stack is already running under {spec.var} (see `python -m deploy status`)", file=sys.stderr)
+        return 1
+    spec.save()
+    ensure_secrets(spec)
+    env = stack_env(spec)
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
+        raise KeyboardInterrupt  # also interrupts a start-up still in progress
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-
-    redis_server = None
-    node: Node | None = None
+    started = time.monotonic()
+    process = start_supervisord(spec, env)
     try:
-        if not env.get("REDIS_URL"):
-            redis_server = RedisServer(var_dir / "redis", unix_socket=var_dir / "redis.sock").start()
-            env["REDIS_URL"] = redis_server.url
-        run_manage(env, "migrate", "--noinput", "-v", "0")
-        run_manage(env, "ensure_demo_users")
-        node = Node(env, env.get("LOGINSVC_CLUSTER", "local"), env["LOGINSVC_NODE"], args.port, args.host)
-        try:
-            node.start()
-        except RuntimeError as exc:
-            print(f"login service failed to start ({exc}); see the messages above", file=sys.stderr)
-            return 1
-        print(
-            f"login service  http://{args.host}:{args.port}/login/   (node {env['LOGINSVC_NODE']})\n"
-            f"redis          {env['REDIS_URL'] if redis_server else 'REDIS_URL (external)'}\n"
-            f"database       {'DATABASE_URL (external)' if env.get('DATABASE_URL') else var_dir / 'db.sqlite3'}\n"
-            "Ctrl-C stops everything.",
-            flush=True,
-        )
-        while not stopping and node.running():
+        bring_up(spec, env, supervisor, process)
+        print_summary(spec, Stack(spec), time.monotonic() - started)
+        while process.poll() is None:
             time.sleep(0.2)
-        return 0 if stopping else 1
-    except subprocess.CalledProcessError as exc:
-        print(f"set-up step failed: {' '.join(exc.cmd)}", file=sys.stderr)
+        print(f"supervisord exited with {process.returncode}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError, NotRunning) as exc:
+        print(f"stack failed to start: {exc}; logs are in {spec.var / 'log'}", file=sys.stderr)
         return 1
     finally:
-        if node:
-            node.stop()
-        if redis_server:
-            redis_server.stop()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("stopping the stack…", file=sys.stderr, flush=True)
+        shut_down(spec, supervisor, process)
+        print("stopped", file=sys.stderr, flush=True)
+
+
+def print_summary(spec: StackSpec, stack: Stack, seconds: float) -> None:
+    print(f"\nstack ready in {seconds:.1f}s\n"
+          f"  login service   http://{spec.listen}/login/   (router: blue stable, green canary "
+          f"{spec.canary_percent:g}%)\n"
+          f"  router admin    http://{spec.admin}/api/status   metrics: http://{spec.admin}/metrics\n"
+          f"  database        {'DATABASE_URL (external)' if os.environ.get('DATABASE_URL') else spec.var / 'db.sqlite3'}\n"
+          f"  redis           {spec.effective_redis_url}\n"
+          f"  logs            {spec.var / 'log'}/\n"
+          "  operate it      python -m deploy status | kill | restart | scale | release;  python -m canary ramp 20\n")
+    print_table(stack.status())
+    print("\nCtrl-C stops everything.", flush=True)
 
 
 if __name__ == "__main__":

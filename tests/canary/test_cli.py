@@ -16,6 +16,7 @@ def cli(*args: str, token: str | None = TOKEN, cwd=None, env_extra=None) -> subp
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("CANARY_ADMIN_TOKEN", None)
     env.pop("REDIS_URL", None)
+    env.pop("LOGINSVC_VAR_DIR", None)   # the token file's default is then var/ under the working directory
     if token is not None:
         env["CANARY_ADMIN_TOKEN"] = token
     env.update(env_extra or {})
@@ -56,6 +57,15 @@ def test_token_file_used_when_env_unset(router, tmp_path):
     (tmp_path / "var" / "canary-admin-token").write_text(TOKEN + "\n")
     p = cli("status", "--admin", router.admin_url, token=None, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+    # With LOGINSVC_VAR_DIR set (as `make up` and manage.py use it), the file is looked for there instead.
+    stack_var = tmp_path / "stack-var"
+    stack_var.mkdir()
+    p = cli("status", "--admin", router.admin_url, token=None, cwd=tmp_path,
+            env_extra={"LOGINSVC_VAR_DIR": str(stack_var)})
+    assert p.returncode == 2 and str(stack_var / "canary-admin-token") in p.stderr
+    (stack_var / "canary-admin-token").write_text(TOKEN + "\n")
+    assert cli("status", "--admin", router.admin_url, token=None, cwd=tmp_path,
+               env_extra={"LOGINSVC_VAR_DIR": str(stack_var)}).returncode == 0
     other = tmp_path / "tok"
     other.write_text("nope")
     p = cli("status", "--admin", router.admin_url, token=None, cwd=tmp_path,
@@ -130,7 +140,8 @@ def test_serve_generates_0600_secrets(backends, tmp_path):
     import time
     from .conftest import free_port, wait_port
     b, g = backends("blue", 1)[0], backends("green", 1)[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARY_") and k != "REDIS_URL"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CANARY_") and k not in ("REDIS_URL", "LOGINSVC_VAR_DIR")}
     env["PYTHONPATH"] = str(ROOT)
     port = free_port()
     proc = subprocess.Popen([PY, "-m", "canary", "serve", "--listen", f"127.0.0.1:{port}", "--admin",

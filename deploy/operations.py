@@ -1,0 +1,231 @@
+"""What `python -m deploy` does: status, chaos kill, graceful (rolling) restart, scale, release.
+
+Every change that takes a node out of service goes through the router first — drain, wait until
+its in-flight requests are done, act, wait until the node is ready and the router counts it
+healthy again, undrain — so the other nodes (or the other cluster) carry the traffic meanwhile and
+users see no error. Chaos kill deliberately skips all of that.
+"""
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+import redis
+
+from deploy import programs
+from deploy.restart_counter import read_starts
+from deploy.router_client import RouterClient, RouterError
+from deploy.stack import CLUSTERS, MAX_NODES, RELEASE_RE, NodeSpec, StackError, StackSpec
+from deploy.supervisor_rpc import Supervisor
+
+Log = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except (OSError, RouterError, redis.RedisError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g}s")
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def node_ready(node: NodeSpec) -> bool:
+    return http_ok(f"http://{node.address}/readyz")
+
+
+class Stack:
+    """The running local stack: its layout, its supervisord and its router."""
+
+    def __init__(self, spec: StackSpec, log: Log = _quiet) -> None:
+        self.spec = spec
+        self.supervisor = Supervisor(spec)
+        self.router = RouterClient(spec)
+        self.log = log
+
+    # -- targets -------------------------------------------------------------------------------------------
+    def targets(self, target: str) -> list[str]:
+        """Program names a target stands for: a node, a whole cluster, `redis` or `router`."""
+        if target in CLUSTERS:
+            return [n.name for n in self.spec.cluster_nodes(target)]
+        if self.spec.node(target) or target == "router":
+            return [target]
+        if target == "redis":
+            if not self.spec.embedded_redis:
+                raise StackError("redis: external (REDIS_URL is set), so this stack does not supervise it")
+            return ["redis"]
+        names = ", ".join([*CLUSTERS, *(n.name for n in self.spec.nodes), "redis", "router"])
+        raise StackError(f"unknown target {target!r}; expected one of: {names}")
+
+    # -- status --------------------------------------------------------------------------------------------
+    def status(self) -> list[dict[str, Any]]:
+        infos = {i["name"]: i for i in self.supervisor.all_info() if i["group"] == i["name"]}
+        starts = read_starts(self.spec.stack_dir / "starts.json")
+        try:
+            router_view = self.router.node_states()
+            router_health = "ok"
+        except RouterError:
+            router_view, router_health = {}, "unreachable"
+        rows = []
+        names = (["redis"] if self.spec.embedded_redis else []) + ["router"] + [n.name for n in self.spec.nodes]
+        for name in names:
+            info = infos.get(name, {})
+            running = info.get("statename") == "RUNNING"
+            node = self.spec.node(name)
+            if node:
+                health = router_view.get(name, {}).get("state", "unknown")
+            elif name == "router":
+                health = router_health
+            else:
+                health = "ok" if running and self._redis_ok() else "down"
+            rows.append({
+                "name": name, "kind": "node" if node else name, "cluster": node.cluster if node else None,
+                "release": self.spec.release(node.cluster) if node else None,
+                "address": node.address if node else (self.spec.listen if name == "router" else "unix socket"),
+                "state": info.get("statename", "ABSENT"), "pid": info.get("pid") or None,
+                "uptime": int(info["now"] - info["start"]) if running else 0,
+                "restarts": max(0, starts.get(name, 0) - 1), "health": health,
+            })
+        return rows
+
+    def _redis_ok(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.spec.effective_redis_url, socket_timeout=0.5,
+                                             socket_connect_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    # -- chaos ---------------------------------------------------------------------------------------------
+    def kill(self, target: str) -> list[str]:
+        killed = []
+        for name in self.targets(target):
+            pid = self.supervisor.kill(name)
+            killed.append(f"{name} (pid {pid})" if pid else f"{name} (was not running)")
+        return killed
+
+    # -- graceful restart ----------------------------------------------------------------------------------
+    def restart(self, target: str) -> None:
+        for name in self.targets(target):
+            node = self.spec.node(name)
+            if node:
+                self.roll_node(node)
+            else:
+                self.log(f"restarting {name}")
+                self.supervisor.stop(name)
+                self.supervisor.start(name)
+
+    def roll_node(self, node: NodeSpec, rerender: bool = False) -> None:
+        """Drain in the router, stop gracefully, (re-render its program), start, wait healthy, undrain."""
+        drained_before = self._drained(node)
+        router_up = self._router_up()
+        if router_up and not drained_before:
+            self.router.drain(node.name)
+            wait_for(lambda: self.router.node_states()[node.name]["outstanding"] == 0, 10,
+                     f"{node.name}: in-flight requests to finish")
+        self.log(f"restarting {node.name}" + (f" as release {self.spec.release(node.cluster)}" if rerender else ""))
+        if rerender:
+            self.supervisor.remove_program(node.name)
+            programs.write_node(self.spec, node)
+            self.supervisor.add_program(node.name)
+        else:
+            self.supervisor.stop(node.name)
+            self.supervisor.start(node.name)
+        wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
+        if router_up:
+            # Health checks run while drained, so this waits for `rise` good checks, not for traffic.
+            wait_for(lambda: self._router_healthy(node, drained_ok=True), 15, f"{node.name}: healthy in the router")
+            if not drained_before:
+                self.router.undrain(node.name)
+
+    def _router_up(self) -> bool:
+        try:
+            self.router.status()
+            return True
+        except RouterError:
+            return False
+
+    def _drained(self, node: NodeSpec) -> bool:
+        try:
+            return f"{node.cluster}/{node.name}" in self.router.status().get("drained", [])
+        except RouterError:
+            return False
+
+    def _router_healthy(self, node: NodeSpec, drained_ok: bool = False) -> bool:
+        """The router counts the node healthy; while drained, its health-check verdict is asked for."""
+        for entry in self.router.status()["clusters"].get(node.cluster, {}).get("nodes", []):
+            if entry["name"] == node.name:
+                if drained_ok and entry["state"] == "drained":
+                    return entry.get("health") == "healthy"
+                return entry["state"] == "healthy"
+        return False
+
+    # -- release -------------------------------------------------------------------------------------------
+    def release(self, cluster: str, version: str) -> None:
+        if cluster not in CLUSTERS:
+            raise StackError(f"unknown cluster {cluster!r}; expected one of: {', '.join(CLUSTERS)}")
+        if not RELEASE_RE.match(version):
+            raise StackError(f"VERSION: 1-40 characters of letters, digits and . _ + -, starting with a letter "
+                             f"or digit (got {version!r})")
+        self.spec.releases[cluster] = version
+        self.spec.save()
+        for node in self.spec.cluster_nodes(cluster):
+            self.roll_node(node, rerender=True)
+
+    # -- scale ---------------------------------------------------------------------------------------------
+    def scale(self, cluster: str, count: int) -> None:
+        if cluster not in CLUSTERS:
+            raise StackError(f"unknown cluster {cluster!r}; expected one of: {', '.join(CLUSTERS)}")
+        if not 1 <= count <= MAX_NODES:
+            raise StackError(f"N: must be between 1 and {MAX_NODES} (got {count})")
+        while len(self.spec.cluster_nodes(cluster)) < count:
+            self._add_node(cluster)
+        while len(self.spec.cluster_nodes(cluster)) > count:
+            self._remove_node(self.spec.cluster_nodes(cluster)[-1])
+
+    def _router_nodes(self, cluster: str) -> list[dict[str, Any]]:
+        return [{"name": n.name, "address": n.address} for n in self.spec.cluster_nodes(cluster)]
+
+    def _add_node(self, cluster: str) -> None:
+        node = self.spec.next_node(cluster)
+        self.log(f"adding {node.name} on {node.address}")
+        self.spec.nodes.append(node)
+        self.spec.save()
+        programs.write_node(self.spec, node)
+        self.supervisor.add_program(node.name)
+        wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
+        self.router.set_nodes(cluster, self._router_nodes(cluster))
+        programs.write_router(self.spec)
+        if self._drained(node):          # a drain left over from an earlier node of the same name
+            self.router.undrain(node.name)
+        wait_for(lambda: self._router_healthy(node), 10, f"{node.name}: healthy in the router")
+        self.supervisor.wait_state(node.name, {"RUNNING"}, 10)
+
+    def _remove_node(self, node: NodeSpec) -> None:
+        self.log(f"removing {node.name}")
+        self.router.drain(node.name)
+        wait_for(lambda: self.router.node_states()[node.name]["outstanding"] == 0, 10,
+                 f"{node.name}: in-flight requests to finish")
+        self.spec.nodes.remove(node)
+        self.router.set_nodes(node.cluster, self._router_nodes(node.cluster))
+        self.supervisor.remove_program(node.name)
+        programs.remove_node(self.spec, node)
+        self.spec.save()
+        programs.write_router(self.spec)

@@ -1,0 +1,50 @@
+"""The router's admin API as the stack uses it: status, drain/undrain, and a cluster's node list."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from canary.cli import AdminCallError, admin_request
+from deploy.stack import StackSpec
+
+
+class RouterError(Exception):
+    """The admin API is unreachable or refused the call; the message says which."""
+
+
+class RouterClient:
+    def __init__(self, spec: StackSpec, timeout: float = 5.0) -> None:
+        self.base = spec.admin_url
+        self.timeout = timeout
+        self.token_file = spec.var / "canary-admin-token"
+
+    def token(self) -> str:
+        token = os.environ.get("CANARY_ADMIN_TOKEN", "").strip()
+        if token:
+            return token
+        try:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise RouterError(f"no admin token: set CANARY_ADMIN_TOKEN or start the stack ({self.token_file})") from None
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            return admin_request(self.base, self.token(), method, path, body, self.timeout)
+        except AdminCallError as exc:
+            raise RouterError(f"router admin API {method} {path}: {exc}") from None
+
+    def status(self) -> dict[str, Any]:
+        return self.call("GET", "/api/status")
+
+    def node_states(self) -> dict[str, dict[str, Any]]:
+        """node name -> its entry in the router's status (state, outstanding, requests, ejections)."""
+        return {n["name"]: n for c in self.status()["clusters"].values() for n in c["nodes"]}
+
+    def drain(self, target: str) -> None:
+        self.call("POST", "/api/drain", {"target": target})
+
+    def undrain(self, target: str) -> None:
+        self.call("POST", "/api/undrain", {"target": target})
+
+    def set_nodes(self, cluster: str, nodes: list[dict[str, Any]]) -> None:
+        self.call("PUT", f"/api/clusters/{cluster}/nodes", {"nodes": nodes})

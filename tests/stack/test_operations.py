@@ -1,0 +1,75 @@
+"""Graceful operations on the running stack: rolling restart, scale, release — zero failed requests."""
+from __future__ import annotations
+
+import time
+
+from tests.stack.conftest import Poller, RunningStack, logged_in_browser
+
+
+def test_rolling_restart_of_a_cluster_fails_no_request(running_stack: RunningStack) -> None:
+    browser = logged_in_browser(running_stack, "blue")
+    pids = {n: running_stack.status()[n]["pid"] for n in ("blue-1", "blue-2")}
+    with Poller(browser, interval=0.02) as poller:
+        time.sleep(0.3)
+        result = running_stack.deploy("restart", "blue")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.index("restarting blue-1") < result.stdout.index("restarting blue-2")
+    assert poller.failures == []
+    rows = running_stack.status()
+    assert all(rows[n]["pid"] != pids[n] and rows[n]["health"] == "healthy" for n in pids)
+    assert running_stack.router()["drained"] == []   # the drains of the roll are undone
+
+
+def test_scale_up_serves_within_5_s_and_scale_down_fails_no_request(running_stack: RunningStack) -> None:
+    browser = logged_in_browser(running_stack, "blue")
+    with Poller(browser, interval=0.02) as poller:
+        started = time.monotonic()
+        result = running_stack.deploy("scale", "blue", "3")
+        assert result.returncode == 0, result.stderr
+        running_stack.wait(lambda: any(fresh_request(running_stack) == "blue/blue-3" for _ in range(8)), 5,
+                           "blue-3 serving")
+        assert time.monotonic() - started < 5.0 + 1.0  # the command itself plus at most a few fresh requests
+        rows = running_stack.status()
+        assert rows["blue-3"]["state"] == "RUNNING" and rows["blue-3"]["health"] == "healthy"
+        result = running_stack.deploy("scale", "blue", "2")
+        assert result.returncode == 0, result.stderr
+    assert poller.failures == []
+    assert "blue-3" not in running_stack.status()
+    assert [n["name"] for n in running_stack.router()["clusters"]["blue"]["nodes"]] == ["blue-1", "blue-2"]
+
+
+def fresh_request(stack: RunningStack) -> str:
+    """What a brand-new browser is served by: blue is stable, so most land there, spread over its nodes."""
+    from tests.support import Browser
+    return Browser(stack.base).call("GET", "/healthz").headers.get("X-Served-By", "")
+
+
+def test_release_rolls_one_cluster_to_a_new_tag_while_the_other_serves(running_stack: RunningStack) -> None:
+    browser = logged_in_browser(running_stack, "green")
+    with Poller(browser, interval=0.02) as poller:
+        time.sleep(0.3)
+        result = running_stack.deploy("release", "green", "v2.0.1")
+        assert result.returncode == 0, result.stderr
+    assert poller.failures == []
+    rows = running_stack.status()
+    assert rows["green-1"]["release"] == rows["green-2"]["release"] == "v2.0.1"
+    assert rows["blue-1"]["release"] == "dev"
+    # The new tag is what the green nodes now report; blue's nodes were not restarted.
+    response = browser.call("GET", "/api/session")
+    assert response.headers["X-Served-By"].startswith("green/") and response.headers["X-Release"] == "v2.0.1"
+
+
+def test_bad_targets_and_arguments_get_one_message_and_exit_2(running_stack: RunningStack) -> None:
+    for args, message in (
+        (("kill", "purple"), "unknown target 'purple'"),
+        (("restart", "blue-9"), "unknown target 'blue-9'"),
+        (("scale", "purple", "2"), "unknown cluster 'purple'"),
+        (("scale", "blue", "0"), "N: must be between 1 and"),
+        (("scale", "blue", "two"), "N: expected a whole number"),
+        (("release", "green", "v2 beta"), "VERSION:"),
+        (("frobnicate",), "invalid choice"),
+        (("scale", "blue"), "required"),
+    ):
+        result = running_stack.deploy(*args)
+        assert result.returncode == 2, (args, result)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)

@@ -1,0 +1,95 @@
+"""The whole stack under chaos: kill a node, a cluster, Redis, the router — users see no failed request."""
+from __future__ import annotations
+
+import time
+
+from tests.stack.conftest import Poller, RunningStack, logged_in_browser
+
+NODES = ("blue-1", "blue-2", "green-1", "green-2")
+
+
+def all_healthy(stack: RunningStack) -> bool:
+    rows = stack.status()
+    return all(rows[n]["state"] == "RUNNING" and rows[n]["health"] == "healthy" for n in NODES) and \
+        rows["redis"]["health"] == "ok" and rows["router"]["health"] == "ok"
+
+
+def test_status_lists_every_process_with_state_pid_uptime_restarts_and_health(running_stack: RunningStack) -> None:
+    running_stack.wait(lambda: all_healthy(running_stack), 20, "every process running and healthy")
+    rows = running_stack.status()
+    assert set(rows) == {"redis", "router", *NODES}
+    for name, row in rows.items():
+        assert row["pid"] and row["restarts"] == 0, row
+    assert {rows[n]["cluster"] for n in NODES} == {"blue", "green"}
+    served = {running_stack.deploy("status").stdout.count(n) for n in NODES}
+    assert served == {1}  # the table names each node once
+    # The router knows the same four nodes, blue stable and green canary at the documented default share.
+    st = running_stack.router()
+    assert (st["stable"], st["canary"], st["percent"]) == ("blue", "green", 12.0)
+    assert sorted(n["name"] for c in st["clusters"].values() for n in c["nodes"]) == sorted(NODES)
+
+
+def test_killing_a_node_costs_no_request_and_it_comes_back(running_stack: RunningStack) -> None:
+    browser = logged_in_browser(running_stack, "blue")
+    before = running_stack.status()["blue-1"]
+    with Poller(browser) as poller:
+        time.sleep(0.3)
+        result = running_stack.deploy("kill", "blue-1")
+        assert result.returncode == 0 and f"killed blue-1 (pid {before['pid']})" in result.stdout, result
+        running_stack.wait(lambda: running_stack.status()["blue-1"]["restarts"] == 1, 20, "blue-1 restarted")
+        running_stack.wait(lambda: all_healthy(running_stack), 20, "blue-1 healthy in the router")
+        served_before = poller.count("blue/blue-1")
+        running_stack.wait(lambda: poller.count("blue/blue-1") > served_before or
+                           poller.count("blue/blue-2") > 0, 10, "traffic on blue")
+    assert poller.failures == []
+    assert running_stack.status()["blue-1"]["pid"] != before["pid"]
+
+
+def test_killing_the_whole_green_cluster_moves_its_pinned_user_to_blue_and_back(running_stack: RunningStack) -> None:
+    browser = logged_in_browser(running_stack, "green")
+    with Poller(browser) as poller:
+        time.sleep(0.3)
+        assert poller.count("green/") > 0
+        killed = running_stack.deploy("kill", "green")
+        assert killed.returncode == 0 and killed.stdout.count("killed green-") == 2, killed
+        # Failover: the user pinned to green is served by blue, still logged in.
+        running_stack.wait(lambda: poller.served[-1].startswith("blue/"), 10, "pinned user served by blue")
+        # Self-healing: supervisord restarts both nodes; the router readmits them after `rise` good checks
+        # and gives green its share back through slow start, so the pinned user returns to green.
+        running_stack.wait(lambda: all_healthy(running_stack), 30, "green restarted and healthy")
+        running_stack.wait(lambda: poller.served[-1].startswith("green/"), 45, "pinned user back on green")
+    assert poller.failures == []
+    assert poller.count("blue/") > 0
+    rows = running_stack.status()
+    assert rows["green-1"]["restarts"] >= 1 and rows["green-2"]["restarts"] >= 1
+
+
+def test_killing_redis_logs_nobody_out_and_it_comes_back(running_stack: RunningStack) -> None:
+    browser = logged_in_browser(running_stack)
+    redis_before = running_stack.status()["redis"]
+    with Poller(browser) as poller:
+        time.sleep(0.3)
+        assert running_stack.deploy("kill", "redis").returncode == 0
+        running_stack.wait(lambda: running_stack.status()["redis"]["restarts"] >= redis_before["restarts"] + 1, 20,
+                           "redis restarted")
+        running_stack.wait(lambda: running_stack.status()["redis"]["health"] == "ok", 20, "redis answering")
+        time.sleep(1.0)  # keep polling across the return, while the nodes reconnect
+    assert poller.failures == []
+    # The session was written through to the database, so it survives the empty Redis; a fresh login works too.
+    assert browser.call("GET", "/api/session").json()["authenticated"] is True
+    assert logged_in_browser(running_stack, email="demo2@example.test").call(
+        "GET", "/api/session").json()["email"] == "demo2@example.test"
+    # The router put its routing state back into the new, empty Redis.
+    running_stack.wait(lambda: running_stack.router()["percent"] == 12.0, 5, "routing state intact")
+
+
+def test_killing_the_router_restarts_it_with_its_state(running_stack: RunningStack) -> None:
+    running_stack.router("POST", "/api/ramp", {"percent": 20})
+    pid = running_stack.status()["router"]["pid"]
+    assert running_stack.deploy("kill", "router").returncode == 0
+    running_stack.wait(lambda: running_stack.status()["router"]["pid"] not in (None, pid) and
+                       running_stack.status()["router"]["health"] == "ok", 20, "router back")
+    assert running_stack.router()["percent"] == 20.0
+    running_stack.router("POST", "/api/ramp", {"percent": 12})
+    running_stack.wait(lambda: all_healthy(running_stack), 20, "stack healthy")
+    assert logged_in_browser(running_stack).call("GET", "/api/session").json()["authenticated"] is True

@@ -1,0 +1,96 @@
+"""`make up` (python -m deploy.local): the whole stack from nothing, ready fast, gone after Ctrl-C."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from deploy.local import parse_args
+from loginsvc import conf
+from tests.stack.conftest import PASSWORD, start_stack
+from tests.support import ROOT, Browser
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_brings_everything_up_within_15_s_and_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
+    started = time.monotonic()
+    stack = start_stack(tmp_path, "--nodes", "1")
+    try:
+        elapsed = time.monotonic() - started
+        output = stack.output.read_text()
+        assert elapsed < 15, f"stack took {elapsed:.1f}s:\n{output}"
+        assert f"{stack.base}/login/" in output and f"{stack.admin}/api/status" in output, output
+        rows = stack.status()
+        assert set(rows) == {"redis", "router", "blue-1", "green-1"}
+        pids = [row["pid"] for row in rows.values()]
+        assert all(pids)
+        # Embedded defaults: SQLite and the Redis socket under the var dir; demo users from DEMO_PASSWORD.
+        assert (stack.var_dir / "db.sqlite3").exists() and (stack.var_dir / "redis.sock").exists()
+        browser = Browser(stack.base)
+        assert browser.login("demo2@example.test", PASSWORD).status_code == 200
+        assert browser.call("GET", "/api/session").json()["email"] == "demo2@example.test"
+        # The admin token was generated into var/ (0600) and `python -m canary` finds it through the env file var.
+        token_file = stack.var_dir / "canary-admin-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        canary = subprocess.run([sys.executable, "-m", "canary", "status", "--admin", stack.admin], cwd=ROOT,
+                                env=dict(stack.env, CANARY_ADMIN_TOKEN_FILE=str(token_file)),
+                                capture_output=True, text=True, timeout=30)
+        assert canary.returncode == 0 and "stable=blue canary=green share=12%" in canary.stdout, canary
+        # A second `make up` on the same var dir refuses instead of fighting over the ports.
+        again = subprocess.run([sys.executable, "-m", "deploy.local", "--var-dir", str(stack.var_dir)], cwd=ROOT,
+                               env=stack.env, capture_output=True, text=True, timeout=30)
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        code = stack.stop()
+    assert code == 0
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if pid_alive(p)], "processes left running after Ctrl-C"
+    for url in (stack.base + "/healthz", stack.admin + "/healthz"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=1)
+    assert not (stack.var_dir / "redis.sock").exists()
+    assert "stopped" in stack.output.read_text()
+
+
+def test_manage_py_and_make_up_default_to_the_same_state_folder(monkeypatch, settings) -> None:
+    """Both take var/ in the checkout when LOGINSVC_VAR_DIR is unset (checked without creating it)."""
+    assert conf.var_dir({}) == ROOT / "var"
+    assert settings.VAR_DIR == conf.var_dir()  # settings put SQLite at VAR_DIR / "db.sqlite3"
+    monkeypatch.delenv("LOGINSVC_VAR_DIR")
+    assert parse_args([]).var_dir == ROOT / "var"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--listen", "127.0.0.1:70000"], "--listen: expected HOST:PORT with a port 1-65535"),
+    (["--admin", "nowhere"], "--admin: expected HOST:PORT"),
+    (["--nodes", "0"], "--nodes: must be between 1 and 16"),
+    (["--nodes", "many"], "--nodes: expected a number"),
+    (["--canary-percent", "120"], "--canary-percent: must be between 0 and 100"),
+    (["--listen", "127.0.0.1:9000", "--admin", "127.0.0.1:9000"], "--admin: must differ from --listen"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_up_rejects_bad_options_with_one_message(tmp_path: Path, args: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "deploy.local", "--var-dir", str(tmp_path), *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_deploy_verbs_without_a_stack_say_so(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "deploy", "--var-dir", str(tmp_path), "status"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "no stack under" in result.stderr and "make up" in result.stderr
