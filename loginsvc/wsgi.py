@@ -1,4 +1,8 @@
-"""WSGI entry point for gunicorn; a configuration error stops the process with one clear line."""
+"""WSGI entry point for gunicorn; a configuration error stops the process with one clear line.
+
+The application is Django behind the GET /api/session fast path (accounts/fast_session.py),
+which answers the plain logged-in case itself and hands every other request to Django.
+"""
 import os
 import sys
 
@@ -9,7 +13,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loginsvc.settings")
 try:
     from django.core.wsgi import get_wsgi_application
 
-    application = get_wsgi_application()
+    django_application = get_wsgi_application()
 except ImproperlyConfigured as exc:
     print(f"configuration error: {exc}", file=sys.stderr)
     sys.exit(2)
+
+from loginsvc.accounts import fast_session  # noqa: E402 - needs the settings loaded above
+
+application = fast_session.wrap(django_application)

@@ -20,9 +20,14 @@ from tests.conftest import PASSWORD, login
 
 
 @pytest.mark.django_db
-def test_every_response_says_who_served_it(client: Client) -> None:
+def test_every_response_says_who_served_it_and_which_release(client: Client, settings) -> None:
+    release = settings.LOGINSVC["RELEASE"]
     for url in ("/login/", "/api/session", "/healthz", "/no-such-page"):
-        assert client.get(url)["X-Served-By"] == "test/pytest"
+        response = client.get(url)
+        assert response["X-Served-By"] == "test/pytest"
+        assert response["X-Release"] == release
+    metrics = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert f'loginsvc_build_info{{cluster="test",node="pytest",release="{release}"}} 1.0' in metrics
 
 
 @pytest.mark.django_db

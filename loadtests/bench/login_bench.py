@@ -4,12 +4,16 @@
     fast as they can for a fixed time. The bound is cores / (one Argon2 verify with the configured
     cost, measured here): no server can log people in faster than it can check their passwords.
 (b) The same node with one worker; wrk asks GET /api/session with a logged-in session cookie.
+    Two such nodes side by side, one with the fast path (accounts/fast_session.py) and one with
+    LOGINSVC_SESSION_FAST_PATH=0 (Django's full path), measured in interleaved wrk rounds with the
+    same settings, so that a machine shared with other work slows both alike.
 """
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import re
 import statistics
 import tempfile
 import threading
@@ -127,7 +131,50 @@ def login_throughput(port: int, clients: int, seconds: float) -> dict:
     }
 
 
-def run(out_dir: Path, seconds: int = 10) -> dict:
+def _median_round(rounds: list[dict]) -> dict:
+    """The round with the median throughput (all of its figures, so p50/p99 belong together)."""
+    return sorted(rounds, key=lambda row: row["requests_per_s"])[len(rounds) // 2]
+
+
+def _fast_path_counts(node: Node) -> dict[str, float]:
+    """loginsvc_session_fast_path_total by result, from the node's /metrics (loopback may read it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    return {result: float(value) for result, value in
+            re.findall(r'^loginsvc_session_fast_path_total\{result="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def session_side_by_side(fast: Node, django: Node, rounds: int, seconds: int) -> dict:
+    """GET /api/session per worker, fast path vs Django, wrk rounds interleaved (order alternating).
+
+    Both nodes share the database and Redis, so one login serves both. Rows: a signed-in browser,
+    and a signed-out one that already holds its CSRF cookie.
+    """
+    token = _csrf(fast.port)
+    status, session = login_once(http.client.HTTPConnection("127.0.0.1", fast.port), token)
+    assert status == 200 and session, "benchmark login failed"
+    cookies = {"signed_in": {"Cookie": f"loginsvc_sid={session}; csrftoken={token}"},
+               "signed_out": {"Cookie": f"csrftoken={token}"}}
+    for node in (fast, django):
+        for headers in cookies.values():
+            wrk.run(node.url + "/api/session", 8, 1, headers=headers)  # warm-up: imports, connections, caches
+    runs: dict[str, dict[str, list[dict]]] = {kind: {"fast": [], "django": []} for kind in cookies}
+    for index in range(rounds):
+        order = [("fast", fast), ("django", django)]
+        for label, node in order if index % 2 == 0 else order[::-1]:
+            for kind, headers in cookies.items():
+                runs[kind][label].append(wrk.run(node.url + "/api/session", 8, seconds, headers=headers))
+    result: dict = {"rounds": rounds, "seconds_per_round": seconds, "fast_path_results": _fast_path_counts(fast)}
+    for kind, by_path in runs.items():
+        result[kind] = {label: {"median": _median_round(rows), "rounds": [round(r["requests_per_s"]) for r in rows]}
+                        for label, rows in by_path.items()}
+        result[kind]["speedup"] = round(result[kind]["fast"]["median"]["requests_per_s"]
+                                        / result[kind]["django"]["median"]["requests_per_s"], 2)
+    return result
+
+
+def run(out_dir: Path, seconds: int = 10, rounds: int = 3) -> dict:
     cores = os.cpu_count() or 1
     scratch = Path(tempfile.mkdtemp(prefix="bench-login-"))
     redis = RedisServer(scratch / "redis", port=free_port()).start()
@@ -152,13 +199,12 @@ def run(out_dir: Path, seconds: int = 10) -> dict:
         single = Node(dict(env, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(scratch / "m2")),
                       "bench", "bench-session", log_path=scratch / "session.log").start()
         nodes.append(single)
-        token = _csrf(single.port)
-        status, session = login_once(http.client.HTTPConnection("127.0.0.1", single.port), token)
-        assert status == 200 and session, "benchmark login failed"
-        cookie = {"Cookie": f"loginsvc_sid={session}; csrftoken={token}"}
-        wrk.run(single.url + "/api/session", 8, 1, headers=cookie)  # warm-up
-        api = wrk.run(single.url + "/api/session", 8, seconds, headers=cookie)
-        anonymous = wrk.run(single.url + "/api/session", 8, seconds)
+        django = Node(dict(env, WEB_CONCURRENCY="1", PROMETHEUS_MULTIPROC_DIR=str(scratch / "m3"),
+                           LOGINSVC_SESSION_FAST_PATH="0"),
+                      "bench", "bench-session-django", log_path=scratch / "session-django.log").start()
+        nodes.append(django)
+        session_rows = session_side_by_side(single, django, rounds=rounds, seconds=max(1, seconds // 2))
+        anonymous = wrk.run(single.url + "/api/session", 8, seconds)  # a new visitor: Django mints a CSRF cookie
         floor = wrk.run(single.url + "/healthz", 8, seconds)  # gunicorn + the first two middlewares only
     finally:
         for node in nodes:
@@ -175,8 +221,9 @@ def run(out_dir: Path, seconds: int = 10) -> dict:
                    "parallel_hash_ceiling_per_s": round(ceiling, 1),
                    "fraction_of_parallel_ceiling": round(logins["logins_per_s"] / ceiling, 3),
                    "goal_fraction": 0.9},
-        "api_session_per_worker": {"authenticated": api, "anonymous": anonymous, "healthz_floor": floor,
-                                   "goal_per_s": 1500},
+        "api_session_per_worker": {"authenticated": session_rows["signed_in"]["fast"]["median"],
+                                   "anonymous": anonymous, "healthz_floor": floor, "goal_per_s": 1500,
+                                   "side_by_side": session_rows},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "login.json").write_text(json.dumps(result, indent=2))
@@ -197,10 +244,21 @@ def print_table(result: dict) -> None:
     print(f"{'  fraction of that ceiling':<38}{logins['fraction_of_parallel_ceiling']:>12.3f}{'':>12}")
     print(f"{'  login p50 / p99 ms':<38}{logins['p50_ms']:>6.0f} /{logins['p99_ms']:>4.0f}{'':>12}")
     rows = (("/api/session, logged in", api["authenticated"], ">= 1500"),
-            ("/api/session, anonymous", api["anonymous"], ""), ("/healthz (floor)", api["healthz_floor"], ""))
+            ("/api/session, new visitor", api["anonymous"], ""), ("/healthz (floor)", api["healthz_floor"], ""))
     for label, row, goal in rows:
         print(f"{label + ' req/s, 1 worker':<38}{row['requests_per_s']:>12.0f}{goal:>12}")
         print(f"{'  p50 / p99 ms':<38}{row['p50']:>6.2f} /{row['p99']:>5.2f}{'':>12}")
+    side = api["side_by_side"]
+    print(f"\n/api/session side by side, 1 worker each, {side['rounds']} interleaved wrk rounds of "
+          f"{side['seconds_per_round']} s (median round; every round's req/s)")
+    for kind, label in (("signed_in", "logged in"), ("signed_out", "logged out, CSRF cookie held")):
+        for path in ("fast", "django"):
+            row = side[kind][path]
+            print(f"{'  ' + label + ', ' + ('fast path' if path == 'fast' else 'Django'):<38}"
+                  f"{row['median']['requests_per_s']:>12.0f}   p50 {row['median']['p50']:.2f} p99 "
+                  f"{row['median']['p99']:.2f} ms   rounds {row['rounds']}")
+        print(f"{'  speed-up':<38}{side[kind]['speedup']:>12.2f}")
+    print(f"  fast path results on its node: {side['fast_path_results']}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,20 @@ MAX_ENTRIES = 10_000
 _users: OrderedDict[str, tuple[float, User]] = OrderedDict()
 
 
+def cached_user(user_id: str, now: float | None = None) -> User | None:
+    """The user this process may still reuse for `user_id` (text), or None; never queries.
+
+    The cache only ever holds users ModelBackend.get_user returned, so only active ones. The
+    object is the cache's own: read it, do not change it (get_user hands out copies).
+    """
+    if conf.get("USER_CACHE_SECONDS") <= 0:
+        return None
+    entry = _users.get(user_id)
+    if entry is not None and entry[0] > (time.monotonic() if now is None else now):
+        return entry[1]
+    return None
+
+
 class CachedModelBackend(ModelBackend):
     def get_user(self, user_id: Any) -> User | None:
         ttl = conf.get("USER_CACHE_SECONDS")
@@ -31,9 +45,9 @@ class CachedModelBackend(ModelBackend):
             return super().get_user(user_id)
         now = time.monotonic()
         user_id = str(user_id)  # sessions store the id as text; one key type for every caller
-        entry = _users.get(user_id)
-        if entry is not None and entry[0] > now:
-            return copy.copy(entry[1])  # a private copy: callers may change their user object
+        cached = cached_user(user_id, now)
+        if cached is not None:
+            return copy.copy(cached)  # a private copy: callers may change their user object
         user = super().get_user(user_id)
         if user is None:
             _users.pop(user_id, None)

@@ -8,7 +8,8 @@ request of every user.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
@@ -17,6 +18,9 @@ from loginsvc import conf
 
 AUTH_TIME = "_auth_time"
 TOUCHED = "_touched"
+# What due() may ask for.
+LOGOUT = "logout"
+TOUCH = "touch"
 
 
 def start(request: HttpRequest) -> None:
@@ -29,11 +33,28 @@ def start(request: HttpRequest) -> None:
 
 def expires_at(request: HttpRequest) -> int | None:
     """When this session ends if unused: the earlier of idle and absolute deadlines (epoch seconds)."""
-    auth_time = request.session.get(AUTH_TIME)
+    return session_expires_at(request.session)
+
+
+def session_expires_at(session: Mapping[str, Any]) -> int | None:
+    """expires_at() of a session's data (a SessionStore, or the dict the fast path read from Redis)."""
+    auth_time = session.get(AUTH_TIME)
     if auth_time is None:
         return None
-    touched = request.session.get(TOUCHED, auth_time)
+    touched = session.get(TOUCHED, auth_time)
     return min(touched + conf.get("SESSION_IDLE_SECONDS"), auth_time + conf.get("SESSION_MAX_SECONDS"))
+
+
+def due(session: Mapping[str, Any], now: int) -> str | None:
+    """What the lifetime rules ask of this session at `now`: LOGOUT, TOUCH (a write) or nothing."""
+    auth_time = session.get(AUTH_TIME)
+    if auth_time is None:
+        return None
+    if now - auth_time >= conf.get("SESSION_MAX_SECONDS"):
+        return LOGOUT
+    if now - session.get(TOUCHED, auth_time) >= conf.get("SESSION_TOUCH_SECONDS"):
+        return TOUCH
+    return None
 
 
 class SessionLifetimeMiddleware:
@@ -43,12 +64,10 @@ class SessionLifetimeMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        session = request.session
-        auth_time = session.get(AUTH_TIME)
-        if auth_time is not None:
-            now = int(time.time())
-            if now - auth_time >= conf.get("SESSION_MAX_SECONDS"):
-                logout(request)
-            elif now - session.get(TOUCHED, auth_time) >= conf.get("SESSION_TOUCH_SECONDS"):
-                session[TOUCHED] = now  # marks the session modified: saved with a fresh expiry
+        now = int(time.time())
+        action = due(request.session, now)
+        if action == LOGOUT:
+            logout(request)
+        elif action == TOUCH:
+            request.session[TOUCHED] = now  # marks the session modified: saved with a fresh expiry
         return self.get_response(request)

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from django.contrib import auth
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -78,17 +82,33 @@ def home_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/home.html", {"expires_at": sessions.expires_at(request)})
 
 
-def _no_store(view):  # noqa: ANN001, ANN202 - a view decorator
+def no_store(response: HttpResponse) -> HttpResponse:
     """never_cache's headers as constants: patch_cache_control costs more than this whole view."""
+    response["Cache-Control"] = "max-age=0, no-cache, no-store, must-revalidate, private"
+    response["Expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+    return response
 
+
+def _no_store(view):  # noqa: ANN001, ANN202 - a view decorator
     @functools.wraps(view)
     def wrapped(request: HttpRequest) -> HttpResponse:
-        response = view(request)
-        response["Cache-Control"] = "max-age=0, no-cache, no-store, must-revalidate, private"
-        response["Expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
-        return response
+        return no_store(view(request))
 
     return wrapped
+
+
+def session_payload(user: AbstractBaseUser | AnonymousUser, session: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON of GET /api/session; also built by the fast path (accounts/fast_session.py)."""
+    if not user.is_authenticated:
+        return {"authenticated": False}
+    return {
+        "authenticated": True,
+        "email": user.email,
+        "user_id": user.pk,
+        "display_name": user.display_name,
+        "auth_time": session.get(sessions.AUTH_TIME),
+        "expires_at": sessions.session_expires_at(session),
+    }
 
 
 @_no_store
@@ -97,6 +117,9 @@ def api_session_view(request: HttpRequest) -> HttpResponse:
 
     Also gives a client without one the CSRF cookie, so it can then POST /api/login. Only then:
     a new or re-masked token costs more than the rest of this hot endpoint together.
+
+    Plain logged-in GETs usually never get here: loginsvc/wsgi.py answers them on a fast path
+    (accounts/fast_session.py) with the same bytes, and hands everything else to this view.
     """
     if settings.CSRF_COOKIE_NAME not in request.COOKIES:
         get_token(request)
@@ -104,19 +127,7 @@ def api_session_view(request: HttpRequest) -> HttpResponse:
         response = _json_error(405, "method not allowed", allowed=["GET", "HEAD"])
         response["Allow"] = "GET, HEAD"
         return response
-    user = request.user
-    if not user.is_authenticated:
-        return JsonResponse({"authenticated": False})
-    return JsonResponse(
-        {
-            "authenticated": True,
-            "email": user.email,
-            "user_id": user.pk,
-            "display_name": user.display_name,
-            "auth_time": request.session.get(sessions.AUTH_TIME),
-            "expires_at": sessions.expires_at(request),
-        }
-    )
+    return JsonResponse(session_payload(request.user, request.session))
 
 
 @never_cache

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -16,13 +18,32 @@ REQUEST_LATENCY = Histogram(
 )
 LOGINS = Counter("loginsvc_logins_total", "Login attempts by outcome.", ["outcome", "channel"])
 LOCKOUTS = Counter("loginsvc_lockouts_total", "Locks set by the brute-force protection.", ["scope"])
+SESSION_FAST_PATH = Counter(
+    "loginsvc_session_fast_path_total",
+    "GET /api/session requests the fast path answered (result=served) or handed to Django, and why.",
+    ["result"],
+)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class BuildInfo(Collector):
+    """loginsvc_build_info{cluster,node,release} 1: which build each node runs, e.g. during a rolling
+    release. Computed at scrape time from the settings, so it needs no multiprocess bookkeeping."""
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        from loginsvc import conf
+        family = GaugeMetricFamily("loginsvc_build_info", "The node's cluster, name and release tag.",
+                                   labels=["cluster", "node", "release"])
+        family.add_metric([conf.get("CLUSTER"), conf.get("NODE"), conf.get("RELEASE")], 1)
+        yield family
 
 
 def render() -> bytes:
     """The text exposition: all workers' values in multiprocess mode, this process's otherwise."""
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(BuildInfo())
         return generate_latest(registry)
-    return generate_latest()
+    registry.register(BuildInfo())
+    return generate_latest() + generate_latest(registry)

@@ -1,0 +1,296 @@
+"""GET /api/session without Django's request machinery, for the one case that is both hot and plain.
+
+Why: products' back ends ask "who is signed in?" on nearly every page view. Through Django the
+answer cost ~1.1 ms of one worker (772-908 req/s; docs/benchmarks.md), of which ~600 us were
+WSGIRequest, the ten middlewares, URL resolving and JsonResponse, spread thinly. This module is a
+WSGI wrapper (loginsvc/wsgi.py) that answers the plain case itself and hands everything else to
+the full Django app, which stays the authority.
+
+Answered here: GET or HEAD of exactly /api/session, no query string, a well-formed CSRF cookie
+(else the view mints one), and either no session cookie (anonymous) or a session that
+- is in Redis (a miss means a database read and a Redis refill: Django's job),
+- needs neither a logout nor an idle-deadline write (accounts.sessions.due),
+- names our CachedModelBackend and a user this process has cached (else a database query),
+- carries the user's current session-auth hash (compared in constant time; a mismatch means
+  SECRET_KEY_FALLBACKS or a logout: Django's job).
+In that case Django writes nothing and answers 200 with a fixed set of headers, and so does this.
+
+How it stays identical, sharing code rather than copying it:
+- request phase: Django's own WSGIRequest (cookies, Host validation, is_secure) and the
+  process_request of the same SecurityMiddleware, CommonMiddleware and CsrfViewMiddleware;
+- session: SessionStore(key).cache_key read through the session cache's django-redis client
+  (same key, same serializer as the cached_db engine);
+- auth: django.contrib.auth.get_user's checks, with backends.cached_user;
+- body: views.session_payload encoded as JsonResponse does;
+- headers: harvested at start-up by running the response phase of the configured middlewares
+  on this view's JsonResponse (one template for http, one for https), plus X-Served-By and
+  X-Request-ID from observability's helpers, which also record the same histogram and access log.
+It mirrors one middleware chain (MIDDLEWARE below); other settings turn it off (unsupported()).
+tests/test_session_fast_path.py compares status, body and every header of both paths.
+
+Not done here: the request_started/request_finished signals (database connection housekeeping);
+this path never touches the database. LOGINSVC_SESSION_FAST_PATH=0 turns it off.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterable
+from importlib import import_module
+from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.cache import caches
+from django.core.exceptions import PermissionDenied, SuspiciousOperation, ValidationError
+from django.core.handlers.wsgi import WSGIRequest
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.common import CommonMiddleware
+from django.middleware.csrf import CsrfViewMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import resolve
+from django.utils.crypto import constant_time_compare
+from django_redis.cache import RedisCache
+from django_redis.exceptions import ConnectionInterrupted
+
+from loginsvc import conf
+from loginsvc.accounts import backends, sessions, views
+from loginsvc.accounts.headers import ContentSecurityPolicyMiddleware
+from loginsvc.health.middleware import ROUTES as HEALTH_ROUTES
+from loginsvc.observability.logs import request_id
+from loginsvc.observability.metrics import SESSION_FAST_PATH
+from loginsvc.observability.middleware import RequestObserver, request_id_for
+
+logger = logging.getLogger(__name__)
+
+PATH = "/api/session"
+# The chain this module mirrors, in order. Any other MIDDLEWARE turns the fast path off: it
+# cannot know what another middleware would do. (A test fails too, so that someone looks here.)
+MIDDLEWARE = (
+    "loginsvc.observability.middleware.RequestContextMiddleware",
+    "loginsvc.health.middleware.HealthMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "loginsvc.accounts.sessions.SessionLifetimeMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "loginsvc.accounts.headers.ContentSecurityPolicyMiddleware",
+)
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+BACKEND = f"{backends.CachedModelBackend.__module__}.{backends.CachedModelBackend.__qualname__}"
+# After Redis fails once, requests go straight to Django for this long: its own Redis attempt
+# is all a request should wait for while Redis is down (250 ms connect timeouts).
+REDIS_BACKOFF_SECONDS = 1.0
+ERROR_LOG_SECONDS = 60.0
+# Values of loginsvc_session_fast_path_total{result}: "served", or why Django answered.
+RESULTS = (
+    "served",
+    "request",      # HTTPS redirect, refused Host or user agent: Django answers 301/400/403
+    "csrf",         # no or malformed CSRF cookie: the view sets one
+    "session",      # session cookie without a session in Redis (or unusable): Django reads the database
+    "redis_error",  # Redis failed on this request
+    "redis_down",   # Redis failed within REDIS_BACKOFF_SECONDS
+    "lifetime",     # absolute lifetime over (logout) or idle deadline due a write
+    "user",         # no user in the session, another backend, or the user is not cached here
+    "auth_hash",    # session-auth hash missing or not the user's current one
+    "error",        # a bug here; logged, and Django answers
+)
+
+
+def _unused(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("only the middlewares' process_request/process_response are called")
+
+
+def unsupported() -> str | None:
+    """Why this module cannot promise Django's answer under the current settings, or None."""
+    if tuple(settings.MIDDLEWARE) != MIDDLEWARE:
+        return "MIDDLEWARE is not the chain accounts/fast_session.py mirrors"
+    if settings.SESSION_ENGINE != SESSION_ENGINE or settings.SESSION_SAVE_EVERY_REQUEST:
+        return "sessions are not cached_db sessions saved only when modified"
+    if settings.CSRF_USE_SESSIONS:
+        return "CSRF_USE_SESSIONS is on"
+    if not isinstance(caches[settings.SESSION_CACHE_ALIAS], RedisCache):
+        return "the session cache is not django-redis"
+    if BACKEND not in settings.AUTHENTICATION_BACKENDS:
+        return f"{BACKEND} is not an authentication backend"
+    if PATH in HEALTH_ROUTES or resolve(PATH).func is not views.api_session_view:
+        return f"{PATH} is not routed to views.api_session_view"
+    return None
+
+
+def _probe_request(secure: bool) -> WSGIRequest:
+    """A request as the response phase of the chain sees it: session read (Vary), nothing modified."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": PATH, "SERVER_NAME": "fast-path-probe",
+        "SERVER_PORT": "443" if secure else "80", "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "https" if secure else "http",
+    }
+    if secure and settings.SECURE_PROXY_SSL_HEADER:
+        header, value = settings.SECURE_PROXY_SSL_HEADER
+        environ[header] = value
+    request = WSGIRequest(environ)
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(None)
+    request.session.get(sessions.AUTH_TIME)  # SessionLifetimeMiddleware reads every session
+    if request.is_secure() is not secure:
+        raise RuntimeError("cannot build a probe request with is_secure() == %s" % secure)
+    return request
+
+
+def header_template(secure: bool) -> tuple[list[tuple[str, str]], int, str]:
+    """The headers Django's response phase gives this view's 200 answer, where Content-Length is
+    among them, and the body's charset. Runs the configured middlewares' own code, innermost first."""
+    request = _probe_request(secure)
+    response = views.no_store(JsonResponse({}))
+    response = ContentSecurityPolicyMiddleware(lambda _request: response)(request)
+    response = XFrameOptionsMiddleware(_unused).process_response(request, response)
+    # SessionLifetimeMiddleware and AuthenticationMiddleware do nothing on the way out.
+    response = CsrfViewMiddleware(_unused).process_response(request, response)
+    response = CommonMiddleware(_unused).process_response(request, response)
+    response = SessionMiddleware(_unused).process_response(request, response)
+    response = SecurityMiddleware(_unused).process_response(request, response)
+    # HealthMiddleware does not answer this path; RequestContextMiddleware's headers are per request.
+    headers = list(response.items())
+    if response.cookies or response.status_code != 200:
+        raise RuntimeError("the probe answer sets cookies or is not a 200")
+    return headers, [name for name, _ in headers].index("Content-Length"), response.charset
+
+
+class FastSessionApp:
+    """The WSGI application: the fast path for plain GET/HEAD /api/session, Django for the rest."""
+
+    def __init__(self, django_app: WSGIApplication) -> None:
+        self.django_app = django_app
+        self.observer = RequestObserver()
+        self.security = SecurityMiddleware(_unused)
+        self.common = CommonMiddleware(_unused)
+        self.csrf = CsrfViewMiddleware(_unused)
+        self.templates = {secure: header_template(secure) for secure in (False, True)}
+        self.view = resolve(PATH).url_name or "unmatched"
+        self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
+        self.pk_to_python = get_user_model()._meta.pk.to_python
+        self.redis_retry_at = 0.0
+        self.error_logged_at = -ERROR_LOG_SECONDS
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if environ.get("PATH_INFO") != PATH or method not in ("GET", "HEAD") or environ.get("QUERY_STRING"):
+            return self.django_app(environ, start_response)
+        started = time.perf_counter()
+        rid = request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
+        token = request_id.set(rid)  # log lines from here on carry it, as under the middleware
+        try:
+            try:
+                answer = self.answer(environ)
+            except Exception:  # noqa: BLE001 - nothing was sent or written yet: Django answers
+                self._report_error()
+                answer = "error"
+            if not isinstance(answer, str):
+                headers, body = answer
+                headers += self.observer.headers(rid)
+                self.observer.observe(self.view, method, PATH, 200, time.perf_counter() - started)
+        finally:
+            request_id.reset(token)
+        # Labels looked up per request, as for the histogram: with preload_app this object is
+        # built in gunicorn's master, before the multiprocess metrics directory exists.
+        if isinstance(answer, str):
+            SESSION_FAST_PATH.labels(answer).inc()
+            return self.django_app(environ, start_response)  # the environ as it came: untouched
+        SESSION_FAST_PATH.labels("served").inc()
+        start_response("200 OK", headers)
+        return [body]
+
+    def answer(self, environ: WSGIEnvironment) -> tuple[list[tuple[str, str]], bytes] | str:
+        """Headers and body of Django's answer if it is a plain 200, else the RESULTS reason it is not."""
+        request = WSGIRequest(environ.copy())  # the copy: Django may get this environ untouched
+        try:
+            if self.security.process_request(request) is not None:  # redirect to HTTPS
+                return "request"
+            if self.common.process_request(request) is not None:  # PREPEND_WWW
+                return "request"
+        except (SuspiciousOperation, PermissionDenied):  # bad Host, refused user agent
+            return "request"
+        cookies = request.COOKIES
+        if settings.CSRF_COOKIE_NAME not in cookies:
+            return "csrf"
+        self.csrf.process_request(request)
+        if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
+            return "csrf"
+        session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+        if session_key is None:
+            payload = views.session_payload(AnonymousUser(), {})
+        else:
+            payload = self.signed_in(session_key)
+            if isinstance(payload, str):
+                return payload
+        headers, length_at, charset = self.templates[request.is_secure()]
+        body = json.dumps(payload, cls=DjangoJSONEncoder).encode(charset)  # as JsonResponse does
+        headers = headers.copy()
+        headers[length_at] = ("Content-Length", str(len(body)))
+        return headers, body
+
+    def signed_in(self, session_key: str) -> dict[str, Any] | str:
+        """views.session_payload for this session cookie, or the RESULTS reason Django must answer."""
+        if time.monotonic() < self.redis_retry_at:
+            return "redis_down"
+        store = self.session_store(session_key)
+        if store.session_key is None:  # malformed: Django starts an empty session, deletes the cookie
+            return "session"
+        try:
+            # cached_db's own read (cache.get), one layer down so that a Redis failure is told apart.
+            data = caches[settings.SESSION_CACHE_ALIAS].client.get(store.cache_key)
+        except ConnectionInterrupted:
+            self.redis_retry_at = time.monotonic() + REDIS_BACKOFF_SECONDS
+            return "redis_error"
+        except Exception:  # noqa: BLE001 - cached_db treats any cache error as a miss
+            return "session"
+        if type(data) is not dict or not data:
+            return "session"
+        if sessions.due(data, int(time.time())) is not None:
+            return "lifetime"
+        # django.contrib.auth.get_user, with the user from this process's cache only.
+        try:
+            user_id = self.pk_to_python(data[SESSION_KEY])
+            backend_path = data[BACKEND_SESSION_KEY]
+        except (KeyError, ValidationError):
+            return "user"
+        if backend_path != BACKEND or backend_path not in settings.AUTHENTICATION_BACKENDS:
+            return "user"
+        user = backends.cached_user(str(user_id))
+        if user is None:
+            return "user"
+        session_hash = data.get(HASH_SESSION_KEY)
+        if not session_hash or not constant_time_compare(session_hash, user.get_session_auth_hash()):
+            return "auth_hash"
+        return views.session_payload(user, data)
+
+    def _report_error(self) -> None:
+        """Log a failure here at most once a minute (every one is counted); never the session id."""
+        now = time.monotonic()
+        if now - self.error_logged_at >= ERROR_LOG_SECONDS:
+            self.error_logged_at = now
+            logger.exception("session fast path failed; Django answered (further failures for %.0f s "
+                             "are only counted in loginsvc_session_fast_path_total)", ERROR_LOG_SECONDS)
+
+
+def wrap(django_app: WSGIApplication) -> WSGIApplication:
+    """loginsvc/wsgi.py's application: the fast path in front of Django, unless off or unsupported."""
+    if not conf.get("SESSION_FAST_PATH"):
+        return django_app
+    try:
+        reason = unsupported()
+        if reason is None:
+            return FastSessionApp(django_app)
+    except Exception:  # noqa: BLE001 - e.g. a Django upgrade the harvest does not know: serve anyway
+        logger.exception("session fast path off: it could not be set up")
+        return django_app
+    logger.warning("session fast path off: %s", reason)
+    return django_app
