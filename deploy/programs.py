@@ -107,6 +107,8 @@ def node_env(spec: StackSpec, node: NodeSpec) -> dict[str, str]:
         "PROMETHEUS_MULTIPROC_DIR": str(spec.var / "metrics" / node.name),
         "LOGINSVC_DRAIN_FILE": str(spec.stack_dir / f"{node.name}.draining"),
         "LOGINSVC_VAR_DIR": spec.var_dir,
+        # Behind the router: one proxy hop, so throttling and logs see the browser's address.
+        "LOGINSVC_TRUSTED_PROXY_HOPS": "1",
         "REDIS_URL": spec.effective_redis_url,
     }
 
