@@ -92,3 +92,32 @@ def test_parallel_guesses_cannot_exceed_the_limit(stack) -> None:
     checked = [s for s in statuses if s in (200, 401)]
     assert len(checked) <= 10, statuses
     assert statuses.count(429) >= 15
+
+
+def test_sigterm_turns_readiness_off_while_the_node_still_serves_then_stops(stack) -> None:
+    """deploy/gunicorn.conf.py: the master announces not-ready for LOGINSVC_DRAIN_SECONDS before the
+    graceful stop, so a router's health checks move traffic away before any connection is refused."""
+    import os
+    import signal
+    import time
+
+    import requests
+
+    node = stack("blue-9", cluster="blue", LOGINSVC_DRAIN_SECONDS="2")
+    assert requests.get(node.url + "/readyz", timeout=5).status_code == 200
+    assert node.process is not None
+    os.kill(node.process.pid, signal.SIGTERM)   # the master only, as supervisord and systemd send it
+    deadline = time.monotonic() + 1.5
+    while True:
+        ready = requests.get(node.url + "/readyz", timeout=5)
+        if ready.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert ready.status_code == 503 and ready.json()["checks"] == {"shutdown": "draining: the node is stopping"}
+    # Still serving everything else while it drains.
+    assert requests.get(node.url + "/healthz", timeout=5).status_code == 200
+    assert requests.get(node.url + "/api/session", timeout=5).status_code == 200
+    assert node.process.wait(15) == 0
+    # The drain file (by default beside the node's metrics) is removed on exit: a restart starts ready.
+    from pathlib import Path
+    assert not list(Path(node.env["PROMETHEUS_MULTIPROC_DIR"]).glob("*.draining"))
