@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import sys
 import xmlrpc.client
 from pathlib import Path
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
 from deploy.operations import Stack
 from deploy.router_client import RouterError
@@ -59,17 +61,41 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+class Busy(Exception):
+    """Another changing verb holds the stack's lock."""
+
+
+@contextlib.contextmanager
+def exclusive(var_dir: Path) -> Iterator[None]:
+    """One changing verb at a time per stack: two would each save stack.json and lose the other's change."""
+    path = var_dir / "stack" / ".lock"
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy("another `python -m deploy` command is changing this stack; try again when it ends") \
+                from None
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
-    spec = StackSpec.load(args.var_dir or default_var_dir())
+    var_dir = args.var_dir or default_var_dir()
+    spec = StackSpec.load(var_dir)
     stack = Stack(spec, log=lambda message: print(message, flush=True))
     if args.cmd == "status":
         rows = stack.status()
         print(json.dumps(rows, indent=1)) if args.json else print_table(rows)
         return 0
-    if args.cmd == "kill":
+    if args.cmd == "kill":  # chaos takes no lock: killing things in the middle of a release is a fair test
         for line in stack.kill(args.target):
             print(f"killed {line}")
         return 0
+    with exclusive(Path(var_dir)):
+        stack.spec = StackSpec.load(var_dir)   # as it is now that this command holds the lock
+        return change(stack, args)
+
+
+def change(stack: Stack, args: argparse.Namespace) -> int:
     if args.cmd == "restart":
         stack.restart(args.target)
     elif args.cmd == "scale":
@@ -89,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 2
-    except (NotRunning, RouterError, TimeoutError, xmlrpc.client.Fault) as exc:
+    except (NotRunning, RouterError, TimeoutError, Busy, xmlrpc.client.Fault) as exc:
         print(f"deploy: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

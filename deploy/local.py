@@ -14,15 +14,18 @@ import signal
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from pathlib import Path
+from typing import Callable
 
 from canary import secret
 from deploy import programs
 from deploy.cli import Parser, print_table
 from deploy.node import manage
 from deploy.operations import Stack, http_ok, node_ready, wait_for
-from deploy.stack import (DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_LISTEN, DEFAULT_NODE_PORT_BASE,
-                          DEFAULT_NODES, StackError, StackSpec, new_spec)
+from deploy.router_client import RouterError
+from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_LISTEN, DEFAULT_NODE_PORT_BASE,
+                          DEFAULT_NODES, StackError, StackSpec, new_spec, parse_address, port_free)
 from deploy.supervisor_rpc import NotRunning, Supervisor
 from loginsvc import conf
 
@@ -83,15 +86,30 @@ def start_supervisord(spec: StackSpec, env: dict[str, str]) -> subprocess.Popen[
     return process
 
 
-def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, process: subprocess.Popen[bytes]) -> None:
+def fatal_programs(supervisor: Supervisor) -> list[str]:
+    return [i["name"] for i in supervisor.all_info() if i["statename"] in ("FATAL", "BACKOFF")]
+
+
+def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, process: subprocess.Popen[bytes],
+             pids: set[int]) -> None:
     def alive() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"supervisord exited with {process.returncode}; see {spec.var / 'log'}")
         return supervisor.ping()
 
+    def started(check: Callable[[], bool]) -> Callable[[], bool]:
+        """`check`, failing fast when a program crash-loops instead of waiting out the timeout."""
+        def probe() -> bool:
+            failing = fatal_programs(supervisor)
+            if failing:
+                raise RuntimeError(f"{', '.join(failing)} keeps crashing; see {spec.var / 'log'}/")
+            pids.update(i["pid"] for i in supervisor.all_info() if i.get("pid"))
+            return check()
+        return probe
+
     wait_for(alive, 15, "supervisord")
     if spec.embedded_redis:
-        wait_for(lambda: Stack(spec)._redis_ok(), 15, "redis")
+        wait_for(started(lambda: Stack(spec)._redis_ok()), 15, "redis")
     for step in (("migrate", "--noinput", "-v", "0"), ("ensure_demo_users",)):
         result = manage(env, *step, check=False)
         sys.stdout.write(result.stdout)
@@ -104,42 +122,53 @@ def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, proce
     for node in spec.nodes:
         supervisor.add_program(node.name)
     for node in spec.nodes:
-        wait_for(lambda: node_ready(node), READY_TIMEOUT, f"{node.name}: /readyz")
+        wait_for(started(lambda: node_ready(node)), READY_TIMEOUT, f"{node.name}: /readyz")
     supervisor.add_program("router")  # after the nodes: its first health checks find them ready
-    wait_for(lambda: http_ok(f"{spec.admin_url}/healthz"), READY_TIMEOUT, "router admin /healthz")
+    wait_for(started(lambda: http_ok(f"{spec.admin_url}/healthz")), READY_TIMEOUT, "router admin /healthz")
     router = Stack(spec).router
-    wait_for(lambda: all(c["available"] for c in router.status()["clusters"].values()), READY_TIMEOUT,
+    # An external Redis may still hold node lists from an earlier run: this stack's nodes are the truth.
+    for cluster in CLUSTERS:
+        router.set_nodes(cluster, [{"name": n.name, "address": n.address} for n in spec.cluster_nodes(cluster)])
+    wait_for(started(lambda: all(c["available"] for c in router.status()["clusters"].values())), READY_TIMEOUT,
              "both clusters available in the router")
-    wait_for(lambda: all(i["statename"] == "RUNNING" for i in supervisor.all_info()), READY_TIMEOUT,
+    wait_for(started(lambda: all(i["statename"] == "RUNNING" for i in supervisor.all_info())), READY_TIMEOUT,
              "every program RUNNING in supervisord")
 
 
-def shut_down(spec: StackSpec, supervisor: Supervisor, process: subprocess.Popen[bytes]) -> None:
-    """Router first (no new traffic), then every node at once, then supervisord stops Redis and itself."""
-    pids: list[int] = []
+def shut_down(spec: StackSpec, supervisor: Supervisor, process: subprocess.Popen[bytes], pids: set[int]) -> None:
+    """Router first (no new traffic), then every node at once, then supervisord stops Redis and itself.
+
+    Whatever fails on the way, the end is the same: every process group this stack started is gone."""
     try:
-        pids = [i["pid"] for i in supervisor.all_info() if i.get("pid")]
-        supervisor.stop("router")
-        names = [n.name for n in spec.nodes]
-        for name in names:
-            supervisor.stop(name, wait=False)
-        for name in names:
-            supervisor.wait_state(name, {"STOPPED", "EXITED", "FATAL"}, 30)
-        supervisor.shutdown()
-    except NotRunning:
-        pass
-    except Exception as exc:  # noqa: BLE001 - whatever failed, the fallback below still stops everything
-        print(f"orderly stop failed ({exc}); stopping the rest", file=sys.stderr)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        process.wait(10)
-    for pid in pids:  # anything a crash left behind: supervisord made each program a process group
         try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            pids.update(i["pid"] for i in supervisor.all_info() if i.get("pid"))
+            supervisor.stop("router")
+            names = [n.name for n in spec.nodes]
+            for name in names:
+                supervisor.stop(name, wait=False)
+            for name in names:
+                try:
+                    supervisor.wait_state(name, {"STOPPED", "EXITED", "FATAL"}, 30)
+                except xmlrpc.client.Fault:  # never added (start-up was interrupted)
+                    pass
+        except NotRunning:
             pass
+        except Exception as exc:  # noqa: BLE001 - the fallback below still stops everything
+            print(f"orderly stop failed ({exc}); stopping the rest", file=sys.stderr)
+        supervisor.shutdown()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    finally:
+        for pid in pids:  # anything left behind: supervisord made each program a process group
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if process.poll() is None:
+            process.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     if supervisor.ping():
         print(f"a stack is already running under {spec.var} (see `python -m deploy status`)", file=sys.stderr)
         return 1
+    for option, address in (("--listen", spec.listen), ("--admin", spec.admin)):
+        host, port = parse_address(address, option)
+        if not port_free(port, host):
+            print(f"{option}: {address} is already in use (another `make up`?)", file=sys.stderr)
+            return 1
     spec.save()
     ensure_secrets(spec)
     env = stack_env(spec)
@@ -167,23 +201,30 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     started = time.monotonic()
     process = start_supervisord(spec, env)
+    pids: set[int] = set()
+    ready = False
     try:
-        bring_up(spec, env, supervisor, process)
+        bring_up(spec, env, supervisor, process, pids)
+        ready = True
         print_summary(spec, Stack(spec), time.monotonic() - started)
         while process.poll() is None:
-            time.sleep(0.2)
+            time.sleep(1.0)
+            try:  # remembered, so that even a crashed supervisord leaves nothing running
+                pids.update(i["pid"] for i in supervisor.all_info() if i.get("pid"))
+            except NotRunning:
+                pass
         print(f"supervisord exited with {process.returncode}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 0
-    except (RuntimeError, TimeoutError, NotRunning) as exc:
+        return 0 if ready else 130
+    except (RuntimeError, TimeoutError, NotRunning, RouterError, OSError, xmlrpc.client.Fault) as exc:
         print(f"stack failed to start: {exc}; logs are in {spec.var / 'log'}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping the stack…", file=sys.stderr, flush=True)
-        shut_down(spec, supervisor, process)
+        shut_down(spec, supervisor, process, pids)
         print("stopped", file=sys.stderr, flush=True)
 
 
@@ -193,7 +234,7 @@ def print_summary(spec: StackSpec, stack: Stack, seconds: float) -> None:
           f"{spec.canary_percent:g}%)\n"
           f"  router admin    http://{spec.admin}/api/status   metrics: http://{spec.admin}/metrics\n"
           f"  database        {'DATABASE_URL (external)' if os.environ.get('DATABASE_URL') else spec.var / 'db.sqlite3'}\n"
-          f"  redis           {spec.effective_redis_url}\n"
+          f"  redis           {spec.effective_redis_url if spec.embedded_redis else 'REDIS_URL (external)'}\n"
           f"  logs            {spec.var / 'log'}/\n"
           "  operate it      python -m deploy status | kill | restart | scale | release;  python -m canary ramp 20\n")
     print_table(stack.status())

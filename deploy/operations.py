@@ -98,7 +98,7 @@ class Stack:
                 health = "ok" if running and self._redis_ok() else "down"
             rows.append({
                 "name": name, "kind": "node" if node else name, "cluster": node.cluster if node else None,
-                "release": self.spec.release(node.cluster) if node else None,
+                "release": node.release if node else None,
                 "address": node.address if node else (self.spec.listen if name == "router" else "unix socket"),
                 "state": info.get("statename", "ABSENT"), "pid": info.get("pid") or None,
                 "uptime": int(info["now"] - info["start"]) if running else 0,
@@ -133,33 +133,47 @@ class Stack:
                 self.supervisor.start(name)
 
     def roll_node(self, node: NodeSpec, rerender: bool = False) -> None:
-        """Drain in the router, stop gracefully, (re-render its program), start, wait healthy, undrain."""
-        drained_before = self._drained(node)
+        """Drain in the router, stop gracefully, (re-render its program), start, wait healthy, undrain.
+
+        Whatever happens, a drain this command set is lifted again (an operator's drain is kept):
+        a node that fails to come back is then simply unhealthy in the router, not drained for good."""
         router_up = self._router_up()
-        if router_up and not drained_before:
+        drained_here = router_up and not self._drained(node)
+        if drained_here:
             self.router.drain(node.name)
-            wait_for(lambda: self.router.node_states()[node.name]["outstanding"] == 0, 10,
-                     f"{node.name}: in-flight requests to finish")
-        self.log(f"restarting {node.name}" + (f" as release {self.spec.release(node.cluster)}" if rerender else ""))
-        if rerender:
-            self.supervisor.remove_program(node.name)
-            programs.write_node(self.spec, node)
-            self.supervisor.add_program(node.name)
-        else:
-            self.supervisor.stop(node.name)
-            self.supervisor.start(node.name)
-        wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
-        if router_up:
-            # Health checks run while drained, so this waits for `rise` good checks, not for traffic.
-            wait_for(lambda: self._router_healthy(node, drained_ok=True), 15, f"{node.name}: healthy in the router")
-            if not drained_before:
+        try:
+            if router_up:
+                wait_for(lambda: self.router.node_states()[node.name]["outstanding"] == 0, 10,
+                         f"{node.name}: in-flight requests to finish")
+            release = self.spec.release(node.cluster)
+            self.log(f"restarting {node.name}" + (f" as release {release}" if rerender else ""))
+            if rerender:
+                self.supervisor.remove_program(node.name)
+                programs.write_node(self.spec, node)
+                self.supervisor.add_program(node.name)
+                node.release = release
+                self.spec.save()
+            else:
+                self.supervisor.stop(node.name)
+                self.supervisor.start(node.name)
+            wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
+            if router_up:
+                # Health checks run while drained, so this waits for `rise` good checks, not for traffic.
+                wait_for(lambda: self._router_healthy(node, drained_ok=True), 15,
+                         f"{node.name}: healthy in the router")
+        finally:
+            if drained_here:
                 self.router.undrain(node.name)
 
     def _router_up(self) -> bool:
+        """False only when the router does not answer; a refused token stops the command instead of
+        letting it restart nodes without draining them first."""
         try:
             self.router.status()
             return True
-        except RouterError:
+        except RouterError as exc:
+            if exc.status:
+                raise
             return False
 
     def _drained(self, node: NodeSpec) -> bool:
@@ -184,10 +198,11 @@ class Stack:
         if not RELEASE_RE.match(version):
             raise StackError(f"VERSION: 1-40 characters of letters, digits and . _ + -, starting with a letter "
                              f"or digit (got {version!r})")
-        self.spec.releases[cluster] = version
+        self.spec.releases[cluster] = version   # what new and rolled nodes of the cluster run
         self.spec.save()
         for node in self.spec.cluster_nodes(cluster):
-            self.roll_node(node, rerender=True)
+            if node.release != version:       # a release run again after an interruption resumes
+                self.roll_node(node, rerender=True)
 
     # -- scale ---------------------------------------------------------------------------------------------
     def scale(self, cluster: str, count: int) -> None:
@@ -206,12 +221,18 @@ class Stack:
     def _add_node(self, cluster: str) -> None:
         node = self.spec.next_node(cluster)
         self.log(f"adding {node.name} on {node.address}")
+        programs.write_node(self.spec, node)
+        try:
+            self.supervisor.add_program(node.name)
+            wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
+            self.router.set_nodes(cluster, self._router_nodes(cluster) + [{"name": node.name,
+                                                                         "address": node.address}])
+        except BaseException:
+            self.supervisor.remove_program(node.name)   # nothing half-added stays behind
+            programs.remove_node(self.spec, node)
+            raise
         self.spec.nodes.append(node)
         self.spec.save()
-        programs.write_node(self.spec, node)
-        self.supervisor.add_program(node.name)
-        wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
-        self.router.set_nodes(cluster, self._router_nodes(cluster))
         programs.write_router(self.spec)
         if self._drained(node):          # a drain left over from an earlier node of the same name
             self.router.undrain(node.name)
@@ -221,8 +242,12 @@ class Stack:
     def _remove_node(self, node: NodeSpec) -> None:
         self.log(f"removing {node.name}")
         self.router.drain(node.name)
-        wait_for(lambda: self.router.node_states()[node.name]["outstanding"] == 0, 10,
-                 f"{node.name}: in-flight requests to finish")
+        try:
+            wait_for(lambda: self.router.node_states()[node.name]["outstanding"] == 0, 10,
+                     f"{node.name}: in-flight requests to finish")
+        except BaseException:
+            self.router.undrain(node.name)   # not removed after all: back in service
+            raise
         self.spec.nodes.remove(node)
         self.router.set_nodes(node.cluster, self._router_nodes(node.cluster))
         self.supervisor.remove_program(node.name)

@@ -9,7 +9,11 @@ from deploy.stack import StackSpec
 
 
 class RouterError(Exception):
-    """The admin API is unreachable or refused the call; the message says which."""
+    """The admin API is unreachable (status 0) or refused the call (its HTTP status)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RouterClient:
@@ -25,13 +29,14 @@ class RouterClient:
         try:
             return self.token_file.read_text(encoding="utf-8").strip()
         except OSError:
-            raise RouterError(f"no admin token: set CANARY_ADMIN_TOKEN or start the stack ({self.token_file})") from None
+            raise RouterError(f"no admin token: set CANARY_ADMIN_TOKEN or start the stack ({self.token_file})",
+                              401) from None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
             return admin_request(self.base, self.token(), method, path, body, self.timeout)
         except AdminCallError as exc:
-            raise RouterError(f"router admin API {method} {path}: {exc}") from None
+            raise RouterError(f"router admin API {method} {path}: {exc}", exc.status) from None
 
     def status(self) -> dict[str, Any]:
         return self.call("GET", "/api/status")

@@ -23,6 +23,7 @@ DEFAULT_NODE_PORT_BASE = 8010
 DEFAULT_NODES = 2
 DEFAULT_CANARY_PERCENT = 12.0            # the first step of the usual ramp 12 -> 20 -> 50 -> 100
 MAX_NODES = 16                           # per cluster: more would only fight over two cores here
+MAX_SOCKET_PATH = 100                    # sun_path is 108 bytes on Linux (104 on macOS), with a margin
 RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,39}$")
 
 
@@ -42,6 +43,7 @@ class NodeSpec:
     cluster: str
     name: str
     port: int
+    release: str = "dev"                 # the tag this node was last started with
 
     @property
     def address(self) -> str:
@@ -101,7 +103,7 @@ class StackSpec:
             port += 1
             if port > 65535:
                 raise StackError("node_port_base: no free port left above it")
-        return NodeSpec(cluster, f"{cluster}-{index}", port)
+        return NodeSpec(cluster, f"{cluster}-{index}", port, self.release(cluster))
 
     # -- persistence ---------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -151,7 +153,14 @@ def new_spec(var_dir: Path, listen: str, admin: str, node_port_base: int, nodes_
         raise StackError(f"--canary-percent: must be between 0 and 100 (got {canary_percent})")
     if not 1024 <= node_port_base < 65000:
         raise StackError(f"--node-port-base: must be between 1024 and 64999 (got {node_port_base})")
-    spec = StackSpec(str(Path(var_dir).resolve()), listen, admin, node_port_base, canary_percent, redis_url)
+    var = Path(var_dir).resolve()
+    if any(ch.isspace() for ch in str(var)):
+        raise StackError(f"--var-dir: may not contain whitespace (supervisord splits its include list on it): {var}")
+    longest = var / "stack" / "supervisor.sock"
+    if len(str(longest).encode()) > MAX_SOCKET_PATH:
+        raise StackError(f"--var-dir: too deep for unix sockets ({longest} is over {MAX_SOCKET_PATH} bytes); "
+                         "use a shorter path")
+    spec = StackSpec(str(var), listen, admin, node_port_base, canary_percent, redis_url)
     for cluster in CLUSTERS:
         for _ in range(nodes_per_cluster):
             spec.nodes.append(spec.next_node(cluster))

@@ -57,10 +57,11 @@ class Supervisor:
                 raise
 
     def stop(self, name: str, wait: bool = True) -> None:
+        """Stop `name`; one that is not running, or not (or no longer) a program at all, is fine."""
         try:
             self.call("stopProcess", name, wait)
         except xmlrpc.client.Fault as fault:
-            if "NOT_RUNNING" not in fault.faultString:
+            if "NOT_RUNNING" not in fault.faultString and "BAD_NAME" not in fault.faultString:
                 raise
 
     def add_program(self, name: str) -> None:

@@ -1,8 +1,9 @@
 """The real local stack (python -m deploy.local) on free ports, and clients that count failures."""
 from __future__ import annotations
 
-import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
+from deploy.operations import Stack
+from deploy.stack import StackSpec, port_free
 from tests.plugin import free_port
 from tests.support import ROOT, Browser
 
@@ -29,15 +32,20 @@ class RunningStack:
     admin: str
     output: Path
     env: dict[str, str]
+    startup_seconds: float = 0.0
 
     def deploy(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "deploy", "--var-dir", str(self.var_dir), *args], cwd=ROOT,
                               env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def status(self) -> dict[str, dict[str, Any]]:
-        result = self.deploy("status", "--json")
-        assert result.returncode == 0, result.stderr
-        return {row["name"]: row for row in json.loads(result.stdout)}
+        """What `python -m deploy status --json` prints, computed in-process (polled often: no subprocess)."""
+        return {row["name"]: row for row in Stack(StackSpec.load(self.var_dir)).status()}
+
+    def retries(self) -> float:
+        """The router's count of retried attempts: graceful operations should need none."""
+        text = requests.get(self.admin + "/metrics", timeout=5).text
+        return float(re.search(r"^canary_retries_total (\S+)$", text, re.M).group(1))
 
     def router(self, method: str = "GET", path: str = "/api/status", body: dict | None = None) -> dict[str, Any]:
         token = (self.var_dir / "canary-admin-token").read_text().strip()
@@ -50,7 +58,7 @@ class RunningStack:
         deadline = time.monotonic() + timeout
         while not predicate():
             assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-            time.sleep(0.1)
+            time.sleep(0.25)
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -65,14 +73,23 @@ def stack_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def node_port_base() -> int:
+    """Below the ephemeral range (outgoing connections cannot take the ports after it), and free."""
+    while True:
+        base = random.randrange(20000, 30000)
+        if all(port_free(base + i) for i in range(8)):
+            return base
+
+
 def start_stack(tmp: Path, *extra: str, timeout: float = 90) -> RunningStack:
     listen, admin = free_port(), free_port()
+    started = time.monotonic()
     env = stack_env(tmp / "var")
     output = tmp / "up.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deploy.local", "--var-dir", str(tmp / "var"), "--listen", f"127.0.0.1:{listen}",
-             "--admin", f"127.0.0.1:{admin}", "--node-port-base", str(free_port()), *extra],
+             "--admin", f"127.0.0.1:{admin}", "--node-port-base", str(node_port_base()), *extra],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     stack = RunningStack(process, tmp / "var", f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{admin}", output, env)
     deadline = time.monotonic() + timeout
@@ -81,6 +98,7 @@ def start_stack(tmp: Path, *extra: str, timeout: float = 90) -> RunningStack:
             stack.stop()
             pytest.fail(f"stack did not come up:\n{output.read_text(errors='replace')}")
         time.sleep(0.1)
+    stack.startup_seconds = time.monotonic() - started
     return stack
 
 

@@ -9,12 +9,15 @@ from tests.stack.conftest import Poller, RunningStack, logged_in_browser
 def test_rolling_restart_of_a_cluster_fails_no_request(running_stack: RunningStack) -> None:
     browser = logged_in_browser(running_stack, "blue")
     pids = {n: running_stack.status()[n]["pid"] for n in ("blue-1", "blue-2")}
+    retries = running_stack.retries()
     with Poller(browser, interval=0.02) as poller:
         time.sleep(0.3)
         result = running_stack.deploy("restart", "blue")
         assert result.returncode == 0, result.stderr
         assert result.stdout.index("restarting blue-1") < result.stdout.index("restarting blue-2")
     assert poller.failures == []
+    # Drained before it stopped: no request had to be replayed on another node.
+    assert running_stack.retries() == retries
     rows = running_stack.status()
     assert all(rows[n]["pid"] != pids[n] and rows[n]["health"] == "healthy" for n in pids)
     assert running_stack.router()["drained"] == []   # the drains of the roll are undone
@@ -22,6 +25,7 @@ def test_rolling_restart_of_a_cluster_fails_no_request(running_stack: RunningSta
 
 def test_scale_up_serves_within_5_s_and_scale_down_fails_no_request(running_stack: RunningStack) -> None:
     browser = logged_in_browser(running_stack, "blue")
+    router_pid = running_stack.status()["router"]["pid"]
     with Poller(browser, interval=0.02) as poller:
         started = time.monotonic()
         result = running_stack.deploy("scale", "blue", "3")
@@ -31,9 +35,12 @@ def test_scale_up_serves_within_5_s_and_scale_down_fails_no_request(running_stac
         assert time.monotonic() - started < 5.0 + 1.0  # the command itself plus at most a few fresh requests
         rows = running_stack.status()
         assert rows["blue-3"]["state"] == "RUNNING" and rows["blue-3"]["health"] == "healthy"
+        retries = running_stack.retries()
         result = running_stack.deploy("scale", "blue", "2")
         assert result.returncode == 0, result.stderr
     assert poller.failures == []
+    assert running_stack.retries() == retries               # blue-3 was drained before it went away
+    assert running_stack.status()["router"]["pid"] == router_pid   # picked up without a router restart
     assert "blue-3" not in running_stack.status()
     assert [n["name"] for n in running_stack.router()["clusters"]["blue"]["nodes"]] == ["blue-1", "blue-2"]
 
@@ -46,11 +53,13 @@ def fresh_request(stack: RunningStack) -> str:
 
 def test_release_rolls_one_cluster_to_a_new_tag_while_the_other_serves(running_stack: RunningStack) -> None:
     browser = logged_in_browser(running_stack, "green")
+    retries = running_stack.retries()
     with Poller(browser, interval=0.02) as poller:
         time.sleep(0.3)
         result = running_stack.deploy("release", "green", "v2.0.1")
         assert result.returncode == 0, result.stderr
     assert poller.failures == []
+    assert running_stack.retries() == retries
     rows = running_stack.status()
     assert rows["green-1"]["release"] == rows["green-2"]["release"] == "v2.0.1"
     assert rows["blue-1"]["release"] == "dev"

@@ -1,6 +1,7 @@
 """The whole stack under chaos: kill a node, a cluster, Redis, the router — users see no failed request."""
 from __future__ import annotations
 
+import json
 import time
 
 from tests.stack.conftest import Poller, RunningStack, logged_in_browser
@@ -15,8 +16,11 @@ def all_healthy(stack: RunningStack) -> bool:
 
 
 def test_status_lists_every_process_with_state_pid_uptime_restarts_and_health(running_stack: RunningStack) -> None:
+    assert running_stack.startup_seconds < 15, f"the default stack took {running_stack.startup_seconds:.1f}s"
     running_stack.wait(lambda: all_healthy(running_stack), 20, "every process running and healthy")
-    rows = running_stack.status()
+    printed = running_stack.deploy("status", "--json")
+    assert printed.returncode == 0, printed.stderr
+    rows = {row["name"]: row for row in json.loads(printed.stdout)}
     assert set(rows) == {"redis", "router", *NODES}
     for name, row in rows.items():
         assert row["pid"] and row["restarts"] == 0, row

@@ -41,12 +41,12 @@ def test_up_brings_everything_up_within_15_s_and_ctrl_c_leaves_nothing_running(t
         browser = Browser(stack.base)
         assert browser.login("demo2@example.test", PASSWORD).status_code == 200
         assert browser.call("GET", "/api/session").json()["email"] == "demo2@example.test"
-        # The admin token was generated into var/ (0600) and `python -m canary` finds it through the env file var.
+        # The admin token was generated into var/ (0600); `python -m canary` finds it there by itself.
         token_file = stack.var_dir / "canary-admin-token"
         assert token_file.stat().st_mode & 0o777 == 0o600
+        env = {k: v for k, v in stack.env.items() if not k.startswith("CANARY_")}
         canary = subprocess.run([sys.executable, "-m", "canary", "status", "--admin", stack.admin], cwd=ROOT,
-                                env=dict(stack.env, CANARY_ADMIN_TOKEN_FILE=str(token_file)),
-                                capture_output=True, text=True, timeout=30)
+                                env=env, capture_output=True, text=True, timeout=30)
         assert canary.returncode == 0 and "stable=blue canary=green share=12%" in canary.stdout, canary
         # A second `make up` on the same var dir refuses instead of fighting over the ports.
         again = subprocess.run([sys.executable, "-m", "deploy.local", "--var-dir", str(stack.var_dir)], cwd=ROOT,
@@ -64,6 +64,27 @@ def test_up_brings_everything_up_within_15_s_and_ctrl_c_leaves_nothing_running(t
             requests.get(url, timeout=1)
     assert not (stack.var_dir / "redis.sock").exists()
     assert "stopped" in stack.output.read_text()
+
+
+def test_a_stack_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """A router that refuses its configuration (a short admin token) crash-loops: make up gives up fast."""
+    from tests.stack.conftest import node_port_base, stack_env
+    from tests.plugin import free_port
+    from deploy.stack import port_free
+    env = dict(stack_env(tmp_path / "var"), CANARY_ADMIN_TOKEN="short")
+    base = node_port_base()
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.local", "--var-dir", str(tmp_path / "var"), "--nodes", "1",
+         "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}",
+         "--node-port-base", str(base)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result
+    assert "router keeps crashing" in result.stderr and "stopped" in result.stderr, result.stderr
+    assert time.monotonic() - started < 60
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "var")], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], f"processes left running: {leftovers}"
+    assert port_free(base) and port_free(base + 1), "a node still listens"   # gunicorn's command line names no var dir
 
 
 def test_manage_py_and_make_up_default_to_the_same_state_folder(monkeypatch, settings) -> None:
