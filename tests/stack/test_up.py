@@ -103,6 +103,8 @@ def test_manage_py_and_make_up_default_to_the_same_state_folder(monkeypatch, set
     (["--canary-percent", "120"], "--canary-percent: must be between 0 and 100"),
     (["--listen", "127.0.0.1:9000", "--admin", "127.0.0.1:9000"], "--admin: must differ from --listen"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--var-dir", "/tmp/with space/var"], "--var-dir: may not contain whitespace"),
+    (["--var-dir", "/tmp/" + "deep/" * 20 + "var"], "--var-dir: too deep for unix sockets"),
 ])
 def test_up_rejects_bad_options_with_one_message(tmp_path: Path, args: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "deploy.local", "--var-dir", str(tmp_path), *args], cwd=ROOT,
