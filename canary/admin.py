@@ -108,6 +108,8 @@ class Admin:
             return _json({"cluster": cluster, "source": source, "nodes": nodes})
         if method != "PUT":
             raise AdminError(405, f"no such endpoint: {method} /api/clusters/{cluster}/nodes (use GET or PUT)")
+        if cluster in app.membership.dns:
+            raise AdminError(409, f"cluster {cluster!r} discovers its nodes through DNS; change its DNS records")
         args = _args(body)
         for k in args:
             if k != "nodes":
@@ -199,4 +201,5 @@ _VERBS: dict[str, Callable[["App", dict[str, Any]], Awaitable[None]]] = {
 _NODES_PATH = re.compile(r"/api/clusters/([^/]+)/nodes")
 
 _REASON = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict",
            413: "Content Too Large", 500: "Internal Server Error"}

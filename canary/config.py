@@ -25,6 +25,8 @@ class ClusterConfig:
     nodes: list[NodeConfig]
     max_concurrent: int = 1024
     max_queue: int = 256
+    dns: tuple[str, int] | None = None   # discover nodes: every address HOST resolves to (canary/dns_discovery.py)
+    dns_refresh: float = 5.0
 
 
 @dataclass(slots=True)
@@ -183,15 +185,29 @@ def _cluster_from_toml(i: int, data: Any) -> ClusterConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{key}: expected a table")
     for k in data:
-        if k not in ("name", "nodes", "max_concurrent", "max_queue"):
+        if k not in ("name", "nodes", "max_concurrent", "max_queue", "dns", "dns_refresh"):
             raise ConfigError(f"{key}.{k}: unknown key")
     name = data.get("name")
     if not isinstance(name, str):
         raise ConfigError(f"{key}.name: required string")
     _check_name(name, f"{key}.name")
+    if "dns" in data:
+        if "nodes" in data:
+            raise ConfigError(f"{key}.dns: give either nodes or dns, not both")
+        c = ClusterConfig(name=name, nodes=[], dns=parse_hostport(data["dns"], f"{key}.dns"))
+        if c.dns[1] == 0:
+            raise ConfigError(f"{key}.dns: port must be 1..65535")
+        c.dns_refresh = _coerce(f"{key}.dns_refresh", data.get("dns_refresh", c.dns_refresh), c.dns_refresh)
+        if not 0.1 <= c.dns_refresh <= 3600:
+            raise ConfigError(f"{key}.dns_refresh: must be between 0.1 and 3600 seconds (got {c.dns_refresh})")
+        c.max_concurrent = _coerce(f"{key}.max_concurrent", data.get("max_concurrent", c.max_concurrent), 1)
+        c.max_queue = _coerce(f"{key}.max_queue", data.get("max_queue", c.max_queue), 1)
+        return c
+    if "dns_refresh" in data:
+        raise ConfigError(f"{key}.dns_refresh: only with dns")
     nodes_raw = data.get("nodes")
     if not isinstance(nodes_raw, list) or not nodes_raw:
-        raise ConfigError(f"{key}.nodes: required non-empty list")
+        raise ConfigError(f"{key}.nodes: required non-empty list (or dns = \"HOST:PORT\")")
     nodes = []
     for j, n in enumerate(nodes_raw):
         nkey = f"{key}.nodes[{j}]"

@@ -8,6 +8,7 @@ nothing changed (the Redis store re-applies the document every 2 s)."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from .cluster import Cluster, Node
@@ -85,10 +86,13 @@ class Membership:
     def __init__(self, app: "App") -> None:
         self.app = app
         self.configured = {c.name: [spec_of(n) for n in c.nodes] for c in app.clusters}
+        self.dns = {c.name for c in app.cfg.clusters if c.dns is not None}   # canary/dns_discovery.py owns these
         self._bad: dict[str, str] = {}     # last error per cluster, logged once instead of every reload
 
     def specs(self, state: dict[str, Any], cluster: str) -> tuple[str, list[dict[str, Any]]]:
-        """(source, node list) a state document declares for a cluster: "state" or "config"."""
+        """(source, node list) a state document declares for a cluster: "state", "config" or "dns"."""
+        if cluster in self.dns:
+            return "dns", [spec_of(n) for n in self.app.routing.clusters[cluster].nodes]
         nodes = state.get("nodes")
         if isinstance(nodes, dict) and cluster in nodes:
             return "state", nodes[cluster]
@@ -112,6 +116,8 @@ class Membership:
         changed = False
         names = [c.name for c in self.app.clusters]
         for c in self.app.clusters:
+            if c.name in self.dns:
+                continue
             _, raw = self.specs(state, c.name)
             try:
                 wanted = parse_nodes(raw, c.name, names)
@@ -124,6 +130,13 @@ class Membership:
             changed |= self._reconcile_cluster(c, wanted)
         if changed:
             self.app.nodes[:] = [n for c in self.app.clusters for n in c.nodes]   # in place: shared with health
+
+    def apply_discovered(self, c: Cluster, wanted: list[NodeConfig]) -> None:
+        """A DNS answer for cluster `c` (canary/dns_discovery.py): the same reconcile, applied locally."""
+        if self._reconcile_cluster(c, wanted):
+            self.app.nodes[:] = [n for cl in self.app.clusters for n in cl.nodes]
+            # Drains are by label, so they apply to discovered nodes too; this also recomputes `usable`.
+            self.app.routing.apply_state(self.app.state, time.monotonic())
 
     def _reconcile_cluster(self, c: Cluster, wanted: list[NodeConfig]) -> bool:
         current = {n.name: n for n in c.nodes}

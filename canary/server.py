@@ -19,6 +19,7 @@ from .cluster import Cluster
 from .config import Config
 from .health_check import HealthChecker
 from .limits import ConcurrencyLimit
+from .dns_discovery import DnsDiscovery
 from .membership import Membership, format_address
 from .outlier_detection import OutlierDetector
 from .pin import PinSigner
@@ -49,6 +50,7 @@ class App:
         self.nodes = [n for c in self.clusters for n in c.nodes]
         self.health = HealthChecker(cfg.health_check, self.nodes, self._changed)
         self.membership = Membership(self)
+        self.discovery = DnsDiscovery(self)
         self.access_log = AccessLog() if cfg.access_log else None
         self.fronts: set[FrontConn] = set()
         self.local_counts: dict[int, int] = {}
@@ -186,8 +188,11 @@ class App:
             log.error("cannot load shared state (%s); using configured defaults until it is reachable", e)
             st = self.state
         self.apply_state(st)
+        for cluster, (dns_host, dns_port), _ in self.discovery.clusters():
+            await self.discovery.refresh(cluster, dns_host, dns_port)   # nodes before the first request
         self.store.watch(self.apply_state, lambda: self.state)
         self.health.start()
+        self.discovery.start()
         loop.create_task(self.sweeper())
         host, port = self.cfg.listen
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -223,6 +228,7 @@ class App:
         if self.admin is not None:
             self.admin.close()
         self.health.stop()
+        self.discovery.stop()
         for n in self.nodes:
             if n.pool is not None:
                 n.pool.close_all()

@@ -309,14 +309,20 @@ def test_router_has_replicas_sharing_state_through_redis(tmp_path: Path, monkeyp
 
 
 def test_router_clusters_are_the_cluster_services() -> None:
+    """Each cluster is discovered through its headless Service's name, which publishes not-ready pods too
+    (so a Redis outage, which makes every pod not ready, leaves the router pods to route to)."""
     cfg = router_cfg()
     svcs = {s["metadata"]["name"]: s for s in of_kind("Service")}
     for cluster in cfg.clusters:
-        for node in cluster.nodes:
-            svc = svcs[node.host]
-            assert node.port in [p["port"] for p in svc["spec"]["ports"]]
-            (dep,) = [d for d in login_deployments() if selects(svc, d)]
-            assert env_of(main_container(dep))["LOGINSVC_CLUSTER"]["value"] == cluster.name
+        assert cluster.dns is not None and not cluster.nodes, cluster.name
+        host, port = cluster.dns
+        svc = svcs[host]
+        assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+        assert port in [p["port"] for p in svc["spec"]["ports"]]
+        (dep,) = [d for d in login_deployments() if selects(svc, d)]
+        assert env_of(main_container(dep))["LOGINSVC_CLUSTER"]["value"] == cluster.name
+        # Headless: the router connects to pod addresses on this port, with no Service port mapping.
+        assert port_number(main_container(dep), "http") == port
     clusters = [env_of(main_container(d))["LOGINSVC_CLUSTER"]["value"] for d in login_deployments()]
     assert sorted(c.name for c in cfg.clusters) == sorted(clusters)
 
