@@ -192,20 +192,30 @@ def _cluster_from_toml(i: int, data: Any) -> ClusterConfig:
         raise ConfigError(f"{key}.name: required string")
     _check_name(name, f"{key}.name")
     if "dns" in data:
-        if "nodes" in data:
-            raise ConfigError(f"{key}.dns: give either nodes or dns, not both")
-        c = ClusterConfig(name=name, nodes=[], dns=parse_hostport(data["dns"], f"{key}.dns"))
-        if c.dns[1] == 0:
-            raise ConfigError(f"{key}.dns: port must be 1..65535")
-        c.dns_refresh = _coerce(f"{key}.dns_refresh", data.get("dns_refresh", c.dns_refresh), c.dns_refresh)
-        if not 0.1 <= c.dns_refresh <= 3600:
-            raise ConfigError(f"{key}.dns_refresh: must be between 0.1 and 3600 seconds (got {c.dns_refresh})")
-        c.max_concurrent = _coerce(f"{key}.max_concurrent", data.get("max_concurrent", c.max_concurrent), 1)
-        c.max_queue = _coerce(f"{key}.max_queue", data.get("max_queue", c.max_queue), 1)
-        return c
-    if "dns_refresh" in data:
-        raise ConfigError(f"{key}.dns_refresh: only with dns")
-    nodes_raw = data.get("nodes")
+        c = _dns_cluster(key, name, data)
+    else:
+        if "dns_refresh" in data:
+            raise ConfigError(f"{key}.dns_refresh: only with dns")
+        c = ClusterConfig(name=name, nodes=_nodes_from_toml(key, name, data.get("nodes")))
+    c.max_concurrent = _coerce(f"{key}.max_concurrent", data.get("max_concurrent", c.max_concurrent), 1)
+    c.max_queue = _coerce(f"{key}.max_queue", data.get("max_queue", c.max_queue), 1)
+    return c
+
+
+def _dns_cluster(key: str, name: str, data: dict[str, Any]) -> ClusterConfig:
+    """A cluster whose nodes are the addresses a DNS name resolves to (canary/dns_discovery.py)."""
+    if "nodes" in data:
+        raise ConfigError(f"{key}.dns: give either nodes or dns, not both")
+    c = ClusterConfig(name=name, nodes=[], dns=parse_hostport(data["dns"], f"{key}.dns"))
+    if c.dns is not None and c.dns[1] == 0:
+        raise ConfigError(f"{key}.dns: port must be 1..65535")
+    c.dns_refresh = _coerce(f"{key}.dns_refresh", data.get("dns_refresh", c.dns_refresh), c.dns_refresh)
+    if not 0.1 <= c.dns_refresh <= 3600:
+        raise ConfigError(f"{key}.dns_refresh: must be between 0.1 and 3600 seconds (got {c.dns_refresh})")
+    return c
+
+
+def _nodes_from_toml(key: str, name: str, nodes_raw: Any) -> list[NodeConfig]:
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise ConfigError(f"{key}.nodes: required non-empty list (or dns = \"HOST:PORT\")")
     nodes = []
@@ -227,10 +237,7 @@ def _cluster_from_toml(i: int, data: Any) -> ClusterConfig:
         if weight < 1:
             raise ConfigError(f"{nkey}.weight: must be >= 1")
         nodes.append(NodeConfig(name=nname, host=host, port=port, weight=weight))
-    c = ClusterConfig(name=name, nodes=nodes)
-    c.max_concurrent = _coerce(f"{key}.max_concurrent", data.get("max_concurrent", c.max_concurrent), 1)
-    c.max_queue = _coerce(f"{key}.max_queue", data.get("max_queue", c.max_queue), 1)
-    return c
+    return nodes
 
 
 def load_toml(path: str) -> Config:
