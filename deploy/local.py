@@ -109,7 +109,7 @@ def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, proce
 
     wait_for(alive, 15, "supervisord")
     if spec.embedded_redis:
-        wait_for(started(lambda: Stack(spec)._redis_ok()), 15, "redis")
+        wait_for(started(lambda: Stack(spec).redis_ok()), 15, "redis")
     for step in (("migrate", "--noinput", "-v", "0"), ("ensure_demo_users",)):
         result = manage(env, *step, check=False)
         sys.stdout.write(result.stdout)

@@ -95,7 +95,7 @@ class Stack:
             elif name == "router":
                 health = router_health
             else:
-                health = "ok" if running and self._redis_ok() else "down"
+                health = "ok" if running and self.redis_ok() else "down"
             rows.append({
                 "name": name, "kind": "node" if node else name, "cluster": node.cluster if node else None,
                 "release": node.release if node else None,
@@ -106,7 +106,7 @@ class Stack:
             })
         return rows
 
-    def _redis_ok(self) -> bool:
+    def redis_ok(self) -> bool:
         try:
             return bool(redis.Redis.from_url(self.spec.effective_redis_url, socket_timeout=0.5,
                                              socket_connect_timeout=0.5).ping())
