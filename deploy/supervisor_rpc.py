@@ -5,7 +5,6 @@ import http.client
 import os
 import signal
 import socket
-import time
 import xmlrpc.client
 from typing import Any
 
@@ -13,9 +12,6 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from deploy.programs import supervisor_socket
 from deploy.stack import StackSpec
-
-RUNNING_STATES = {"RUNNING"}
-STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "UNKNOWN"}
 
 
 class NotRunning(Exception):
@@ -92,14 +88,6 @@ class Supervisor:
         except ProcessLookupError:
             return None
         return pid
-
-    def wait_state(self, name: str, states: set[str], timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            info = self.info(name)
-            if info["statename"] in states or time.monotonic() > deadline:
-                return info
-            time.sleep(0.1)
 
     def shutdown(self) -> None:
         try:
