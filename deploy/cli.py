@@ -12,7 +12,8 @@ from typing import Iterator, NoReturn
 
 from deploy.operations import Stack
 from deploy.router_client import RouterError
-from deploy.stack import StackError, StackSpec, default_var_dir
+from deploy.stack import StackError, StackSpec
+from loginsvc import conf
 from deploy.supervisor_rpc import NotRunning
 
 
@@ -79,7 +80,7 @@ def exclusive(var_dir: Path) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    var_dir = args.var_dir or default_var_dir()
+    var_dir = args.var_dir or conf.var_dir()
     spec = StackSpec.load(var_dir)
     stack = Stack(spec, log=lambda message: print(message, flush=True))
     if args.cmd == "status":

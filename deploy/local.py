@@ -21,8 +21,8 @@ from typing import Callable
 from canary import secret
 from deploy import programs
 from deploy.cli import Parser, print_table
-from deploy.node import manage
-from deploy.operations import Stack, http_ok, node_ready, wait_for
+from deploy.node import http_ok, manage, still_running
+from deploy.operations import Stack, node_ready, wait_for
 from deploy.router_client import RouterError
 from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_LISTEN, DEFAULT_NODE_PORT_BASE,
                           DEFAULT_NODES, StackError, StackSpec, new_spec, parse_address, port_free)
@@ -90,11 +90,11 @@ def fatal_programs(supervisor: Supervisor) -> list[str]:
     return [i["name"] for i in supervisor.all_info() if i["statename"] in ("FATAL", "BACKOFF")]
 
 
-def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, process: subprocess.Popen[bytes],
-             pids: set[int]) -> None:
+def bring_up(stack: Stack, env: dict[str, str], process: subprocess.Popen[bytes], pids: set[int]) -> None:
+    spec, supervisor, router = stack.spec, stack.supervisor, stack.router
+
     def alive() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"supervisord exited with {process.returncode}; see {spec.var / 'log'}")
+        still_running(process, f"supervisord (see {spec.var / 'log'})")
         return supervisor.ping()
 
     def started(check: Callable[[], bool]) -> Callable[[], bool]:
@@ -103,13 +103,13 @@ def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, proce
             failing = fatal_programs(supervisor)
             if failing:
                 raise RuntimeError(f"{', '.join(failing)} keeps crashing; see {spec.var / 'log'}/")
-            pids.update(i["pid"] for i in supervisor.all_info() if i.get("pid"))
+            pids.update(supervisor.pids())
             return check()
         return probe
 
     wait_for(alive, 15, "supervisord")
     if spec.embedded_redis:
-        wait_for(started(lambda: Stack(spec).redis_ok()), 15, "redis")
+        wait_for(started(stack.redis_ok), 15, "redis")
     for step in (("migrate", "--noinput", "-v", "0"), ("ensure_demo_users",)):
         result = manage(env, *step, check=False)
         sys.stdout.write(result.stdout)
@@ -125,23 +125,23 @@ def bring_up(spec: StackSpec, env: dict[str, str], supervisor: Supervisor, proce
         wait_for(started(lambda: node_ready(node)), READY_TIMEOUT, f"{node.name}: /readyz")
     supervisor.add_program("router")  # after the nodes: its first health checks find them ready
     wait_for(started(lambda: http_ok(f"{spec.admin_url}/healthz")), READY_TIMEOUT, "router admin /healthz")
-    router = Stack(spec).router
     # An external Redis may still hold node lists from an earlier run: this stack's nodes are the truth.
     for cluster in CLUSTERS:
-        router.set_nodes(cluster, [{"name": n.name, "address": n.address} for n in spec.cluster_nodes(cluster)])
+        router.set_nodes(cluster, spec.router_nodes(cluster))
     wait_for(started(lambda: all(c["available"] for c in router.status()["clusters"].values())), READY_TIMEOUT,
              "both clusters available in the router")
     wait_for(started(lambda: all(i["statename"] == "RUNNING" for i in supervisor.all_info())), READY_TIMEOUT,
              "every program RUNNING in supervisord")
 
 
-def shut_down(spec: StackSpec, supervisor: Supervisor, process: subprocess.Popen[bytes], pids: set[int]) -> None:
+def shut_down(stack: Stack, process: subprocess.Popen[bytes], pids: set[int]) -> None:
     """Router first (no new traffic), then every node at once, then supervisord stops Redis and itself.
 
     Whatever fails on the way, the end is the same: every process group this stack started is gone."""
+    spec, supervisor = stack.spec, stack.supervisor
     try:
         try:
-            pids.update(i["pid"] for i in supervisor.all_info() if i.get("pid"))
+            pids.update(supervisor.pids())
             supervisor.stop("router")
             names = [n.name for n in spec.nodes]
             for name in names:
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"deploy.local: {exc}", file=sys.stderr)
         return 2
-    supervisor = Supervisor(spec)
+    stack = Stack(spec)
+    supervisor = stack.supervisor
     if supervisor.ping():
         print(f"a stack is already running under {spec.var} (see `python -m deploy status`)", file=sys.stderr)
         return 1
@@ -205,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     pids: set[int] = set()
     ready = False
     try:
-        bring_up(spec, env, supervisor, process, pids)
+        bring_up(stack, env, process, pids)
         ready = True
-        print_summary(spec, Stack(spec), time.monotonic() - started)
+        print_summary(stack, time.monotonic() - started)
         while process.poll() is None:
             time.sleep(1.0)
             try:  # remembered, so that even a crashed supervisord leaves nothing running
-                pids.update(i["pid"] for i in supervisor.all_info() if i.get("pid"))
+                pids.update(supervisor.pids())
             except NotRunning:
                 pass
         print(f"supervisord exited with {process.returncode}", file=sys.stderr)
@@ -225,11 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("stopping the stack…", file=sys.stderr, flush=True)
-        shut_down(spec, supervisor, process, pids)
+        shut_down(stack, process, pids)
         print("stopped", file=sys.stderr, flush=True)
 
 
-def print_summary(spec: StackSpec, stack: Stack, seconds: float) -> None:
+def print_summary(stack: Stack, seconds: float) -> None:
+    spec = stack.spec
     print(f"\nstack ready in {seconds:.1f}s\n"
           f"  login service   http://{spec.listen}/login/   (router: blue stable, green canary "
           f"{spec.canary_percent:g}%)\n"

@@ -167,12 +167,12 @@ class Stack:
 
     def _router_healthy(self, node: NodeSpec, drained_ok: bool = False) -> bool:
         """The router counts the node healthy; while drained, its health-check verdict is asked for."""
-        for entry in self.router.status()["clusters"].get(node.cluster, {}).get("nodes", []):
-            if entry["name"] == node.name:
-                if drained_ok and entry["state"] == "drained":
-                    return entry.get("health") == "healthy"
-                return entry["state"] == "healthy"
-        return False
+        entry = self.router.node_states().get(node.name)
+        if entry is None:
+            return False
+        if drained_ok and entry["state"] == "drained":
+            return entry["health"] == "healthy"
+        return entry["state"] == "healthy"
 
     # -- release -------------------------------------------------------------------------------------------
     def release(self, cluster: str, version: str) -> None:
@@ -198,9 +198,6 @@ class Stack:
         while len(self.spec.cluster_nodes(cluster)) > count:
             self._remove_node(self.spec.cluster_nodes(cluster)[-1])
 
-    def _router_nodes(self, cluster: str) -> list[dict[str, Any]]:
-        return [{"name": n.name, "address": n.address} for n in self.spec.cluster_nodes(cluster)]
-
     def _add_node(self, cluster: str) -> None:
         node = self.spec.next_node(cluster)
         self.log(f"adding {node.name} on {node.address}")
@@ -208,8 +205,7 @@ class Stack:
         try:
             self.supervisor.add_program(node.name)
             wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
-            self.router.set_nodes(cluster, self._router_nodes(cluster) + [{"name": node.name,
-                                                                         "address": node.address}])
+            self.router.set_nodes(cluster, self.spec.router_nodes(cluster) + [node.router_entry()])
         except BaseException:
             self.supervisor.remove_program(node.name)   # nothing half-added stays behind
             programs.remove_node(self.spec, node)
@@ -232,7 +228,7 @@ class Stack:
             self.router.undrain(node.name)   # not removed after all: back in service
             raise
         self.spec.nodes.remove(node)
-        self.router.set_nodes(node.cluster, self._router_nodes(node.cluster))
+        self.router.set_nodes(node.cluster, self.spec.router_nodes(node.cluster))
         self.supervisor.remove_program(node.name)
         programs.remove_node(self.spec, node)
         self.spec.save()

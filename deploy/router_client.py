@@ -1,9 +1,9 @@
 """The router's admin API as the stack uses it: status, drain/undrain, and a cluster's node list."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from canary import secret
 from canary.cli import AdminCallError, admin_request
 from deploy.stack import StackSpec
 
@@ -23,14 +23,11 @@ class RouterClient:
         self.token_file = spec.var / "canary-admin-token"
 
     def token(self) -> str:
-        token = os.environ.get("CANARY_ADMIN_TOKEN", "").strip()
-        if token:
-            return token
-        try:
-            return self.token_file.read_text(encoding="utf-8").strip()
-        except OSError:
-            raise RouterError(f"no admin token: set CANARY_ADMIN_TOKEN or start the stack ({self.token_file})",
-                              401) from None
+        """The router's own lookup (CANARY_ADMIN_TOKEN, CANARY_ADMIN_TOKEN_FILE), defaulting to this stack's file."""
+        token = secret.read_secret("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", str(self.token_file))
+        if not token:
+            raise RouterError(f"no admin token: set CANARY_ADMIN_TOKEN or start the stack ({self.token_file})", 401)
+        return token
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:

@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from loginsvc import conf
 
 CLUSTERS = ("blue", "green")             # stable first, canary second (the router's convention)
 DEFAULT_LISTEN = "127.0.0.1:8000"
@@ -48,6 +47,10 @@ class NodeSpec:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def router_entry(self) -> dict[str, str]:
+        """This node as the router's admin API lists it (PUT /api/clusters/<c>/nodes)."""
+        return {"name": self.name, "address": self.address}
 
 
 @dataclass
@@ -85,6 +88,9 @@ class StackSpec:
     # -- queries -------------------------------------------------------------------------------------------
     def cluster_nodes(self, cluster: str) -> list[NodeSpec]:
         return [n for n in self.nodes if n.cluster == cluster]
+
+    def router_nodes(self, cluster: str) -> list[dict[str, str]]:
+        return [n.router_entry() for n in self.cluster_nodes(cluster)]
 
     def node(self, name: str) -> NodeSpec | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -134,10 +140,6 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-def default_var_dir() -> Path:
-    return conf.var_dir()
 
 
 def new_spec(var_dir: Path, listen: str, admin: str, node_port_base: int, nodes_per_cluster: int,

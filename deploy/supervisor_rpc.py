@@ -45,6 +45,10 @@ class Supervisor:
     def all_info(self) -> list[dict[str, Any]]:
         return self.call("getAllProcessInfo")
 
+    def pids(self) -> set[int]:
+        """Every program's pid (each is its process group's leader)."""
+        return {i["pid"] for i in self.all_info() if i.get("pid")}
+
     def start(self, name: str) -> None:
         try:
             self.call("startProcess", name, True)
