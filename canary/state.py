@@ -119,19 +119,23 @@ class RedisStore:
               current: Callable[[], dict[str, Any]] | None = None) -> None:
         self._task = asyncio.get_running_loop().create_task(self._listen(on_change, current))
 
+    async def _reload(self, on_change: Callable[[dict[str, Any]], None],
+                      current: Callable[[], dict[str, Any]] | None) -> None:
+        """Apply the stored document. If Redis came back empty (restarted without persistence), put back the
+        state this instance still routes by, so a router started later does not fall back to defaults."""
+        data = await self.load()
+        if data is None and current is not None:
+            data = await self.init(current())
+        if data is not None:
+            on_change(data)
+
     async def _listen(self, on_change: Callable[[dict[str, Any]], None],
                       current: Callable[[], dict[str, Any]] | None) -> None:
         while True:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                data = await self.load()       # catch up on anything missed while unsubscribed
-                if data is None and current is not None:
-                    # Redis came back empty (restarted without persistence): put back the state this
-                    # instance still routes by, so a router started later does not fall back to defaults.
-                    data = await self.init(current())
-                if data is not None:
-                    on_change(data)
+                await self._reload(on_change, current)   # catch up on anything missed while unsubscribed
                 last_reload = time.monotonic()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -142,11 +146,7 @@ class RedisStore:
                             pass
                     if time.monotonic() - last_reload > 2.0:
                         last_reload = time.monotonic()
-                        data = await self.load()
-                        if data is None and current is not None:
-                            data = await self.init(current())
-                        if data is not None:
-                            on_change(data)
+                        await self._reload(on_change, current)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis down: keep routing with the last known state, retry
