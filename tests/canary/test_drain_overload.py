@@ -37,13 +37,16 @@ def test_drain_undrain_cluster_and_node(backends, router_factory):
     assert r.status()["drained"] == []
 
 
+def limited_router(backends, router_factory, max_concurrent: int, max_queue: int, queue_timeout: float):
+    """A router whose blue cluster admits `max_concurrent` requests and queues `max_queue` more."""
+    cfg = toml_config({"blue": backends("blue", 1), "green": backends("green", 1)}, access_log=False, **FAST,
+                      cluster_limits={"blue": {"max_concurrent": max_concurrent, "max_queue": max_queue}},
+                      limits={"queue_timeout": queue_timeout})
+    return router_factory(config=cfg)
+
+
 def test_overload_fast_503(backends, router_factory):
-    blue = backends("blue", 1)
-    green = backends("green", 1)
-    cfg = toml_config({"blue": blue, "green": green}, access_log=False, **FAST,
-                      cluster_limits={"blue": {"max_concurrent": 2, "max_queue": 2}},
-                      limits={"queue_timeout": 5.0})
-    r = router_factory(config=cfg)
+    r = limited_router(backends, router_factory, max_concurrent=2, max_queue=2, queue_timeout=5.0)
     results: list[tuple[int, float, str | None]] = []
     lock = threading.Lock()
 
@@ -65,12 +68,7 @@ def test_overload_fast_503(backends, router_factory):
 
 
 def test_queue_timeout_503(backends, router_factory):
-    blue = backends("blue", 1)
-    green = backends("green", 1)
-    cfg = toml_config({"blue": blue, "green": green}, access_log=False, **FAST,
-                      cluster_limits={"blue": {"max_concurrent": 1, "max_queue": 5}},
-                      limits={"queue_timeout": 0.3})
-    r = router_factory(config=cfg)
+    r = limited_router(backends, router_factory, max_concurrent=1, max_queue=5, queue_timeout=0.3)
     results = []
     threads = [threading.Thread(target=lambda: results.append(r.get("/slow?ms=1500")[0])) for _ in range(3)]
     for t in threads:

@@ -109,9 +109,19 @@ def bad_handler(method: bytes, path: bytes, s: socket.socket) -> bool:
     return True
 
 
-def make_router(router_factory, node: ScriptedNode, other: ScriptedNode, **extra):
-    cfg = toml_config({"blue": [node], "green": [other]}, access_log=False, **FAST, **extra)
-    return router_factory(config=cfg)
+@pytest.fixture
+def scripted_router(router_factory):
+    """Factory: a router over two ScriptedNodes running bad_handler (blue-1 and green-1), closed at teardown."""
+    nodes: list[ScriptedNode] = []
+
+    def make(**extra):
+        node, other = ScriptedNode(bad_handler), ScriptedNode(bad_handler, "green-1")
+        nodes.extend((node, other))
+        cfg = toml_config({"blue": [node], "green": [other]}, access_log=False, **FAST, **extra)
+        return router_factory(config=cfg)
+    yield make
+    for n in nodes:
+        n.close()
 
 
 def node_states(r) -> list[str]:
@@ -120,64 +130,48 @@ def node_states(r) -> list[str]:
 
 @pytest.mark.parametrize("path,method,first_body", [("/slowextra", "GET", b"ok"), ("/slow304", "GET", b""),
                                                     ("/slowhead", "HEAD", b"")])
-def test_bytes_after_a_response_never_reach_the_next_client(router_factory, path, method, first_body):
-    node, other = ScriptedNode(bad_handler), ScriptedNode(bad_handler, "green-1")
-    r = make_router(router_factory, node, other, limits={"queue_timeout": 5.0},
-                    cluster_limits={"blue": {"max_concurrent": 1, "max_queue": 4}})
+def test_bytes_after_a_response_never_reach_the_next_client(scripted_router, path, method, first_body):
+    r = scripted_router(limits={"queue_timeout": 5.0}, cluster_limits={"blue": {"max_concurrent": 1, "max_queue": 4}})
+    results: dict[str, tuple[int, bytes]] = {}
+
+    def first() -> None:
+        st, _, body = r.get(path, method=method)
+        results["x"] = (st, body)
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.25)                     # X holds the only slot; Y waits in the cluster queue
+    c = http.client.HTTPConnection("127.0.0.1", r.port, timeout=5)
+    st, _, body = r.get("/y", conn=c)
+    assert (st, body) == (200, b"good"), (path, st, body)
+    st, _, body = r.get("/y2", conn=c)   # and the next one on the same client connection
+    assert (st, body) == (200, b"good"), (path, st, body)
+    c.close()
+    t.join(5)
+    assert results["x"][1] == first_body, (path, results)
+    assert results["x"][0] in (200, 304)
+    assert node_states(r) == ["healthy"]
+
+
+def test_101_is_a_502_without_ejection(scripted_router):
+    r = scripted_router()
+    st, _, _ = r.get("/upgrade")
+    assert st == 502
+    assert node_states(r) == ["healthy"]
+    assert r.get("/after")[0] == 200
+
+
+def test_reset_during_close_delimited_body_is_not_complete(scripted_router):
+    r = scripted_router()
+    c = http.client.HTTPConnection("127.0.0.1", r.port, timeout=5)
+    c.request("GET", "/resetmid")
+    resp = c.getresponse()
+    assert resp.status == 200
     try:
-        results: dict[str, tuple[int, bytes]] = {}
-
-        def first() -> None:
-            st, _, body = r.get(path, method=method)
-            results["x"] = (st, body)
-        t = threading.Thread(target=first)
-        t.start()
-        time.sleep(0.25)                     # X holds the only slot; Y waits in the cluster queue
-        c = http.client.HTTPConnection("127.0.0.1", r.port, timeout=5)
-        st, _, body = r.get("/y", conn=c)
-        assert (st, body) == (200, b"good"), (path, st, body)
-        st, _, body = r.get("/y2", conn=c)   # and the next one on the same client connection
-        assert (st, body) == (200, b"good"), (path, st, body)
-        c.close()
-        t.join(5)
-        assert results["x"][1] == first_body, (path, results)
-        assert results["x"][0] in (200, 304)
-        assert node_states(r) == ["healthy"]
-    finally:
-        node.close()
-        other.close()
-
-
-def test_101_is_a_502_without_ejection(router_factory):
-    node, other = ScriptedNode(bad_handler), ScriptedNode(bad_handler, "green-1")
-    r = make_router(router_factory, node, other)
-    try:
-        st, _, _ = r.get("/upgrade")
-        assert st == 502
-        assert node_states(r) == ["healthy"]
-        assert r.get("/after")[0] == 200
-    finally:
-        node.close()
-        other.close()
-
-
-def test_reset_during_close_delimited_body_is_not_complete(router_factory):
-    node, other = ScriptedNode(bad_handler), ScriptedNode(bad_handler, "green-1")
-    r = make_router(router_factory, node, other)
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", r.port, timeout=5)
-        c.request("GET", "/resetmid")
-        resp = c.getresponse()
-        assert resp.status == 200
-        try:
-            body = resp.read()
-        except (http.client.IncompleteRead, OSError):
-            body = None
-        assert body is None, body        # the client must see the cut, not a complete body
-        c.close()
-    finally:
-        node.close()
-        other.close()
+        body = resp.read()
+    except (http.client.IncompleteRead, OSError):
+        body = None
+    assert body is None, body        # the client must see the cut, not a complete body
+    c.close()
 
 
 class _StubExchange:
