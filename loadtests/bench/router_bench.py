@@ -2,8 +2,9 @@
 
 Run: .venv/bin/python -m loadtests.bench.router_bench [OUT_DIR]   (writes OUT_DIR/router.json, default var/bench/)
 Method:
-  * throughput: `wrk -t1 -c50 -d5s` (keep-alive, closed loop, 3 interleaved rounds, median) against each target, same fixed 13-byte backend
-    (canary.demo_backend --fixed: uvloop + httptools, own process);
+  * throughput: `wrk -t1 -c50 -d5s` (keep-alive, closed loop, 3 interleaved rounds, median) against each target,
+    same fixed 13-byte backend (canary.demo_backend --fixed: uvloop + httptools, own process); then HAProxy and
+    the router again with a browser-like request (nine more headers, three cookies, a valid pin);
   * added latency, open loop: a small C load generator (embedded below, built with gcc at run time) sends GETs
     at Poisson arrival times at a fixed rate over 64 keep-alive connections and measures each latency from the
     *intended* send time (no coordinated omission, like wrk2). Rates: 10 %, 20 %, 30 %, 40 % and 50 % of the
@@ -27,8 +28,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
+from canary.pin import PinSigner
 from deploy.node import free_port, wait_port
 from loadtests.bench import wrk as wrk_runner
 
@@ -61,11 +64,44 @@ def stop(p: subprocess.Popen) -> None:
             p.wait(5)
 
 
-def wrk(url: str, conns: int, duration: str = DURATION, script: str | None = None) -> dict[str, Any]:
+def wrk(url: str, conns: int, duration: str = DURATION, script: str | None = None,
+        headers: dict[str, str] | None = None) -> dict[str, Any]:
     """loadtests.bench.wrk.run, with this benchmark's field names."""
-    r = wrk_runner.run(url, conns, int(duration.rstrip("s")), script=script)
+    r = wrk_runner.run(url, conns, int(duration.rstrip("s")), script=script, headers=headers)
     return {"connections": conns, "rps": r["requests_per_s"], "p50_ms": round(r.get("p50", 0.0), 3),
             "p99_ms": round(r.get("p99", 0.0), 3), "non_2xx": r["non_2xx"], "socket_errors": r["socket_errors"]}
+
+
+PIN_SECRET = "bench-pin-secret-0123456789"
+
+
+def browser_headers() -> dict[str, str]:
+    """What a returning browser sends to /api/session: nine headers (plus wrk's Host) and three cookies, one
+    of them a valid pin. The bare wrk request has one header and no pin (a new browser every time)."""
+    pin = PinSigner(PIN_SECRET).make_value(1234, int(time.time())).decode()
+    return {
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 "
+                      "Safari/537.36",
+        "Accept": "application/json, text/plain, */*", "Accept-Language": "en-US,en;q=0.9",
+        "Accept-Encoding": "gzip, deflate, br", "Referer": "http://127.0.0.1/",
+        "Sec-Fetch-Dest": "empty", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin",
+        "Cookie": f"csrftoken=abcdefghijklmnopqrstuvwxyz012345; canary_pin={pin}; "
+                  "sessionid=0123456789abcdefghijklmnopqrstuv",
+    }
+
+
+def throughput(targets: dict[str, int], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """ROUNDS interleaved wrk rounds per target, median: on 2 cores wrk, backend and proxy share CPUs and single
+    runs vary by +-30 % depending on how the scheduler places them."""
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for _ in range(ROUNDS):
+        for name, port in targets.items():
+            rounds[name].append(wrk(f"http://127.0.0.1:{port}/", 50, headers=headers))
+    tput = {}
+    for name, runs in rounds.items():
+        med = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
+        tput[name] = dict(med, all_rps=[round(x["rps"]) for x in runs])
+    return tput
 
 
 def rss_kb(pid: int) -> dict[str, int]:
@@ -291,7 +327,8 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
         procs.append(spawn([HAPROXY, "-f", str(tmp / "haproxy.cfg")]))
         wait_port(hport)
         targets = {"backend": bport, "haproxy": hport}
-        env = dict(os.environ, CANARY_ADMIN_TOKEN="bench-admin-token-0123456789", CANARY_PIN_SECRET="bench-pin-secret-0123456789", PYTHONPATH=str(ROOT))
+        env = dict(os.environ, CANARY_ADMIN_TOKEN="bench-admin-token-0123456789", CANARY_PIN_SECRET=PIN_SECRET,
+                   PYTHONPATH=str(ROOT))
         env.pop("REDIS_URL", None)
         routers = {}
         for name, extra in (("router", ["--no-access-log"]), ("router+log", [])):
@@ -307,17 +344,12 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
             routers[name] = p
         for port in targets.values():     # warm-up (pools, caches)
             wrk(f"http://127.0.0.1:{port}/", 50, "1s")
-        # 3 interleaved rounds, median per target: on 2 cores wrk, backend and proxy share CPUs and single
-        # runs vary by +-30 % depending on how the scheduler places them
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-        for _ in range(ROUNDS):
-            for name, port in targets.items():
-                rounds[name].append(wrk(f"http://127.0.0.1:{port}/", 50))
-        tput = {}
-        for name, runs in rounds.items():
-            med = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
-            tput[name] = dict(med, all_rps=[round(x["rps"]) for x in runs])
+        tput = throughput(targets)
         result["throughput"] = tput
+        browser = throughput({"haproxy": targets["haproxy"], "router": targets["router"]}, browser_headers())
+        result["throughput_browser_request"] = browser
+        result["ratio_router_vs_haproxy_browser_request"] = round(
+            browser["router"]["rps"] / max(1.0, browser["haproxy"]["rps"]), 3)
         ol = build_openloop(tmp)
         if ol:
             pids = {"backend": procs[0].pid, "haproxy": procs[1].pid, "router": routers["router"].pid}
@@ -382,6 +414,10 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"added p99: haproxy {h['added_p99_ms']['haproxy']} ms, router {h['added_p99_ms']['router']} ms")
     print(f"router/haproxy throughput: {r['ratio_router_vs_haproxy']} (with access log: "
           f"{r['ratio_router_log_vs_haproxy']})")
+    b = r["throughput_browser_request"]
+    print(f"browser-like request (9 headers, 3 cookies, valid pin): haproxy {b['haproxy']['rps']:.0f} req/s "
+          f"{b['haproxy']['all_rps']}, router {b['router']['rps']:.0f} req/s {b['router']['all_rps']}, "
+          f"ratio {r['ratio_router_vs_haproxy_browser_request']}")
     print(f"router RSS: {r['router_rss_kb']['VmRSS'] / 1024:.1f} MB (peak {r['router_rss_kb']['VmHWM'] / 1024:.1f} MB)")
 
 
