@@ -44,6 +44,7 @@ LAT_ROUNDS = int(os.environ.get("BENCH_LAT_ROUNDS", "5"))
 LAT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
 LAT_SECONDS = 3.0
 ADDED_P99_GOAL_MS = 1.0
+NOISY_BACKEND_P99_MS = 1.0
 
 
 def spawn(args: list[str], **kw: Any) -> subprocess.Popen:
@@ -275,8 +276,15 @@ def latency_sweep(binary: str, targets: dict[str, int], pids: dict[str, int], ro
     haproxy_own_half = added_latency(binary, targets, pids, max(500, int(haproxy_rps // 2)), ("haproxy",))
 
     def within(name: str) -> int:
-        ok = [s["rate"] for s in steps if s[name]["added_p99_median_ms"] <= ADDED_P99_GOAL_MS]
-        return max(ok) if ok else 0
+        """The highest rate up to which every step is within the goal (a noisy step above a miss counts not)."""
+        best = 0
+        for s in steps:
+            if s[name]["added_p99_median_ms"] > ADDED_P99_GOAL_MS:
+                break
+            best = s["rate"]
+        return best
+
+    noisy = [s["rate"] for s in steps if _median(s["backend_p99_ms"]) > NOISY_BACKEND_P99_MS]
 
     return {
         "method": f"open loop (C generator, Poisson arrivals, latency from intended send time), {LAT_ROUNDS} "
@@ -289,6 +297,8 @@ def latency_sweep(binary: str, targets: dict[str, int], pids: dict[str, int], ro
                                         "added_p99_range_ms": haproxy_own_half["haproxy"]["added_p99_range_ms"]},
         "highest_rate_within_goal": {"router": within("router"), "haproxy": within("haproxy"),
                                      "goal_added_p99_ms": ADDED_P99_GOAL_MS},
+        # the backend alone is a fixed answer from one process: a p99 over 1 ms means the VM was busy elsewhere
+        "noisy_rates": noisy,
     }
 
 
@@ -405,6 +415,9 @@ def print_table(r: dict[str, Any]) -> None:
         own = lat["haproxy_at_half_its_own_wrk"]
         print(f"HAProxy at half its own wrk throughput ({own['rate']} req/s): added p99 {own['added_p99_ms']} ms "
               f"(range {own['added_p99_range_ms']})")
+        if lat["noisy_rates"]:
+            print(f"WARNING: the backend alone had a median p99 > {NOISY_BACKEND_P99_MS} ms at {lat['noisy_rates']} "
+                  "req/s: the machine was busy with other work; latency figures of this run are not reliable")
         w = lat["highest_rate_within_goal"]
         print(f"highest rate with median added p99 <= {w['goal_added_p99_ms']} ms: router {w['router']} req/s, "
               f"haproxy {w['haproxy']} req/s")
