@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ _REQ_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", 
                       b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded",
                       b"x-real-ip"))
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]").search   # RFC 9110 §5.6.2 tchar
 
 
 class FrontConn(asyncio.Protocol):
@@ -166,15 +168,18 @@ class FrontConn(asyncio.Protocol):
             raise BadRequest(431, "request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Header syntax is llhttp's job: in strict mode it rejects a name that is not a token and a value with
-        # NUL, a control character, a bare CR or LF, or obs-fold, before the head is complete. The forwarded
-        # head is checked once more as a whole in on_headers_complete (three C scans instead of three per header:
-        # this callback runs for every header of every request).
+        # llhttp (no leniency flags) already rejects a name that is not a token and a value with NUL, a control
+        # character, a bare CR or LF, or obs-fold. Defence in depth stays cheap: the name is checked here (one
+        # regex call; a name such as "Transfer-Encoding " must never pass as an ordinary header next to the
+        # router's own framing), values once as a whole head in on_headers_complete (three C scans instead of
+        # three per header: this callback runs for every header of every request).
         self.hsize += len(name) + len(value) + 4
         if self.hsize > self.max_head:
             raise BadRequest(431, "request head too large")
         if not self.in_head:
             return                                    # chunked trailers are dropped
+        if not name or _NOT_TOKEN(name) is not None:
+            raise BadRequest(400, "bad header name")
         lname = name.lower()
         if lname not in _REQ_HOP:
             self.headers.append(name + b": " + value + b"\r\n")
@@ -275,7 +280,7 @@ class FrontConn(asyncio.Protocol):
         ex.body_done = not self.te and (self.cl is None or self.cl == b"0" or int(self.cl) == 0)
         head = method + b" " + url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
         # Defence in depth behind llhttp: exactly one CRLF per line we built and no NUL, so no byte a client sent
-        # can start a header or a request of its own on the node connection.
+        # (URL, values, the Cookie rest, X-Forwarded-*, Host) can start a header or a request of its own.
         lines = len(headers) + 2
         if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
             raise BadRequest(400, "bad header value")
