@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from loadtests.bench import login_bench, router_bench
+from loadtests.bench import hot_path, login_bench, router_bench
 
-BENCHMARKS = {"login": login_bench.run, "router": router_bench.run}
+BENCHMARKS = {"login": login_bench.run, "router": router_bench.run, "hot_path": hot_path.run}
 
 
 def main() -> None:

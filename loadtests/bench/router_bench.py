@@ -91,13 +91,13 @@ def browser_headers() -> dict[str, str]:
     }
 
 
-def throughput(targets: dict[str, int], headers: dict[str, str] | None = None) -> dict[str, Any]:
+def throughput(targets: dict[str, int], headers: dict[str, str] | None = None, path: str = "/") -> dict[str, Any]:
     """ROUNDS interleaved wrk rounds per target, median: on 2 cores wrk, backend and proxy share CPUs and single
     runs vary by +-30 % depending on how the scheduler places them."""
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
     for _ in range(ROUNDS):
         for name, port in targets.items():
-            rounds[name].append(wrk(f"http://127.0.0.1:{port}/", 50, headers=headers))
+            rounds[name].append(wrk(f"http://127.0.0.1:{port}{path}", 50, headers=headers))
     tput = {}
     for name, runs in rounds.items():
         med = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
@@ -250,17 +250,27 @@ def added_latency(binary: str, targets: dict[str, int], pids: dict[str, int], ra
     for _ in range(LAT_ROUNDS):
         for name in names:
             rounds[name].append(openloop(binary, targets[name], rate, LAT_SECONDS, pid=pids.get(name)))
-    out: dict[str, Any] = {"rate": rate, "backend_p99_ms": [r.get("p99_ms") for r in rounds["backend"]]}
+    def cpu(runs: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in runs if key in r]
+        return _median(values) if values else None
+
+    backend = rounds["backend"]
+    out: dict[str, Any] = {"rate": rate, "backend_p99_ms": [r.get("p99_ms") for r in backend],
+                           "backend_cpu_us": {"user": cpu(backend, "cpu_user_us"), "sys": cpu(backend, "cpu_sys_us")}}
     for name in proxies:
-        added = [round(r.get("p99_ms", float("inf")) - b.get("p99_ms", 0.0), 3)
-                 for r, b in zip(rounds[name], rounds["backend"])]
+        # a failed run (generator error) has no latency: the round is left out rather than counted as inf or nan
+        pairs = [(r, b) for r, b in zip(rounds[name], backend) if "error" not in r and "error" not in b]
+        added = [round(r["p99_ms"] - b["p99_ms"], 3) for r, b in pairs]
         out[name] = {"p50_ms": [r.get("p50_ms") for r in rounds[name]],
                      "p99_ms": [r.get("p99_ms") for r in rounds[name]],
-                     "added_p99_ms": added, "added_p99_median_ms": _median(added),
-                     "added_p99_range_ms": [min(added), max(added)],
+                     "failed_rounds": len(rounds[name]) - len(pairs),
+                     "added_p99_ms": added,
+                     "added_p99_median_ms": _median(added) if added else float("inf"),
+                     "added_p99_range_ms": [min(added), max(added)] if added else None,
                      # CPU per request: what decides how close to saturation a rate is on one core
-                     "cpu_user_us": _median([r.get("cpu_user_us", 0.0) for r in rounds[name]]),
-                     "cpu_sys_us": _median([r.get("cpu_sys_us", 0.0) for r in rounds[name]])}
+                     "cpu_user_us_rounds": [r.get("cpu_user_us") for r in rounds[name]],
+                     "cpu_sys_us_rounds": [r.get("cpu_sys_us") for r in rounds[name]],
+                     "cpu_user_us": cpu(rounds[name], "cpu_user_us"), "cpu_sys_us": cpu(rounds[name], "cpu_sys_us")}
     return out
 
 
@@ -284,7 +294,8 @@ def latency_sweep(binary: str, targets: dict[str, int], pids: dict[str, int], ro
             best = s["rate"]
         return best
 
-    noisy = [s["rate"] for s in steps if _median(s["backend_p99_ms"]) > NOISY_BACKEND_P99_MS]
+    noisy = [s["rate"] for s in steps + [haproxy_own_half]
+             if _median([x for x in s["backend_p99_ms"] if x is not None] or [float("inf")]) > NOISY_BACKEND_P99_MS]
 
     return {
         "method": f"open loop (C generator, Poisson arrivals, latency from intended send time), {LAT_ROUNDS} "
@@ -356,7 +367,8 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
             wrk(f"http://127.0.0.1:{port}/", 50, "1s")
         tput = throughput(targets)
         result["throughput"] = tput
-        browser = throughput({"haproxy": targets["haproxy"], "router": targets["router"]}, browser_headers())
+        browser = throughput({"haproxy": targets["haproxy"], "router": targets["router"]}, browser_headers(),
+                             "/api/session")
         result["throughput_browser_request"] = browser
         result["ratio_router_vs_haproxy_browser_request"] = round(
             browser["router"]["rps"] / max(1.0, browser["haproxy"]["rps"]), 3)
@@ -428,6 +440,10 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"router/haproxy throughput: {r['ratio_router_vs_haproxy']} (with access log: "
           f"{r['ratio_router_log_vs_haproxy']})")
     b = r["throughput_browser_request"]
+    errors = {n: (t["non_2xx"], t["socket_errors"]) for n, t in {**r["throughput"], **b}.items()
+              if t["non_2xx"] or t["socket_errors"]}
+    if errors:
+        print(f"WARNING: non-2xx responses / socket errors in the median rounds: {errors}")
     print(f"browser-like request (9 headers, 3 cookies, valid pin): haproxy {b['haproxy']['rps']:.0f} req/s "
           f"{b['haproxy']['all_rps']}, router {b['router']['rps']:.0f} req/s {b['router']['all_rps']}, "
           f"ratio {r['ratio_router_vs_haproxy_browser_request']}")

@@ -1,0 +1,129 @@
+"""The router's per-request Python in-process: one request and its response, no sockets, no event loop wake-ups.
+
+Timings on a shared VM swing; instruction counts do not. Both, for the figures in docs/benchmarks.md:
+
+    .venv/bin/python -m loadtests.bench.hot_path --request browser            # microseconds per request
+    for n in 500 2500; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python -m loadtests.bench.hot_path --request browser --requests $n --warmup 200; done
+    # instructions per request = (second "Collected" - first) / 2000
+
+The node and client connections write into a list: this measures the router's own work, nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from canary.cli import build_parser, config_from_args
+from canary.proxy import FrontConn
+from canary.server import App
+from canary.upstream_pool import Pool, UpstreamConn
+
+BARE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"     # what wrk sends: a new browser each time
+BARE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!"
+BROWSER_REQUEST = (
+    b"GET /api/session HTTP/1.1\r\nHost: login.example.test\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 "
+    b"Safari/537.36\r\nAccept: application/json, text/plain, */*\r\nAccept-Language: en-US,en;q=0.9\r\n"
+    b"Accept-Encoding: gzip, deflate, br\r\nReferer: https://login.example.test/\r\nSec-Fetch-Dest: empty\r\n"
+    b"Sec-Fetch-Mode: cors\r\nSec-Fetch-Site: same-origin\r\nConnection: keep-alive\r\n"
+    b"Cookie: csrftoken=abcdefghijklmnopqrstuvwxyz012345; canary_pin=%s; sessionid=0123456789abcdefghijklmnopqrstuv"
+    b"\r\n\r\n")
+BROWSER_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Sun, 22 Nov 2026 23:00:00 GMT\r\nConnection: keep-alive\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 52\r\nVary: Cookie\r\nX-Frame-Options: DENY\r\n"
+    b"X-Content-Type-Options: nosniff\r\nReferrer-Policy: same-origin\r\nCross-Origin-Opener-Policy: same-origin\r\n"
+    b"X-Served-By: blue/blue-1\r\nX-Release: dev\r\nX-Request-ID: 0123456789abcdef0123456789abcdef\r\n\r\n"
+    b'{"authenticated": true, "username": "alice@example"}')
+
+
+class Sink:
+    """A transport that keeps nothing: the router's writes cost only the call."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, data: Any) -> None: ...
+
+    def get_extra_info(self, key: str) -> Any:
+        return ("127.0.0.1", 40000) if key == "peername" else None
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def front_with_nodes(state_dir: Path) -> FrontConn:
+    """A client connection of a real App (quick mode, two clusters) whose nodes each have one pooled connection."""
+    args = build_parser().parse_args(["serve", "--cluster", "blue=127.0.0.1:9", "--cluster", "green=127.0.0.1:9",
+                                      "--no-access-log", "--state", str(state_dir / "state.json")])
+    app = App(config_from_args(args), "t" * 32, "p" * 32)
+    app.loop = asyncio.new_event_loop()
+    for node in app.nodes:
+        node.pool = Pool(node, app.loop, 1.0)
+        conn = UpstreamConn(node.pool)
+        conn.connection_made(Sink())
+        node.pool.release(conn, 0.0)
+    app.routing.refresh(time.monotonic())
+    front = FrontConn(app)
+    front.connection_made(Sink())
+    return front
+
+
+def seconds_per_request(kind: str, requests: int, warmup: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        front = front_with_nodes(Path(tmp))
+        if kind == "browser":
+            pin = front.app.pin.make_value(1234, int(time.time()))
+            request, response = BROWSER_REQUEST % pin, BROWSER_RESPONSE
+        else:
+            request, response = BARE_REQUEST, BARE_RESPONSE
+
+        def one() -> None:
+            front.data_received(request)
+            front.tx.up.data_received(response)     # type: ignore[union-attr]
+
+        for _ in range(warmup):
+            one()
+        t = time.perf_counter()
+        for _ in range(requests):
+            one()
+        return (time.perf_counter() - t) / requests
+
+
+def run(out_dir: Path) -> dict[str, Any]:
+    """`make bench`: both requests, best of 3 runs of 50,000 (timings only; instruction counts need valgrind)."""
+    result = {kind: round(min(seconds_per_request(kind, 50_000, 2_000) for _ in range(3)) * 1e6, 2)
+              for kind in ("bare", "browser")}
+    out = {"method": "router Python in-process, no sockets; best of 3 runs of 50,000 requests",
+           "us_per_request": result}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "hot_path.json").write_text(json.dumps(out, indent=2))
+    print("\nRouter hot path in-process (Python only, no sockets), best of 3:")
+    for kind, us in result.items():
+        print(f"  {kind:<8} request: {us:>6.2f} us")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench.hot_path", description=__doc__.split("\n")[0])
+    p.add_argument("--request", choices=("bare", "browser"), default="browser")
+    p.add_argument("--requests", type=int, default=100_000)
+    p.add_argument("--warmup", type=int, default=2_000)
+    a = p.parse_args(argv)
+    if a.requests < 1 or a.warmup < 0:
+        p.error("--requests must be >= 1 and --warmup >= 0")
+    per = seconds_per_request(a.request, a.requests, a.warmup)
+    print(f"{a.request} request: {per * 1e6:.2f} us per request (router Python only, {a.requests} requests)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
