@@ -226,7 +226,7 @@ class Pool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if not conn.closed and not conn.transport.is_closing():   # a reset can precede connection_lost
                 conn.reused = True
                 return conn
         return None
@@ -263,6 +263,13 @@ class Pool:
             self.connect_errors += 1
             ex.connect_failed(self.node, "connect_timeout" if isinstance(e, asyncio.TimeoutError)
                               else "connect_failure")
+            return
+        if conn.closed or conn.transport.is_closing():
+            # The node accepted and then reset or closed the connection before this task resumed (a node killed
+            # right after accept): connection_lost found no exchange to tell, and a write would raise. Nothing was
+            # sent, so it is a connect failure, retried elsewhere like one.
+            self.connect_errors += 1
+            ex.connect_failed(self.node, "connect_failure")
             return
         ex.attach(conn)
 
