@@ -59,6 +59,9 @@ class Sink:
 
     def close(self) -> None: ...
 
+    def is_closing(self) -> bool:
+        return False
+
 
 def front_with_nodes(state_dir: Path) -> FrontConn:
     """A client connection of a real App (quick mode, two clusters) whose nodes each have one pooled connection."""
