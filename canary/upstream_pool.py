@@ -127,6 +127,11 @@ class UpstreamConn(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
+    def usable(self) -> bool:
+        """Open and not closing: a reset marks the transport closing before connection_lost reaches us, and a
+        write to it would raise."""
+        return not self.closed and not self.transport.is_closing()
+
     def close(self) -> None:
         self.ex = None
         if not self.closed:
@@ -226,7 +231,7 @@ class Pool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if not conn.closed and not conn.transport.is_closing():   # a reset can precede connection_lost
+            if conn.usable():
                 conn.reused = True
                 return conn
         return None
@@ -260,18 +265,16 @@ class Pool:
                 self.loop.create_connection(lambda: UpstreamConn(self), self.node.host, self.node.port),
                 self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as e:
-            self.connect_errors += 1
-            ex.connect_failed(self.node, "connect_timeout" if isinstance(e, asyncio.TimeoutError)
-                              else "connect_failure")
-            return
-        if conn.closed or conn.transport.is_closing():
-            # The node accepted and then reset or closed the connection before this task resumed (a node killed
-            # right after accept): connection_lost found no exchange to tell, and a write would raise. Nothing was
-            # sent, so it is a connect failure, retried elsewhere like one.
-            self.connect_errors += 1
-            ex.connect_failed(self.node, "connect_failure")
-            return
-        ex.attach(conn)
+            reason = "connect_timeout" if isinstance(e, asyncio.TimeoutError) else "connect_failure"
+        else:
+            if conn.usable():
+                ex.attach(conn)
+                return
+            # The node accepted, then reset the connection before this task resumed (a node killed right after
+            # accept): connection_lost found no exchange to tell. Nothing was sent: a connect failure, retried so.
+            reason = "connect_failure"
+        self.connect_errors += 1
+        ex.connect_failed(self.node, reason)
 
     def close_idle(self, older_than: float) -> None:
         """Close idle connections unused since `older_than` (nodes such as gunicorn close idle ones early)."""
