@@ -63,20 +63,21 @@ class Sink:
         return False
 
 
-def front_with_nodes(state_dir: Path) -> FrontConn:
-    """A client connection of a real App (quick mode, two clusters) whose nodes each have one pooled connection."""
+def front_with_nodes(state_dir: Path, *serve_args: str, client: Any = None, node: Any = None) -> FrontConn:
+    """A client connection of a real App (quick mode, two clusters, `serve_args` added) whose nodes each have
+    one pooled connection; `client` and `node` are the transports (default: a Sink each)."""
     args = build_parser().parse_args(["serve", "--cluster", "blue=127.0.0.1:9", "--cluster", "green=127.0.0.1:9",
-                                      "--no-access-log", "--state", str(state_dir / "state.json")])
+                                      "--no-access-log", "--state", str(state_dir / "state.json"), *serve_args])
     app = App(config_from_args(args), "t" * 32, "p" * 32)
     app.loop = asyncio.new_event_loop()
-    for node in app.nodes:
-        node.pool = Pool(node, app.loop, 1.0)
-        conn = UpstreamConn(node.pool)
-        conn.connection_made(Sink())
-        node.pool.release(conn, 0.0)
+    for n in app.nodes:
+        n.pool = Pool(n, app.loop, 1.0)
+        conn = UpstreamConn(n.pool)
+        conn.connection_made(node or Sink())
+        n.pool.release(conn, 0.0)
     app.routing.refresh(time.monotonic())
     front = FrontConn(app)
-    front.connection_made(Sink())
+    front.connection_made(client or Sink())
     return front
 
 

@@ -1,21 +1,18 @@
 """The request head the router forwards: llhttp's syntax checks, then the router's own name and whole-head checks."""
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
-from canary.cli import build_parser, config_from_args
 from canary.exchange import BadRequest
 from canary.proxy import FrontConn
-from canary.server import App
-from canary.upstream_pool import Pool, UpstreamConn
+from loadtests.bench.hot_path import Sink, front_with_nodes
 
 
-class Transport:
-    """Records what is written and whether it was closed; the protocols need nothing else of a transport here."""
+class Transport(Sink):
+    """Records what is written and whether it was closed."""
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
@@ -24,20 +21,13 @@ class Transport:
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
-    def get_extra_info(self, key: str) -> Any:
-        return ("127.0.0.1", 40000) if key == "peername" else None
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
     def close(self) -> None:
         self.closed = True
 
+    abort = close
+
     def is_closing(self) -> bool:
         return self.closed
-
-    abort = close
 
 
 Front = tuple[FrontConn, Transport, Transport]
@@ -46,28 +36,17 @@ Front = tuple[FrontConn, Transport, Transport]
 @pytest.fixture
 def make_front(tmp_path) -> Iterator[Callable[..., Front]]:
     """(FrontConn of a real App, its client Transport, the Transport of its one pooled node connection)."""
-    loops: list[asyncio.AbstractEventLoop] = []
+    fronts: list[FrontConn] = []
 
     def make(*serve_args: str) -> Front:
-        args = build_parser().parse_args(["serve", "--cluster", "blue=127.0.0.1:9", "--cluster", "green=127.0.0.1:9",
-                                          "--no-access-log", "--state", str(tmp_path / "state.json"), *serve_args])
-        app = App(config_from_args(args), "t" * 32, "p" * 32)
-        app.loop = asyncio.new_event_loop()
-        loops.append(app.loop)
-        node_side = Transport()
-        for node in app.nodes:
-            node.pool = Pool(node, app.loop, 1.0)
-            conn = UpstreamConn(node.pool)
-            conn.connection_made(node_side)
-            node.pool.release(conn, 0.0)
-        app.routing.refresh(time.monotonic())
-        front, client_side = FrontConn(app), Transport()
-        front.connection_made(client_side)
+        client_side, node_side = Transport(), Transport()
+        front = front_with_nodes(tmp_path, *serve_args, client=client_side, node=node_side)
+        fronts.append(front)
         return front, client_side, node_side
 
     yield make
-    for loop in loops:
-        loop.close()
+    for front in fronts:
+        front.app.loop.close()
 
 
 # Each of these would let a client smuggle a header or a request past a lenient parser (RFC 9112 §5, §5.2).
