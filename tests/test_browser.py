@@ -40,13 +40,26 @@ def chrome(tmp_path: Path) -> Iterator[object]:
 
 def submit(driver) -> None:
     """Click the form's button and wait until the next page has replaced this one."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
     button.click()
-    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(button))
+
+    def replaced(_driver) -> bool:
+        try:
+            button.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            # chromedriver, asked while the old document is being torn down, reports the same staleness this way
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+        return False
+
+    WebDriverWait(driver, 10).until(replaced)
 
 
 @pytest.mark.browser
