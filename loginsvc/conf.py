@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from loginsvc.networks import parse_ranges
+
 
 @dataclass(frozen=True)
 class Option:
@@ -101,8 +103,11 @@ OPTIONS: dict[str, Option] = {
     "IP_WINDOW_SECONDS": Option(900, _positive_int, "Window in which the per-IP failures are counted."),
     "IPV6_PREFIX_LENGTH": Option(64, _prefix_length, "IPv6 clients are counted per network of this prefix length."),
     "TRUSTED_PROXY_HOPS": Option(0, _non_negative_int, "How many X-Forwarded-For entries from the right are trusted."),
+    "TRUSTED_PROXIES": Option(parse_ranges("127.0.0.0/8,::1/128"), parse_ranges,
+                              "Comma-separated CIDRs of proxies whose X-Forwarded-* headers are believed (empty: none)."),
     "PRODUCT_ORIGINS": Option((), parse_origins, "Comma-separated origins that `next` may redirect to."),
     "READY_TIMEOUT_SECONDS": Option(0.25, _positive_float, "Per-dependency timeout of /readyz."),
+    "READINESS_CACHE_SECONDS": Option(0.25, _positive_float, "How long a node reuses its last /readyz result."),
     "METRICS_TOKEN": Option("", _text, "Bearer token for /metrics from non-loopback clients (empty: loopback only)."),
     "JSON_LOGS": Option(True, _bool, "One JSON object per log line."),
 }

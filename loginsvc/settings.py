@@ -87,6 +87,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a peer outside LOGINSVC_TRUSTED_PROXIES loses its X-Forwarded-* headers before anyone reads them.
+    "loginsvc.accounts.client_ip.ForwardedHeadersMiddleware",
     "loginsvc.observability.middleware.RequestContextMiddleware",
     "loginsvc.health.middleware.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",

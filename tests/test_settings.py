@@ -49,6 +49,8 @@ def test_secret_key_may_come_from_a_file(tmp_path) -> None:
         ({"LOGINSVC_SESSION_MAX_SECONDS": "60"}, "LOGINSVC_SESSION_MAX_SECONDS: must not be shorter"),
         ({"LOGINSVC_IPV6_PREFIX_LENGTH": "129"}, "LOGINSVC_IPV6_PREFIX_LENGTH: must be between 1 and 128"),
         ({"DJANGO_CSRF_TRUSTED_ORIGINS": "https://a.test, mail.test"}, "DJANGO_CSRF_TRUSTED_ORIGINS: 'mail.test'"),
+        ({"LOGINSVC_TRUSTED_PROXIES": "10.0.0.0/8, 10.0.0.300/8"},
+         "LOGINSVC_TRUSTED_PROXIES: '10.0.0.300/8' is not an address range like 10.0.0.0/8"),
     ],
 )
 def test_bad_configuration_stops_with_one_clear_line(tmp_path, change: dict[str, str], message: str) -> None:

@@ -1,39 +1,69 @@
-"""The client's address, trusting X-Forwarded-For only for the configured number of proxy hops."""
+"""The client's address: X-Forwarded-* are believed only from a trusted proxy, for its hop count.
+
+Anything that can reach a node's port could otherwise write X-Forwarded-For (rotate it for
+unlimited guesses, or name a victim's address to lock it out) and X-Forwarded-Proto (claim
+https). So the peer itself (REMOTE_ADDR) must be in LOGINSVC_TRUSTED_PROXIES first; from anyone
+else the forwarded headers are deleted before any other code sees them (ForwardedHeadersMiddleware,
+first in MIDDLEWARE, and the GET /api/session fast path through strip_untrusted_forwarding).
+"""
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import MutableMapping
+from typing import Any, Callable
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from loginsvc import conf
+from loginsvc.networks import canonical_address
+
+# Headers only a proxy may set (as WSGI keys). Django reads X-Forwarded-Proto through
+# SECURE_PROXY_SSL_HEADER; Host and Port matter if USE_X_FORWARDED_HOST/PORT are ever turned on.
+FORWARDED_KEYS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                  "HTTP_X_FORWARDED_PORT", "HTTP_FORWARDED")
 
 
-def _valid(candidate: str) -> str | None:
-    """The canonical text of an address (IPv4-mapped IPv6 as plain IPv4, no zone), or None."""
-    try:
-        address = ipaddress.ip_address(candidate.strip().split("%", 1)[0])
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
+def peer_is_trusted(meta: MutableMapping[str, Any]) -> bool:
+    """Whether the connecting peer is one of our proxies (memoised per address: one dict lookup)."""
+    return meta.get("REMOTE_ADDR", "") in conf.get("TRUSTED_PROXIES")
+
+
+def strip_untrusted_forwarding(meta: MutableMapping[str, Any]) -> None:
+    """Delete the forwarded headers from a request environ unless its peer is a trusted proxy."""
+    if any(key in meta for key in FORWARDED_KEYS) and not peer_is_trusted(meta):
+        for key in FORWARDED_KEYS:
+            meta.pop(key, None)
 
 
 def client_ip(request: HttpRequest, trusted_hops: int | None = None) -> str:
-    """REMOTE_ADDR, or the address `trusted_hops` entries from the right of X-Forwarded-For.
+    """REMOTE_ADDR, or, from a trusted proxy, the address `trusted_hops` entries from the right of
+    X-Forwarded-For.
 
     With N trusted proxies in front of us, the last N-1 entries were appended by proxies we
     trust and the one before them by the first of them: that one is the client as far as it
     can be known. Entries further left are whatever the client wrote and are never used
     (Envoy's xff_num_trusted_hops; the left-most entry is client-controlled). With fewer
     entries than trusted hops, the request skipped an outer proxy, and the left-most entry is
-    the one a trusted proxy wrote about its peer.
+    the one a trusted proxy wrote about its peer. The peer check is repeated here (besides the
+    middleware) so that no caller can count a forged address.
     """
     hops = conf.get("TRUSTED_PROXY_HOPS") if trusted_hops is None else trusted_hops
-    remote = _valid(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"
-    if hops <= 0:
+    remote = canonical_address(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"
+    if hops <= 0 or not peer_is_trusted(request.META):
         return remote
     forwarded = [part for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
     if not forwarded:
         return remote
     chosen = forwarded[-hops] if len(forwarded) >= hops else forwarded[0]
-    return _valid(chosen) or remote
+    return canonical_address(chosen) or remote
+
+
+class ForwardedHeadersMiddleware:
+    """First in the chain: a peer outside LOGINSVC_TRUSTED_PROXIES loses its X-Forwarded-* headers,
+    so it can claim neither another address nor https (SECURE_PROXY_SSL_HEADER)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        strip_untrusted_forwarding(request.META)
+        return self.get_response(request)

@@ -16,7 +16,8 @@ Answered here: GET or HEAD of exactly /api/session, no query string, a well-form
 In that case Django writes nothing and answers 200 with a fixed set of headers, and so does this.
 
 How it stays identical, sharing code rather than copying it:
-- request phase: Django's own WSGIRequest (cookies, Host validation, is_secure) and the
+- request phase: the forwarded headers of an untrusted peer dropped (client_ip, as the first
+  middleware does), Django's own WSGIRequest (cookies, Host validation, is_secure) and the
   process_request of the same SecurityMiddleware, CommonMiddleware and CsrfViewMiddleware;
 - session: SessionStore(key).cache_key read through the session cache's django-redis client
   (same key, same serializer as the cached_db engine);
@@ -61,7 +62,7 @@ from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 
 from loginsvc import conf
-from loginsvc.accounts import backends, sessions, views
+from loginsvc.accounts import backends, client_ip, sessions, views
 from loginsvc.accounts.headers import ContentSecurityPolicyMiddleware
 from loginsvc.health.middleware import ROUTES as HEALTH_ROUTES
 from loginsvc.observability.logs import request_id
@@ -74,6 +75,7 @@ PATH = "/api/session"
 # The chain this module mirrors, in order. Any other MIDDLEWARE turns the fast path off: it
 # cannot know what another middleware would do. (A test fails too, so that someone looks here.)
 MIDDLEWARE = (
+    "loginsvc.accounts.client_ip.ForwardedHeadersMiddleware",
     "loginsvc.observability.middleware.RequestContextMiddleware",
     "loginsvc.health.middleware.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -210,7 +212,9 @@ class FastSessionApp:
 
     def answer(self, environ: WSGIEnvironment) -> tuple[list[tuple[str, str]], bytes] | str:
         """Headers and body of Django's answer if it is a plain 200, else the RESULTS reason it is not."""
-        request = WSGIRequest(environ.copy())  # the copy: Django may get this environ untouched
+        meta = environ.copy()  # the copy: Django may get this environ untouched
+        client_ip.strip_untrusted_forwarding(meta)  # as ForwardedHeadersMiddleware does, first
+        request = WSGIRequest(meta)
         try:
             if self.security.process_request(request) is not None:  # redirect to HTTPS
                 return "request"
