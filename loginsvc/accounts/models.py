@@ -6,6 +6,9 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from loginsvc.accounts import auth_epoch
 
 
 def normalise_email(raw: str) -> str:
@@ -17,7 +20,16 @@ def normalise_email(raw: str) -> str:
     return (raw or "").strip().lower()
 
 
-class UserManager(BaseUserManager["User"]):
+class UserQuerySet(models.QuerySet["User"]):
+    def update(self, **kwargs: object) -> int:
+        """Any bulk change may matter to authentication (is_active, password): after the commit,
+        every process drops its cached users (auth_epoch.py). save() does not come here."""
+        rows = super().update(**kwargs)
+        auth_epoch.on_commit_publish(None)
+        return rows
+
+
+class UserManager(BaseUserManager.from_queryset(UserQuerySet)):  # type: ignore[misc]
     use_in_migrations = True
 
     def get_by_natural_key(self, username: str | None) -> "User":
@@ -52,6 +64,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Bumped by "sign out everywhere" (auth_epoch.py); part of the session-auth hash.
+    auth_epoch = models.PositiveIntegerField(default=0, editable=False)
 
     objects = UserManager()
 
@@ -72,6 +86,16 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    def _get_session_auth_hash(self, secret: str | None = None) -> str:
+        """Django's HMAC of the password hash, with the auth epoch mixed in once it is non-zero, so
+        that a new epoch ends every session while epoch 0 keeps the hashes of existing sessions.
+        (Django's get_session_auth_hash and its SECRET_KEY_FALLBACKS variant both come here.)"""
+        if not self.auth_epoch:
+            return super()._get_session_auth_hash(secret)
+        key_salt = "loginsvc.accounts.models.User.get_session_auth_hash"
+        return salted_hmac(key_salt, f"{self.password}\x00{self.auth_epoch}", secret=secret,
+                           algorithm="sha256").hexdigest()
 
 
 class ThrottleState(models.Model):

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.home_view, name="home"),
     path("login/", views.login_view, name="login"),
     path("logout/", views.logout_view, name="logout"),
+    path("logout/everywhere/", views.logout_everywhere_view, name="logout-everywhere"),
     path("api/session", views.api_session_view, name="api-session"),
     path("api/login", views.api_login_view, name="api-login"),
 ]

@@ -18,7 +18,7 @@ from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from loginsvc.accounts import sessions
+from loginsvc.accounts import auth_epoch, sessions
 from loginsvc.accounts.authentication import GENERIC_ERROR, LOCKED_ERROR, Outcome, attempt_login
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH, LoginForm
 from loginsvc.accounts.redirects import safe_next
@@ -72,6 +72,17 @@ def logout_view(request: HttpRequest) -> HttpResponse:
         return render(request, "accounts/logout.html", {"next": next_url or ""})
     auth.logout(request)  # flushes the session in Redis and the database
     return redirect(next_url or reverse("login"))
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["POST"])
+def logout_everywhere_view(request: HttpRequest) -> HttpResponse:
+    """POST only (CSRF-checked): ends every session of this user on every node, this one included."""
+    if request.user.is_authenticated:
+        auth_epoch.sign_out_everywhere(request.user, by="user")
+        auth.logout(request)
+    return redirect("login")
 
 
 @never_cache
