@@ -45,7 +45,7 @@ def _local_secret_key() -> str:
     """
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the secret key
         fd, temporary = tempfile.mkstemp(dir=VAR_DIR, prefix=".secret_key.")
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(50))
@@ -126,7 +126,7 @@ if os.environ.get("DATABASE_URL"):
     if "postgresql" in DATABASES["default"]["ENGINE"]:
         DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database: password hashes, sessions
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
