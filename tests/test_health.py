@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client, override_settings
 
+from tests import plugin
 from tests.conftest import PASSWORD, login
 
 
@@ -72,3 +73,85 @@ def test_readyz_answers_503_within_its_timeout_when_redis_hangs(client: Client, 
     assert response.json()["checks"]["redis"] == "error: no answer within 0.1s"
     assert elapsed < 0.2 + 0.5  # the timeout plus generous scheduling slack, far below a hang
 
+
+
+def pings(server) -> int:
+    """PINGs a Redis has answered: one per readiness check that reached it."""
+    return int(server.client().info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+
+
+@pytest.fixture
+def fresh_readiness() -> None:
+    from loginsvc.health import checks
+
+    checks.READINESS.reset()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_readyz_calls_share_one_round_of_checks(fresh_readiness) -> None:
+    import threading
+
+    from loginsvc.health import checks
+
+    before = pings(plugin.REDIS)
+    barrier = threading.Barrier(40)
+    answers: list[tuple[bool, dict[str, str]]] = []
+
+    def probe() -> None:
+        barrier.wait()
+        answers.append(checks.run_all())
+
+    threads = [threading.Thread(target=probe) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [(True, {"database": "ok", "redis": "ok"})] * 40
+    assert pings(plugin.REDIS) - before == 1  # one round for 40 callers, all within the cache time
+
+
+@pytest.mark.django_db
+def test_a_hung_check_is_never_queued_twice(client: Client, settings, fresh_readiness) -> None:
+    """Against a Redis that never answers, repeated probes wait on the one stuck check."""
+    import socket
+
+    from loginsvc.health import checks
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    try:
+        with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": url}},
+                               LOGINSVC={**settings.LOGINSVC, "READY_TIMEOUT_SECONDS": 0.05,
+                                         "READINESS_CACHE_SECONDS": 0.01}):
+            for _ in range(10):
+                assert client.get("/readyz").status_code == 503
+                assert checks._threads["redis"]._work_queue.qsize() == 0  # nothing waits behind the stuck one
+    finally:
+        silent.close()
+
+
+def test_a_readyz_flood_on_a_real_node_runs_bounded_checks_and_still_sees_redis_go(stack, own_redis) -> None:
+    """200 probes from 20 clients cost a handful of checks, and a dead Redis still shows within
+    the cache time plus one check."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    node = stack("blue-1", redis_url=own_redis.url)
+    assert requests.get(node.url + "/readyz", timeout=5).status_code == 200
+    before, started = pings(own_redis), time.monotonic()
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda _: requests.get(node.url + "/readyz", timeout=5).status_code, range(200)))
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 200
+    checks_run = pings(own_redis) - before
+    assert 1 <= checks_run <= elapsed / 0.25 + 2, (checks_run, elapsed)  # one round per cache period at most
+
+    own_redis.kill()
+    killed = time.monotonic()
+    while requests.get(node.url + "/readyz", timeout=5).status_code == 200:
+        assert time.monotonic() - killed < 0.25 + 0.25 + 0.5, "a dead Redis was still reported ready"
+        time.sleep(0.02)
