@@ -1,7 +1,15 @@
 """/healthz is alive, /readyz checks the database and Redis, /metrics is only for scrapers."""
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
 import pytest
+import requests
 from django.test import Client, override_settings
 
 from tests import plugin
@@ -51,28 +59,31 @@ def test_metrics_are_refused_through_a_proxy_without_token(client: Client, setti
         assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token").status_code == 200
 
 
-@pytest.mark.django_db
-def test_readyz_answers_503_within_its_timeout_when_redis_hangs(client: Client, settings) -> None:
-    """A Redis that accepts connections but never answers must not hang the probe."""
-    import socket
-    import time
-
+@contextmanager
+def silent_redis(settings, **options: float) -> Iterator[None]:
+    """Settings pointing at a "Redis" that accepts connections but never answers, with `options`."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
     try:
         with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": url}},
-                               LOGINSVC={**settings.LOGINSVC, "READY_TIMEOUT_SECONDS": 0.1}):
-            started = time.monotonic()
-            response = client.get("/readyz")
-            elapsed = time.monotonic() - started
+                               LOGINSVC={**settings.LOGINSVC, **options}):
+            yield
     finally:
         silent.close()
+
+
+@pytest.mark.django_db
+def test_readyz_answers_503_within_its_timeout_when_redis_hangs(client: Client, settings) -> None:
+    """A Redis that accepts connections but never answers must not hang the probe."""
+    with silent_redis(settings, READY_TIMEOUT_SECONDS=0.1):
+        started = time.monotonic()
+        response = client.get("/readyz")
+        elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert response.json()["checks"]["redis"] == "error: no answer within 0.1s"
     assert elapsed < 0.2 + 0.5  # the timeout plus generous scheduling slack, far below a hang
-
 
 
 def pings(server) -> int:
@@ -89,8 +100,6 @@ def fresh_readiness() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_readyz_calls_share_one_round_of_checks(fresh_readiness) -> None:
-    import threading
-
     from loginsvc.health import checks
 
     before = pings(plugin.REDIS)
@@ -113,33 +122,17 @@ def test_concurrent_readyz_calls_share_one_round_of_checks(fresh_readiness) -> N
 @pytest.mark.django_db
 def test_a_hung_check_is_never_queued_twice(client: Client, settings, fresh_readiness) -> None:
     """Against a Redis that never answers, repeated probes wait on the one stuck check."""
-    import socket
-
     from loginsvc.health import checks
 
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
-    try:
-        with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": url}},
-                               LOGINSVC={**settings.LOGINSVC, "READY_TIMEOUT_SECONDS": 0.05,
-                                         "READINESS_CACHE_SECONDS": 0.01}):
-            for _ in range(10):
-                assert client.get("/readyz").status_code == 503
-                assert checks._threads["redis"]._work_queue.qsize() == 0  # nothing waits behind the stuck one
-    finally:
-        silent.close()
+    with silent_redis(settings, READY_TIMEOUT_SECONDS=0.05, READINESS_CACHE_SECONDS=0.01):
+        for _ in range(10):
+            assert client.get("/readyz").status_code == 503
+            assert checks._threads["redis"]._work_queue.qsize() == 0  # nothing waits behind the stuck one
 
 
 def test_a_readyz_flood_on_a_real_node_runs_bounded_checks_and_still_sees_redis_go(stack, own_redis) -> None:
     """200 probes from 20 clients cost a handful of checks, and a dead Redis still shows within
     the cache time plus one check."""
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    import requests
-
     node = stack("blue-1", redis_url=own_redis.url)
     assert requests.get(node.url + "/readyz", timeout=5).status_code == 200
     before, started = pings(own_redis), time.monotonic()
