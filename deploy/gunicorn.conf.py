@@ -17,6 +17,9 @@ Why these values:
   terminal) and SIGQUIT skip the drain. Supervisors give a node stop time > drain + graceful.
 - keepalive 5 s: longer than the router's idle pool timeout would be pointless, shorter costs
   reconnects.
+- umask 0077: the node's files (heartbeats, metric files, the drain file, SQLite locally) are
+  owner-only whoever started it; set here as the process umask too (before preload_app loads
+  Django), since gunicorn's own `umask` covers only its sockets and worker temp files.
 - max_requests 200000 ± 20000 jitter: recycles workers against slow leaks without all of them
   restarting at the same moment. (A worker serves ~1,000 requests/s at full load; 5,000 would
   restart it every few seconds and show up as 100 ms tail latency.)
@@ -44,6 +47,8 @@ loglevel = os.environ.get("LOGINSVC_GUNICORN_LOG_LEVEL", "warning")
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+umask = 0o077
+os.umask(umask)
 proc_name = f"loginsvc-{os.environ.get('LOGINSVC_NODE', 'local')}"
 drain_seconds = float(os.environ.get("LOGINSVC_DRAIN_SECONDS", "1"))
 # Workers inherit the path through the environment; the readiness check looks for the file.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -30,6 +31,9 @@ from deploy.supervisor_rpc import NotRunning, Supervisor
 from loginsvc import conf
 
 READY_TIMEOUT = 60.0
+# Owner-only files for everything the stack creates: var/ holds the SQLite database (password hashes,
+# live session keys), the generated secret key and tokens, Redis's socket and logs.
+PRIVATE_UMASK = 0o077
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +77,18 @@ def ensure_secrets(spec: StackSpec) -> None:
     for env_name, file_env, path in (("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", "canary-admin-token"),
                                      ("CANARY_PIN_SECRET", "CANARY_PIN_SECRET_FILE", "canary-pin-secret")):
         secret.load_or_create_secret(env_name, file_env, str(spec.var / path))
+
+
+def make_private(var: Path) -> None:
+    """Set the owner-only umask (supervisord and every program inherit it), create var/ 0700, and take
+    group/other access away from anything an earlier run (or an older version) left readable in it."""
+    os.umask(PRIVATE_UMASK)
+    var.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory, dirs, files in os.walk(var):  # does not follow symlinks
+        for path in [directory, *(os.path.join(directory, name) for name in dirs + files)]:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
 
 def start_supervisord(spec: StackSpec, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -189,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if not port_free(port, host):
             print(f"{option}: {address} is already in use (another `make up`?)", file=sys.stderr)
             return 1
+    make_private(spec.var)
     spec.save()
     ensure_secrets(spec)
     env = stack_env(spec)

@@ -26,7 +26,10 @@ PRIORITY = {"redis": 10, "node": 20, "router": 30}
 # Back-off: a program that dies within `startsecs` of starting is retried after 1 s, 2 s, 3 s, …
 # (supervisord's BACKOFF state) up to `startretries` times, then left FATAL for an operator; one that
 # ran longer and then died is restarted at once (autorestart), which is what a crash needs.
+# umask: owner-only files (the database, logs, Redis's socket; deploy/local.py). supervisord's own
+# [supervisord] umask applies only when it daemonizes, which nodaemon=true never does.
 COMMON = """autostart=true
+umask=077
 autorestart=true
 startretries=10
 redirect_stderr=true
@@ -90,6 +93,7 @@ serverurl=unix://{pct(supervisor_socket(spec))}
 command={listener}
 events=PROCESS_STATE_RUNNING
 autorestart=true
+umask=077
 priority=1
 stdout_logfile=NONE
 stderr_logfile={pct(spec.var / 'log' / 'restart-counter.log')}

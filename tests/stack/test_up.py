@@ -10,10 +10,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.local import parse_args
+from deploy.local import make_private, parse_args
 from loginsvc import conf
 from tests.stack.conftest import PASSWORD, start_stack
 from tests.support import ROOT, Browser
+
+
+# Secrets and private state of a running stack: none may be readable by group or others.
+PRIVATE = ("db.sqlite3", "redis.sock", "secret_key", "canary-admin-token", "canary-pin-secret", "log/redis.log",
+           "log/router.log", "log/blue-1.log", "stack/supervisord.conf")
+
+
+def open_to_others(var: Path) -> list[str]:
+    """Every path under `var` (itself included) with any group/other permission bit, with its mode."""
+    return [f"{p.relative_to(var.parent)} {oct(p.lstat().st_mode & 0o777)}" for p in [var, *var.rglob("*")]
+            if not p.is_symlink() and p.lstat().st_mode & 0o077]
 
 
 def pid_alive(pid: int) -> bool:
@@ -38,6 +49,10 @@ def test_up_brings_everything_up_within_15_s_and_ctrl_c_leaves_nothing_running(t
         assert all(pids)
         # Embedded defaults: SQLite and the Redis socket under the var dir; demo users from DEMO_PASSWORD.
         assert (stack.var_dir / "db.sqlite3").exists() and (stack.var_dir / "redis.sock").exists()
+        # Owner-only (umask 0077, var/ 0700): the database holds password hashes and live session keys.
+        assert [name for name in PRIVATE if not (stack.var_dir / name).exists()] == []
+        assert stack.var_dir.stat().st_mode & 0o777 == 0o700
+        assert open_to_others(stack.var_dir) == []
         browser = Browser(stack.base)
         assert browser.login("demo2@example.test", PASSWORD).status_code == 200
         assert browser.call("GET", "/api/session").json()["email"] == "demo2@example.test"
@@ -64,6 +79,39 @@ def test_up_brings_everything_up_within_15_s_and_ctrl_c_leaves_nothing_running(t
             requests.get(url, timeout=1)
     assert not (stack.var_dir / "redis.sock").exists()
     assert "stopped" in stack.output.read_text()
+
+
+def test_up_makes_an_existing_var_dir_private(tmp_path: Path) -> None:
+    """A var/ left by an earlier run with the usual 0022 umask: make up takes group/other access away."""
+    var = tmp_path / "var"
+    (var / "log").mkdir(parents=True, mode=0o755)
+    var.chmod(0o755)
+    for name, mode in (("db.sqlite3", 0o644), ("log/router.log", 0o664), ("canary-pin-secret", 0o600)):
+        (var / name).write_text("x")
+        (var / name).chmod(mode)
+    (var / "link").symlink_to("/etc/hostname")  # not followed, not changed
+    previous = os.umask(0o022)
+    try:
+        make_private(var)
+        new_file = var / "new"
+        new_file.touch()
+        assert new_file.stat().st_mode & 0o777 == 0o600  # the umask the stack's programs inherit
+    finally:
+        os.umask(previous)
+    assert open_to_others(var) == []
+    assert (var / "db.sqlite3").stat().st_mode & 0o777 == 0o600 and var.stat().st_mode & 0o777 == 0o700
+    assert Path("/etc/hostname").stat().st_mode & 0o044
+
+
+def test_settings_create_var_private_under_a_usual_umask(tmp_path: Path) -> None:
+    """`manage.py …` outside make up (umask 0022) creates var/ 0700 with the generated secret key in it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SECRET_KEY", "DATABASE_URL")}
+    env.update(LOGINSVC_VAR_DIR=str(tmp_path / "var"), LOGINSVC_MODE="local")
+    result = subprocess.run([sys.executable, "-c", "import loginsvc.settings"], cwd=ROOT, env=env, timeout=60,
+                            capture_output=True, text=True, preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
+    assert open_to_others(tmp_path / "var") == [] and (tmp_path / "var" / "secret_key").exists()
 
 
 def test_a_stack_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path: Path) -> None:
