@@ -102,6 +102,16 @@ OPTIONS: dict[str, Option] = {
     "IP_FAILURE_THRESHOLD": Option(50, _positive_int, "Failures from one IP (any accounts) before that IP is slowed."),
     "IP_WINDOW_SECONDS": Option(900, _positive_int, "Window in which the per-IP failures are counted."),
     "IPV6_PREFIX_LENGTH": Option(64, _prefix_length, "IPv6 clients are counted per network of this prefix length."),
+    "IPV6_WIDE_PREFIX_LENGTH": Option(56, _prefix_length, "IPv6 clients are also counted per network of this (shorter) prefix length."),
+    "IPV6_WIDE_FAILURE_THRESHOLD": Option(200, _positive_int, "Failures from one wide IPv6 network (any accounts) before it is slowed."),
+    # Account-wide, across all addresses; enforced only against sources the account does not know.
+    "ACCOUNT_DELAY_THRESHOLD": Option(20, _positive_int, "Failures of one account (all addresses) before its attempts from unknown sources are spaced out."),
+    "ACCOUNT_DELAY_BASE_SECONDS": Option(1, _positive_int, "First spacing of those attempts; it doubles with each further failure."),
+    "ACCOUNT_DELAY_MAX_SECONDS": Option(60, _positive_int, "Longest spacing of those attempts."),
+    "ACCOUNT_FAILURE_LIMIT": Option(100, _positive_int, "Failures of one account after which only known devices and networks may sign in (ASVS 2.2.1: 100/h)."),
+    "ACCOUNT_WINDOW_SECONDS": Option(3600, _positive_int, "Account-wide failures are forgotten this long after the last one; also the step-up cool-off."),
+    "KNOWN_SOURCE_SECONDS": Option(7776000, _positive_int, "A device or network stays known this long after its last sign-in (90 days)."),
+    "LOGIN_NOTICE_SECONDS": Option(604800, _positive_int, "Failed attempts are reported at the next sign-in if it comes within this long."),
     "TRUSTED_PROXY_HOPS": Option(0, _non_negative_int, "How many X-Forwarded-For entries from the right are trusted."),
     "TRUSTED_PROXIES": Option(parse_ranges("127.0.0.0/8,::1/128"), parse_ranges,
                               "Comma-separated CIDRs of proxies whose X-Forwarded-* headers are believed (empty: none)."),
@@ -136,6 +146,10 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         except (ValueError, ImproperlyConfigured) as exc:
             reason = str(exc) if not str(exc).startswith("invalid literal") else "is not a number"
             raise ImproperlyConfigured(f"{PREFIX}{key}: {reason} (got {raw!r})") from None
+    if values["IPV6_WIDE_PREFIX_LENGTH"] > values["IPV6_PREFIX_LENGTH"]:
+        raise ImproperlyConfigured(
+            f"{PREFIX}IPV6_WIDE_PREFIX_LENGTH: must not be longer than {PREFIX}IPV6_PREFIX_LENGTH"
+        )
     if values["SESSION_MAX_SECONDS"] < values["SESSION_IDLE_SECONDS"]:
         raise ImproperlyConfigured(
             f"{PREFIX}SESSION_MAX_SECONDS: must not be shorter than {PREFIX}SESSION_IDLE_SECONDS"

@@ -108,3 +108,15 @@ class ThrottleState(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["expires_at"], name="accounts_throttle_exp_idx")]
+
+
+class KnownNetwork(models.Model):
+    """A network a user has signed in from successfully (known_sources.py): the account-wide
+    brute-force lock does not apply to attempts from it. IPv4 per address, IPv6 per /64."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="known_networks")
+    network = models.CharField(max_length=64)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "network"], name="accounts_known_network_unique")]

@@ -1,22 +1,34 @@
 """Brute-force protection shared by every node: soft, exponential lockouts kept in Redis, else the database.
 
-Two counters are kept:
-- account+IP: the `LOCKOUT_THRESHOLD`-th consecutive failed attempt locks that pair for
+Four counters are kept for every attempt (docs/security.md, "Brute force"):
+- account+network: the `LOCKOUT_THRESHOLD`-th consecutive failed attempt locks that pair for
   `LOCKOUT_BASE_SECONDS`, doubling with each further failure up to `LOCKOUT_MAX_SECONDS`; a
   success clears it. The count is forgotten `LOCKOUT_RESET_SECONDS` after the last failure.
   Locking the pair, not the account, keeps an attacker from locking a victim out from elsewhere.
-- IP: `IP_FAILURE_THRESHOLD` failures on any accounts within `IP_WINDOW_SECONDS` lock the address
-  the same way, which slows password spraying. IPv6 clients are counted per /64 (configurable):
-  one host usually owns a whole /64.
+- network: `IP_FAILURE_THRESHOLD` failures on any accounts within `IP_WINDOW_SECONDS` lock the
+  address the same way, which slows password spraying. IPv6 clients are counted per /64
+  (configurable): one host usually owns a whole /64.
+- wide IPv6 network (/56 by default): the same, with `IPV6_WIDE_FAILURE_THRESHOLD`, because one
+  customer usually holds a /56 or /48 and can rotate through its /64s.
+- account, across all addresses: *soft*. It is enforced only against sources the account has not
+  signed in from (known_sources.py), so an attacker cannot lock the real user out. From
+  `ACCOUNT_DELAY_THRESHOLD` failures on, each failure makes the account's next attempt from an
+  unknown source wait (1 s doubling to 60 s: 429 + Retry-After, no thread is held); at
+  `ACCOUNT_FAILURE_LIMIT` the step-up starts: unknown sources are refused, correct password or
+  not, for `ACCOUNT_WINDOW_SECONDS`. The count slides (it is forgotten that long after the last
+  failure), so at most `ACCOUNT_FAILURE_LIMIT` passwords from unknown sources are checked in
+  any hour (ASVS 2.2.1).
+A fifth key counts every attempt on the account since its last successful sign-in, which the
+user is told at the next one.
 
 An attempt is counted *before* its password is checked, in the same atomic step that checks
 the locks (`begin`). Counting afterwards would let every request already in flight pass the
 check: 25 parallel guesses would all be tried against a limit of 10. A success then clears
-the pair counter and takes its count back from the IP counter.
+the pair counter and takes its count back from the others.
 
 Redis is the primary store because every node sees it within a millisecond. When it cannot be
-reached the attempt runs on the `ThrottleState` table instead, so protection never switches
-off; locks set there are also honoured after Redis is back.
+reached the attempt runs on the `ThrottleState` table instead (throttle_db.py), so protection
+never switches off; locks set there are also honoured after Redis is back.
 """
 from __future__ import annotations
 
@@ -24,103 +36,121 @@ import hashlib
 import ipaddress
 import logging
 import math
-import random
 from dataclasses import dataclass
-from datetime import timedelta
 
-from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from loginsvc import conf
+from loginsvc.accounts.throttle_db import DatabaseStore
+from loginsvc.accounts.throttle_rules import Counter, Rule
+
+__all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "succeeded"]
 
 log = logging.getLogger(__name__)
 PREFIX = "loginsvc:bf:"
 
-# KEYS: pair count, pair lock, ip count, ip lock.
-# ARGV: pair window, pair threshold, ip window, ip threshold, base seconds, max seconds.
-# Returns {allowed, wait ms or lock flags}: flags bit 1 = this attempt locked the pair, 2 = the IP.
+# KEYS: count and lock key of each counter, then the notice counter.
+# ARGV: notice increment, notice TTL, then per counter: window, threshold, base, max, sliding,
+#       hard threshold, hard seconds, enforced (1: its lock refuses this attempt).
+# Returns {0, wait ms, index of the refusing counter} or {1, 0, 0, flag per counter}, where a
+# flag is 0 (no lock set), 1 (this attempt set a lock) or 2 (it set the counter's hard lock).
 _BEGIN_SCRIPT = """
-local wait = math.max(redis.call('PTTL', KEYS[2]), redis.call('PTTL', KEYS[4]), 0)
-if wait > 0 then return {0, wait} end
-local function bump(count_key, lock_key, window, threshold, sliding)
-  local n = redis.call('INCR', count_key)
-  if n == 1 or sliding then redis.call('EXPIRE', count_key, window) end
-  local over = n - threshold
-  if over < 0 then return 0 end
-  if over > 30 then over = 30 end
-  redis.call('SET', lock_key, '1', 'EX', math.floor(math.min(tonumber(ARGV[6]), tonumber(ARGV[5]) * 2 ^ over)))
-  return 1
+local counters = (#KEYS - 1) / 2
+local notice = KEYS[#KEYS]
+if tonumber(ARGV[1]) > 0 then
+  redis.call('INCRBY', notice, ARGV[1])
+  redis.call('EXPIRE', notice, ARGV[2])
 end
-local flags = bump(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), true)
-flags = flags + 2 * bump(KEYS[3], KEYS[4], ARGV[3], tonumber(ARGV[4]), false)
-return {1, flags}
+local wait, reason = 0, 0
+for i = 1, counters do
+  if ARGV[2 + i * 8] == '1' then
+    local left = redis.call('PTTL', KEYS[2 * i])
+    if left > wait then wait, reason = left, i end
+  end
+end
+if wait > 0 then return {0, wait, reason} end
+local result = {1, 0, 0}
+for i = 1, counters do
+  local a = 2 + (i - 1) * 8
+  local n = redis.call('INCR', KEYS[2 * i - 1])
+  if n == 1 or ARGV[a + 5] == '1' then redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[a + 1]) end
+  local hard_at, lock, flag = tonumber(ARGV[a + 6]), 0, 0
+  if hard_at > 0 and n >= hard_at then
+    lock, flag = tonumber(ARGV[a + 7]), 2
+  elseif n >= tonumber(ARGV[a + 2]) then
+    local over = math.min(n - tonumber(ARGV[a + 2]), 30)
+    lock, flag = math.floor(math.min(tonumber(ARGV[a + 4]), tonumber(ARGV[a + 3]) * 2 ^ over)), 1
+  end
+  if lock > 0 then redis.call('SET', KEYS[2 * i], '1', 'EX', lock) end
+  result[#result + 1] = flag
+end
+return result
 """
-# KEYS: pair count, pair lock, ip count. Clears the pair; gives the attempt back to the IP.
+# KEYS: keys to delete (ARGV[1] of them), then counts to give one back to, then the notice counter.
+# Returns the notice count, which is deleted.
 _SUCCESS_SCRIPT = """
-redis.call('DEL', KEYS[1], KEYS[2])
-if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
-return 1
+local delete = tonumber(ARGV[1])
+for i = 1, delete do redis.call('DEL', KEYS[i]) end
+for i = delete + 1, #KEYS - 1 do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+local notice = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+redis.call('DEL', KEYS[#KEYS])
+return notice
 """
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One counter: how many failures lock, for how long, and how the count expires."""
-
-    threshold: int
-    base_seconds: int
-    max_seconds: int
-    window_seconds: int
-    sliding: bool  # True: the window restarts at each failure; False: fixed from the first one.
-
-    def lock_seconds(self, count: int) -> int:
-        over = count - self.threshold
-        if over < 0:
-            return 0
-        return int(min(self.max_seconds, self.base_seconds * 2 ** min(over, 30)))
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """The outcome of `begin`: may the password be checked, and what this attempt locked."""
+    """The outcome of `begin`: may the password be checked, what refused it, what it locked."""
 
-    pair_key: str
-    ip_key: str
+    counters: tuple[Counter, ...]
+    notice_key: str
     store: str  # "redis" or "database": the rest of the attempt uses the same one
     allowed: bool
     retry_after: int = 0
-    locked_scopes: tuple[str, ...] = ()
+    refused_by: str = ""  # the scope of the lock that refused it, when not allowed
+    locks: tuple[tuple[str, int], ...] = ()  # (scope, flag) of each lock this attempt set
 
 
-def client_network(ip: str) -> str:
+def client_network(ip: str, prefix_length: int | None = None) -> str:
     """The unit counted per client: the IPv4 address, or the IPv6 prefix (a /64 by default)."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])
     if address.version == 6:
         if address.ipv4_mapped:
             return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/{conf.get('IPV6_PREFIX_LENGTH')}", strict=False))
+        length = conf.get("IPV6_PREFIX_LENGTH") if prefix_length is None else prefix_length
+        return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
     return str(address)
 
 
-def _keys(email: str, ip: str) -> tuple[str, str]:
+def _digest(*parts: str) -> str:
     # Hashed so that key length is bounded and no address sits in Redis in clear text.
-    network = client_network(ip)
-    pair = hashlib.sha256(f"{email}\x00{network}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return "p:" + pair, "i:" + hashlib.sha256(network.encode()).hexdigest()[:40]
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def _rules() -> tuple[Rule, Rule]:
+def counters_for(email: str, ip: str, known: bool) -> tuple[tuple[Counter, ...], str]:
+    """Every counter one attempt touches (the account's enforced unless `known`) and the notice key."""
     base, cap = conf.get("LOCKOUT_BASE_SECONDS"), conf.get("LOCKOUT_MAX_SECONDS")
-    pair = Rule(conf.get("LOCKOUT_THRESHOLD"), base, cap, conf.get("LOCKOUT_RESET_SECONDS"), sliding=True)
-    by_ip = Rule(conf.get("IP_FAILURE_THRESHOLD"), base, cap, conf.get("IP_WINDOW_SECONDS"), sliding=False)
-    return pair, by_ip
-
-
-def _scopes(flags: int) -> tuple[str, ...]:
-    return tuple(name for bit, name in ((1, "account_ip"), (2, "ip")) if flags & bit)
+    network = client_network(ip)
+    counters = [
+        Counter("account_ip", "p:" + _digest(email, network),
+                Rule(conf.get("LOCKOUT_THRESHOLD"), base, cap, conf.get("LOCKOUT_RESET_SECONDS"), True)),
+        Counter("ip", "i:" + _digest(network),
+                Rule(conf.get("IP_FAILURE_THRESHOLD"), base, cap, conf.get("IP_WINDOW_SECONDS"), False)),
+    ]
+    wide = client_network(ip, conf.get("IPV6_WIDE_PREFIX_LENGTH"))
+    if wide != network:  # IPv6 only: IPv4 (and IPv4-mapped) addresses are counted one by one
+        counters.append(Counter("ipv6_wide", "w:" + _digest(wide), Rule(
+            conf.get("IPV6_WIDE_FAILURE_THRESHOLD"), base, cap, conf.get("IP_WINDOW_SECONDS"), False)))
+    window = conf.get("ACCOUNT_WINDOW_SECONDS")
+    account = Rule(conf.get("ACCOUNT_DELAY_THRESHOLD"), conf.get("ACCOUNT_DELAY_BASE_SECONDS"),
+                   conf.get("ACCOUNT_DELAY_MAX_SECONDS"), window, True,
+                   hard_threshold=conf.get("ACCOUNT_FAILURE_LIMIT"), hard_seconds=window)
+    account_key = _digest(email)
+    counters.append(Counter("account", "a:" + account_key, account, soft=True, enforced=not known))
+    return tuple(counters), "f:" + account_key
 
 
 class RedisStore:
@@ -129,99 +159,69 @@ class RedisStore:
     def __init__(self) -> None:
         self.client = get_redis_connection("default")
 
-    def begin(self, pair_key: str, ip_key: str, pair: Rule, by_ip: Rule) -> tuple[bool, int, int]:
-        keys = [PREFIX + "n:" + pair_key, PREFIX + "l:" + pair_key, PREFIX + "n:" + ip_key, PREFIX + "l:" + ip_key]
-        args = [pair.window_seconds, pair.threshold, by_ip.window_seconds, by_ip.threshold,
-                pair.base_seconds, pair.max_seconds]
-        allowed, value = self.client.eval(_BEGIN_SCRIPT, len(keys), *keys, *args)
+    def begin(self, counters: tuple[Counter, ...], notice_key: str, notice: int) -> tuple[bool, int, str, list[int]]:
+        keys: list[str] = []
+        args: list[int] = [notice, conf.get("LOGIN_NOTICE_SECONDS")]
+        for counter in counters:
+            keys += [PREFIX + "n:" + counter.key, PREFIX + "l:" + counter.key]
+            args += counter.rule.script_args() + [int(counter.enforced)]
+        allowed, wait, reason, *flags = self.client.eval(_BEGIN_SCRIPT, len(keys) + 1, *keys, PREFIX + notice_key, *args)
         if not allowed:
-            return False, math.ceil(int(value) / 1000), 0
-        return True, 0, int(value)
+            return False, math.ceil(int(wait) / 1000), counters[int(reason) - 1].scope, []
+        return True, 0, "", [int(flag) for flag in flags]
 
-    def succeed(self, pair_key: str, ip_key: str) -> None:
-        keys = [PREFIX + "n:" + pair_key, PREFIX + "l:" + pair_key, PREFIX + "n:" + ip_key]
-        self.client.eval(_SUCCESS_SCRIPT, len(keys), *keys)
-
-
-class DatabaseStore:
-    """The same operations on the ThrottleState table (row locks), for when Redis is unreachable."""
-
-    def locked_for(self, keys: list[str]) -> int:
-        from loginsvc.accounts.models import ThrottleState
-
-        now = timezone.now()
-        until = ThrottleState.objects.filter(key__in=keys, locked_until__gt=now).values_list("locked_until", flat=True)
-        return max((math.ceil((u - now).total_seconds()) for u in until), default=0)
-
-    def _bump(self, key: str, rule: Rule, now) -> bool:  # noqa: ANN001 - a datetime
-        from loginsvc.accounts.models import ThrottleState
-
-        row, created = ThrottleState.objects.select_for_update().get_or_create(
-            key=key, defaults={"expires_at": now + timedelta(seconds=rule.window_seconds)}
-        )
-        if not created and row.expires_at <= now:
-            row.failures, row.locked_until = 0, None
-            row.expires_at = now + timedelta(seconds=rule.window_seconds)
-        row.failures += 1
-        if rule.sliding:
-            row.expires_at = now + timedelta(seconds=rule.window_seconds)
-        lock = rule.lock_seconds(row.failures)
-        if lock:
-            row.locked_until = now + timedelta(seconds=lock)
-        row.save()
-        return bool(lock)
-
-    def begin(self, pair_key: str, ip_key: str, pair: Rule, by_ip: Rule) -> tuple[bool, int, int]:
-        now = timezone.now()
-        with transaction.atomic():
-            wait = self.locked_for([pair_key, ip_key])
-            if wait:
-                return False, wait, 0
-            flags = int(self._bump(pair_key, pair, now)) + 2 * int(self._bump(ip_key, by_ip, now))
-        if random.random() < 0.01:
-            self.purge(now)
-        return True, 0, flags
-
-    def succeed(self, pair_key: str, ip_key: str) -> None:
-        from django.db.models import F
-
-        from loginsvc.accounts.models import ThrottleState
-
-        ThrottleState.objects.filter(key=pair_key).delete()
-        ThrottleState.objects.filter(key=ip_key, failures__gt=0).update(failures=F("failures") - 1)
-
-    def purge(self, now) -> int:  # noqa: ANN001 - a datetime
-        """Delete rows whose window and lock are both over, so an outage leaves no lasting table growth."""
-        from loginsvc.accounts.models import ThrottleState
-
-        ended = Q(expires_at__lte=now) & (Q(locked_until__isnull=True) | Q(locked_until__lte=now))
-        return ThrottleState.objects.filter(ended).delete()[0]
+    def succeed(self, attempt: Attempt) -> int:
+        pair = attempt.counters[0]
+        delete = [PREFIX + "n:" + pair.key, PREFIX + "l:" + pair.key]
+        delete += [PREFIX + "l:" + c.key for c in own_soft_locks(attempt)]
+        give_back = [PREFIX + "n:" + c.key for c in attempt.counters[1:]]
+        keys = delete + give_back + [PREFIX + attempt.notice_key]
+        return int(self.client.eval(_SUCCESS_SCRIPT, len(keys), *keys, len(delete)))
 
 
-def begin(email: str, ip: str) -> Attempt:
-    """Check the locks and count this attempt as a failure, atomically; call before the password check."""
-    pair_key, ip_key = _keys(email, ip)
-    pair, by_ip = _rules()
+def begin(email: str, ip: str, known: bool = False, count: bool = True) -> Attempt:
+    """Check the locks and count this attempt as a failure, atomically; call before the password check.
+
+    `known`: the attempt comes from a device or network this account has signed in from, so the
+    account-wide lock does not apply to it. `count=False` when the same attempt is re-run as
+    known after a first refusal, so that it is noted once for the "failed attempts" notice.
+    """
+    counters, notice_key = counters_for(email, ip, known)
+    notice = int(count)
     try:
-        allowed, wait, flags = RedisStore().begin(pair_key, ip_key, pair, by_ip)
+        allowed, wait, refused_by, flags = RedisStore().begin(counters, notice_key, notice)
         store = "redis"
         if allowed:
             # Locks set while Redis was unreachable still count once it is back.
-            wait = DatabaseStore().locked_for([pair_key, ip_key])
+            wait, refused_by = DatabaseStore().locked_for([c for c in counters if c.enforced])
             allowed = not wait
     except RedisError as exc:
         log.warning("throttle: redis unavailable, using the database", extra={"error": type(exc).__name__})
-        allowed, wait, flags = DatabaseStore().begin(pair_key, ip_key, pair, by_ip)
+        allowed, wait, refused_by, flags = DatabaseStore().begin(counters, notice_key, notice)
         store = "database"
-    return Attempt(pair_key, ip_key, store, allowed, wait, _scopes(flags))
+    locks = tuple((c.scope, flag) for c, flag in zip(counters, flags) if flag)
+    return Attempt(counters, notice_key, store, allowed, wait, refused_by, locks)
 
 
-def succeeded(attempt: Attempt) -> None:
-    """The password was right: clear the pair counter and give the attempt back to the IP counter."""
+def own_soft_locks(attempt: Attempt) -> list[Counter]:
+    """Soft counters whose lock this (now successful) attempt set: the real user's own sign-in
+    must not leave the account delayed or stepped up for others."""
+    set_here = {scope for scope, _ in attempt.locks}
+    return [c for c in attempt.counters if c.soft and c.scope in set_here]
+
+
+def succeeded(attempt: Attempt) -> int:
+    """The password was right: clear the pair, give the attempt back to the other counters.
+
+    Returns how many attempts on the account failed (or were refused) since its last sign-in.
+    """
+    failed = None
     if attempt.store == "redis":
         try:
-            RedisStore().succeed(attempt.pair_key, attempt.ip_key)
-            return
+            # Plus what was noted on the database during a Redis outage.
+            failed = RedisStore().succeed(attempt) + DatabaseStore().take_notice(attempt.notice_key)
         except RedisError:
             pass
-    DatabaseStore().succeed(attempt.pair_key, attempt.ip_key)
+    if failed is None:
+        failed = DatabaseStore().succeed(attempt.counters, own_soft_locks(attempt), attempt.notice_key)
+    return max(0, failed - 1)  # the notice counted this attempt too

@@ -19,11 +19,16 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from loginsvc.accounts import auth_epoch, sessions
-from loginsvc.accounts.authentication import GENERIC_ERROR, LOCKED_ERROR, Outcome, attempt_login
+from loginsvc.accounts import audit, known_sources
+from loginsvc.accounts.authentication import (
+    ACCOUNT_LOCKED_ERROR, GENERIC_ERROR, LOCKED_ERROR, LoginResult, Outcome, attempt_login,
+)
+from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH, LoginForm
 from loginsvc.accounts.redirects import safe_next
 
 API_MAX_BODY = 8192
+LOGIN_NOTICE = "loginsvc_login_notice"  # session key: failed attempts to show once after sign-in
 
 
 def _json_error(status: int, error: str, **extra: object) -> JsonResponse:
@@ -46,12 +51,23 @@ def login_view(request: HttpRequest) -> HttpResponse:
         return _login_page(request, form, GENERIC_ERROR, status=400)
     result = attempt_login(request, form.cleaned_data["username"], form.cleaned_data["password"], "form")
     if result.outcome is Outcome.SUCCESS:
-        return redirect(next_url or reverse("home"))
+        if result.failed_since_last_login:
+            # Shown on the home page before the user goes on to `next` (home_view pops it).
+            request.session[LOGIN_NOTICE] = {"failed": result.failed_since_last_login, "next": next_url or ""}
+            return _signed_in(request, redirect("home"), result)
+        return _signed_in(request, redirect(next_url or reverse("home")), result)
     if result.outcome is Outcome.LOCKED:
-        response = _login_page(request, form, LOCKED_ERROR, status=429)
+        error = ACCOUNT_LOCKED_ERROR if result.refused_by == "account" else LOCKED_ERROR
+        response = _login_page(request, form, error, status=429)
         response["Retry-After"] = str(result.retry_after)
         return response
     return _login_page(request, form, GENERIC_ERROR, status=401)
+
+
+def _signed_in(request: HttpRequest, response: HttpResponse, result: LoginResult) -> HttpResponse:
+    """The answer to a successful login also marks this browser as a known device of the account."""
+    known_sources.remember_device(request, response, result.user.email)
+    return response
 
 
 def _login_page(request: HttpRequest, form: LoginForm, error: str, status: int) -> HttpResponse:
@@ -70,6 +86,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     next_url = safe_next(request.POST.get("next") or request.GET.get("next"), request)
     if request.method != "POST":
         return render(request, "accounts/logout.html", {"next": next_url or ""})
+    audit.logout(request, client_ip(request))
     auth.logout(request)  # flushes the session in Redis and the database
     return redirect(next_url or reverse("login"))
 
@@ -90,7 +107,12 @@ def logout_everywhere_view(request: HttpRequest) -> HttpResponse:
 def home_view(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect("login")
-    return render(request, "accounts/home.html", {"expires_at": sessions.expires_at(request)})
+    notice = request.session.pop(LOGIN_NOTICE, None) or {}
+    return render(request, "accounts/home.html", {
+        "expires_at": sessions.expires_at(request),
+        "failed_attempts": notice.get("failed", 0),
+        "continue_url": safe_next(notice.get("next"), request) or "",
+    })
 
 
 def no_store(response: HttpResponse) -> HttpResponse:
@@ -170,12 +192,17 @@ def api_login_view(request: HttpRequest) -> HttpResponse:
         return _json_error(401, GENERIC_ERROR)
     result = attempt_login(request, username, password, "api")
     if result.outcome is Outcome.LOCKED:
-        response = _json_error(429, "locked", retry_after=result.retry_after)
+        # reason "account": the account-wide step-up; a known device or network still gets in.
+        reason = "account" if result.refused_by == "account" else "address"
+        response = _json_error(429, "locked", retry_after=result.retry_after, reason=reason)
         response["Retry-After"] = str(result.retry_after)
         return response
     if result.outcome is Outcome.FAILURE:
         return _json_error(401, GENERIC_ERROR)
-    return JsonResponse({"authenticated": True, "email": result.user.email})
+    body: dict[str, object] = {"authenticated": True, "email": result.user.email}
+    if result.failed_since_last_login:  # present only when there were some
+        body["failed_attempts_since_last_login"] = result.failed_since_last_login
+    return _signed_in(request, JsonResponse(body), result)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -1,0 +1,87 @@
+"""Devices and networks an account has signed in from, which the account-wide lock lets through.
+
+The account-wide brute-force counter (throttle.py) must not let an attacker lock the real user
+out, so its lock applies only to sources the account does not know (the "device cookie" design
+of OWASP's "Slow Down Online Guessing Attacks with Device Cookies"). A source is known when
+- the browser presents a device cookie naming the account: signed (django.core.signing, keyed
+  from SECRET_KEY), set at each successful sign-in, valid KNOWN_SOURCE_SECONDS; it survives a
+  changing address (mobile, DHCP). It holds keyed tags of up to MAX_DEVICE_ACCOUNTS accounts,
+  never an email or user id; or
+- the client network has signed in to the account successfully within KNOWN_SOURCE_SECONDS
+  (KnownNetwork rows): IPv4 per exact address, IPv6 per /64 — the same units the lockout
+  counters use (throttle.client_network). Not per IPv4 /24: a /24 is often shared by unrelated
+  customers of one hosting or mobile provider, so an attacker could rent an address "known"
+  to the victim; the device cookie covers the user whose address changes.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from loginsvc import conf
+from loginsvc.accounts.audit import account_tag
+from loginsvc.accounts.models import KnownNetwork, User
+from loginsvc.accounts.throttle import client_network
+
+DEVICE_COOKIE = "loginsvc_device"
+DEVICE_SALT = "loginsvc.accounts.known_sources.device"
+TAG_PURPOSE = "loginsvc.accounts.known_sources.account"
+MAX_DEVICE_ACCOUNTS = 5
+MAX_KNOWN_NETWORKS = 20
+
+
+def _device_tags(request: HttpRequest) -> list[str]:
+    raw = request.COOKIES.get(DEVICE_COOKIE)
+    if not raw:
+        return []
+    try:
+        tags = signing.loads(raw, salt=DEVICE_SALT, max_age=conf.get("KNOWN_SOURCE_SECONDS"))
+    except signing.BadSignature:  # also expired (SignatureExpired) or malformed
+        return []
+    return [t for t in tags if isinstance(t, str)][:MAX_DEVICE_ACCOUNTS] if isinstance(tags, list) else []
+
+
+def device_knows(request: HttpRequest, email: str) -> bool:
+    """Does this browser carry a valid device cookie for the account? (No database query.)"""
+    tag = account_tag(email, TAG_PURPOSE)
+    return any(constant_time_compare(tag, known) for known in _device_tags(request))
+
+
+def network_knows(email: str, ip: str) -> bool:
+    """Has the account signed in from this client network recently? One indexed query."""
+    since = timezone.now() - timedelta(seconds=conf.get("KNOWN_SOURCE_SECONDS"))
+    return KnownNetwork.objects.filter(user__email=email, network=client_network(ip), last_seen__gte=since).exists()
+
+
+def remember_network(user: User, ip: str) -> None:
+    """Record a successful sign-in from this network; keep the user's newest MAX_KNOWN_NETWORKS."""
+    now, network = timezone.now(), client_network(ip)
+    if KnownNetwork.objects.filter(user=user, network=network).update(last_seen=now):
+        return  # the usual case: one query
+    try:
+        with transaction.atomic():
+            KnownNetwork.objects.create(user=user, network=network, last_seen=now)
+    except IntegrityError:  # a parallel sign-in from the same network created it
+        return
+    since = now - timedelta(seconds=conf.get("KNOWN_SOURCE_SECONDS"))
+    keep = list(KnownNetwork.objects.filter(user=user).order_by("-last_seen")
+                .values_list("pk", flat=True)[:MAX_KNOWN_NETWORKS])
+    KnownNetwork.objects.filter(user=user).filter(Q(last_seen__lt=since) | ~Q(pk__in=keep)).delete()
+
+
+def remember_device(request: HttpRequest, response: HttpResponse, email: str) -> None:
+    """Set (or refresh) the device cookie with this account's tag first."""
+    tag = account_tag(email, TAG_PURPOSE)
+    tags = [tag] + [t for t in _device_tags(request) if not constant_time_compare(t, tag)]
+    response.set_cookie(
+        DEVICE_COOKIE, signing.dumps(tags[:MAX_DEVICE_ACCOUNTS], salt=DEVICE_SALT),
+        max_age=conf.get("KNOWN_SOURCE_SECONDS"), httponly=True, samesite="Lax",
+        secure=settings.SESSION_COOKIE_SECURE,
+    )
