@@ -164,7 +164,14 @@ DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = False
 
 # --- Sessions: Redis in front, the database behind (cached_db), so a Redis loss logs nobody out --
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-SESSION_COOKIE_NAME = "loginsvc_sid"
+# Production cookies carry the __Host- prefix: browsers accept such a cookie only with Secure,
+# Path=/ and no Domain, so a sibling product subdomain can neither plant nor overwrite it (a
+# planted CSRF cookie would defeat the double-submit check). Locally there is no TLS, so no prefix.
+_COOKIE_PREFIX = "__Host-" if PRODUCTION else ""
+SESSION_COOKIE_NAME = _COOKIE_PREFIX + "loginsvc_sid"
+CSRF_COOKIE_NAME = _COOKIE_PREFIX + "csrftoken"
+SESSION_COOKIE_PATH = CSRF_COOKIE_PATH = "/"
+SESSION_COOKIE_DOMAIN = CSRF_COOKIE_DOMAIN = None
 SESSION_COOKIE_AGE = LOGINSVC["SESSION_IDLE_SECONDS"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -188,7 +195,8 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    # ASVS 2.1.1: at least 12 characters.
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 

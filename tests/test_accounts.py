@@ -55,3 +55,17 @@ def test_demo_users_need_demo_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_PASSWORD", "demo password 2")
     call_command("ensure_demo_users", verbosity=0)
     assert User.objects.get(email="demo@example.test").check_password("demo password 2")
+
+
+def test_passwords_need_twelve_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASVS 2.1.1; DEMO_PASSWORD (what `make up` uses) is held to the same rule, with one clear line."""
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+    from django.core.management.base import CommandError
+
+    with pytest.raises(ValidationError, match="at least 12 characters"):
+        validate_password("kQ9!mZ2a#x7")  # 11
+    validate_password("kQ9!mZ2a#x7w")
+    monkeypatch.setenv("DEMO_PASSWORD", "short demo")
+    with pytest.raises(CommandError, match="^DEMO_PASSWORD: This password is too short. It must contain at least 12"):
+        call_command("ensure_demo_users", verbosity=0)

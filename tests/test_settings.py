@@ -69,6 +69,32 @@ def test_production_cookies_are_secure(tmp_path) -> None:
     assert result.stdout.strip().splitlines()[-1].split() == ["True", "True", "31536000", "False"]
 
 
+def test_production_cookies_have_the_host_prefix_and_its_attributes(tmp_path) -> None:
+    """__Host- cookies are refused by browsers unless Secure, Path=/ and without Domain: check the
+    Set-Cookie headers a production node really sends, after a real login."""
+    env = production_env(tmp_path)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    script = (
+        "from django.test import Client\n"
+        "from loginsvc.accounts.models import User\n"
+        "User.objects.create_user('cookie@example.test', 'a long enough password')\n"
+        "c = Client(enforce_csrf_checks=True, HTTP_HOST='login.example.test')\n"
+        "token = c.get('/api/session', secure=True).cookies['__Host-csrftoken'].value\n"
+        "r = c.post('/api/login', {'username': 'cookie@example.test', 'password': 'a long enough password'},\n"
+        "           content_type='application/json', secure=True, HTTP_X_CSRFTOKEN=token,\n"
+        "           HTTP_ORIGIN='https://login.example.test')\n"
+        "print(r.status_code)\n"
+        "for morsel in c.cookies.values(): print(morsel.OutputString())\n"
+    )
+    lines = manage(env, "shell", "-v", "0", "-c", script).stdout.strip().splitlines()
+    assert lines[0] == "200"
+    cookies = {line.split("=", 1)[0]: line for line in lines[1:]}
+    assert not {"csrftoken", "loginsvc_sid"} & set(cookies)
+    for line in (cookies["__Host-csrftoken"], cookies["__Host-loginsvc_sid"]):
+        attributes = {part.strip().split("=", 1)[0].lower() for part in line.split(";")[1:]}
+        assert "secure" in attributes and "; Path=/" in line and "domain" not in attributes, line
+
+
 def test_every_option_is_documented() -> None:
     from loginsvc.conf import OPTIONS, PREFIX
     from tests.support import ROOT

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 SCRUBBED_KEYS = [
-    "loginsvc_sid", "csrftoken", "csrfmiddlewaretoken", "x-csrftoken", "canary_pin",
+    "loginsvc_sid", "csrftoken", "__Host-loginsvc_sid", "__Host-csrftoken",  # production names: __Host-
+    "csrfmiddlewaretoken", "x-csrftoken", "canary_pin",
     "demo_password", "django_superuser_password", "secret_key",
 ]
 _FILTERED = "[Filtered]"

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from loginsvc.accounts.models import User
 
@@ -18,6 +20,10 @@ class Command(BaseCommand):
         if not password:
             self.stdout.write("DEMO_PASSWORD is not set: no demo accounts touched.")
             return
+        try:
+            validate_password(password)  # the same rules as for anyone (12 characters at least)
+        except ValidationError as exc:
+            raise CommandError(f"DEMO_PASSWORD: {' '.join(exc.messages)}") from None
         for email in DEMO_EMAILS:
             user, created = User.objects.get_or_create(email=email)
             if created or not user.check_password(password):
