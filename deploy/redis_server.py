@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -20,8 +21,12 @@ def binary() -> str:
 class RedisServer:
     """Start, stop or SIGKILL one redis-server listening on a TCP port and/or a unix socket."""
 
-    def __init__(self, data_dir: Path, port: int = 0, unix_socket: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, unix_socket: Path | None = None,
+                 extra_args: Sequence[str] = (), auth: tuple[str, str] | None = None) -> None:
+        """`extra_args` go to redis-server as they are (e.g. `--aclfile PATH`); `auth` is the (user,
+        password) that client() and the readiness check log in with when the default user is off."""
         self.data_dir, self.port, self.unix_socket = Path(data_dir), port, unix_socket
+        self.extra_args, self.auth = list(extra_args), auth
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,7 +43,7 @@ class RedisServer:
         ]
         if self.unix_socket:
             args += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
-        return args
+        return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +57,9 @@ class RedisServer:
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        username, password = self.auth or (None, None)
+        return redis.Redis.from_url(self.url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                    username=username, password=password)
 
     def wait_ready(self, timeout: float) -> None:
         def ready() -> bool:
