@@ -190,3 +190,17 @@ def test_a_forged_or_foreign_device_cookie_is_not_known(user) -> None:
     assert not known_sources.device_knows(request, "someone.else@example.test")
     request.COOKIES = {known_sources.DEVICE_COOKIE: other.cookies[known_sources.DEVICE_COOKIE].value[:-2] + "xx"}
     assert not known_sources.device_knows(request, user.email)
+
+
+@pytest.mark.django_db
+def test_with_redis_down_the_database_keeps_the_account_counter(settings, known_user, own_redis, checked) -> None:
+    own_redis.kill()
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": own_redis.url}}
+    small = {**settings.LOGINSVC, "ACCOUNT_DELAY_THRESHOLD": 100, "ACCOUNT_FAILURE_LIMIT": 3}
+    with override_settings(CACHES=caches, LOGINSVC=small):
+        assert attack(known_user.email, guesses=5, networks=5) == [401] * 3 + [429] * 2
+        assert Attacker().guess(known_user.email, PASSWORD, network(7)).status_code == 429
+        home = Client(enforce_csrf_checks=True, REMOTE_ADDR=HOME_IP)
+        assert login(home, known_user.email, PASSWORD).status_code == 302
+        assert "6 failed attempts since your last sign-in" in home.get("/").content.decode()
+    assert len(checked) == 3

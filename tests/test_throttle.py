@@ -147,3 +147,39 @@ def test_purge_deletes_only_rows_whose_window_and_lock_are_over() -> None:
     ThrottleState.objects.create(key="current", failures=1, expires_at=now + timedelta(seconds=30))
     assert throttle.DatabaseStore().purge(now) == 1
     assert set(ThrottleState.objects.values_list("key", flat=True)) == {"locked", "current"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_fallback_counts_parallel_guesses_under_row_locks(settings, own_redis) -> None:
+    """With Redis down, parallel guesses queue on the rows: the lock is checked only after the rows
+    are locked (select_for_update), so no more than the threshold get their password checked."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection, connections
+
+    from loginsvc.accounts.models import User
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL; CI runs it there): SQLite's IMMEDIATE transactions "
+                    "serialise every writer, so parallel attempts cannot race on it")
+    User.objects.create_user("race@example.test", PASSWORD)
+    own_redis.kill()
+    parallel, threshold = 16, 3
+    barrier = threading.Barrier(parallel)
+
+    def guess(i: int) -> int:
+        try:
+            client = Client()
+            barrier.wait(timeout=10)
+            return client.post("/api/login", {"username": "race@example.test", "password": f"guess {i}"},
+                               content_type="application/json", REMOTE_ADDR="203.0.113.5").status_code
+        finally:
+            connections.close_all()
+
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": own_redis.url}}
+    with override_settings(CACHES=caches, LOGINSVC={**settings.LOGINSVC, "LOCKOUT_THRESHOLD": threshold}):
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            statuses = list(pool.map(guess, range(parallel)))
+    assert statuses.count(401) <= threshold and statuses.count(429) >= parallel - threshold, statuses
+    assert ThrottleState.objects.filter(locked_until__isnull=False).exists()
