@@ -111,6 +111,8 @@ def test_past_the_limit_only_known_devices_and_networks_sign_in(settings, known_
         assert welcome.json() == {"authenticated": True, "email": known_user.email,
                                   "failed_attempts_since_last_login": 302}
         assert login(Client(enforce_csrf_checks=True, REMOTE_ADDR=HOME_IP), known_user.email, PASSWORD).status_code == 302
+        # The owner's sign-ins do not lift the step-up for everyone else.
+        assert attacker.guess(known_user.email, PASSWORD, network(203)).status_code == 429
     assert len(checked) == 100
 
 

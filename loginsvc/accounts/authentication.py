@@ -51,6 +51,8 @@ def _begin(request: HttpRequest, email: str, ip: str) -> throttle.Attempt:
 
 def _report_locks(attempt: throttle.Attempt, email: str, ip: str) -> None:
     for scope, flag in attempt.locks:
+        if flag == 3:
+            continue  # the account's step-up, renewed by a known source's failure: already reported
         LOCKOUTS.labels("account_delay" if scope == "account" and flag == 1 else scope).inc()
         audit.lock_set(email, ip, scope, flag)
         if scope == "account" and flag == 2:

@@ -54,7 +54,8 @@ PREFIX = "loginsvc:bf:"
 # ARGV: notice increment, notice TTL, then per counter: window, threshold, base, max, sliding,
 #       hard threshold, hard seconds, enforced (1: its lock refuses this attempt).
 # Returns {0, wait ms, index of the refusing counter} or {1, 0, 0, flag per counter}, where a
-# flag is 0 (no lock set), 1 (this attempt set a lock) or 2 (it set the counter's hard lock).
+# flag is 0 (no lock set), 1 (this attempt set a lock), 2 (it reached the counter's hard limit
+# and set its lock) or 3 (it renewed the hard lock: past the limit, from a known source).
 _BEGIN_SCRIPT = """
 local counters = (#KEYS - 1) / 2
 local notice = KEYS[#KEYS]
@@ -77,7 +78,7 @@ for i = 1, counters do
   if n == 1 or ARGV[a + 5] == '1' then redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[a + 1]) end
   local hard_at, lock, flag = tonumber(ARGV[a + 6]), 0, 0
   if hard_at > 0 and n >= hard_at then
-    lock, flag = tonumber(ARGV[a + 7]), 2
+    lock, flag = tonumber(ARGV[a + 7]), (n == hard_at) and 2 or 3
   elseif n >= tonumber(ARGV[a + 2]) then
     local over = math.min(n - tonumber(ARGV[a + 2]), 30)
     lock, flag = math.floor(math.min(tonumber(ARGV[a + 4]), tonumber(ARGV[a + 3]) * 2 ^ over)), 1
@@ -205,8 +206,9 @@ def begin(email: str, ip: str, known: bool = False, count: bool = True) -> Attem
 
 def own_soft_locks(attempt: Attempt) -> list[Counter]:
     """Soft counters whose lock this (now successful) attempt set: the real user's own sign-in
-    must not leave the account delayed or stepped up for others."""
-    set_here = {scope for scope, _ in attempt.locks}
+    must not leave the account delayed or stepped up for others. A step-up it only renewed
+    (flag 3) was on already, and stays."""
+    set_here = {scope for scope, flag in attempt.locks if flag != 3}
     return [c for c in attempt.counters if c.soft and c.scope in set_here]
 
 

@@ -25,9 +25,10 @@ class Rule:
         return self.lock(count)[0]
 
     def lock(self, count: int) -> tuple[int, int]:
-        """(seconds, flag) for the `count`-th failure: flag 0 no lock, 1 a lock, 2 the hard lock."""
+        """(seconds, flag) for the `count`-th failure: flag 0 no lock, 1 a lock, 2 the hard limit
+        reached (its lock set), 3 past it (the hard lock renewed)."""
         if self.hard_threshold and count >= self.hard_threshold:
-            return self.hard_seconds, 2
+            return self.hard_seconds, 2 if count == self.hard_threshold else 3
         over = count - self.threshold
         if over < 0:
             return 0, 0
