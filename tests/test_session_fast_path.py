@@ -357,3 +357,18 @@ def test_gunicorn_node_serves_fast_and_matches_a_node_without_it(stack) -> None:
     served = re.search(r'^loginsvc_session_fast_path_total\{result="served"\} (\S+)$', metrics, re.M)
     assert served and float(served.group(1)) >= 1
     assert "loginsvc_session_fast_path_total" not in requests.get(slow.url + "/metrics", timeout=10).text
+
+
+@pytest.mark.django_db
+def test_a_user_changed_on_another_node_is_not_served_from_the_cache(apps, signed_in, user) -> None:
+    """From its second request on, a session's read also fetches its user's auth-epoch counters
+    (one round trip): a change published by another process sends the request to Django."""
+    from loginsvc.accounts import auth_epoch
+
+    compare(apps, lambda: environ_for(signed_in), "served")
+    compare(apps, lambda: environ_for(signed_in), "served")  # the pipelined read
+    plugin.REDIS.client().incr(auth_epoch.KEY_PREFIX + str(user.pk))
+    compare(apps, lambda: environ_for(signed_in), "user")
+    compare(apps, lambda: environ_for(signed_in), "served")  # Django re-read and cached the user
+    plugin.REDIS.client().incr(auth_epoch.ALL_KEY)
+    compare(apps, lambda: environ_for(signed_in), "user")

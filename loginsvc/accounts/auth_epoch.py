@@ -62,6 +62,11 @@ def _redis_error(client: Any, what: str) -> None:
     logger.warning("auth epoch: Redis unreachable while %s; users are read from the database", what)
 
 
+def keys(user_id: str) -> tuple[str, str]:
+    """The Redis keys whose values a cached user `user_id` must still match, in Stamp order."""
+    return KEY_PREFIX + user_id, ALL_KEY
+
+
 def stamp(user_id: str) -> Stamp | None:
     """The counters that a cached user `user_id` must still match, or None when Redis cannot say
     (then nothing may be cached or reused)."""
@@ -69,7 +74,7 @@ def stamp(user_id: str) -> Stamp | None:
     if client is None:
         return None
     try:
-        values = client.mget(KEY_PREFIX + user_id, ALL_KEY)
+        values = client.mget(keys(user_id))
     except Exception:  # noqa: BLE001 - any Redis failure means "cannot validate": use the database
         _redis_error(client, "checking a cached user")
         return None

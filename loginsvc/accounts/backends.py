@@ -28,13 +28,15 @@ MAX_ENTRIES = 10_000
 _users: OrderedDict[str, tuple[float, User, auth_epoch.Stamp]] = OrderedDict()
 
 
-def _lookup(user_id: str, now: float) -> tuple[User | None, auth_epoch.Stamp | None]:
-    """The cached user if still valid (or None), and the current counters (None: Redis cannot say)."""
+def _lookup(user_id: str, now: float, counters: auth_epoch.Stamp | None = None,
+            ) -> tuple[User | None, auth_epoch.Stamp | None]:
+    """The cached user if still valid (or None), and the current counters (None: Redis cannot say).
+    `counters`: the user's counters if the caller has just read them (the fast path pipelines them)."""
     entry = _users.get(user_id)
     if entry is not None and entry[0] <= now:
         _users.pop(user_id, None)
         entry = None
-    current = auth_epoch.stamp(user_id)
+    current = counters if counters is not None else auth_epoch.stamp(user_id)
     if current is None:
         _users.clear()  # cannot tell what changed meanwhile: start afresh once Redis answers
         return None, None
@@ -43,16 +45,18 @@ def _lookup(user_id: str, now: float) -> tuple[User | None, auth_epoch.Stamp | N
     return None, current
 
 
-def cached_user(user_id: str, now: float | None = None) -> User | None:
+def cached_user(user_id: str, now: float | None = None, counters: auth_epoch.Stamp | None = None,
+                ) -> User | None:
     """The user this process may still reuse for `user_id` (text), or None; never queries the
-    database (one Redis MGET, to learn whether the user changed anywhere).
+    database (one Redis MGET, to learn whether the user changed anywhere, unless `counters` holds
+    what the caller just read from Redis for this user).
 
     The cache only ever holds users ModelBackend.get_user returned, so only active ones. The
     object is the cache's own: read it, do not change it (get_user hands out copies).
     """
     if conf.get("USER_CACHE_SECONDS") <= 0 or user_id not in _users:
         return None
-    return _lookup(user_id, time.monotonic() if now is None else now)[0]
+    return _lookup(user_id, time.monotonic() if now is None else now, counters)[0]
 
 
 class CachedModelBackend(ModelBackend):

@@ -10,7 +10,8 @@ Answered here: GET or HEAD of exactly /api/session, no query string, a well-form
 (else the view mints one), and either no session cookie (anonymous) or a session that
 - is in Redis (a miss means a database read and a Redis refill: Django's job),
 - needs neither a logout nor an idle-deadline write (accounts.sessions.due),
-- names our CachedModelBackend and a user this process has cached (else a database query),
+- names our CachedModelBackend and a user this process has cached and nobody has changed since
+  (auth-epoch counters in Redis, read in the same round trip as the session; else a database query),
 - carries the user's current session-auth hash (compared in constant time; a mismatch means
   SECRET_KEY_FALLBACKS or a logout: Django's job).
 In that case Django writes nothing and answers 200 with a fixed set of headers, and so does this.
@@ -60,9 +61,11 @@ from django.urls import resolve
 from django.utils.crypto import constant_time_compare
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from loginsvc import conf
-from loginsvc.accounts import backends, client_ip, sessions, views
+from loginsvc.accounts import auth_epoch, backends, client_ip, sessions, views
 from loginsvc.accounts.headers import ContentSecurityPolicyMiddleware
 from loginsvc.health.middleware import ROUTES as HEALTH_ROUTES
 from loginsvc.observability.logs import request_id
@@ -92,6 +95,8 @@ BACKEND = f"{backends.CachedModelBackend.__module__}.{backends.CachedModelBacken
 # After Redis fails once, requests go straight to Django for this long: its own Redis attempt
 # is all a request should wait for while Redis is down (250 ms connect timeouts).
 REDIS_BACKOFF_SECONDS = 1.0
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+SESSION_USERS_MAX = 100_000
 ERROR_LOG_SECONDS = 60.0
 # Values of loginsvc_session_fast_path_total{result}: "served", or why Django answered.
 RESULTS = (
@@ -102,7 +107,7 @@ RESULTS = (
     "redis_error",  # Redis failed on this request
     "redis_down",   # Redis failed within REDIS_BACKOFF_SECONDS
     "lifetime",     # absolute lifetime over (logout) or idle deadline due a write
-    "user",         # no user in the session, another backend, or the user is not cached here
+    "user",         # no user in the session, another backend, or the user is not cached here (or changed)
     "auth_hash",    # session-auth hash missing or not the user's current one
     "error",        # a bug here; logged, and Django answers
 )
@@ -180,6 +185,10 @@ class FastSessionApp:
         self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
         self.pk_to_python = get_user_model()._meta.pk.to_python
         self.redis_retry_at = 0.0
+        # session key -> the user id it held last time, so that the session read can fetch that
+        # user's auth-epoch counters in the same Redis round trip (checked against the session).
+        self.session_users: dict[str, str] = {}
+        self.pipelined = settings.SESSION_CACHE_ALIAS == "default"  # auth_epoch's counters live there
         self.error_logged_at = -ERROR_LOG_SECONDS
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -248,9 +257,9 @@ class FastSessionApp:
         store = self.session_store(session_key)
         if store.session_key is None:  # malformed: Django starts an empty session, deletes the cookie
             return "session"
+        guess = self.session_users.get(session_key)
         try:
-            # cached_db's own read (cache.get), one layer down so that a Redis failure is told apart.
-            data = caches[settings.SESSION_CACHE_ALIAS].client.get(store.cache_key)
+            data, counters = self.read_session(store.cache_key, guess)
         except ConnectionInterrupted:
             self.redis_retry_at = time.monotonic() + REDIS_BACKOFF_SECONDS
             return "redis_error"
@@ -268,13 +277,37 @@ class FastSessionApp:
             return "user"
         if backend_path != BACKEND or backend_path not in settings.AUTHENTICATION_BACKENDS:
             return "user"
-        user = backends.cached_user(str(user_id))
+        user_id = str(user_id)
+        if user_id != guess:
+            counters = None  # cached_user reads this user's own counters
+            if len(self.session_users) >= SESSION_USERS_MAX:
+                self.session_users.clear()
+            self.session_users[session_key] = user_id
+        user = backends.cached_user(user_id, counters=counters)
         if user is None:
             return "user"
         session_hash = data.get(HASH_SESSION_KEY)
         if not session_hash or not constant_time_compare(session_hash, user.get_session_auth_hash()):
             return "auth_hash"
         return views.session_payload(user, data)
+
+    def read_session(self, cache_key: str, guess: str | None) -> tuple[Any, auth_epoch.Stamp | None]:
+        """cached_db's own read (cache.get), one layer down so that a Redis failure is told apart; and,
+        in the same round trip, the auth-epoch counters of `guess`, the user this session had before.
+
+        Both from the primary (write=True), as auth_epoch reads and writes counters: a lagging
+        replica could miss a sign-out."""
+        cache_client = caches[settings.SESSION_CACHE_ALIAS].client
+        if guess is None or not self.pipelined:
+            return cache_client.get(cache_key), None
+        redis = cache_client.get_client(write=True)
+        pipe = redis.pipeline(transaction=False)
+        pipe.get(cache_client.make_key(cache_key)).mget(auth_epoch.keys(guess))
+        try:
+            raw, counters = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise ConnectionInterrupted(connection=redis) from exc
+        return (None if raw is None else cache_client.decode(raw)), (counters[0], counters[1])
 
     def _report_error(self) -> None:
         """Log a failure here at most once a minute (every one is counted); never the session id."""
