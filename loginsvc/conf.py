@@ -92,7 +92,8 @@ OPTIONS: dict[str, Option] = {
     "SESSION_IDLE_SECONDS": Option(1800, _positive_int, "A session unused this long ends (Keycloak: 30 min)."),
     "SESSION_MAX_SECONDS": Option(36000, _positive_int, "A session ends this long after login (Keycloak: 10 h)."),
     "SESSION_TOUCH_SECONDS": Option(60, _positive_int, "Idle expiry is pushed forward at most this often, to spare writes."),
-    "USER_CACHE_SECONDS": Option(5, _non_negative_int, "How long a node may reuse a session's user without a query (0: never)."),
+    "USER_CACHE_SECONDS": Option(5, _non_negative_int, "Longest a process reuses a session's user without a "
+                                 "query, and only while its auth epoch is unchanged (0: never)."),
     "SESSION_FAST_PATH": Option(True, _bool, "Answer plain GET /api/session ahead of Django, same bytes (0: Django answers all)."),
     "ACCESS_LOG": Option(True, _bool, "One structured log line per request."),
     "LOCKOUT_THRESHOLD": Option(10, _positive_int, "Consecutive failures of one account from one IP before it locks."),
