@@ -22,11 +22,15 @@ def signed_in(user: User) -> Client:
 
 
 @pytest.mark.django_db
-def test_sign_out_everywhere_ends_every_session_of_the_user(user: User) -> None:
+def test_sign_out_everywhere_ends_every_session_of_the_user(user: User, caplog) -> None:
     here, elsewhere = signed_in(user), signed_in(user)
     assert b'action="/logout/everywhere/"' in here.get("/").content  # the button on the signed-in page
+    caplog.set_level("INFO", logger="loginsvc.accounts.auth_epoch")
     response = here.post("/logout/everywhere/", {"csrfmiddlewaretoken": here.cookies["csrftoken"].value})
     assert response.status_code == 302 and response["Location"] == "/login/"
+    [record] = [r for r in caplog.records if r.name == "loginsvc.accounts.auth_epoch"]
+    assert (record.getMessage(), record.user_id, record.by, record.client_ip) == (
+        "logout: every session", user.pk, "user", "127.0.0.1")
     assert here.get("/api/session").json() == {"authenticated": False}
     assert elsewhere.get("/api/session").json() == {"authenticated": False}
     assert signed_in(user).get("/api/session").json()["email"] == user.email  # signing in again works

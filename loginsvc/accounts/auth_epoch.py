@@ -114,10 +114,11 @@ def _user_changed(sender: type[User], instance: User, **kwargs: Any) -> None:
     on_commit_publish(instance.pk)
 
 
-def sign_out_everywhere(user: User, by: str) -> None:
+def sign_out_everywhere(user: User, by: str, ip: str | None = None) -> None:
     """End every session of `user` on every node at once (ASVS 3.3.4): a new epoch in the database;
     backends' post_save receiver drops this process's copy and, after the commit, tells the others."""
     user.auth_epoch = F("auth_epoch") + 1  # in the database: two sign-outs at once both count
     user.save(update_fields=["auth_epoch"])
     user.refresh_from_db(fields=["auth_epoch"])
-    logger.info("logout: every session of the user", extra={"user_id": user.pk, "by": by})
+    # An audit line like accounts/audit.py's: who and from where, never the email or a session id.
+    logger.info("logout: every session", extra={"user_id": user.pk, "by": by, "client_ip": ip})

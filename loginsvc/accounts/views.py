@@ -97,7 +97,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 def logout_everywhere_view(request: HttpRequest) -> HttpResponse:
     """POST only (CSRF-checked): ends every session of this user on every node, this one included."""
     if request.user.is_authenticated:
-        auth_epoch.sign_out_everywhere(request.user, by="user")
+        auth_epoch.sign_out_everywhere(request.user, by="user", ip=client_ip(request))
         auth.logout(request)
     return redirect("login")
 
