@@ -5,6 +5,7 @@ import ast
 import asyncio
 import copy
 import importlib.util
+import ipaddress
 import os
 import re
 import shlex
@@ -25,6 +26,7 @@ from canary import config as canary_config
 from canary import secret as canary_secret
 from loginsvc import conf
 from loginsvc.health import middleware
+from loginsvc.networks import parse_ranges
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S, SYSTEMD = ROOT / "deploy" / "k8s", ROOT / "deploy" / "systemd"
@@ -36,6 +38,7 @@ SENSITIVE = {"DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "CANARY_ADMIN_TOK
 UNITS = sorted(SYSTEMD.glob("*.service"))
 PROCESS_MIB = 60  # RSS of one process with Django loaded (measured ~50 MiB), plus headroom
 Doc = dict[str, Any]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 # -- loading -----------------------------------------------------------------------------------------------
@@ -279,8 +282,9 @@ def test_secret_template_holds_placeholders_the_code_refuses() -> None:
     result = subprocess.run([sys.executable, "-c", "import loginsvc.settings"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr, result.stderr[-500:]
-    # The URLs' hosts are the ExternalName Services that stand for the external Redis and PostgreSQL.
-    external = {s["metadata"]["name"] for s in of_kind("Service") if s["spec"].get("type") == "ExternalName"}
+    # The URLs' hosts are those the ExternalName Services record for the external Redis and PostgreSQL
+    # (the real names: TLS verification checks them against the servers' certificates).
+    external = {s["spec"]["externalName"] for s in of_kind("Service") if s["spec"].get("type") == "ExternalName"}
     for (_, key), value in secrets.items():
         if key.endswith("-url"):
             assert urlsplit(value).hostname in external, key
@@ -429,9 +433,107 @@ def test_vm_router_config_lists_the_example_node_and_hops_match() -> None:
     host, port = canary_config.parse_hostport(node_env["LOGINSVC_BIND"], "LOGINSVC_BIND")
     (cluster,) = [c for c in cfg.clusters if any((n.host, n.port) == (host, port) for n in c.nodes)]
     assert cluster.name == node_env["LOGINSVC_CLUSTER"]
-    assert env_file_names(SYSTEMD / "canary.env.example")["REDIS_URL"].startswith("redis://")
+    assert env_file_names(SYSTEMD / "canary.env.example")["REDIS_URL"].startswith("rediss://")
     # Nodes trust one X-Forwarded-For hop more than the router (the TLS edge + the router itself).
     vm_hops = int(env_file_names(SYSTEMD / "loginsvc.env.example")["LOGINSVC_TRUSTED_PROXY_HOPS"])
     assert vm_hops == cfg.trusted_hops + 1
     k8s_hops = int(named("ConfigMap", "loginsvc-config")["data"]["LOGINSVC_TRUSTED_PROXY_HOPS"])
     assert k8s_hops == router_cfg().trusted_hops + 1
+
+
+# -- who may connect: trusted proxies, NetworkPolicies, systemd IP filters ---------------------------------
+def policies_selecting(labels: dict[str, str], policy_type: str) -> list[Doc]:
+    return [p for p in of_kind("NetworkPolicy") if policy_type in p["spec"]["policyTypes"]
+            and p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()]
+
+
+def pod_labels(workload: Doc) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def admitted(labels: dict[str, str]) -> dict[int | str, set[tuple[str, ...]]]:
+    """Port -> the peers the NetworkPolicies let in to pods with these labels: ("namespace", name) or
+    ("pods", label=value, ...). Every rule must name both its ports and its peers (no open rule)."""
+    out: dict[int | str, set[tuple[str, ...]]] = {}
+    for policy in policies_selecting(labels, "Ingress"):
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("ports") and rule.get("from"), (policy["metadata"]["name"], rule)
+            for peer in rule["from"]:
+                if "namespaceSelector" in peer:
+                    assert "podSelector" not in peer, peer
+                    who = ("namespace", peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+                else:
+                    who = ("pods", *sorted(f"{k}={v}" for k, v in peer["podSelector"]["matchLabels"].items()))
+                for port in rule["ports"]:
+                    assert port["protocol"] == "TCP"
+                    out.setdefault(port["port"], set()).add(who)
+    return out
+
+
+def egress_ports(labels: dict[str, str]) -> set[tuple[str, int]]:
+    return {(port["protocol"], port["port"]) for policy in policies_selecting(labels, "Egress")
+            for rule in policy["spec"].get("egress", []) for port in rule.get("ports", [])}
+
+
+def test_network_policies_deny_by_default_and_admit_only_the_intended_peers() -> None:
+    (default,) = [p for p in of_kind("NetworkPolicy") if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]
+                  and "egress" not in p["spec"]]
+    assert sorted(default["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    router, cfg = router_deployment(), router_cfg()
+    ports = admitted(pod_labels(router))
+    (edge,), (ops,) = ports.pop(cfg.listen[1]), ports.pop(cfg.admin[1])
+    assert not ports and edge[0] == ops[0] == "namespace" and len({edge[1], ops[1], "loginsvc"}) == 3
+    router_peer = ("pods", *sorted(f"{k}={v}" for k, v in router["spec"]["selector"]["matchLabels"].items()))
+    for dep in login_deployments():
+        bind_port = port_number(main_container(dep), "http")
+        assert admitted(pod_labels(dep)) == {bind_port: {router_peer}}, dep["metadata"]["name"]
+        # The router's selector picks the router, and no login pod: nothing else passes as "the router".
+        peer_labels = dict(label.split("=", 1) for label in router_peer[1:])
+        assert not peer_labels.items() <= pod_labels(dep).items()
+    for job in of_kind("Job"):
+        assert admitted(pod_labels(job)) == {}, "the migration Job needs nothing inbound"
+    # Outbound: DNS everywhere; the router reaches the nodes and Redis; nodes and the Job Redis and PostgreSQL.
+    external = {p["port"] for s in of_kind("Service") if s["spec"].get("type") == "ExternalName" for p in s["spec"]["ports"]}
+    assert external == {5432, 6379}
+    for workload in of_kind("Deployment") + of_kind("Job"):
+        needed = {("UDP", 53), ("TCP", 53), ("TCP", 6379)}
+        needed |= {("TCP", 8000)} if is_router(main_container(workload)) else {("TCP", 5432)}
+        assert needed <= egress_ports(pod_labels(workload)), workload["metadata"].get("name")
+
+
+def test_nodes_trust_forwarded_addresses_from_the_router_only() -> None:
+    """Nodes believe X-Forwarded-* from the router pods' range (parsed by the code's own parser): private and
+    far narrower than 'anyone'; on VMs, from exactly the router machines, whose address the router listens on."""
+    nodes = parse_ranges(named("ConfigMap", "loginsvc-config")["data"]["LOGINSVC_TRUSTED_PROXIES"])
+    assert nodes.networks and all(n.is_private and n.prefixlen >= 8 for n in nodes.networks), nodes
+    vm_nodes = parse_ranges(env_file_names(SYSTEMD / "loginsvc.env.example")["LOGINSVC_TRUSTED_PROXIES"])
+    vm_router = canary_config.load_toml(str(SYSTEMD / "router.toml.example"))
+    assert vm_router.listen[0] in vm_nodes and all(n.num_addresses == 1 for n in vm_nodes.networks)
+
+
+def ip_filter(path: Path) -> list[Network]:
+    """IPAddressAllow of a unit (which must deny everything else), `localhost` as systemd reads it."""
+    u = unit(path)
+    assert u.get("Service.IPAddressDeny") == ["any"], path.name
+    named_ranges = {"localhost": ["127.0.0.0/8", "::1/128"]}
+    words = [w for value in u.get("Service.IPAddressAllow", []) for w in value.split()]
+    assert "any" not in words and "localhost" in words, (path.name, words)
+    return [ipaddress.ip_network(n) for w in words for n in named_ranges.get(w, [w])]
+
+
+def allows(networks: list[Network], candidate: Network | str) -> bool:
+    wanted = ipaddress.ip_network(candidate)
+    return any(wanted.version == n.version and wanted.subnet_of(n) for n in networks)  # type: ignore[arg-type]
+
+
+def test_systemd_units_accept_only_their_peers() -> None:
+    node_allow, router_allow = ip_filter(SYSTEMD / "loginsvc@.service"), ip_filter(SYSTEMD / "canary-router.service")
+    cfg = canary_config.load_toml(str(SYSTEMD / "router.toml.example"))
+    host = cfg.listen[0]
+    assert not ipaddress.ip_address(host).is_unspecified, "the VM router listens on its private address"
+    # Nodes: the router machines (the proxies they trust, the router's own address among them).
+    trusted = parse_ranges(env_file_names(SYSTEMD / "loginsvc.env.example")["LOGINSVC_TRUSTED_PROXIES"])
+    assert all(allows(node_allow, n) for n in trusted.networks) and allows(node_allow, host)
+    # Router: every node it sends to.
+    for cluster in cfg.clusters:
+        assert all(allows(router_allow, node.host) for node in cluster.nodes), cluster.name
