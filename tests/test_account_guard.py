@@ -187,10 +187,10 @@ def test_known_networks_are_per_address_or_64_and_capped(user) -> None:
 def test_a_forged_or_foreign_device_cookie_is_not_known(user) -> None:
     other = Client(enforce_csrf_checks=True)
     assert login(other, user.email, PASSWORD).status_code == 302
-    request = type("R", (), {"COOKIES": {known_sources.DEVICE_COOKIE: other.cookies[known_sources.DEVICE_COOKIE].value}})
+    request = type("R", (), {"COOKIES": {known_sources.device_cookie_name(): other.cookies[known_sources.device_cookie_name()].value}})
     assert known_sources.device_knows(request, user.email)
     assert not known_sources.device_knows(request, "someone.else@example.test")
-    request.COOKIES = {known_sources.DEVICE_COOKIE: other.cookies[known_sources.DEVICE_COOKIE].value[:-2] + "xx"}
+    request.COOKIES = {known_sources.device_cookie_name(): other.cookies[known_sources.device_cookie_name()].value[:-2] + "xx"}
     assert not known_sources.device_knows(request, user.email)
 
 

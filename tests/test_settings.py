@@ -89,8 +89,8 @@ def test_production_cookies_have_the_host_prefix_and_its_attributes(tmp_path) ->
     lines = manage(env, "shell", "-v", "0", "-c", script).stdout.strip().splitlines()
     assert lines[0] == "200"
     cookies = {line.split("=", 1)[0]: line for line in lines[1:]}
-    assert not {"csrftoken", "loginsvc_sid"} & set(cookies)
-    for line in (cookies["__Host-csrftoken"], cookies["__Host-loginsvc_sid"]):
+    assert not {"csrftoken", "loginsvc_sid", "loginsvc_device"} & set(cookies)
+    for line in (cookies["__Host-csrftoken"], cookies["__Host-loginsvc_sid"], cookies["__Host-loginsvc_device"]):
         attributes = {part.strip().split("=", 1)[0].lower() for part in line.split(";")[1:]}
         assert "secure" in attributes and "; Path=/" in line and "domain" not in attributes, line
 

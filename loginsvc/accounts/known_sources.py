@@ -30,15 +30,19 @@ from loginsvc.accounts.audit import account_tag
 from loginsvc.accounts.models import KnownNetwork, User
 from loginsvc.accounts.throttle import client_network
 
-DEVICE_COOKIE = "loginsvc_device"
 DEVICE_SALT = "loginsvc.accounts.known_sources.device"
 TAG_PURPOSE = "loginsvc.accounts.known_sources.account"
 MAX_DEVICE_ACCOUNTS = 5
 MAX_KNOWN_NETWORKS = 20
 
 
+def device_cookie_name() -> str:
+    """`loginsvc_device`, `__Host-loginsvc_device` in production (settings.py says why)."""
+    return settings.LOGINSVC_DEVICE_COOKIE_NAME
+
+
 def _device_tags(request: HttpRequest) -> list[str]:
-    raw = request.COOKIES.get(DEVICE_COOKIE)
+    raw = request.COOKIES.get(device_cookie_name())
     if not raw:
         return []
     try:
@@ -81,7 +85,7 @@ def remember_device(request: HttpRequest, response: HttpResponse, email: str) ->
     tag = account_tag(email, TAG_PURPOSE)
     tags = [tag] + [t for t in _device_tags(request) if not constant_time_compare(t, tag)]
     response.set_cookie(
-        DEVICE_COOKIE, signing.dumps(tags[:MAX_DEVICE_ACCOUNTS], salt=DEVICE_SALT),
+        device_cookie_name(), signing.dumps(tags[:MAX_DEVICE_ACCOUNTS], salt=DEVICE_SALT),
         max_age=conf.get("KNOWN_SOURCE_SECONDS"), httponly=True, samesite="Lax",
-        secure=settings.SESSION_COOKIE_SECURE,
+        secure=settings.SESSION_COOKIE_SECURE, path="/",
     )

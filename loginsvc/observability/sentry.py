@@ -5,6 +5,7 @@ from typing import Any
 
 SCRUBBED_KEYS = [
     "loginsvc_sid", "csrftoken", "__Host-loginsvc_sid", "__Host-csrftoken",  # production names: __Host-
+    "loginsvc_device", "__Host-loginsvc_device",
     "csrfmiddlewaretoken", "x-csrftoken", "canary_pin",
     "demo_password", "django_superuser_password", "secret_key",
 ]
