@@ -511,6 +511,12 @@ def test_nodes_trust_forwarded_addresses_from_the_router_only() -> None:
     assert vm_router.listen[0] in vm_nodes and all(n.num_addresses == 1 for n in vm_nodes.networks)
 
 
+def router_trusted_proxies(cfg: canary_config.Config) -> list[Network]:
+    """The router's `trusted_proxies` as networks (the loader's own type, whatever holds them)."""
+    value = cfg.trusted_proxies
+    return [ipaddress.ip_network(n) for n in getattr(value, "networks", value)]
+
+
 def ip_filter(path: Path) -> list[Network]:
     """IPAddressAllow of a unit (which must deny everything else), `localhost` as systemd reads it."""
     u = unit(path)
@@ -537,3 +543,17 @@ def test_systemd_units_accept_only_their_peers() -> None:
     # Router: every node it sends to.
     for cluster in cfg.clusters:
         assert all(allows(router_allow, node.host) for node in cluster.nodes), cluster.name
+
+
+def test_router_trusts_forwarded_addresses_from_the_edge_only() -> None:
+    """The router believes X-Forwarded-* from its `trusted_proxies` (through its own loader): set in both
+    examples (not the loopback default, which would make every browser look like the edge), private, and on
+    VMs admitted by the router's IP filter and not by the nodes': the edge cannot reach a node directly."""
+    default = router_trusted_proxies(canary_config.Config(clusters=[]))
+    vm_cfg = canary_config.load_toml(str(SYSTEMD / "router.toml.example"))
+    for cfg in (router_cfg(), vm_cfg):
+        networks = router_trusted_proxies(cfg)
+        assert networks and networks != default and all(n.is_private and n.prefixlen >= 8 for n in networks)
+    router_allow, node_allow = ip_filter(SYSTEMD / "canary-router.service"), ip_filter(SYSTEMD / "loginsvc@.service")
+    assert all(allows(router_allow, n) for n in router_trusted_proxies(vm_cfg))
+    assert not any(allows(node_allow, n) for n in router_trusted_proxies(vm_cfg))
