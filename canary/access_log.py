@@ -29,8 +29,10 @@ class AccessLog:
     def log(self, ex: Any, now: float) -> None:
         node = ex.node
         where = node.label if node is not None else "-"
+        # the path only, as Django's log: a query string can carry tokens or personal data (?email=..., ?code=...)
+        url = ex.url.split(b"?", 1)[0]
         self.buf.append(
-            f'{self.ts} {ex.front.peer.decode()} "{ex.method.decode()} {ex.url.decode("latin-1")[:512]}" '
+            f'{self.ts} {ex.front.peer.decode()} "{ex.method.decode()} {url.decode("latin-1")[:512]}" '
             f"{ex.status} {ex.resp_bytes} {(now - ex.t0) * 1000:.2f}ms {where} attempts={ex.attempts} "
             f"bucket={ex.bucket} {ex.outcome}\n")
         if len(self.buf) >= self.limit:

@@ -42,6 +42,9 @@ def build_parser() -> Parser:
     s.add_argument("--state", help="state file when no Redis (default var/canary-state.json)")
     s.add_argument("--workers", type=int, help="processes sharing the port with SO_REUSEPORT")
     s.add_argument("--trusted-hops", type=int, help="X-Forwarded-For hops to trust (default 0)")
+    s.add_argument("--trusted-proxy", action="append", metavar="CIDR",
+                   help="peer range whose X-Forwarded-* is honoured (repeatable; replaces trusted_proxies, "
+                        "default 127.0.0.0/8 and ::1/128); --trusted-proxy none trusts no peer")
     s.add_argument("--no-access-log", action="store_true", help="disable the stdout access log")
     s.add_argument("--initial-percent", type=float, help="canary share when no state exists yet")
     for name, helptext in (("status", "show routing state"), ("promote", "canary -> 100%% and stable"),
@@ -90,6 +93,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.workers = a.workers
     if a.trusted_hops is not None:
         cfg.trusted_hops = a.trusted_hops
+    if a.trusted_proxy:
+        cfg.trusted_proxies = [c for c in a.trusted_proxy if c != "none"]
     if a.no_access_log:
         cfg.access_log = False
     if a.initial_percent is not None:
@@ -102,7 +107,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
 
 
 
-def _run_worker(cfg: Config, token: str, pin: str, worker: int, reuse_port: bool) -> None:
+def _run_worker(cfg: Config, token: str, pin: str, worker: int, reuse_port: bool,
+                fallbacks: tuple[str, ...]) -> None:
     import asyncio
 
     from .server import App
@@ -111,7 +117,7 @@ def _run_worker(cfg: Config, token: str, pin: str, worker: int, reuse_port: bool
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    app = App(cfg, token, pin, worker)
+    app = App(cfg, token, pin, worker, fallbacks)
     runner(app.run(reuse_port=reuse_port, run_admin=worker == 0))
 
 
@@ -123,11 +129,13 @@ def serve(a: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="canary %(levelname)s %(name)s: %(message)s")
     token = secret.admin_token(create=True) or ""
     pin = secret.pin_secret()
-    for name, value in (("CANARY_ADMIN_TOKEN", token), ("CANARY_PIN_SECRET", pin)):
+    fallbacks = secret.pin_secret_fallbacks()
+    for name, value in (("CANARY_ADMIN_TOKEN", token), ("CANARY_PIN_SECRET", pin),
+                        *(("CANARY_PIN_SECRET_FALLBACKS", f) for f in fallbacks)):
         if len(value) < secret.MIN_LENGTH:  # a short admin token or pin key can be guessed
             die(f"{name}: must be at least {secret.MIN_LENGTH} characters (got {len(value)})")
     if cfg.workers == 1:
-        _run_worker(cfg, token, pin, 0, False)
+        _run_worker(cfg, token, pin, 0, False, fallbacks)
         return 0
     import signal
     children: list[int] = []
@@ -135,7 +143,7 @@ def serve(a: argparse.Namespace) -> int:
         pid = os.fork()
         if pid == 0:
             try:
-                _run_worker(cfg, token, pin, w, True)
+                _run_worker(cfg, token, pin, w, True, fallbacks)
             finally:
                 os._exit(0)
         children.append(pid)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ class TimeoutConfig:
     connect: float = 1.0
     upstream: float = 30.0       # time for the node to answer (headers) after the request body is complete
     body_idle: float = 10.0      # a client request body that stalls this long gets 408 (the node is not blamed)
+    body_read: float = 10.0      # a buffered (small) request body must arrive whole within this, else 408
     header_read: float = 10.0    # slowloris guard: whole request head must arrive within this
     idle: float = 60.0           # keep-alive idle time of a client connection
     total: float = 300.0         # whole exchange including body streaming
@@ -61,13 +63,18 @@ class TimeoutConfig:
 @dataclass(slots=True)
 class LimitsConfig:
     max_header_bytes: int = 32 * 1024
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024            # what a node accepts (Django DATA_UPLOAD_MAX_MEMORY_SIZE)
+    buffer_body_bytes: int = 64 * 1024         # bodies up to this are read whole before a node is chosen
+    max_connections_per_client: int = 64       # concurrent connections per client address (0 = no cap)
+    max_response_header_bytes: int = 64 * 1024  # a node's response head beyond this is a 502
+    max_response_headers: int = 100
     queue_timeout: float = 1.0
     retry_after: int = 1
 
 
 @dataclass(slots=True)
 class PinConfig:
+    """The keys are secrets, so they come from the environment or files (canary/secret.py), never from here."""
     cookie_name: str = "canary_pin"
     ttl: int = 30 * 24 * 3600
     secure: bool = False
@@ -97,6 +104,8 @@ class Config:
     state_file: str = "var/canary-state.json"
     access_log: bool = True
     trusted_hops: int = 0
+    # peers whose X-Forwarded-* headers are honoured (with trusted_hops); anyone else is the client itself
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     balancing: str = "least_request"
     health_check: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     outlier_detection: OutlierConfig = field(default_factory=OutlierConfig)
@@ -270,6 +279,10 @@ def from_dict(data: dict[str, Any]) -> Config:
             cfg.redis = v
         elif k in ("workers", "trusted_hops", "state_file", "access_log", "balancing"):
             setattr(cfg, k, _coerce(k, v, getattr(cfg, k)))
+        elif k == "trusted_proxies":
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"trusted_proxies: expected a list of CIDR strings, got {v!r}")
+            cfg.trusted_proxies = v
         else:
             raise ConfigError(f"{k}: unknown key")
     validate(cfg)
@@ -295,7 +308,9 @@ def validate(cfg: Config) -> None:
     positive = {
         "health_check.interval": cfg.health_check.interval, "health_check.timeout": cfg.health_check.timeout,
         "timeouts.connect": cfg.timeouts.connect, "timeouts.upstream": cfg.timeouts.upstream,
-        "timeouts.body_idle": cfg.timeouts.body_idle,
+        "timeouts.body_idle": cfg.timeouts.body_idle, "timeouts.body_read": cfg.timeouts.body_read,
+        "limits.max_response_header_bytes": cfg.limits.max_response_header_bytes,
+        "limits.max_response_headers": cfg.limits.max_response_headers,
         "timeouts.header_read": cfg.timeouts.header_read, "timeouts.idle": cfg.timeouts.idle,
         "timeouts.total": cfg.timeouts.total, "timeouts.upstream_idle": cfg.timeouts.upstream_idle,
         "outlier_detection.base_ejection_time": cfg.outlier_detection.base_ejection_time,
@@ -310,7 +325,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{k}: must be > 0 (got {v})")
     nonneg = {"limits.max_body_bytes": cfg.limits.max_body_bytes, "trusted_hops": cfg.trusted_hops,
               "share.slow_start_window": cfg.share.slow_start_window, "retry.min_concurrent": cfg.retry.min_concurrent,
-              "limits.retry_after": cfg.limits.retry_after}
+              "limits.retry_after": cfg.limits.retry_after, "limits.buffer_body_bytes": cfg.limits.buffer_body_bytes,
+              "limits.max_connections_per_client": cfg.limits.max_connections_per_client}
     for k, v in nonneg.items():
         if v < 0:
             raise ConfigError(f"{k}: must be >= 0 (got {v})")
@@ -327,6 +343,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"balancing: must be 'least_request' or 'round_robin' (got {cfg.balancing!r})")
     if not cfg.pin.cookie_name or not all(c.isalnum() or c in "-_" for c in cfg.pin.cookie_name):
         raise ConfigError(f"pin.cookie_name: invalid cookie name {cfg.pin.cookie_name!r}")
+    proxy_networks(cfg.trusted_proxies)
+
+
+def proxy_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Parse `trusted_proxies` (a bare address is a /32 or /128); one message names the key and the bad entry."""
+    out = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c.strip(), strict=True))
+        except ValueError as e:
+            raise ConfigError(f"trusted_proxies: {c!r} is not a CIDR such as 10.0.0.0/8 ({e})") from None
+    return out
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -5,41 +5,38 @@ import http
 import time
 from typing import TYPE_CHECKING, Any
 
+from .request_body import BadRequest, RequestBody
+
 if TYPE_CHECKING:
     from .proxy import FrontConn
     from .server import App
     from .upstream_pool import UpstreamConn
 
 _now = time.monotonic
-_REPLAY_MAX = 64 * 1024
+__all__ = ["BadRequest", "Exchange", "local_response"]
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 RAW, CHUNK, NOBODY = 0, 1, 2
 
 
-class BadRequest(Exception):
-    """Raised inside parser callbacks: stops llhttp at once so nothing after the bad byte is parsed."""
-
-    def __init__(self, status: int, why: str) -> None:
-        super().__init__(why)
-        self.status = status
-
-
-def local_response(status: int, close: bool, retry_after: int | None = None, body: bytes | None = None) -> bytes:
+def local_response(status: int, close: bool, retry_after: int | None = None, body: bytes | None = None,
+                   head_only: bool = False) -> bytes:
     if body is None:
         body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
     extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
     return (STATUS_LINES[status] + b"Content-Type: text/plain\r\nContent-Length: %d\r\n" % len(body) + extra
-            + (b"Connection: close\r\n" if close else b"") + b"X-Served-By: canary-router\r\n\r\n" + body)
+            + (b"Connection: close\r\n" if close else b"") + b"X-Served-By: canary-router\r\n\r\n"
+            + (b"" if head_only else body))
 
 
-class Exchange:
+class Exchange(RequestBody):
     """One client request and its attempts on nodes: streaming both ways, retries, failover, accounting."""
 
     __slots__ = ("app", "front", "method", "url", "head", "chunked", "body", "body_size", "pending",
                  "body_done", "body_bytes", "up", "node", "cluster", "attempts", "tried", "resp_started",
                  "status", "t0", "bucket", "cookie_line", "keep_alive", "head_only", "idempotent", "deadline",
                  "queued", "queue_deadline", "done", "resp_mode", "resp_eof_body", "retrying", "http10",
-                 "expect", "sent", "outcome", "limit", "waiting_retry", "resp_bytes", "resp_head")
+                 "expect", "sent", "outcome", "limit", "waiting_retry", "resp_bytes", "resp_head", "buffering",
+                 "awaiting_body", "body_end", "local")
 
     def __init__(self, app: "App", front: "FrontConn") -> None:
         self.app = app
@@ -69,9 +66,17 @@ class Exchange:
         self.waiting_retry = False
         self.resp_bytes = 0
         self.resp_head: bytes | None = None
+        # buffering: a small body is read whole before a node is chosen (request_body.py); awaiting_body (start()
+        # was called while buffering) and body_end (its whole-body deadline) are set only for those requests
+        self.buffering = False
+        self.local: bytes | None = None   # a path the router answers itself (/healthz, /readyz, /metrics)
 
     # -- admission and dispatch ----------------------------------------------------------------------------
     def start(self) -> None:
+        if self.buffering:
+            return self._await_body()
+        if self.local is not None:
+            return self._answer_router_path()
         app = self.app
         now = _now()
         self.deadline = now + app.cfg.timeouts.total
@@ -86,6 +91,18 @@ class Exchange:
         else:
             self.limit = None
             self.fail_local(503, "overload")
+
+    def _answer_router_path(self) -> None:
+        """/healthz: the router is alive; /readyz: it has a usable cluster; /metrics lives on the admin port."""
+        app = self.app
+        app.router_path_answers += 1
+        if self.local == b"/healthz":
+            self.fail_local(200, "router_path", b"ok\n")
+        elif self.local == b"/readyz":
+            ready = not app.routing.panic
+            self.fail_local(200 if ready else 503, "router_path", b"ready\n" if ready else b"no usable cluster\n")
+        else:
+            self.fail_local(404, "router_path")
 
     def dispatch_queued(self) -> None:
         if not self.done:
@@ -134,44 +151,6 @@ class Exchange:
     def _arm(self) -> None:   # node answer timer once the body is complete; till then body_idle per byte
         t = self.app.cfg.timeouts
         self.deadline = min(self.t0 + t.total, _now() + (t.upstream if self.body_done else t.body_idle))
-
-    # -- client body -------------------------------------------------------------------------------------------
-    def client_body(self, data: bytes) -> None:
-        n = len(data)
-        self.body_bytes += n
-        if self.body_bytes > self.app.cfg.limits.max_body_bytes:
-            raise BadRequest(413, "body too large")
-        if self.chunked:
-            data = b"%x\r\n" % n + data + b"\r\n"
-        if self.body is not None:
-            self.body_size += len(data)
-            if self.body_size > _REPLAY_MAX:
-                self.body = None
-            else:
-                self.body.append(data)
-        up = self.up
-        if up is not None:
-            up.transport.write(data)
-            if not self.resp_started:
-                self._arm()
-        elif not self.done:
-            self.pending.append(data)
-
-    def client_body_done(self) -> None:
-        self.body_done = True
-        if self.up is not None and not self.resp_started:
-            self._arm()
-        if self.chunked:
-            self.chunked = False
-            self.client_body_raw(b"0\r\n\r\n")
-
-    def client_body_raw(self, data: bytes) -> None:
-        if self.body is not None:
-            self.body.append(data)
-        if self.up is not None:
-            self.up.transport.write(data)
-        elif not self.done:
-            self.pending.append(data)
 
     # -- response from the node ------------------------------------------------------------------------------
     def on_response_head(self, conn: "UpstreamConn", status: int) -> None:
@@ -270,6 +249,9 @@ class Exchange:
             return
         if kind == "upgrade":   # a 101/Upgrade answer: the router does not tunnel; not the node's failure
             return self.fail_local(502, "upstream_upgrade")
+        if kind in ("response_head_too_large", "bad_transfer_coding"):   # a broken or hostile node: no retry
+            self.app.outlier.eject(node, now, kind)
+            return self.fail_local(502, kind)
         stale = conn.reused and not conn.got_bytes and kind == "reset"
         if not stale:
             self.app.outlier.eject(node, now, kind)
@@ -325,13 +307,13 @@ class Exchange:
         else:
             self.fail_local(504, "timeout")
 
-    def fail_local(self, status: int, reason: str) -> None:
+    def fail_local(self, status: int, reason: str, body: bytes | None = None) -> None:
         self.status = status
         self.resp_started = True
         if not self.body_done:
             self.keep_alive = False
         retry_after = self.app.cfg.limits.retry_after if status == 503 else None
-        self.front.transport.write(local_response(status, not self.keep_alive, retry_after))
+        self.front.transport.write(local_response(status, not self.keep_alive, retry_after, body, self.head_only))
         self.finish(reason, count_node=False)
 
     def _drop_up(self) -> bool:

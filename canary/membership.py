@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from .cluster import Cluster, Node
 from .config import ConfigError, NodeConfig, _check_name, parse_hostport
-from .upstream_pool import Pool
 
 if TYPE_CHECKING:
     from .server import App
@@ -165,7 +164,7 @@ class Membership:
         app = self.app
         n = Node(cfg, c)
         assert app.loop is not None, "membership changes are applied only once the App has started"
-        n.pool = Pool(n, app.loop, app.cfg.timeouts.connect)
+        n.pool = app.new_pool(n)
         if app.health.started:
             # Added while serving: no traffic until the router itself has seen the node answer /readyz.
             # hc_ok = rise - 1 makes the very first good check enough (the registrar already waited for

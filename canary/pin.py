@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import os
 import random
+from typing import Any
 
 BUCKETS = 10000
 # Buckets need to be uniform, not secret (the HMAC protects them): a fast PRNG seeded from the OS, so a
@@ -13,20 +14,35 @@ BUCKETS = 10000
 _rand = random.Random(int.from_bytes(os.urandom(16), "big"))
 
 
-class PinSigner:
-    """Issues and verifies pin cookies; a forged, expired or garbled cookie simply yields no bucket."""
+def _keyed(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256 (RFC 2104) inner and outer states keyed once: copying a hash state is ~3x cheaper than
+    hmac.digest(), which re-keys on every call (this runs once per request)."""
+    k = hashlib.sha256(key).digest() if len(key) > 64 else key
+    k = k.ljust(64, b"\0")
+    return hashlib.sha256(bytes(b ^ 0x36 for b in k)), hashlib.sha256(bytes(b ^ 0x5C for b in k))
 
-    __slots__ = ("key", "name", "ttl", "_prefix", "_attrs", "_name_eq", "_inner", "_outer")
+
+def _sign(states: tuple[Any, Any], payload: bytes) -> bytes:
+    inner = states[0].copy()
+    inner.update(payload)
+    outer = states[1].copy()
+    outer.update(inner.digest())
+    return base64.urlsafe_b64encode(outer.digest())[:43]
+
+
+class PinSigner:
+    """Issues and verifies pin cookies; a forged, expired or garbled cookie simply yields no bucket.
+
+    `fallbacks` are previous keys (like Django's SECRET_KEY_FALLBACKS): a pin signed with one still counts,
+    and is re-issued at once with the same bucket under the current key, so rotating the key moves nobody."""
+
+    __slots__ = ("key", "name", "ttl", "_prefix", "_attrs", "_name_eq", "_states", "_fallbacks")
 
     def __init__(self, secret: str | bytes, cookie_name: str = "canary_pin", ttl: int = 30 * 86400,
-                 secure: bool = False) -> None:
+                 secure: bool = False, fallbacks: tuple[str | bytes, ...] = ()) -> None:
         self.key = secret.encode() if isinstance(secret, str) else secret
-        # HMAC-SHA256 (RFC 2104) with the keyed inner/outer states precomputed: copying a hash state is
-        # ~3x cheaper than hmac.digest(), which re-keys on every call (this runs once per request).
-        k = hashlib.sha256(self.key).digest() if len(self.key) > 64 else self.key
-        k = k.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
+        self._states = _keyed(self.key)
+        self._fallbacks = tuple(_keyed(f.encode() if isinstance(f, str) else f) for f in fallbacks)
         self.name = cookie_name.encode()
         self.ttl = ttl
         self._name_eq = self.name + b"="
@@ -34,11 +50,7 @@ class PinSigner:
         self._attrs = b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s\r\n" % (ttl, b"; Secure" if secure else b"")
 
     def _sig(self, payload: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(payload)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return base64.urlsafe_b64encode(outer.digest())[:43]
+        return _sign(self._states, payload)
 
     def make_value(self, bucket: int, issued: int) -> bytes:
         payload = b"%d.%d" % (bucket, issued)
@@ -51,7 +63,8 @@ class PinSigner:
         return bucket, self._prefix + self.make_value(bucket, int(now)) + self._attrs
 
     def check(self, value: bytes, now: float) -> tuple[int, bool]:
-        """(bucket of a valid cookie value or -1, whether it is past half its lifetime).
+        """(bucket of a valid cookie value or -1, whether to re-issue it: past half its lifetime or signed
+        with a previous key).
 
         A pin past half its lifetime is re-issued with the *same* bucket, so a browser that keeps
         coming back stays on its cluster indefinitely; only one gone for a whole `ttl` is re-drawn.
@@ -62,12 +75,17 @@ class PinSigner:
         b, t, sig = parts
         if not (b.isdigit() and t.isdigit() and len(b) <= 5 and len(t) <= 12):
             return -1, False
-        if not hmac.compare_digest(sig, self._sig(b + b"." + t)):
-            return -1, False
+        payload = b + b"." + t
+        rotated = False
+        if not hmac.compare_digest(sig, _sign(self._states, payload)):
+            # every previous key is tried, each compared in constant time (no early exit between keys)
+            if not self._fallbacks or not sum(hmac.compare_digest(sig, _sign(st, payload)) for st in self._fallbacks):
+                return -1, False
+            rotated = True
         bucket, issued = int(b), int(t)
         if bucket >= BUCKETS or issued + self.ttl < now or issued > now + 300:
             return -1, False
-        return bucket, issued + self.ttl / 2 < now
+        return bucket, rotated or issued + self.ttl / 2 < now
 
     def verify(self, value: bytes, now: float) -> int:
         """Return the bucket of a valid cookie value or -1."""

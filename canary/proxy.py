@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .exchange import BadRequest, Exchange, local_response
+from .guard import ROUTER_FIRST, router_path
 
 if TYPE_CHECKING:
     from .server import App
@@ -31,7 +32,7 @@ class FrontConn(asyncio.Protocol):
     __slots__ = ("app", "transport", "parser", "peer", "url", "headers", "hsize", "cl", "te", "host", "cookies",
                  "xff", "xfp", "xfh", "expect", "conn_tokens", "rx", "tx", "queue", "deadline", "closing",
                  "error_status", "paused_by_upstream_hint", "reading_paused", "write_paused", "in_head", "eof",
-                 "at_start", "begins", "head_bytes", "max_head")
+                 "at_start", "begins", "head_bytes", "max_head", "hops", "counted")
 
     def __init__(self, app: "App") -> None:
         self.app = app
@@ -52,17 +53,32 @@ class FrontConn(asyncio.Protocol):
         self.begins = 0          # messages begun (to know whether a chunk belongs to one head only)
         self.head_bytes = 0
         self.max_head = app.cfg.limits.max_header_bytes
+        self.hops = 0
+        self.counted = False
 
     def connection_made(self, transport: Any) -> None:
+        """Decide once per connection whether the peer may forward client addresses, and cap connections per
+        client address (a trusted proxy carries many clients, so it is not capped)."""
         self.transport = transport
+        app = self.app
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b"unknown"
-        self.deadline = _now() + self.app.cfg.timeouts.header_read
-        self.app.fronts.add(self)
+        trusted = peer is not None and app.proxy_trust.trusted(peer[0])
+        self.hops = app.cfg.trusted_hops if trusted else 0
+        if not trusted and app.client_conns.cap:
+            if not app.client_conns.admit(self.peer, transport):
+                self.closing = True     # refused with a 429 and closed
+                return
+            self.counted = True
+        self.deadline = _now() + app.cfg.timeouts.header_read
+        app.fronts.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.app.fronts.discard(self)
+        if self.counted:
+            self.counted = False
+            self.app.client_conns.release(self.peer)
         tx = self.tx
         if tx is not None and not tx.done:
             tx.abort()
@@ -242,6 +258,8 @@ class FrontConn(asyncio.Protocol):
         ex.idempotent = method in _IDEMPOTENT
         ex.expect = self.expect
         ex.chunked = self.te
+        if url[1:2] in ROUTER_FIRST:   # /healthz, /readyz, /metrics in any spelling: answered by the router
+            ex.local = router_path(url)
         headers = self.headers
         if self.conn_tokens:
             drop = {t for t in self.conn_tokens if t not in (b"close", b"keep-alive")}
@@ -259,8 +277,9 @@ class FrontConn(asyncio.Protocol):
         if bucket < 0 or stale:  # new browser, or a pin past half its life: same bucket, new date
             bucket, ex.cookie_line = pin.issue(app.wall_now, bucket)
         ex.bucket = bucket
-        # X-Forwarded-*: keep only the configured number of trusted hops from the right
-        hops = app.cfg.trusted_hops
+        # X-Forwarded-*: keep only the configured number of trusted hops from the right, and only from a peer in
+        # trusted_proxies (decided in connection_made); anyone else's forwarded headers are replaced
+        hops = self.hops
         if hops and self.xff:
             kept = [p.strip() for p in self.xff.split(b",")][-hops:]
             headers.append(b"X-Forwarded-For: " + b", ".join(kept) + b", " + self.peer + b"\r\n")
@@ -273,11 +292,20 @@ class FrontConn(asyncio.Protocol):
             headers.append(b"X-Forwarded-Host: " + fhost + b"\r\n")
         if self.host is not None:
             headers.append(b"Host: " + self.host + b"\r\n")
+        # small (and chunked, up to the buffer size decoded) bodies are read whole first: request_body.py
         if self.te:
             headers.append(b"Transfer-Encoding: chunked\r\n")
+            ex.buffering = True
+            ex.awaiting_body = False
         elif self.cl is not None:
             headers.append(b"Content-Length: " + self.cl + b"\r\n")
-        ex.body_done = not self.te and (self.cl is None or self.cl == b"0" or int(self.cl) == 0)
+            n = int(self.cl)
+            ex.body_done = n == 0
+            if 0 < n <= app.cfg.limits.buffer_body_bytes:
+                ex.buffering = True
+                ex.awaiting_body = False
+        else:
+            ex.body_done = True
         head = method + b" " + url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
         # Defence in depth behind llhttp: exactly one CRLF per line we built and no NUL, so no byte a client sent
         # (URL, values, the Cookie rest, X-Forwarded-*, Host) can start a header or a request of its own.

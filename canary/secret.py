@@ -65,3 +65,12 @@ def admin_token(create: bool) -> str | None:
 
 def pin_secret() -> str:
     return load_or_create_secret("CANARY_PIN_SECRET", "CANARY_PIN_SECRET_FILE", var_path("canary-pin-secret"))
+
+
+def pin_secret_fallbacks() -> tuple[str, ...]:
+    """Previous pin keys, still accepted for verification while browsers' pins are re-signed (key rotation):
+    env CANARY_PIN_SECRET_FALLBACKS (comma- or space-separated), else the file CANARY_PIN_SECRET_FALLBACKS_FILE
+    (default var/canary-pin-secret-fallbacks, one key per line). Never created: no file means no fallbacks."""
+    value = read_secret("CANARY_PIN_SECRET_FALLBACKS", "CANARY_PIN_SECRET_FALLBACKS_FILE",
+                        var_path("canary-pin-secret-fallbacks"))
+    return tuple((value or "").replace(",", " ").split())

@@ -20,6 +20,7 @@ from .config import Config
 from .health_check import HealthChecker
 from .limits import ConcurrencyLimit
 from .dns_discovery import DnsDiscovery
+from .guard import ClientConnections, ProxyTrust
 from .membership import Membership, format_address
 from .outlier_detection import OutlierDetector
 from .pin import PinSigner
@@ -36,13 +37,14 @@ SWEEP_INTERVAL = 0.1
 class App:
     """Everything of one router process; all mutation happens on its single event loop."""
 
-    def __init__(self, cfg: Config, admin_token: str, pin_secret: str, worker: int = 0) -> None:
+    def __init__(self, cfg: Config, admin_token: str, pin_secret: str, worker: int = 0,
+                 pin_fallbacks: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.worker = worker
         self.clusters = [Cluster(c, cfg.balancing) for c in cfg.clusters]
         self.routing = Routing(self.clusters, cfg.share.slow_start_window, cfg.share.slow_start_min_percent)
         self.routing.set_percent(cfg.share.initial_percent)
-        self.pin = PinSigner(pin_secret, cfg.pin.cookie_name, cfg.pin.ttl, cfg.pin.secure)
+        self.pin = PinSigner(pin_secret, cfg.pin.cookie_name, cfg.pin.ttl, cfg.pin.secure, pin_fallbacks)
         self.outlier = OutlierDetector(cfg.outlier_detection, self._changed)
         self.retry_budget = RetryBudget(cfg.retry.budget_percent, cfg.retry.min_concurrent)
         self.retry_waiters: deque[Any] = deque()
@@ -56,6 +58,11 @@ class App:
         self.local_counts: dict[int, int] = {}
         self.bad_requests = 0
         self.retries_total = 0
+        self.proxy_trust = ProxyTrust(cfg.trusted_proxies)
+        self.client_conns = ClientConnections(cfg.limits.max_connections_per_client)
+        self.router_path_answers = 0
+        # a body up to this size is kept for a resend on retry (every buffered body fits)
+        self.replay_max = max(64 * 1024, cfg.limits.buffer_body_bytes)
         self.wall_now = time.time()
         self.state: dict[str, Any] = initial_state(self.clusters[0].name, self.clusters[1].name,
                                                    cfg.share.initial_percent)
@@ -128,6 +135,12 @@ class App:
             } for c in self.clusters},
         }
 
+    def new_pool(self, node: Any) -> Pool:
+        lim = self.cfg.limits
+        assert self.loop is not None
+        return Pool(node, self.loop, self.cfg.timeouts.connect, max_head=lim.max_response_header_bytes,
+                    max_headers=lim.max_response_headers)
+
     def release_retry(self) -> None:
         self.retry_budget.release()
         while self.retry_waiters:
@@ -175,7 +188,7 @@ class App:
         loop = asyncio.get_running_loop()
         self.loop = loop
         for n in self.nodes:
-            n.pool = Pool(n, loop, self.cfg.timeouts.connect)
+            n.pool = self.new_pool(n)
         try:
             if isinstance(self.store, RedisStore):
                 st = await self.store.init(self.state)

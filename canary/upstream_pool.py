@@ -14,6 +14,14 @@ _RESP_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te"
                         b"upgrade", b"trailer", b"content-length"))
 
 
+class BadResponse(Exception):
+    """Raised in a response callback: stops llhttp; `kind` is the failure the exchange reports (a 502)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
 class UpstreamConn(asyncio.Protocol):
     """One TCP connection to a node. Carries one exchange at a time; events are forwarded to it.
 
@@ -23,7 +31,8 @@ class UpstreamConn(asyncio.Protocol):
     the node and the router disagree on framing, so the connection is closed instead of reused."""
 
     __slots__ = ("pool", "transport", "parser", "ex", "closed", "idle_since", "lines", "cl", "te", "has_sb",
-                 "conn_tokens", "skip", "got_bytes", "reused", "paused", "fin", "keep", "extra", "nobody")
+                 "conn_tokens", "skip", "got_bytes", "reused", "paused", "fin", "keep", "extra", "nobody", "in_head",
+                 "head_bytes", "rx_len", "max_head", "max_headers")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -34,9 +43,14 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.lines: list[bytes] = []
         self.cl: bytes | None = None
-        self.te = False
+        self.te: bytes | None = None   # the Transfer-Encoding value(s): only exactly "chunked" is relayed
         self.has_sb = False
         self.conn_tokens: list[bytes] | None = None
+        self.in_head = False     # a response head is being parsed (its size is capped per received chunk)
+        self.head_bytes = 0      # bytes of earlier chunks of an unfinished head
+        self.rx_len = 0          # size of the chunk being parsed
+        self.max_head = pool.max_head
+        self.max_headers = pool.max_headers
         self.skip = False
         self.got_bytes = False
         self.reused = False
@@ -66,14 +80,23 @@ class UpstreamConn(asyncio.Protocol):
             self.close()   # bytes on an idle pooled connection (e.g. a 408 before close): never reuse it
             return
         self.got_bytes = True
+        self.rx_len = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._failed("upgrade")       # 101 or an Upgrade answer: the router does not tunnel
             return
-        except httptools.HttpParserError:
-            self._failed("protocol_error")
+        except httptools.HttpParserError as e:
+            cause = e.__context__
+            self._failed(cause.kind if isinstance(cause, BadResponse) else "protocol_error")
             return
+        if self.in_head:
+            # httptools buffers an unfinished head: count every chunk that leaves it unfinished (at most one
+            # read more than the cap is ever held), so a node cannot grow the router's memory without end
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head:
+                self._failed("response_head_too_large")
+                return
         fin = self.fin
         if fin is not None:
             self._complete(fin)
@@ -146,9 +169,11 @@ class UpstreamConn(asyncio.Protocol):
             return
         self.lines = []
         self.cl = None
-        self.te = False
+        self.te = None
         self.has_sb = False
         self.conn_tokens = None
+        self.in_head = True
+        self.head_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.fin is not None:
@@ -158,7 +183,7 @@ class UpstreamConn(asyncio.Protocol):
             if lname == b"content-length":
                 self.cl = value
             elif lname == b"transfer-encoding":
-                self.te = True
+                self.te = value if self.te is None else self.te + b", " + value
             elif lname == b"connection":
                 toks = [t.strip().lower() for t in value.split(b",")]
                 self.conn_tokens = (self.conn_tokens or []) + toks
@@ -168,8 +193,16 @@ class UpstreamConn(asyncio.Protocol):
         self.lines.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.fin is not None:
             return
+        # exact size only when the head and the chunk that ended it could pass the cap (cheap on the hot path)
+        if self.head_bytes + self.rx_len > self.max_head or len(self.lines) > self.max_headers:
+            if len(self.lines) > self.max_headers or sum(map(len, self.lines)) > self.max_head:
+                raise BadResponse("response_head_too_large")
+        if self.te is not None and self.te.strip().lower() != b"chunked":
+            # gzip, "gzip, chunked", identity...: re-framing would drop the coding (or mis-frame the body)
+            raise BadResponse("bad_transfer_coding")
         status = self.parser.get_status_code()
         if status < 200:
             self.skip = True      # interim 1xx: not relayed (Expect is answered by the router itself)
@@ -214,11 +247,14 @@ class UpstreamConn(asyncio.Protocol):
 class Pool:
     """Idle connections of one node, most recently used first (LIFO keeps few connections warm)."""
 
-    __slots__ = ("node", "loop", "idle", "connect_timeout", "max_idle", "connects", "connect_errors", "tasks")
+    __slots__ = ("node", "loop", "idle", "connect_timeout", "max_idle", "connects", "connect_errors", "tasks",
+                 "max_head", "max_headers")
 
     def __init__(self, node: "Node", loop: asyncio.AbstractEventLoop, connect_timeout: float,
-                 max_idle: int = 256) -> None:
+                 max_idle: int = 256, max_head: int = 64 * 1024, max_headers: int = 100) -> None:
         self.node = node
+        self.max_head = max_head          # limits.max_response_header_bytes
+        self.max_headers = max_headers    # limits.max_response_headers
         self.loop = loop
         self.idle: list[UpstreamConn] = []
         self.connect_timeout = connect_timeout

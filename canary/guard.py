@@ -1,0 +1,105 @@
+"""Front-door guards: which peers may forward client addresses, connections per client, paths kept from nodes."""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from .config import proxy_networks
+from .exchange import local_response
+
+# Answered by the router itself on the front port, never forwarded: a flood of /readyz would queue on every
+# node's health executor and make the router's own health checks time out (issue 9, item 9).
+ROUTER_PATHS = frozenset((b"/healthz", b"/readyz", b"/metrics"))
+# First byte after the leading '/' of any target that can normalize to one of ROUTER_PATHS: anything else
+# (/, /api/..., /login/) skips the normalization, so ordinary requests pay one slice and one set lookup.
+ROUTER_FIRST = frozenset(bytes([c]) for c in b"/%.hrmHRM\\")
+
+
+def router_path(url: bytes) -> bytes | None:
+    """The health or metrics path a node could route `url` to (else None).
+
+    Broader than what Django resolves (it matches PATH_INFO exactly, after gunicorn's single percent-decode):
+    repeated or trailing slashes, dot segments, a query, path parameters, any case and repeated
+    percent-encoding all count, so no spelling of these paths reaches a node whatever framework it runs."""
+    if url[1:2] not in ROUTER_FIRST:   # callers on the hot path test this themselves first
+        return None
+    path = url
+    for _ in range(4):                    # %2572 -> %72 -> r: decode until stable (bounded)
+        path = path.replace(b"\\", b"/").split(b"?", 1)[0].split(b"#", 1)[0].split(b";", 1)[0]
+        decoded = unquote_to_bytes(path)
+        if decoded == path:
+            break
+        path = decoded
+    segments: list[bytes] = []
+    for seg in path.split(b"/"):
+        if seg == b"..":
+            if segments:
+                segments.pop()
+        elif seg and seg != b".":
+            segments.append(seg)
+    norm = b"/" + b"/".join(segments).lower()
+    return norm if norm in ROUTER_PATHS else None
+
+
+class ProxyTrust:
+    """`trusted_proxies`: decided once per connection (connection_made), cached per address."""
+
+    __slots__ = ("networks", "_cache")
+
+    def __init__(self, cidrs: list[str]) -> None:
+        self.networks = proxy_networks(cidrs)
+        self._cache: dict[str, bool] = {}
+
+    def trusted(self, peer: str) -> bool:
+        v = self._cache.get(peer)
+        if v is None:
+            v = self._check(peer)
+            if len(self._cache) >= 4096:     # bounded: a scan from many addresses cannot grow it
+                self._cache.clear()
+            self._cache[peer] = v
+        return v
+
+    def _check(self, peer: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False                      # a Unix socket or an unknown peer: never trusted
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped               # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+        return any(ip in net for net in self.networks)
+
+
+_REFUSED = local_response(429, True, body=b"429 Too Many Requests: too many connections from this address\n")
+
+
+class ClientConnections:
+    """Concurrent connections per client address (`limits.max_connections_per_client`, 0 = no cap).
+
+    Connections from a trusted proxy are not capped: one proxy address carries many clients (cap those at
+    the proxy). Everyone else gets a 429 and a close beyond the cap, counted in `refused`."""
+
+    __slots__ = ("cap", "open", "refused")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: dict[bytes, int] = {}
+        self.refused = 0
+
+    def admit(self, peer: bytes, transport: Any) -> bool:
+        """Count a new connection, or answer 429 on it and close it (nothing it sends is read)."""
+        n = self.open.get(peer, 0)
+        if n >= self.cap:
+            self.refused += 1
+            transport.write(_REFUSED)
+            transport.close()
+            return False
+        self.open[peer] = n + 1
+        return True
+
+    def release(self, peer: bytes) -> None:
+        n = self.open.get(peer, 0) - 1
+        if n > 0:
+            self.open[peer] = n
+        else:
+            self.open.pop(peer, None)

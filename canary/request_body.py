@@ -1,0 +1,109 @@
+"""The client's request body inside an Exchange: streamed to the node, or (small bodies) read whole first."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .proxy import FrontConn
+    from .server import App
+
+_now = time.monotonic
+
+
+class BadRequest(Exception):
+    """Raised inside parser callbacks: stops llhttp at once so nothing after the bad byte is parsed."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+class RequestBody:
+    """Body handling of Exchange (a mixin: the slots and the other methods are Exchange's)."""
+
+    __slots__ = ()
+    app: "App"
+    front: "FrontConn"
+    up: Any
+    body: list[bytes] | None
+    pending: list[bytes]
+    body_size: int
+    body_bytes: int
+    body_done: bool
+    chunked: bool
+    buffering: bool
+    awaiting_body: bool
+    body_end: float
+    deadline: float
+    expect: bool
+    http10: bool
+    resp_started: bool
+    done: bool
+
+    def start(self) -> None: ...   # Exchange's
+
+    def _arm(self) -> None: ...    # Exchange's
+
+    def _await_body(self) -> None:
+        """Slow-body defence (as Envoy's and nginx's request buffering): no node and no concurrency slot until
+        the whole small body is here, within timeouts.body_read and never stalling longer than body_idle."""
+        self.awaiting_body = True
+        t = self.app.cfg.timeouts
+        now = _now()
+        self.body_end = now + t.body_read
+        self.deadline = min(self.body_end, now + t.body_idle)
+        if self.expect and not self.http10 and not self.body_bytes:
+            self.expect = False              # the router takes the body itself, so it says continue
+            self.front.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _body_buffered(self) -> None:
+        self.buffering = False
+        if self.awaiting_body:
+            self.awaiting_body = False
+            self.start()
+
+    # -- client body -------------------------------------------------------------------------------------------
+    def client_body(self, data: bytes) -> None:
+        n = len(data)
+        self.body_bytes += n
+        if self.body_bytes > self.app.cfg.limits.max_body_bytes:
+            raise BadRequest(413, "body too large")
+        if self.chunked:
+            data = b"%x\r\n" % n + data + b"\r\n"
+        if self.body is not None:
+            self.body_size += len(data)
+            if self.body_size > self.app.replay_max:
+                self.body = None
+            else:
+                self.body.append(data)
+        up = self.up
+        if up is not None:
+            up.transport.write(data)
+            if not self.resp_started:
+                self._arm()
+        elif not self.done:
+            self.pending.append(data)
+            if self.buffering:
+                if self.body_bytes > self.app.cfg.limits.buffer_body_bytes:
+                    self._body_buffered()    # a chunked body past the buffer size: stream the rest
+                elif self.awaiting_body:
+                    self.deadline = min(self.body_end, _now() + self.app.cfg.timeouts.body_idle)
+
+    def client_body_done(self) -> None:
+        self.body_done = True
+        if self.up is not None and not self.resp_started:
+            self._arm()
+        if self.chunked:
+            self.chunked = False
+            self.client_body_raw(b"0\r\n\r\n")
+        if self.buffering and not self.done:
+            self._body_buffered()
+
+    def client_body_raw(self, data: bytes) -> None:
+        if self.body is not None:
+            self.body.append(data)
+        if self.up is not None:
+            self.up.transport.write(data)
+        elif not self.done:
+            self.pending.append(data)
