@@ -127,11 +127,16 @@ def apps() -> tuple[Callable[..., Any], Callable[..., Any]]:
 def compare(apps: tuple[Callable[..., Any], Callable[..., Any]], make: Callable[[], dict[str, Any]],
             result: str | None, request_id: str | None = None) -> Answer:
     """Both paths answer `make()` alike from the same state; `result` is what the fast path counted
-    (None: the request never entered it). Retried if the clock's second changed in between."""
+    (None: the request never entered it). Retried if the clock's second changed in between (a
+    cookie's expiry differs then), each try from the state before the first: after a first try,
+    Redis and the database hold what Django wrote (a touched session looks fresh)."""
     fast_app, django_app = apps
-    for _ in range(3):
+    state = State()
+    for attempt in range(3):
+        if attempt:
+            state.restore()
         second = int(time.time())
-        state, before = State(), results()
+        before = results()
         fast = call(fast_app, make())
         counted = {r: n - before[r] for r, n in results().items() if n != before[r]}
         state.restore()
@@ -221,6 +226,25 @@ def test_session_due_a_touch_is_written_by_django(apps, signed_in) -> None:
     answer = compare(apps, lambda: environ_for(signed_in), "lifetime")
     assert b'"authenticated": true' in answer.body
     assert any(name == "Set-Cookie" and "loginsvc_sid=" in value for name, value in answer.headers)
+
+
+@pytest.mark.django_db
+def test_a_retried_comparison_starts_again_from_the_first_state(apps, signed_in) -> None:
+    """compare() itself: when the second changes between the two calls, the retry must not see the
+    session Django touched on the first try (it would look fresh to both paths and pass as served)."""
+    fast_app, django_app = apps
+    slept: list[float] = []
+
+    def fast_then_next_second(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        answer = fast_app(environ, start_response)  # Django's Set-Cookie, expiry included, is out
+        if not slept:
+            slept.append(1.02 - time.time() % 1)
+            time.sleep(slept[0])  # Django's own answer comes in the next second: expiries differ
+        return answer
+
+    age(signed_in, **{sessions.AUTH_TIME: 600, sessions.TOUCHED: 600})
+    compare((fast_then_next_second, django_app), lambda: environ_for(signed_in), "lifetime")
+    assert slept
 
 
 @pytest.mark.django_db
