@@ -20,7 +20,7 @@ def router_path(url: bytes) -> bytes | None:
     """The health or metrics path a node could route `url` to (else None).
 
     Broader than what Django resolves (it matches PATH_INFO exactly, after gunicorn's single percent-decode):
-    repeated or trailing slashes, dot segments, a query, path parameters, any case and repeated
+    repeated or trailing slashes, leading dot segments, a query, path parameters, any case and repeated
     percent-encoding all count, so no spelling of these paths reaches a node whatever framework it runs."""
     if url[1:2] not in ROUTER_FIRST:   # callers on the hot path test this themselves first
         return None
