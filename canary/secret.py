@@ -31,7 +31,7 @@ def load_or_create_secret(env: str, file_env: str, default: str) -> str:
     if value:
         return value
     path = secret_path(file_env, default)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)  # var/ holds secrets: owner only
     value = secrets.token_urlsafe(32)
     # Write a private temp file, then link it into place: the secret file appears complete or not at all,
     # so a racing instance never reads a half-written (empty) file and ends up with a different secret.

@@ -135,7 +135,7 @@ def test_bad_serve_args_exit_2(tmp_path, args):
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
-def test_serve_generates_0600_secrets(backends, tmp_path):
+def test_serve_generates_0600_secrets_in_a_0700_var(backends, tmp_path):
     import signal
     import time
     from .conftest import free_port, wait_port
@@ -150,6 +150,7 @@ def test_serve_generates_0600_secrets(backends, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         wait_port(port)
+        assert ((tmp_path / "var").stat().st_mode & 0o777) == 0o700
         for name in ("canary-admin-token", "canary-pin-secret"):
             f = tmp_path / "var" / name
             assert f.exists() and (f.stat().st_mode & 0o777) == 0o600
