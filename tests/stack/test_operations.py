@@ -48,7 +48,8 @@ def test_scale_up_serves_within_5_s_and_scale_down_fails_no_request(running_stac
 def fresh_request(stack: RunningStack) -> str:
     """What a brand-new browser is served by: blue is stable, so most land there, spread over its nodes."""
     from tests.support import Browser
-    return Browser(stack.base).call("GET", "/healthz").headers.get("X-Served-By", "")
+    # not /healthz: the router answers the health paths itself (docs/router.md)
+    return Browser(stack.base).call("GET", "/api/session").headers.get("X-Served-By", "")
 
 
 def test_release_rolls_one_cluster_to_a_new_tag_while_the_other_serves(running_stack: RunningStack) -> None:
