@@ -245,7 +245,8 @@ class FrontConn(asyncio.Protocol):
             raise BadRequest(400, "missing Host")
         if http10 and self.te:
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if self.cl is not None and int(self.cl) > app.cfg.limits.max_body_bytes:
+        size = -1 if self.cl is None else int(self.cl)   # declared body size (-1: none, or chunked)
+        if size > app.cfg.limits.max_body_bytes:
             raise BadRequest(413, "body too large")
         ex = Exchange(app, self)
         now = _now()
@@ -295,17 +296,12 @@ class FrontConn(asyncio.Protocol):
         # small (and chunked, up to the buffer size decoded) bodies are read whole first: request_body.py
         if self.te:
             headers.append(b"Transfer-Encoding: chunked\r\n")
-            ex.buffering = True
-            ex.awaiting_body = False
         elif self.cl is not None:
             headers.append(b"Content-Length: " + self.cl + b"\r\n")
-            n = int(self.cl)
-            ex.body_done = n == 0
-            if 0 < n <= app.cfg.limits.buffer_body_bytes:
-                ex.buffering = True
-                ex.awaiting_body = False
-        else:
-            ex.body_done = True
+        ex.body_done = size == 0 or (size < 0 and not self.te)
+        if self.te or 0 < size <= app.cfg.limits.buffer_body_bytes:
+            ex.buffering = True
+            ex.awaiting_body = False
         head = method + b" " + url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
         # Defence in depth behind llhttp: exactly one CRLF per line we built and no NUL, so no byte a client sent
         # (URL, values, the Cookie rest, X-Forwarded-*, Host) can start a header or a request of its own.

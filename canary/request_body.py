@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from .proxy import FrontConn
@@ -40,10 +40,8 @@ class RequestBody:
     http10: bool
     resp_started: bool
     done: bool
-
-    def start(self) -> None: ...   # Exchange's
-
-    def _arm(self) -> None: ...    # Exchange's
+    start: Callable[[], None]      # Exchange's
+    _arm: Callable[[], None]       # Exchange's
 
     def _await_body(self) -> None:
         """Slow-body defence (as Envoy's and nginx's request buffering): no node and no concurrency slot until
