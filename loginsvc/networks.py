@@ -8,14 +8,19 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MEMO_LIMIT = 4096
 
 
-def canonical_address(candidate: str) -> str | None:
-    """The canonical text of an address (IPv4-mapped IPv6 as plain IPv4, no zone), or None."""
+def _address(candidate: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address (IPv4-mapped IPv6 as plain IPv4, no zone), or None."""
     try:
         address = ipaddress.ip_address(candidate.strip().split("%", 1)[0])
     except ValueError:
         return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def canonical_address(candidate: str) -> str | None:
+    """The canonical text of an address (IPv4-mapped IPv6 as plain IPv4, no zone), or None."""
+    address = _address(candidate)
+    return None if address is None else str(address)
 
 
 class AddressRanges:
@@ -32,10 +37,8 @@ class AddressRanges:
         known = self._memo.get(address)
         if known is not None:
             return known
-        canonical = canonical_address(address)
-        found = canonical is not None and any(
-            ipaddress.ip_address(canonical) in network for network in self.networks
-        )
+        parsed = _address(address)
+        found = parsed is not None and any(parsed in network for network in self.networks)
         if len(self._memo) >= _MEMO_LIMIT:  # peers are a handful of proxies; direct clients vary
             self._memo.clear()
         self._memo[address] = found
