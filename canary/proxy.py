@@ -296,12 +296,14 @@ class FrontConn(asyncio.Protocol):
         # small (and chunked, up to the buffer size decoded) bodies are read whole first: request_body.py
         if self.te:
             headers.append(b"Transfer-Encoding: chunked\r\n")
-        elif self.cl is not None:
+            ex.buffer_body()
+        elif size >= 0:
             headers.append(b"Content-Length: " + self.cl + b"\r\n")
-        ex.body_done = size == 0 or (size < 0 and not self.te)
-        if self.te or 0 < size <= app.cfg.limits.buffer_body_bytes:
-            ex.buffering = True
-            ex.awaiting_body = False
+            ex.body_done = size == 0
+            if 0 < size <= app.cfg.limits.buffer_body_bytes:
+                ex.buffer_body()
+        else:
+            ex.body_done = True       # no body: the usual GET pays nothing more
         head = method + b" " + url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
         # Defence in depth behind llhttp: exactly one CRLF per line we built and no NUL, so no byte a client sent
         # (URL, values, the Cookie rest, X-Forwarded-*, Host) can start a header or a request of its own.

@@ -43,6 +43,11 @@ class RequestBody:
     start: Callable[[], None]      # Exchange's
     _arm: Callable[[], None]       # Exchange's
 
+    def buffer_body(self) -> None:
+        """Read this request's body whole before a node is chosen (set while its head is parsed)."""
+        self.buffering = True
+        self.awaiting_body = False
+
     def _await_body(self) -> None:
         """Slow-body defence (as Envoy's and nginx's request buffering): no node and no concurrency slot until
         the whole small body is here, within timeouts.body_read and never stalling longer than body_idle."""
