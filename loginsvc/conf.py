@@ -121,6 +121,20 @@ OPTIONS: dict[str, Option] = {
     "READINESS_CACHE_SECONDS": Option(0.25, _positive_float, "How long a node reuses its last /readyz result."),
     "METRICS_TOKEN": Option("", _text, "Bearer token for /metrics from non-loopback clients (empty: loopback only)."),
     "JSON_LOGS": Option(True, _bool, "One JSON object per log line."),
+    # --- Single sign-on (loginsvc/sso, docs/sso.md) ---
+    "OIDC_ISSUER": Option("http://127.0.0.1:8000", normalise_origin,
+                          "The provider's public origin: the router's, never a node's (the iss of every token)."),
+    "OIDC_KEY_FILE": Option("", _text, "Signing keys (JSON key ring or one PEM) shared by every node; "
+                            "empty: var/oidc-keys.json, generated once (local mode only)."),
+    "OIDC_KEY_PUBLISH_SECONDS": Option(60, _non_negative_int, "A rotated-in key is published in the JWKS this long "
+                                       "before it signs, so every product's cached JWKS knows it first."),
+    "OIDC_KEY_RELOAD_SECONDS": Option(5, _positive_int, "How often a process looks at the key file for a rotation."),
+    "AUTH_CODE_SECONDS": Option(60, _positive_int, "An authorization code is redeemable this long, once."),
+    "ACCESS_TOKEN_SECONDS": Option(600, _positive_int, "Lifetime of access tokens (and ID tokens)."),
+    "BACKCHANNEL_TIMEOUT_SECONDS": Option(3.0, _positive_float, "Timeout of one back-channel logout delivery."),
+    "BACKCHANNEL_MAX_BACKOFF_SECONDS": Option(300, _positive_int, "Longest wait between two deliveries of one logout."),
+    "BACKCHANNEL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A logout not delivered this long after the "
+                                          "logout is dropped (logged): the product's own sessions have ended by then."),
 }
 
 PREFIX = "LOGINSVC_"

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from loginsvc import conf
+from loginsvc import conf, files
 
 BASE_DIR = conf.ROOT
 VAR_DIR = conf.var_dir()
@@ -38,24 +37,8 @@ def _read_secret_file(variable: str) -> str | None:
 
 
 def _local_secret_key() -> str:
-    """A key generated once into var/, shared by every local node so sessions work across them.
-
-    Written to a private temporary file and linked into place, so processes starting together
-    agree on one key and none reads a half-written file.
-    """
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the secret key
-        fd, temporary = tempfile.mkstemp(dir=VAR_DIR, prefix=".secret_key.")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process won the race; use its key
-        finally:
-            os.unlink(temporary)
-    return path.read_text().strip()
+    """A key generated once into var/, shared by every local node so sessions work across them."""
+    return files.create_once(VAR_DIR / "secret_key", secrets.token_urlsafe(50)).strip()
 
 
 def _secret_key() -> str:
@@ -81,7 +64,9 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "oauth2_provider",
     "loginsvc.accounts",
+    "loginsvc.sso",
     "loginsvc.health",
     "loginsvc.observability",
 ]
@@ -194,12 +179,61 @@ PASSWORD_HASHERS = [
     "loginsvc.accounts.hashers.ConfiguredArgon2PasswordHasher",
     # Older hashes still verify and are re-hashed with Argon2id at the next successful login.
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    # Client secrets of products only (sso/hashers.py: refuses anything shorter than 32 characters).
+    "loginsvc.sso.hashers.ClientSecretHasher",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     # ASVS 2.1.1: at least 12 characters.
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+
+# --- Single sign-on: django-oauth-toolkit's OpenID Connect provider (loginsvc/sso, docs/sso.md) ----
+# Every value that is not django-oauth-toolkit's default is chosen here on purpose; the signing keys
+# are not in this dict (sso/keys.py: one parsed ring per process, reloaded on rotation).
+# The toolkit's own models, named explicitly so that migrations can depend on them as swappable.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+OAUTH2_PROVIDER = {
+    "OIDC_ENABLED": True,
+    "OIDC_ISS_ENDPOINT": LOGINSVC["OIDC_ISSUER"],
+    "OAUTH2_VALIDATOR_CLASS": "loginsvc.sso.validators.Validator",
+    "SCOPES": {"openid": "Sign you in", "email": "Your email address", "profile": "Your name"},
+    "DEFAULT_SCOPES": ["openid"],
+    "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post"],
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"] if PRODUCTION else ["http", "https"],
+    "REQUEST_APPROVAL_PROMPT": "auto",
+    # Codes: short-lived, single use (django-oauth-toolkit deletes the grant when it is redeemed).
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": LOGINSVC["AUTH_CODE_SECONDS"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": LOGINSVC["ACCESS_TOKEN_SECONDS"],
+    "ID_TOKEN_EXPIRE_SECONDS": LOGINSVC["ACCESS_TOKEN_SECONDS"],
+    # A refresh token cannot outlive the central session's absolute lifetime.
+    "REFRESH_TOKEN_EXPIRE_SECONDS": LOGINSVC["SESSION_MAX_SECONDS"],
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,       # a replayed old refresh token revokes its family
+    "CLIENT_SECRET_HASHER": "sso_sha256",
+    # PKCE for every client, S256 only; no implicit or password grants; RFC 9207 `iss` in responses.
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,  # tokens are stored as SHA-256 checksums only
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": PRODUCTION,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+    "OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT": False,   # a valid id_token_hint of this session: no prompt
+    "OIDC_RP_INITIATED_LOGOUT_STRICT_REDIRECT_URIS": True,
+    "OIDC_RP_INITIATED_LOGOUT_ACCEPT_EXPIRED_TOKENS": False,
+}
 
 # --- Request limits: bad input is a 400, never a 500 --------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.db.models import F
 from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 from django_redis import get_redis_connection
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ ALL_KEY = KEY_PREFIX + "*"
 KEY_TTL_SECONDS = 86400
 REDIS_BACKOFF_SECONDS = 1.0
 Stamp = tuple[Any, Any]
+
+# Sent after sign_out_everywhere() committed the new epoch (sender: the User class; user=, by=, ip=):
+# features that keep their own per-session state (single sign-on's sign-ins) end it too.
+signed_out_everywhere = Signal()
 
 # The connection pool that failed last, and until when it is not asked again.
 _backoff: tuple[object, float] = (None, 0.0)
@@ -120,5 +124,6 @@ def sign_out_everywhere(user: User, by: str, ip: str | None = None) -> None:
     user.auth_epoch = F("auth_epoch") + 1  # in the database: two sign-outs at once both count
     user.save(update_fields=["auth_epoch"])
     user.refresh_from_db(fields=["auth_epoch"])
+    signed_out_everywhere.send(sender=type(user), user=user, by=by, ip=ip)
     # An audit line like accounts/audit.py's: who and from where, never the email or a session id.
     logger.info("logout: every session", extra={"user_id": user.pk, "by": by, "client_ip": ip})

@@ -42,7 +42,8 @@ def login_view(request: HttpRequest) -> HttpResponse:
     """The sign-in page. `next` is honoured only for this service or a registered product origin."""
     next_url = safe_next(request.POST.get("next") or request.GET.get("next"), request)
     if request.method != "POST":
-        if request.user.is_authenticated and next_url:
+        # reauth=1: single sign-on asks for the password again (prompt=login, max_age; sso/views.py).
+        if request.user.is_authenticated and next_url and request.GET.get("reauth") != "1":
             return redirect(next_url)
         return render(request, "accounts/login.html", {"form": LoginForm(), "next": next_url or ""})
 

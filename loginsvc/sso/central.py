@@ -1,0 +1,40 @@
+"""The central session as single sign-on sees it: its SSO id (sid), when the user authenticated in it."""
+from __future__ import annotations
+
+import secrets
+import time
+
+from django.http import HttpRequest
+
+from loginsvc.accounts import sessions
+
+SID = "_sso_sid"
+
+
+def sid(request: HttpRequest) -> str:
+    """This session's sid, created at its first sign-in to a product.
+
+    Random and separate from the session key: products learn it (ID tokens, logout tokens), and
+    must not learn something that would let them present the user's session. Django keeps session
+    data when the same user signs in again (cycle_key) and flushes it for another user, so a sid
+    names one user's session, across re-authentication.
+    """
+    value = request.session.get(SID)
+    if not value:
+        value = request.session[SID] = secrets.token_urlsafe(24)
+    return value
+
+
+def current_sid(request: HttpRequest) -> str | None:
+    """The sid, or None when this session never signed in to a product (nothing to notify)."""
+    return request.session.get(SID)
+
+
+def auth_time(request: HttpRequest) -> int:
+    """When the user last entered their password in this session (epoch seconds)."""
+    return int(request.session.get(sessions.AUTH_TIME) or time.time())
+
+
+def too_old(request: HttpRequest, max_age: int | None) -> bool:
+    """OpenID Connect Core §3.1.2.1 max_age: the authentication is older than the product allows."""
+    return max_age is not None and time.time() - auth_time(request) > max_age

@@ -1,0 +1,57 @@
+"""Ending a central session for single sign-on: revoke the tokens it issued, tell every product it signed in to.
+
+Hooked to Django's user_logged_out signal, so every way a session ends through auth.logout —
+the central /logout/ page, RP-initiated logout, the absolute lifetime — does the same; and to
+accounts' signed_out_everywhere, which ends every session of a user at once. The deliveries are
+rows of the outbox (models.LogoutDelivery) written in the same transaction as the revocation,
+then handed to backchannel.py, which retries them until each product confirms.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.dispatch import receiver
+from oauth2_provider.models import AccessToken, IDToken, RefreshToken
+
+from loginsvc.accounts import auth_epoch
+from loginsvc.sso import audit, backchannel, central
+from loginsvc.sso.models import LogoutDelivery, Product, SignIn
+
+
+def end_sign_ins(user: Any, sid: str, ip: str | None = None, by: str = "logout") -> int:
+    """Revoke every token that session `sid` of `user` issued and queue one logout per product.
+
+    Returns how many back-channel logouts were queued."""
+    with transaction.atomic():
+        sign_ins = list(SignIn.objects.filter(sid=sid, user=user))
+        if not sign_ins:
+            return 0
+        families = [s.token_family for s in sign_ins if s.token_family]
+        access = AccessToken.objects.filter(refresh_token__token_family__in=families)
+        IDToken.objects.filter(pk__in=access.exclude(id_token=None).values("id_token")).delete()
+        for family in families:
+            RefreshToken.revoke_family(family)
+        applications = {s.application_id for s in sign_ins}
+        products = Product.objects.filter(application_id__in=applications).exclude(backchannel_logout_uri="")
+        queued = [LogoutDelivery(application_id=p.application_id, uri=p.backchannel_logout_uri,
+                                 sub=str(user.pk), sid=sid) for p in products]
+        LogoutDelivery.objects.bulk_create(queued)
+        SignIn.objects.filter(pk__in=[s.pk for s in sign_ins]).delete()
+        transaction.on_commit(backchannel.kick)
+    audit.logged_out(user.pk, len(queued), by, ip)
+    return len(queued)
+
+
+@receiver(user_logged_out)
+def _session_ended(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    sid = central.current_sid(request) if request is not None and hasattr(request, "session") else None
+    if user is not None and sid:
+        end_sign_ins(user, sid)
+
+
+@receiver(auth_epoch.signed_out_everywhere)
+def _every_session_ended(sender: Any, user: Any, by: str, ip: str | None = None, **kwargs: Any) -> None:
+    for sid in set(SignIn.objects.filter(user=user).values_list("sid", flat=True)):
+        end_sign_ins(user, sid, ip=ip, by=f"everywhere:{by}")

@@ -1,0 +1,108 @@
+"""django-oauth-toolkit's validator, taught the central session: sid and auth_time in ID tokens, one key ring.
+
+Thin on purpose: each override adds one thing django-oauth-toolkit does not know and calls up.
+- The authorization view puts the central session's sid and auth_time on the request
+  (credentials); the code's SignIn row carries them to the token endpoint, and the refresh-token
+  family carries them to every refresh. So auth_time is this session's login (the toolkit uses
+  user.last_login, which another browser's login moves) and every ID token has the session's sid.
+- Tokens are signed with the ring's current key and verified by kid (sso/keys.py), parsed once.
+- A refresh token is refused once its sign-in is older than the central session may live, or
+  when it went unused longer than the session's idle timeout (the central session bounds SSO).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from django.db import transaction
+from jwcrypto import jws, jwt
+from oauth2_provider.models import Grant, RefreshToken
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.common import Request
+
+from loginsvc import conf
+from loginsvc.sso import keys
+from loginsvc.sso.models import SignIn
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+class Validator(OAuth2Validator):
+    # Which scope releases which claim (userinfo and ID token alike); sub always.
+    oidc_claim_scope = {"sub": "openid", "email": "email", "email_verified": "email", "name": "profile"}
+
+    # --- claims ---------------------------------------------------------------------------------------
+    def get_additional_claims(self, request: Request) -> dict[str, Any]:
+        user = request.user
+        # Accounts are the platform's own mailboxes, created by its operators: the address is verified.
+        return {"email": user.email, "email_verified": True, "name": user.display_name or user.email}
+
+    def get_id_token_dictionary(self, token: dict, token_handler: Any, request: Request) -> tuple[dict, Any]:
+        claims, expiration = super().get_id_token_dictionary(token, token_handler, request)
+        sign_in: SignIn | None = getattr(request, "sign_in", None)
+        if sign_in is not None:
+            claims["auth_time"] = sign_in.auth_time
+            claims["sid"] = sign_in.sid
+        return claims, expiration
+
+    # --- signing keys ---------------------------------------------------------------------------------
+    def finalize_id_token(self, id_token: dict, token: dict, token_handler: Any, request: Request) -> str:
+        claims, expiration_time = self.get_id_token_dictionary(token, token_handler, request)
+        id_token.update(**claims)
+        if "nonce" not in id_token and request.nonce:  # oauthlib #746, as the toolkit works around it
+            id_token["nonce"] = request.nonce
+        key = keys.ring().signing_key()
+        signed = jwt.JWT(header={"typ": "JWT", "alg": keys.ALGORITHM, "kid": key.kid},
+                         claims=json.dumps(id_token, default=str))
+        signed.make_signed_token(key.private)
+        with transaction.atomic():
+            saved = self._save_id_token(id_token["jti"], request, expiration_time)
+        request.access_token = request.id_token = saved
+        return signed.serialize()
+
+    def _get_key_for_token(self, token: str) -> Any:
+        """The ring's key named by the token's kid (the toolkit would parse the application's PEM)."""
+        unverified = jws.JWS()
+        unverified.deserialize(token)
+        header = unverified.jose_header
+        found = keys.ring().by_kid(header.get("kid") if isinstance(header, dict) else None)
+        return found.private if found else None
+
+    # --- the central session, carried from authorize to token to refresh --------------------------------
+    def _create_authorization_code(self, request: Request, code: dict, expires: Any = None) -> Grant:
+        grant = super()._create_authorization_code(request, code, expires)
+        SignIn.objects.create(sid=request.sso_sid, user=request.user, application=request.client,
+                              auth_time=request.sso_auth_time, code_hash=code_hash(code["code"]))
+        return grant
+
+    def validate_code(self, client_id: str, code: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
+        if not super().validate_code(client_id, code, client, request, *args, **kwargs):
+            return False
+        request.sign_in = SignIn.objects.filter(code_hash=code_hash(code), application=client).first()
+        return request.sign_in is not None
+
+    def _create_refresh_token(self, request: Request, refresh_token_code: str, access_token: Any,
+                              previous_refresh_token: Any) -> RefreshToken:
+        refresh_token = super()._create_refresh_token(request, refresh_token_code, access_token, previous_refresh_token)
+        sign_in: SignIn | None = getattr(request, "sign_in", None)
+        if previous_refresh_token is None and sign_in is not None and sign_in.token_family is None:
+            sign_in.token_family, sign_in.code_hash = refresh_token.token_family, ""
+            sign_in.save(update_fields=["token_family", "code_hash"])
+        return refresh_token
+
+    def validate_refresh_token(self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            return False
+        instance = request.refresh_token_instance
+        sign_in = SignIn.objects.filter(token_family=instance.token_family).first()
+        now = time.time()
+        if sign_in is None or now - sign_in.auth_time >= conf.get("SESSION_MAX_SECONDS"):
+            return False
+        if now - instance.created.timestamp() >= conf.get("SESSION_IDLE_SECONDS"):
+            return False
+        request.sign_in = sign_in
+        return True

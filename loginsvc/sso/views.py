@@ -1,0 +1,275 @@
+"""HTTP endpoints of the provider: django-oauth-toolkit's views with the central session's rules added.
+
+- authorize: `prompt=login` and `max_age` send the user through our login page again (the
+  toolkit sends an already signed-in user straight back); `prompt=none` never shows a page;
+  every code carries the session's sid and auth_time (central.py, validators.py).
+- discovery: the toolkit's document plus revocation, introspection and back-channel logout,
+  RS256 only, built once per process; JWKS from the key ring (keys.py).
+- introspection: only for an authenticated confidential client, and only its own tokens.
+- RP-initiated logout: ends the central session; sso/logout.py revokes that session's tokens
+  and queues the back-channel logouts (through Django's user_logged_out signal, like /logout/).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from oauth2_provider import views as toolkit
+from oauth2_provider.exceptions import ClientIdMissmatch, InvalidIDTokenError, OAuthToolkitError
+from oauth2_provider.models import AccessToken, RefreshToken, get_application_model
+from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.views.oidc import _load_id_token, _validate_claims
+from oauthlib.common import Request as OAuthRequest
+
+from loginsvc import conf
+from loginsvc.accounts.client_ip import client_ip
+from loginsvc.sso import audit, central, keys, logout
+from loginsvc.sso.validators import Validator
+
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+def _max_age(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        raise ValueError("max_age must be a non-negative integer")
+    return int(raw)
+
+
+class AuthorizationView(toolkit.AuthorizationView):
+    """OpenID Connect Core §3.1.2: the authorization endpoint, for an already signed-in user."""
+
+    template_name = "sso/authorize.html"
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        prompt = set(request.GET.get("prompt", "").split())
+        try:
+            max_age = _max_age(request.GET.get("max_age"))
+        except ValueError as exc:
+            return self._error_redirect("invalid_request", str(exc))
+        if "none" in prompt and len(prompt) > 1:
+            return self._error_redirect("invalid_request", "prompt=none cannot be combined with other values")
+        if "login" in prompt or central.too_old(request, max_age):
+            if "none" in prompt:
+                return self._error_redirect("login_required", "")
+            return self._reauthenticate(request, drop_login="login" in prompt)
+        response = super().get(request, *args, **kwargs)
+        if "none" in prompt and response.status_code == 200:  # would show the consent page
+            return self._error_redirect("consent_required", "")
+        return response
+
+    def create_authorization_response(self, request: HttpRequest, scopes: str, credentials: dict, allow: bool) -> Any:
+        credentials = dict(credentials, sso_sid=central.sid(request), sso_auth_time=central.auth_time(request))
+        return super().create_authorization_response(request, scopes, credentials, allow)
+
+    def _validated(self) -> tuple[dict | None, HttpResponse | None]:
+        """The request's credentials once the client and redirect_uri are known good, else an error page."""
+        try:
+            _scopes, credentials = self.validate_authorization_request(self.request)
+        except OAuthToolkitError as error:
+            audit.refused(self.request, "authorize", error.oauthlib_error.error)
+            return None, self.error_response(error, application=None)
+        return credentials, None
+
+    def _error_redirect(self, error: str, description: str) -> HttpResponse:
+        """§3.1.2.6: an error to a registered redirect_uri (with state and iss), never to an unchecked one."""
+        credentials, page = self._validated()
+        if page is not None:
+            return page
+        audit.refused(self.request, "authorize", error, client_id=credentials["client_id"])
+        params = {"error": error, **({"error_description": description} if description else {})}
+        if credentials.get("state"):
+            params["state"] = credentials["state"]
+        params["iss"] = oauth2_settings.OIDC_ISS_ENDPOINT
+        uri = credentials["redirect_uri"]
+        application = get_application_model().objects.get(client_id=credentials["client_id"])
+        return self.redirect(uri + ("&" if "?" in uri else "?") + urlencode(params), application)
+
+    def _reauthenticate(self, request: HttpRequest, drop_login: bool) -> HttpResponse:
+        """Our login page again, even though signed in; back here afterwards without prompt=login."""
+        _credentials, page = self._validated()
+        if page is not None:
+            return page
+        query = request.GET.copy()
+        if drop_login:
+            rest = [p for p in query.get("prompt", "").split() if p != "login"]
+            if rest:
+                query["prompt"] = " ".join(rest)
+            else:
+                query.pop("prompt", None)
+        back = f"{request.path}?{query.urlencode()}"
+        return self.redirect(f"{reverse('login')}?{urlencode({'next': back, 'reauth': '1'})}", None)
+
+
+@functools.cache
+def _discovery_extras() -> dict[str, Any]:
+    issuer = oauth2_settings.OIDC_ISS_ENDPOINT
+    return {
+        "id_token_signing_alg_values_supported": [keys.ALGORITHM],
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "revocation_endpoint": issuer + reverse("oauth2_provider:revoke-token"),
+        "introspection_endpoint": issuer + reverse("oauth2_provider:introspect"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
+                             "email", "email_verified", "name"],
+    }
+
+
+class DiscoveryView(toolkit.ConnectDiscoveryInfoView):
+    """OpenID Connect Discovery 1.0 §4: the same document at the root and under the provider's prefix.
+
+    Built once per process: every URL in it derives from the configured issuer, not the request."""
+
+    body: bytes | None = None
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if DiscoveryView.body is None:
+            data = json.loads(super().get(request, *args, **kwargs).content)
+            data.update(_discovery_extras())
+            DiscoveryView.body = json.dumps(data).encode()
+        response = HttpResponse(DiscoveryView.body, content_type="application/json")
+        response["Access-Control-Allow-Origin"] = "*"
+        response["Cache-Control"] = "public, max-age=3600"
+        return response
+
+
+@never_cache
+def jwks_view(request: HttpRequest) -> HttpResponse:
+    """RFC 7517 key set: every published key of the ring (the signing one, the next, the retired)."""
+    response = JsonResponse(keys.ring().jwks())
+    response["Access-Control-Allow-Origin"] = "*"
+    # Products re-fetch well within the publish delay, so a new key is known before it signs.
+    response["Cache-Control"] = f"public, max-age={max(1, conf.get('OIDC_KEY_PUBLISH_SECONDS') // 2)}"
+    return response
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+def _token_of(value: str, hint: str) -> Any:
+    checksum = hashlib.sha256(value.encode("utf-8")).hexdigest()
+    models = (RefreshToken, AccessToken) if hint == "refresh_token" else (AccessToken, RefreshToken)
+    for model in models:
+        token = model.objects.select_related("user", "application").filter(token_checksum=checksum).first()
+        if token is not None:
+            return token
+    return None
+
+
+def _active(token: Any) -> bool:
+    if isinstance(token, AccessToken):
+        return token.is_valid()
+    return token.revoked is None and token.access_token_id is not None
+
+
+@csrf_exempt
+@require_POST
+def introspect_view(request: HttpRequest) -> HttpResponse:
+    """RFC 7662: token state for the authenticated confidential client that owns the token."""
+    oauth_request = OAuthRequest(request.build_absolute_uri(), "POST", request.POST.dict(),
+                                 {"HTTP_AUTHORIZATION": request.META.get("HTTP_AUTHORIZATION", "")})
+    oauth_request.client_id = request.POST.get("client_id")
+    oauth_request.client_secret = request.POST.get("client_secret")
+    validator = Validator()
+    client = None
+    if validator.authenticate_client(oauth_request):
+        client = oauth_request.client
+    if client is None or client.client_type != client.CLIENT_CONFIDENTIAL:
+        audit.refused(request, "introspect", "invalid_client")
+        response = JsonResponse({"error": "invalid_client"}, status=401)
+        response["WWW-Authenticate"] = 'Basic realm="introspection"'
+        return _no_store(response)
+    value = request.POST.get("token")
+    if not value or len(value) > 512:
+        return _no_store(JsonResponse({"error": "invalid_request", "error_description": "token is missing"},
+                                      status=400))
+    token = _token_of(value, request.POST.get("token_type_hint", ""))
+    if token is None or token.application_id != client.pk or not _active(token):
+        return _no_store(JsonResponse({"active": False}))
+    body = {"active": True, "client_id": client.client_id, "scope": getattr(token, "scope", ""),
+            "token_type": "Bearer" if isinstance(token, AccessToken) else "refresh_token",
+            "iss": oauth2_settings.OIDC_ISS_ENDPOINT, "iat": int(token.created.timestamp())}
+    if token.user_id is not None:
+        body.update(sub=str(token.user_id), username=token.user.email)
+    if isinstance(token, AccessToken):
+        body["exp"] = int(token.expires.timestamp())
+    return _no_store(JsonResponse(body))
+
+
+class TokenView(toolkit.TokenView):
+    """RFC 6749 §3.2: the toolkit's token endpoint; a refusal is logged without secrets."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        if response.status_code >= 400:
+            audit.refused(request, "token", _error_code(response), client_id=request.POST.get("client_id"),
+                          grant_type=request.POST.get("grant_type", "")[:40])
+        return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class RevokeView(toolkit.RevokeTokenView):
+    """RFC 7009: the toolkit's revocation endpoint; a refusal is logged without secrets."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = super().post(request, *args, **kwargs)
+        if response.status_code >= 400:
+            audit.refused(request, "revoke", _error_code(response))
+        return response
+
+
+def _error_code(response: HttpResponse) -> str:
+    try:
+        return str(json.loads(response.content).get("error", ""))[:40]
+    except (ValueError, AttributeError):
+        return ""
+
+
+class LogoutView(toolkit.RPInitiatedLogoutView):
+    """OpenID Connect RP-Initiated Logout 1.0, ending this session's sign-ins (not every session's)."""
+
+    template_name = "sso/logout_confirm.html"
+    hint_sid: str | None = None
+
+    def validate_logout_request_user(self, id_token_hint: str | None, client_id: str | None) -> Any:
+        if not id_token_hint:
+            return None
+        id_token, claims = _load_id_token(id_token_hint)
+        if not id_token or not _validate_claims(self.request, claims):
+            audit.refused(self.request, "logout", "invalid id_token_hint")
+            raise InvalidIDTokenError()
+        if client_id and id_token.application.client_id != client_id:
+            raise ClientIdMissmatch()
+        self.hint_sid = claims.get("sid")
+        return id_token
+
+    def must_prompt(self, token_user: Any) -> bool:
+        """§2: also ask when the hint belongs to another of this user's sessions."""
+        if super().must_prompt(token_user):
+            return True
+        return self.request.user.is_authenticated and self.hint_sid != central.current_sid(self.request)
+
+    def do_logout(self, application: Any = None, post_logout_redirect_uri: str | None = None,
+                  state: str | None = None, token_user: Any = None) -> HttpResponse:
+        if self.hint_sid and self.hint_sid != central.current_sid(self.request) and token_user is not None:
+            # That session is already gone here (expired, or signed out elsewhere): end its sign-ins anyway.
+            logout.end_sign_ins(token_user, self.hint_sid, ip=client_ip(self.request))
+        return super().do_logout(application, post_logout_redirect_uri, state, token_user)
