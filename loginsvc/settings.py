@@ -188,6 +188,15 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+if PRODUCTION:
+    # Every token's `iss` and every URL in discovery: the router's public origin, never a node's.
+    if not os.environ.get("LOGINSVC_OIDC_ISSUER"):
+        raise ImproperlyConfigured("LOGINSVC_OIDC_ISSUER: required in production (the public https origin of the router)")
+    if not LOGINSVC["OIDC_ISSUER"].startswith("https://"):
+        raise ImproperlyConfigured("LOGINSVC_OIDC_ISSUER: must be an https origin in production")
+    if not (os.environ.get("LOGINSVC_OIDC_PRIVATE_KEY") or LOGINSVC["OIDC_KEY_FILE"]):
+        raise ImproperlyConfigured("LOGINSVC_OIDC_KEY_FILE: required in production (or LOGINSVC_OIDC_PRIVATE_KEY)")
+
 # --- Single sign-on: django-oauth-toolkit's OpenID Connect provider (loginsvc/sso, docs/sso.md) ----
 # Every value that is not django-oauth-toolkit's default is chosen here on purpose; the signing keys
 # are not in this dict (sso/keys.py: one parsed ring per process, reloaded on rotation).

@@ -5,6 +5,7 @@ import secrets
 
 import pytest
 
+from loginsvc.sso import keys
 from tests import plugin
 from tests.support import manage, node_env
 
@@ -12,8 +13,12 @@ STRONG_KEY = secrets.token_urlsafe(64)
 
 
 def production_env(tmp_path, **extra: str) -> dict[str, str]:
+    key_file = tmp_path / "oidc-keys.json"
+    if not key_file.exists():
+        key_file.write_text(keys.new_ring_text())
     env = node_env(tmp_path, plugin.REDIS.url, LOGINSVC_MODE="production",
-                   DJANGO_ALLOWED_HOSTS="login.example.test", DJANGO_SECRET_KEY=STRONG_KEY)
+                   DJANGO_ALLOWED_HOSTS="login.example.test", DJANGO_SECRET_KEY=STRONG_KEY,
+                   LOGINSVC_OIDC_ISSUER="https://login.example.test", LOGINSVC_OIDC_KEY_FILE=str(key_file))
     env.update(extra)
     return env
 
@@ -49,6 +54,10 @@ def test_secret_key_may_come_from_a_file(tmp_path) -> None:
         ({"LOGINSVC_SESSION_MAX_SECONDS": "60"}, "LOGINSVC_SESSION_MAX_SECONDS: must not be shorter"),
         ({"LOGINSVC_IPV6_PREFIX_LENGTH": "129"}, "LOGINSVC_IPV6_PREFIX_LENGTH: must be between 1 and 128"),
         ({"DJANGO_CSRF_TRUSTED_ORIGINS": "https://a.test, mail.test"}, "DJANGO_CSRF_TRUSTED_ORIGINS: 'mail.test'"),
+        ({"LOGINSVC_OIDC_ISSUER": ""}, "LOGINSVC_OIDC_ISSUER: '' is not an origin"),
+        ({"LOGINSVC_OIDC_ISSUER": "http://login.example.test"}, "LOGINSVC_OIDC_ISSUER: must be an https origin"),
+        ({"LOGINSVC_OIDC_ISSUER": "https://login.example.test/path"}, "LOGINSVC_OIDC_ISSUER: 'https://login.example.test/path' is not an origin"),
+        ({"LOGINSVC_OIDC_KEY_FILE": ""}, "LOGINSVC_OIDC_KEY_FILE: required in production"),
         ({"LOGINSVC_TRUSTED_PROXIES": "10.0.0.0/8, 10.0.0.300/8"},
          "LOGINSVC_TRUSTED_PROXIES: '10.0.0.300/8' is not an address range like 10.0.0.0/8"),
     ],
@@ -110,3 +119,13 @@ def test_trusted_origins_are_trimmed_and_sqlite_urls_work(tmp_path) -> None:
     result = manage(env, "shell", "-v", "0", "-c",
                     "from django.conf import settings as s; print(s.CSRF_TRUSTED_ORIGINS, s.DATABASES['default']['NAME'])")
     assert result.stdout.strip().splitlines()[-1] == f"['https://a.test', 'https://b.test'] {tmp_path}/other.sqlite3"
+
+
+def test_production_needs_the_issuer_and_the_signing_keys(tmp_path) -> None:
+    """Without them every token would name a default issuer and each node its own key."""
+    for variable, message in (("LOGINSVC_OIDC_ISSUER", "LOGINSVC_OIDC_ISSUER: required in production"),
+                              ("LOGINSVC_OIDC_KEY_FILE", "LOGINSVC_OIDC_KEY_FILE: required in production")):
+        env = production_env(tmp_path)
+        del env[variable]
+        result = manage(env, "check", check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
