@@ -8,6 +8,9 @@ SCRUBBED_KEYS = [
     "loginsvc_device", "__Host-loginsvc_device",
     "csrfmiddlewaretoken", "x-csrftoken", "canary_pin",
     "demo_password", "django_superuser_password", "secret_key",
+    # single sign-on (loginsvc/sso): codes, verifiers, tokens, hints, client secrets, signing keys
+    "code", "code_verifier", "access_token", "refresh_token", "id_token", "id_token_hint", "logout_token",
+    "token", "client_secret", "demo_client_secret", "private_key_pem", "loginsvc_oidc_private_key",
 ]
 _FILTERED = "[Filtered]"
 
