@@ -22,11 +22,13 @@ from typing import Callable
 from canary import secret
 from deploy import programs
 from deploy.cli import Parser, print_table
+from deploy.demo_products import SECRET_ENV as DEMO_SECRET_ENV, products_toml
 from deploy.node import http_ok, manage, still_running
 from deploy.operations import Stack, node_ready, wait_for
 from deploy.router_client import RouterError
-from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_LISTEN, DEFAULT_NODE_PORT_BASE,
-                          DEFAULT_NODES, StackError, StackSpec, new_spec, parse_address, port_free)
+from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_DEMO_LISTEN, DEFAULT_LISTEN,
+                          DEFAULT_NODE_PORT_BASE, DEFAULT_NODES, StackError, StackSpec, new_spec, parse_address,
+                          port_free)
 from deploy.supervisor_rpc import NotRunning, Supervisor
 from loginsvc import conf
 
@@ -46,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nodes", default=env("DEPLOY_NODES", str(DEFAULT_NODES)), help="nodes per cluster")
     parser.add_argument("--canary-percent", default=env("DEPLOY_CANARY_PERCENT", str(DEFAULT_CANARY_PERCENT)),
                         help="green's share of new browsers until ops ramp it (kept in the router's state)")
+    parser.add_argument("--demo-listen", default=env("DEPLOY_DEMO_LISTEN", DEFAULT_DEMO_LISTEN),
+                        help=f"the demo products, HOST:PORT (run only when {DEMO_SECRET_ENV} is set)")
     parser.add_argument("--var-dir", type=Path, default=conf.var_dir())
     return parser.parse_args(argv)
 
@@ -60,7 +64,7 @@ def number(value: str, key: str, kind: type = int) -> float:
 def build_spec(args: argparse.Namespace) -> StackSpec:
     return new_spec(args.var_dir, args.listen, args.admin, int(number(args.node_port_base, "--node-port-base")),
                     int(number(args.nodes, "--nodes")), number(args.canary_percent, "--canary-percent", float),
-                    os.environ.get("REDIS_URL", ""))
+                    os.environ.get("REDIS_URL", ""), args.demo_listen)
 
 
 def stack_env(spec: StackSpec) -> dict[str, str]:
@@ -69,7 +73,28 @@ def stack_env(spec: StackSpec) -> dict[str, str]:
                REDIS_URL=spec.effective_redis_url)
     # Four nodes share this machine's cores: one worker each (2 threads) is ~2 per core in all.
     env.setdefault("WEB_CONCURRENCY", "1")
+    env.setdefault("LOGINSVC_OIDC_ISSUER", f"http://{spec.listen}")  # the router's origin, never a node's
     return env
+
+
+def demo_enabled() -> bool:
+    """The demo products (and their registration) only when their client secret is given."""
+    return bool(os.environ.get(DEMO_SECRET_ENV))
+
+
+def register_demo_products(spec: StackSpec, env: dict[str, str]) -> None:
+    """webmail, admin-portal, quarantine as confidential first-party clients (`manage.py sync_products`)."""
+    path = spec.stack_dir / "demo-products.toml"
+    programs.write_file(path, products_toml(spec.demo_url, DEMO_SECRET_ENV))
+    run_step(env, "sync_products", str(path))
+
+
+def run_step(env: dict[str, str], *step: str) -> None:
+    result = manage(env, *step, check=False)
+    sys.stdout.write(result.stdout)
+    if result.returncode:
+        sys.stderr.write(result.stderr)
+        raise RuntimeError(f"set-up step failed: manage.py {' '.join(step)}")
 
 
 def ensure_secrets(spec: StackSpec) -> None:
@@ -127,11 +152,9 @@ def bring_up(stack: Stack, env: dict[str, str], process: subprocess.Popen[bytes]
     if spec.embedded_redis:
         wait_for(started(stack.redis_ok), 15, "redis")
     for step in (("migrate", "--noinput", "-v", "0"), ("ensure_demo_users",)):
-        result = manage(env, *step, check=False)
-        sys.stdout.write(result.stdout)
-        if result.returncode:
-            sys.stderr.write(result.stderr)
-            raise RuntimeError(f"set-up step failed: manage.py {' '.join(step)}")
+        run_step(env, *step)
+    if demo_enabled():
+        register_demo_products(spec, env)
     for node in spec.nodes:
         programs.write_node(spec, node)
     programs.write_router(spec)
@@ -146,6 +169,10 @@ def bring_up(stack: Stack, env: dict[str, str], process: subprocess.Popen[bytes]
         router.set_nodes(cluster, spec.router_nodes(cluster))
     wait_for(started(lambda: all(c["available"] for c in router.status()["clusters"].values())), READY_TIMEOUT,
              "both clusters available in the router")
+    if demo_enabled():
+        programs.write_demo(spec, env["LOGINSVC_OIDC_ISSUER"])
+        supervisor.add_program("demo-products")  # after the router: products reach the provider through it
+        wait_for(started(lambda: http_ok(f"{spec.demo_url}/healthz")), READY_TIMEOUT, "demo products /healthz")
     wait_for(started(lambda: all(i["statename"] == "RUNNING" for i in supervisor.all_info())), READY_TIMEOUT,
              "every program RUNNING in supervisord")
 
@@ -200,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     if supervisor.ping():
         print(f"a stack is already running under {spec.var} (see `python -m deploy status`)", file=sys.stderr)
         return 1
-    for option, address in (("--listen", spec.listen), ("--admin", spec.admin)):
+    addresses = [("--listen", spec.listen), ("--admin", spec.admin)]
+    if demo_enabled():
+        addresses.append(("--demo-listen", spec.demo_listen))
+    for option, address in addresses:
         host, port = parse_address(address, option)
         if not port_free(port, host):
             print(f"{option}: {address} is already in use (another `make up`?)", file=sys.stderr)
@@ -255,7 +285,8 @@ def print_summary(stack: Stack, seconds: float) -> None:
           f"  router admin    http://{spec.admin}/api/status   metrics: http://{spec.admin}/metrics\n"
           f"  database        {'DATABASE_URL (external)' if os.environ.get('DATABASE_URL') else spec.var / 'db.sqlite3'}\n"
           f"  redis           {spec.effective_redis_url if spec.embedded_redis else 'REDIS_URL (external)'}\n"
-          f"  logs            {spec.var / 'log'}/\n"
+          + (f"  demo products   {spec.demo_url}/   (webmail, admin-portal, quarantine)\n" if demo_enabled() else "")
+          + f"  logs            {spec.var / 'log'}/\n"
           "  operate it      python -m deploy status | kill | restart | scale | release;  python -m canary ramp 20\n")
     print_table(stack.status())
     print("\nCtrl-C stops everything.", flush=True)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 # Start order (supervisord starts low numbers first and stops high numbers first).
-PRIORITY = {"redis": 10, "node": 20, "router": 30}
+PRIORITY = {"redis": 10, "node": 20, "router": 30, "demo-products": 40}
 
 # Back-off: a program that dies within `startsecs` of starting is retried after 1 s, 2 s, 3 s, …
 # (supervisord's BACKOFF state) up to `startretries` times, then left FATAL for an operator; one that
@@ -185,6 +185,20 @@ def router_toml(spec: StackSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def demo_program(spec: StackSpec, issuer: str) -> str:
+    """The demo products (deploy/demo_products): DEMO_CLIENT_SECRET comes from supervisord's environment."""
+    return f"""[program:demo-products]
+command={command(sys.executable, "-m", "deploy.demo_products", "--listen", spec.demo_listen, "--issuer", issuer,
+                 "--sessions-file", spec.var / "demo-products-sessions.json")}
+priority={PRIORITY['demo-products']}
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=10
+killasgroup=true
+stopasgroup=true
+""" + COMMON.format(log=pct(spec.var / "log" / "demo-products.log"), root=pct(ROOT))
+
+
 def write_file(path: Path, text: str) -> None:
     """Atomic and private (0600): these files describe the stack to whoever can read var/ anyway,
     but nothing here needs to be readable by other users."""
@@ -217,6 +231,10 @@ def write_node(spec: StackSpec, node: NodeSpec) -> None:
 
 def remove_node(spec: StackSpec, node: NodeSpec) -> None:
     (programs_dir(spec) / f"{node.name}.conf").unlink(missing_ok=True)
+
+
+def write_demo(spec: StackSpec, issuer: str) -> None:
+    write_file(programs_dir(spec) / "demo-products.conf", demo_program(spec, issuer))
 
 
 def write_router(spec: StackSpec) -> None:

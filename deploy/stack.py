@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deploy.demo_products import DEFAULT_LISTEN as DEFAULT_DEMO_LISTEN
+
 
 CLUSTERS = ("blue", "green")             # stable first, canary second (the router's convention)
 DEFAULT_LISTEN = "127.0.0.1:8000"
@@ -63,6 +65,7 @@ class StackSpec:
     redis_url: str = ""                  # empty: the embedded Redis on var/redis.sock
     releases: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeSpec] = field(default_factory=list)
+    demo_listen: str = DEFAULT_DEMO_LISTEN  # the demo products (only run when DEMO_CLIENT_SECRET is set)
 
     # -- paths ---------------------------------------------------------------------------------------------
     @property
@@ -85,6 +88,10 @@ class StackSpec:
     def admin_url(self) -> str:
         return f"http://{self.admin}"
 
+    @property
+    def demo_url(self) -> str:
+        return f"http://{self.demo_listen}"
+
     # -- queries -------------------------------------------------------------------------------------------
     def cluster_nodes(self, cluster: str) -> list[NodeSpec]:
         return [n for n in self.nodes if n.cluster == cluster]
@@ -103,7 +110,8 @@ class StackSpec:
         used = {n.name for n in self.nodes}
         index = next(i for i in range(1, MAX_NODES * 4) if f"{cluster}-{i}" not in used)
         taken = {n.port for n in self.nodes} | {parse_address(self.listen, "listen")[1],
-                                                parse_address(self.admin, "admin")[1]}
+                                                parse_address(self.admin, "admin")[1],
+                                                parse_address(self.demo_listen, "demo_listen")[1]}
         port = self.node_port_base
         while port in taken or not port_free(port):
             port += 1
@@ -143,12 +151,15 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def new_spec(var_dir: Path, listen: str, admin: str, node_port_base: int, nodes_per_cluster: int,
-             canary_percent: float, redis_url: str) -> StackSpec:
+             canary_percent: float, redis_url: str, demo_listen: str = DEFAULT_DEMO_LISTEN) -> StackSpec:
     """A fresh layout: blue-1..N and green-1..N on ports from node_port_base, validated."""
     parse_address(listen, "--listen")
     parse_address(admin, "--admin")
+    parse_address(demo_listen, "--demo-listen")
     if listen == admin:
         raise StackError("--admin: must differ from --listen")
+    if demo_listen in (listen, admin):
+        raise StackError("--demo-listen: must differ from --listen and --admin")
     if not 1 <= nodes_per_cluster <= MAX_NODES:
         raise StackError(f"--nodes: must be between 1 and {MAX_NODES} (got {nodes_per_cluster})")
     if not 0 <= canary_percent <= 100:
@@ -162,7 +173,7 @@ def new_spec(var_dir: Path, listen: str, admin: str, node_port_base: int, nodes_
     if len(str(longest).encode()) > MAX_SOCKET_PATH:
         raise StackError(f"--var-dir: too deep for unix sockets ({longest} is over {MAX_SOCKET_PATH} bytes); "
                          "use a shorter path")
-    spec = StackSpec(str(var), listen, admin, node_port_base, canary_percent, redis_url)
+    spec = StackSpec(str(var), listen, admin, node_port_base, canary_percent, redis_url, demo_listen=demo_listen)
     for cluster in CLUSTERS:
         for _ in range(nodes_per_cluster):
             spec.nodes.append(spec.next_node(cluster))
