@@ -25,7 +25,8 @@ os.environ["LOGINSVC_VAR_DIR"] = str(SCRATCH / "var")
 os.environ["LOGINSVC_CLUSTER"] = "test"
 os.environ["LOGINSVC_NODE"] = "pytest"
 os.environ.setdefault("LOGINSVC_PRODUCT_ORIGINS", "https://webmail.example.test,https://admin.example.test:8443")
-for leaked in ("SENTRY_DSN", "LOGINSVC_MODE", "DEMO_PASSWORD", "LOGINSVC_TRUSTED_PROXY_HOPS", "LOGINSVC_TRUSTED_PROXIES",
+for leaked in ("SENTRY_DSN", "LOGINSVC_MODE", "DEMO_PASSWORD", "DEMO_CLIENT_SECRET", "LOGINSVC_OIDC_ISSUER",
+               "LOGINSVC_OIDC_KEY_FILE", "LOGINSVC_OIDC_PRIVATE_KEY", "LOGINSVC_TRUSTED_PROXY_HOPS", "LOGINSVC_TRUSTED_PROXIES",
                "LOGINSVC_READINESS_CACHE_SECONDS"):
     os.environ.pop(leaked, None)
 
