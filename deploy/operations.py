@@ -69,6 +69,8 @@ class Stack:
             router_view, router_health = {}, "unreachable"
         rows = []
         names = (["redis"] if self.spec.embedded_redis else []) + ["router"] + [n.name for n in self.spec.nodes]
+        if "demo-products" in infos:  # only when DEMO_CLIENT_SECRET started them
+            names.append("demo-products")
         for name in names:
             info = infos.get(name, {})
             running = info.get("statename") == "RUNNING"
@@ -77,12 +79,15 @@ class Stack:
                 health = router_view.get(name, {}).get("state", "unknown")
             elif name == "router":
                 health = router_health
+            elif name == "demo-products":
+                health = "ok" if running and http_ok(f"{self.spec.demo_url}/healthz") else "down"
             else:
                 health = "ok" if running and self.redis_ok() else "down"
             rows.append({
                 "name": name, "kind": "node" if node else name, "cluster": node.cluster if node else None,
                 "release": node.release if node else None,
-                "address": node.address if node else (self.spec.listen if name == "router" else "unix socket"),
+                "address": node.address if node else {"router": self.spec.listen,
+                                                      "demo-products": self.spec.demo_listen}.get(name, "unix socket"),
                 "state": info.get("statename", "ABSENT"), "pid": info.get("pid") or None,
                 "uptime": int(info["now"] - info["start"]) if running else 0,
                 "restarts": max(0, starts.get(name, 0) - 1), "health": health,
