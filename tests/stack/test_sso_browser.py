@@ -1,0 +1,108 @@
+"""Single sign-on as a person clicks it, in headless Chromium, on the real `make up` stack with the demo products:
+webmail → sign in → admin portal with no password → sign out from quarantine → signed out everywhere."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.plugin import free_port
+from tests.stack.conftest import PASSWORD, RunningStack, start_stack
+from tests.test_browser import chrome, submit  # noqa: F401 - chrome is a fixture (Chromium, skip/fail rules)
+
+EMAIL = "demo@example.test"
+SECRET = "demo-client-secret-for-the-browser-test-0123456789"
+BACKCHANNEL_SECONDS = 10.0     # the outbox is kicked on commit; a few seconds at most on a loaded machine
+
+
+@pytest.fixture
+def demo_stack(tmp_path_factory: pytest.TempPathFactory,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RunningStack, str]]:
+    """`make up` with DEMO_CLIENT_SECRET: the stack registers and runs the three demo products."""
+    monkeypatch.setenv("DEMO_CLIENT_SECRET", SECRET)
+    demo = f"127.0.0.1:{free_port()}"
+    stack = start_stack(tmp_path_factory.mktemp("demo"), "--demo-listen", demo)  # short: unix sockets in var/
+    try:
+        yield stack, f"http://{demo}"
+    finally:
+        stack.stop()
+
+
+def status(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, "status").text
+
+
+def click(driver, element_id: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, element_id).click()
+
+
+def wait_status(driver, url: str, expected: str, timeout: float) -> float:
+    """Reload `url` until the product says `expected`; the seconds it took."""
+    started = time.monotonic()
+    while True:
+        driver.get(url)
+        if status(driver) == expected:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout, f"{url}: {status(driver)!r}, not {expected!r} in {timeout}s"
+        time.sleep(0.5)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_sign_in_once_sign_out_everywhere(chrome, demo_stack, tmp_path: Path) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    stack, demo = demo_stack
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    chrome.get(demo + "/webmail/")
+    assert chrome.find_element(By.ID, "product").text == "Webmail"
+    assert status(chrome) == "not signed in"
+    click(chrome, "sign-in")
+    # The login service's own page, through the router (the issuer), not the product's.
+    assert chrome.current_url.startswith(stack.base + "/login/"), chrome.current_url
+    assert chrome.title == "Sign in · Mail login"
+    chrome.find_element(By.ID, "id_username").send_keys(EMAIL)
+    chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    submit(chrome)
+    assert chrome.current_url == demo + "/webmail/", chrome.current_url
+    assert status(chrome) == f"signed in as {EMAIL}"
+    chrome.save_screenshot(str(shots / "1-webmail-signed-in.png"))
+
+    click(chrome, "link-admin-portal")
+    assert status(chrome) == "not signed in"   # its own product session, not yet started
+    click(chrome, "sign-in")                   # the provider answers at once: the central session
+    assert chrome.current_url == demo + "/admin-portal/", chrome.current_url
+    assert status(chrome) == f"signed in as {EMAIL}"
+    assert not chrome.find_elements(By.ID, "id_password")
+    chrome.save_screenshot(str(shots / "2-admin-portal-signed-in.png"))
+
+    click(chrome, "link-quarantine")
+    click(chrome, "sign-in")
+    assert status(chrome) == f"signed in as {EMAIL}"
+    signed_out_at = time.monotonic()
+    submit(chrome)                             # "Sign out": the product, then the provider's end-session endpoint
+    assert chrome.current_url.startswith(demo + "/quarantine/"), chrome.current_url
+    assert status(chrome) == "not signed in"
+    assert chrome.find_element(By.ID, "signed-out").text == "You have signed out."
+
+    # Back-channel logout: the provider told the two other products; their pages say so.
+    webmail_seconds = wait_status(chrome, demo + "/webmail/", "not signed in", BACKCHANNEL_SECONDS)
+    wait_status(chrome, demo + "/admin-portal/", "not signed in", BACKCHANNEL_SECONDS)
+    print(f"\nback-channel: webmail signed out {time.monotonic() - signed_out_at:.2f}s after the click "
+          f"({webmail_seconds:.2f}s of polling)")
+    chrome.save_screenshot(str(shots / "3-admin-portal-signed-out.png"))
+    # The central session is gone too: signing in again asks for the password.
+    click(chrome, "sign-in")
+    assert chrome.current_url.startswith(stack.base + "/login/"), chrome.current_url
+    final = shots / "4-password-asked-again.png"
+    chrome.save_screenshot(str(final))
+    assert final.stat().st_size > 1000
+    print(f"screenshots: {shots} (last: {final})")
