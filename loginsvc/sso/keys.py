@@ -14,14 +14,25 @@ Sources, first found wins:
 The ring file is JSON: {"keys": [{"private_key_pem": ..., "active_after": epoch seconds}, ...]}.
 The signing key is the newest whose active_after has passed; a key is published from when it is
 added until ID_TOKEN lifetime after its successor took over (`manage.py rotate_oidc_key`).
+
+Every process re-reads the file at most every OIDC_KEY_RELOAD_SECONDS and compares its content
+(SHA-256), not its mtime: a rewrite within the mtime granularity, a copy that keeps the old mtime
+(cp -p, rsync -t) or a Kubernetes secret swap are all seen. A ring that turns unreadable or bad
+while a process runs is logged and the last good one kept (a botched copy must not stop signing).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +43,8 @@ from django.core.exceptions import ImproperlyConfigured
 from jwcrypto import jwk
 
 from loginsvc import conf, files
+
+log = logging.getLogger(__name__)
 
 ENV_KEY = "LOGINSVC_OIDC_PRIVATE_KEY"
 KEY_BITS = 2048
@@ -46,6 +59,7 @@ class SigningKey:
     private: jwk.JWK
     public: dict[str, Any]
     active_after: int
+    entry: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # as in the ring file
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,24 @@ class KeyRing:
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return {"keys": [k.public for k in self.published()]}
+
+    def states(self, now: float | None = None) -> list[tuple[str, SigningKey, int | None]]:
+        """(state, key, published until) of every key: signing, next (not active yet), retired or unpublished."""
+        now = time.time() if now is None else now
+        signing, published = self.signing_key(now), self.published(now)
+        lifetime = conf.get("ACCESS_TOKEN_SECONDS")
+        rows = []
+        for key in self.keys:
+            retired = self.retired_at.get(key.kid)
+            until = None if retired is None else retired + lifetime
+            if key is signing:
+                state = "signing"
+            elif key.active_after > now:
+                state = "next"
+            else:
+                state = "retired" if key in published else "unpublished"
+            rows.append((state, key, until))
+        return rows
 
 
 def new_private_pem() -> str:
@@ -115,9 +147,79 @@ def parse(text: str, source: str) -> KeyRing:
             raise ImproperlyConfigured(f"{source}: every key must be an RSA private key")
         kid = private.thumbprint()
         public = {"alg": ALGORITHM, "use": "sig", "kid": kid, **json.loads(private.export_public())}
-        keys.append(SigningKey(kid, private, public, entry["active_after"]))
+        keys.append(SigningKey(kid, private, public, entry["active_after"], entry))
     retired = {older.kid: newer.active_after for older, newer in zip(keys, keys[1:])}
     return KeyRing(tuple(keys), retired)
+
+
+def rotated(text: str, source: str, now: float, publish_seconds: int) -> tuple[str, KeyRing]:
+    """The ring `text` plus a new key that signs from now + publish_seconds, minus the keys no longer published.
+
+    The new key is in the JWKS at once and signs only after the delay, so every product's cached JWKS
+    knows it first; the key it replaces stays published for a token lifetime after that."""
+    current = parse(text, source)
+    entries = [key.entry for key in current.keys]
+    entries.append({"private_key_pem": new_private_pem(), "active_after": int(now) + publish_seconds})
+    grown = parse(dump(entries), source)
+    published = {key.kid for key in grown.published(now)}
+    new_text = dump([key.entry for key in grown.keys if key.kid in published])
+    return new_text, parse(new_text, source)
+
+
+def describe(ring: KeyRing, now: float | None = None) -> list[str]:
+    """One line per key for operators: state, kid, when it signs(ed) from, how long it stays published."""
+    def iso(epoch: int) -> str:
+        return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    lines = []
+    for state, key, until in ring.states(now):
+        line = f"{state:<11} {key.kid}  active_after {key.active_after} ({iso(key.active_after)})"
+        if until is not None and state != "next":
+            line += f", in the JWKS until {iso(until)}"
+        lines.append(line)
+    return lines
+
+
+@contextlib.contextmanager
+def _rotation_lock(path: Path) -> Iterator[None]:
+    """One rotation at a time per ring file: two at once would each drop the other's new key."""
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"LOGINSVC_OIDC_KEY_FILE: cannot write next to {path} ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def rotate_file(publish_seconds: int, now: float | None = None) -> tuple[KeyRing, bool]:
+    """Rotate the ring file in place (atomically, 0600): `rotated`; a configured file that does not exist yet
+    gets a new one-key ring. (The ring, whether it was created); ImproperlyConfigured names what is wrong."""
+    if os.environ.get(ENV_KEY):
+        raise ImproperlyConfigured(f"{ENV_KEY}: the keys come from the environment, not a file; rotate the "
+                                   "secret in your secret store (add a key to its ring JSON), or use LOGINSVC_OIDC_KEY_FILE")
+    path = key_file()
+    if not conf.get("OIDC_KEY_FILE") and not settings.PRODUCTION:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    now = time.time() if now is None else now
+    with _rotation_lock(path):
+        created = bool(conf.get("OIDC_KEY_FILE")) and not path.exists()
+        if created:
+            # The first ring (docs: generate the Secret's content this way): nothing published yet, signs at once.
+            new_text = new_ring_text(active_after=int(now))
+            ring = parse(new_text, f"LOGINSVC_OIDC_KEY_FILE ({path})")
+        else:
+            text, source = _read_source()
+            new_text, ring = rotated(text, source, now, publish_seconds)
+        try:
+            files.replace_private(path, new_text)
+        except OSError as exc:
+            raise ImproperlyConfigured(f"LOGINSVC_OIDC_KEY_FILE: cannot write {path} ({exc.strerror})") from None
+    reload()
+    return ring, created
 
 
 def key_file() -> Path:
@@ -125,28 +227,37 @@ def key_file() -> Path:
     return Path(configured) if configured else Path(settings.VAR_DIR) / "oidc-keys.json"
 
 
-def _read_source() -> tuple[str, str, float | None]:
-    """(text, source name, file mtime or None) of the configured ring, creating the local one if needed."""
+def _read_source() -> tuple[str, str]:
+    """(text, source name) of the configured ring, creating the local one if needed."""
     if os.environ.get(ENV_KEY):
-        return os.environ[ENV_KEY], ENV_KEY, None
+        return os.environ[ENV_KEY], ENV_KEY
     path = key_file()
     if not conf.get("OIDC_KEY_FILE"):
         if settings.PRODUCTION:
             raise ImproperlyConfigured("LOGINSVC_OIDC_KEY_FILE: required in production (or LOGINSVC_OIDC_PRIVATE_KEY)")
         files.create_once(path, new_ring_text())
     try:
-        return path.read_text(encoding="utf-8"), f"LOGINSVC_OIDC_KEY_FILE ({path})", path.stat().st_mtime
-    except OSError as exc:
-        raise ImproperlyConfigured(f"LOGINSVC_OIDC_KEY_FILE: cannot read {path} ({exc.strerror})") from None
+        return path.read_text(encoding="utf-8"), f"LOGINSVC_OIDC_KEY_FILE ({path})"
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ImproperlyConfigured(f"LOGINSVC_OIDC_KEY_FILE: cannot read {path} ({reason})") from None
+
+
+def read_ring() -> KeyRing:
+    """The configured ring read and parsed now, not the process's cached one (show_oidc_keys)."""
+    return parse(*_read_source())
 
 
 class _Cache:
-    """The parsed ring of this process; the file is looked at again at most every OIDC_KEY_RELOAD_SECONDS."""
+    """The parsed ring of this process; the source is read again at most every OIDC_KEY_RELOAD_SECONDS.
+
+    The text is compared by hash, so an unchanged ring costs a small read and no parse."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.ring: KeyRing | None = None
-        self.mtime: float | None = None
+        self.digest = b""
+        self.bad_digest = b""
         self.checked = 0.0
 
     def get(self) -> KeyRing:
@@ -157,30 +268,42 @@ class _Cache:
         with self.lock:
             if self.ring is not None and now - self.checked < conf.get("OIDC_KEY_RELOAD_SECONDS"):
                 return self.ring
-            if self.ring is not None and self.mtime is not None and _mtime() == self.mtime:
-                self.checked = now
-                return self.ring
-            text, source, mtime = _read_source()
-            self.ring, self.mtime, self.checked = parse(text, source), mtime, now
+            try:
+                text, source = _read_source()
+            except ImproperlyConfigured as exc:
+                return self._keep_last_good(exc, b"", now)
+            digest = hashlib.sha256(text.encode("utf-8")).digest()
+            if self.ring is None or digest != self.digest:
+                try:
+                    ring = parse(text, source)
+                except ImproperlyConfigured as exc:
+                    return self._keep_last_good(exc, digest, now)
+                if self.ring is not None:
+                    log.info("oidc keys: ring reloaded", extra={"kids": [k.kid for k in ring.keys]})
+                self.ring, self.digest, self.bad_digest = ring, digest, b""
+            self.checked = now
             return self.ring
+
+    def _keep_last_good(self, exc: ImproperlyConfigured, digest: bytes, now: float) -> KeyRing:
+        """At start a bad ring is fatal; later the last good one is kept, and the problem logged (once per content)."""
+        if self.ring is None:
+            raise exc
+        if not digest or digest != self.bad_digest:
+            log.error("oidc keys: the ring cannot be used; still signing with the last good one",
+                      extra={"problem": str(exc)})
+        self.bad_digest, self.checked = digest, now
+        return self.ring
 
     def clear(self) -> None:
         with self.lock:
-            self.ring, self.mtime, self.checked = None, None, 0.0
-
-
-def _mtime() -> float | None:
-    try:
-        return key_file().stat().st_mtime
-    except OSError:
-        return None
+            self.ring, self.digest, self.bad_digest, self.checked = None, b"", b"", 0.0
 
 
 _cache = _Cache()
 
 
 def ring() -> KeyRing:
-    """The current key ring (cheap: a cached object; a stat of the file every few seconds)."""
+    """The current key ring (cheap: a cached object; a small read of the file every few seconds)."""
     return _cache.get()
 
 
