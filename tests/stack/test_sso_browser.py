@@ -42,6 +42,21 @@ def click(driver, element_id: str) -> None:
     driver.find_element(By.ID, element_id).click()
 
 
+def submit_or_explain(driver) -> None:
+    """Submit the page's form; when the browser does not leave the page, fail with what its console says
+    (a Content-Security-Policy block of the redirect chain shows only there)."""
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+
+    try:
+        submit(driver)
+    except TimeoutException:
+        try:
+            console = [entry["message"][-400:] for entry in driver.get_log("browser")]
+        except WebDriverException as exc:
+            console = [f"(no console log: {exc.msg})"]
+        raise AssertionError(f"the form did not leave {driver.current_url[:120]}; console: {console}") from None
+
+
 def wait_status(driver, url: str, expected: str, timeout: float) -> float:
     """Reload `url` until the product says `expected`; the seconds it took."""
     started = time.monotonic()
@@ -71,7 +86,7 @@ def test_sign_in_once_sign_out_everywhere(chrome, demo_stack, tmp_path: Path) ->
     assert chrome.title == "Sign in · Mail login"
     chrome.find_element(By.ID, "id_username").send_keys(EMAIL)
     chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
-    submit(chrome)
+    submit_or_explain(chrome)
     assert chrome.current_url == demo + "/webmail/", chrome.current_url
     assert status(chrome) == f"signed in as {EMAIL}"
     chrome.save_screenshot(str(shots / "1-webmail-signed-in.png"))
