@@ -20,12 +20,16 @@ Why these values:
 - umask 0077: the node's files (heartbeats, metric files, the drain file, SQLite locally) are
   owner-only whoever started it; set here as the process umask too (before preload_app loads
   Django), since gunicorn's own `umask` covers only its sockets and worker temp files.
+- back-channel logouts (OpenID Connect Back-Channel Logout 1.0): each worker runs one delivery
+  thread (post_worker_init), stopped at worker_exit; the outbox is in the database, so a worker
+  or node that stops mid-delivery loses nothing (another picks the row up after its lease).
 - max_requests 200000 ± 20000 jitter: recycles workers against slow leaks without all of them
   restarting at the same moment. (A worker serves ~1,000 requests/s at full load; 5,000 would
   restart it every few seconds and show up as 100 ms tail latency.)
 """
 import os
 import shutil
+import sys
 import time
 
 from prometheus_client import multiprocess
@@ -86,6 +90,21 @@ def when_ready(server) -> None:  # noqa: ANN001
         original()
 
     server.handle_term = handle_term
+
+
+def post_worker_init(worker) -> None:  # noqa: ANN001
+    """Each worker delivers back-channel logouts from the outbox in one daemon thread (sso/backchannel.py):
+    woken right after a logout commits, and looking for due retries every second."""
+    from loginsvc.sso import backchannel
+
+    backchannel.start()
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    """Let a delivery in flight finish; a row it could not finish stays in the outbox for any node."""
+    backchannel = sys.modules.get("loginsvc.sso.backchannel")  # absent: the app never loaded here
+    if backchannel is not None and not backchannel.stop(timeout=min(5.0, graceful_timeout / 2)):
+        server.log.warning("worker %s: back-channel logout thread still busy at exit", worker.pid)
 
 
 def on_exit(server) -> None:  # noqa: ANN001

@@ -16,6 +16,7 @@ from django.dispatch import receiver
 from oauth2_provider.models import AccessToken, IDToken, RefreshToken
 
 from loginsvc.accounts import auth_epoch
+from loginsvc.accounts.client_ip import client_ip
 from loginsvc.sso import audit, backchannel, central
 from loginsvc.sso.models import LogoutDelivery, Product, SignIn
 
@@ -25,7 +26,9 @@ def end_sign_ins(user: Any, sid: str, ip: str | None = None, by: str = "logout")
 
     Returns how many back-channel logouts were queued."""
     with transaction.atomic():
-        sign_ins = list(SignIn.objects.filter(sid=sid, user=user))
+        # Locked (PostgreSQL; SQLite's IMMEDIATE transactions serialise anyway): two logouts of one
+        # session at once (RP logout on one node, logout everywhere on another) queue its logouts once.
+        sign_ins = list(SignIn.objects.select_for_update().filter(sid=sid, user=user))
         if not sign_ins:
             return 0
         families = [s.token_family for s in sign_ins if s.token_family]
@@ -48,7 +51,7 @@ def end_sign_ins(user: Any, sid: str, ip: str | None = None, by: str = "logout")
 def _session_ended(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     sid = central.current_sid(request) if request is not None and hasattr(request, "session") else None
     if user is not None and sid:
-        end_sign_ins(user, sid)
+        end_sign_ins(user, sid, ip=client_ip(request))
 
 
 @receiver(auth_epoch.signed_out_everywhere)
