@@ -242,6 +242,9 @@ OAUTH2_PROVIDER = {
     "OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT": False,   # a valid id_token_hint of this session: no prompt
     "OIDC_RP_INITIATED_LOGOUT_STRICT_REDIRECT_URIS": True,
     "OIDC_RP_INITIATED_LOGOUT_ACCEPT_EXPIRED_TOKENS": False,
+    # The toolkit would delete every token of the user, in every browser; sso/logout.py revokes exactly
+    # the ending session's tokens (and notifies its products).
+    "OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS": False,
 }
 
 # --- Request limits: bad input is a 400, never a 500 --------------------------------------------

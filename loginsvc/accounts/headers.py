@@ -1,25 +1,35 @@
 """Content-Security-Policy for our pages: no scripts at all, forms post only here or to products."""
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from typing import Callable
 
 from django.http import HttpRequest, HttpResponse
 
 from loginsvc import conf
 
+# Features add callables that name more origins a form's redirects may reach (single sign-on adds
+# the registered products' origins: sso/origins.py). Called once per HTML response, so keep them cheap.
+FORM_TARGET_SOURCES: list[Callable[[], Iterable[str]]] = []
+
+
+@functools.lru_cache(maxsize=64)
+def policy(targets: tuple[str, ...]) -> str:
+    return ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+            f"form-action {' '.join(targets)}; frame-ancestors 'none'; base-uri 'none'")
+
 
 class ContentSecurityPolicyMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        # form-action also governs the redirect after the login POST, so products are listed.
-        targets = " ".join(("'self'", *conf.get("PRODUCT_ORIGINS")))
-        self.policy = (
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
-            f"form-action {targets}; frame-ancestors 'none'; base-uri 'none'"
-        )
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if response.get("Content-Type", "").startswith("text/html"):
-            response.setdefault("Content-Security-Policy", self.policy)
+            # form-action also governs the redirects after a form POST (login → authorize → product).
+            targets = {*conf.get("PRODUCT_ORIGINS")}
+            for source in FORM_TARGET_SOURCES:
+                targets.update(source())
+            response.setdefault("Content-Security-Policy", policy(("'self'", *sorted(targets))))
         return response

@@ -147,16 +147,8 @@ def test_rp_initiated_logout_tells_every_product_of_that_session_and_revokes_its
     assert world.a.get("/api/session").json().get("authenticated") is False
 
 
-# django-oauth-toolkit's RPInitiatedLogoutView.do_logout deletes every token of the user, all sessions,
-# unless OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS is False; sso/logout.py already revokes exactly the
-# session's tokens. strict: once loginsvc/settings.py sets it False this passes, and the mark must go.
-DOT_DELETES_EVERY_SESSION = pytest.mark.xfail(strict=True, reason=(
-    "loginsvc/settings.py OAUTH2_PROVIDER needs OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS: False "
-    "(the toolkit deletes the tokens of every session of the user)"))
-
-
-@DOT_DELETES_EVERY_SESSION
 def test_rp_initiated_logout_keeps_the_same_users_other_session(world: World) -> None:
+    """The toolkit alone would delete every token of the user; settings turn that off (sso/logout.py revokes)."""
     hint = world.a_tokens[1]
     query = {"id_token_hint": hint.id_token, "client_id": "admin-portal",
              "post_logout_redirect_uri": "https://admin-portal.example.test/"}
