@@ -54,8 +54,11 @@ def validate_logout_token(provider: Provider, token: str, client_id: str) -> dic
 
 
 def handle_logout_token(provider: Provider, store: SessionStore, token: str, client_id: str) -> tuple[dict[str, Any], int]:
-    """Validate, refuse a replayed jti, then end this product's sessions of that sid (or sub)."""
+    """Validate, then end this product's sessions of that sid (or sub) — once per jti.
+
+    A jti seen before (§2.6 step 7) changes nothing, but is answered 200 like the first time: it is
+    the provider retrying a delivery whose 200 was lost, and a 400 would have it retry for a day."""
     claims = validate_logout_token(provider, token, client_id)
     if not store.first_use(client_id, claims["jti"]):
-        raise TokenRejected("jti: this logout token was already used")
+        return claims, 0
     return claims, store.end_matching(client_id, claims.get("sid"), claims.get("sub"))
