@@ -41,7 +41,7 @@ from jwcrypto import jwt
 from oauth2_provider.settings import oauth2_settings
 
 from loginsvc import conf
-from loginsvc.sso import keys
+from loginsvc.sso import housekeeping, keys
 from loginsvc.sso.models import LogoutDelivery
 
 log = logging.getLogger("loginsvc.sso.backchannel")
@@ -282,6 +282,7 @@ class Worker:
                 close_old_connections()
                 if time.monotonic() - purged >= PURGE_SECONDS:
                     purge()
+                    housekeeping.tidy()
                     purged = time.monotonic()
                 if anything_due():
                     self.totals.add(run(stopping=self.stopping))

@@ -1,0 +1,42 @@
+"""Rows that single sign-on no longer needs: sign-ins past every lifetime, and the toolkit's expired tokens.
+
+Run by every node's back-channel thread now and then (backchannel.Worker.loop); the deletes are
+idempotent, so several nodes doing it at once only repeat each other.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+
+from oauth2_provider.models import clear_expired
+
+from loginsvc import conf
+from loginsvc.sso.models import SignIn
+
+log = logging.getLogger(__name__)
+CODE_GRACE_SECONDS = 60   # a code's sign-in outlives the code a little (a token request in flight)
+TIDY_SECONDS = 600.0
+_last = 0.0
+
+
+def stale_sign_ins(now: float | None = None) -> int:
+    """Delete sign-ins whose code was never redeemed, and those older than the central session may live
+    (their refresh tokens are refused by then: validators.py); how many."""
+    now = time.time() if now is None else now
+    cutoff = datetime.fromtimestamp(now - conf.get("AUTH_CODE_SECONDS") - CODE_GRACE_SECONDS, tz=timezone.utc)
+    unredeemed = SignIn.objects.filter(token_family__isnull=True, created__lt=cutoff)
+    too_old = SignIn.objects.filter(auth_time__lt=now - conf.get("SESSION_MAX_SECONDS"))
+    return unredeemed.delete()[0] + too_old.delete()[0]
+
+
+def tidy(force: bool = False) -> None:
+    """Both clean-ups, at most every TIDY_SECONDS per process (the caller logs a failure and goes on)."""
+    global _last
+    if not force and time.monotonic() - _last < TIDY_SECONDS:
+        return
+    _last = time.monotonic()
+    removed = stale_sign_ins()
+    clear_expired()  # django-oauth-toolkit: expired grants, access, refresh and ID tokens
+    if removed:
+        log.info("sso housekeeping: stale sign-ins removed", extra={"count": removed})
