@@ -8,6 +8,9 @@ Thin on purpose: each override adds one thing django-oauth-toolkit does not know
 - Tokens are signed with the ring's current key and verified by kid (sso/keys.py), parsed once.
 - A refresh token is refused once its sign-in is older than the central session may live, or
   when it went unused longer than the session's idle timeout (the central session bounds SSO).
+- Stricter than the toolkit where the RFCs are: redirect URIs match exactly and are required, a
+  mismatch at the token endpoint is invalid_grant, a replayed code revokes what it gave, access
+  tokens only in the Authorization header; prompt=none is decided by the view (it has the session).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from jwcrypto import jws, jwt
 from oauth2_provider.models import Grant, RefreshToken
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request
+from oauthlib.oauth2.rfc6749 import errors
 
 from loginsvc import conf
 from loginsvc.sso import keys
@@ -29,6 +33,15 @@ from loginsvc.sso.models import SignIn
 
 def code_hash(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def revoke_replayed(code: str, client: Any) -> None:
+    """RFC 6749 §4.1.2: a code used twice SHOULD revoke the tokens it gave (someone else holds it):
+    the refresh-token family the code started, with its access tokens."""
+    family = (SignIn.objects.filter(code_hash=code_hash(code), application=client)
+              .exclude(token_family=None).values_list("token_family", flat=True).first())
+    if family is not None:
+        RefreshToken.revoke_family(family)
 
 
 class Validator(OAuth2Validator):
@@ -72,6 +85,51 @@ class Validator(OAuth2Validator):
         found = keys.ring().by_kid(header.get("kid") if isinstance(header, dict) else None)
         return found.private if found else None
 
+    # --- prompt=none ------------------------------------------------------------------------------------
+    # oauthlib asks these for prompt=none and the toolkit does not implement them (NotImplementedError:
+    # a 500 for every signed-in prompt=none). The answer needs the browser's session, which oauthlib's
+    # request lacks, so the authorization view decides: login_required when nobody is signed in or the
+    # login is older than max_age, consent_required when the consent page would be shown (sso/views.py).
+    def validate_silent_login(self, request: Request) -> bool:
+        return True
+
+    def validate_silent_authorization(self, request: Request) -> bool:
+        return True
+
+    # --- bearer tokens -----------------------------------------------------------------------------------
+    def validate_bearer_token(self, token: str, scopes: list[str], request: Request) -> bool:
+        """RFC 9700 §4.3.2 / RFC 6750 §2.3: an access token only in the Authorization header. The
+        toolkit's own check (COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT) guards its protected
+        resource views but not userinfo, where ?access_token= and a form body were accepted."""
+        if "Authorization" not in request.headers:
+            return False
+        return super().validate_bearer_token(token, scopes, request)
+
+    # --- redirect URIs -----------------------------------------------------------------------------------
+    def validate_redirect_uri(self, client_id: str, redirect_uri: str, request: Request, *args: Any, **kwargs: Any) -> bool:
+        """RFC 9700 §2.1 / §4.1.3: exact string match with a registered URI. The toolkit compares the
+        host case-insensitively, so https://WEBMAIL.example.test/callback passed for a product that
+        registered https://webmail.example.test/callback."""
+        if redirect_uri not in request.client.redirect_uris.split():
+            return False
+        return super().validate_redirect_uri(client_id, redirect_uri, request, *args, **kwargs)
+
+    def get_default_redirect_uri(self, client_id: str, request: Request, *args: Any, **kwargs: Any) -> None:
+        """None: redirect_uri is required at authorize (OpenID Connect Core §3.1.2.1), so it is at the
+        token endpoint too (RFC 6749 §4.1.3); oauthlib then refuses a request without it."""
+        return None
+
+    def confirm_redirect_uri(self, client_id: str, code: str, redirect_uri: str, client: Any, request: Request,
+                             *args: Any, **kwargs: Any) -> bool:
+        """RFC 6749 §4.1.3: identical to the authorization request's. A mismatch is invalid_grant (§5.2:
+        the grant "does not match the redirection URI used in the authorization request"); oauthlib
+        would answer invalid_request."""
+        grant = Grant.objects.filter(code=code, application=client).only("redirect_uri").first()
+        if grant is None or grant.redirect_uri != redirect_uri:
+            raise errors.InvalidGrantError(description="redirect_uri does not match the authorization request",
+                                           request=request)
+        return True
+
     # --- the central session, carried from authorize to token to refresh --------------------------------
     def _create_authorization_code(self, request: Request, code: dict, expires: Any = None) -> Grant:
         grant = super()._create_authorization_code(request, code, expires)
@@ -81,6 +139,7 @@ class Validator(OAuth2Validator):
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
         if not super().validate_code(client_id, code, client, request, *args, **kwargs):
+            revoke_replayed(code, client)
             return False
         request.sign_in = SignIn.objects.filter(code_hash=code_hash(code), application=client).first()
         return request.sign_in is not None
@@ -90,8 +149,9 @@ class Validator(OAuth2Validator):
         refresh_token = super()._create_refresh_token(request, refresh_token_code, access_token, previous_refresh_token)
         sign_in: SignIn | None = getattr(request, "sign_in", None)
         if previous_refresh_token is None and sign_in is not None and sign_in.token_family is None:
-            sign_in.token_family, sign_in.code_hash = refresh_token.token_family, ""
-            sign_in.save(update_fields=["token_family", "code_hash"])
+            # code_hash stays: a replay of the redeemed code finds the family to revoke (revoke_replayed).
+            sign_in.token_family = refresh_token.token_family
+            sign_in.save(update_fields=["token_family"])
         return refresh_token
 
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:

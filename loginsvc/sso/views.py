@@ -8,27 +8,37 @@
 - introspection: only for an authenticated confidential client, and only its own tokens.
 - RP-initiated logout: ends the central session; sso/logout.py revokes that session's tokens
   and queues the back-channel logouts (through Django's user_logged_out signal, like /logout/).
+- bad input: an authorization request that cannot succeed is refused before any login page; error
+  redirects carry `iss`; the token endpoint refuses repeated or oversized parameters, malformed
+  code verifiers and grant types we do not offer before the toolkit parses them (it answered 200,
+  unauthorized_client or a 500); logout hints and client ids the toolkit crashed on are an error
+  page. Every refusal is one audit line (sso/audit.py), never with a secret.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+import re
 from typing import Any
 from urllib.parse import urlencode
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib import auth
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from oauth2_provider import views as toolkit
-from oauth2_provider.exceptions import ClientIdMissmatch, InvalidIDTokenError, OAuthToolkitError
+from oauth2_provider.exceptions import (
+    ClientIdMissmatch, InvalidIDTokenError, InvalidOIDCClientError, InvalidOIDCRedirectURIError, OAuthToolkitError,
+)
+from oauth2_provider.http import OAuth2ResponseRedirect
 from oauth2_provider.models import AccessToken, RefreshToken, get_application_model
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views.oidc import _load_id_token, _validate_claims
-from oauthlib.common import Request as OAuthRequest
+from oauthlib.common import Request as OAuthRequest, add_params_to_uri
 
 from loginsvc import conf
 from loginsvc.accounts.client_ip import client_ip
@@ -36,6 +46,10 @@ from loginsvc.sso import audit, central, keys, logout
 from loginsvc.sso.validators import Validator
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")   # RFC 7636 §4.2: BASE64URL(SHA-256), no padding
+CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 §4.1
 
 
 def _max_age(raw: str | None) -> int | None:
@@ -46,26 +60,64 @@ def _max_age(raw: str | None) -> int | None:
     return int(raw)
 
 
+def authorization_problem(query: Any) -> str | None:
+    """Why an authorization request is invalid_request beyond what oauthlib checks, or None.
+
+    Decided from the request alone, so an anonymous browser is refused before any login page."""
+    try:
+        _max_age(query.get("max_age"))
+    except ValueError as exc:
+        return str(exc)
+    prompt = set(query.get("prompt", "").split())
+    if "none" in prompt and len(prompt) > 1:
+        return "prompt=none cannot be combined with other values"
+    challenge = query.get("code_challenge")
+    if challenge and not S256_CHALLENGE.fullmatch(challenge):
+        return "code_challenge must be the base64url SHA-256 of the code_verifier (43 characters)"
+    return None
+
+
 class AuthorizationView(toolkit.AuthorizationView):
     """OpenID Connect Core §3.1.2: the authorization endpoint, for an already signed-in user."""
 
     template_name = "sso/authorize.html"
 
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        problem = authorization_problem(request.GET)
+        if problem:
+            return self._error_redirect("invalid_request", problem)
         prompt = set(request.GET.get("prompt", "").split())
-        try:
-            max_age = _max_age(request.GET.get("max_age"))
-        except ValueError as exc:
-            return self._error_redirect("invalid_request", str(exc))
-        if "none" in prompt and len(prompt) > 1:
-            return self._error_redirect("invalid_request", "prompt=none cannot be combined with other values")
+        max_age = _max_age(request.GET.get("max_age"))
         if "login" in prompt or central.too_old(request, max_age):
             if "none" in prompt:
                 return self._error_redirect("login_required", "")
-            return self._reauthenticate(request, drop_login="login" in prompt)
+            return self._reauthenticate(request)
         response = super().get(request, *args, **kwargs)
         if "none" in prompt and response.status_code == 200:  # would show the consent page
             return self._error_redirect("consent_required", "")
+        return response
+
+    def handle_no_permission(self) -> HttpResponse:
+        """Not signed in. RFC 6749 §4.1.2.1: a request that cannot succeed is an error page now, not
+        after the user typed a password; `prompt=none` is login_required with `iss` (RFC 9207), which
+        the toolkit's own answer lacks."""
+        problem = authorization_problem(self.request.GET)
+        if problem:
+            return self._error_redirect("invalid_request", problem)
+        _credentials, page = self._validated()
+        if page is not None:
+            return page
+        if "none" in self.request.GET.get("prompt", "").split():
+            return self._error_redirect("login_required", "")
+        return super().handle_no_permission()
+
+    def error_response(self, error: OAuthToolkitError, application: Any, **kwargs: Any) -> HttpResponse:
+        """Every refusal is logged; an error sent back to the (registered) redirect_uri names the issuer
+        (RFC 9207 §2: error responses too; the toolkit adds `iss` to successful ones only)."""
+        audit.refused(self.request, "authorize", error.oauthlib_error.error)
+        response = super().error_response(error, application, **kwargs)
+        if response.status_code == 302:
+            response["Location"] += "&" + urlencode({"iss": oauth2_settings.OIDC_ISS_ENDPOINT})
         return response
 
     def create_authorization_response(self, request: HttpRequest, scopes: str, credentials: dict, allow: bool) -> Any:
@@ -77,7 +129,6 @@ class AuthorizationView(toolkit.AuthorizationView):
         try:
             _scopes, credentials = self.validate_authorization_request(self.request)
         except OAuthToolkitError as error:
-            audit.refused(self.request, "authorize", error.oauthlib_error.error)
             return None, self.error_response(error, application=None)
         return credentials, None
 
@@ -95,20 +146,23 @@ class AuthorizationView(toolkit.AuthorizationView):
         application = get_application_model().objects.get(client_id=credentials["client_id"])
         return self.redirect(uri + ("&" if "?" in uri else "?") + urlencode(params), application)
 
-    def _reauthenticate(self, request: HttpRequest, drop_login: bool) -> HttpResponse:
-        """Our login page again, even though signed in; back here afterwards without prompt=login."""
+    def _reauthenticate(self, request: HttpRequest) -> HttpResponse:
+        """Our login page again, even though signed in; back here afterwards without prompt=login and
+        max_age, which the fresh login satisfies (kept, max_age=0 would send the user round forever).
+        The product sees the new login in the ID token's auth_time (Core §3.1.2.1: it checks that)."""
         _credentials, page = self._validated()
         if page is not None:
             return page
         query = request.GET.copy()
-        if drop_login:
-            rest = [p for p in query.get("prompt", "").split() if p != "login"]
-            if rest:
-                query["prompt"] = " ".join(rest)
-            else:
-                query.pop("prompt", None)
+        query.pop("max_age", None)
+        rest = [p for p in query.get("prompt", "").split() if p != "login"]
+        if rest:
+            query["prompt"] = " ".join(rest)
+        else:
+            query.pop("prompt", None)
         back = f"{request.path}?{query.urlencode()}"
-        return self.redirect(f"{reverse('login')}?{urlencode({'next': back, 'reauth': '1'})}", None)
+        # A plain redirect: the toolkit's OAuth2ResponseRedirect refuses a relative URL (a 400).
+        return HttpResponseRedirect(f"{reverse('login')}?{urlencode({'next': back, 'reauth': '1'})}")
 
 
 @functools.cache
@@ -214,11 +268,45 @@ def introspect_view(request: HttpRequest) -> HttpResponse:
     return _no_store(JsonResponse(body))
 
 
+GRANT_TYPES = ("authorization_code", "refresh_token")
+MAX_PARAMETER_LENGTH = 2048  # longer than any redirect URI we register; codes and tokens are far shorter
+
+
+def malformed_token_request(request: HttpRequest) -> tuple[str, str] | None:
+    """(error, description) for a token request refused before the toolkit sees it, else None.
+
+    RFC 6749 §3.2: no parameter more than once (the toolkit reads the last value of each, so a
+    repeated one passed). §5.2: a grant type we do not offer is unsupported_grant_type (the toolkit
+    answers unauthorized_client for password and client_credentials, and a 500 for device_code).
+    """
+    for values in request.POST.lists():
+        if len(values[1]) > 1:
+            return "invalid_request", "a parameter is repeated"
+        if len(values[1][0]) > MAX_PARAMETER_LENGTH:
+            return "invalid_request", "a parameter is too long"
+    verifier = request.POST.get("code_verifier")
+    if verifier is not None and not CODE_VERIFIER.fullmatch(verifier):
+        return "invalid_request", "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~"
+    grant_type = request.POST.get("grant_type")
+    if not grant_type:
+        return "invalid_request", "grant_type is missing"
+    if grant_type not in GRANT_TYPES:
+        return "unsupported_grant_type", "only authorization_code and refresh_token"
+    return None
+
+
 class TokenView(toolkit.TokenView):
     """RFC 6749 §3.2: the toolkit's token endpoint; a refusal is logged without secrets."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = super().post(request, *args, **kwargs)
+        refused = malformed_token_request(request)
+        if refused is not None:
+            response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
+        else:
+            response = super().post(request, *args, **kwargs)
+        if response.status_code == 401:
+            # §5.2: a 401 names the scheme the client authenticates with (oauthlib says Bearer).
+            response["WWW-Authenticate"] = 'Basic realm="token"'
         if response.status_code >= 400:
             audit.refused(request, "token", _error_code(response), client_id=request.POST.get("client_id"),
                           grant_type=request.POST.get("grant_type", "")[:40])
@@ -252,14 +340,36 @@ class LogoutView(toolkit.RPInitiatedLogoutView):
     def validate_logout_request_user(self, id_token_hint: str | None, client_id: str | None) -> Any:
         if not id_token_hint:
             return None
-        id_token, claims = _load_id_token(id_token_hint)
+        try:
+            id_token, claims = _load_id_token(id_token_hint)
+        except (KeyError, TypeError, ValueError):  # validly signed claims without jti, or not an object: a 500
+            id_token, claims = None, None
         if not id_token or not _validate_claims(self.request, claims):
-            audit.refused(self.request, "logout", "invalid id_token_hint")
             raise InvalidIDTokenError()
         if client_id and id_token.application.client_id != client_id:
             raise ClientIdMissmatch()
         self.hint_sid = claims.get("sid")
         return id_token
+
+    def get_request_application(self, id_token: Any, client_id: str | None) -> Any:
+        """An unknown client_id is an error page (the toolkit's .get() raised DoesNotExist: a 500)."""
+        if client_id:
+            application = get_application_model().objects.filter(client_id=client_id).first()
+            if application is None:
+                raise InvalidOIDCClientError()
+            return application
+        return id_token.application if id_token else None
+
+    def validate_post_logout_redirect_uri(self, application: Any, post_logout_redirect_uri: str | None) -> None:
+        """§3: exactly a registered URI (the toolkit compares the host case-insensitively)."""
+        super().validate_post_logout_redirect_uri(application, post_logout_redirect_uri)
+        if post_logout_redirect_uri and post_logout_redirect_uri not in application.post_logout_redirect_uris.split():
+            raise InvalidOIDCRedirectURIError("This client does not have this redirect uri registered.")
+
+    def error_response(self, error: Any) -> HttpResponse:
+        audit.refused(self.request, "logout", getattr(error, "error", None) or "invalid_request",
+                      reason=type(error).__name__)
+        return super().error_response(error)
 
     def must_prompt(self, token_user: Any) -> bool:
         """§2: also ask when the hint belongs to another of this user's sessions."""
@@ -269,7 +379,16 @@ class LogoutView(toolkit.RPInitiatedLogoutView):
 
     def do_logout(self, application: Any = None, post_logout_redirect_uri: str | None = None,
                   state: str | None = None, token_user: Any = None) -> HttpResponse:
+        """End this session; sso/logout.py revokes exactly its tokens (on user_logged_out).
+
+        Not the toolkit's do_logout: with DELETE_TOKENS it deletes every token of the user, so
+        signing out in one browser signed the user's other browsers out of every product too."""
         if self.hint_sid and self.hint_sid != central.current_sid(self.request) and token_user is not None:
             # That session is already gone here (expired, or signed out elsewhere): end its sign-ins anyway.
             logout.end_sign_ins(token_user, self.hint_sid, ip=client_ip(self.request))
-        return super().do_logout(application, post_logout_redirect_uri, state, token_user)
+        auth.logout(self.request)
+        if not post_logout_redirect_uri:
+            return HttpResponseRedirect("/")
+        if state:
+            post_logout_redirect_uri = add_params_to_uri(post_logout_redirect_uri, [("state", state)])
+        return OAuth2ResponseRedirect(post_logout_redirect_uri, application.get_allowed_schemes())
