@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from loginsvc.accounts import sessions
 
 SID = "_sso_sid"
+REAUTH = "_sso_reauth_asked"   # when prompt=login or max_age last asked this session for the password
 
 
 def sid(request: HttpRequest) -> str:
@@ -38,3 +39,23 @@ def auth_time(request: HttpRequest) -> int:
 def too_old(request: HttpRequest, max_age: int | None) -> bool:
     """OpenID Connect Core §3.1.2.1 max_age: the authentication is older than the product allows."""
     return max_age is not None and time.time() - auth_time(request) > max_age
+
+
+def ask_reauthentication(request: HttpRequest) -> None:
+    """Remember that this session must type the password before its next code, whatever the URL.
+
+    The way back from the login page drops prompt=login and max_age (the fresh login satisfies
+    them; max_age=0 kept would ask forever), so without this a user who edits the URL back to the
+    authorize endpoint would skip the password."""
+    request.session[REAUTH] = int(time.time())
+
+
+def reauthentication_pending(request: HttpRequest) -> bool:
+    """True until the user has authenticated again after the last ask; then the ask is forgotten."""
+    asked = request.session.get(REAUTH)
+    if asked is None:
+        return False
+    if auth_time(request) >= asked:
+        del request.session[REAUTH]
+        return False
+    return True

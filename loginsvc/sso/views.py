@@ -88,7 +88,7 @@ class AuthorizationView(toolkit.AuthorizationView):
             return self._error_redirect("invalid_request", problem)
         prompt = set(request.GET.get("prompt", "").split())
         max_age = _max_age(request.GET.get("max_age"))
-        if "login" in prompt or central.too_old(request, max_age):
+        if "login" in prompt or central.too_old(request, max_age) or central.reauthentication_pending(request):
             if "none" in prompt:
                 return self._error_redirect("login_required", "")
             return self._reauthenticate(request)
@@ -149,10 +149,11 @@ class AuthorizationView(toolkit.AuthorizationView):
     def _reauthenticate(self, request: HttpRequest) -> HttpResponse:
         """Our login page again, even though signed in; back here afterwards without prompt=login and
         max_age, which the fresh login satisfies (kept, max_age=0 would send the user round forever).
-        The product sees the new login in the ID token's auth_time (Core §3.1.2.1: it checks that)."""
+        The session remembers the ask (central.ask_reauthentication), so editing the URL does not skip it."""
         _credentials, page = self._validated()
         if page is not None:
             return page
+        central.ask_reauthentication(request)
         query = request.GET.copy()
         query.pop("max_age", None)
         rest = [p for p in query.get("prompt", "").split() if p != "login"]

@@ -208,3 +208,18 @@ def test_the_oidc_login_locks_after_the_threshold_like_the_login_page(product: P
         assert locked.status_code == 429 and "Retry-After" in locked
         assert "code" not in (locked.get("Location") or "")
         assert login_page_next(browser.get(back))  # still not signed in: no code
+
+
+@pytest.mark.parametrize("ask", [{"prompt": "login"}, {"max_age": "0"}])
+def test_3_1_2_1_re_authentication_cannot_be_skipped_by_dropping_the_parameter(signed_in: Client, product: Product,
+                                                                             ask: dict[str, str]) -> None:
+    """Asked once, the session needs the password before its next code, even for a URL without prompt/max_age."""
+    old = age_login(signed_in, 100)
+    verifier, challenge = pkce()
+    login_page_next(authorize(signed_in, product, challenge, **ask))
+    edited = authorize(signed_in, product, challenge)            # the same request, the parameter removed
+    login_page_next(edited)                                        # still the login page, not a code
+    claims = code_and_claims(signed_in, product, sign_in_through(signed_in, edited), verifier)
+    assert claims["auth_time"] > old
+    _verifier, again = pkce()
+    assert "code" in redirect_params(authorize(signed_in, product, again))  # satisfied: silent again
