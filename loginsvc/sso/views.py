@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 from django.contrib import auth
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
@@ -50,6 +51,30 @@ BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")   # RFC 7636 §4.2: BASE64URL(SHA-256), no padding
 CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 §4.1
+
+
+def _has_nul(request: HttpRequest) -> bool:
+    """A NUL in any parameter: PostgreSQL cannot even compare such text (DataError), so refuse first."""
+    return any("\x00" in value for data in (request.GET, request.POST) for values in data.lists() for value in values[1])
+
+
+def refuse_nul(view: Any) -> Any:
+    """RFC 6749 §4.1.2.1 / §5.2: invalid_request for a parameter holding NUL, before any database lookup;
+    an error page for the browser endpoints, JSON for the back-channel ones. Never a redirect: the
+    client and redirect_uri cannot be checked with such input."""
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if _has_nul(request):
+            audit.refused(request, request.path_info.strip("/").split("/")[-1] or "sso", "invalid_request")
+            body = {"error": "invalid_request", "error_description": "a parameter contains a NUL character"}
+            page = {"/authorize/": "sso/authorize.html", "/logout/": "sso/logout_confirm.html"}.get(
+                request.path_info[request.path_info.rfind("/", 0, -1):])
+            if page is not None:
+                error = {"error": body["error"], "description": body["error_description"]}
+                return render(request, page, {"error": error}, status=400)
+            return _no_store(JsonResponse(body, status=400))
+        return view(request, *args, **kwargs)
+    return wrapped
 
 
 def _max_age(raw: str | None) -> int | None:

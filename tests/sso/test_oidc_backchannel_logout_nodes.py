@@ -51,14 +51,22 @@ def prepare(env: dict[str, str], products: dict[str, str]) -> None:
     manage(env, "shell", "-v", "0", "-c", code)
 
 
+OUTBOX_SQL = ("SELECT a.client_id, d.sid, d.attempts, d.delivered IS NOT NULL AS delivered, d.last_error "
+              "FROM sso_logoutdelivery d JOIN oauth2_provider_application a ON a.id = d.application_id")
+
+
 def outbox(env: dict[str, str]) -> list[dict[str, Any]]:
-    """The outbox rows, read straight from the nodes' SQLite database."""
+    """The outbox rows, read straight from the nodes' database (PostgreSQL when DATABASE_URL is set)."""
+    if env.get("DATABASE_URL"):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(env["DATABASE_URL"], row_factory=dict_row, connect_timeout=5) as db:
+            return [dict(row) for row in db.execute(OUTBOX_SQL)]
     path = Path(env["LOGINSVC_VAR_DIR"]) / "db.sqlite3"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
         db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT a.client_id, d.sid, d.attempts, d.delivered IS NOT NULL AS delivered, d.last_error "
-                          "FROM sso_logoutdelivery d JOIN oauth2_provider_application a ON a.id = d.application_id")
-        return [dict(row) for row in rows]
+        return [dict(row) for row in db.execute(OUTBOX_SQL)]
 
 
 def claims_of(jwt_text: str) -> dict[str, Any]:

@@ -327,6 +327,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     var.mkdir()
     env = node_env(var, plugin.REDIS.url, **{ENV: SECRET})
     manage(env, "migrate", "--noinput", "-v", "0")
+    if env.get("DATABASE_URL"):  # a shared PostgreSQL database outlives each test: start empty
+        manage(env, "flush", "--noinput", "-v", "0")
     yield env
 
 
