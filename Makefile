@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 up: install
 	$(PY) -m deploy.local
 
+# Two pytest workers (pytest-xdist), one test file each at a time: most tests wait on real processes
+# (gunicorn nodes, routers, stacks), so two workers halve the wall time on two cores. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m loadtests.bench

@@ -12,11 +12,30 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from deploy.node import free_port
 from deploy.redis_server import RedisServer
 
 
+def _database_per_worker() -> None:
+    """Under pytest-xdist with DATABASE_URL, each worker's nodes get their own PostgreSQL database
+    (NAME_gw0, …), created here: node fixtures flush the database their nodes share."""
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("DATABASE_URL")
+    if not worker or not url:
+        return
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/')}_{worker}"
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + name))
+
+
+_database_per_worker()
 SCRATCH = Path(tempfile.mkdtemp(prefix="loginsvc-tests-"))
 REDIS = RedisServer(SCRATCH / "redis", port=free_port()).start()
 

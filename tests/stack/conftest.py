@@ -22,6 +22,8 @@ from tests.plugin import free_port
 from tests.support import ROOT, Browser
 
 PASSWORD = "demo password for the stack tests"
+# Start-up must finish; how fast is `make up`'s own report. Generous: other tests share the two cores.
+STARTUP_BOUND_SECONDS = 60
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.stack.conftest import Poller, RunningStack, logged_in_browser
+from tests.stack.conftest import STARTUP_BOUND_SECONDS, Poller, RunningStack, logged_in_browser
 
 NODES = ("blue-1", "blue-2", "green-1", "green-2")
 
@@ -16,7 +16,7 @@ def all_healthy(stack: RunningStack) -> bool:
 
 
 def test_status_lists_every_process_with_state_pid_uptime_restarts_and_health(running_stack: RunningStack) -> None:
-    assert running_stack.startup_seconds < 15, f"the default stack took {running_stack.startup_seconds:.1f}s"
+    assert running_stack.startup_seconds < STARTUP_BOUND_SECONDS, f"the default stack took {running_stack.startup_seconds:.1f}s"
     running_stack.wait(lambda: all_healthy(running_stack), 20, "every process running and healthy")
     printed = running_stack.deploy("status", "--json")
     assert printed.returncode == 0, printed.stderr

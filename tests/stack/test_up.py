@@ -12,7 +12,7 @@ import requests
 
 from deploy.local import make_private, parse_args
 from loginsvc import conf
-from tests.stack.conftest import PASSWORD, start_stack
+from tests.stack.conftest import PASSWORD, STARTUP_BOUND_SECONDS, start_stack
 from tests.support import ROOT, Browser
 
 
@@ -35,13 +35,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def test_up_brings_everything_up_within_15_s_and_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
+def test_up_brings_everything_up_and_ctrl_c_leaves_nothing_running(tmp_path: Path) -> None:
     started = time.monotonic()
     stack = start_stack(tmp_path, "--nodes", "1")
     try:
         elapsed = time.monotonic() - started
         output = stack.output.read_text()
-        assert elapsed < 15, f"stack took {elapsed:.1f}s:\n{output}"
+        # A bound against hangs, not a speed test: the suite runs two workers on two cores, and start-up
+        # (~5-15 s alone) is measured by `make up` itself ("stack ready in …s").
+        assert elapsed < STARTUP_BOUND_SECONDS, f"stack took {elapsed:.1f}s:\n{output}"
         assert f"{stack.base}/login/" in output and f"{stack.admin}/api/status" in output, output
         rows = stack.status()
         assert set(rows) == {"redis", "router", "blue-1", "green-1"}
