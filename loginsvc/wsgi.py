@@ -1,7 +1,8 @@
 """WSGI entry point for gunicorn; a configuration error stops the process with one clear line.
 
 The application is Django behind the GET /api/session fast path (accounts/fast_session.py),
-which answers the plain logged-in case itself and hands every other request to Django.
+which answers the plain logged-in case itself and hands every other request to Django; in front
+of both, the fast path for products' plain userinfo and introspection calls (sso/fast_token.py).
 """
 import os
 import sys
@@ -19,5 +20,6 @@ except ImproperlyConfigured as exc:
     sys.exit(2)
 
 from loginsvc.accounts import fast_session  # noqa: E402 - needs the settings loaded above
+from loginsvc.sso import fast_token  # noqa: E402
 
-application = fast_session.wrap(django_application)
+application = fast_token.wrap(fast_session.wrap(django_application))

@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from loadtests.bench import hot_path, login_bench, router_bench
+from loadtests.bench import hot_path, login_bench, router_bench, sso_bench
 
-BENCHMARKS = {"login": login_bench.run, "router": router_bench.run, "hot_path": hot_path.run}
+BENCHMARKS = {"login": login_bench.run, "router": router_bench.run, "hot_path": hot_path.run, "sso": sso_bench.run}
 
 
 def main() -> None:

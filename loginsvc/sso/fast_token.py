@@ -1,0 +1,389 @@
+"""GET /oidc/userinfo/ and POST /oidc/introspect/ ahead of Django's middleware chain, for products' back ends.
+
+Why: products' back ends ask these on their hot path. Through Django one answer cost 6.4-8.1
+million instructions (in-process, callgrind), 7-9x a fast-path GET /api/session (0.92 million),
+and ran at 0.24-0.31 of its rate per worker (docs: /work/notes/sso-bench.md). Profiling showed
+where: the ORM building the same token and client queries on every request (a select_related
+.first() alone: 4.5 million), then the middleware chain, URL resolving, and the toolkit's
+request building. This WSGI wrapper (loginsvc/wsgi.py) answers the plain successful case in
+~1.3 million and hands everything else to Django, which stays the authority.
+
+Answered here, from a request with no cookies and no query string:
+- GET /oidc/userinfo/ with an Authorization header and no body: the toolkit's own userinfo
+  endpoint (OAuthLibCore.create_userinfo_response's steps, the configured server and validator),
+  so every check it makes (token present, not expired, scope openid, RFC 8707 resource, usable
+  client, our validator's header-only rule) and the claims are the toolkit's code. Only its token
+  query is a Prepared read (sso/prepared.py: the same SQL and objects, compiled once per thread).
+  Served only when the toolkit answers 200 with a JSON body.
+- POST /oidc/introspect/ with a urlencoded body: views.introspect_view's steps with the same
+  validator (client authentication, then sso/introspection.body about the client's own tokens).
+  The token is read first: its row brings its client's (select_related), so the asking client is
+  not read a second time. Served when the client authenticated as a confidential client and the
+  token parameter is usable, {"active": false} included; refusals (401, 400, a NUL in a value)
+  are Django's, which logs them with the view's audit line. A body read here is given to Django.
+
+Nothing is cached between requests but compiled SQL: each request reads the token and its client
+from the database, as Django's path does, so a revocation, a rotation, a logout or a new client
+secret is refused by every node on the very next request. No key is loaded or used.
+
+The headers are Django's: accounts/fast_session.py harvests the response phase of the same
+middleware chain once at start-up (and refuses to run under another chain); the part that the
+middlewares add is taken from it and put after each view's own headers, plus X-Served-By and
+X-Request-ID, the latency histogram and the access-log line (loginsvc/fast_path.py). unsupported()
+also insists on the URL's exact decorator stack (refuse_nul, never_cache). tests/sso/test_fast_token.py
+compares status, body and every header of both paths, case by case.
+LOGINSVC_SSO_FAST_PATH=0 turns it off; loginsvc_sso_fast_path_total{endpoint,result} counts it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, SuspiciousOperation
+from django.core.handlers.wsgi import WSGIRequest
+from django.db import close_old_connections
+from django.http import HttpResponse, JsonResponse
+from django.urls import resolve, reverse
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.cache import never_cache
+from oauth2_provider import views as toolkit
+from oauth2_provider.models import AbstractApplication, AccessToken, RefreshToken, get_application_model
+from oauth2_provider.settings import oauth2_settings
+from oauthlib.common import Request as OAuthRequest
+from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+from prometheus_client import Counter
+
+from loginsvc import conf
+from loginsvc.accounts import fast_session
+from loginsvc.accounts import views as account_views
+from loginsvc.fast_path import Answer, FastPath
+from loginsvc.sso import introspection, views
+from loginsvc.sso.prepared import Prepared
+
+logger = logging.getLogger(__name__)
+
+ENV_SWITCH = conf.PREFIX + "SSO_FAST_PATH"
+FAST_PATH = Counter("loginsvc_sso_fast_path_total",
+                    "Userinfo/introspection requests the SSO fast path answered (result=served) or handed to Django.",
+                    ["endpoint", "result"])
+# Values of result: "served", or why Django answered.
+RESULTS = (
+    "served",
+    "request",      # not the plain shape (cookies, query, method, body), HTTPS redirect, refused Host
+    "refused",      # the answer is an error (bad token or client): Django answers and logs it
+    "client",       # the client is not in the database (or is a CIMD client): Django looks further
+    "error",        # a bug or a database failure here; logged, and Django answers
+)
+
+Application = get_application_model()
+ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user")
+                         .filter(token_checksum=checksum))
+REFRESH_TOKENS = Prepared(lambda checksum: RefreshToken.objects.select_related("user", "application")
+                          .filter(token_checksum=checksum))
+APPLICATIONS = Prepared(lambda client_id: Application.objects.filter(client_id=client_id))
+
+
+class HandOff(Exception):
+    """Django must answer this request; the argument is the RESULTS reason."""
+
+
+def checksum(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def fast_validator(base: type) -> type:
+    """`base` (the configured validator) reading tokens and clients through Prepared reads."""
+
+    agnostic = base._get_additional_claims_is_request_agnostic()
+
+    class FastValidator(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def _get_additional_claims_is_request_agnostic(cls) -> bool:
+            """The toolkit inspects get_additional_claims' signature twice per claims dict (~40 us);
+            it is the class's, fixed: asked once."""
+            return agnostic
+
+        def _load_access_token(self, token: str) -> Any:
+            return ACCESS_TOKENS.first(checksum(token))
+
+        def _load_application(self, client_id: str, request: Any) -> Any:
+            """The toolkit's method, given the client it would have read (its cached-client branch):
+            request.client if it is that client's row read in this request, else one Prepared read.
+            A client not found (the toolkit may fetch a CIMD document) or a CIMD one: Django."""
+            if not client_id:
+                raise HandOff("refused")
+            client = request.client
+            if not (isinstance(client, Application) and client.client_id == client_id):
+                client = APPLICATIONS.first(client_id)
+                if client is None:
+                    raise HandOff("client")
+            if client.registration_source == Application.RegistrationSource.CIMD:
+                raise HandOff("client")
+            request.client = client
+            return super()._load_application(client_id, request)
+
+    FastValidator.__name__ = FastValidator.__qualname__ = f"Fast{base.__name__}"
+    return FastValidator
+
+
+def token_of(value: str, hint: str) -> Any:
+    """views._token_of through Prepared reads: the hinted kind first, then the other."""
+    kinds = (REFRESH_TOKENS, ACCESS_TOKENS) if hint == "refresh_token" else (ACCESS_TOKENS, REFRESH_TOKENS)
+    digest = checksum(value)
+    for kind in kinds:
+        token = kind.first(digest)
+        if token is not None:
+            return token
+    return None
+
+
+def _layers(func: Any) -> list[Any]:
+    """A URL's callable and what it wraps (functools.wraps' __wrapped__), outermost first."""
+    layers = [func]
+    while hasattr(layers[-1], "__wrapped__") and len(layers) < 8:
+        layers.append(layers[-1].__wrapped__)
+    return layers
+
+
+def _same_wrapper(func: Any, decorator: Any) -> bool:
+    """`func` is what `decorator` makes of a view (the same wrapper code)."""
+    return getattr(func, "__code__", None) is decorator(lambda request: None).__code__
+
+
+def unsupported() -> str | None:
+    """Why this module cannot promise Django's answer under the current settings and URLs, or None.
+
+    The URLs must be exactly the ones mirrored here: userinfo is refuse_nul(never_cache(the toolkit's
+    UserInfoView)) and introspection refuse_nul(views.introspect_view); another decorator or view
+    could answer differently, so any change turns the fast path off (and its tests fail)."""
+    reason = fast_session.unsupported()  # the middleware chain whose headers it harvests
+    if reason is not None:
+        return reason
+    if not oauth2_settings.OIDC_ENABLED:
+        return "OpenID Connect is off"
+    userinfo = _layers(resolve(reverse("oauth2_provider:user-info")).func)
+    if not (len(userinfo) >= 3 and _same_wrapper(userinfo[0], views.refuse_nul)
+            and _same_wrapper(userinfo[1], never_cache)
+            and _same_wrapper(userinfo[2], lambda _view: toolkit.UserInfoView.as_view())
+            and userinfo[2].view_class is toolkit.UserInfoView):
+        return "userinfo is not refuse_nul(never_cache(the toolkit's UserInfoView))"
+    introspect = _layers(resolve(reverse("oauth2_provider:introspect")).func)
+    if not (len(introspect) >= 2 and _same_wrapper(introspect[0], views.refuse_nul)
+            and introspect[1:] == _layers(views.introspect_view)):
+        return "introspection is not refuse_nul(sso.views.introspect_view)"
+    if Application.is_usable is not AbstractApplication.is_usable:
+        return "the application model decides per request whether it is usable"
+    return None
+
+
+def _middleware_tail(secure: bool) -> tuple[list[tuple[str, str]], int]:
+    """The headers the middleware chain appends to a view's JSON answer, and where Content-Length is."""
+    headers, length_at, _charset = fast_session.header_template(secure)
+    own = list(account_views.no_store(JsonResponse({})).items())
+    if headers[:len(own)] != own or length_at < len(own):
+        raise RuntimeError("the harvested headers do not start with the view's own")
+    return headers[len(own):], length_at - len(own)
+
+
+def _userinfo_headers() -> list[tuple[str, str]]:
+    """The URL's never_cache(UserInfoView): HttpResponse(body), the endpoint's Content-Type, then
+    never_cache's headers; its Expires is the current second (http_date(now)), so this is rebuilt
+    once a second (FastTokenApp.own_headers)."""
+    response = HttpResponse(b"", status=200)
+    response["Content-Type"] = "application/json"
+    add_never_cache_headers(response)
+    return list(response.items())
+
+
+def _form(request: WSGIRequest) -> dict[str, str] | None:
+    """request.POST.dict() for a urlencoded body: Django's checks on the body (size), then its
+    QueryDict's parse (keep blank values, the field limit, UTF-8), the last value of a name winning
+    as in QueryDict.get() and .dict(). ~90,000 instructions less than building the QueryDict.
+    None for what Django's parse would treat specially (not UTF-8, too many fields) and for a NUL in
+    a value, which views.refuse_nul refuses before anything else."""
+    try:
+        text = request.body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if any("\x00" in value for _name, value in pairs):  # views.refuse_nul answers (invalid_request)
+        return None
+    return dict(pairs)
+
+
+def _other_params(params: dict[str, str]) -> bool:
+    """Content-Type parameters besides charset=utf-8 (what Django parses a urlencoded body as)."""
+    return any(name != "charset" or value.lower() != "utf-8" for name, value in params.items())
+
+
+def _has_body(environ: WSGIEnvironment) -> bool:
+    """A body is announced (without reading it: Django may have to)."""
+    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
+
+
+def _plain(environ: WSGIEnvironment) -> bool:
+    """No cookies (a session or CSRF cookie changes what the middlewares do), no query string."""
+    return "HTTP_COOKIE" not in environ and not environ.get("QUERY_STRING")
+
+
+class FastTokenApp(FastPath):
+    """The WSGI application: the fast path for plain userinfo and introspection, `inner` for the rest."""
+
+    def __init__(self, inner: WSGIApplication) -> None:
+        super().__init__(inner, logger, "SSO fast path")
+        self.userinfo_path = reverse("oauth2_provider:user-info")
+        self.introspect_path = reverse("oauth2_provider:introspect")
+        self.endpoints = {(self.userinfo_path, "GET"): "userinfo", (self.introspect_path, "POST"): "introspect"}
+        self.names = {path: resolve(path).url_name or "unmatched" for path in (self.userinfo_path, self.introspect_path)}
+        view = toolkit.UserInfoView
+        server = view.get_server_class()(fast_validator(view.get_validator_class())(), **oauth2_settings.server_kwargs)
+        self.core = view.get_oauthlib_backend_class()(server)  # shared, as the view's own core is
+        self.introspect_validator = fast_validator(views.Validator)  # one instance per request, as the view
+        self.tails = {secure: _middleware_tail(secure) for secure in (False, True)}
+        self.introspect_own = list(views._no_store(JsonResponse({})).items())
+        self.userinfo_own: tuple[int, list[tuple[str, str]]] = (-1, [])
+        self.counters: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO")
+        endpoint = self.endpoints.get((path, environ.get("REQUEST_METHOD")))
+        if endpoint is None:
+            return self.inner(environ, start_response)
+        made: list[WSGIRequest] = []  # the request answer() built, if any: it may have read the body
+        return self.respond(environ, start_response, self.names[path], lambda: self._attempt(endpoint, environ, made),
+                            lambda result: self.counter(endpoint, result).inc(),
+                            lambda: getattr(made[0], "_body", None) if made else None)
+
+    def counter(self, endpoint: str, result: str) -> Any:
+        """FAST_PATH's child for these labels, looked up once per worker (labels() is not free).
+
+        Created on first use, in the worker: with preload_app this object is built in gunicorn's
+        master, before the multiprocess metrics directory exists."""
+        child = self.counters.get((endpoint, result))
+        if child is None:
+            child = self.counters[endpoint, result] = FAST_PATH.labels(endpoint, result)
+        return child
+
+    def _attempt(self, endpoint: str, environ: WSGIEnvironment, made: list[WSGIRequest]) -> Answer | str:
+        """answer() with the database connection upkeep Django does around a request.
+
+        Django's request_started and request_finished receivers close connections past
+        CONN_MAX_AGE or broken by an error (close_old_connections), and also reset the DEBUG query
+        log, close caches and reset the URLconf, which this path does not use. Sending both
+        signals cost ~220,000 instructions, a quarter of a whole fast /api/session answer;
+        close_old_connections itself ~37,000. Once, before the query, is enough: a connection left
+        obsolete or broken by this request is closed before the next one uses it (and a failure
+        here hands the request to Django, whose request_started closes it at once)."""
+        close_old_connections()
+        try:
+            return self.answer(endpoint, environ, made)
+        except HandOff as handoff:
+            return str(handoff)
+        except Exception:  # noqa: BLE001 - nothing was sent or written: Django answers
+            self.report_error()
+            return "error"
+
+    def answer(self, endpoint: str, environ: WSGIEnvironment, made: list[WSGIRequest]) -> Answer | str:
+        """Headers and body of Django's answer if it is a plain 200, else the RESULTS reason it is not."""
+        if not _plain(environ):
+            return "request"
+        if endpoint == "userinfo" and ("HTTP_AUTHORIZATION" not in environ or _has_body(environ)):
+            return "request"
+        request = self.django_request(environ)
+        if request is None:
+            return "request"
+        made.append(request)
+        try:
+            body = self.userinfo(request) if endpoint == "userinfo" else self.introspect(request)
+        except (SuspiciousOperation, PermissionDenied):  # an oversized or malformed body
+            return "request"
+        if isinstance(body, str):
+            return body
+        own = self.own_headers() if endpoint == "userinfo" else self.introspect_own
+        tail, length_at = self.tails[request.is_secure()]
+        headers = own + tail
+        headers[len(own) + length_at] = ("Content-Length", str(len(body)))
+        return headers, body
+
+    def own_headers(self) -> list[tuple[str, str]]:
+        """_userinfo_headers() of this second (threads may both rebuild it: the same value)."""
+        second = int(time.time())
+        if self.userinfo_own[0] != second:
+            self.userinfo_own = (second, _userinfo_headers())
+        return self.userinfo_own[1]
+
+    def userinfo(self, request: WSGIRequest) -> bytes | str:
+        """OpenID Connect Core §5.3: the toolkit's answer, when it is the claims as JSON."""
+        uri, http_method, body, headers = self.core._extract_params(request)
+        # OAuthLibCore.create_userinfo_response, with the string-valued entries of its headers: it
+        # passes the whole WSGI environ, and oauthlib's Request converts every value; the plumbing
+        # (wsgi.*, the server's socket) are objects that take an exception each (~10,000
+        # instructions apiece under gunicorn). Every request header and CGI variable stays.
+        headers = {name: value for name, value in headers.items() if isinstance(value, str)}
+        try:
+            headers, body, status = self.core.server.create_userinfo_response(uri, http_method, body, headers)
+        except OAuth2Error:
+            return "refused"
+        if status != 200 or headers != {"Content-Type": "application/json"} or not isinstance(body, str):
+            return "refused"
+        return body.encode("utf-8")  # HttpResponse(str): the default charset, before Content-Type is set
+
+    def introspect(self, request: WSGIRequest) -> bytes | str:
+        """introspect_view's steps for an authenticated confidential client and a usable token parameter."""
+        if request.content_type != "application/x-www-form-urlencoded" or _other_params(request.content_params):
+            return "request"  # Django refuses a urlencoded body in another charset (400)
+        form = _form(request)
+        if form is None:
+            return "request"
+        value = form.get("token")
+        if not value or len(value) > introspection.MAX_TOKEN_LENGTH:
+            return "refused"
+        # The token first: its row comes with its client's (select_related), which is the client
+        # asking in the usual case, so that client is not read a second time. Its state is only
+        # told once the client has authenticated, as in the view; a client that fails goes to Django.
+        token = token_of(value, form.get("token_type_hint", ""))
+        oauth_request = OAuthRequest(request.build_absolute_uri(), "POST", form,
+                                     {"HTTP_AUTHORIZATION": request.META.get("HTTP_AUTHORIZATION", "")})
+        oauth_request.client_id = form.get("client_id")
+        oauth_request.client_secret = form.get("client_secret")
+        if token is not None:
+            oauth_request.client = token.application
+        if not self.introspect_validator().authenticate_client(oauth_request):
+            return "refused"
+        client = oauth_request.client
+        if client is None or client.client_type != client.CLIENT_CONFIDENTIAL:
+            return "refused"
+        # JsonResponse's json.dumps(cls=DjangoJSONEncoder): the same bytes for these str, int and
+        # bool values (the encoder only adds types JSON lacks; one would raise here: Django answers).
+        return json.dumps(introspection.body(client, token)).encode("utf-8")
+
+
+def enabled(environ: dict[str, str] | None = None) -> bool:
+    raw = (os.environ if environ is None else environ).get(ENV_SWITCH, "1")
+    try:
+        return conf._bool(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{ENV_SWITCH}: {exc} (got {raw!r})") from None
+
+
+def wrap(inner: WSGIApplication) -> WSGIApplication:
+    """loginsvc/wsgi.py's application: the fast path in front of `inner`, unless off or unsupported."""
+    if not enabled():
+        return inner
+    try:
+        reason = unsupported()
+        if reason is None:
+            return FastTokenApp(inner)
+    except Exception:  # noqa: BLE001 - e.g. a toolkit upgrade this does not know: serve anyway
+        logger.exception("SSO fast path off: it could not be set up")
+        return inner
+    logger.warning("SSO fast path off: %s", reason)
+    return inner

@@ -1,0 +1,102 @@
+"""ORM reads compiled once per thread: the same SQL and the same model objects, without rebuilding the query.
+
+Why: profiling GET /oidc/userinfo/ and POST /oidc/introspect/ (docs in /work/notes/sso-bench.md)
+showed that most of their time outside the middleware chain went to building SQL, not running
+it: `AccessToken.objects.select_related("application", "user").filter(...).first()` costs
+hundreds of microseconds of query construction and compilation for a lookup SQLite answers by
+index in a few. A Prepared read compiles its QuerySet once (per thread, since a compiler holds
+its thread's connection), then per call executes that SQL with the new value and turns the row
+into objects with Django's own pieces (results_iter's converters, Model.from_db, the
+select_related populators), exactly as ModelIterable does. Nothing is cached but the SQL text:
+every call reads the database, so a revoked or deleted row is seen by the next request.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Model, QuerySet
+from django.db.models.query import get_related_populators
+
+SENTINEL = "\x00loginsvc-prepared-value\x00"
+PLACEHOLDER = re.compile(r"(?<!%)%s")  # the "format" placeholder, as the SQLite backend finds it
+
+
+class _Compiled:
+    """One thread's compiled query: SQL, where the value goes, and how rows become objects."""
+
+    def __init__(self, queryset: QuerySet) -> None:
+        self.db = queryset.db
+        self.compiler = queryset.query.get_compiler(using=self.db)
+        sql, params = self.compiler.as_sql()  # also fills select, klass_info, col_count
+        if list(params) != [SENTINEL] or self.compiler.annotation_col_map or queryset._known_related_objects:
+            raise ValueError("a Prepared query takes exactly one value and no annotations")
+        # The "pyformat" style (%(value)s), which every Django backend takes: SQLite's cursor then
+        # fills it with one % operation instead of a regex pass over the whole statement (~45 us).
+        self.sql = PLACEHOLDER.sub("%(value)s", sql)
+        if self.sql.count("%(value)s") != 1:
+            raise ValueError("cannot find the one placeholder of the compiled query")
+        klass_info, select = self.compiler.klass_info, self.compiler.select
+        self.model: type[Model] = klass_info["model"]
+        fields = klass_info["select_fields"]
+        self.start, self.end = fields[0], fields[-1] + 1
+        self.init_list = [column[0].target.attname for column in select[self.start:self.end]]
+        self.populators = get_related_populators(klass_info, select, self.db)
+        columns = [column[0] for column in select[:self.compiler.col_count]]
+        if self.compiler.has_composite_fields(columns):
+            raise ValueError("a Prepared query cannot select composite fields")
+        # results_iter's converters, looked up once instead of on every call.
+        self.converters = list(self.compiler.get_converters(columns).items())
+        self.held: tuple[Any, bool, Any] | None = None  # (DB-API connection, queries logged, a cursor of it)
+
+    def cursor(self) -> Any:
+        """A Django cursor of this thread's connection, kept while that connection lives (~50,000
+        instructions a call to create and close). A connection Django closed or replaced (age,
+        error, close_old_connections) gets a new cursor, from Django's cursor() as always; so does
+        the first query of a thread."""
+        connection = self.compiler.connection
+        held, logged = self.held, connection.queries_logged  # DEBUG or a test capturing queries
+        if held is None or connection.connection is None or held[:2] != (connection.connection, logged):
+            cursor = connection.cursor()  # a debug cursor while queries are logged
+            self.held = held = (connection.connection, logged, cursor)
+        return held[2]
+
+    def first(self, value: Any) -> Model | None:
+        cursor = self.cursor()
+        cursor.execute(self.sql, {"value": value})
+        rows = cursor.fetchall()
+        if not rows:
+            return None
+        row = list(rows[0])
+        connection = self.compiler.connection
+        for position, (converters, expression) in self.converters:  # as compiler.apply_converters
+            value = row[position]
+            for converter in converters:
+                value = converter(value, expression, connection)
+            row[position] = value
+        obj = self.model.from_db(self.db, self.init_list, row[self.start:self.end])
+        for populator in self.populators:
+            populator.populate(row, obj)
+        return obj
+
+
+class Prepared:
+    """`build(value)` must return the QuerySet whose first object is wanted (ordered, one value)."""
+
+    def __init__(self, build: Callable[[Any], QuerySet]) -> None:
+        self.build = build
+        self.local = threading.local()
+
+    def first(self, value: Any) -> Model | None:
+        """What `build(value).first()` returns, with the SQL built once per thread and database alias."""
+        compiled: _Compiled | None = getattr(self.local, "compiled", None)
+        if compiled is None:
+            compiled = self.local.compiled = _Compiled(self.first_queryset(SENTINEL))
+        return compiled.first(value)
+
+    def first_queryset(self, value: Any) -> QuerySet:
+        """QuerySet.first()'s own query: ordered by pk unless ordered already, one row."""
+        queryset = self.build(value)
+        return (queryset if queryset.ordered else queryset.order_by("pk"))[:1]
