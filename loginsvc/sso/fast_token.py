@@ -167,6 +167,12 @@ def unsupported() -> str | None:
     reason = fast_session.unsupported()  # the middleware chain whose headers it harvests
     if reason is not None:
         return reason
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        # Its prepared reads (prepared.py) fail on PostgreSQL (every request fell back to Django:
+        # correct answers, no gain); until that is fixed, Django answers there.
+        return f"prepared reads are only proven on SQLite (database: {connection.vendor})"
     if not oauth2_settings.OIDC_ENABLED:
         return "OpenID Connect is off"
     userinfo = _layers(resolve(reverse("oauth2_provider:user-info")).func)

@@ -81,6 +81,7 @@ def deliverer(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
 def test_two_processes_delivering_at_once_deliver_each_logout_once(database: str, scratch: Path,
                                                                   request: pytest.FixtureRequest) -> None:
     env = node_env(scratch / "var", plugin.REDIS.url, **ENV)
+    env.pop("DATABASE_URL", None)  # [sqlite]: the scratch SQLite file, not the suite's shared PostgreSQL
     if database == "postgresql":
         env["DATABASE_URL"] = request.getfixturevalue("postgres")
     manage(env, "migrate", "--noinput", "-v", "0")
