@@ -43,7 +43,7 @@ from oauthlib.common import Request as OAuthRequest, add_params_to_uri
 
 from loginsvc import conf
 from loginsvc.accounts.client_ip import client_ip
-from loginsvc.sso import audit, central, keys, logout
+from loginsvc.sso import audit, central, introspection, keys, logout
 from loginsvc.sso.validators import Validator
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -254,12 +254,6 @@ def _token_of(value: str, hint: str) -> Any:
     return None
 
 
-def _active(token: Any) -> bool:
-    if isinstance(token, AccessToken):
-        return token.is_valid()
-    return token.revoked is None and token.access_token_id is not None
-
-
 @csrf_exempt
 @require_POST
 def introspect_view(request: HttpRequest) -> HttpResponse:
@@ -278,20 +272,11 @@ def introspect_view(request: HttpRequest) -> HttpResponse:
         response["WWW-Authenticate"] = 'Basic realm="introspection"'
         return _no_store(response)
     value = request.POST.get("token")
-    if not value or len(value) > 512:
+    if not value or len(value) > introspection.MAX_TOKEN_LENGTH:
         return _no_store(JsonResponse({"error": "invalid_request", "error_description": "token is missing"},
                                       status=400))
     token = _token_of(value, request.POST.get("token_type_hint", ""))
-    if token is None or token.application_id != client.pk or not _active(token):
-        return _no_store(JsonResponse({"active": False}))
-    body = {"active": True, "client_id": client.client_id, "scope": getattr(token, "scope", ""),
-            "token_type": "Bearer" if isinstance(token, AccessToken) else "refresh_token",
-            "iss": oauth2_settings.OIDC_ISS_ENDPOINT, "iat": int(token.created.timestamp())}
-    if token.user_id is not None:
-        body.update(sub=str(token.user_id), username=token.user.email)
-    if isinstance(token, AccessToken):
-        body["exp"] = int(token.expires.timestamp())
-    return _no_store(JsonResponse(body))
+    return _no_store(JsonResponse(introspection.body(client, token)))
 
 
 GRANT_TYPES = ("authorization_code", "refresh_token")
