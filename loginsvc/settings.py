@@ -109,7 +109,11 @@ TEMPLATES = [
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60, conn_health_checks=True)}
     if "postgresql" in DATABASES["default"]["ENGINE"]:
-        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+        options = DATABASES["default"].setdefault("OPTIONS", {})
+        options.setdefault("connect_timeout", 3)
+        # Only server-binding cursors are ever prepared, and Django's are client-binding: this
+        # concerns the SSO fast path's reads alone (sso/prepared.py), which skip planning that way.
+        options.setdefault("prepare_threshold", LOGINSVC["DB_PREPARE_THRESHOLD"] or None)
 else:
     VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database: password hashes, sessions
     DATABASES = {

@@ -21,7 +21,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
 SENTINEL = "\x00loginsvc-prepared-value\x00"
-PLACEHOLDER = re.compile(r"(?<!%)%s")  # the "format" placeholder, as the SQLite backend finds it
+PLACEHOLDER = re.compile(r"(?<!%)%s")  # the "format" placeholder Django compiles to (SQLite, PostgreSQL)
 
 
 class _Compiled:
@@ -60,6 +60,8 @@ class _Compiled:
         held, logged = self.held, connection.queries_logged  # DEBUG or a test capturing queries
         if held is None or connection.connection is None or held[:2] != (connection.connection, logged):
             cursor = connection.cursor()  # a debug cursor while queries are logged
+            if connection.vendor == "postgresql":
+                cursor = _server_binding(connection, cursor)
             self.held = held = (connection.connection, logged, cursor)
         return held[2]
 
@@ -80,6 +82,25 @@ class _Compiled:
         for populator in self.populators:
             populator.populate(row, obj)
         return obj
+
+
+def _server_binding(connection: Any, django_cursor: Any) -> Any:
+    """On psycopg 3, the same Django cursor (wrapper, error mapping, query log) around a server-binding
+    psycopg cursor: only those are prepared, after the connection's prepare_threshold runs
+    (settings.py: LOGINSVC_DB_PREPARE_THRESHOLD), so PostgreSQL plans this query once per connection
+    instead of on every request (measured: 0.38 -> 0.12 ms for the token read). Django's own cursors
+    bind on the client and are never prepared. Anything else keeps Django's cursor."""
+    from django.db.backends.postgresql import base
+
+    if not base.is_psycopg3 or not isinstance(django_cursor.cursor, base.Cursor):
+        return django_cursor
+    django_cursor.close()
+    raw = base.ServerBindingCursor(connection.connection)
+    # The time zone of datetimes it loads, exactly as DatabaseWrapper.create_cursor sets it up.
+    tzloader = connection.connection.adapters.get_loader(base.TIMESTAMPTZ_OID, base.Format.TEXT)
+    if connection.timezone != tzloader.timezone:
+        base.register_tzloader(connection.timezone, raw)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
 
 
 class Prepared:

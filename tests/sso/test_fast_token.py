@@ -34,12 +34,17 @@ from tests.sso.conftest import Product, register
 from tests.sso.tokens import tokens_for
 from tests.test_session_fast_path import Answer, call, environ_for
 
-pytestmark = pytest.mark.skipif(connection.vendor != "sqlite", reason=(
-    "the SSO fast path is off on PostgreSQL (fast_token.unsupported: its prepared reads fall back there); "
-    "Django answers, which the protocol tests check on PostgreSQL"))
 
 COUNTER = "loginsvc_sso_fast_path_total"
 Apps = tuple[Callable[..., Any], Callable[..., Any]]
+
+
+@pytest.fixture(autouse=True)
+def keep_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path closes obsolete connections before it reads, as request_started does for Django
+    (which call() disconnects): inside a test's transaction the connection is never in autocommit, so
+    that check would close it (on PostgreSQL; SQLite's in-memory test database survives a close)."""
+    monkeypatch.setattr(fast_token, "close_old_connections", lambda: None)
 
 
 @pytest.fixture
@@ -300,6 +305,23 @@ def test_prepared_reads_give_the_orms_objects(mine) -> None:
     assert fast_token.ACCESS_TOKENS.first("0" * 64) is None
     refresh = fast_token.REFRESH_TOKENS.first(fast_token.checksum(mine["refresh_token"]))
     assert refresh == RefreshToken.objects.get(token_checksum=fast_token.checksum(mine["refresh_token"]))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements live in a PostgreSQL server session")
+@pytest.mark.django_db
+def test_postgresql_plans_the_read_once_per_connection(mine) -> None:
+    digest = fast_token.checksum(mine["access_token"])
+    for _ in range(3):  # settings: prepared from the second run on (LOGINSVC_DB_PREPARE_THRESHOLD)
+        assert fast_token.ACCESS_TOKENS.first(digest) is not None
+    assert AccessToken.objects.filter(token_checksum=digest).exists()  # Django's own query: never prepared
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = {row[0] for row in cursor.fetchall()}
+    ours = {prepared.local.compiled.sql.replace("%(value)s", "$1")
+            for prepared in (fast_token.ACCESS_TOKENS, fast_token.REFRESH_TOKENS, fast_token.APPLICATIONS)
+            if getattr(prepared.local, "compiled", None) is not None}
+    assert fast_token.ACCESS_TOKENS.local.compiled.sql.replace("%(value)s", "$1") in statements
+    assert statements <= ours, statements - ours
 
 
 @pytest.mark.django_db
