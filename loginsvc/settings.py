@@ -217,7 +217,8 @@ OAUTH2_PROVIDER = {
     "SCOPES": {"openid": "Sign you in", "email": "Your email address", "profile": "Your name"},
     "DEFAULT_SCOPES": ["openid"],
     "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
-    "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post"],
+    # "none": public products (sync_products `type = "public"`) send only client_id, bound by PKCE.
+    "OIDC_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post", "none"],
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"] if PRODUCTION else ["http", "https"],
     "REQUEST_APPROVAL_PROMPT": "auto",
     # Codes: short-lived, single use (django-oauth-toolkit deletes the grant when it is redeemed).

@@ -44,6 +44,10 @@ def revoke_replayed(code: str, client: Any) -> None:
         RefreshToken.revoke_family(family)
 
 
+class SignInEnded(Exception):
+    """The central sign-in a code was issued for ended while the code was redeemed (views.TokenView)."""
+
+
 class Validator(OAuth2Validator):
     # Which scope releases which claim (userinfo and ID token alike); sub always.
     oidc_claim_scope = {"sub": "openid", "email": "email", "email_verified": "email", "name": "profile"}
@@ -150,8 +154,11 @@ class Validator(OAuth2Validator):
         sign_in: SignIn | None = getattr(request, "sign_in", None)
         if previous_refresh_token is None and sign_in is not None and sign_in.token_family is None:
             # code_hash stays: a replay of the redeemed code finds the family to revoke (revoke_replayed).
+            # An UPDATE that must find the row: a logout may have ended this sign-in (and deleted its
+            # row) since the code was validated; tokens saved then would outlive the logout.
+            if not SignIn.objects.filter(pk=sign_in.pk).update(token_family=refresh_token.token_family):
+                raise SignInEnded  # save_bearer_token's transaction rolls the new tokens back
             sign_in.token_family = refresh_token.token_family
-            sign_in.save(update_fields=["token_family"])
         return refresh_token
 
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:

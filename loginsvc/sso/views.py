@@ -44,7 +44,7 @@ from oauthlib.common import Request as OAuthRequest, add_params_to_uri
 from loginsvc import conf
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.sso import audit, central, introspection, keys, logout
-from loginsvc.sso.validators import Validator
+from loginsvc.sso.validators import SignInEnded, Validator
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -314,7 +314,11 @@ class TokenView(toolkit.TokenView):
         if refused is not None:
             response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
         else:
-            response = super().post(request, *args, **kwargs)
+            try:
+                response = super().post(request, *args, **kwargs)
+            except SignInEnded:  # a logout between the code's check and its tokens
+                response = _no_store(JsonResponse({"error": "invalid_grant",
+                                                   "error_description": "the sign-in has ended"}, status=400))
         if response.status_code == 401:
             # §5.2: a 401 names the scheme the client authenticates with (oauthlib says Bearer).
             response["WWW-Authenticate"] = 'Basic realm="token"'

@@ -54,7 +54,8 @@ def test_3_endpoints_products_need(db: None) -> None:
     assert set(document["grant_types_supported"]) == {"authorization_code", "refresh_token"}
     assert {"openid", "email", "profile"} <= set(document["scopes_supported"])
     assert {"sub", "email", "email_verified", "name", "sid", "auth_time"} <= set(document["claims_supported"])
-    assert set(document["token_endpoint_auth_methods_supported"]) <= {"client_secret_basic", "client_secret_post"}
+    # Confidential products authenticate with their secret; public ones ("none") only with PKCE.
+    assert set(document["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "none"}
     assert "public" in document["subject_types_supported"]
     assert document["authorization_response_iss_parameter_supported"] is True  # RFC 9207: iss on every answer
     assert {"none", "login"} <= set(document["prompt_values_supported"])

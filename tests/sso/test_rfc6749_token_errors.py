@@ -83,6 +83,27 @@ def test_4_1_2_replayed_code_is_invalid_grant_and_revokes_what_it_gave(product: 
     assert error_of(refreshed) == "invalid_grant"
 
 
+def test_4_1_2_code_redeemed_as_its_sign_in_ends_is_invalid_grant_and_gives_nothing(product: Product, code,
+                                                                                   monkeypatch) -> None:
+    """A logout that lands between the code's check and its tokens (a race): no token outlives it."""
+    from oauth2_provider.models import AccessToken, RefreshToken
+    from oauth2_provider.oauth2_validators import OAuth2Validator
+
+    from loginsvc.sso.models import SignIn
+
+    create = OAuth2Validator._create_refresh_token
+
+    def logout_meanwhile(self, *args, **kwargs):
+        SignIn.objects.all().delete()
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(OAuth2Validator, "_create_refresh_token", logout_meanwhile)
+    response = exchange(product, *code)
+    assert error_of(response) == "invalid_grant"
+    assert response.json()["error_description"] == "the sign-in has ended"
+    assert not AccessToken.objects.exists() and not RefreshToken.objects.exists()
+
+
 def test_4_1_2_code_lives_60_seconds(product: Product, code) -> None:
     from oauth2_provider.models import Grant
 
