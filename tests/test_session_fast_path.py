@@ -351,12 +351,9 @@ def test_gunicorns_application_has_the_fast_path() -> None:
 
     from loginsvc.sso import fast_token
 
-    from django.db import connection
-
-    app = loginsvc.wsgi.application  # userinfo/introspection fast path (SQLite only so far), /api/session's, Django
-    if connection.vendor == "sqlite":
-        assert isinstance(app, fast_token.FastTokenApp)
-        app = app.inner
+    app = loginsvc.wsgi.application  # userinfo/introspection fast path, /api/session's, Django (SQLite and PostgreSQL)
+    assert isinstance(app, fast_token.FastTokenApp), fast_token.unsupported()
+    app = app.inner
     assert isinstance(app, fast_session.FastSessionApp)
     assert isinstance(app.django_app, WSGIHandler)
 
