@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
-def create_once(path: Path, text: str) -> str:
-    """The content of `path`, creating it (0600, in a 0700 directory) with `text` if it is absent.
+def create_once(path: Path, make: Callable[[], str]) -> str:
+    """The content of `path`, creating it (0600, in a 0700 directory) with `make()` if it is absent.
 
     Written to a private temporary file and linked into place, so processes starting together
-    agree on one content and none reads a half-written file.
+    agree on one content and none reads a half-written file. `make` runs only when the file is
+    absent: a new secret or RSA key is not generated on every call.
     """
     if not path.exists():
+        text = make()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

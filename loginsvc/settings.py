@@ -38,7 +38,7 @@ def _read_secret_file(variable: str) -> str | None:
 
 def _local_secret_key() -> str:
     """A key generated once into var/, shared by every local node so sessions work across them."""
-    return files.create_once(VAR_DIR / "secret_key", secrets.token_urlsafe(50)).strip()
+    return files.create_once(VAR_DIR / "secret_key", lambda: secrets.token_urlsafe(50)).strip()
 
 
 def _secret_key() -> str:

@@ -235,8 +235,7 @@ def _read_source() -> tuple[str, str]:
     if not conf.get("OIDC_KEY_FILE"):
         if settings.PRODUCTION:
             raise ImproperlyConfigured("LOGINSVC_OIDC_KEY_FILE: required in production (or LOGINSVC_OIDC_PRIVATE_KEY)")
-        if not path.exists():  # new_ring_text() generates an RSA key: not on every reload
-            files.create_once(path, new_ring_text())
+        files.create_once(path, new_ring_text)
     try:
         return path.read_text(encoding="utf-8"), f"LOGINSVC_OIDC_KEY_FILE ({path})"
     except (OSError, UnicodeDecodeError) as exc:
