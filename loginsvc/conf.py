@@ -95,6 +95,8 @@ OPTIONS: dict[str, Option] = {
     "USER_CACHE_SECONDS": Option(5, _non_negative_int, "Longest a process reuses a session's user without a "
                                  "query, and only while its auth epoch is unchanged (0: never)."),
     "SESSION_FAST_PATH": Option(True, _bool, "Answer plain GET /api/session ahead of Django, same bytes (0: Django answers all)."),
+    "SSO_FAST_PATH": Option(True, _bool, "Answer plain GET /oidc/userinfo/ and POST /oidc/introspect/ ahead of "
+                            "Django, same bytes (0: Django answers all)."),
     "DB_PREPARE_THRESHOLD": Option(2, _non_negative_int, "PostgreSQL: the SSO fast path's reads are prepared "
                                    "on the server from this run on one connection (0: never, e.g. behind "
                                    "PgBouncer < 1.21 in transaction mode); Django's own queries never are."),

@@ -1,9 +1,8 @@
 """What a WSGI fast path ahead of Django shares: the request phase of a plain request, and an answer's request id, metrics and access log.
 
-Used by sso/fast_token.py. accounts/fast_session.py predates it and does the same steps inline
-(FastSessionApp.__call__, .answer, ._report_error); it can move onto this base unchanged in
-behaviour. Each piece is what Django's own chain does, so an answer from here is tagged, timed
-and logged exactly like Django's.
+The base of accounts/fast_session.py (GET /api/session) and sso/fast_token.py (userinfo,
+introspection). Each piece is what Django's own chain does, so an answer from here is tagged,
+timed and logged exactly like Django's.
 """
 from __future__ import annotations
 
@@ -37,9 +36,9 @@ def _unused(request: Any) -> HttpResponse:
 class FastPath:
     """Base of a WSGI application that answers some plain requests itself and hands the rest to `inner`."""
 
-    def __init__(self, inner: WSGIApplication, logger: logging.Logger, what: str) -> None:
+    def __init__(self, inner: WSGIApplication, logger: logging.Logger, what: str, metric: str) -> None:
         self.inner = inner
-        self.logger, self.what = logger, what
+        self.logger, self.what, self.metric = logger, what, metric
         self.observer = RequestObserver()
         self.security = SecurityMiddleware(_unused)
         self.common = CommonMiddleware(_unused)
@@ -95,5 +94,5 @@ class FastPath:
         now = time.monotonic()
         if now - self.error_logged_at >= ERROR_LOG_SECONDS:
             self.error_logged_at = now
-            self.logger.exception("%s failed; Django answered (further failures for %.0f s are only counted)",
-                                  self.what, ERROR_LOG_SECONDS)
+            self.logger.exception("%s failed; Django answered (further failures for %.0f s are only counted in %s)",
+                                  self.what, ERROR_LOG_SECONDS, self.metric)

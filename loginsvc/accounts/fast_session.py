@@ -19,14 +19,16 @@ In that case Django writes nothing and answers 200 with a fixed set of headers, 
 How it stays identical, sharing code rather than copying it:
 - request phase: the forwarded headers of an untrusted peer dropped (client_ip, as the first
   middleware does), Django's own WSGIRequest (cookies, Host validation, is_secure) and the
-  process_request of the same SecurityMiddleware, CommonMiddleware and CsrfViewMiddleware;
+  process_request of the same SecurityMiddleware, CommonMiddleware (loginsvc/fast_path.py, shared
+  with the SSO fast path) and CsrfViewMiddleware;
 - session: SessionStore(key).cache_key read through the session cache's django-redis client
   (same key, same serializer as the cached_db engine);
 - auth: django.contrib.auth.get_user's checks, with backends.cached_user;
 - body: views.session_payload encoded as JsonResponse does;
 - headers: harvested at start-up by running the response phase of the configured middlewares
   on this view's JsonResponse (one template for http, one for https), plus X-Served-By and
-  X-Request-ID from observability's helpers, which also record the same histogram and access log.
+  X-Request-ID from observability's helpers, which also record the same histogram and access log
+  (fast_path.FastPath.respond).
 It mirrors one middleware chain (MIDDLEWARE below); other settings turn it off (unsupported()).
 tests/test_session_fast_path.py compares status, body and every header of both paths.
 
@@ -49,7 +51,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.cache import caches
-from django.core.exceptions import PermissionDenied, SuspiciousOperation, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -65,12 +67,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from loginsvc import conf
-from loginsvc.accounts import auth_epoch, backends, client_ip, sessions, views
+from loginsvc.accounts import auth_epoch, backends, sessions, views
 from loginsvc.accounts.headers import ContentSecurityPolicyMiddleware
+from loginsvc.fast_path import Answer, FastPath
 from loginsvc.health.middleware import ROUTES as HEALTH_ROUTES
-from loginsvc.observability.logs import request_id
 from loginsvc.observability.metrics import SESSION_FAST_PATH
-from loginsvc.observability.middleware import RequestObserver, request_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,6 @@ BACKEND = f"{backends.CachedModelBackend.__module__}.{backends.CachedModelBacken
 REDIS_BACKOFF_SECONDS = 1.0
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 SESSION_USERS_MAX = 100_000
-ERROR_LOG_SECONDS = 60.0
 # Values of loginsvc_session_fast_path_total{result}: "served", or why Django answered.
 RESULTS = (
     "served",
@@ -171,14 +171,11 @@ def header_template(secure: bool) -> tuple[list[tuple[str, str]], int, str]:
     return headers, [name for name, _ in headers].index("Content-Length"), response.charset
 
 
-class FastSessionApp:
+class FastSessionApp(FastPath):
     """The WSGI application: the fast path for plain GET/HEAD /api/session, Django for the rest."""
 
     def __init__(self, django_app: WSGIApplication) -> None:
-        self.django_app = django_app
-        self.observer = RequestObserver()
-        self.security = SecurityMiddleware(_unused)
-        self.common = CommonMiddleware(_unused)
+        super().__init__(django_app, logger, "session fast path", "loginsvc_session_fast_path_total")
         self.csrf = CsrfViewMiddleware(_unused)
         self.templates = {secure: header_template(secure) for secure in (False, True)}
         self.view = resolve(PATH).url_name or "unmatched"
@@ -189,47 +186,32 @@ class FastSessionApp:
         # user's auth-epoch counters in the same Redis round trip (checked against the session).
         self.session_users: dict[str, str] = {}
         self.pipelined = settings.SESSION_CACHE_ALIAS == "default"  # auth_epoch's counters live there
-        self.error_logged_at = -ERROR_LOG_SECONDS
+
+    @property
+    def django_app(self) -> WSGIApplication:
+        """The full Django application behind it (FastPath's `inner`)."""
+        return self.inner
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD")
-        if environ.get("PATH_INFO") != PATH or method not in ("GET", "HEAD") or environ.get("QUERY_STRING"):
-            return self.django_app(environ, start_response)
-        started = time.perf_counter()
-        rid = request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
-        token = request_id.set(rid)  # log lines from here on carry it, as under the middleware
-        try:
-            try:
-                answer = self.answer(environ)
-            except Exception:  # noqa: BLE001 - nothing was sent or written yet: Django answers
-                self._report_error()
-                answer = "error"
-            if not isinstance(answer, str):
-                headers, body = answer
-                headers += self.observer.headers(rid)
-                self.observer.observe(self.view, method, PATH, 200, time.perf_counter() - started)
-        finally:
-            request_id.reset(token)
+        if (environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") not in ("GET", "HEAD")
+                or environ.get("QUERY_STRING")):
+            return self.inner(environ, start_response)
         # Labels looked up per request, as for the histogram: with preload_app this object is
         # built in gunicorn's master, before the multiprocess metrics directory exists.
-        if isinstance(answer, str):
-            SESSION_FAST_PATH.labels(answer).inc()
-            return self.django_app(environ, start_response)  # the environ as it came: untouched
-        SESSION_FAST_PATH.labels("served").inc()
-        start_response("200 OK", headers)
-        return [body]
+        return self.respond(environ, start_response, self.view, lambda: self._attempt(environ),
+                            lambda result: SESSION_FAST_PATH.labels(result).inc())
 
-    def answer(self, environ: WSGIEnvironment) -> tuple[list[tuple[str, str]], bytes] | str:
-        """Headers and body of Django's answer if it is a plain 200, else the RESULTS reason it is not."""
-        meta = environ.copy()  # the copy: Django may get this environ untouched
-        client_ip.strip_untrusted_forwarding(meta)  # as ForwardedHeadersMiddleware does, first
-        request = WSGIRequest(meta)
+    def _attempt(self, environ: WSGIEnvironment) -> Answer | str:
         try:
-            if self.security.process_request(request) is not None:  # redirect to HTTPS
-                return "request"
-            if self.common.process_request(request) is not None:  # PREPEND_WWW
-                return "request"
-        except (SuspiciousOperation, PermissionDenied):  # bad Host, refused user agent
+            return self.answer(environ)
+        except Exception:  # noqa: BLE001 - nothing was sent or written yet: Django answers
+            self.report_error()
+            return "error"
+
+    def answer(self, environ: WSGIEnvironment) -> Answer | str:
+        """Headers and body of Django's answer if it is a plain 200, else the RESULTS reason it is not."""
+        request = self.django_request(environ)  # HTTPS redirect, PREPEND_WWW, bad Host or agent: None
+        if request is None:
             return "request"
         cookies = request.COOKIES
         if settings.CSRF_COOKIE_NAME not in cookies:
@@ -308,14 +290,6 @@ class FastSessionApp:
         except REDIS_ERRORS as exc:
             raise ConnectionInterrupted(connection=redis) from exc
         return (None if raw is None else cache_client.decode(raw)), (counters[0], counters[1])
-
-    def _report_error(self) -> None:
-        """Log a failure here at most once a minute (every one is counted); never the session id."""
-        now = time.monotonic()
-        if now - self.error_logged_at >= ERROR_LOG_SECONDS:
-            self.error_logged_at = now
-            logger.exception("session fast path failed; Django answered (further failures for %.0f s "
-                             "are only counted in loginsvc_session_fast_path_total)", ERROR_LOG_SECONDS)
 
 
 def wrap(django_app: WSGIApplication) -> WSGIApplication:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -47,7 +46,7 @@ from urllib.parse import parse_qsl
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied, SuspiciousOperation
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.core.handlers.wsgi import WSGIRequest
 from django.db import close_old_connections
 from django.http import HttpResponse, JsonResponse
@@ -70,7 +69,6 @@ from loginsvc.sso.prepared import Prepared
 
 logger = logging.getLogger(__name__)
 
-ENV_SWITCH = conf.PREFIX + "SSO_FAST_PATH"
 FAST_PATH = Counter("loginsvc_sso_fast_path_total",
                     "Userinfo/introspection requests the SSO fast path answered (result=served) or handed to Django.",
                     ["endpoint", "result"])
@@ -244,7 +242,7 @@ class FastTokenApp(FastPath):
     """The WSGI application: the fast path for plain userinfo and introspection, `inner` for the rest."""
 
     def __init__(self, inner: WSGIApplication) -> None:
-        super().__init__(inner, logger, "SSO fast path")
+        super().__init__(inner, logger, "SSO fast path", "loginsvc_sso_fast_path_total")
         self.userinfo_path = reverse("oauth2_provider:user-info")
         self.introspect_path = reverse("oauth2_provider:introspect")
         self.endpoints = {(self.userinfo_path, "GET"): "userinfo", (self.introspect_path, "POST"): "introspect"}
@@ -372,17 +370,9 @@ class FastTokenApp(FastPath):
         return json.dumps(introspection.body(client, token)).encode("utf-8")
 
 
-def enabled(environ: dict[str, str] | None = None) -> bool:
-    raw = (os.environ if environ is None else environ).get(ENV_SWITCH, "1")
-    try:
-        return conf._bool(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{ENV_SWITCH}: {exc} (got {raw!r})") from None
-
-
 def wrap(inner: WSGIApplication) -> WSGIApplication:
     """loginsvc/wsgi.py's application: the fast path in front of `inner`, unless off or unsupported."""
-    if not enabled():
+    if not conf.get("SSO_FAST_PATH"):
         return inner
     try:
         reason = unsupported()

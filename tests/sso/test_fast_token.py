@@ -27,6 +27,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application, RefreshToken
 from prometheus_client import REGISTRY
 
+from loginsvc import conf
 from loginsvc.accounts import fast_session
 from loginsvc.sso import fast_token
 from tests.conftest import csrf_from
@@ -352,14 +353,13 @@ def test_gunicorns_application_has_both_fast_paths() -> None:
 
 
 @pytest.mark.django_db
-def test_switch_and_unknown_middleware_turn_it_off(settings, monkeypatch, caplog) -> None:
+def test_switch_and_unknown_middleware_turn_it_off(settings, caplog) -> None:
     django_app = WSGIHandler()
-    monkeypatch.setenv(fast_token.ENV_SWITCH, "0")
-    assert fast_token.wrap(django_app) is django_app
-    monkeypatch.setenv(fast_token.ENV_SWITCH, "maybe")
+    with override_settings(LOGINSVC={**settings.LOGINSVC, "SSO_FAST_PATH": False}):
+        assert fast_token.wrap(django_app) is django_app
+    assert conf.load({"LOGINSVC_SSO_FAST_PATH": "0"})["SSO_FAST_PATH"] is False
     with pytest.raises(Exception, match="LOGINSVC_SSO_FAST_PATH: must be one of"):
-        fast_token.wrap(django_app)
-    monkeypatch.delenv(fast_token.ENV_SWITCH)
+        conf.load({"LOGINSVC_SSO_FAST_PATH": "maybe"})
     with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]):
         assert fast_token.wrap(django_app) is django_app
     assert "SSO fast path off: MIDDLEWARE" in caplog.text
