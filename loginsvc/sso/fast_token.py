@@ -36,7 +36,6 @@ LOGINSVC_SSO_FAST_PATH=0 turns it off; loginsvc_sso_fast_path_total{endpoint,res
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -65,6 +64,7 @@ from loginsvc.accounts import fast_session
 from loginsvc.accounts import views as account_views
 from loginsvc.fast_path import Answer, FastPath
 from loginsvc.sso import introspection, views
+from loginsvc.sso.introspection import checksum
 from loginsvc.sso.prepared import Prepared
 
 logger = logging.getLogger(__name__)
@@ -91,10 +91,6 @@ APPLICATIONS = Prepared(lambda client_id: Application.objects.filter(client_id=c
 
 class HandOff(Exception):
     """Django must answer this request; the argument is the RESULTS reason."""
-
-
-def checksum(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def fast_validator(base: type) -> type:
@@ -130,17 +126,6 @@ def fast_validator(base: type) -> type:
 
     FastValidator.__name__ = FastValidator.__qualname__ = f"Fast{base.__name__}"
     return FastValidator
-
-
-def token_of(value: str, hint: str) -> Any:
-    """views._token_of through Prepared reads: the hinted kind first, then the other."""
-    kinds = (REFRESH_TOKENS, ACCESS_TOKENS) if hint == "refresh_token" else (ACCESS_TOKENS, REFRESH_TOKENS)
-    digest = checksum(value)
-    for kind in kinds:
-        token = kind.first(digest)
-        if token is not None:
-            return token
-    return None
 
 
 def _layers(func: Any) -> list[Any]:
@@ -353,7 +338,7 @@ class FastTokenApp(FastPath):
         # The token first: its row comes with its client's (select_related), which is the client
         # asking in the usual case, so that client is not read a second time. Its state is only
         # told once the client has authenticated, as in the view; a client that fails goes to Django.
-        token = token_of(value, form.get("token_type_hint", ""))
+        token = introspection.token_of(value, form.get("token_type_hint", ""), ACCESS_TOKENS.first, REFRESH_TOKENS.first)
         oauth_request = OAuthRequest(request.build_absolute_uri(), "POST", form,
                                      {"HTTP_AUTHORIZATION": request.META.get("HTTP_AUTHORIZATION", "")})
         oauth_request.client_id = form.get("client_id")

@@ -14,7 +14,6 @@ Thin on purpose: each override adds one thing django-oauth-toolkit does not know
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any
@@ -28,17 +27,14 @@ from oauthlib.oauth2.rfc6749 import errors
 
 from loginsvc import conf
 from loginsvc.sso import keys
+from loginsvc.sso.introspection import checksum
 from loginsvc.sso.models import SignIn
-
-
-def code_hash(code: str) -> str:
-    return hashlib.sha256(code.encode("utf-8")).hexdigest()
 
 
 def revoke_replayed(code: str, client: Any) -> None:
     """RFC 6749 §4.1.2: a code used twice SHOULD revoke the tokens it gave (someone else holds it):
     the refresh-token family the code started, with its access tokens."""
-    family = (SignIn.objects.filter(code_hash=code_hash(code), application=client)
+    family = (SignIn.objects.filter(code_hash=checksum(code), application=client)
               .exclude(token_family=None).values_list("token_family", flat=True).first())
     if family is not None:
         RefreshToken.revoke_family(family)
@@ -138,14 +134,14 @@ class Validator(OAuth2Validator):
     def _create_authorization_code(self, request: Request, code: dict, expires: Any = None) -> Grant:
         grant = super()._create_authorization_code(request, code, expires)
         SignIn.objects.create(sid=request.sso_sid, user=request.user, application=request.client,
-                              auth_time=request.sso_auth_time, code_hash=code_hash(code["code"]))
+                              auth_time=request.sso_auth_time, code_hash=checksum(code["code"]))
         return grant
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
         if not super().validate_code(client_id, code, client, request, *args, **kwargs):
             revoke_replayed(code, client)
             return False
-        request.sign_in = SignIn.objects.filter(code_hash=code_hash(code), application=client).first()
+        request.sign_in = SignIn.objects.filter(code_hash=checksum(code), application=client).first()
         return request.sign_in is not None
 
     def _create_refresh_token(self, request: Request, refresh_token_code: str, access_token: Any,

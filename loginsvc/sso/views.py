@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from typing import Any
@@ -244,14 +243,8 @@ def _no_store(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _token_of(value: str, hint: str) -> Any:
-    checksum = hashlib.sha256(value.encode("utf-8")).hexdigest()
-    models = (RefreshToken, AccessToken) if hint == "refresh_token" else (AccessToken, RefreshToken)
-    for model in models:
-        token = model.objects.select_related("user", "application").filter(token_checksum=checksum).first()
-        if token is not None:
-            return token
-    return None
+def _read(model: Any) -> introspection.Read:
+    return lambda digest: model.objects.select_related("user", "application").filter(token_checksum=digest).first()
 
 
 @csrf_exempt
@@ -275,7 +268,8 @@ def introspect_view(request: HttpRequest) -> HttpResponse:
     if not value or len(value) > introspection.MAX_TOKEN_LENGTH:
         return _no_store(JsonResponse({"error": "invalid_request", "error_description": "token is missing"},
                                       status=400))
-    token = _token_of(value, request.POST.get("token_type_hint", ""))
+    token = introspection.token_of(value, request.POST.get("token_type_hint", ""),
+                                   _read(AccessToken), _read(RefreshToken))
     return _no_store(JsonResponse(introspection.body(client, token)))
 
 
@@ -311,14 +305,13 @@ class TokenView(toolkit.TokenView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         refused = malformed_token_request(request)
-        if refused is not None:
-            response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
-        else:
+        if refused is None:
             try:
                 response = super().post(request, *args, **kwargs)
             except SignInEnded:  # a logout between the code's check and its tokens
-                response = _no_store(JsonResponse({"error": "invalid_grant",
-                                                   "error_description": "the sign-in has ended"}, status=400))
+                refused = ("invalid_grant", "the sign-in has ended")
+        if refused is not None:
+            response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
         if response.status_code == 401:
             # §5.2: a 401 names the scheme the client authenticates with (oauthlib says Bearer).
             response["WWW-Authenticate"] = 'Basic realm="token"'
