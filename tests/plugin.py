@@ -16,6 +16,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 from deploy.node import free_port
 from deploy.redis_server import RedisServer
+from deploy.stack import port_free
+
+
+def lasting_port() -> int:
+    """A free port for a server that stops and starts again on it later: below the kernel's ephemeral
+    range (32768-60999), so an outgoing connection cannot take it in between (free_port's can)."""
+    import random
+
+    while True:
+        port = random.randrange(20000, 32000)
+        if port_free(port):
+            return port
 
 
 def _database_per_worker() -> None:

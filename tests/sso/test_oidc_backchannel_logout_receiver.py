@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 import pytest
 from jwcrypto import jwk, jwt
 
-from tests.plugin import free_port
+from tests.plugin import lasting_port
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ISSUER = "http://127.0.0.1:8000"
@@ -70,7 +70,7 @@ class Receiver:
 
     def __init__(self, jwks: Callable[[], dict[str, Any]] | dict[str, Any], port: int = 0,
                  issuer: str = ISSUER, status: int = 200, delay: float = 0.0) -> None:
-        self.port = port or free_port()
+        self.port = port or lasting_port()  # restarted on the same port by some tests
         self.jwks = jwks if callable(jwks) else (lambda: jwks)
         self.issuer, self.status, self.delay = issuer, status, delay
         self.lock = threading.Lock()
