@@ -80,6 +80,30 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+MAX_TEST_DELAY_MS = 60000
+
+
+def parse_test_delay(raw: str) -> tuple[tuple[str, int], ...]:
+    """`green-1=300,blue=150` → (("green-1", 300), ("blue", 150)): node or cluster names and milliseconds."""
+    pairs: dict[str, int] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        target, equals, ms = (text.strip() for text in item.partition("="))
+        if not equals or not target:
+            raise ValueError(f"{item!r} is not TARGET=MS (a node or cluster name, then milliseconds)")
+        digits = ms[1:] if ms.startswith("-") else ms
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError(f"{item!r}: {ms!r} is not a whole number of milliseconds")
+        value = int(ms)
+        if not 0 <= value <= MAX_TEST_DELAY_MS:
+            raise ValueError(f"{item!r}: milliseconds must be between 0 and {MAX_TEST_DELAY_MS}")
+        if target in pairs:
+            raise ValueError(f"{target!r} is given twice")
+        pairs[target] = value
+    return tuple(pairs.items())
+
+
 # Every key can be set as an environment variable of the same name with the prefix LOGINSVC_.
 OPTIONS: dict[str, Option] = {
     "CLUSTER": Option("local", _text, "Cluster name reported in X-Served-By, metrics and Sentry."),
@@ -140,6 +164,10 @@ OPTIONS: dict[str, Option] = {
     "BACKCHANNEL_MAX_BACKOFF_SECONDS": Option(300, _positive_int, "Longest wait between two deliveries of one logout."),
     "BACKCHANNEL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A logout not delivered this long after the "
                                           "logout is dropped (logged): the product's own sessions have ended by then."),
+    # --- Tests only (loginsvc/delay.py); refused in production ---
+    "TEST_DELAY": Option((), parse_test_delay, "Comma-separated TARGET=MS: every answer of the node named TARGET "
+                         "(or of each node of cluster TARGET; a node's own entry wins) waits MS milliseconds "
+                         "(0-60000), probes excepted. Load and canary tests only; refused in production."),
 }
 
 PREFIX = "LOGINSVC_"

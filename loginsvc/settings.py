@@ -24,6 +24,9 @@ if MODE not in {"local", "production"}:
 PRODUCTION = MODE == "production"
 
 LOGINSVC = conf.load()
+if PRODUCTION and LOGINSVC["TEST_DELAY"]:
+    # It slows answers on purpose (loginsvc/delay.py): load and canary tests only.
+    raise ImproperlyConfigured("LOGINSVC_TEST_DELAY: a test-only setting, refused in production")
 
 
 def _read_secret_file(variable: str) -> str | None:

@@ -3,6 +3,8 @@
 The application is Django behind the GET /api/session fast path (accounts/fast_session.py),
 which answers the plain logged-in case itself and hands every other request to Django; in front
 of both, the fast path for products' plain userinfo and introspection calls (sso/fast_token.py).
+Outermost, only when LOGINSVC_TEST_DELAY names this node or its cluster (tests only): a delay of
+every answer but the probes' (loginsvc/delay.py).
 """
 import os
 import sys
@@ -19,7 +21,8 @@ except ImproperlyConfigured as exc:
     print(f"configuration error: {exc}", file=sys.stderr)
     sys.exit(2)
 
-from loginsvc.accounts import fast_session  # noqa: E402 - needs the settings loaded above
+from loginsvc import delay  # noqa: E402 - needs the settings loaded above
+from loginsvc.accounts import fast_session  # noqa: E402
 from loginsvc.sso import fast_token  # noqa: E402
 
-application = fast_token.wrap(fast_session.wrap(django_application))
+application = delay.wrap(fast_token.wrap(fast_session.wrap(django_application)))
