@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up test bench clean
+.PHONY: install up test bench loadtest clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test: install
 
 bench: install
 	$(PY) -m loadtests.bench
+
+# A short mixed run (every journey, 60 s) against a running `make up`; prints the summary table.
+# More: `$(PY) -m loadtests run --help` and docs/loadtests.md. LOADTEST_ARGS adds options (e.g. --slo 'p99<800').
+loadtest: install
+	$(PY) -m loadtests run --scenario steady --duration 60 $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

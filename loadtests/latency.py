@@ -31,7 +31,8 @@ def histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
-def _us(seconds: float) -> int:
+def us(seconds: float) -> int:
+    """Seconds as whole microseconds within the histograms' range."""
     return min(HIGHEST_US, max(LOWEST_US, round(seconds * 1_000_000)))
 
 
@@ -73,6 +74,7 @@ class Recorder:
         self.total = Series()
         self.clusters: dict[str, Series] = {}
         self.endpoints: dict[str, Series] = {}
+        self.unattributed = Series()  # no X-Served-By: refused connections, timeouts, the router's own answers
         self.worst_lag = 0.0  # longest wait between a request's intended and actual send, seconds
 
     def record(self, name: str, cluster: str | None, sent: float, done: float, intended: float | None = None,
@@ -81,10 +83,12 @@ class Recorder:
         open model (None in the closed model: nothing was scheduled, so nothing is corrected)."""
         intended = sent if intended is None else min(intended, sent)
         self.worst_lag = max(self.worst_lag, sent - intended)
-        raw, corrected = _us(done - sent), _us(done - intended)
+        self.add(name, cluster, us(done - sent), us(done - intended), failed)
+
+    def add(self, name: str, cluster: str | None, raw: int, corrected: int, failed: bool) -> None:
+        """One response's latencies in microseconds (as record() computes them, or from a timeline)."""
         groups = [self.total, self.endpoints.setdefault(name, Series())]
-        if cluster:
-            groups.append(self.clusters.setdefault(cluster, Series()))
+        groups.append(self.clusters.setdefault(cluster, Series()) if cluster else self.unattributed)
         for series in groups:
             series.raw.record_value(raw)
             series.corrected.record_value(corrected)
@@ -95,7 +99,8 @@ class Recorder:
         def one(series: Series) -> list[Any]:
             return [series.raw.encode().decode("ascii"), series.corrected.encode().decode("ascii"), series.errors]
         return {TOTAL: one(self.total), "clusters": {k: one(v) for k, v in self.clusters.items()},
-                "endpoints": {k: one(v) for k, v in self.endpoints.items()}, "worst_lag": self.worst_lag}
+                "endpoints": {k: one(v) for k, v in self.endpoints.items()}, "worst_lag": self.worst_lag,
+                "unattributed": one(self.unattributed)}
 
     def merge(self, encoded: Mapping[str, Any]) -> None:
         """Add another process's snapshot: histograms add, so merged percentiles are exact."""
@@ -103,17 +108,31 @@ class Recorder:
             return Series(HdrHistogram.decode(item[0].encode("ascii")), HdrHistogram.decode(item[1].encode("ascii")),
                           int(item[2]))
         self.total.add(one(encoded[TOTAL]))
+        if "unattributed" in encoded:
+            self.unattributed.add(one(encoded["unattributed"]))
         for group, mine in (("clusters", self.clusters), ("endpoints", self.endpoints)):
             for key, item in encoded[group].items():
                 mine.setdefault(key, Series()).add(one(item))
         self.worst_lag = max(self.worst_lag, float(encoded["worst_lag"]))
+
+    def tails(self, corrected: bool) -> dict[str, tuple[float, float]]:
+        """Each cluster's p95 and p99 so far (ms), for the live progress line: only the four percentiles it
+        shows, as each costs ~2 ms of pure-Python histogram walking, a stall for the generator's loop."""
+        result = {}
+        for name, series in sorted(self.clusters.items()):
+            if series.count:
+                histogram = series.corrected if corrected else series.raw
+                result[name] = (histogram.get_value_at_percentile(95.0) / 1000,
+                                histogram.get_value_at_percentile(99.0) / 1000)
+        return result
 
     def summary(self) -> dict[str, Any]:
         """The figures of summary.json: total, clusters and endpoints (what loadtests/slo.py judges)."""
         return {TOTAL: self.total.figures(),
                 "clusters": {k: v.figures() for k, v in sorted(self.clusters.items())},
                 "endpoints": {k: v.figures() for k, v in sorted(self.endpoints.items())},
-                "worst_send_lag_ms": round(self.worst_lag * 1000, 3)}
+                "worst_send_lag_ms": round(self.worst_lag * 1000, 3),
+                **({"unattributed": self.unattributed.figures()} if self.unattributed.count else {})}
 
 
 def merged(snapshots: Iterable[Mapping[str, Any]]) -> Recorder:

@@ -83,10 +83,11 @@ def node_port_base() -> int:
             return base
 
 
-def start_stack(tmp: Path, *extra: str, timeout: float = 90) -> RunningStack:
+def start_stack(tmp: Path, *extra: str, timeout: float = 90, env_extra: dict[str, str] | None = None) -> RunningStack:
+    """`python -m deploy.local` on free ports; `env_extra` goes into every program's environment."""
     listen, admin = free_port(), free_port()
     started = time.monotonic()
-    env = stack_env(tmp / "var")
+    env = {**stack_env(tmp / "var"), **(env_extra or {})}
     output = tmp / "up.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(

@@ -1,0 +1,194 @@
+"""`python -m loadtests run --scenario NAME …`: one headless Locust run against the stack, its reports, and an exit code a release can gate on.
+
+Exit 0 when every --slo held, 1 when one was breached (or the run failed), 2 on bad arguments
+(one line naming the argument). docs/loadtests.md has the whole story.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+from loadtests import scenarios, slo
+from loadtests.ops import Ops, OpsError
+from loadtests.prepare import CLIENT_ID, POST_LOGOUT_URI, REDIRECT_URI, PrepareError, prepare
+from loginsvc import conf
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+CAPACITY_START_RATE = 5.0
+MAX_USERS = 5000
+MAX_DURATION = 86400.0
+GRACE_SECONDS = 180.0      # beyond the planned duration before the run is stopped as hung
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def bad(message: str) -> NoReturn:
+    print(f"python -m loadtests run: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+        return value
+    return parse
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m loadtests", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    run = sub.add_parser("run", help="run one scenario headless and write its reports")
+    run.add_argument("--scenario", required=True, choices=sorted(scenarios.SCENARIOS), metavar="NAME",
+                     help=f"one of {', '.join(sorted(scenarios.SCENARIOS))}")
+    run.add_argument("--duration", type=_positive(float), help="seconds (default per scenario, 60-120)")
+    run.add_argument("--users", type=_positive(int), default=20, help="users (open model: concurrency), default 20")
+    run.add_argument("--rate", type=_positive(float), help="open model: tasks per second in all (capacity: the first step)")
+    run.add_argument("--slo", action="append", default=[], metavar="EXPR", help="e.g. p99<800, green:p99<blue:p99*1.2")
+    run.add_argument("--out", type=Path, help="report folder (default reports/<timestamp>/)")
+    run.add_argument("--host", default="http://127.0.0.1:8000", help="the product (default http://127.0.0.1:8000)")
+    run.add_argument("--processes", type=_positive(int), default=1, help="Locust worker processes (default 1)")
+    run.add_argument("--admin", help="the router's admin API (default: the stack's, http://127.0.0.1:8001)")
+    run.add_argument("--var-dir", type=Path, default=None, help="the stack's state (default LOGINSVC_VAR_DIR or var/)")
+    run.add_argument("--kill", default="", metavar="CLUSTER", help="failover: the cluster to kill (default: the stable one)")
+    run.add_argument("--accounts", type=_positive(int), default=50, help="load-test accounts to spread over (default 50)")
+    return parser
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Everything that can be checked before anything runs; a problem is one line and exit 2."""
+    try:
+        slo.parse_all(args.slo)
+    except slo.SloError as exc:
+        bad(f"--slo {exc}")
+    host = urlsplit(args.host)
+    if host.scheme not in ("http", "https") or not host.hostname or host.path not in ("", "/"):
+        bad(f"--host: expected an origin like http://127.0.0.1:8000, got {args.host!r}")
+    if args.users > MAX_USERS:
+        bad(f"--users: at most {MAX_USERS} per run (got {args.users}); use workers on more machines")
+    if args.duration is not None and args.duration > MAX_DURATION:
+        bad(f"--duration: at most {MAX_DURATION:.0f} s (got {args.duration:g})")
+    if args.processes > max(1, (os.cpu_count() or 1) * 4):
+        bad(f"--processes: {args.processes} is more than 4 per CPU of this machine")
+    if args.kill and args.scenario != "failover":
+        bad("--kill: only the failover scenario kills a cluster")
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+        bad(f"--out: {args.out} exists and is not empty (reports are never overwritten)")
+
+
+def reachable(host: str) -> str | None:
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + "/login/", timeout=5) as response:
+            response.read(1)
+        return None
+    except urllib.error.HTTPError as exc:
+        return None if exc.code < 500 else f"it answers {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
+def admin_url(args: argparse.Namespace, var_dir: Path) -> str:
+    if args.admin:
+        return args.admin
+    try:
+        from deploy.stack import StackSpec
+
+        return StackSpec.load(var_dir).admin_url
+    except Exception:  # noqa: BLE001 - no stack state: the default admin listener
+        return "http://127.0.0.1:8001"
+
+
+def locust_command(args: argparse.Namespace, out: Path, duration: float, rate: float | None, admin: str,
+                   var_dir: Path, accounts: str) -> list[str]:
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", args.host.rstrip("/"),
+               "--only-summary", "--html", str(out / "locust.html"), "--csv", str(out / "locust"),
+               "--logfile", str(out / "locust.log"), "--loglevel", "INFO", "--stop-timeout", "5",
+               "--lt-scenario", args.scenario, "--lt-duration", str(duration), "--lt-users", str(args.users),
+               "--lt-rate", str(rate or 0), "--lt-out", str(out), "--lt-admin", admin, "--lt-var-dir", str(var_dir),
+               "--lt-kill", args.kill, "--lt-accounts", accounts, "--lt-client-id", CLIENT_ID,
+               "--lt-redirect-uri", REDIRECT_URI, "--lt-post-logout-uri", POST_LOGOUT_URI]
+    for expression in args.slo:
+        command += ["--lt-slo", expression]
+    if args.processes > 1:
+        command += ["--processes", str(args.processes)]
+    return command
+
+
+def run(args: argparse.Namespace) -> int:
+    validate(args)
+    var_dir = (args.var_dir or conf.var_dir()).resolve()
+    duration = args.duration or scenarios.DEFAULT_DURATION[args.scenario]
+    rate = args.rate or (CAPACITY_START_RATE if args.scenario == "capacity" else None)
+    problem = reachable(args.host)
+    if problem:
+        bad(f"--host: nothing usable at {args.host} ({problem}); start the stack with `make up`")
+    admin = admin_url(args, var_dir)
+    try:
+        status = Ops(admin, var_dir).status()
+    except OpsError as exc:
+        if args.scenario in scenarios.NEEDS_OPS:
+            bad(f"--admin: the {args.scenario} scenario drives the router: {exc}")
+        admin, status = "", None
+    if status is not None and args.kill and args.kill not in status["clusters"]:
+        bad(f"--kill: no cluster {args.kill!r} (the router has {', '.join(sorted(status['clusters']))})")
+    try:
+        prepared = prepare(var_dir, args.accounts)
+    except PrepareError as exc:
+        bad(str(exc))
+    out = (args.out or ROOT / "reports" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    command = locust_command(args, out, duration, rate, admin, var_dir, prepared.accounts)
+    print(f"{args.scenario}: {duration:g} s, {args.users} users"
+          + (f", open model at {rate:g}/s" if rate else ", closed model") + f" against {args.host}; reports in {out}",
+          flush=True)
+    with open(out / "locust-output.txt", "wb") as output:  # Locust's tables and errors; the progress line is ours
+        try:
+            locust = subprocess.run(command, cwd=ROOT, env=dict(os.environ, **prepared.env), stderr=output,
+                                    timeout=duration + GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            print(f"the run did not end within {duration + GRACE_SECONDS:.0f} s; stopped (see {out}/locust.log)",
+                  file=sys.stderr)
+            return 1
+    return finish(out, locust.returncode)
+
+
+def finish(out: Path, returncode: int) -> int:
+    """Print the summary table from summary.json; its exit code (the SLO gate) is the run's."""
+    from loadtests import report
+
+    try:
+        result = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        tail = []
+        for name in ("locust-output.txt", "locust.log"):
+            if (out / name).exists():
+                tail += (out / name).read_text(errors="replace").splitlines()[-10:]
+        print("the run wrote no summary (Locust exit %d); the end of its log:\n%s" % (returncode, "\n".join(tail)),
+              file=sys.stderr)
+        return 1
+    print("\n".join(report.summary_lines(result)))
+    print(f"\nreports: {out / 'report.html'}, {out / 'summary.json'}, {out / 'locust.html'}")
+    return int(result["exit_code"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)

@@ -1,0 +1,214 @@
+"""Locust's events wired to our recorders: every response by cluster and name, workers' figures merged on the master, live progress, the scenario's actions and the reports at the end.
+
+In a distributed run each worker records into its own Recorder and Timeline and ships them with every
+stats report (Locust's report_to_master / worker_report events, every 3 s and once more at the end);
+the master adds the HDR histograms and concatenates the samples, so merged figures are exact.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests import config, report, scenarios, summary
+from loadtests import slo as slo_module
+from loadtests.latency import Recorder, us
+from loadtests.ops import Ops, OpsError, nodes_per_cluster, roles
+from loadtests.timeline import Timeline
+
+log = logging.getLogger("loadtests")
+PROGRESS_SECONDS = 2.0
+LOOP_PROBE_SECONDS = 0.1
+LOOP_LAG_WARN_SECONDS = 0.05   # a gevent loop this late is busy: the generator, not the server, sets the pace
+LOOP_LAG_WARN_COUNT = 3
+
+
+class Collector:
+    """One process's figures (and, on the master or a local run, everyone's)."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.recorder, self.timeline = Recorder(), Timeline()
+        self.loop_lag_max, self.loop_lag_count = 0.0, 0
+        self.started_wall = 0.0
+        self.started = 0.0
+        self.events: list[dict[str, Any]] = []
+        self.roles: dict[str, str] | None = None
+        self.nodes: dict[str, int] = {}
+        self.cpu_max = 0.0
+        self.greenlets: list[gevent.Greenlet] = []
+        self.ops: Ops | None = None
+        self.capacity_lines: list[str] = []
+        self.judged = 0   # capacity steps judged so far
+        self.worker_counts: dict[str, int] = {}   # responses each worker reported (a distributed run)
+        events = environment.events
+        events.request.add_listener(self.on_request)
+        events.test_start.add_listener(self.on_test_start)
+        events.report_to_master.add_listener(self.on_report_to_master)
+        events.worker_report.add_listener(self.on_worker_report)
+        events.quitting.add_listener(self.on_quitting)
+
+    @property
+    def leads(self) -> bool:
+        """The master, or the only process of a local run: it judges and reports."""
+        return not isinstance(self.environment.runner, WorkerRunner)
+
+    # -- every process -------------------------------------------------------------------------------
+    def on_request(self, request_type: str, name: str, response_time: float, response_length: int,
+                   response: Any = None, context: dict[str, Any] | None = None, exception: Any = None,
+                   start_time: float | None = None, **_: Any) -> None:
+        served = None
+        headers = getattr(response, "headers", None)
+        if headers is not None:
+            served = headers.get("X-Served-By")
+        cluster = served.split("/", 1)[0] if served else None
+        seconds = (response_time or 0.0) / 1000
+        sent = start_time if start_time is not None else time.time() - seconds
+        lag = (context or {}).get("lag")
+        intended = None if lag is None else sent - float(lag)
+        self.recorder.record(name, cluster, sent, sent + seconds, intended, exception is not None)
+        self.timeline.add(int(intended if intended is not None else sent), cluster, name, us(seconds),
+                          us(seconds + (lag or 0.0)), exception is not None)
+
+    def on_test_start(self, environment: Any, **_: Any) -> None:
+        self.started_wall, self.started = time.time(), time.monotonic()
+        run = config.reset(environment, self.started_wall)
+        self.greenlets.append(gevent.spawn(self.probe_loop))
+        if not self.leads:
+            return
+        options = environment.parsed_options
+        if options.lt_admin:
+            self.ops = Ops(options.lt_admin, Path(options.lt_var_dir or "var"))
+            try:
+                status = self.ops.status()
+                self.roles, self.nodes = roles(status), nodes_per_cluster(status)
+            except OpsError as exc:
+                self.event("note", f"no router status: {exc}")
+        scenario = run.scenario
+        if isinstance(scenario, scenarios.Failover):
+            scenario.target = options.lt_kill
+        if isinstance(scenario, scenarios.Capacity):
+            scenario.slos = slo_module.parse_all(options.lt_slo or scenarios.CAPACITY_SLOS)
+        self.greenlets.append(gevent.spawn(self.run_scenario, scenario))
+        self.greenlets.append(gevent.spawn(self.progress, scenario))
+
+    def probe_loop(self) -> None:
+        """How late the event loop wakes a sleeping greenlet: a busy generator is late for every request."""
+        while True:
+            asked = time.monotonic()
+            gevent.sleep(LOOP_PROBE_SECONDS)
+            lag = time.monotonic() - asked - LOOP_PROBE_SECONDS
+            self.loop_lag_max = max(self.loop_lag_max, lag)
+            self.loop_lag_count += lag > LOOP_LAG_WARN_SECONDS
+
+    def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
+        data["loadtests"] = {"recorder": self.recorder.encode(), "timeline": self.timeline.drain(),
+                             "loop_lag_max": self.loop_lag_max, "loop_lag_count": self.loop_lag_count}
+        self.recorder = Recorder()
+        self.loop_lag_count = 0
+
+    # -- the master ----------------------------------------------------------------------------------
+    def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
+        ours = data.get("loadtests")
+        if not ours:
+            return
+        self.recorder.merge(ours["recorder"])
+        self.worker_counts[client_id] = self.worker_counts.get(client_id, 0) + _count(ours["recorder"])
+        self.timeline.merge(ours["timeline"])
+        self.loop_lag_max = max(self.loop_lag_max, float(ours["loop_lag_max"]))
+        self.loop_lag_count += int(ours["loop_lag_count"])
+
+    def event(self, kind: str, text: str, extra: dict[str, Any] | None = None) -> None:
+        self.events.append({"t": round(time.monotonic() - self.started, 3), "kind": kind, "text": text,
+                            **(extra or {})})
+        log.info("event: %s", text)
+
+    def run_scenario(self, scenario: scenarios.Scenario) -> None:
+        try:
+            scenario.begin(self.ops, self.event)
+            if isinstance(scenario, scenarios.Capacity):
+                self.judge_capacity(scenario)
+        except OpsError as exc:
+            self.event("note", f"the scenario's action failed: {exc}")
+
+    def judge_capacity(self, scenario: scenarios.Capacity, waiting: bool = True) -> None:
+        """Each step's SLOs once the workers' reports covering it are in (or, at the end, at once); the first
+        breach ends the run."""
+        delay = 4.0 if isinstance(self.environment.runner, MasterRunner) else 0.5
+        while self.judged < len(scenario.steps) and scenario.broken_at is None:
+            step = scenario.steps[self.judged]
+            if waiting:
+                gevent.sleep(max(0.0, step.end + delay - (time.monotonic() - self.started)))
+            elif step.start >= time.monotonic() - self.started:
+                return   # never started
+            window = self.timeline.window(self.started_wall + step.start, self.started_wall + step.end)
+            verdicts, code = slo_module.gate(scenario.slos, window)
+            self.capacity_lines += [f"{step.name}: {v.line}" for v in verdicts]
+            self.judged += 1
+            if code:
+                scenario.broken_at = self.judged - 1
+                self.event("step", f"capacity step {step.name} broke an SLO")
+                return
+            self.event("step", f"capacity step {step.name} held")
+
+    def progress(self, scenario: scenarios.Scenario) -> None:
+        """One line every PROGRESS_SECONDS on stdout (rewritten in place on a terminal); Locust's own
+        output goes to stderr, which `python -m loadtests run` keeps in the report folder."""
+        tty = sys.stdout.isatty()
+        while True:
+            gevent.sleep(PROGRESS_SECONDS)
+            line = self.progress_line(scenario)
+            sys.stdout.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+            sys.stdout.flush()
+
+    def progress_line(self, scenario: scenarios.Scenario) -> str:
+        runner = self.environment.runner
+        total = runner.stats.total
+        cpu = getattr(runner, "current_cpu_usage", 0.0)
+        if isinstance(runner, MasterRunner):
+            cpu = max((c.cpu_usage for c in runner.clients.values()), default=0.0)
+        self.cpu_max = max(self.cpu_max, float(cpu or 0.0))
+        tails = self.recorder.tails(corrected=bool(scenario.rate))
+        clusters = "  ".join(f"{name} p95 {_ms(p95)} p99 {_ms(p99)}" for name, (p95, p99) in tails.items())
+        failures = total.num_failures
+        share = f" ({failures / total.num_requests:.1%})" if total.num_requests else ""
+        return (f"[{time.monotonic() - self.started:5.0f}/{scenario.duration:.0f} s] users {runner.user_count}  "
+                f"req/s {total.current_rps:7.1f}  errors {failures}{share}  {clusters or 'no responses yet'}")
+
+    def on_quitting(self, environment: Any, **_: Any) -> None:
+        if not self.leads or not self.started:
+            return
+        for greenlet in self.greenlets:
+            greenlet.kill(block=False)
+        if sys.stdout.isatty():
+            sys.stdout.write("\n")
+        run = config.current(environment)
+        if isinstance(run.scenario, scenarios.Capacity):
+            self.judge_capacity(run.scenario, waiting=False)   # the last step ends with the run
+        try:
+            run.scenario.finish(self.ops, self.event)
+        except OpsError as exc:
+            self.event("note", f"could not restore the stack: {exc}")
+        options = environment.parsed_options
+        result = summary.build(self, run, options, time.monotonic() - self.started)
+        out = Path(options.lt_out)
+        out.mkdir(parents=True, exist_ok=True)
+        summary.write(result, out)
+        report.write(result, out)
+        environment.process_exit_code = result["exit_code"]
+
+
+def _count(encoded: dict[str, Any]) -> int:
+    """The number of responses in a worker's encoded Recorder (its total histogram's count)."""
+    from hdrh.histogram import HdrHistogram
+
+    return int(HdrHistogram.decode(encoded["total"][0].encode("ascii")).get_total_count())
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"

@@ -1,0 +1,254 @@
+"""The users of a load run: people signing in to mail products, and those products' back ends (Locust user classes).
+
+Two journeys, weighted as a mail platform sees them (most requests are a product asking "who is this?"):
+- PortalUser (weight 3): opens the login page, posts the form with its CSRF token, follows the redirect;
+  then a product's back end asks /api/session with the browser's cookies on every page view; now and
+  then the person signs out centrally and comes back as a new browser (a new pin: new sessions follow
+  the current share), and rarely types a wrong password (pacing.WrongPasswordBudget keeps those within
+  the brute-force limits, from their own loopback source addresses).
+- ProductUser (weight 1): the OpenID Connect code flow with PKCE for a product (authorize → login →
+  code), then the product's back end redeems the code, calls userinfo and introspection, refreshes the
+  token, and the person signs out through the product (RP-initiated logout) and signs in again.
+Back-end calls go out without cookies, as a server's would, so the router places each by the share.
+Request names (`login`, `session`, `userinfo`, …) are what `--slo name:p99<…` and the reports use.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import requests
+from locust import task
+from locust.clients import HttpSession
+from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
+
+from loadtests import config, pacing
+
+CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+SCOPE = "openid email"
+
+
+def csrf_of(page: str) -> str | None:
+    match = CSRF_INPUT.search(page)
+    return match.group(1) if match else None
+
+
+def pkce() -> tuple[str, str]:
+    """RFC 7636: a verifier and its S256 challenge."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+class SourceAddressAdapter(requests.adapters.HTTPAdapter):
+    """Connections from one loopback address, so the service counts wrong passwords per (simulated) client."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+class Browser(FastHttpUser):
+    """A person's browser (cookies kept: the session and the router's pin) and its pacing."""
+
+    abstract = True
+    network_timeout = connection_timeout = 30.0
+    account = ""
+
+    def on_start(self) -> None:
+        run = config.current(self.environment)
+        self.run = run
+        self.pacing = pacing.Pacing(run.users, run.rate_at, run.started)
+        self.account = run.accounts[secrets.randbelow(len(run.accounts))]
+
+    def wait_time(self) -> float:
+        return self.pacing.wait()
+
+    def context(self) -> dict[str, Any]:
+        lag = self.pacing.lag()
+        return {} if lag is None else {"lag": lag}
+
+    def new_browser(self) -> None:
+        """Forget every cookie: the next request is a new visitor (a new pin, chosen by the current share)."""
+        self.client.cookiejar.clear()
+        self.account = self.run.accounts[secrets.randbelow(len(self.run.accounts))]
+
+    def sign_in(self, next_url: str = "") -> bool:
+        """Login page, form with its CSRF token, then the redirect it answers with (`home` or `next`)."""
+        query = "?" + urlencode({"next": next_url}) if next_url else ""
+        with self.client.get("/login/" + query, name="login-page", catch_response=True) as page:
+            token = csrf_of(page.text or "") if page.status_code == 200 else None
+            if token is None:
+                page.failure(f"login page: {page.status_code}, no CSRF token")
+                return False
+        form = {"csrfmiddlewaretoken": token, "username": self.account, "password": self.run.password,
+                "next": next_url}
+        with self.client.post("/login/", data=form, name="login", allow_redirects=False, catch_response=True) as done:
+            location = done.headers.get("Location") if done.status_code == 302 else None
+            if location is None:
+                done.failure(f"login: {done.status_code}, expected 302")
+                return False
+        if not next_url:
+            self.client.get(location, name="home")
+        self.location = location
+        return True
+
+    def sign_out(self) -> None:
+        """Central logout: the confirmation form's POST with its CSRF token."""
+        page = self.client.get("/logout/", name="logout-page")
+        token = csrf_of(page.text or "")
+        self.client.post("/logout/", data={"csrfmiddlewaretoken": token or "", "next": ""}, name="logout",
+                         allow_redirects=False)
+
+    def wrong_password(self) -> bool:
+        """One wrong password, within the budget, from its own source address; a 401 is the expected answer."""
+        taken = self.run.wrong_passwords.take()
+        if taken is None:
+            return False
+        account, source = taken
+        session = HttpSession(self.host, self.environment.events.request, user=self)
+        session.mount("http://", SourceAddressAdapter(source))
+        try:
+            page = session.get("/login/", name="login-page")
+            form = {"csrfmiddlewaretoken": csrf_of(page.text) or "", "username": account,
+                    "password": "not the password " + secrets.token_hex(4), "next": ""}
+            with session.post("/login/", data=form, name="wrong-password", allow_redirects=False,
+                              catch_response=True) as refused:
+                if refused.status_code == 401:
+                    refused.success()
+                else:
+                    refused.failure(f"wrong password: {refused.status_code}, expected 401 (429: the spread is wrong)")
+        finally:
+            session.close()
+        return True
+
+
+class PortalUser(Browser):
+    """Signs in, then a product's back end checks the session on every page view."""
+
+    weight = 3
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.mistype_once()   # a typo before the real password, when the budget has room for one
+        self.signed_in = self.sign_in()
+
+    def mistype_once(self) -> bool:
+        return not os.environ.get("LOADTEST_NO_WRONG_PASSWORDS") and self.wrong_password()
+
+    @task(20)
+    def page_view(self) -> None:
+        if not self.signed_in:
+            self.signed_in = self.sign_in()
+            return
+        self.client.get("/api/session", name="session")
+
+    @task(1)
+    def come_back_as_new_browser(self) -> None:
+        self.sign_out()
+        self.new_browser()
+        self.signed_in = self.sign_in()
+
+    @task(1)
+    def mistype(self) -> None:
+        if not self.mistype_once():
+            self.page_view()
+
+
+class ProductUser(Browser):
+    """A product's user: the code flow, then the product's back end on userinfo, introspection and refresh."""
+
+    weight = 1
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.backend = FastHttpSession(self.host, self.environment.events.request, user=self,
+                                       network_timeout=30.0, connection_timeout=30.0)
+        self.backend.cookiejar.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # a server keeps no cookies
+        self.tokens: dict[str, str] = {}
+        self.code_flow()
+
+    def code_flow(self) -> bool:
+        """authorize → (login page, form) → authorize → code at the callback → token (back end)."""
+        product = self.run.product
+        verifier, challenge = pkce()
+        state = secrets.token_urlsafe(12)
+        query = urlencode({"response_type": "code", "client_id": product.client_id, "redirect_uri": product.redirect_uri,
+                           "scope": SCOPE, "state": state, "nonce": secrets.token_urlsafe(12),
+                           "code_challenge": challenge, "code_challenge_method": "S256"})
+        url = "/oidc/authorize/?" + query
+        for _ in range(3):
+            response = self.client.get(url, name="authorize", allow_redirects=False)
+            location = response.headers.get("Location") or ""
+            if response.status_code != 302:
+                return False
+            target = urljoin(self.host + url, location)
+            if target.startswith(product.redirect_uri):
+                params = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+                if params.get("state") != state or "code" not in params:
+                    return False
+                return self.redeem(params["code"], verifier)
+            path = urlsplit(target)
+            if path.path != "/login/" or not self.sign_in(next_url=parse_qs(path.query).get("next", [""])[0]):
+                return False
+            url = self.location
+        return False
+
+    def redeem(self, code: str, verifier: str) -> bool:
+        product = self.run.product
+        response = self.backend.post("/oidc/token/", name="token", auth=(product.client_id, product.client_secret),
+                                     data={"grant_type": "authorization_code", "code": code,
+                                           "redirect_uri": product.redirect_uri, "code_verifier": verifier})
+        if response.status_code != 200:
+            return False
+        self.tokens = response.json()
+        return True
+
+    @task(10)
+    def userinfo(self) -> None:
+        if not self.tokens and not self.code_flow():
+            return
+        self.backend.get("/oidc/userinfo/", name="userinfo",
+                         headers={"Authorization": f"Bearer {self.tokens['access_token']}"})
+
+    @task(5)
+    def introspect(self) -> None:
+        if not self.tokens:
+            return
+        product = self.run.product
+        self.backend.post("/oidc/introspect/", name="introspect", auth=(product.client_id, product.client_secret),
+                          data={"token": self.tokens["access_token"], "token_type_hint": "access_token"})
+
+    @task(2)
+    def refresh(self) -> None:
+        if not self.tokens:
+            return
+        product = self.run.product
+        response = self.backend.post("/oidc/token/", name="refresh", auth=(product.client_id, product.client_secret),
+                                     data={"grant_type": "refresh_token", "refresh_token": self.tokens["refresh_token"]})
+        if response.status_code == 200:
+            self.tokens = response.json()
+        else:
+            self.tokens = {}
+
+    @task(1)
+    def sign_out_through_product(self) -> None:
+        """RP-initiated logout with the ID token as hint, then a new browser signs in again."""
+        if self.tokens:
+            product = self.run.product
+            query = urlencode({"id_token_hint": self.tokens["id_token"], "client_id": product.client_id,
+                               "post_logout_redirect_uri": product.post_logout_uri})
+            self.client.get("/oidc/logout/?" + query, name="rp-logout", allow_redirects=False)
+        self.tokens = {}
+        self.new_browser()
+        self.code_flow()

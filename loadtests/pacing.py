@@ -1,0 +1,88 @@
+"""When each user sends its next task: think time in the closed model, a fixed schedule in the open one (`--rate`).
+
+Open model, wrk2's way: the total rate R is split over the U users, so each user's tasks are due every
+U/R seconds on a schedule fixed from the start (a random phase keeps users apart). A user still waiting
+for a slow answer misses its slot; its next task starts late, and every request of that task is
+charged the lag (`lag` in the request's context: latency is measured from the intended send time).
+That is what a closed-loop generator hides (coordinated omission). The scenario's load factor scales R
+over time (ramp, spike, capacity steps), computed from elapsed time alone, so workers agree.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+THINK_SECONDS = (0.5, 1.5)   # closed model: a person between two page views (uniform)
+WRONG_PASSWORD_SHARE = 1 / 400   # of tasks; then capped by WrongPasswordBudget
+
+
+class Pacing:
+    """One user's pacing. `wait()` is Locust's wait_time; `lag()` goes into each request's context."""
+
+    def __init__(self, users: int, rate_at: Callable[[float], float] | None, started: float) -> None:
+        self.users, self.rate_at, self.started = max(1, users), rate_at, started
+        self.slot: float | None = None
+        self.task_lag: float | None = None
+        if rate_at is not None:
+            self.slot = time.time() + random.uniform(0, self.interval(0.0))
+
+    def interval(self, elapsed: float) -> float:
+        assert self.rate_at is not None
+        return self.users / max(1e-6, self.rate_at(elapsed))
+
+    @property
+    def open(self) -> bool:
+        return self.rate_at is not None
+
+    def wait(self) -> float:
+        """Seconds until this user's next task: its next slot (open), or a think time (closed)."""
+        self.task_lag = None
+        if self.slot is None:
+            return random.uniform(*THINK_SECONDS)
+        now = time.time()
+        delay = self.slot - now
+        self.due = self.slot
+        self.slot += self.interval(self.slot - self.started)
+        return max(0.0, delay)
+
+    def lag(self) -> float | None:
+        """How late the current task started against its slot, fixed at its first request (None: closed model)."""
+        if self.slot is None:
+            return None
+        if self.task_lag is None:
+            due = getattr(self, "due", None)
+            self.task_lag = 0.0 if due is None else max(0.0, time.time() - due)
+        return self.task_lag
+
+
+class WrongPasswordBudget:
+    """Wrong passwords at a low rate that never trips the service's brute-force limits (docs/loadtests.md).
+
+    The limits (loginsvc/conf.py defaults): 10 consecutive failures of one account from one address lock
+    that pair; 50 failures from one address in 15 min slow that address; from 20 failures of one account
+    in an hour its attempts from unknown sources are spaced out. So each wrong password goes to the next
+    account and the next of SOURCES loopback source addresses in turn, and one process allows at most
+    15 per account per hour and 40 per address per 15 minutes, divided by the number of processes."""
+
+    SOURCES = tuple(f"127.0.0.{i}" for i in range(10, 42))   # 32 loopback addresses (all of 127/8 is local)
+    PER_ACCOUNT_HOUR = 15
+    PER_SOURCE_WINDOW = 40
+    WINDOW = 900.0
+
+    def __init__(self, accounts: list[str], processes: int) -> None:
+        self.accounts = accounts
+        per_account = 3600.0 / (self.PER_ACCOUNT_HOUR * max(1, len(accounts)))
+        per_source = self.WINDOW / (self.PER_SOURCE_WINDOW * len(self.SOURCES))
+        self.spacing = max(per_account, per_source) * max(1, processes)
+        self.next_at = time.monotonic()   # one at once, then one per `spacing`
+        self.turn = random.randrange(len(accounts) * len(self.SOURCES))
+
+    def take(self) -> tuple[str, str] | None:
+        """(account, source address) for one wrong password now, or None when the budget is spent."""
+        now = time.monotonic()
+        if now < self.next_at:
+            return None
+        self.next_at = now + self.spacing
+        self.turn += 1
+        return self.accounts[self.turn % len(self.accounts)], self.SOURCES[self.turn % len(self.SOURCES)]

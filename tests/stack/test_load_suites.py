@@ -1,0 +1,181 @@
+"""`python -m loadtests run` against the real stack (`python -m deploy.local` on free ports, the green
+cluster's nodes slowed by LOGINSVC_TEST_DELAY): every scenario's summary is present and adds up, the SLO gate fails on a slowed node and on
+an impossible threshold, a distributed run merges its workers exactly, and a stall shows in corrected latency."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.node import wait_for
+from tests.stack.conftest import RunningStack, start_stack
+from tests.stack.test_self_healing import all_healthy
+from tests.support import ROOT
+
+SLOW_NODE_MS = 250
+RUN_BOUND_SECONDS = 240          # a run that hangs fails its test instead of the suite
+JOURNEY_NAMES = {"login-page", "login", "home", "session", "authorize", "token", "userinfo", "introspect"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    running = start_stack(tmp_path_factory.mktemp("load-stack"),
+                          env_extra={"LOGINSVC_TEST_DELAY": f"green={SLOW_NODE_MS}"})
+    running.wait(lambda: all_healthy(running), 30, "every process running and healthy")
+    yield running
+    running.stop()
+
+
+def load_run(stack: RunningStack, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """One run with the load suites' own accounts (DEMO_PASSWORD unset); its result and summary.json."""
+    env = {k: v for k, v in stack.env.items() if k != "DEMO_PASSWORD"}
+    result = subprocess.run([sys.executable, "-m", "loadtests", "run", "--host", stack.base, "--admin", stack.admin,
+                             "--var-dir", str(stack.var_dir), "--out", str(out), "--accounts", "10", *args],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_BOUND_SECONDS)
+    assert (out / "summary.json").exists(), result.stdout + result.stderr
+    return result, json.loads((out / "summary.json").read_text())
+
+
+def adds_up(summary: dict[str, Any]) -> None:
+    """Every response is in exactly one cluster (or unattributed), one request name, and Locust's count."""
+    total = summary["total"]["count"]
+    unattributed = summary.get("unattributed", {}).get("count", 0)
+    assert total > 0
+    assert sum(c["count"] for c in summary["clusters"].values()) + unattributed == total, summary["clusters"]
+    assert sum(e["count"] for e in summary["endpoints"].values()) == total
+    assert summary["locust"]["total"]["count"] == total   # Locust's own stats saw the same responses
+    assert sum(row["count"] for row in summary["timeline"] for row in row["clusters"].values()) == total
+    for figures in [summary["total"], *summary["clusters"].values()]:
+        assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"] <= figures["p999"] <= figures["max"]
+
+
+def test_steady_run_adds_up_and_the_gate_fails_on_the_slowed_nodes(stack: RunningStack, tmp_path: Path) -> None:
+    """Half the new browsers on green (so both clusters are well sampled): green's median is its nodes' delay
+    over blue's, a breach; the same comparison the other way round holds."""
+    stack.router("POST", "/api/ramp", {"percent": 50})
+    try:
+        result, summary = load_run(stack, tmp_path / "steady", "--scenario", "steady", "--duration", "10",
+                                   "--users", "10", "--slo", "green:p50<blue:p50*1.5", "--slo", "blue:p50<green:p50*1.5",
+                                   "--slo", "p99<60000")
+    finally:
+        stack.router("POST", "/api/ramp", {"percent": 12})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "BREACH green:p50<blue:p50*1.5" in result.stdout, result.stdout
+    assert "ok blue:p50<green:p50*1.5" in result.stdout and "ok p99<60000" in result.stdout
+    adds_up(summary)
+    assert JOURNEY_NAMES <= set(summary["endpoints"]), sorted(summary["endpoints"])
+    assert set(summary["clusters"]) == {"blue", "green"} and summary["roles"] == {"stable": "blue", "canary": "green"}
+    assert summary["total"]["errors"] == 0, summary["endpoints"]
+    assert summary["endpoints"]["wrong-password"]["count"] >= 1   # one at once, then within the budget
+    assert summary["clusters"]["green"]["p50"] >= SLOW_NODE_MS * 0.9   # every green answer waited
+    assert summary["model"] == "closed" and "corrected" not in summary["total"]
+    for name in ("report.html", "latency.png", "errors.png", "locust.html", "locust_stats.csv"):
+        assert (tmp_path / "steady" / name).stat().st_size > 0, name
+    ratios = summary["ratios"]
+    assert ratios["canary"] == "green" and ratios["p95"] > 1.5, ratios   # the seeds' table, in summary.json ...
+    assert f"green vs blue: p95 {ratios['p95']:.2f}x" in result.stdout   # ... in the terminal ...
+    assert f"<td>green vs blue</td><td>{ratios['p95']:.2f}x</td>" in (tmp_path / "steady" / "report.html").read_text()
+
+
+def test_distributed_ramp_merges_its_workers_exactly(stack: RunningStack, tmp_path: Path) -> None:
+    result, summary = load_run(stack, tmp_path / "ramp", "--scenario", "ramp", "--duration", "8", "--users", "8",
+                               "--processes", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    adds_up(summary)
+    assert summary["processes"] == 2 and len(summary["workers"]) == 2, summary["workers"]
+    assert sum(summary["workers"].values()) == summary["total"]["count"]
+    assert [s["name"] for s in summary["steps"]] == ["ramp-up", "hold"]
+    assert sum(s["total"]["count"] for s in summary["steps"]) >= summary["total"]["count"] * 0.9
+
+
+def test_spike_step_carries_more_load_than_before_it(stack: RunningStack, tmp_path: Path) -> None:
+    result, summary = load_run(stack, tmp_path / "spike", "--scenario", "spike", "--duration", "10", "--users", "12")
+    assert result.returncode == 0, result.stdout + result.stderr
+    adds_up(summary)
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert list(steps) == ["before", "spike", "after"]
+
+    def per_second(step: dict[str, Any]) -> float:
+        return step["total"]["count"] / (step["end"] - step["start"])
+    assert per_second(steps["spike"]) > 1.3 * per_second(steps["before"]), steps
+
+
+def test_canary_ramp_steps_the_share_and_reports_each_step(stack: RunningStack, tmp_path: Path) -> None:
+    before = stack.router()["percent"]
+    result, summary = load_run(stack, tmp_path / "canary", "--scenario", "canary-ramp", "--duration", "12",
+                               "--users", "10", "--rate", "15")
+    assert result.returncode == 0, result.stdout + result.stderr
+    adds_up(summary)
+    assert [e["share"] for e in summary["events"] if e["kind"] == "share"] == [12, 20, 50, before]
+    assert stack.router()["percent"] == before   # put back as it was found
+    steps = summary["steps"]
+    assert [s["share"] for s in steps] == [12, 20, 50]
+    green = [s["clusters"].get("green", {"count": 0})["count"] / s["total"]["count"] for s in steps]
+    # Browsers keep their pins (most were placed at 12 %); new browsers and back-end calls follow the share.
+    assert green[0] <= 0.4 and green[2] >= 0.1 and green[2] > green[0], green
+    for step in steps:
+        assert step["ratios"]["canary"] == "green" and step["ratios"]["p99"] > 0, step["ratios"]
+    assert summary["model"] == "open"
+    assert result.stdout.count("green vs blue: p95") == 3
+
+
+def test_capacity_search_stops_at_the_first_step_that_breaks_an_impossible_slo(stack: RunningStack,
+                                                                               tmp_path: Path) -> None:
+    result, summary = load_run(stack, tmp_path / "capacity", "--scenario", "capacity", "--duration", "18",
+                               "--rate", "4", "--users", "8", "--slo", "p99<0.001")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "BREACH p99<0.001" in result.stdout
+    assert summary["duration_s"] < 12, summary["duration_s"]   # stopped after its first 3 s step, not at 18 s
+    capacity = summary["capacity"]
+    assert capacity["broken_at_step"] == summary["steps"][0]["name"] and capacity["sustainable_rate"] is None
+    assert capacity["nodes"] == {"blue": 2, "green": 2}
+
+
+def test_failover_reports_the_window_apart_and_loses_no_request(stack: RunningStack, tmp_path: Path) -> None:
+    result, summary = load_run(stack, tmp_path / "failover", "--scenario", "failover", "--duration", "16",
+                               "--users", "8", "--rate", "10", "--kill", "green")
+    assert result.returncode == 0, result.stdout + result.stderr
+    adds_up(summary)
+    kills = [e for e in summary["events"] if e["kind"] == "kill"]
+    assert len(kills) == 1 and kills[0]["target"] == "green", summary["events"]
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert steps["before"]["end"] == steps["failover"]["start"] == pytest.approx(kills[0]["t"], abs=1.0)
+    assert steps["failover"]["clusters"]["blue"]["count"] > 0
+    assert summary["total"]["errors"] <= 0.02 * summary["total"]["count"], summary["endpoints"]
+    wait_for(lambda: all_healthy(stack), 60, "green back after the failover test", interval=0.5)
+
+
+def test_a_stall_shows_in_corrected_latency(stack: RunningStack, tmp_path: Path) -> None:
+    """The router is stopped (SIGSTOP) for STALL seconds mid-run: requests due meanwhile are charged the wait."""
+    stall = 1.5
+    router = stack.status()["router"]["pid"]
+
+    def freeze() -> None:
+        time.sleep(4)
+        os.kill(router, signal.SIGSTOP)
+        try:
+            time.sleep(stall)
+        finally:
+            os.kill(router, signal.SIGCONT)
+    thread = threading.Thread(target=freeze)
+    thread.start()
+    try:
+        result, summary = load_run(stack, tmp_path / "stall", "--scenario", "steady", "--duration", "10",
+                                   "--users", "10", "--rate", "20")
+    finally:
+        thread.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    adds_up(summary)
+    corrected = summary["total"]["corrected"]
+    assert corrected["p99"] >= 0.6 * stall * 1000, summary["total"]
+    assert corrected["p99"] >= summary["total"]["p99"]
+    assert summary["worst_send_lag_ms"] >= 0.5 * stall * 1000
