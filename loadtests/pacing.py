@@ -22,10 +22,9 @@ class Pacing:
 
     def __init__(self, users: int, rate_at: Callable[[float], float] | None, started: float) -> None:
         self.users, self.rate_at, self.started = max(1, users), rate_at, started
-        self.slot: float | None = None
+        self.slot: float | None = None     # the next task's intended start (open model, from the first wait)
+        self.due: float | None = None      # the current task's
         self.task_lag: float | None = None
-        if rate_at is not None:
-            self.slot = time.time() + random.uniform(0, self.interval(0.0))
 
     def interval(self, elapsed: float) -> float:
         assert self.rate_at is not None
@@ -38,21 +37,23 @@ class Pacing:
     def wait(self) -> float:
         """Seconds until this user's next task: its next slot (open), or a think time (closed)."""
         self.task_lag = None
-        if self.slot is None:
+        if self.rate_at is None:
             return random.uniform(*THINK_SECONDS)
         now = time.time()
+        if self.slot is None:  # the schedule starts after on_start (the first sign-in is not a scheduled task)
+            self.slot = now + random.uniform(0, self.interval(now - self.started))
         delay = self.slot - now
         self.due = self.slot
         self.slot += self.interval(self.slot - self.started)
         return max(0.0, delay)
 
     def lag(self) -> float | None:
-        """How late the current task started against its slot, fixed at its first request (None: closed model)."""
-        if self.slot is None:
+        """How late the current task started against its slot, fixed at its first request (None: closed model,
+        or on_start's requests before the schedule begins)."""
+        if self.due is None:
             return None
         if self.task_lag is None:
-            due = getattr(self, "due", None)
-            self.task_lag = 0.0 if due is None else max(0.0, time.time() - due)
+            self.task_lag = max(0.0, time.time() - self.due)
         return self.task_lag
 
 

@@ -45,6 +45,7 @@ def test_capacity_is_the_last_step_that_held_and_nodes_follow_the_headroom_rule(
 
 def test_open_model_schedule_splits_the_rate_over_users_and_charges_a_late_start() -> None:
     user = pacing.Pacing(users=10, rate_at=lambda elapsed: 20.0, started=time.time())
+    assert user.lag() is None                                  # on_start's sign-in is not a scheduled task
     first = user.wait()
     assert 0 <= first <= 0.5                                   # a random phase within one interval (10/20 s)
     assert user.slot - user.due == pytest.approx(0.5)          # then one task every users/rate seconds
