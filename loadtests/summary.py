@@ -52,6 +52,7 @@ def _steps(collector: Any, run: RunConfig, roles: dict[str, str] | None, elapsed
         entry = {"name": step.name, "start": round(step.start, 3), "end": round(min(step.end, elapsed), 3),
                  "share": step.share, "rate": step.rate, "total": figures["total"], "clusters": figures["clusters"],
                  "endpoints": figures["endpoints"], "unattributed": figures.get(UNATTRIBUTED),
+                 "requests": figures["requests"],
                  "ratios": _ratios(figures["clusters"], roles)}
         steps.append(entry)
     return steps

@@ -55,19 +55,22 @@ class Timeline:
 
     def window(self, start: float, end: float) -> dict[str, Any]:
         """The figures of the responses whose second lies in [start, end), in summary.json's shape (total,
-        clusters, endpoints, unattributed): a step's or a window's. Exact nearest-rank percentiles of the
+        clusters, endpoints, unattributed, and `requests`: counts per cluster and request name): a step's. Exact nearest-rank percentiles of the
         samples, computed with a C sort: cheap enough to judge a capacity step while the run goes on
         (HDR percentiles cost ~2 ms each in pure Python, a stall of the generator's loop)."""
         groups: dict[tuple[str, str], _Group] = {}
+        placed: dict[str, dict[str, int]] = {}   # cluster -> request name -> count: where the router sent what
         for second in range(math.floor(start), math.ceil(end)):
             for (cluster, name), (errors, raw, corrected) in self.buckets.get(second, {}).items():
+                by_name = placed.setdefault(cluster or UNATTRIBUTED, {})
+                by_name[name] = by_name.get(name, 0) + len(raw)
                 for key in (("total", ""), ("clusters" if cluster else UNATTRIBUTED, cluster), ("endpoints", name)):
                     group = groups.setdefault(key, _Group())
                     group.errors += errors[0]
                     group.raw.extend(raw)
                     group.corrected.extend(corrected)
         result: dict[str, Any] = {"total": groups.pop(("total", ""), _Group()).figures(), "clusters": {},
-                                  "endpoints": {}}
+                                  "endpoints": {}, "requests": {k: dict(sorted(v.items())) for k, v in sorted(placed.items())}}
         for (kind, key), group in sorted(groups.items()):
             if kind == UNATTRIBUTED:
                 result[UNATTRIBUTED] = group.figures()

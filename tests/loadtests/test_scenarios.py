@@ -84,6 +84,7 @@ def test_a_window_holds_exact_figures_of_its_seconds_only() -> None:
     both = timeline.window(1000, 1003)
     assert both["clusters"]["green"]["corrected"]["p50"] == 900.0 and both["clusters"]["green"]["p50"] == 500.0
     assert both["unattributed"]["count"] == 1 and both["endpoints"]["login"]["count"] == 2
+    assert both["requests"] == {"blue": {"session": 100}, "green": {"login": 1}, "unattributed": {"login": 1}}
     merged = Timeline()
     merged.merge(timeline.drain())
     assert merged.window(1000, 1003) == both and timeline.window(1000, 1003)["total"]["count"] == 0
