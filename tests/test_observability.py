@@ -70,8 +70,13 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.headers.get("Content-Encoding") == "gzip":
+        encoding = self.headers.get("Content-Encoding")
+        if encoding == "gzip":
             body = gzip.decompress(body)
+        elif encoding == "br":  # sentry-sdk compresses with Brotli when the module is installed (Locust brings it)
+            import brotli
+
+            body = brotli.decompress(body)
         _Receiver.received.append(body)
         self.send_response(200)
         self.end_headers()
