@@ -17,7 +17,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import config, report, scenarios, summary
 from loadtests import slo as slo_module
-from loadtests.latency import Recorder, us
+from loadtests.latency import Recorder
 from loadtests.ops import Ops, OpsError, nodes_per_cluster, roles
 from loadtests.timeline import Timeline
 
@@ -71,9 +71,9 @@ class Collector:
         sent = start_time if start_time is not None else time.time() - seconds
         lag = (context or {}).get("lag")
         intended = None if lag is None else sent - float(lag)
-        self.recorder.record(name, cluster, sent, sent + seconds, intended, exception is not None)
-        self.timeline.add(int(intended if intended is not None else sent), cluster, name, us(seconds),
-                          us(seconds + (lag or 0.0)), exception is not None)
+        raw, corrected = self.recorder.record(name, cluster, sent, sent + seconds, intended, exception is not None)
+        self.timeline.add(int(sent if intended is None else intended), cluster, name, raw, corrected,
+                          exception is not None)
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         self.started_wall, self.started = time.time(), time.monotonic()
@@ -89,13 +89,8 @@ class Collector:
                 self.roles, self.nodes = roles(status), nodes_per_cluster(status)
             except OpsError as exc:
                 self.event("note", f"no router status: {exc}")
-        scenario = run.scenario
-        if isinstance(scenario, scenarios.Failover):
-            scenario.target = options.lt_kill
-        if isinstance(scenario, scenarios.Capacity):
-            scenario.slos = slo_module.parse_all(options.lt_slo or scenarios.CAPACITY_SLOS)
-        self.greenlets.append(gevent.spawn(self.run_scenario, scenario))
-        self.greenlets.append(gevent.spawn(self.progress, scenario))
+        self.greenlets.append(gevent.spawn(self.run_scenario, run.scenario))
+        self.greenlets.append(gevent.spawn(self.progress, run.scenario))
 
     def probe_loop(self) -> None:
         """How late the event loop wakes a sleeping greenlet: a busy generator is late for every request."""
@@ -105,6 +100,19 @@ class Collector:
             lag = time.monotonic() - asked - LOOP_PROBE_SECONDS
             self.loop_lag_max = max(self.loop_lag_max, lag)
             self.loop_lag_count += lag > LOOP_LAG_WARN_SECONDS
+
+    def warnings(self) -> list[str]:
+        """Why this run's figures are not to be trusted, if they are not: the generator itself was the limit."""
+        runner = self.environment.runner
+        warnings = []
+        if getattr(runner, "cpu_warning_emitted", False) or getattr(runner, "worker_cpu_warning_emitted", False):
+            warnings.append("Locust's CPU warning: a generator process went over 90 % CPU; its latencies include "
+                            "its own delays and are not to be trusted (use --processes, or fewer users)")
+        if self.loop_lag_count >= LOOP_LAG_WARN_COUNT:
+            warnings.append(f"the generator's event loop was late {self.loop_lag_count} times by more than "
+                            f"{LOOP_LAG_WARN_SECONDS * 1000:.0f} ms (worst {self.loop_lag_max * 1000:.0f} ms): it was "
+                            "CPU-bound, and its figures are not to be trusted")
+        return warnings
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
         data["loadtests"] = {"recorder": self.recorder.encode(), "timeline": self.timeline.drain(),
@@ -117,8 +125,8 @@ class Collector:
         ours = data.get("loadtests")
         if not ours:
             return
-        self.recorder.merge(ours["recorder"])
-        self.worker_counts[client_id] = self.worker_counts.get(client_id, 0) + _count(ours["recorder"])
+        count = self.recorder.merge(ours["recorder"])
+        self.worker_counts[client_id] = self.worker_counts.get(client_id, 0) + count
         self.timeline.merge(ours["timeline"])
         self.loop_lag_max = max(self.loop_lag_max, float(ours["loop_lag_max"]))
         self.loop_lag_count += int(ours["loop_lag_count"])
@@ -201,13 +209,6 @@ class Collector:
         summary.write(result, out)
         report.write(result, out)
         environment.process_exit_code = result["exit_code"]
-
-
-def _count(encoded: dict[str, Any]) -> int:
-    """The number of responses in a worker's encoded Recorder (its total histogram's count)."""
-    from hdrh.histogram import HdrHistogram
-
-    return int(HdrHistogram.decode(encoded["total"][0].encode("ascii")).get_total_count())
 
 
 def _ms(value: float | None) -> str:

@@ -29,7 +29,7 @@ class Product:
 @dataclass
 class RunConfig:
     scenario: scenarios.Scenario
-    users: int
+    processes: int                   # generator processes (Locust's --processes; 1 without it)
     accounts: list[str]
     password: str
     product: Product
@@ -68,11 +68,12 @@ def accounts(spec: str) -> list[str]:
 
 
 def build(options: Any, started: float | None = None) -> RunConfig:
-    scenario = scenarios.make(options.lt_scenario, options.lt_duration, options.lt_users, options.lt_rate or None)
+    scenario = scenarios.make(options.lt_scenario, options.lt_duration, options.lt_users, options.lt_rate or None,
+                              slos=options.lt_slo, kill=options.lt_kill)
     emails = accounts(options.lt_accounts)
     processes = max(1, int(getattr(options, "processes", None) or 1))
     return RunConfig(
-        scenario=scenario, users=options.lt_users, accounts=emails,
+        scenario=scenario, processes=processes, accounts=emails,
         password=os.environ.get(PASSWORD_ENV, ""),
         product=Product(options.lt_client_id, os.environ.get(CLIENT_SECRET_ENV, ""), options.lt_redirect_uri,
                         options.lt_post_logout_uri),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 from http.cookiejar import DefaultCookiePolicy
@@ -68,8 +67,8 @@ class Browser(FastHttpUser):
     def on_start(self) -> None:
         run = config.current(self.environment)
         self.run = run
-        self.pacing = pacing.Pacing(run.users, run.rate_at, run.started)
-        self.account = run.accounts[secrets.randbelow(len(run.accounts))]
+        self.pacing = pacing.Pacing(run.scenario.users, run.rate_at, run.started)
+        self.account = secrets.choice(run.accounts)
 
     def wait_time(self) -> float:
         return self.pacing.wait()
@@ -81,27 +80,27 @@ class Browser(FastHttpUser):
     def new_browser(self) -> None:
         """Forget every cookie: the next request is a new visitor (a new pin, chosen by the current share)."""
         self.client.cookiejar.clear()
-        self.account = self.run.accounts[secrets.randbelow(len(self.run.accounts))]
+        self.account = secrets.choice(self.run.accounts)
 
-    def sign_in(self, next_url: str = "") -> bool:
-        """Login page, form with its CSRF token, then the redirect it answers with (`home` or `next`)."""
+    def sign_in(self, next_url: str = "") -> str | None:
+        """Login page, form with its CSRF token, then the redirect it answers with: `home` is followed,
+        `next` returned for the caller to follow (None: the sign-in failed)."""
         query = "?" + urlencode({"next": next_url}) if next_url else ""
         with self.client.get("/login/" + query, name="login-page", catch_response=True) as page:
             token = csrf_of(page.text or "") if page.status_code == 200 else None
             if token is None:
                 page.failure(f"login page: {page.status_code}, no CSRF token")
-                return False
+                return None
         form = {"csrfmiddlewaretoken": token, "username": self.account, "password": self.run.password,
                 "next": next_url}
         with self.client.post("/login/", data=form, name="login", allow_redirects=False, catch_response=True) as done:
             location = done.headers.get("Location") if done.status_code == 302 else None
             if location is None:
                 done.failure(f"login: {done.status_code}, expected 302")
-                return False
+                return None
         if not next_url:
             self.client.get(location, name="home")
-        self.location = location
-        return True
+        return location
 
     def sign_out(self) -> None:
         """Central logout: the confirmation form's POST with its CSRF token."""
@@ -140,16 +139,13 @@ class PortalUser(Browser):
 
     def on_start(self) -> None:
         super().on_start()
-        self.mistype_once()   # a typo before the real password, when the budget has room for one
-        self.signed_in = self.sign_in()
-
-    def mistype_once(self) -> bool:
-        return not os.environ.get("LOADTEST_NO_WRONG_PASSWORDS") and self.wrong_password()
+        self.wrong_password()   # a typo before the real password, when the budget has room for one
+        self.signed_in = self.sign_in() is not None
 
     @task(20)
     def page_view(self) -> None:
         if not self.signed_in:
-            self.signed_in = self.sign_in()
+            self.signed_in = self.sign_in() is not None
             return
         self.client.get("/api/session", name="session")
 
@@ -157,11 +153,11 @@ class PortalUser(Browser):
     def come_back_as_new_browser(self) -> None:
         self.sign_out()
         self.new_browser()
-        self.signed_in = self.sign_in()
+        self.signed_in = self.sign_in() is not None
 
     @task(1)
     def mistype(self) -> None:
-        if not self.mistype_once():
+        if not self.wrong_password():
             self.page_view()
 
 
@@ -199,16 +195,21 @@ class ProductUser(Browser):
                     return False
                 return self.redeem(params["code"], verifier)
             path = urlsplit(target)
-            if path.path != "/login/" or not self.sign_in(next_url=parse_qs(path.query).get("next", [""])[0]):
+            signed_in = self.sign_in(next_url=parse_qs(path.query).get("next", [""])[0]) if path.path == "/login/" else None
+            if signed_in is None:
                 return False
-            url = self.location
+            url = signed_in
         return False
 
-    def redeem(self, code: str, verifier: str) -> bool:
+    def backend_post(self, path: str, name: str, data: dict[str, str]) -> Any:
+        """The product's back end, authenticated as its confidential client (HTTP Basic)."""
         product = self.run.product
-        response = self.backend.post("/oidc/token/", name="token", auth=(product.client_id, product.client_secret),
-                                     data={"grant_type": "authorization_code", "code": code,
-                                           "redirect_uri": product.redirect_uri, "code_verifier": verifier})
+        return self.backend.post(path, name=name, auth=(product.client_id, product.client_secret), data=data)
+
+    def redeem(self, code: str, verifier: str) -> bool:
+        response = self.backend_post("/oidc/token/", "token", {
+            "grant_type": "authorization_code", "code": code, "redirect_uri": self.run.product.redirect_uri,
+            "code_verifier": verifier})
         if response.status_code != 200:
             return False
         self.tokens = response.json()
@@ -225,17 +226,15 @@ class ProductUser(Browser):
     def introspect(self) -> None:
         if not self.tokens:
             return
-        product = self.run.product
-        self.backend.post("/oidc/introspect/", name="introspect", auth=(product.client_id, product.client_secret),
-                          data={"token": self.tokens["access_token"], "token_type_hint": "access_token"})
+        self.backend_post("/oidc/introspect/", "introspect",
+                          {"token": self.tokens["access_token"], "token_type_hint": "access_token"})
 
     @task(2)
     def refresh(self) -> None:
         if not self.tokens:
             return
-        product = self.run.product
-        response = self.backend.post("/oidc/token/", name="refresh", auth=(product.client_id, product.client_secret),
-                                     data={"grant_type": "refresh_token", "refresh_token": self.tokens["refresh_token"]})
+        response = self.backend_post("/oidc/token/", "refresh",
+                                     {"grant_type": "refresh_token", "refresh_token": self.tokens["refresh_token"]})
         if response.status_code == 200:
             self.tokens = response.json()
         else:

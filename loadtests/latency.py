@@ -25,6 +25,7 @@ HIGHEST_US = 600_000_000  # 10 minutes: no request of ours is allowed longer
 DIGITS = 3
 PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 TOTAL = "total"
+UNATTRIBUTED = "unattributed"   # responses without X-Served-By: refused connections, timeouts, the router's own answers
 
 
 def histogram() -> HdrHistogram:
@@ -74,25 +75,24 @@ class Recorder:
         self.total = Series()
         self.clusters: dict[str, Series] = {}
         self.endpoints: dict[str, Series] = {}
-        self.unattributed = Series()  # no X-Served-By: refused connections, timeouts, the router's own answers
+        self.unattributed = Series()
         self.worst_lag = 0.0  # longest wait between a request's intended and actual send, seconds
 
     def record(self, name: str, cluster: str | None, sent: float, done: float, intended: float | None = None,
-               failed: bool = False) -> None:
+               failed: bool = False) -> tuple[int, int]:
         """One response: `sent`/`done` are clock readings (s); `intended` the schedule's send time in the
-        open model (None in the closed model: nothing was scheduled, so nothing is corrected)."""
+        open model (None in the closed model: nothing was scheduled, so nothing is corrected).
+        Returns the raw and corrected latencies it recorded, in µs (the timeline keeps the same values)."""
         intended = sent if intended is None else min(intended, sent)
         self.worst_lag = max(self.worst_lag, sent - intended)
-        self.add(name, cluster, us(done - sent), us(done - intended), failed)
-
-    def add(self, name: str, cluster: str | None, raw: int, corrected: int, failed: bool) -> None:
-        """One response's latencies in microseconds (as record() computes them, or from a timeline)."""
+        raw, corrected = us(done - sent), us(done - intended)
         groups = [self.total, self.endpoints.setdefault(name, Series())]
         groups.append(self.clusters.setdefault(cluster, Series()) if cluster else self.unattributed)
         for series in groups:
             series.raw.record_value(raw)
             series.corrected.record_value(corrected)
             series.errors += failed
+        return raw, corrected
 
     def encode(self) -> dict[str, Any]:
         """A JSON-able snapshot, as a worker sends it to the master (Locust's report messages)."""
@@ -100,20 +100,22 @@ class Recorder:
             return [series.raw.encode().decode("ascii"), series.corrected.encode().decode("ascii"), series.errors]
         return {TOTAL: one(self.total), "clusters": {k: one(v) for k, v in self.clusters.items()},
                 "endpoints": {k: one(v) for k, v in self.endpoints.items()}, "worst_lag": self.worst_lag,
-                "unattributed": one(self.unattributed)}
+                UNATTRIBUTED: one(self.unattributed)}
 
-    def merge(self, encoded: Mapping[str, Any]) -> None:
-        """Add another process's snapshot: histograms add, so merged percentiles are exact."""
+    def merge(self, encoded: Mapping[str, Any]) -> int:
+        """Add another process's snapshot: histograms add, so merged percentiles are exact. Returns how many
+        responses it held."""
         def one(item: list[Any]) -> Series:
             return Series(HdrHistogram.decode(item[0].encode("ascii")), HdrHistogram.decode(item[1].encode("ascii")),
                           int(item[2]))
-        self.total.add(one(encoded[TOTAL]))
-        if "unattributed" in encoded:
-            self.unattributed.add(one(encoded["unattributed"]))
+        total = one(encoded[TOTAL])
+        self.total.add(total)
+        self.unattributed.add(one(encoded[UNATTRIBUTED]))
         for group, mine in (("clusters", self.clusters), ("endpoints", self.endpoints)):
             for key, item in encoded[group].items():
                 mine.setdefault(key, Series()).add(one(item))
         self.worst_lag = max(self.worst_lag, float(encoded["worst_lag"]))
+        return total.count
 
     def tails(self, corrected: bool) -> dict[str, tuple[float, float]]:
         """Each cluster's p95 and p99 so far (ms), for the live progress line: only the four percentiles it
@@ -132,7 +134,7 @@ class Recorder:
                 "clusters": {k: v.figures() for k, v in sorted(self.clusters.items())},
                 "endpoints": {k: v.figures() for k, v in sorted(self.endpoints.items())},
                 "worst_send_lag_ms": round(self.worst_lag * 1000, 3),
-                **({"unattributed": self.unattributed.figures()} if self.unattributed.count else {})}
+                **({UNATTRIBUTED: self.unattributed.figures()} if self.unattributed.count else {})}
 
 
 def merged(snapshots: Iterable[Mapping[str, Any]]) -> Recorder:

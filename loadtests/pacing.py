@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 
 THINK_SECONDS = (0.5, 1.5)   # closed model: a person between two page views (uniform)
-WRONG_PASSWORD_SHARE = 1 / 400   # of tasks; then capped by WrongPasswordBudget
 
 
 class Pacing:
@@ -29,10 +28,6 @@ class Pacing:
     def interval(self, elapsed: float) -> float:
         assert self.rate_at is not None
         return self.users / max(1e-6, self.rate_at(elapsed))
-
-    @property
-    def open(self) -> bool:
-        return self.rate_at is not None
 
     def wait(self) -> float:
         """Seconds until this user's next task: its next slot (open), or a think time (closed)."""

@@ -58,7 +58,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{float(value):.1f}"
 
 
-def _roles(summary: Summary) -> tuple[str | None, str | None, str]:
+def roles_of(summary: Summary) -> tuple[str | None, str | None, str]:
     """(canary, stable, note): the summary's roles, else a guess that is said out loud in the header."""
     roles = summary.get("roles") or {}
     if roles.get("canary") and roles.get("stable"):
@@ -71,7 +71,7 @@ def _roles(summary: Summary) -> tuple[str | None, str | None, str]:
     return canary, stable, f"no roles in the summary: {canary} ({why}) is taken as the canary"
 
 
-def _ratio(label: str, window: str, figures: Mapping[str, Any], canary: str, stable: str) -> Ratio:
+def ratio_row(label: str, window: str, figures: Mapping[str, Any], canary: str, stable: str) -> Ratio:
     """One window's row; a window without requests of either cluster has no ratio, and says which is empty."""
     ours, theirs = figures.get(canary) or {}, figures.get(stable) or {}
     counts = (_count(ours), _count(theirs))
@@ -89,7 +89,7 @@ def _ratio(label: str, window: str, figures: Mapping[str, Any], canary: str, sta
 
 def ratios(summary: Summary) -> tuple[str, list[Ratio]]:
     """The seeds' table as data (header, rows), so the terminal and the HTML page cannot disagree."""
-    canary, stable, note = _roles(summary)
+    canary, stable, note = roles_of(summary)
     if canary is None or stable is None:
         return f"canary vs stable: {note}", []
     source = "corrected where measured, else raw"
@@ -98,7 +98,7 @@ def ratios(summary: Summary) -> tuple[str, list[Ratio]]:
     windows = steps or [{"name": "whole run", "start": 0.0, "end": summary.get("duration_s"),
                          "clusters": summary.get("clusters")}]
     return header + (f"; {note}" if note else ""), [
-        _ratio(str(w.get("name", "?")), f"({_seconds(w.get('start'))}-{_seconds(w.get('end'))} s)",
+        ratio_row(str(w.get("name", "?")), f"({_seconds(w.get('start'))}-{_seconds(w.get('end'))} s)",
                w.get("clusters") or {}, canary, stable) for w in windows]
 
 

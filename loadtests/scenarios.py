@@ -3,7 +3,8 @@
 Each scenario is a pure function of the run's elapsed time for the load (users in the closed model,
 a factor of `--rate` in the open one), so every worker of a distributed run computes the same
 schedule from its own start; only the master runs the actions (ramping the share, killing a
-cluster) and decides when a capacity search has found its limit (loadtests/shape.py).
+cluster) and decides when a capacity search has found its limit (loadtests/collect.py; the shape in
+loadtests/locustfile.py asks the scenario for users and the end).
 """
 from __future__ import annotations
 
@@ -197,8 +198,16 @@ SCENARIOS: dict[str, type[Scenario]] = {cls.name: cls for cls in (Scenario, Ramp
 NEEDS_OPS = ("canary-ramp", "failover")
 
 
-def make(name: str, duration: float, users: int, rate: float | None) -> Scenario:
-    return SCENARIOS[name](duration=duration, users=users, rate=rate)
+def make(name: str, duration: float, users: int, rate: float | None, slos: list[str] | tuple[str, ...] = (),
+         kill: str = "") -> Scenario:
+    """The scenario NAME with what it alone uses: failover the cluster to kill (default the stable one),
+    capacity the SLOs each step is judged on (--slo, else CAPACITY_SLOS)."""
+    scenario = SCENARIOS[name](duration=duration, users=users, rate=rate)
+    if isinstance(scenario, Failover):
+        scenario.target = kill
+    if isinstance(scenario, Capacity):
+        scenario.slos = slo_module.parse_all(slos or CAPACITY_SLOS)
+    return scenario
 
 
 def capacity_result(steps: list[dict[str, Any]], broken_at: int | None, nodes: dict[str, int],

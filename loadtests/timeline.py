@@ -3,103 +3,33 @@
 Why samples and not per-second histograms: a step (12 % of the canary ramp, the failover window) is
 a time window that only the master knows, and a whole-range HDR histogram per second would cost
 ~160 KB each. A run's samples are small (two integers per response: 60,000 responses are ~1 MB), merge
-across workers by concatenation, and give exact figures for any window through the same HDR
-histograms as the whole run (latency.Recorder), so a step's p99 is computed like the run's.
+across workers by concatenation, and give exact nearest-rank figures for any window, computed with a
+C sort: cheap enough to judge a capacity step while the run goes on (an HDR percentile costs ~2 ms
+of pure Python, a stall of the generator's loop).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from loadtests.latency import PERCENTILES
+from loadtests.latency import PERCENTILES, UNATTRIBUTED
 
-UNATTRIBUTED = "unattributed"
 Key = tuple[str, str]  # (cluster or "", request name)
 
 
-class Timeline:
-    """Samples of one process (or, on the master, of all of them) keyed by whole wall-clock second."""
-
-    def __init__(self) -> None:
-        # second -> (cluster, name) -> [errors, raw µs..., corrected µs...] kept as two lists
-        self.buckets: dict[int, dict[Key, tuple[list[int], list[int], list[int]]]] = {}
-
-    def add(self, second: int, cluster: str | None, name: str, raw: int, corrected: int, failed: bool) -> None:
-        entry = self.buckets.setdefault(second, {}).get((cluster or "", name))
-        if entry is None:
-            entry = self.buckets[second][cluster or "", name] = ([0], [], [])
-        entry[0][0] += failed
-        entry[1].append(raw)
-        entry[2].append(corrected)
-
-    def drain(self) -> list[list[Any]]:
-        """Everything recorded since the last drain, JSON-able, and forget it (a worker's report)."""
-        rows = [[second, cluster, name, errors[0], raw, corrected]
-                for second, keys in self.buckets.items() for (cluster, name), (errors, raw, corrected) in keys.items()]
-        self.buckets = {}
-        return rows
-
-    def merge(self, rows: Iterable[list[Any]]) -> None:
-        """Add a drain() of another process: samples concatenate, so nothing is approximated."""
-        for second, cluster, name, errors, raw, corrected in rows:
-            entry = self.buckets.setdefault(int(second), {}).get((cluster, name))
-            if entry is None:
-                entry = self.buckets[int(second)][cluster, name] = ([0], [], [])
-            entry[0][0] += int(errors)
-            entry[1].extend(raw)
-            entry[2].extend(corrected)
-
-    def seconds(self) -> list[int]:
-        return sorted(self.buckets)
-
-    def window(self, start: float, end: float) -> dict[str, Any]:
-        """The figures of the responses whose second lies in [start, end), in summary.json's shape (total,
-        clusters, endpoints, unattributed, and `requests`: counts per cluster and request name): a step's. Exact nearest-rank percentiles of the
-        samples, computed with a C sort: cheap enough to judge a capacity step while the run goes on
-        (HDR percentiles cost ~2 ms each in pure Python, a stall of the generator's loop)."""
-        groups: dict[tuple[str, str], _Group] = {}
-        placed: dict[str, dict[str, int]] = {}   # cluster -> request name -> count: where the router sent what
-        for second in range(math.floor(start), math.ceil(end)):
-            for (cluster, name), (errors, raw, corrected) in self.buckets.get(second, {}).items():
-                by_name = placed.setdefault(cluster or UNATTRIBUTED, {})
-                by_name[name] = by_name.get(name, 0) + len(raw)
-                for key in (("total", ""), ("clusters" if cluster else UNATTRIBUTED, cluster), ("endpoints", name)):
-                    group = groups.setdefault(key, _Group())
-                    group.errors += errors[0]
-                    group.raw.extend(raw)
-                    group.corrected.extend(corrected)
-        result: dict[str, Any] = {"total": groups.pop(("total", ""), _Group()).figures(), "clusters": {},
-                                  "endpoints": {}, "requests": {k: dict(sorted(v.items())) for k, v in sorted(placed.items())}}
-        for (kind, key), group in sorted(groups.items()):
-            if kind == UNATTRIBUTED:
-                result[UNATTRIBUTED] = group.figures()
-            else:
-                result[kind][key] = group.figures()
-        return result
-
-    def rows(self, origin: float, corrected: bool) -> list[dict[str, Any]]:
-        """report.py's timeline: per second since `origin`, per cluster, count, errors and p50/p95/p99 (ms)."""
-        rows = []
-        for second in self.seconds():
-            clusters: dict[str, dict[str, Any]] = {}
-            for (cluster, _name), (errors, raw, fixed) in self.buckets[second].items():
-                into = clusters.setdefault(cluster or "unattributed", {"errors": 0, "samples": []})
-                into["errors"] += errors[0]
-                into["samples"].extend(fixed if corrected else raw)
-            rows.append({"t": second - origin,
-                         "clusters": {name: _second_figures(value["samples"], value["errors"])
-                                      for name, value in sorted(clusters.items())}})
-        return rows
-
-
-class _Group:
-    """One group's samples within a window."""
+class Samples:
+    """Responses of one group (one second's cluster and name, or a whole window's group): errors and latencies (µs)."""
 
     def __init__(self) -> None:
         self.errors = 0
         self.raw: list[int] = []
         self.corrected: list[int] = []
+
+    def extend(self, errors: int, raw: Iterable[int], corrected: Iterable[int]) -> None:
+        self.errors += errors
+        self.raw.extend(raw)
+        self.corrected.extend(corrected)
 
     def figures(self) -> dict[str, Any]:
         """As latency.Series.figures: ms, `corrected` only where it differs."""
@@ -112,12 +42,74 @@ class _Group:
         return result
 
 
+class Timeline:
+    """Samples of one process (or, on the master, of all of them) keyed by whole wall-clock second."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, dict[Key, Samples]] = {}
+
+    def _samples(self, second: int, cluster: str | None, name: str) -> Samples:
+        keys = self.buckets.setdefault(second, {})
+        found = keys.get((cluster or "", name))
+        if found is None:
+            found = keys[cluster or "", name] = Samples()
+        return found
+
+    def add(self, second: int, cluster: str | None, name: str, raw: int, corrected: int, failed: bool) -> None:
+        self._samples(second, cluster, name).extend(int(failed), (raw,), (corrected,))
+
+    def drain(self) -> list[list[Any]]:
+        """Everything recorded since the last drain, JSON-able, and forget it (a worker's report)."""
+        rows = [[second, cluster, name, s.errors, s.raw, s.corrected]
+                for second, keys in self.buckets.items() for (cluster, name), s in keys.items()]
+        self.buckets = {}
+        return rows
+
+    def merge(self, rows: Iterable[list[Any]]) -> None:
+        """Add a drain() of another process: samples concatenate, so nothing is approximated."""
+        for second, cluster, name, errors, raw, corrected in rows:
+            self._samples(int(second), cluster, name).extend(int(errors), raw, corrected)
+
+    def window(self, start: float, end: float) -> dict[str, Any]:
+        """The figures of the responses whose second lies in [start, end), in summary.json's shape (total,
+        clusters, endpoints, unattributed, and `requests`: counts per cluster and request name): a step's."""
+        groups: dict[tuple[str, str], Samples] = {}
+        placed: dict[str, dict[str, int]] = {}   # cluster -> request name -> count: where the router sent what
+        for second in range(math.floor(start), math.ceil(end)):
+            for (cluster, name), samples in self.buckets.get(second, {}).items():
+                by_name = placed.setdefault(cluster or UNATTRIBUTED, {})
+                by_name[name] = by_name.get(name, 0) + len(samples.raw)
+                for key in (("total", ""), ("clusters" if cluster else UNATTRIBUTED, cluster), ("endpoints", name)):
+                    groups.setdefault(key, Samples()).extend(samples.errors, samples.raw, samples.corrected)
+        result: dict[str, Any] = {"total": groups.pop(("total", ""), Samples()).figures(), "clusters": {},
+                                  "endpoints": {}, "requests": {k: dict(sorted(v.items())) for k, v in sorted(placed.items())}}
+        for (kind, key), group in sorted(groups.items()):
+            if kind == UNATTRIBUTED:
+                result[UNATTRIBUTED] = group.figures()
+            else:
+                result[kind][key] = group.figures()
+        return result
+
+    def rows(self, origin: float, corrected: bool) -> list[dict[str, Any]]:
+        """report.py's timeline: per second since `origin`, per cluster, count, errors and p50/p95/p99 (ms)."""
+        rows = []
+        for second in sorted(self.buckets):
+            clusters: dict[str, Samples] = {}
+            for (cluster, _name), samples in self.buckets[second].items():
+                clusters.setdefault(cluster or UNATTRIBUTED, Samples()).extend(
+                    samples.errors, samples.raw, samples.corrected)
+            rows.append({"t": second - origin, "clusters": {name: _second_figures(group, corrected)
+                                                            for name, group in sorted(clusters.items())}})
+        return rows
+
+
 def _ranks(samples: list[int]) -> dict[str, float]:
     ordered = sorted(samples)
     return {name: ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] / 1000 for name, p in PERCENTILES.items()}
 
 
-def _second_figures(samples: list[int], errors: int) -> dict[str, Any]:
-    """Nearest-rank percentiles of one second's samples, in milliseconds."""
-    ranks = _ranks(samples)
-    return {"count": len(samples), "errors": errors, "p50": ranks["p50"], "p95": ranks["p95"], "p99": ranks["p99"]}
+def _second_figures(group: Samples, corrected: bool) -> dict[str, Any]:
+    """One second's count, errors and nearest-rank p50/p95/p99 in milliseconds (corrected or raw)."""
+    ranks = _ranks(group.corrected if corrected else group.raw)
+    return {"count": len(group.raw), "errors": group.errors, "p50": ranks["p50"], "p95": ranks["p95"],
+            "p99": ranks["p99"]}
