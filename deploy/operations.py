@@ -41,7 +41,7 @@ class Stack:
     def __init__(self, spec: StackSpec, log: Log = _quiet) -> None:
         self.spec = spec
         self.supervisor = Supervisor(spec)
-        self.router = RouterClient(spec)
+        self.router = RouterClient.of(spec)
         self.log = log
 
     # -- targets -------------------------------------------------------------------------------------------

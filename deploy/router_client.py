@@ -1,6 +1,7 @@
-"""The router's admin API as the stack uses it: status, drain/undrain, and a cluster's node list."""
+"""The router's admin API as the stack and the load suites use it: status, share, drain/undrain, a cluster's node list."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from canary import secret
@@ -17,10 +18,16 @@ class RouterError(Exception):
 
 
 class RouterClient:
-    def __init__(self, spec: StackSpec, timeout: float = 5.0) -> None:
-        self.base = spec.admin_url
-        self.timeout = timeout
-        self.token_file = spec.var / "canary-admin-token"
+    """One router's admin listener at `base`, with the token of the stack whose state is in `var`."""
+
+    def __init__(self, base: str, var: Path, timeout: float = 5.0) -> None:
+        self.base = base.rstrip("/")
+        self.timeout, self.var = timeout, var
+        self.token_file = var / "canary-admin-token"
+
+    @classmethod
+    def of(cls, spec: StackSpec) -> "RouterClient":
+        return cls(spec.admin_url, spec.var)
 
     def token(self) -> str:
         """The router's own lookup (CANARY_ADMIN_TOKEN, CANARY_ADMIN_TOKEN_FILE), defaulting to this stack's file."""
@@ -41,6 +48,9 @@ class RouterClient:
     def node_states(self) -> dict[str, dict[str, Any]]:
         """node name -> its entry in the router's status (state, outstanding, requests, ejections)."""
         return {n["name"]: n for c in self.status()["clusters"].values() for n in c["nodes"]}
+
+    def ramp(self, percent: float) -> dict[str, Any]:
+        return self.call("POST", "/api/ramp", {"percent": percent})
 
     def drain(self, target: str) -> None:
         self.call("POST", "/api/drain", {"target": target})

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from deploy.stack import StackError, StackSpec
 from loadtests import scenarios, slo
 from loadtests.ops import Ops, OpsError
 from loadtests.prepare import CLIENT_ID, POST_LOGOUT_URI, REDIRECT_URI, PrepareError, prepare
@@ -105,17 +106,6 @@ def reachable(host: str) -> str | None:
         return str(getattr(exc, "reason", exc))
 
 
-def admin_url(args: argparse.Namespace, var_dir: Path) -> str:
-    if args.admin:
-        return args.admin
-    try:
-        from deploy.stack import StackSpec
-
-        return StackSpec.load(var_dir).admin_url
-    except Exception:  # noqa: BLE001 - no stack state: the default admin listener
-        return "http://127.0.0.1:8001"
-
-
 def locust_command(args: argparse.Namespace, out: Path, duration: float, rate: float | None, admin: str,
                    var_dir: Path, accounts: str) -> list[str]:
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", args.host.rstrip("/"),
@@ -140,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
     problem = reachable(args.host)
     if problem:
         bad(f"--host: nothing usable at {args.host} ({problem}); start the stack with `make up`")
-    admin = admin_url(args, var_dir)
+    try:
+        spec = StackSpec.load(var_dir)   # the make-up stack: its admin listener, Redis and manage.py's state
+    except StackError as exc:
+        bad(f"--var-dir: {exc}")
+    admin = args.admin or spec.admin_url
     try:
         status = Ops(admin, var_dir).status()
     except OpsError as exc:
@@ -150,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if status is not None and args.kill and args.kill not in status["clusters"]:
         bad(f"--kill: no cluster {args.kill!r} (the router has {', '.join(sorted(status['clusters']))})")
     try:
-        prepared = prepare(var_dir, args.accounts)
+        prepared = prepare(spec, args.accounts)
     except PrepareError as exc:
         bad(str(exc))
     out = (args.out or ROOT / "reports" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()

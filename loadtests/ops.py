@@ -6,45 +6,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from canary import secret
-from canary.cli import AdminCallError, admin_request
+from deploy.router_client import RouterClient
+from deploy.router_client import RouterError as OpsError  # the ops API refused or is unreachable, or a kill failed
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class OpsError(Exception):
-    """The ops API refused or could not be reached, or a deploy verb failed: one line."""
-
-
-class Ops:
-    """The router's admin listener (bearer token as `python -m canary` finds it) and the stack's deploy verbs."""
-
-    def __init__(self, admin: str, var_dir: Path, timeout: float = 5.0) -> None:
-        self.admin, self.var_dir, self.timeout = admin.rstrip("/"), var_dir, timeout
-
-    def token(self) -> str:
-        token = secret.read_secret("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE",
-                                   str(self.var_dir / "canary-admin-token"))
-        if not token:
-            raise OpsError(f"no admin token: set CANARY_ADMIN_TOKEN or start the stack ({self.var_dir})")
-        return token
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
-            return admin_request(self.admin, self.token(), method, path, body, self.timeout)
-        except AdminCallError as exc:
-            raise OpsError(f"router admin API {method} {path}: {exc}") from None
-
-    def status(self) -> dict[str, Any]:
-        return self.call("GET", "/api/status")
-
-    def ramp(self, percent: float) -> dict[str, Any]:
-        return self.call("POST", "/api/ramp", {"percent": percent})
+class Ops(RouterClient):
+    """deploy's client of the router's admin listener, plus the stack's chaos verb."""
 
     def kill(self, target: str) -> str:
         """`python -m deploy kill TARGET` (SIGKILL; supervisord brings the processes back): its output."""
-        result = subprocess.run([sys.executable, "-m", "deploy", "--var-dir", str(self.var_dir), "kill", target],
-                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        result = subprocess.run([sys.executable, "-m", "deploy", "--var-dir", str(self.var), "kill",
+                                 target], cwd=ROOT, capture_output=True, text=True, timeout=60)
         if result.returncode:
             raise OpsError(f"python -m deploy kill {target}: {(result.stderr or result.stdout).strip()}")
         return result.stdout.strip()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
+from deploy.local import stack_env
 from deploy.node import manage
-from deploy.stack import StackError, StackSpec
+from deploy.stack import StackSpec
 from loadtests.config import CLIENT_SECRET_ENV, PASSWORD_ENV
 from loginsvc import files
 
@@ -23,7 +23,7 @@ ACCOUNT_PREFIX = "loadtest"
 
 
 class PrepareError(Exception):
-    """The stack's state is missing or a management command failed: one line."""
+    """A management command failed: one line."""
 
 
 @dataclass(frozen=True)
@@ -47,21 +47,15 @@ def _run(env: dict[str, str], *args: str) -> str:
     return result.stdout.strip()
 
 
-def prepare(var_dir: Path, accounts: int) -> Prepared:
-    """Create (or update) the accounts and the product on the stack under `var_dir`; idempotent."""
-    try:
-        spec = StackSpec.load(var_dir)
-    except StackError as exc:
-        raise PrepareError(f"--var-dir: {exc}") from None
-    folder = var_dir / "loadtest"
+def prepare(spec: StackSpec, accounts: int) -> Prepared:
+    """Create (or update) the accounts and the product on the stack of `spec`; idempotent."""
+    folder = spec.var / "loadtest"
     client_secret = files.create_once(folder / "client-secret", lambda: secrets.token_urlsafe(32)).strip()
     demo = os.environ.get("DEMO_PASSWORD", "")
     password = demo or files.create_once(folder / "password", lambda: secrets.token_urlsafe(24)).strip()
-    env = dict(os.environ, LOGINSVC_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="loginsvc.settings",
-               REDIS_URL=spec.effective_redis_url, **{PASSWORD_ENV: password, CLIENT_SECRET_ENV: client_secret})
-    product_file = folder / "products.toml"
-    files.create_once(product_file, product_toml)
-    if product_file.read_text(encoding="utf-8") != product_toml():
+    env = {**stack_env(spec), PASSWORD_ENV: password, CLIENT_SECRET_ENV: client_secret}   # as `make up` runs manage.py
+    product_file = folder / "products.toml"   # folder: 0700, made with the secrets above
+    if not product_file.exists() or product_file.read_text(encoding="utf-8") != product_toml():
         product_file.write_text(product_toml(), encoding="utf-8")
     _run(env, "sync_products", str(product_file))
     if not demo:
