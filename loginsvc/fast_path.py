@@ -18,6 +18,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpResponse
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
+from prometheus_client import Counter
 
 from loginsvc.accounts import client_ip
 from loginsvc.observability.logs import request_id
@@ -36,20 +37,22 @@ def _unused(request: Any) -> HttpResponse:
 class FastPath:
     """Base of a WSGI application that answers some plain requests itself and hands the rest to `inner`."""
 
-    def __init__(self, inner: WSGIApplication, logger: logging.Logger, what: str, metric: str) -> None:
+    def __init__(self, inner: WSGIApplication, logger: logging.Logger, what: str, counter: Counter) -> None:
         self.inner = inner
-        self.logger, self.what, self.metric = logger, what, metric
+        self.logger, self.what = logger, what
+        self.counter = counter                 # its last label is the result: "served" or the reason
+        self.children: dict[tuple[str, ...], Any] = {}
         self.observer = RequestObserver()
         self.security = SecurityMiddleware(_unused)
         self.common = CommonMiddleware(_unused)
         self.error_logged_at = -ERROR_LOG_SECONDS
 
     def respond(self, environ: WSGIEnvironment, start_response: StartResponse, view: str,
-                attempt: Callable[[], Answer | str], count: Callable[[str], None],
+                attempt: Callable[[], Answer | str], labels: tuple[str, ...] = (),
                 consumed: Callable[[], bytes | None] = lambda: None) -> Iterable[bytes]:
         """`attempt()` under the request's id; its answer tagged, timed and logged, or `inner` answers.
 
-        `count` gets "served" or the reason; `inner` gets the environ as it came, untouched, except
+        The counter gets `labels` and "served" or the reason; `inner` gets the environ as it came, untouched, except
         that a body `attempt()` read from wsgi.input (`consumed()`: its bytes) is given to it again."""
         started = time.perf_counter()
         rid = request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
@@ -63,7 +66,7 @@ class FastPath:
                                       200, time.perf_counter() - started)
         finally:
             request_id.reset(token)
-        count(answer if isinstance(answer, str) else "served")
+        self.count(*labels, answer if isinstance(answer, str) else "served")
         if isinstance(answer, str):
             body = consumed()
             if body is not None:  # the stream is spent: Django reads the same bytes from a new one
@@ -71,6 +74,16 @@ class FastPath:
             return self.inner(environ, start_response)
         start_response("200 OK", headers)
         return [body]
+
+    def count(self, *labels: str) -> None:
+        """The counter's child for these labels, looked up once per worker (labels() is not free).
+
+        Created on first use, in the worker: with preload_app this object is built in gunicorn's
+        master, before the multiprocess metrics directory exists."""
+        child = self.children.get(labels)
+        if child is None:
+            child = self.children[labels] = self.counter.labels(*labels)
+        child.inc()
 
     def django_request(self, environ: WSGIEnvironment) -> WSGIRequest | None:
         """Django's request for a copy of `environ` after the outer middlewares' request phase, or
@@ -95,4 +108,4 @@ class FastPath:
         if now - self.error_logged_at >= ERROR_LOG_SECONDS:
             self.error_logged_at = now
             self.logger.exception("%s failed; Django answered (further failures for %.0f s are only counted in %s)",
-                                  self.what, ERROR_LOG_SECONDS, self.metric)
+                                  self.what, ERROR_LOG_SECONDS, self.counter.describe()[0].name + "_total")

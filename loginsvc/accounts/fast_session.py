@@ -175,7 +175,7 @@ class FastSessionApp(FastPath):
     """The WSGI application: the fast path for plain GET/HEAD /api/session, Django for the rest."""
 
     def __init__(self, django_app: WSGIApplication) -> None:
-        super().__init__(django_app, logger, "session fast path", "loginsvc_session_fast_path_total")
+        super().__init__(django_app, logger, "session fast path", SESSION_FAST_PATH)
         self.csrf = CsrfViewMiddleware(_unused)
         self.templates = {secure: header_template(secure) for secure in (False, True)}
         self.view = resolve(PATH).url_name or "unmatched"
@@ -196,10 +196,7 @@ class FastSessionApp(FastPath):
         if (environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") not in ("GET", "HEAD")
                 or environ.get("QUERY_STRING")):
             return self.inner(environ, start_response)
-        # Labels looked up per request, as for the histogram: with preload_app this object is
-        # built in gunicorn's master, before the multiprocess metrics directory exists.
-        return self.respond(environ, start_response, self.view, lambda: self._attempt(environ),
-                            lambda result: SESSION_FAST_PATH.labels(result).inc())
+        return self.respond(environ, start_response, self.view, lambda: self._attempt(environ))
 
     def _attempt(self, environ: WSGIEnvironment) -> Answer | str:
         try:

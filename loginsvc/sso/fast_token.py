@@ -227,7 +227,7 @@ class FastTokenApp(FastPath):
     """The WSGI application: the fast path for plain userinfo and introspection, `inner` for the rest."""
 
     def __init__(self, inner: WSGIApplication) -> None:
-        super().__init__(inner, logger, "SSO fast path", "loginsvc_sso_fast_path_total")
+        super().__init__(inner, logger, "SSO fast path", FAST_PATH)
         self.userinfo_path = reverse("oauth2_provider:user-info")
         self.introspect_path = reverse("oauth2_provider:introspect")
         self.endpoints = {(self.userinfo_path, "GET"): "userinfo", (self.introspect_path, "POST"): "introspect"}
@@ -239,7 +239,6 @@ class FastTokenApp(FastPath):
         self.tails = {secure: _middleware_tail(secure) for secure in (False, True)}
         self.introspect_own = list(views._no_store(JsonResponse({})).items())
         self.userinfo_own: tuple[int, list[tuple[str, str]]] = (-1, [])
-        self.counters: dict[tuple[str, str], Any] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
@@ -248,18 +247,7 @@ class FastTokenApp(FastPath):
             return self.inner(environ, start_response)
         made: list[WSGIRequest] = []  # the request answer() built, if any: it may have read the body
         return self.respond(environ, start_response, self.names[path], lambda: self._attempt(endpoint, environ, made),
-                            lambda result: self.counter(endpoint, result).inc(),
-                            lambda: getattr(made[0], "_body", None) if made else None)
-
-    def counter(self, endpoint: str, result: str) -> Any:
-        """FAST_PATH's child for these labels, looked up once per worker (labels() is not free).
-
-        Created on first use, in the worker: with preload_app this object is built in gunicorn's
-        master, before the multiprocess metrics directory exists."""
-        child = self.counters.get((endpoint, result))
-        if child is None:
-            child = self.counters[endpoint, result] = FAST_PATH.labels(endpoint, result)
-        return child
+                            (endpoint,), lambda: getattr(made[0], "_body", None) if made else None)
 
     def _attempt(self, endpoint: str, environ: WSGIEnvironment, made: list[WSGIRequest]) -> Answer | str:
         """answer() with the database connection upkeep Django does around a request.
