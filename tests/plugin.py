@@ -19,14 +19,15 @@ from deploy.redis_server import RedisServer
 from deploy.stack import port_free
 
 
-def lasting_port() -> int:
-    """A free port for a server that stops and starts again on it later: below the kernel's ephemeral
-    range (32768-60999), so an outgoing connection cannot take it in between (free_port's can)."""
+def lasting_port(count: int = 1) -> int:
+    """A free port (the first of `count` free ones in a row) for servers that stop and start again on it
+    later: below the kernel's ephemeral range (32768-60999), so an outgoing connection cannot take it in
+    between (free_port's can)."""
     import random
 
     while True:
-        port = random.randrange(20000, 32000)
-        if port_free(port):
+        port = random.randrange(20000, 32000 - count)
+        if all(port_free(port + i) for i in range(count)):
             return port
 
 

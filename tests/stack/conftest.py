@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import subprocess
@@ -17,8 +16,8 @@ import pytest
 import requests
 
 from deploy.operations import Stack
-from deploy.stack import StackSpec, port_free
-from tests.plugin import free_port
+from deploy.stack import StackSpec
+from tests.plugin import free_port, lasting_port
 from tests.support import ROOT, Browser
 
 PASSWORD = "demo password for the stack tests"
@@ -75,14 +74,6 @@ def stack_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def node_port_base() -> int:
-    """Below the ephemeral range (outgoing connections cannot take the ports after it), and free."""
-    while True:
-        base = random.randrange(20000, 30000)
-        if all(port_free(base + i) for i in range(8)):
-            return base
-
-
 def start_stack(tmp: Path, *extra: str, timeout: float = 90, env_extra: dict[str, str] | None = None) -> RunningStack:
     """`python -m deploy.local` on free ports; `env_extra` goes into every program's environment."""
     listen, admin = free_port(), free_port()
@@ -92,7 +83,7 @@ def start_stack(tmp: Path, *extra: str, timeout: float = 90, env_extra: dict[str
     with open(output, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deploy.local", "--var-dir", str(tmp / "var"), "--listen", f"127.0.0.1:{listen}",
-             "--admin", f"127.0.0.1:{admin}", "--node-port-base", str(node_port_base()), *extra],
+             "--admin", f"127.0.0.1:{admin}", "--node-port-base", str(lasting_port(8)), *extra],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     stack = RunningStack(process, tmp / "var", f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{admin}", output, env)
     deadline = time.monotonic() + timeout

@@ -118,11 +118,12 @@ def test_settings_create_var_private_under_a_usual_umask(tmp_path: Path) -> None
 
 def test_a_stack_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path: Path) -> None:
     """A router that refuses its configuration (a short admin token) crash-loops: make up gives up fast."""
-    from tests.stack.conftest import node_port_base, stack_env
+    from tests.plugin import lasting_port
+    from tests.stack.conftest import stack_env
     from tests.plugin import free_port
     from deploy.stack import port_free
     env = dict(stack_env(tmp_path / "var"), CANARY_ADMIN_TOKEN="short")
-    base = node_port_base()
+    base = lasting_port(8)
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "deploy.local", "--var-dir", str(tmp_path / "var"), "--nodes", "1",
