@@ -86,6 +86,8 @@ class Admin:
             raise AdminError(401, "missing or bad bearer token")
         if path == "/api/status" and method == "GET":
             return _json(app.status())
+        if path in ("/api/alerts", "/api/alerts/test"):
+            return await self.alerts(method, path)
         m = _NODES_PATH.fullmatch(path)
         if m is not None:
             return await self.cluster_nodes(method, m[1], body)
@@ -96,6 +98,18 @@ class Admin:
             raise AdminError(404, f"no such endpoint: {path}")
         await verb(app, _args(body))
         return _json(app.status())
+
+    async def alerts(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """GET /api/alerts: recent alerts and each pipeline's state; POST /api/alerts/test: a test alert
+        through every pipeline, answered with each one's first result (`canary alerts [test]`)."""
+        alerting = self.app.alerting
+        if alerting is None:
+            raise AdminError(409, "alerting runs in the router's first worker, which has the admin listener")
+        if path == "/api/alerts" and method == "GET":
+            return _json(alerting.status())
+        if path == "/api/alerts/test" and method == "POST":
+            return _json(await alerting.test())
+        raise AdminError(405, f"no such endpoint: {method} {path}")
 
     async def cluster_nodes(self, method: str, cluster: str, body: bytes) -> tuple[int, str, bytes]:
         """GET: the cluster's current node list. PUT: replace it (declarative) in the shared state."""
@@ -172,11 +186,19 @@ async def _ramp(app: "App", args: dict[str, Any]) -> None:
 async def _promote(app: "App", args: dict[str, Any]) -> None:
     def promote(s: dict[str, Any]) -> None:
         s["stable"], s["canary"], s["percent"] = s["canary"], s["stable"], 0.0
+    canary = app.routing.canary.name
     await app.change(promote)
+    if app.alerting is not None:
+        app.alerting.emit("promote", f"promoted: {canary} is the stable cluster", canary, group=False)
 
 
 async def _rollback(app: "App", args: dict[str, Any]) -> None:
+    was = app.routing.percent
     await app.change(lambda s: s.update(percent=0.0))
+    if app.alerting is not None:
+        canary = app.routing.canary.name
+        app.alerting.emit("rollback", f"rollback: {canary}'s share set to 0 % (was {was:g} %)", canary,
+                          figures={"share_before": was}, group=False)
 
 
 def _drain_verb(drain: bool) -> Callable[["App", dict[str, Any]], Awaitable[None]]:

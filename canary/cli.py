@@ -60,6 +60,10 @@ def build_parser() -> Parser:
         v = sub.add_parser(name, help=f"{name} a cluster or node")
         v.add_argument("target", metavar="CLUSTER|NODE")
         v.add_argument("--admin", default=DEFAULT_ADMIN)
+    v = sub.add_parser("alerts", help="recent alerts and each pipeline's delivery state; `alerts test` sends one")
+    v.add_argument("action", nargs="?", choices=["test"], help="test: a test alert through every pipeline")
+    v.add_argument("--json", action="store_true", help="print the raw JSON")
+    v.add_argument("--admin", default=DEFAULT_ADMIN)
     v = sub.add_parser("nodes", help="show or set a cluster's nodes at run time")
     v.add_argument("cluster", metavar="CLUSTER")
     v.add_argument("--set", dest="set_nodes", metavar="NAME=HOST:PORT[@WEIGHT][,...]",
@@ -127,6 +131,11 @@ def serve(a: argparse.Namespace) -> int:
     except ConfigError as e:
         die(str(e))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="canary %(levelname)s %(name)s: %(message)s")
+    from .alert_pipelines import PipelineError, from_environment
+    try:
+        from_environment()   # a bad ALERT_* setting stops the router here, with one line, not at the first alert
+    except PipelineError as e:
+        die(str(e))
     token = secret.admin_token(create=True) or ""
     pin = secret.pin_secret()
     fallbacks = secret.pin_secret_fallbacks()
@@ -269,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve(a)
     if a.cmd == "nodes":
         return nodes_verb(a)
+    if a.cmd == "alerts":
+        from .alert_cli import alerts_verb
+        return alerts_verb(a, call_admin)
     if a.cmd == "status":
         st = call_admin(a.admin, "GET", "/api/status")
         print(json.dumps(st, indent=2, sort_keys=True)) if a.json else print_status(st)

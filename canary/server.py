@@ -13,8 +13,13 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+from pathlib import Path
+
+from . import secret
 from .access_log import AccessLog
 from .admin import Admin
+from .alert_pipelines import from_environment as alert_pipelines
+from .alerting import Alerting, Watch
 from .cluster import Cluster
 from .config import Config
 from .health_check import HealthChecker
@@ -68,6 +73,7 @@ class App:
                                                    cfg.share.initial_percent)
         self.store: FileStore | RedisStore = (RedisStore(cfg.redis) if cfg.redis else FileStore(cfg.state_file))
         self.admin = Admin(self, admin_token) if admin_token else None
+        self.alerting: Alerting | None = None   # started with the admin listener: one per router, not per worker
         self.servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -134,6 +140,13 @@ class App:
                            "requests": sum(n.status_counts)} for n in c.nodes],
             } for c in self.clusters},
         }
+
+    def alert_snapshot(self) -> dict[str, Any]:
+        """What alerting.Watch compares between two looks: node states, cluster availability, panic, roles."""
+        now = time.monotonic()
+        r = self.routing
+        return {"nodes": {n.label: n.state(now) for n in self.nodes}, "clusters": {c.name: c.available for c in self.clusters},
+                "panic": r.panic, "stable": r.stable.name, "canary": r.canary.name}
 
     def new_pool(self, node: Any) -> Pool:
         lim = self.cfg.limits
@@ -218,6 +231,9 @@ class App:
         self.servers.append(await loop.create_server(lambda: FrontConn(self), sock=sock, backlog=4096))
         if run_admin and self.admin is not None:
             await self.admin.start(*self.cfg.admin, reuse_port=False)
+        if run_admin:
+            self.alerting = Alerting(Path(secret.var_path("alerts")), alert_pipelines())
+            self.alerting.start(Watch(self.alert_snapshot, self.alerting))
         # Long-lived objects (modules, config, clusters) go to the permanent generation so full collections
         # stay short; the hot path creates few cycles, so a larger gen0 threshold only trims GC pauses.
         gc.collect()
@@ -240,6 +256,8 @@ class App:
             s.close()
         if self.admin is not None:
             self.admin.close()
+        if self.alerting is not None:
+            self.alerting.stop()
         self.health.stop()
         self.discovery.stop()
         for n in self.nodes:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, Self
 
 import requests
 
@@ -65,3 +68,41 @@ class Browser(requests.Session):
         response = self.call("GET", "/api/session", base_url)
         response.raise_for_status()
         return response.json()
+
+
+class LocalReceiver:
+    """A local HTTP peer (a product's back-channel logout endpoint, an alert webhook) on a fixed port, so it
+    can stop and start again there: every POST goes to `answer`, which returns (status, extra headers)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: ThreadingHTTPServer | None = None
+
+    def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str]]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                status, extra = receiver.answer(self.path, self.headers,
+                                                self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(status)
+                for name, value in {"Content-Length": "0", **extra}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None

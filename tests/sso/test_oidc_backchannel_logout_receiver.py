@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
@@ -22,6 +21,7 @@ import pytest
 from jwcrypto import jwk, jwt
 
 from tests.plugin import lasting_port
+from tests.support import LocalReceiver
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ISSUER = "http://127.0.0.1:8000"
@@ -61,7 +61,7 @@ def fetch_jwks(base_url: str) -> Callable[[], dict[str, Any]]:
     return get
 
 
-class Receiver:
+class Receiver(LocalReceiver):
     """Products' back-channel endpoints on one free port: POST /<client_id>/backchannel-logout.
 
     `status` is what a valid token gets (a product that errors: 500); `delay` holds each answer
@@ -70,7 +70,7 @@ class Receiver:
 
     def __init__(self, jwks: Callable[[], dict[str, Any]] | dict[str, Any], port: int = 0,
                  issuer: str = ISSUER, status: int = 200, delay: float = 0.0) -> None:
-        self.port = port or lasting_port()  # restarted on the same port by some tests
+        super().__init__(port or lasting_port())  # restarted on the same port by some tests
         self.jwks = jwks if callable(jwks) else (lambda: jwks)
         self.issuer, self.status, self.delay = issuer, status, delay
         self.lock = threading.Lock()
@@ -78,36 +78,12 @@ class Receiver:
         self.rejected: list[str] = []
         self.raw: list[str] = []          # every logout token posted (to check none is ever logged)
         self.hits = 0
-        self.server: ThreadingHTTPServer | None = None
 
     def uri(self, client_id: str) -> str:
         return f"http://127.0.0.1:{self.port}/{client_id}/backchannel-logout"
 
-    def start(self) -> "Receiver":
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                status = receiver.handle(self.path, self.headers.get("Content-Type", ""),
-                                         self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+    def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str]]:
+        return self.handle(path, headers.get("Content-Type", ""), body), {"Cache-Control": "no-store"}
 
     def handle(self, path: str, content_type: str, body: bytes) -> int:
         with self.lock:
