@@ -6,10 +6,11 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import metrics
+from . import metrics, plan
 from .membership import MembershipError, parse_nodes, spec_of
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ class Admin:
             return _json(app.status())
         if path in ("/api/alerts", "/api/alerts/test"):
             return await self.alerts(method, path)
+        if path == "/api/plan/history" and method == "GET":
+            return _json({"plan": plan.progress(app.state, time.time()), "history": app.state.get("plan_history", [])})
+        if path.startswith("/api/plan/") and method == "POST" and path[10:] in _PLAN_VERBS:
+            await _plan_verb(app, path[10:], _args(body))
+            return _json(app.status())
         m = _NODES_PATH.fullmatch(path)
         if m is not None:
             return await self.cluster_nodes(method, m[1], body)
@@ -176,25 +182,45 @@ def _args(body: bytes) -> dict[str, Any]:
 
 
 # -- POST verbs (a table rather than an if-chain: one small function per verb) -----------------------------
+def _emit(app: "App", kind: str, text: str, cluster: str | None = None, **figures: Any) -> None:
+    if app.alerting is not None:
+        app.alerting.emit(kind, text, cluster, figures=figures, group=False)
+
+
 async def _ramp(app: "App", args: dict[str, Any]) -> None:
+    """A manual ramp during a plan pauses it: a human has taken over (`plan resume` hands back)."""
     p = args.get("percent")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
         raise AdminError(400, "percent must be a number between 0 and 100")
-    await app.change(lambda s: s.update(percent=float(p)))
+    paused: list[bool] = []
+
+    def ramp(s: dict[str, Any]) -> None:
+        s["percent"] = float(p)
+        live = plan.live(s)
+        if live is not None and live["status"] == "running":
+            plan.pause(s, f"manual ramp to {float(p):g} %", time.time())
+            paused.append(True)
+    await app.change(ramp)
+    if paused:
+        _emit(app, "plan_paused", f"plan paused: manual ramp to {float(p):g} %", app.routing.canary.name)
 
 
 async def _promote(app: "App", args: dict[str, Any]) -> None:
     def promote(s: dict[str, Any]) -> None:
         s["stable"], s["canary"], s["percent"] = s["canary"], s["stable"], 0.0
+        plan.end(s, "promoted", f"{s['stable']} promoted by an operator", time.time())
     canary = app.routing.canary.name
     await app.change(promote)
-    if app.alerting is not None:
-        app.alerting.emit("promote", f"promoted: {canary} is the stable cluster", canary, group=False)
+    _emit(app, "promote", f"promoted: {canary} is the stable cluster", canary)
 
 
 async def _rollback(app: "App", args: dict[str, Any]) -> None:
     was = app.routing.percent
-    await app.change(lambda s: s.update(percent=0.0))
+
+    def rollback(s: dict[str, Any]) -> None:
+        s["percent"] = 0.0
+        plan.end(s, "rolled_back", "rolled back by an operator: share 0 %", time.time())
+    await app.change(rollback)
     if app.alerting is not None:
         canary = app.routing.canary.name
         app.alerting.emit("rollback", f"rollback: {canary}'s share set to 0 % (was {was:g} %)", canary,
@@ -220,6 +246,29 @@ _VERBS: dict[str, Callable[["App", dict[str, Any]], Awaitable[None]]] = {
     "ramp": _ramp, "promote": _promote, "rollback": _rollback,
     "drain": _drain_verb(True), "undrain": _drain_verb(False),
 }
+async def _plan_verb(app: "App", verb: str, args: dict[str, Any]) -> None:
+    """POST /api/plan/{start,pause,resume,abort}; a plan error is the caller's (400) or a conflict (409)."""
+    now = time.time()
+    try:
+        if verb == "start":
+            unknown = set(args) - {"steps", "hold"}
+            if unknown:
+                raise plan.PlanError(f"{sorted(unknown)[0]}: unknown key (the body is {{\"steps\": [...], \"hold\": S}})")
+            steps, hold = plan.parse_steps(args.get("steps")), plan.parse_hold(args.get("hold"))
+            await app.change(lambda s: plan.start(s, steps, hold, now))
+        elif verb == "pause":
+            await app.change(lambda s: plan.pause(s, "paused by an operator", now))
+        elif verb == "resume":
+            await app.change(lambda s: plan.resume(s, now))
+        else:
+            await app.change(lambda s: plan.abort(s, now))
+    except plan.PlanError as e:
+        raise AdminError(409 if e.conflict else 400, str(e)) from None
+    entry = app.state.get("plan_history", [{}])[-1]
+    _emit(app, _PLAN_VERBS[verb], f"plan {verb}: {entry.get('reason', '')}", app.routing.canary.name)
+
+
+_PLAN_VERBS = {"start": "plan_started", "pause": "plan_paused", "resume": "plan_resumed", "abort": "plan_aborted"}
 _NODES_PATH = re.compile(r"/api/clusters/([^/]+)/nodes")
 
 _REASON = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",

@@ -31,7 +31,10 @@ META_REFUSALS = 5         # a pipeline refusing this many within 2 min is report
 META_EVERY_SECONDS = 600.0    # ... at most this often
 SEVERITY = {"node_down": "warning", "node_ejected": "warning", "node_up": "info", "failover": "critical",
             "failback": "info", "panic": "critical", "panic_over": "info", "rollback": "critical",
-            "promote": "info", "pipeline_failing": "critical", "test": "info"}
+            "promote": "info", "pipeline_failing": "critical", "test": "info",
+            "plan_started": "info", "plan_step": "info", "plan_extended": "info", "plan_paused": "warning",
+            "plan_resumed": "info", "plan_aborted": "warning", "plan_rollback": "critical", "plan_promoted": "info",
+            "shift_away": "warning", "shift_back": "info"}
 Snapshot = dict[str, Any]   # {"nodes": {label: state}, "clusters": {name: available}, "panic": bool, "stable", "canary"}
 
 

@@ -1,4 +1,4 @@
-"""Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain/nodes."""
+"""Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain/nodes/plan/alerts."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any, NoReturn
 
-from . import secret
+from . import plan_cli, secret
 from .config import Config, ConfigError, load_toml, parse_cluster_arg, parse_hostport, validate
 
 DEFAULT_ADMIN = "http://127.0.0.1:8001"
@@ -64,6 +64,7 @@ def build_parser() -> Parser:
     v.add_argument("action", nargs="?", choices=["test"], help="test: a test alert through every pipeline")
     v.add_argument("--json", action="store_true", help="print the raw JSON")
     v.add_argument("--admin", default=DEFAULT_ADMIN)
+    plan_cli.add_parser(sub, DEFAULT_ADMIN)
     v = sub.add_parser("nodes", help="show or set a cluster's nodes at run time")
     v.add_argument("cluster", metavar="CLUSTER")
     v.add_argument("--set", dest="set_nodes", metavar="NAME=HOST:PORT[@WEIGHT][,...]",
@@ -222,7 +223,9 @@ def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None =
 def print_status(st: dict[str, Any]) -> None:
     print(f"stable={st['stable']} canary={st['canary']} share={st['percent']:g}% "
           f"effective={st['effective_canary_percent']:g}% panic={'yes' if st['panic'] else 'no'} "
-          f"drained={','.join(st['drained']) or '-'}")
+          f"drained={','.join(st['drained']) or '-'}"
+          + "".join(f" shifted={name}:{pct:g}%" for name, pct in st.get("shift", {}).items()))
+    print(plan_cli.describe(st.get("plan")))
     for name, c in st["clusters"].items():
         print(f"  {name:<12} {c['role']:<7} {'available' if c['available'] else 'DOWN':<9} "
               f"slow_start={c['slow_start_factor']:g} active={c['active']} queued={c['queued']}")
@@ -278,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(a)
     if a.cmd == "nodes":
         return nodes_verb(a)
+    if a.cmd == "plan":
+        return plan_cli.plan_verb(a, call_admin, die, print_status)
     if a.cmd == "alerts":
         from .alert_cli import alerts_verb
         return alerts_verb(a, call_admin)

@@ -5,6 +5,7 @@ import bisect
 from typing import Iterable
 
 from .config import ClusterConfig, NodeConfig
+from .records import Records
 
 # Latency histogram bounds in seconds (shared by every cluster; rendered at scrape time).
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -61,7 +62,7 @@ class Cluster:
     """A named set of nodes plus per-cluster traffic counters and latency histogram."""
 
     __slots__ = ("name", "nodes", "drained", "available", "lat_counts", "lat_sum", "failovers_in",
-                 "max_concurrent", "max_queue", "round_robin", "_rr", "usable")
+                 "max_concurrent", "max_queue", "round_robin", "_rr", "usable", "records")
 
     def __init__(self, cfg: ClusterConfig, balancing: str) -> None:
         self.name = cfg.name
@@ -76,10 +77,13 @@ class Cluster:
         self.round_robin = balancing == "round_robin"
         self._rr = 0
         self.usable: list[Node] = list(self.nodes)   # cached by refresh(): no per-request health scan
+        self.records = Records()
 
-    def observe(self, seconds: float) -> None:
+    def observe(self, seconds: float, now: float, ok: bool) -> None:
+        """A node of this cluster answered (ok: status < 500) `seconds` after the request head arrived."""
         self.lat_counts[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += 1
         self.lat_sum += seconds
+        self.records.answered(now, seconds, ok)
 
     def refresh(self, now: float) -> bool:
         """Recompute the usable nodes; called on every state change and by the 0.1 s sweeper (ejections

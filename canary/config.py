@@ -95,6 +95,32 @@ class RetryConfig:
 
 
 @dataclass(slots=True)
+class AnalysisConfig:
+    """The gates at the end of each hold of a ramp plan (canary/analysis.py, docs/router.md "Ramp plans")."""
+    min_success_percent: float = 99.0   # Flagger's default request-success-rate gate
+    latency_tolerance: float = 1.2      # the canary may be this much slower than stable before it fails
+    confidence: float = 0.95            # Mann-Whitney U, one-sided: fail when p < 1 - confidence
+    min_samples: int = 100              # answers per cluster in the window; fewer -> the step is extended
+    max_extensions: int = 2             # inconclusive this many times more -> the plan pauses with an alert
+
+
+@dataclass(slots=True)
+class ProactiveShiftConfig:
+    """Moving traffic away from a degraded (not dead) cluster, in bounded steps (canary/proactive_shift.py)."""
+    enabled: bool = True
+    window: float = 30.0                # seconds of records judged at each look
+    interval: float = 5.0               # seconds between looks
+    sustain: int = 3                    # looks in a row degraded before a move away
+    recover_sustain: int = 6            # looks in a row recovered before a move back
+    step_percent: float = 25.0          # of the cluster's traffic, per move
+    max_percent: float = 50.0           # never more without a human (it keeps traffic to judge recovery by)
+    error_margin_percent: float = 5.0   # degraded: error rate this many points above the other's ...
+    latency_ratio: float = 3.0          # ... or p99 this many times the other's ...
+    min_latency_gap: float = 0.1        # ... and at least this many seconds above it
+    min_samples: int = 50               # answers per cluster per window, else no judgement
+
+
+@dataclass(slots=True)
 class Config:
     clusters: list[ClusterConfig]
     listen: tuple[str, int] = ("127.0.0.1", 8000)
@@ -114,6 +140,8 @@ class Config:
     pin: PinConfig = field(default_factory=PinConfig)
     share: ShareConfig = field(default_factory=ShareConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    proactive_shift: ProactiveShiftConfig = field(default_factory=ProactiveShiftConfig)
 
 
 def parse_hostport(value: Any, key: str) -> tuple[str, int]:
@@ -154,6 +182,7 @@ def _check_name(name: str, key: str) -> None:
 _SECTIONS = {
     "health_check": HealthCheckConfig, "outlier_detection": OutlierConfig, "timeouts": TimeoutConfig,
     "limits": LimitsConfig, "pin": PinConfig, "share": ShareConfig, "retry": RetryConfig,
+    "analysis": AnalysisConfig, "proactive_shift": ProactiveShiftConfig,
 }
 
 
@@ -344,6 +373,33 @@ def validate(cfg: Config) -> None:
     if not cfg.pin.cookie_name or not all(c.isalnum() or c in "-_" for c in cfg.pin.cookie_name):
         raise ConfigError(f"pin.cookie_name: invalid cookie name {cfg.pin.cookie_name!r}")
     proxy_networks(cfg.trusted_proxies)
+    _validate_automation(cfg.analysis, cfg.proactive_shift)
+
+
+def _validate_automation(a: AnalysisConfig, p: ProactiveShiftConfig) -> None:
+    """Ranges of the analysis and proactive-shift keys: (key, value, holds, what it must be)."""
+    rules = [
+        ("analysis.min_success_percent", a.min_success_percent, 0 <= a.min_success_percent <= 100, "between 0 and 100"),
+        ("analysis.latency_tolerance", a.latency_tolerance, a.latency_tolerance >= 1.0, ">= 1.0"),
+        ("analysis.confidence", a.confidence, 0.5 <= a.confidence < 1.0, "at least 0.5 and below 1"),
+        ("analysis.min_samples", a.min_samples, a.min_samples >= 5, ">= 5"),
+        ("analysis.max_extensions", a.max_extensions, a.max_extensions >= 0, ">= 0"),
+        ("proactive_shift.window", p.window, p.window > 0, "> 0"),
+        ("proactive_shift.interval", p.interval, p.interval > 0, "> 0"),
+        ("proactive_shift.sustain", p.sustain, p.sustain >= 1, ">= 1"),
+        ("proactive_shift.recover_sustain", p.recover_sustain, p.recover_sustain >= 1, ">= 1"),
+        ("proactive_shift.step_percent", p.step_percent, 0 < p.step_percent <= 100, "above 0 and at most 100"),
+        ("proactive_shift.max_percent", p.max_percent, 0 <= p.max_percent <= 90,
+         "between 0 and 90 (some traffic must stay to judge recovery by)"),
+        ("proactive_shift.error_margin_percent", p.error_margin_percent, 0 < p.error_margin_percent <= 100,
+         "above 0 and at most 100"),
+        ("proactive_shift.latency_ratio", p.latency_ratio, p.latency_ratio > 1.0, "> 1"),
+        ("proactive_shift.min_latency_gap", p.min_latency_gap, p.min_latency_gap >= 0, ">= 0"),
+        ("proactive_shift.min_samples", p.min_samples, p.min_samples >= 1, ">= 1"),
+    ]
+    for key, value, holds, rule in rules:
+        if not holds:
+            raise ConfigError(f"{key}: must be {rule} (got {value})")
 
 
 def proxy_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -2,7 +2,7 @@
 
 Usage: python -m canary.demo_backend --port 0 --cluster blue --node blue-1 [--fixed] [--log FILE]
 Prints `READY <port>` on stdout. /readyz -> 200 (503 with --unready); /slow?ms=N sleeps; /status/NNN answers NNN;
-/chunked, /eof and /nocontent test response framing;
+/chunked, /eof and /nocontent test response framing; --delay-ms N slows every echo answer by N ms;
 any other path echoes method, path, headers and body size as JSON (or a fixed 13-byte body with --fixed).
 Every request line received is appended to --log (used by the smuggling tests)."""
 from __future__ import annotations
@@ -76,6 +76,9 @@ class Backend(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 204 No Content\r\nX-Served-By: " + self.served + b"\r\n\r\n")
         elif path.startswith(b"/status/"):
             self.reply(int(path[8:11]), b"status\n", keep)
+        elif self.args.delay_ms:     # a slowed node (the canary analysis and proactive shift tests)
+            asyncio.get_running_loop().call_later(self.args.delay_ms / 1000, self.echo, method, url, self.headers,
+                                                  self.body, keep)
         else:
             self.echo(method, url, self.headers, self.body, keep)
 
@@ -115,6 +118,7 @@ if __name__ == "__main__":
     p.add_argument("--log")
     p.add_argument("--status", type=int, default=0, help="answer every non-/readyz request with this status")
     p.add_argument("--unready", action="store_true", help="/readyz answers 503 (other paths still work)")
+    p.add_argument("--delay-ms", type=float, default=0, help="echo answers wait this long (a slowed node)")
     a = p.parse_args()
     if a.log:
         LOG = open(a.log, "ab")

@@ -231,6 +231,7 @@ class Exchange(RequestBody):
         node.outstanding -= 1
         node.errors += 1
         now = _now()
+        node.cluster.records.attempt_failed(now)
         self.app.outlier.connect_failure(node, now, reason)
         self.app.routing.refresh(now)
         if self.done:
@@ -245,6 +246,7 @@ class Exchange(RequestBody):
         node.outstanding -= 1
         node.errors += 1
         now = _now()
+        node.cluster.records.attempt_failed(now)
         if self.done:
             return
         if kind == "upgrade":   # a 101/Upgrade answer: the router does not tunnel; not the node's failure
@@ -298,7 +300,9 @@ class Exchange(RequestBody):
             return self.fail_local(503, "queue_timeout")
         client_slow = not self.body_done and not self.front.paused_by_upstream_hint
         if self._drop_up() and not client_slow:
-            self.app.outlier.eject(self.node, _now(), "timeout")
+            now = _now()
+            self.node.cluster.records.attempt_failed(now)
+            self.app.outlier.eject(self.node, now, "timeout")
         if client_slow and not self.resp_started:   # the client stalled its body: not the node's fault
             return self.fail_local(408, "body_timeout")
         if self.resp_started:
@@ -357,7 +361,7 @@ class Exchange(RequestBody):
         if count_node and node is not None:
             node.outstanding -= 1
             node.status_counts[self.status // 100] += 1
-            self.cluster.observe(now - self.t0)
+            self.cluster.observe(now - self.t0, now, self.status < 500)
         else:
             app.local_counts[self.status] = app.local_counts.get(self.status, 0) + 1
         app.retry_budget.active -= 1

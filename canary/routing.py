@@ -23,6 +23,8 @@ class Routing:
         self.panic = False
         self.failovers = 0
         self.panics = 0
+        self.shift: dict[str, float] = {}       # cluster -> percent of its traffic moved to the other one
+        self.shift_below: dict[str, int] = {}   # the same, as a bound on shift_rank(bucket)
 
     # -- state -------------------------------------------------------------------------------------------
     def apply_state(self, state: dict[str, Any], now: float) -> None:
@@ -31,6 +33,7 @@ class Routing:
         if stable in self.clusters and canary in self.clusters and stable != canary:
             self.stable, self.canary = self.clusters[stable], self.clusters[canary]
         self.set_percent(float(state.get("percent", self.percent)))
+        self.set_shift(state.get("shift"))
         drained = set(state.get("drained", []))
         for c in self.clusters.values():
             was = c.drained
@@ -44,6 +47,13 @@ class Routing:
     def set_percent(self, percent: float) -> None:
         self.percent = max(0.0, min(100.0, percent))
         self.threshold = canary_threshold(self.percent)
+
+    def set_shift(self, shift: object) -> None:
+        """The proactive shift (proactive_shift.py): which share of each cluster's users goes to the other."""
+        shift = shift if isinstance(shift, dict) else {}
+        self.shift = {k: max(0.0, min(100.0, float(v))) for k, v in shift.items()
+                      if k in self.clusters and isinstance(v, (int, float)) and v > 0}
+        self.shift_below = {k: round(v * 100) for k, v in self.shift.items()}
 
     def refresh(self, now: float) -> None:
         for c in self.clusters.values():
@@ -62,9 +72,13 @@ class Routing:
             fc = self.slow[c.name].factor(now) if self.slow[c.name].since is not None else 1.0
             fs = self.slow[s.name].factor(now) if self.slow[s.name].since is not None else 1.0
             if fc == 1.0 and fs == 1.0:
-                return c if bucket < self.threshold else s
-            fc, fs = relative_factors(fc, fs)
-            return c if pick_side(bucket, self.threshold, fc, fs) else s
+                home = c if bucket < self.threshold else s
+            else:
+                fc, fs = relative_factors(fc, fs)
+                home = c if pick_side(bucket, self.threshold, fc, fs) else s
+            if self.shift_below and shift_rank(bucket) < self.shift_below.get(home.name, 0):
+                return c if home is s else s
+            return home
         if s.available:
             if count and bucket < self.threshold:
                 self.failovers += 1
@@ -107,4 +121,11 @@ class Routing:
         fc, fs = relative_factors(self.slow[c.name].factor(now), self.slow[s.name].factor(now))
         t = self.threshold
         canary_b = t * fc + max(0.0, (10000 - t) - (10000 - t) * fs)
-        return canary_b / 100.0
+        moved_out, moved_in = self.shift.get(c.name, 0.0) / 100, self.shift.get(s.name, 0.0) / 100
+        return (canary_b * (1 - moved_out) + (10000 - canary_b) * moved_in) / 100.0
+
+
+def shift_rank(bucket: int) -> int:
+    """A second, independent order of the pin buckets (7919 is prime to 10000): the users a proactive shift
+    moves are spread over the whole share, not the ones nearest the canary's threshold, and always the same."""
+    return bucket * 7919 % 10000

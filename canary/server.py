@@ -15,14 +15,16 @@ from typing import Any, Callable
 
 from pathlib import Path
 
-from . import secret
+from . import plan, secret
 from .access_log import AccessLog
 from .admin import Admin
 from .alert_pipelines import from_environment as alert_pipelines
 from .alerting import Alerting, Watch
+from .automation import Automation
 from .cluster import Cluster
 from .config import Config
 from .health_check import HealthChecker
+from .lease import FileLease, RedisLease
 from .limits import ConcurrencyLimit
 from .dns_discovery import DnsDiscovery
 from .guard import ClientConnections, ProxyTrust
@@ -74,6 +76,7 @@ class App:
         self.store: FileStore | RedisStore = (RedisStore(cfg.redis) if cfg.redis else FileStore(cfg.state_file))
         self.admin = Admin(self, admin_token) if admin_token else None
         self.alerting: Alerting | None = None   # started with the admin listener: one per router, not per worker
+        self.automation: Automation | None = None   # likewise: plans and proactive shifts, under a lease
         self.servers: list[asyncio.AbstractServer] = []
         self._stop = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +132,8 @@ class App:
             "effective_canary_percent": round(r.effective_percent(now), 2), "panic": r.panic,
             "drained": sorted(self.state.get("drained", [])), "version": self.state.get("version", 0),
             "pid": os.getpid(), "worker": self.worker,
+            "plan": plan.progress(self.state, time.time()), "shift": dict(r.shift),
+            "automation_leader": self.automation.leader if self.automation is not None else None,
             "clusters": {c.name: {
                 "role": "canary" if c is r.canary else "stable", "available": c.available,
                 "drained": c.drained, "slow_start_factor": round(r.slow[c.name].factor(now), 3),
@@ -147,6 +152,13 @@ class App:
         r = self.routing
         return {"nodes": {n.label: n.state(now) for n in self.nodes}, "clusters": {c.name: c.available for c in self.clusters},
                 "panic": r.panic, "stable": r.stable.name, "canary": r.canary.name}
+
+    def new_lease(self) -> FileLease | RedisLease:
+        """Who drives plans and shifts: a Redis key beside the state, or a flock beside the state file."""
+        if isinstance(self.store, RedisStore):
+            owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+            return RedisLease(self.store.redis, self.store.key + ":automation-lease", owner)
+        return FileLease(self.cfg.state_file + ".lease")
 
     def new_pool(self, node: Any) -> Pool:
         lim = self.cfg.limits
@@ -234,6 +246,9 @@ class App:
         if run_admin:
             self.alerting = Alerting(Path(secret.var_path("alerts")), alert_pipelines())
             self.alerting.start(Watch(self.alert_snapshot, self.alerting))
+            self.automation = Automation(self.change, lambda: self.state, self.routing.clusters, self.cfg.analysis,
+                                         self.cfg.proactive_shift, self.new_lease(), self.alerting.emit)
+            self.automation.start()
         # Long-lived objects (modules, config, clusters) go to the permanent generation so full collections
         # stay short; the hot path creates few cycles, so a larger gen0 threshold only trims GC pauses.
         gc.collect()
@@ -258,6 +273,8 @@ class App:
             self.admin.close()
         if self.alerting is not None:
             self.alerting.stop()
+        if self.automation is not None:
+            self.automation.stop()
         self.health.stop()
         self.discovery.stop()
         for n in self.nodes:
