@@ -101,6 +101,23 @@ class RouterCollector:
         yield GaugeMetricFamily("canary_effective_share_percent", "Canary share after failover and slow start",
                                 value=r.effective_percent(now))
         yield GaugeMetricFamily("canary_panic", "1 when no cluster is healthy", value=1 if r.panic else 0)
+        shifted = GaugeMetricFamily("canary_proactive_shift_percent", "Share of the cluster's users moved to the "
+                                    "other cluster by the proactive shift", labels=["cluster"])
+        for name in r.clusters:
+            shifted.add_metric([name], r.shift.get(name, 0.0))
+        yield shifted
+        plan = app.state.get("plan") if isinstance(app.state.get("plan"), dict) else {}
+        status = GaugeMetricFamily("canary_plan_status", "1 for the status of the last ramp plan (running, paused, "
+                                   "promoted, rolled_back, aborted)", labels=["status"])
+        for name in ("running", "paused", "promoted", "rolled_back", "aborted"):
+            status.add_metric([name], 1 if plan.get("status") == name else 0)
+        yield status
+        yield GaugeMetricFamily("canary_plan_step", "1-based step of the last ramp plan (0: none)",
+                                value=plan.get("index", -1) + 1 if plan else 0)
+        automation = app.automation
+        yield GaugeMetricFamily("canary_automation_leader", "1 if this router holds the automation lease "
+                                "(drives plans and proactive shifts)",
+                                value=1 if automation is not None and automation.leader else 0)
         yield GaugeMetricFamily("canary_client_connections", "Open client connections", value=len(app.fronts))
         yield CounterMetricFamily("canary_health_checks", "Active health checks run", value=app.health.checks_total)
         yield CounterMetricFamily("canary_health_check_failures", "Failed active health checks",

@@ -121,11 +121,12 @@ class StackSpec:
 
     # -- persistence ---------------------------------------------------------------------------------------
     def save(self) -> None:
-        self.stack_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".stack.", dir=self.stack_dir)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(self), f, indent=1, sort_keys=True)
-        os.replace(tmp, self.stack_dir / "stack.json")
+        """The layout, and the nodes as a Prometheus file_sd list (deploy/monitoring/prometheus.yml reads it)."""
+        write_json(self.stack_dir / "stack.json", asdict(self))
+        write_json(self.stack_dir / "prometheus-targets.json", self.prometheus_targets())
+
+    def prometheus_targets(self) -> list[dict[str, object]]:
+        return [{"targets": [n.address], "labels": {"cluster": n.cluster, "node": n.name}} for n in self.nodes]
 
     @classmethod
     def load(cls, var_dir: Path) -> "StackSpec":
@@ -138,6 +139,15 @@ class StackSpec:
             raise StackError(f"{path}: not valid JSON ({exc})") from None
         data["nodes"] = [NodeSpec(**n) for n in data.get("nodes", [])]
         return cls(**data)
+
+
+def write_json(path: Path, doc: object) -> None:
+    """Atomically (a reader sees the old file or the new one, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -7,9 +7,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
+import pytest
 import requests
 
 from deploy.node import ROOT, Node, manage  # noqa: F401 - manage and ROOT are re-exported for tests
+
+
+def require(present: bool, reason: str) -> None:
+    """A test that needs a system tool skips without it, with the reason, except under CI=true (.ci/run installs
+    the tools), where the same absence fails the test."""
+    if present:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {reason}")
+    pytest.skip(reason)
 
 
 def node_env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:

@@ -1,7 +1,6 @@
 """The login page in headless Chromium against a real gunicorn node: what a person sees and does."""
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import create_user_in
+from tests.support import require
 
 EMAIL, PASSWORD = "dora@example.test", "a browser typed password"
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -16,11 +16,8 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 @pytest.fixture
 def chrome(tmp_path: Path) -> Iterator[object]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        reason = "headless Chromium needs Debian's chromium and chromium-driver (.ci/run installs them)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
+    require(bool(CHROMIUM and CHROMEDRIVER),
+            "headless Chromium needs Debian's chromium and chromium-driver (.ci/run installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
