@@ -10,14 +10,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import metrics, plan
+from . import dashboard, metrics, plan
 from .membership import MembershipError, parse_nodes, spec_of
+from .records import per_second
 
 if TYPE_CHECKING:
     from .server import App
 
 log = logging.getLogger("canary.admin")
 _MAX_BODY = 64 * 1024
+Answer = tuple[int, str, bytes, dict[str, str]]   # status, content type, body, extra headers
+LIVE_SECONDS = 120
 
 
 class AdminError(Exception):
@@ -32,15 +35,29 @@ class Admin:
     def __init__(self, app: "App", token: str) -> None:
         self.app = app
         self._token = token.encode()
+        self.sessions = dashboard.Sessions(self._token, secure=app.cfg.pin.secure)
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         self.server = await asyncio.start_server(self._handle, host, port, reuse_port=reuse_port or None)
 
-    def authorized(self, headers: dict[bytes, bytes]) -> bool:
+    def authorized(self, method: str, headers: dict[bytes, bytes]) -> bool:
+        """The bearer token, or the dashboard's session cookie (with its CSRF token on anything but GET)."""
         auth = headers.get(b"authorization", b"")
         scheme, _, tok = auth.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(tok.strip(), self._token)
+        if scheme.lower() == b"bearer" and hmac.compare_digest(tok.strip(), self._token):
+            return True
+        cookie = dashboard.cookie_of(headers.get(b"cookie", b""))
+        if not self.sessions.valid(cookie, time.time()):
+            return False
+        assert cookie is not None
+        if method in ("GET", "HEAD"):
+            return True
+        sent = headers.get(b"x-csrf-token", b"").decode("latin-1")
+        if not (self.sessions.csrf_ok(cookie, sent) and dashboard.same_origin(headers.get(b"origin"),
+                                                                              headers.get(b"host"))):
+            raise AdminError(403, "missing or bad CSRF token (reload the dashboard)")
+        return True
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -57,16 +74,18 @@ class Admin:
                 if n > _MAX_BODY:
                     raise AdminError(413, "body too large")
                 body = await reader.readexactly(n) if n else b""
-                status, ctype, payload = await self.route(method.decode(), path.decode().split("?")[0],
-                                                          headers, body)
+                status, ctype, payload, more = await self.route(method.decode(), path.decode().split("?")[0],
+                                                                headers, body)
         except AdminError as e:
-            status, ctype, payload = e.status, "application/json", json.dumps({"error": str(e)}).encode()
+            status, ctype, payload, more = e.status, "application/json", json.dumps({"error": str(e)}).encode(), {}
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
-            status, ctype, payload = 400, "application/json", b'{"error": "bad request"}'
+            status, ctype, payload, more = 400, "application/json", b'{"error": "bad request"}', {}
         except Exception:  # never kill the listener; details go to the log, not to the client
             log.exception("admin error")
-            status, ctype, payload = 500, "application/json", b'{"error": "internal error"}'
-        extra = "WWW-Authenticate: Bearer\r\n" if status == 401 else ""
+            status, ctype, payload, more = 500, "application/json", b'{"error": "internal error"}', {}
+        if status == 401:
+            more = {"WWW-Authenticate": "Bearer", **more}
+        extra = "".join(f"{k}: {v}\r\n" for k, v in more.items())
         try:
             writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
                          f"Content-Length: {len(payload)}\r\n{extra}Connection: close\r\n\r\n".encode() + payload)
@@ -76,17 +95,20 @@ class Admin:
         finally:
             writer.close()
 
-    async def route(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes
-                    ) -> tuple[int, str, bytes]:
+    async def route(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> Answer:
         app = self.app
         if path == "/healthz" and method in ("GET", "HEAD"):
-            return 200, "text/plain", b"ok\n"
+            return 200, "text/plain", b"ok\n", {}
         if path == "/metrics" and method == "GET":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(app)
-        if not self.authorized(headers):
+            return 200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(app), {}
+        if path in ("/", "/login", "/logout") or path.startswith("/static/"):
+            return self.page(method, path, headers, body)
+        if not self.authorized(method, headers):
             raise AdminError(401, "missing or bad bearer token")
         if path == "/api/status" and method == "GET":
             return _json(app.status())
+        if path == "/api/live" and method == "GET":
+            return _json(self.live())
         if path in ("/api/alerts", "/api/alerts/test"):
             return await self.alerts(method, path)
         if path == "/api/plan/history" and method == "GET":
@@ -105,7 +127,40 @@ class Admin:
         await verb(app, _args(body))
         return _json(app.status())
 
-    async def alerts(self, method: str, path: str) -> tuple[int, str, bytes]:
+    def page(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> Answer:
+        """The dashboard (or its login form), its static files, and signing in and out."""
+        secure = dashboard.SECURITY_HEADERS
+        if path.startswith("/static/") and method == "GET":
+            found = dashboard.static(path)
+            if found is None:
+                raise AdminError(404, f"no such file: {path}")
+            return 200, found[1], found[0], {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        cookie = dashboard.cookie_of(headers.get(b"cookie", b""))
+        if path == "/" and method == "GET":
+            if not self.sessions.valid(cookie, time.time()):
+                return 200, "text/html; charset=utf-8", dashboard.login_page(), secure
+            assert cookie is not None
+            return 200, "text/html; charset=utf-8", dashboard.dashboard_page(self.sessions.csrf(cookie)), secure
+        if method != "POST":
+            raise AdminError(405, f"no such endpoint: {method} {path}")
+        if not dashboard.same_origin(headers.get(b"origin"), headers.get(b"host")):
+            raise AdminError(403, "cross-origin form post refused")
+        if path == "/logout":
+            return 303, "text/plain", b"", {"Location": "/", "Set-Cookie": self.sessions.set_cookie("", 0), **secure}
+        if not hmac.compare_digest(dashboard.form_token(body).encode(), self._token):
+            log.warning("dashboard sign-in refused (wrong token)")
+            return 401, "text/html; charset=utf-8", dashboard.login_page("That is not the admin token."), secure
+        session = self.sessions.issue(time.time())
+        return 303, "text/plain", b"", {"Location": "/", "Set-Cookie": self.sessions.set_cookie(session), **secure}
+
+    def live(self) -> dict[str, Any]:
+        """The dashboard's charts: the last two minutes of each cluster, one point a second (records.py)."""
+        to_wall = time.time() - time.monotonic()
+        now = time.monotonic()
+        return {"seconds": LIVE_SECONDS, "clusters": {name: per_second(c.records, now, LIVE_SECONDS, to_wall)
+                                                      for name, c in self.app.routing.clusters.items()}}
+
+    async def alerts(self, method: str, path: str) -> Answer:
         """GET /api/alerts: recent alerts and each pipeline's state; POST /api/alerts/test: a test alert
         through every pipeline, answered with each one's first result (`canary alerts [test]`)."""
         alerting = self.app.alerting
@@ -117,7 +172,7 @@ class Admin:
             return _json(await alerting.test())
         raise AdminError(405, f"no such endpoint: {method} {path}")
 
-    async def cluster_nodes(self, method: str, cluster: str, body: bytes) -> tuple[int, str, bytes]:
+    async def cluster_nodes(self, method: str, cluster: str, body: bytes) -> Answer:
         """GET: the cluster's current node list. PUT: replace it (declarative) in the shared state."""
         app = self.app
         if cluster not in app.routing.clusters:
@@ -167,8 +222,8 @@ class Admin:
             self.server.close()
 
 
-def _json(doc: Any) -> tuple[int, str, bytes]:
-    return 200, "application/json", json.dumps(doc).encode()
+def _json(doc: Any) -> Answer:
+    return 200, "application/json", json.dumps(doc).encode(), {}
 
 
 def _args(body: bytes) -> dict[str, Any]:
@@ -271,6 +326,6 @@ async def _plan_verb(app: "App", verb: str, args: dict[str, Any]) -> None:
 _PLAN_VERBS = {"start": "plan_started", "pause": "plan_paused", "resume": "plan_resumed", "abort": "plan_aborted"}
 _NODES_PATH = re.compile(r"/api/clusters/([^/]+)/nodes")
 
-_REASON = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict",
+_REASON = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
            413: "Content Too Large", 500: "Internal Server Error"}

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import AnalysisConfig
-from .records import Window
+from .records import Window, percentile
 
 
 @dataclass(slots=True)
@@ -28,14 +28,6 @@ class Verdict:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 < q <= 100)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, -(-len(sorted_values) * q // 100))   # ceil(n * q / 100)
-    return sorted_values[int(rank) - 1]
 
 
 def summary(w: Window) -> dict[str, Any]:

@@ -40,6 +40,14 @@ class Window:
         return 100.0 * self.good / self.total if self.total else 100.0
 
 
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 < q <= 100); 0 for no values."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * q // 100))   # ceil(n * q / 100)
+    return sorted_values[int(rank) - 1]
+
+
 class Records:
     """Appended on the event loop at each answer (monotonic seconds); read by the admin worker's automation."""
 
@@ -82,3 +90,18 @@ class Records:
                 failed += s.failed
                 latencies.extend(s.latencies)
         return Window(good, failed, latencies)
+
+
+def per_second(records: Records, now: float, seconds: int, to_wall: float) -> list[dict[str, float]]:
+    """The last `seconds` of a cluster, one point per second with traffic, for the dashboard's live charts:
+    wall time, answers, errors and the p50/p95/p99 of that second's samples (milliseconds)."""
+    hi = int(now)              # the current second is still filling: left out, so the charts do not dip
+    lo = hi - seconds
+    points = []
+    for s in records.seconds:
+        if not lo < s.at < hi:
+            continue
+        lat = sorted(s.latencies)
+        points.append({"t": s.at + to_wall, "answers": s.good + s.failed, "failed": s.failed,
+                       **{f"p{q}": round(percentile(lat, q) * 1000, 3) for q in (50, 95, 99)}})
+    return points

@@ -1,6 +1,7 @@
 """Shared fixtures: the suite's Redis, users, real gunicorn nodes."""
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from django.test import Client
 from deploy.redis_server import RedisServer
 from loginsvc.accounts import backends
 from tests import plugin
-from tests.support import LoginNode, manage, node_env
+from tests.support import LoginNode, manage, node_env, require
 
 PASSWORD = "correct horse battery staple"
 
@@ -96,3 +97,28 @@ def create_user_in(env_node: LoginNode, email: str, password: str) -> None:
     """Create an account the way an operator would: `manage.py createsuperuser --noinput`."""
     env = dict(env_node.env, DJANGO_SUPERUSER_PASSWORD=password)
     manage(env, "createsuperuser", "--noinput", "--email", email)
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def chrome(tmp_path: Path) -> Iterator[object]:
+    """Headless Chromium through chromedriver (tests marked `browser`)."""
+    require(bool(CHROMIUM and CHROMEDRIVER),
+            "headless Chromium needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
+                 "--window-size=900,700"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()

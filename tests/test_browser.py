@@ -1,40 +1,13 @@
 """The login page in headless Chromium against a real gunicorn node: what a person sees and does."""
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import create_user_in
-from tests.support import require
 
 EMAIL, PASSWORD = "dora@example.test", "a browser typed password"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture
-def chrome(tmp_path: Path) -> Iterator[object]:
-    require(bool(CHROMIUM and CHROMEDRIVER),
-            "headless Chromium needs Debian's chromium and chromium-driver (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=900,700"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
-
-
 def submit(driver) -> None:
     """Click the form's button and wait until the next page has replaced this one."""
     from selenium.common.exceptions import StaleElementReferenceException, WebDriverException

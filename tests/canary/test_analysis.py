@@ -11,11 +11,11 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from canary import plan
-from canary.analysis import Verdict, judge, mann_whitney, percentile
+from canary.analysis import Verdict, judge, mann_whitney
 from canary.config import AnalysisConfig, ConfigError, ProactiveShiftConfig, from_dict
 from canary.lease import FileLease
 from canary.proactive_shift import ProactiveShift
-from canary.records import SAMPLES_PER_SECOND, Records, Window
+from canary.records import SAMPLES_PER_SECOND, Records, Window, percentile
 
 RNG = random.Random(7)
 

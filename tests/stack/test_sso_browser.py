@@ -10,7 +10,7 @@ import pytest
 
 from tests.plugin import free_port
 from tests.stack.conftest import PASSWORD, RunningStack, start_stack
-from tests.test_browser import chrome, submit  # noqa: F401 - chrome is a fixture (Chromium, skip/fail rules)
+from tests.test_browser import submit
 
 EMAIL = "demo@example.test"
 SECRET = "demo-client-secret-for-the-browser-test-0123456789"
@@ -70,7 +70,7 @@ def wait_status(driver, url: str, expected: str, timeout: float) -> float:
 
 @pytest.mark.browser
 @pytest.mark.timeout(240)
-def test_sign_in_once_sign_out_everywhere(chrome, demo_stack, tmp_path: Path) -> None:  # noqa: F811
+def test_sign_in_once_sign_out_everywhere(chrome, demo_stack, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     stack, demo = demo_stack
