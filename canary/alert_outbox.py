@@ -5,7 +5,9 @@ was never told. Here an alert is written (and fsynced) before any delivery is tr
 done only when its pipeline said so; a router restart, or an outage of every pipeline, loses
 nothing: whatever is still owed is sent once a pipeline is back. Every change is a read-modify-write
 under an exclusive lock (fcntl.flock), and a delivery is claimed in the file before it is tried, so
-two routers sharing the state folder deliver each alert once, not twice.
+two routers sharing the state folder deliver each alert once, not twice. Routers on different machines
+share Redis instead (`RedisOutbox`: the same document in one key, changed under a Redis lock), as they
+share the routing state.
 """
 from __future__ import annotations
 
@@ -55,12 +57,12 @@ class Outbox:
                 self._write(data)
 
     def _read(self) -> dict[str, Any]:
+        """The document, or an empty one; a damaged file is moved aside for a human, never overwritten."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"alerts": []}
         except (OSError, ValueError):
-            # A damaged outbox is kept for a human, never silently overwritten.
             os.replace(self.path, self.path.with_suffix(f".damaged-{int(time.time())}"))
             return {"alerts": []}
         return data if isinstance(data, dict) and isinstance(data.get("alerts"), list) else {"alerts": []}
@@ -119,6 +121,36 @@ class Outbox:
     def snapshot(self) -> list[dict[str, Any]]:
         with self.locked() as data:
             return json.loads(json.dumps(data["alerts"]))
+
+
+class RedisOutbox(Outbox):
+    """The outbox document in one Redis key, each read-modify-write under redis-py's lock (SET NX PX with a
+    token, released by a Lua compare): routers on different machines that share Redis deliver each alert once.
+    How durable it is depends on the Redis server's persistence (AOF for production, docs/router.md)."""
+
+    LOCK_SECONDS = 10.0
+
+    def __init__(self, url: str, key: str, folder: Path) -> None:
+        import redis
+        super().__init__(folder)
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.key = key
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[dict[str, Any]]:
+        with self.client.lock(self.key + ":lock", timeout=self.LOCK_SECONDS, blocking_timeout=self.LOCK_SECONDS):
+            raw = self.client.get(self.key)
+            try:
+                data = json.loads(raw) if raw else {"alerts": []}
+            except ValueError:
+                self.client.rename(self.key, f"{self.key}:damaged-{int(time.time())}")
+                data = {"alerts": []}
+            if not isinstance(data, dict) or not isinstance(data.get("alerts"), list):
+                data = {"alerts": []}
+            before = json.dumps(data, sort_keys=True)
+            yield data
+            if json.dumps(data, sort_keys=True) != before:
+                self.client.set(self.key, json.dumps(data, separators=(",", ":")))
 
 
 def _trim(data: dict[str, Any]) -> None:

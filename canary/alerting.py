@@ -34,7 +34,7 @@ SEVERITY = {"node_down": "warning", "node_ejected": "warning", "node_up": "info"
             "promote": "info", "pipeline_failing": "critical", "test": "info",
             "plan_started": "info", "plan_step": "info", "plan_extended": "info", "plan_paused": "warning",
             "plan_resumed": "info", "plan_aborted": "warning", "plan_rollback": "critical", "plan_promoted": "info",
-            "shift_away": "warning", "shift_back": "info"}
+            "shift_away": "warning", "shift_back": "info", "slo_breach": "critical", "slo_ok": "info"}
 Snapshot = dict[str, Any]   # {"nodes": {label: state}, "clusters": {name: available}, "panic": bool, "stable", "canary"}
 
 
@@ -42,9 +42,9 @@ class Alerting:
     """The router's alerts: emit(), the delivery loop (run()), and what `canary alerts` shows (status())."""
 
     def __init__(self, folder: Path, pipelines: list[Pipeline], group_seconds: float = GROUP_SECONDS,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, outbox: Outbox | None = None) -> None:
         self.folder = folder
-        self.outbox = Outbox(folder)
+        self.outbox = outbox or Outbox(folder)
         self.journal_path = folder / "journal.jsonl"
         self.pipelines = {p.name: p for p in pipelines}
         self.group_seconds = group_seconds
@@ -226,18 +226,26 @@ class Watch:
 
 
 def summary(cluster: str | None, events: list[dict[str, Any]]) -> str:
-    """A cascade in one line: "green: 2 nodes down, failover to blue"."""
-    counts = _counts(events)
-    parts = []
-    for kind, word in (("node_down", "down"), ("node_ejected", "ejected"), ("node_up", "up")):
-        if counts.get(kind):
-            parts.append(f"{counts[kind]} node{'s' if counts[kind] > 1 else ''} {word}")
+    """A cascade in one line: "green: 2 nodes down, failover to blue", and what already recovered in the same
+    group after a semicolon. A node both failing its checks and ejected is one node down, not two."""
+    def nodes(*kinds: str) -> set[str]:
+        return {e.get("node") or e["text"] for e in events if e["kind"] in kinds}
+
+    def count(n: int, word: str) -> str:
+        return f"{n} node{'s' if n > 1 else ''} {word}"
+    down, ejected, up = nodes("node_down", "node_ejected"), nodes("node_ejected") - nodes("node_down"), nodes("node_up")
+    parts, later = [], []
+    if down:
+        parts.append(count(len(down), "down") + (f" ({len(ejected)} by outlier detection)" if ejected else ""))
     for event in events:
         if event["kind"] == "failover":
             parts.append("failover to " + event["text"].rsplit(" goes to ", 1)[-1])
-        elif event["kind"] == "failback":
-            parts.append("back in service")
-    return f"{cluster}: {', '.join(parts) or str(len(events)) + ' events'}"
+    if up:
+        later.append(count(len(up), "up"))
+    if any(e["kind"] == "failback" for e in events):
+        later.append("back in service")
+    line = ", ".join(parts) + ("; then " if parts and later else "") + ", ".join(later)
+    return f"{cluster}: {line or str(len(events)) + ' events'}"
 
 
 def _counts(events: list[dict[str, Any]]) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The automation loop of the router holding the lease: it ends each plan hold with a verdict and makes proactive shifts.
+"""The automation loop of the router holding the lease: plan verdicts at the end of each hold, SLO alerts, proactive shifts.
 
 It runs in the worker with the admin listener (one per router) and gets only what it uses: the state's
 `change` and a reader of it, the clusters (for their records), the configuration and `emit` for alerts.
@@ -16,9 +16,10 @@ from typing import Any
 from . import plan
 from .analysis import judge
 from .cluster import Cluster
-from .config import AnalysisConfig, ProactiveShiftConfig
+from .config import AnalysisConfig, ProactiveShiftConfig, SloConfig
 from .lease import Lease
 from .proactive_shift import ProactiveShift
+from .slo import SloWatch
 
 log = logging.getLogger("canary.automation")
 TICK_SECONDS = 0.5
@@ -31,10 +32,11 @@ class Automation:
 
     def __init__(self, change: Callable[[Callable[[State], None]], Awaitable[None]], state: Callable[[], State],
                  clusters: dict[str, Cluster], analysis: AnalysisConfig, shift: ProactiveShiftConfig,
-                 lease: Lease, emit: Emit) -> None:
+                 slo: SloConfig, lease: Lease, emit: Emit) -> None:
         self.change, self.state, self.clusters = change, state, clusters
         self.analysis = analysis
         self.shift = ProactiveShift(shift)
+        self.slo = SloWatch(slo)
         self.lease = lease
         self.emit = emit
         self.next_look = 0.0
@@ -95,8 +97,13 @@ class Automation:
             self.emit(decision[0], entry.get("reason", verdict.reason), canary.name,
                       figures={"verdict": verdict.outcome, **verdict.figures}, group=False)
 
-    # -- proactive shift ------------------------------------------------------------------------------
+    # -- SLO watch and proactive shift ----------------------------------------------------------------
     async def look(self, mono: float) -> None:
+        slo_window = self.slo.cfg.window
+        for change in self.slo.look({n: c.records.window(mono - slo_window, mono) for n, c in self.clusters.items()}):
+            log.warning("slo: %s", change.text)
+            self.emit("slo_breach" if change.breached else "slo_ok", change.text, change.cluster,
+                      figures=change.figures, group=False)
         window = self.shift.cfg.window
         windows = {name: c.records.window(mono - window, mono) for name, c in self.clusters.items()}
         if not all(c.available for c in self.clusters.values()):

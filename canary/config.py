@@ -121,6 +121,16 @@ class ProactiveShiftConfig:
 
 
 @dataclass(slots=True)
+class SloConfig:
+    """The service-level objective each cluster is held to; a breach (and its end) is an alert (canary/slo.py)."""
+    enabled: bool = True
+    success_percent: float = 99.0       # answers below 500 (failed attempts included)
+    p99_ms: float = 1000.0              # p99 latency at the router
+    window: float = 60.0                # seconds judged, every proactive_shift.interval
+    min_samples: int = 50               # answers in the window, else no judgement
+
+
+@dataclass(slots=True)
 class Config:
     clusters: list[ClusterConfig]
     listen: tuple[str, int] = ("127.0.0.1", 8000)
@@ -142,6 +152,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     proactive_shift: ProactiveShiftConfig = field(default_factory=ProactiveShiftConfig)
+    slo: SloConfig = field(default_factory=SloConfig)
 
 
 def parse_hostport(value: Any, key: str) -> tuple[str, int]:
@@ -182,7 +193,7 @@ def _check_name(name: str, key: str) -> None:
 _SECTIONS = {
     "health_check": HealthCheckConfig, "outlier_detection": OutlierConfig, "timeouts": TimeoutConfig,
     "limits": LimitsConfig, "pin": PinConfig, "share": ShareConfig, "retry": RetryConfig,
-    "analysis": AnalysisConfig, "proactive_shift": ProactiveShiftConfig,
+    "analysis": AnalysisConfig, "proactive_shift": ProactiveShiftConfig, "slo": SloConfig,
 }
 
 
@@ -373,10 +384,10 @@ def validate(cfg: Config) -> None:
     if not cfg.pin.cookie_name or not all(c.isalnum() or c in "-_" for c in cfg.pin.cookie_name):
         raise ConfigError(f"pin.cookie_name: invalid cookie name {cfg.pin.cookie_name!r}")
     proxy_networks(cfg.trusted_proxies)
-    _validate_automation(cfg.analysis, cfg.proactive_shift)
+    _validate_automation(cfg.analysis, cfg.proactive_shift, cfg.slo)
 
 
-def _validate_automation(a: AnalysisConfig, p: ProactiveShiftConfig) -> None:
+def _validate_automation(a: AnalysisConfig, p: ProactiveShiftConfig, slo: SloConfig) -> None:
     """Ranges of the analysis and proactive-shift keys: (key, value, holds, what it must be)."""
     rules = [
         ("analysis.min_success_percent", a.min_success_percent, 0 <= a.min_success_percent <= 100, "between 0 and 100"),
@@ -396,6 +407,10 @@ def _validate_automation(a: AnalysisConfig, p: ProactiveShiftConfig) -> None:
         ("proactive_shift.latency_ratio", p.latency_ratio, p.latency_ratio > 1.0, "> 1"),
         ("proactive_shift.min_latency_gap", p.min_latency_gap, p.min_latency_gap >= 0, ">= 0"),
         ("proactive_shift.min_samples", p.min_samples, p.min_samples >= 1, ">= 1"),
+        ("slo.success_percent", slo.success_percent, 0 < slo.success_percent <= 100, "above 0 and at most 100"),
+        ("slo.p99_ms", slo.p99_ms, slo.p99_ms > 0, "> 0"),
+        ("slo.window", slo.window, slo.window > 0, "> 0"),
+        ("slo.min_samples", slo.min_samples, slo.min_samples >= 1, ">= 1"),
     ]
     for key, value, holds, rule in rules:
         if not holds:

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import plan, secret
 from .access_log import AccessLog
 from .admin import Admin
+from .alert_outbox import RedisOutbox
 from .alert_pipelines import from_environment as alert_pipelines
 from .alerting import Alerting, Watch
 from .automation import Automation
@@ -244,10 +245,13 @@ class App:
         if run_admin and self.admin is not None:
             await self.admin.start(*self.cfg.admin, reuse_port=False)
         if run_admin:
-            self.alerting = Alerting(Path(secret.var_path("alerts")), alert_pipelines())
+            folder = Path(secret.var_path("alerts"))
+            outbox = RedisOutbox(self.cfg.redis, self.store.key + ":alert-outbox", folder) \
+                if isinstance(self.store, RedisStore) and self.cfg.redis else None
+            self.alerting = Alerting(folder, alert_pipelines(), outbox=outbox)
             self.alerting.start(Watch(self.alert_snapshot, self.alerting))
             self.automation = Automation(self.change, lambda: self.state, self.routing.clusters, self.cfg.analysis,
-                                         self.cfg.proactive_shift, self.new_lease(), self.alerting.emit)
+                                         self.cfg.proactive_shift, self.cfg.slo, self.new_lease(), self.alerting.emit)
             self.automation.start()
         # Long-lived objects (modules, config, clusters) go to the permanent generation so full collections
         # stay short; the hot path creates few cycles, so a larger gen0 threshold only trims GC pauses.

@@ -1,8 +1,10 @@
 """Helpers to run real login-service nodes (gunicorn processes) and talk to them like a browser."""
 from __future__ import annotations
 
+import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -11,6 +13,7 @@ import pytest
 import requests
 
 from deploy.node import ROOT, Node, manage  # noqa: F401 - manage and ROOT are re-exported for tests
+from tests.plugin import lasting_port
 
 
 def require(present: bool, reason: str) -> None:
@@ -117,3 +120,41 @@ class LocalReceiver:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+
+class Webhook(LocalReceiver):
+    """An alert webhook on a fixed port: answers `refuse_first` requests 429 (Retry-After: 1), then 200."""
+
+    def __init__(self, refuse_first: int = 0) -> None:
+        super().__init__(lasting_port())
+        self.refuse_first = refuse_first
+        self.bodies: list[dict[str, Any]] = []
+        self.times: list[float] = []
+        self.statuses: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str]]:
+        refuse = len(self.statuses) < self.refuse_first
+        self.statuses.append(429 if refuse else 200)
+        self.times.append(time.monotonic())
+        if refuse:
+            return 429, {"Retry-After": "1"}
+        self.bodies.append(json.loads(body))
+        return 200, {}
+
+    def texts(self) -> list[str]:
+        return [b["text"] for b in self.bodies]
+
+
+class Mailbox:
+    """aiosmtpd's handler: every message's text."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        self.messages.append(envelope.content.decode("utf-8", "replace"))
+        return "250 OK"

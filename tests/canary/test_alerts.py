@@ -20,46 +20,8 @@ from canary.alert_pipelines import Pipeline, PipelineError, from_environment, re
 from canary.alerting import Alerting, summary
 from deploy.node import wait_for
 from tests.canary.conftest import FAST, ROOT, TOKEN, toml_config
-from tests.plugin import free_port, lasting_port
-from tests.support import LocalReceiver
-
-
-class Webhook(LocalReceiver):
-    """An alert webhook on a fixed port: answers `refuse_first` requests 429 (Retry-After: 1), then 200."""
-
-    def __init__(self, refuse_first: int = 0) -> None:
-        super().__init__(lasting_port())
-        self.refuse_first = refuse_first
-        self.bodies: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self.statuses: list[int] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str]]:
-        refuse = len(self.statuses) < self.refuse_first
-        self.statuses.append(429 if refuse else 200)
-        self.times.append(time.monotonic())
-        if refuse:
-            return 429, {"Retry-After": "1"}
-        self.bodies.append(json.loads(body))
-        return 200, {}
-
-    def texts(self) -> list[str]:
-        return [b["text"] for b in self.bodies]
-
-
-class Mailbox:
-    """aiosmtpd's handler: every message's text."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        self.messages.append(envelope.content.decode("utf-8", "replace"))
-        return "250 OK"
+from tests.plugin import free_port
+from tests.support import Mailbox, Webhook
 
 
 @pytest.fixture
@@ -231,3 +193,26 @@ def test_a_cascade_is_one_line_and_the_webhook_body_suits_slack_and_alertmanager
     assert body["text"].startswith("[critical] t — green at 1970-01-01T00:00:00Z")
     assert body["alerts"][0]["labels"] == {"alertname": "failover", "severity": "critical", "cluster": "green"}
     assert body["alerts"][0]["startsAt"] == "1970-01-01T00:00:00Z" and body["status"] == "firing"
+
+
+def test_two_routers_on_different_machines_share_redis_and_deliver_each_alert_once(
+        tmp_path: Path, backends: Any, router_factory: Any, redis_url: str) -> None:
+    """Two routers with their own folders (as on two machines) and one Redis: both see green go down, the
+    webhook and the mailbox each get the cascade once."""
+    hook = Webhook().start()
+    blue, green = backends("blue", 1), backends("green", 1)
+    config = toml_config({"blue": blue, "green": green}, **FAST)
+    routers = [router_factory(config=config, args=["--redis", redis_url],
+                              env={"ALERT_WEBHOOK_URL": hook.url, "LOGINSVC_VAR_DIR": str(tmp_path / f"machine-{i}")})
+               for i in range(2)]
+    green[0].kill()
+    wait_for(lambda: any("green" in t and "failover to blue" in t for t in hook.texts()), 15, "the cascade")
+    for i in range(2):      # each router saw it: both journals have the event
+        wait_for(lambda: "failover" in (tmp_path / f"machine-{i}" / "alerts" / "journal.jsonl").read_text(), 5,
+                 f"router {i}'s journal")
+    time.sleep(1.5)         # a second delivery, if there were one, would have come by now
+    assert sum("failover to blue" in t for t in hook.texts()) == 1, hook.texts()
+    listed = [json.loads(alerts_cli(r, "--json").stdout)["alerts"] for r in routers]
+    assert listed[0] == listed[1]            # one outbox, seen the same from both
+    assert not (tmp_path / "machine-0" / "alerts" / "outbox.json").exists()
+    hook.stop()

@@ -12,10 +12,11 @@ from scipy.stats import mannwhitneyu
 
 from canary import plan
 from canary.analysis import Verdict, judge, mann_whitney
-from canary.config import AnalysisConfig, ConfigError, ProactiveShiftConfig, from_dict
+from canary.config import AnalysisConfig, ConfigError, ProactiveShiftConfig, SloConfig, from_dict
 from canary.lease import FileLease
 from canary.proactive_shift import ProactiveShift
 from canary.records import SAMPLES_PER_SECOND, Records, Window, percentile
+from canary.slo import SloWatch
 
 RNG = random.Random(7)
 
@@ -182,6 +183,18 @@ def test_a_degraded_cluster_is_moved_in_capped_steps_and_back_with_hysteresis() 
 def test_no_shift_on_too_little_traffic() -> None:
     shift = ProactiveShift(ProactiveShiftConfig(sustain=1))
     assert shift.look({"blue": window(10, 20), "green": window(10, 900)}, {}) == []
+
+
+def test_an_slo_breach_and_its_end_are_each_reported_once() -> None:
+    watch = SloWatch(SloConfig(p99_ms=100, min_samples=50))
+    looks = [watch.look({"blue": window(300, 20), "green": window(300, green_ms, failed=failed)})
+             for green_ms, failed in ((20, 0), (300, 0), (300, 0), (20, 0), (20, 9), (20, 0), (20, 0))]
+    changes = [(c.cluster, c.breached, c.text) for look in looks for c in look]
+    assert [c[:2] for c in changes] == [("green", True), ("green", False), ("green", True), ("green", False)]
+    assert changes[0][2].startswith("green: SLO breached over the last 60 s: p99 ")
+    assert changes[1][2].startswith("green: SLO met again (success 100.00 %")
+    assert changes[2][2] == "green: SLO breached over the last 60 s: success 97.00 % < 99 %"
+    assert watch.look({"blue": window(10, 900)}) == []          # too few answers: no judgement
 
 
 def test_bad_analysis_settings_name_the_key() -> None:

@@ -20,7 +20,7 @@ from deploy.node import wait_for
 from tests.canary.conftest import FAST, ROOT, TOKEN, toml_config
 
 QUICK = {"min_samples": 40, "max_extensions": 3, "latency_tolerance": 1.5}
-NO_SHIFT = {"enabled": False}
+NO_SHIFT = {"enabled": False, "interval": 1.0}    # looks every second: the SLO watch runs in them
 
 
 class Traffic:
@@ -73,11 +73,11 @@ def journal(var: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def make_router(tmp_path: Path, backends: Any, router_factory: Any) -> Iterator[Any]:
     def make(green_delay_ms: float = 0, analysis: dict[str, Any] | None = None,
-             shift: dict[str, Any] | None = None) -> Any:
+             shift: dict[str, Any] | None = None, slo: dict[str, Any] | None = None) -> Any:
         blue = backends("blue", 2)
         green = backends("green", 2, *(["--delay-ms", str(green_delay_ms)] if green_delay_ms else []))
         config = toml_config({"blue": blue, "green": green}, **FAST, analysis=analysis or QUICK,
-                             proactive_shift=shift or NO_SHIFT)
+                             proactive_shift=shift or NO_SHIFT, slo=slo or {"enabled": False})
         return router_factory(config=config, env={"LOGINSVC_VAR_DIR": str(tmp_path / "var")})
     yield make
 
@@ -104,10 +104,11 @@ def test_a_plan_passes_every_step_on_two_healthy_clusters_and_promotes(make_rout
 
 
 def test_a_slowed_canary_is_rolled_back_with_an_alert(make_router: Any, tmp_path: Path) -> None:
-    router = make_router(green_delay_ms=25)
+    router = make_router(green_delay_ms=25, slo={"p99_ms": 20, "window": 2, "min_samples": 20})
     with Traffic(router.port):
         router.api("POST", "/api/plan/start", {"steps": [50, 100], "hold": 2})
         st = router.wait_status(lambda s: s["plan"]["status"] != "running", timeout=40)
+        wait_for(lambda: any(e["kind"] == "slo_breach" for e in journal(tmp_path / "var")), 10, "the SLO alert")
     assert st["plan"]["status"] == "rolled_back" and st["percent"] == 0 and st["canary"] == "green"
     verdict = st["plan"]["last_verdict"]
     assert verdict["outcome"] == "fail" and verdict["reason"].startswith("latency"), verdict
@@ -115,6 +116,9 @@ def test_a_slowed_canary_is_rolled_back_with_an_alert(make_router: Any, tmp_path
     rollback = [e for e in journal(tmp_path / "var") if e["kind"] == "plan_rollback"]
     assert len(rollback) == 1 and "rolled back to 0 %" in rollback[0]["text"], rollback
     assert rollback[0]["figures"]["p_slower"] < 0.05 and rollback[0]["cluster"] == "green"
+    breaches = [e for e in journal(tmp_path / "var") if e["kind"] == "slo_breach"]
+    green = [e for e in breaches if e["cluster"] == "green"]     # (blue may breach 20 ms too on a busy machine)
+    assert len(green) == 1 and "p99" in green[0]["text"] and green[0]["figures"]["p99_ms"] >= 25, breaches
     shown = subprocess.run([sys.executable, "-m", "canary", "status", "--admin", router.admin_url], cwd=ROOT,
                            env={"CANARY_ADMIN_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}, capture_output=True,
                            text=True, timeout=30)

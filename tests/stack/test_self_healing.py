@@ -3,10 +3,39 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
-from tests.stack.conftest import STARTUP_BOUND_SECONDS, Poller, RunningStack, logged_in_browser
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.plugin import free_port
+from tests.stack.conftest import STARTUP_BOUND_SECONDS, Poller, RunningStack, logged_in_browser, start_stack
+from tests.support import Mailbox, Webhook
 
 NODES = ("blue-1", "blue-2", "green-1", "green-2")
+
+
+@pytest.fixture(scope="module")
+def receivers() -> Iterator[tuple[Webhook, Mailbox, int]]:
+    """The NOC's alert receivers: a webhook and an SMTP server (aiosmtpd), up before the stack starts."""
+    hook, mailbox, smtp_port = Webhook().start(), Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    yield hook, mailbox, smtp_port
+    controller.stop()
+    hook.stop()
+
+
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory: pytest.TempPathFactory, receivers: tuple[Webhook, Mailbox, int]
+                  ) -> Iterator[RunningStack]:
+    """The stack of tests/stack/conftest.py, with the router's alerts going to `receivers`."""
+    hook, _, smtp_port = receivers
+    stack = start_stack(tmp_path_factory.mktemp("stack"), env_extra={
+        "ALERT_WEBHOOK_URL": hook.url, "ALERT_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "ALERT_EMAIL_TO": "noc@example.test"})
+    yield stack
+    stack.stop()
 
 
 def all_healthy(stack: RunningStack) -> bool:
@@ -49,7 +78,9 @@ def test_killing_a_node_costs_no_request_and_it_comes_back(running_stack: Runnin
     assert running_stack.status()["blue-1"]["pid"] != before["pid"]
 
 
-def test_killing_the_whole_green_cluster_moves_its_pinned_user_to_blue_and_back(running_stack: RunningStack) -> None:
+def test_killing_the_whole_green_cluster_moves_its_pinned_user_to_blue_and_back(
+        running_stack: RunningStack, receivers: tuple[Webhook, Mailbox, int]) -> None:
+    hook, mailbox, _ = receivers
     browser = logged_in_browser(running_stack, "green")
     with Poller(browser) as poller:
         time.sleep(0.3)
@@ -66,6 +97,15 @@ def test_killing_the_whole_green_cluster_moves_its_pinned_user_to_blue_and_back(
     assert poller.count("blue/") > 0
     rows = running_stack.status()
     assert rows["green-1"]["restarts"] >= 1 and rows["green-2"]["restarts"] >= 1
+    # The NOC heard of it at every receiver, once, as one summary rather than one alert per node.
+    cascade = "green: 2 nodes down, failover to blue"
+    running_stack.wait(lambda: any(cascade in m for m in mailbox.messages) and any(cascade in t for t in hook.texts()),
+                       10, "the cascade by email and by webhook")
+    time.sleep(1)      # a second delivery, if there were one, would have come by now
+    assert sum(cascade in t for t in hook.texts()) == 1, hook.texts()
+    assert sum(cascade in m for m in mailbox.messages) == 1
+    journal = [json.loads(line) for line in (running_stack.var_dir / "alerts" / "journal.jsonl").read_text().splitlines()]
+    assert sorted(e["node"] for e in journal if e["kind"] == "node_down" and e["cluster"] == "green") == ["green-1", "green-2"]
 
 
 def test_killing_redis_logs_nobody_out_and_it_comes_back(running_stack: RunningStack) -> None:
