@@ -32,10 +32,10 @@ class AdminError(Exception):
 class Admin:
     """Small hand-rolled HTTP/1.1 (one request per connection): it is not on the hot path."""
 
-    def __init__(self, app: "App", token: str) -> None:
+    def __init__(self, app: "App", token: str, secure_cookie: bool = False) -> None:
         self.app = app
         self._token = token.encode()
-        self.sessions = dashboard.Sessions(self._token, secure=app.cfg.pin.secure)
+        self.sessions = dashboard.Sessions(self._token, secure=secure_cookie)
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:

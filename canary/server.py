@@ -75,7 +75,7 @@ class App:
         self.state: dict[str, Any] = initial_state(self.clusters[0].name, self.clusters[1].name,
                                                    cfg.share.initial_percent)
         self.store: FileStore | RedisStore = (RedisStore(cfg.redis) if cfg.redis else FileStore(cfg.state_file))
-        self.admin = Admin(self, admin_token) if admin_token else None
+        self.admin = Admin(self, admin_token, cfg.pin.secure) if admin_token else None
         self.alerting: Alerting | None = None   # started with the admin listener: one per router, not per worker
         self.automation: Automation | None = None   # likewise: plans and proactive shifts, under a lease
         self.servers: list[asyncio.AbstractServer] = []

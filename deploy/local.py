@@ -282,6 +282,8 @@ def print_summary(stack: Stack, seconds: float) -> None:
     print(f"\nstack ready in {seconds:.1f}s\n"
           f"  login service   http://{spec.listen}/login/   (router: blue stable, green canary "
           f"{spec.canary_percent:g}%)\n"
+          f"  ops dashboard   http://{spec.admin}/   (sign in with the admin token: "
+          f"{'CANARY_ADMIN_TOKEN' if os.environ.get('CANARY_ADMIN_TOKEN') else spec.var / 'canary-admin-token'})\n"
           f"  router admin    http://{spec.admin}/api/status   metrics: http://{spec.admin}/metrics\n"
           f"  database        {'DATABASE_URL (external)' if os.environ.get('DATABASE_URL') else spec.var / 'db.sqlite3'}\n"
           f"  redis           {spec.effective_redis_url if spec.embedded_redis else 'REDIS_URL (external)'}\n"

@@ -18,9 +18,13 @@ from tests.canary.conftest import FAST, TOKEN, toml_config
 
 
 @pytest.fixture
-def router(backends: Any, router_factory: Any, tmp_path: Path) -> Any:
-    blue, green = backends("blue", 2), backends("green", 1)
-    return router_factory(config=toml_config({"blue": blue, "green": green}, **FAST),
+def green(backends: Any) -> list[Any]:
+    return backends("green", 1)
+
+
+@pytest.fixture
+def router(backends: Any, router_factory: Any, green: list[Any], tmp_path: Path) -> Any:
+    return router_factory(config=toml_config({"blue": backends("blue", 2), "green": green}, **FAST),
                           env={"LOGINSVC_VAR_DIR": str(tmp_path / "var")})
 
 
@@ -112,7 +116,7 @@ def confirm(driver: Any) -> str:
 
 @pytest.mark.browser
 def test_chromium_signs_in_watches_the_charts_move_and_drives_a_ramp_and_a_rollback(
-        chrome: Any, router: Any, traffic: Traffic, tmp_path: Path) -> None:
+        chrome: Any, router: Any, green: list[Any], traffic: Traffic, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -142,10 +146,18 @@ def test_chromium_signs_in_watches_the_charts_move_and_drives_a_ramp_and_a_rollb
     wait_for(lambda: router.status()["percent"] == 0, 5, "the rollback through the dashboard")
     wait_for(lambda: "rollback: green" in chrome.find_element(By.ID, "events").text, 10, "the rollback alert listed")
 
+    for backend in green:                                   # a failover: the dashboard is the router's, it stays
+        backend.kill()
+    wait_for(lambda: "green (canary) DOWN" in chrome.find_element(By.ID, "clusters").text, 10, "green shown down")
+    updates = chrome.execute_script("return window.canaryDashboard.updates")
+    wait_for(lambda: chrome.execute_script("return window.canaryDashboard.updates") > updates + 2, 10,
+             "the dashboard still updating during the failover")
+    chrome.save_screenshot(str(shots / "3-failover.png"))
+
     chrome.find_element(By.ID, "drain-blue-blue-2").click()
     chrome.switch_to.alert.dismiss()                       # asked, and refused: nothing happens
     time.sleep(0.5)
     assert router.status()["drained"] == [] and "cancelled" in chrome.find_element(By.ID, "message").text
-    chrome.save_screenshot(str(shots / "3-rolled-back.png"))
+    chrome.save_screenshot(str(shots / "4-drain-refused.png"))
     assert all((shots / name).stat().st_size > 10_000 for name in ("1-signed-in.png", "2-ramped-to-40.png",
-                                                                   "3-rolled-back.png"))
+                                                                   "3-failover.png", "4-drain-refused.png"))
