@@ -8,19 +8,35 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from . import dashboard, metrics, plan
-from .membership import MembershipError, parse_nodes, spec_of
+from . import dashboard, plan
+from .alerting import Alerting
+from .membership import Membership, MembershipError, parse_nodes, spec_of
 from .records import per_second
-
-if TYPE_CHECKING:
-    from .server import App
+from .routing import Routing
 
 log = logging.getLogger("canary.admin")
 _MAX_BODY = 64 * 1024
 Answer = tuple[int, str, bytes, dict[str, str]]   # status, content type, body, extra headers
 LIVE_SECONDS = 120
+
+
+class RouterControl(Protocol):
+    """What the admin listener may read and change of the router process (canary/server.py)."""
+
+    routing: Routing
+    membership: Membership
+    alerting: Alerting | None
+    state: dict[str, Any]
+
+    async def change(self, fn: Callable[[dict[str, Any]], None]) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def resolve_target(self, target: str) -> str | None: ...
+
+    def metrics(self) -> bytes: ...
 
 
 class AdminError(Exception):
@@ -32,7 +48,7 @@ class AdminError(Exception):
 class Admin:
     """Small hand-rolled HTTP/1.1 (one request per connection): it is not on the hot path."""
 
-    def __init__(self, app: "App", token: str, secure_cookie: bool = False) -> None:
+    def __init__(self, app: RouterControl, token: str, secure_cookie: bool = False) -> None:
         self.app = app
         self._token = token.encode()
         self.sessions = dashboard.Sessions(self._token, secure=secure_cookie)
@@ -100,7 +116,7 @@ class Admin:
         if path == "/healthz" and method in ("GET", "HEAD"):
             return 200, "text/plain", b"ok\n", {}
         if path == "/metrics" and method == "GET":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", metrics.render(app), {}
+            return 200, "text/plain; version=0.0.4; charset=utf-8", app.metrics(), {}
         if path in ("/", "/login", "/logout") or path.startswith("/static/"):
             return self.page(method, path, headers, body)
         if not self.authorized(method, headers):
@@ -237,12 +253,12 @@ def _args(body: bytes) -> dict[str, Any]:
 
 
 # -- POST verbs (a table rather than an if-chain: one small function per verb) -----------------------------
-def _emit(app: "App", kind: str, text: str, cluster: str | None = None, **figures: Any) -> None:
+def _emit(app: RouterControl, kind: str, text: str, cluster: str | None = None, **figures: Any) -> None:
     if app.alerting is not None:
         app.alerting.emit(kind, text, cluster, figures=figures, group=False)
 
 
-async def _ramp(app: "App", args: dict[str, Any]) -> None:
+async def _ramp(app: RouterControl, args: dict[str, Any]) -> None:
     """A manual ramp during a plan pauses it: a human has taken over (`plan resume` hands back)."""
     p = args.get("percent")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
@@ -260,7 +276,7 @@ async def _ramp(app: "App", args: dict[str, Any]) -> None:
         _emit(app, "plan_paused", f"plan paused: manual ramp to {float(p):g} %", app.routing.canary.name)
 
 
-async def _promote(app: "App", args: dict[str, Any]) -> None:
+async def _promote(app: RouterControl, args: dict[str, Any]) -> None:
     def promote(s: dict[str, Any]) -> None:
         s["stable"], s["canary"], s["percent"] = s["canary"], s["stable"], 0.0
         plan.end(s, "promoted", f"{s['stable']} promoted by an operator", time.time())
@@ -269,7 +285,7 @@ async def _promote(app: "App", args: dict[str, Any]) -> None:
     _emit(app, "promote", f"promoted: {canary} is the stable cluster", canary)
 
 
-async def _rollback(app: "App", args: dict[str, Any]) -> None:
+async def _rollback(app: RouterControl, args: dict[str, Any]) -> None:
     was = app.routing.percent
 
     def rollback(s: dict[str, Any]) -> None:
@@ -282,8 +298,8 @@ async def _rollback(app: "App", args: dict[str, Any]) -> None:
                           figures={"share_before": was}, group=False)
 
 
-def _drain_verb(drain: bool) -> Callable[["App", dict[str, Any]], Awaitable[None]]:
-    async def verb(app: "App", args: dict[str, Any]) -> None:
+def _drain_verb(drain: bool) -> Callable[[RouterControl, dict[str, Any]], Awaitable[None]]:
+    async def verb(app: RouterControl, args: dict[str, Any]) -> None:
         target = args.get("target")
         label = app.resolve_target(target) if isinstance(target, str) else None
         if label is None:
@@ -297,11 +313,11 @@ def _drain_verb(drain: bool) -> Callable[["App", dict[str, Any]], Awaitable[None
     return verb
 
 
-_VERBS: dict[str, Callable[["App", dict[str, Any]], Awaitable[None]]] = {
+_VERBS: dict[str, Callable[[RouterControl, dict[str, Any]], Awaitable[None]]] = {
     "ramp": _ramp, "promote": _promote, "rollback": _rollback,
     "drain": _drain_verb(True), "undrain": _drain_verb(False),
 }
-async def _plan_verb(app: "App", verb: str, args: dict[str, Any]) -> None:
+async def _plan_verb(app: RouterControl, verb: str, args: dict[str, Any]) -> None:
     """POST /api/plan/{start,pause,resume,abort}; a plan error is the caller's (400) or a conflict (409)."""
     now = time.time()
     try:

@@ -116,13 +116,13 @@ def _run_worker(cfg: Config, token: str, pin: str, worker: int, reuse_port: bool
                 fallbacks: tuple[str, ...]) -> None:
     import asyncio
 
-    from .server import App
+    from .server import RouterProcess
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    app = App(cfg, token, pin, worker, fallbacks)
+    app = RouterProcess(cfg, token, pin, worker, fallbacks)
     runner(app.run(reuse_port=reuse_port, run_admin=worker == 0))
 
 

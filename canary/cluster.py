@@ -5,6 +5,7 @@ import bisect
 from typing import Iterable
 
 from .config import ClusterConfig, NodeConfig
+from .limits import ConcurrencyLimit
 from .records import Records
 
 # Latency histogram bounds in seconds (shared by every cluster; rendered at scrape time).
@@ -15,9 +16,9 @@ class Node:
     """One backend address. Plain attributes, no locks: everything runs on one event loop."""
 
     __slots__ = ("name", "cluster", "host", "port", "weight", "label", "served_by", "outstanding",
-                 "hc_healthy", "hc_ok", "hc_fail", "ejected_until", "ejections", "eject_reason",
+                 "hc_healthy", "hc_ok", "hc_fail", "ejected_until", "ejections",
                  "down_until_healthy", "drained", "consecutive_5xx", "status_counts", "pool",
-                 "cw", "errors", "retries", "removed")
+                 "current_weight", "errors", "retries", "removed")
 
     def __init__(self, cfg: NodeConfig, cluster: "Cluster") -> None:
         self.name = cfg.name
@@ -33,13 +34,12 @@ class Node:
         self.hc_fail = 0
         self.ejected_until = 0.0
         self.ejections = 0
-        self.eject_reason = ""
         self.down_until_healthy = False  # set by connect failures: out until `rise` good checks
         self.drained = False
         self.consecutive_5xx = 0
         self.status_counts = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = local error)
         self.pool = None
-        self.cw = 0                     # smooth weighted round robin current weight
+        self.current_weight = 0         # smooth weighted round robin (nginx)
         self.errors = 0
         self.retries = 0
         self.removed = False            # taken out of its cluster at run time; in-flight requests may remain
@@ -59,10 +59,10 @@ class Node:
 
 
 class Cluster:
-    """A named set of nodes plus per-cluster traffic counters and latency histogram."""
+    """A named set of nodes, its concurrency limit, per-cluster traffic counters and latency histogram."""
 
     __slots__ = ("name", "nodes", "drained", "available", "lat_counts", "lat_sum", "failovers_in",
-                 "max_concurrent", "max_queue", "round_robin", "_rr", "usable", "records")
+                 "limit", "round_robin", "_rr", "usable", "records")
 
     def __init__(self, cfg: ClusterConfig, balancing: str) -> None:
         self.name = cfg.name
@@ -72,8 +72,7 @@ class Cluster:
         self.lat_counts = [0] * (len(LATENCY_BOUNDS) + 1)
         self.lat_sum = 0.0
         self.failovers_in = 0
-        self.max_concurrent = cfg.max_concurrent
-        self.max_queue = cfg.max_queue
+        self.limit = ConcurrencyLimit(cfg.max_concurrent, cfg.max_queue)   # admission to this cluster
         self.round_robin = balancing == "round_robin"
         self._rr = 0
         self.usable: list[Node] = list(self.nodes)   # cached by refresh(): no per-request health scan
@@ -109,11 +108,11 @@ class Cluster:
             total = 0
             best = None
             for n in cands:
-                n.cw += n.weight
+                n.current_weight += n.weight
                 total += n.weight
-                if best is None or n.cw > best.cw:
+                if best is None or n.current_weight > best.current_weight:
                     best = n
-            best.cw -= total
+            best.current_weight -= total
             return best
         self._rr += 1
         k = len(cands)

@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from .cluster import Cluster
-from .config import NodeConfig
-
-if TYPE_CHECKING:
-    from .server import App
+from .config import ClusterConfig, NodeConfig
+from .membership import Membership
 
 log = logging.getLogger("canary.dns")
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -43,16 +41,18 @@ def node_configs(cluster: str, addresses: list[str], port: int) -> list[NodeConf
 class DnsDiscovery:
     """One task per DNS cluster; `resolver` is the system resolver unless a test passes another."""
 
-    def __init__(self, app: "App", resolver: Resolver = resolve) -> None:
-        self.app = app
+    def __init__(self, cluster_configs: list[ClusterConfig], membership: Membership,
+                 resolver: Resolver = resolve) -> None:
+        self.cluster_configs = cluster_configs
+        self.membership = membership
         self.resolver = resolver
         self.tasks: list[asyncio.Task] = []
         self.failures = 0
         self._last_error: dict[str, str] = {}
 
     def clusters(self) -> list[tuple[Cluster, tuple[str, int], float]]:
-        by_name = {c.name: c for c in self.app.clusters}
-        return [(by_name[c.name], c.dns, c.dns_refresh) for c in self.app.cfg.clusters if c.dns is not None]
+        by_name = {c.name: c for c in self.membership.clusters}
+        return [(by_name[c.name], c.dns, c.dns_refresh) for c in self.cluster_configs if c.dns is not None]
 
     async def refresh(self, cluster: Cluster, host: str, port: int) -> bool:
         """Resolve once and apply; returns whether the answer was usable."""
@@ -66,7 +66,7 @@ class DnsDiscovery:
             return False
         if self._last_error.pop(cluster.name, None) is not None:
             log.info("cluster %s: %s resolves again", cluster.name, host)
-        self.app.membership.apply_discovered(cluster, node_configs(cluster.name, addresses, port))
+        self.membership.apply_discovered(cluster, node_configs(cluster.name, addresses, port))
         return True
 
     def _failed(self, cluster: str, message: str) -> None:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import http
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .limits import Admission
 from .request_body import BadRequest, RequestBody
 
 if TYPE_CHECKING:
-    from .proxy import FrontConn
-    from .server import App
+    from .cluster import Cluster, Node
+    from .limits import ConcurrencyLimit
+    from .proxy import DownstreamConn
+    from .request_context import RequestContext
     from .upstream_pool import UpstreamConn
 
 _now = time.monotonic
@@ -31,15 +34,15 @@ def local_response(status: int, close: bool, retry_after: int | None = None, bod
 class Exchange(RequestBody):
     """One client request and its attempts on nodes: streaming both ways, retries, failover, accounting."""
 
-    __slots__ = ("app", "front", "method", "url", "head", "chunked", "body", "body_size", "pending",
+    __slots__ = ("ctx", "front", "method", "url", "head", "chunked", "body", "body_size", "pending",
                  "body_done", "body_bytes", "up", "node", "cluster", "attempts", "tried", "resp_started",
                  "status", "t0", "bucket", "cookie_line", "keep_alive", "head_only", "idempotent", "deadline",
                  "queued", "queue_deadline", "done", "resp_mode", "resp_eof_body", "retrying", "http10",
                  "expect", "sent", "outcome", "limit", "waiting_retry", "resp_bytes", "resp_head", "buffering",
                  "awaiting_body", "body_end", "local")
 
-    def __init__(self, app: "App", front: "FrontConn") -> None:
-        self.app = app
+    def __init__(self, ctx: "RequestContext", front: "DownstreamConn") -> None:
+        self.ctx = ctx
         self.front = front
         self.pending: list[bytes] = []
         self.body: list[bytes] | None = []
@@ -47,10 +50,10 @@ class Exchange(RequestBody):
         self.body_done = False
         self.body_bytes = 0
         self.up: UpstreamConn | None = None
-        self.node: Any = None
-        self.cluster: Any = None
+        self.node: Node | None = None
+        self.cluster: Cluster | None = None
         self.attempts = 0
-        self.tried: list[Any] = []
+        self.tried: list[Node] = []
         self.resp_started = False
         self.status = 0
         self.cookie_line: bytes | None = None
@@ -62,7 +65,7 @@ class Exchange(RequestBody):
         self.retrying = False
         self.sent = False
         self.outcome = ""
-        self.limit: Any = None
+        self.limit: ConcurrencyLimit | None = None   # the cluster's, while queued for or holding a slot
         self.waiting_retry = False
         self.resp_bytes = 0
         self.resp_head: bytes | None = None
@@ -77,43 +80,53 @@ class Exchange(RequestBody):
             return self._await_body()
         if self.local is not None:
             return self._answer_router_path()
-        app = self.app
+        ctx = self.ctx
         now = _now()
-        self.deadline = now + app.cfg.timeouts.total
-        self.cluster = app.routing.choose(self.bucket, now)
-        self.limit = app.limits[self.cluster.name]
-        r = self.limit.admit(self)
-        if r == 1:
-            self.dispatch(self.cluster)
-        elif r == 0:
+        self.deadline = now + ctx.timeouts.total
+        cluster = self.cluster = ctx.routing.choose(self.bucket, now)
+        limit = self.limit = cluster.limit
+        admission = limit.admit(self)
+        if admission is Admission.ADMITTED:
+            self.dispatch(cluster)
+        elif admission is Admission.QUEUED:
             self.queued = True
-            self.queue_deadline = now + app.cfg.limits.queue_timeout
+            self.queue_deadline = now + ctx.limits.queue_timeout
         else:
             self.limit = None
             self.fail_local(503, "overload")
 
     def _answer_router_path(self) -> None:
         """/healthz: the router is alive; /readyz: it has a usable cluster; /metrics lives on the admin port."""
-        app = self.app
-        app.router_path_answers += 1
+        ctx = self.ctx
+        ctx.counters.router_path_answers += 1
         if self.local == b"/healthz":
             self.fail_local(200, "router_path", b"ok\n")
         elif self.local == b"/readyz":
-            ready = not app.routing.panic
+            ready = not ctx.routing.panic
             self.fail_local(200 if ready else 503, "router_path", b"ready\n" if ready else b"no usable cluster\n")
         else:
             self.fail_local(404, "router_path")
+
+    def drop_unstarted(self) -> None:
+        """A pipelined request that never started (its connection closed, or it was bad): no longer in flight."""
+        self.done = True
+        self.ctx.retry_budget.active -= 1
 
     def dispatch_queued(self) -> None:
         if not self.done:
             self.dispatch()
 
-    def dispatch(self, first: Any = None) -> None:
+    def queue_timed_out(self) -> None:
+        """The sweeper took it off its cluster's queue (ConcurrencyLimit.expire): it never held a slot."""
+        self.queued = False
+        self.limit = None
+        self.fail_local(503, "queue_timeout")
+
+    def dispatch(self, first: Cluster | None = None) -> None:
         """Start an attempt: `first` is the cluster routing chose at admission (retries choose again)."""
         self.queued = False
-        app = self.app
         now = _now()
-        node = app.routing.pick_node(self.bucket, now, self.tried, first)
+        node = self.ctx.routing.pick_node(self.bucket, now, self.tried, first)
         if node is None:
             return self.fail_local(503, "no_node")
         self.node = node
@@ -131,7 +144,7 @@ class Exchange(RequestBody):
 
     def attach(self, conn: "UpstreamConn") -> None:
         if self.done:   # timed out or client left while connecting
-            conn.pool.node.outstanding -= 1
+            self._end_attempt(conn.pool.node)
             conn.pool.release(conn, _now())
             return
         self.up = conn
@@ -149,20 +162,18 @@ class Exchange(RequestBody):
             self.front.resume_reading_for_upstream()
 
     def _arm(self) -> None:   # node answer timer once the body is complete; till then body_idle per byte
-        t = self.app.cfg.timeouts
+        t = self.ctx.timeouts
         self.deadline = min(self.t0 + t.total, _now() + (t.upstream if self.body_done else t.body_idle))
 
     # -- response from the node ------------------------------------------------------------------------------
     def on_response_head(self, conn: "UpstreamConn", status: int) -> None:
         self.resp_started = True
         self.status = status
-        app = self.app
+        ctx = self.ctx
         node = self.node
-        if status >= 500:
-            app.outlier.response_5xx(node, _now())
-        else:
-            node.consecutive_5xx = 0
-        self.deadline = self.t0 + app.cfg.timeouts.total
+        assert node is not None
+        ctx.outlier.response(node, status, _now())
+        self.deadline = self.t0 + ctx.timeouts.total
         parts = conn.lines
         sl = STATUS_LINES.get(status)
         parts.insert(0, sl if sl is not None else b"HTTP/1.1 %d Unknown\r\n" % status)
@@ -227,13 +238,11 @@ class Exchange(RequestBody):
         self.finish("ok")
 
     # -- failures ----------------------------------------------------------------------------------------------
-    def connect_failed(self, node: Any, reason: str) -> None:
-        node.outstanding -= 1
-        node.errors += 1
+    def connect_failed(self, node: Node, reason: str) -> None:
         now = _now()
-        node.cluster.records.attempt_failed(now)
-        self.app.outlier.connect_failure(node, now, reason)
-        self.app.routing.refresh(now)
+        self._end_attempt(node, now)
+        self.ctx.outlier.connect_failure(node, now, reason)
+        self.ctx.routing.refresh(now)
         if self.done:
             return
         self.sent = False
@@ -243,20 +252,19 @@ class Exchange(RequestBody):
         """The node connection died (reset/EOF/garbage) before the response was complete."""
         self.up = None
         node = self.node
-        node.outstanding -= 1
-        node.errors += 1
+        assert node is not None
         now = _now()
-        node.cluster.records.attempt_failed(now)
+        self._end_attempt(node, now)
         if self.done:
             return
         if kind == "upgrade":   # a 101/Upgrade answer: the router does not tunnel; not the node's failure
             return self.fail_local(502, "upstream_upgrade")
         if kind in ("response_head_too_large", "bad_transfer_coding"):   # a broken or hostile node: no retry
-            self.app.outlier.eject(node, now, kind)
+            self.ctx.outlier.eject(node, now, kind)
             return self.fail_local(502, kind)
         stale = conn.reused and not conn.got_bytes and kind == "reset"
         if not stale:
-            self.app.outlier.eject(node, now, kind)
+            self.ctx.outlier.eject(node, now, kind)
         if self.resp_started:
             self.status = self.status or 502
             self.front.abort()
@@ -270,39 +278,40 @@ class Exchange(RequestBody):
             self.fail_local(502, kind)
 
     def retry_or_fail(self, reason: str, budget_free: bool) -> None:
-        app = self.app
-        if self.attempts >= app.cfg.retry.max_attempts:
+        ctx = self.ctx
+        if self.attempts >= ctx.max_attempts:
             return self.fail_local(503 if reason.startswith("connect") else 502, reason)
         if not budget_free and not self.retrying:
-            if not app.retry_budget.try_acquire():
-                self.waiting_retry = True
-                app.retry_waiters.append(self)   # wait for a retry slot (bounded by the exchange deadline)
+            if not ctx.retry_budget.try_acquire():
+                ctx.retry_budget.wait(self)   # resume_retry() once a slot is free (bounded by the deadline)
                 return
             self.retrying = True
-        app.retries_total += 1
-        self.node.retries += 1
-        self.dispatch()
+        self._retry()
 
     def resume_retry(self) -> None:
         self.waiting_retry = False
         if self.done:
             return
         self.retrying = True
-        self.app.retries_total += 1
-        self.node.retries += 1
+        self._retry()
+
+    def _retry(self) -> None:
+        """Another attempt, counted against the node the last one failed on."""
+        self.ctx.counters.retries += 1
+        self.node.retries += 1    # type: ignore[union-attr]   (a retry follows a failed attempt on a node)
         self.dispatch()
 
     def timeout(self) -> None:
         if self.queued:
-            self.queued = False
-            self.limit.remove(self)
-            self.limit = None
+            self._leave_queue()
             return self.fail_local(503, "queue_timeout")
         client_slow = not self.body_done and not self.front.paused_by_upstream_hint
+        node = self.node
         if self._drop_up() and not client_slow:
+            assert node is not None
             now = _now()
-            self.node.cluster.records.attempt_failed(now)
-            self.app.outlier.eject(self.node, now, "timeout")
+            node.cluster.records.attempt_failed(now)
+            self.ctx.outlier.eject(node, now, "timeout")
         if client_slow and not self.resp_started:   # the client stalled its body: not the node's fault
             return self.fail_local(408, "body_timeout")
         if self.resp_started:
@@ -316,7 +325,7 @@ class Exchange(RequestBody):
         self.resp_started = True
         if not self.body_done:
             self.keep_alive = False
-        retry_after = self.app.cfg.limits.retry_after if status == 503 else None
+        retry_after = self.ctx.limits.retry_after if status == 503 else None
         self.front.transport.write(local_response(status, not self.keep_alive, retry_after, body, self.head_only))
         self.finish(reason, count_node=False)
 
@@ -326,8 +335,22 @@ class Exchange(RequestBody):
             return False
         self.up = None
         up.close()
-        self.node.outstanding -= 1
+        self.node.outstanding -= 1    # type: ignore[union-attr]   (a connection belongs to an attempt)
         return True
+
+    def _end_attempt(self, node: Node, failed_at: float | None = None) -> None:
+        """The attempt on `node` is over without a response: its outstanding slot is freed and, when it
+        failed (connect failure, reset), the node's error count and its cluster's records say so."""
+        node.outstanding -= 1
+        if failed_at is not None:
+            node.errors += 1
+            node.cluster.records.attempt_failed(failed_at)
+
+    def _leave_queue(self) -> None:
+        """Off the cluster's queue before it got a slot (timed out, client gone, failed): nothing to release."""
+        self.queued = False
+        self.limit.remove(self)    # type: ignore[union-attr]   (queued implies a limit)
+        self.limit = None
 
     def abort_upstream_for_bad_body(self, status: int) -> None:
         self._drop_up()
@@ -338,9 +361,7 @@ class Exchange(RequestBody):
         if self.done:
             return
         if self.queued:
-            self.queued = False
-            self.limit.remove(self)
-            self.limit = None
+            self._leave_queue()
         self._drop_up()
         self.status = self.status or 499
         self.finish("client_abort", count_node=False)
@@ -351,32 +372,31 @@ class Exchange(RequestBody):
             return
         self.done = True
         self.outcome = outcome
-        app = self.app
+        ctx = self.ctx
         now = _now()
         if self.queued:    # failed while waiting in the cluster queue: it never held a slot
-            self.queued = False
-            self.limit.remove(self)
-            self.limit = None
+            self._leave_queue()
         node = self.node
         if count_node and node is not None:
             node.outstanding -= 1
             node.status_counts[self.status // 100] += 1
-            self.cluster.observe(now - self.t0, now, self.status < 500)
+            node.cluster.observe(now - self.t0, now, self.status < 500)
         else:
-            app.local_counts[self.status] = app.local_counts.get(self.status, 0) + 1
-        app.retry_budget.active -= 1
+            ctx.counters.local_response(self.status)
+        budget = ctx.retry_budget
+        budget.active -= 1
         if self.retrying:
             self.retrying = False
-            app.release_retry()
+            budget.release()
         limit = self.limit
         if limit is not None:
             self.limit = None
             nxt = limit.release()
             if nxt is not None:
                 nxt.queued = False     # owns the slot now; started on the next loop turn, never re-entrantly
-                app.loop.call_soon(nxt.dispatch_queued)
-        if app.access_log is not None:
-            app.access_log.log(self, now)
+                ctx.loop.call_soon(nxt.dispatch_queued)   # type: ignore[union-attr,attr-defined]
+        if ctx.access_log is not None:
+            ctx.access_log.log(self, now)
         self.front.exchange_done(self)
 
 

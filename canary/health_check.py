@@ -15,22 +15,22 @@ class HealthChecker:
     Tasks are keyed by node so run-time membership changes (canary/membership.py) can start and cancel
     the check of one node without touching the others."""
 
-    def __init__(self, cfg: HealthCheckConfig, nodes: list[Node], on_change: Callable[[], None]) -> None:
+    def __init__(self, cfg: HealthCheckConfig, on_change: Callable[[], None]) -> None:
         self.cfg = cfg
-        self.nodes = nodes          # the App's list, updated in place by membership changes
         self.on_change = on_change
         self.tasks: dict[Node, asyncio.Task] = {}
         self.started = False
         self.checks_total = 0
         self.failures_total = 0
 
-    def start(self) -> None:
+    def start(self, nodes: list[Node]) -> None:
+        """Check `nodes` from now on; membership changes add and remove nodes one at a time."""
         self.started = True
-        for n in self.nodes:
+        for n in nodes:
             self.add(n)
 
     def add(self, node: Node) -> None:
-        """Start checking a node (no-op before start(): start() picks up every node in `nodes`)."""
+        """Start checking a node (no-op before start(), which is given every node of the time)."""
         if self.started and node not in self.tasks:
             self.tasks[node] = asyncio.get_running_loop().create_task(self._run(node))
 

@@ -1,8 +1,24 @@
 """Per-cluster concurrency limit with a bounded FIFO queue: beyond both, a fast 503 (never an unbounded queue)."""
 from __future__ import annotations
 
+import enum
 from collections import deque
-from typing import Any
+from typing import Protocol
+
+
+class Admission(enum.IntEnum):
+    """What admit() decided for a request."""
+
+    REJECTED = -1   # both the slots and the queue are full: a fast 503
+    QUEUED = 0      # waits for a slot; release() hands it one, or the sweeper expires it
+    ADMITTED = 1    # holds a slot: dispatch now
+
+
+class Queueable(Protocol):
+    """A request that can wait in the queue (canary/exchange.py's Exchange)."""
+
+    queued: bool
+    queue_deadline: float
 
 
 class ConcurrencyLimit:
@@ -14,22 +30,21 @@ class ConcurrencyLimit:
         self.max_active = max_active
         self.max_queue = max_queue
         self.active = 0
-        self.queue: deque[Any] = deque()
+        self.queue: deque[Queueable] = deque()
         self.rejected = 0
         self.timed_out = 0
 
-    def admit(self, item: Any) -> int:
-        """1 = run now, 0 = queued, -1 = rejected (send 503)."""
+    def admit(self, item: Queueable) -> Admission:
         if self.active < self.max_active:
             self.active += 1
-            return 1
+            return Admission.ADMITTED
         if len(self.queue) < self.max_queue:
             self.queue.append(item)
-            return 0
+            return Admission.QUEUED
         self.rejected += 1
-        return -1
+        return Admission.REJECTED
 
-    def release(self) -> Any | None:
+    def release(self) -> Queueable | None:
         """Free one slot; returns the next queued item, which now owns the slot (caller starts it)."""
         while self.queue:
             item = self.queue.popleft()
@@ -38,13 +53,13 @@ class ConcurrencyLimit:
         self.active -= 1
         return None
 
-    def remove(self, item: Any) -> None:
+    def remove(self, item: Queueable) -> None:
         try:
             self.queue.remove(item)
         except ValueError:
             pass
 
-    def expire(self, now: float) -> list[Any]:
+    def expire(self, now: float) -> list[Queueable]:
         """Items whose queue deadline passed (caller answers 503)."""
         out = []
         while self.queue and self.queue[0].queue_deadline <= now:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .cluster import Cluster, Node
 from .config import ConfigError, NodeConfig, _check_name, parse_hostport
+from .health_check import HealthChecker
+from .outlier_detection import OutlierDetector
 
 if TYPE_CHECKING:
-    from .server import App
+    from .routing import Routing
+    from .upstream_pool import Pool
 
 log = logging.getLogger("canary.membership")
 _NODE_KEYS = ("name", "address", "weight")
@@ -80,18 +83,28 @@ def parse_nodes(raw: Any, cluster: str, cluster_names: list[str]) -> list[NodeCo
 
 
 class Membership:
-    """Owns the configured node lists and applies the state's lists to the App's clusters."""
+    """Owns the node lists: the configured ones, and `nodes`, every live node of every cluster (the health
+    checker, the sweeper and the metrics read it; only this class changes it)."""
 
-    def __init__(self, app: "App") -> None:
-        self.app = app
-        self.configured = {c.name: [spec_of(n) for n in c.nodes] for c in app.clusters}
-        self.dns = {c.name for c in app.cfg.clusters if c.dns is not None}   # canary/dns_discovery.py owns these
+    def __init__(self, clusters: list[Cluster], routing: "Routing", health: HealthChecker, outlier: OutlierDetector,
+                 new_pool: Callable[[Node], "Pool"], dns_clusters: set[str], rise: int,
+                 state: Callable[[], dict[str, Any]]) -> None:
+        self.clusters = clusters
+        self.routing = routing
+        self.health = health
+        self.outlier = outlier
+        self.new_pool = new_pool       # a connection pool for a node added at run time
+        self.rise = rise               # health_check.rise
+        self.state = state             # the applied shared state (drains apply to discovered nodes too)
+        self.nodes: list[Node] = [n for c in clusters for n in c.nodes]
+        self.configured = {c.name: [spec_of(n) for n in c.nodes] for c in clusters}
+        self.dns = dns_clusters        # canary/dns_discovery.py owns these clusters' lists
         self._bad: dict[str, str] = {}     # last error per cluster, logged once instead of every reload
 
     def specs(self, state: dict[str, Any], cluster: str) -> tuple[str, list[dict[str, Any]]]:
         """(source, node list) a state document declares for a cluster: "state", "config" or "dns"."""
         if cluster in self.dns:
-            return "dns", [spec_of(n) for n in self.app.routing.clusters[cluster].nodes]
+            return "dns", [spec_of(n) for n in self.routing.clusters[cluster].nodes]
         nodes = state.get("nodes")
         if isinstance(nodes, dict) and cluster in nodes:
             return "state", nodes[cluster]
@@ -101,7 +114,7 @@ class Membership:
         """Node name -> cluster for every other cluster: node names are unique across clusters, because
         drains and ops verbs address a node by its bare name."""
         out = {}
-        for c in self.app.clusters:
+        for c in self.clusters:
             if c.name != cluster:
                 _, specs = self.specs(state, c.name)
                 for s in specs if isinstance(specs, list) else ():
@@ -113,8 +126,8 @@ class Membership:
         """Make every cluster's live nodes match the document. Never raises on bad data: a cluster whose
         list is invalid (a hand-edited file) keeps its current nodes and the problem is logged."""
         changed = False
-        names = [c.name for c in self.app.clusters]
-        for c in self.app.clusters:
+        names = [c.name for c in self.clusters]
+        for c in self.clusters:
             if c.name in self.dns:
                 continue
             _, raw = self.specs(state, c.name)
@@ -128,14 +141,17 @@ class Membership:
             self._bad.pop(c.name, None)
             changed |= self._reconcile_cluster(c, wanted)
         if changed:
-            self.app.nodes[:] = [n for c in self.app.clusters for n in c.nodes]   # in place: shared with health
+            self._list_nodes()
 
     def apply_discovered(self, c: Cluster, wanted: list[NodeConfig]) -> None:
         """A DNS answer for cluster `c` (canary/dns_discovery.py): the same reconcile, applied locally."""
         if self._reconcile_cluster(c, wanted):
-            self.app.nodes[:] = [n for cl in self.app.clusters for n in cl.nodes]
+            self._list_nodes()
             # Drains are by label, so they apply to discovered nodes too; this also recomputes `usable`.
-            self.app.routing.apply_state(self.app.state, time.monotonic())
+            self.routing.apply_state(self.state(), time.monotonic())
+
+    def _list_nodes(self) -> None:
+        self.nodes = [n for c in self.clusters for n in c.nodes]
 
     def _reconcile_cluster(self, c: Cluster, wanted: list[NodeConfig]) -> bool:
         current = {n.name: n for n in c.nodes}
@@ -155,24 +171,22 @@ class Membership:
             if n not in kept:
                 self._retire(n)
         for n in keep:
-            n.cw = 0                         # restart smooth round robin over the new set
-        c.nodes = keep   # `usable` is recomputed by Routing.apply_state, which App.apply_state runs next
+            n.current_weight = 0                         # restart smooth round robin over the new set
+        c.nodes = keep   # `usable` is recomputed by Routing.apply_state, which the process runs next
         log.info("cluster %s nodes: %s", c.name, ", ".join(f"{n.name}={n.host}:{n.port}" for n in keep))
         return True
 
     def _new_node(self, cfg: NodeConfig, c: Cluster) -> Node:
-        app = self.app
         n = Node(cfg, c)
-        assert app.loop is not None, "membership changes are applied only once the App has started"
-        n.pool = app.new_pool(n)
-        if app.health.started:
+        n.pool = self.new_pool(n)
+        if self.health.started:
             # Added while serving: no traffic until the router itself has seen the node answer /readyz.
             # hc_ok = rise - 1 makes the very first good check enough (the registrar already waited for
             # /readyz, so `rise` checks would only add delay); a node that fails a check first needs
             # `rise` good checks in a row like any unhealthy node.
             n.hc_healthy = False
-            n.hc_ok = app.cfg.health_check.rise - 1
-            app.health.add(n)
+            n.hc_ok = self.rise - 1
+            self.health.add(n)
         # else: applied at startup, before the health checker runs: optimistic like configured nodes
         return n
 
@@ -180,8 +194,8 @@ class Membership:
         """No new requests (it is gone from the cluster); in-flight ones finish on their connections, which
         are closed instead of pooled (max_idle 0); idle ones are closed now."""
         n.removed = True
-        self.app.health.remove(n)
-        self.app.outlier.forget(n.cluster.name, n.name)
+        self.health.remove(n)
+        self.outlier.forget(n.cluster.name, n.name)
         if n.pool is not None:
             n.pool.max_idle = 0
             n.pool.close_all()

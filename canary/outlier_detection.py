@@ -26,10 +26,12 @@ class OutlierDetector:
         key = (node.cluster.name, node.name, reason)
         self.ejections_total[key] = self.ejections_total.get(key, 0) + 1
 
-    def success(self, node: Node) -> None:
-        node.consecutive_5xx = 0
-
-    def response_5xx(self, node: Node, now: float) -> None:
+    def response(self, node: Node, status: int, now: float) -> None:
+        """A node answered: a 5xx extends its run of errors (ejected at `consecutive_5xx`), anything else
+        ends the run."""
+        if status < 500:
+            node.consecutive_5xx = 0
+            return
         node.consecutive_5xx += 1
         if node.consecutive_5xx >= self.cfg.consecutive_5xx:
             node.consecutive_5xx = 0
@@ -44,7 +46,6 @@ class OutlierDetector:
         node.hc_ok = 0
         if first:
             node.ejections += 1
-            node.eject_reason = reason
             self._count(node, reason)
             self.on_change()
 
@@ -57,7 +58,6 @@ class OutlierDetector:
         if ejected >= limit:
             return False
         node.ejections += 1
-        node.eject_reason = reason
         node.ejected_until = now + min(self.cfg.base_ejection_time * node.ejections, self.cfg.max_ejection_time)
         self._count(node, reason)
         self.on_change()

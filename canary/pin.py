@@ -87,10 +87,6 @@ class PinSigner:
             return -1, False
         return bucket, rotated or issued + self.ttl / 2 < now
 
-    def verify(self, value: bytes, now: float) -> int:
-        """Return the bucket of a valid cookie value or -1."""
-        return self.check(value, now)[0]
-
     def extract(self, cookie: bytes, now: float) -> tuple[int, bytes | None, bool]:
         """Find our cookie in a Cookie header: (bucket or -1, Cookie header without it or None, stale)."""
         if self._name_eq not in cookie:

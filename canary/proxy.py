@@ -1,4 +1,4 @@
-"""Front HTTP/1.1 protocol: strict httptools parsing, smuggling defences, pipelining, header rewriting."""
+"""Downstream (client) HTTP/1.1 connection: strict httptools parsing, smuggling defences, pipelining, header rewriting."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +13,7 @@ from .exchange import BadRequest, Exchange, local_response
 from .guard import ROUTER_FIRST, router_path
 
 if TYPE_CHECKING:
-    from .server import App
+    from .request_context import RequestContext
 
 _now = time.monotonic
 
@@ -26,20 +26,21 @@ _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]").search   # RFC 9110 §5.6.2 tchar
 
 
-class FrontConn(asyncio.Protocol):
+class DownstreamConn(asyncio.Protocol):
     """A client connection: strict parse, one exchange at a time (pipelined requests wait, reading paused)."""
 
-    __slots__ = ("app", "transport", "parser", "peer", "url", "headers", "hsize", "cl", "te", "host", "cookies",
-                 "xff", "xfp", "xfh", "expect", "conn_tokens", "rx", "tx", "queue", "deadline", "closing",
+    __slots__ = ("ctx", "transport", "parser", "peer", "url", "headers", "hsize", "content_length", "chunked",
+                 "host", "cookies", "forwarded_for", "forwarded_proto", "forwarded_host", "expect", "conn_tokens",
+                 "receiving", "answering", "queue", "deadline", "closing",
                  "error_status", "paused_by_upstream_hint", "reading_paused", "write_paused", "in_head", "eof",
                  "at_start", "begins", "head_bytes", "max_head", "hops", "counted")
 
-    def __init__(self, app: "App") -> None:
-        self.app = app
+    def __init__(self, ctx: "RequestContext") -> None:
+        self.ctx = ctx
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
-        self.rx: Exchange | None = None     # exchange whose request body is being received
-        self.tx: Exchange | None = None     # exchange being answered
+        self.receiving: Exchange | None = None   # exchange whose request (head, body) is being received
+        self.answering: Exchange | None = None   # exchange being answered (pipelined ones wait in queue)
         self.queue: deque[Exchange] = deque()
         self.closing = False
         self.error_status = 0
@@ -52,7 +53,7 @@ class FrontConn(asyncio.Protocol):
         self.at_start = True     # the parser is between messages: the next byte starts a request head
         self.begins = 0          # messages begun (to know whether a chunk belongs to one head only)
         self.head_bytes = 0
-        self.max_head = app.cfg.limits.max_header_bytes
+        self.max_head = ctx.limits.max_header_bytes
         self.hops = 0
         self.counted = False
 
@@ -60,31 +61,30 @@ class FrontConn(asyncio.Protocol):
         """Decide once per connection whether the peer may forward client addresses, and cap connections per
         client address (a trusted proxy carries many clients, so it is not capped)."""
         self.transport = transport
-        app = self.app
+        ctx = self.ctx
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if peer else b"unknown"
-        trusted = peer is not None and app.proxy_trust.trusted(peer[0])
-        self.hops = app.cfg.trusted_hops if trusted else 0
-        if not trusted and app.client_conns.cap:
-            if not app.client_conns.admit(self.peer, transport):
+        trusted = peer is not None and ctx.proxy_trust.trusted(peer[0])
+        self.hops = ctx.trusted_hops if trusted else 0
+        if not trusted and ctx.client_conns.cap:
+            if not ctx.client_conns.admit(self.peer, transport):
                 self.closing = True     # refused with a 429 and closed
                 return
             self.counted = True
-        self.deadline = _now() + app.cfg.timeouts.header_read
-        app.fronts.add(self)
+        self.deadline = _now() + ctx.timeouts.header_read
+        ctx.downstreams.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.app.fronts.discard(self)
+        self.ctx.downstreams.discard(self)
         if self.counted:
             self.counted = False
-            self.app.client_conns.release(self.peer)
-        tx = self.tx
-        if tx is not None and not tx.done:
-            tx.abort()
+            self.ctx.client_conns.release(self.peer)
+        answering = self.answering
+        if answering is not None and not answering.done:
+            answering.abort()
         for ex in self.queue:
-            ex.done = True
-            self.app.retry_budget.active -= 1
+            ex.drop_unstarted()
         self.queue.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -115,29 +115,29 @@ class FrontConn(asyncio.Protocol):
     def eof_received(self) -> bool:
         """Client half-close: finish what was fully received, then close; a truncated request is dropped."""
         self.eof = True
-        tx = self.tx
-        if tx is None or tx.done or self.closing:
+        answering = self.answering
+        if answering is None or answering.done or self.closing:
             return False
-        rx = self.rx
-        if rx is not None:
-            if rx is tx and not tx.resp_started:
-                tx.keep_alive = False
-                tx.abort_upstream_for_bad_body(400)
+        receiving = self.receiving
+        if receiving is not None:
+            if receiving is answering and not answering.resp_started:
+                answering.keep_alive = False
+                answering.abort_upstream_for_bad_body(400)
                 return True
             return False
         return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        tx = self.tx
-        if tx is not None and tx.up is not None:
-            tx.up.pause()
+        answering = self.answering
+        if answering is not None and answering.up is not None:
+            answering.up.pause()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        tx = self.tx
-        if tx is not None and tx.up is not None:
-            tx.up.resume()
+        answering = self.answering
+        if answering is not None and answering.up is not None:
+            answering.up.resume()
 
     def pause_reading_for_upstream(self) -> None:
         self.paused_by_upstream_hint = True
@@ -145,7 +145,7 @@ class FrontConn(asyncio.Protocol):
 
     def resume_reading_for_upstream(self) -> None:
         self.paused_by_upstream_hint = False
-        if self.tx is self.rx and not self.queue:
+        if self.answering is self.receiving and not self.queue:
             self._resume()
 
     def _pause(self) -> None:
@@ -163,19 +163,19 @@ class FrontConn(asyncio.Protocol):
         self.url = b""
         self.headers: list[bytes] = []
         self.hsize = 0
-        self.cl: bytes | None = None
-        self.te = False
+        self.content_length: bytes | None = None
+        self.chunked = False
         self.host: bytes | None = None
         self.cookies: list[bytes] = []
-        self.xff = self.xfp = self.xfh = None
+        self.forwarded_for = self.forwarded_proto = self.forwarded_host = None
         self.expect = False
         self.conn_tokens: list[bytes] | None = None
         self.in_head = True
         self.at_start = False
         self.begins += 1
         self.head_bytes = 0
-        if self.tx is None:
-            self.deadline = _now() + self.app.cfg.timeouts.header_read
+        if self.answering is None:
+            self.deadline = _now() + self.ctx.timeouts.header_read
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -201,13 +201,13 @@ class FrontConn(asyncio.Protocol):
             self.headers.append(name + b": " + value + b"\r\n")
             return
         if lname == b"content-length":
-            if self.cl is not None or not value.isdigit() or len(value) > 18:
+            if self.content_length is not None or not value.isdigit() or len(value) > 18:
                 raise BadRequest(400, "bad or duplicate Content-Length")
-            self.cl = value
+            self.content_length = value
         elif lname == b"transfer-encoding":
-            if self.te or value.lower() != b"chunked":
+            if self.chunked or value.lower() != b"chunked":
                 raise BadRequest(400, "unsupported Transfer-Encoding")
-            self.te = True
+            self.chunked = True
         elif lname == b"host":
             if self.host is not None:
                 raise BadRequest(400, "duplicate Host")
@@ -218,23 +218,37 @@ class FrontConn(asyncio.Protocol):
             toks = [t.strip().lower() for t in value.split(b",")]
             self.conn_tokens = (self.conn_tokens or []) + toks
         elif lname == b"x-forwarded-for":
-            self.xff = value if self.xff is None else self.xff + b", " + value
+            self.forwarded_for = value if self.forwarded_for is None else self.forwarded_for + b", " + value
         elif lname == b"x-forwarded-proto":
-            self.xfp = value
+            self.forwarded_proto = value
         elif lname == b"x-forwarded-host":
-            self.xfh = value
+            self.forwarded_host = value
         elif lname == b"expect":
             if value.lower() != b"100-continue":
                 raise BadRequest(417, "unsupported Expect")
             self.expect = True
 
     def on_headers_complete(self) -> None:
+        """The request head is complete: check it, build the exchange and the head the node gets, start it."""
         self.in_head = False
-        app = self.app
+        size = self._checked_body_size()
+        ex = self._new_exchange()
+        headers = self.headers
+        if self.conn_tokens:
+            headers = self._without_connection_options(headers)
+        self._route_by_pin(ex, headers)
+        self._add_forwarding(headers)
+        self._frame_body(ex, headers, size)
+        ex.head = self._sealed_head(ex.method, ex.url, headers)
+        self._begin(ex)
+
+    def _checked_body_size(self) -> int:
+        """Refuse what a node must never see (RFC 9112 §6.1, §3.2); return the declared body size (-1: none,
+        or chunked)."""
         parser = self.parser
         method = parser.get_method()
         url = self.url
-        if self.cl is not None and self.te:
+        if self.content_length is not None and self.chunked:
             raise BadRequest(400, "both Content-Length and Transfer-Encoding")
         if not url.startswith(b"/") and not (method == b"OPTIONS" and url == b"*"):
             raise BadRequest(400, "only origin-form request targets are accepted")
@@ -243,78 +257,99 @@ class FrontConn(asyncio.Protocol):
         http10 = parser.get_http_version() == "1.0"
         if self.host is None and not http10:
             raise BadRequest(400, "missing Host")
-        if http10 and self.te:
+        if http10 and self.chunked:
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-        size = -1 if self.cl is None else int(self.cl)   # declared body size (-1: none, or chunked)
-        if size > app.cfg.limits.max_body_bytes:
+        size = -1 if self.content_length is None else int(self.content_length)
+        if size > self.ctx.limits.max_body_bytes:
             raise BadRequest(413, "body too large")
-        ex = Exchange(app, self)
-        now = _now()
-        ex.t0 = now
+        return size
+
+    def _new_exchange(self) -> Exchange:
+        parser = self.parser
+        method = parser.get_method()
+        url = self.url
+        ex = Exchange(self.ctx, self)
+        ex.t0 = _now()
         ex.method = method
         ex.url = url
-        ex.http10 = http10
+        ex.http10 = parser.get_http_version() == "1.0"
         ex.keep_alive = parser.should_keep_alive()
         ex.head_only = method == b"HEAD"
         ex.idempotent = method in _IDEMPOTENT
         ex.expect = self.expect
-        ex.chunked = self.te
+        ex.chunked = self.chunked
         if url[1:2] in ROUTER_FIRST:   # /healthz, /readyz, /metrics in any spelling: answered by the router
             ex.local = router_path(url)
-        headers = self.headers
-        if self.conn_tokens:
-            drop = {t for t in self.conn_tokens if t not in (b"close", b"keep-alive")}
-            if drop:
-                headers = [h for h in headers if h.split(b":", 1)[0].lower() not in drop]
-        # pin cookie: verify, strip before forwarding, issue when missing/invalid
+        return ex
+
+    def _without_connection_options(self, headers: list[bytes]) -> list[bytes]:
+        """Headers named in Connection are hop-by-hop (RFC 9110 §7.6.1): not forwarded."""
+        drop = {t for t in self.conn_tokens or () if t not in (b"close", b"keep-alive")}
+        return [h for h in headers if h.split(b":", 1)[0].lower() not in drop] if drop else headers
+
+    def _route_by_pin(self, ex: Exchange, headers: list[bytes]) -> None:
+        """The pin cookie: checked, kept from the node, issued when missing, invalid or due for renewal."""
+        ctx = self.ctx
         bucket, stale = -1, False
-        pin = app.pin
+        pin = ctx.pin
         for c in self.cookies:
-            b, rest, old = pin.extract(c, app.wall_now)
+            b, rest, old = pin.extract(c, ctx.wall_now)
             if b >= 0 and bucket < 0:
                 bucket, stale = b, old
             if rest is not None:
                 headers.append(b"Cookie: " + rest + b"\r\n")
         if bucket < 0 or stale:  # new browser, or a pin past half its life: same bucket, new date
-            bucket, ex.cookie_line = pin.issue(app.wall_now, bucket)
+            bucket, ex.cookie_line = pin.issue(ctx.wall_now, bucket)
         ex.bucket = bucket
-        # X-Forwarded-*: keep only the configured number of trusted hops from the right, and only from a peer in
-        # trusted_proxies (decided in connection_made); anyone else's forwarded headers are replaced
+
+    def _add_forwarding(self, headers: list[bytes]) -> None:
+        """X-Forwarded-*: keep only the configured number of trusted hops from the right, and only from a peer
+        in trusted_proxies (decided in connection_made); anyone else's forwarded headers are replaced."""
         hops = self.hops
-        if hops and self.xff:
-            kept = [p.strip() for p in self.xff.split(b",")][-hops:]
+        if hops and self.forwarded_for:
+            kept = [p.strip() for p in self.forwarded_for.split(b",")][-hops:]
             headers.append(b"X-Forwarded-For: " + b", ".join(kept) + b", " + self.peer + b"\r\n")
         else:
             headers.append(b"X-Forwarded-For: " + self.peer + b"\r\n")
-        proto = self.xfp if hops and self.xfp else b"http"
-        fhost = self.xfh if hops and self.xfh else self.host
+        proto = self.forwarded_proto if hops and self.forwarded_proto else b"http"
+        fhost = self.forwarded_host if hops and self.forwarded_host else self.host
         headers.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
         if fhost is not None:
             headers.append(b"X-Forwarded-Host: " + fhost + b"\r\n")
         if self.host is not None:
             headers.append(b"Host: " + self.host + b"\r\n")
-        # small (and chunked, up to the buffer size decoded) bodies are read whole first: request_body.py
-        if self.te:
+
+    def _frame_body(self, ex: Exchange, headers: list[bytes], size: int) -> None:
+        """The body's framing towards the node; small (and chunked, up to the buffer size decoded) bodies are
+        read whole first (request_body.py)."""
+        if self.chunked:
             headers.append(b"Transfer-Encoding: chunked\r\n")
             ex.buffer_body()
         elif size >= 0:
-            headers.append(b"Content-Length: " + self.cl + b"\r\n")
+            headers.append(b"Content-Length: " + self.content_length + b"\r\n")   # type: ignore[operator]
             ex.body_done = size == 0
-            if 0 < size <= app.cfg.limits.buffer_body_bytes:
+            if 0 < size <= self.ctx.limits.buffer_body_bytes:
                 ex.buffer_body()
         else:
             ex.body_done = True       # no body: the usual GET pays nothing more
+
+    @staticmethod
+    def _sealed_head(method: bytes, url: bytes, headers: list[bytes]) -> bytes:
+        """The head for the node. Defence in depth behind llhttp: exactly one CRLF per line we built and no NUL,
+        so no byte a client sent (URL, values, the Cookie rest, X-Forwarded-*, Host) can start a header or a
+        request of its own."""
         head = method + b" " + url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
-        # Defence in depth behind llhttp: exactly one CRLF per line we built and no NUL, so no byte a client sent
-        # (URL, values, the Cookie rest, X-Forwarded-*, Host) can start a header or a request of its own.
         lines = len(headers) + 2
         if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
             raise BadRequest(400, "bad header value")
-        ex.head = head
-        app.retry_budget.active += 1
-        self.rx = ex
-        if self.tx is None:
-            self.tx = ex
+        return head
+
+    def _begin(self, ex: Exchange) -> None:
+        """Start it now, or after the exchanges pipelined before it (reading pauses meanwhile)."""
+        self.ctx.retry_budget.active += 1
+        self.receiving = ex
+        if self.answering is None:
+            self.answering = ex
             self.deadline = 0.0
             ex.start()
         else:
@@ -322,30 +357,30 @@ class FrontConn(asyncio.Protocol):
             self._pause()
 
     def on_body(self, data: bytes) -> None:
-        rx = self.rx
-        if rx is not None:
-            rx.client_body(data)
+        receiving = self.receiving
+        if receiving is not None:
+            receiving.client_body(data)
 
     def on_message_complete(self) -> None:
-        rx = self.rx
-        if rx is not None and not rx.body_done:
-            rx.client_body_done()
-        self.rx = None
+        receiving = self.receiving
+        if receiving is not None and not receiving.body_done:
+            receiving.client_body_done()
+        self.receiving = None
         self.at_start = True
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def exchange_done(self, ex: Exchange) -> None:
         if self.closing:
             return
-        self.tx = None
-        if not ex.keep_alive or (not ex.body_done and self.rx is ex):
+        self.answering = None
+        if not ex.keep_alive or (not ex.body_done and self.receiving is ex):
             self.close()
             return
         if self.queue:
             nxt = self.queue.popleft()
-            self.tx = nxt
+            self.answering = nxt
             nxt.start()
-            if self.rx is nxt and not self.error_status and not nxt.done:
+            if self.receiving is nxt and not self.error_status and not nxt.done:
                 self._resume()        # its body is still arriving: read it (reading was paused for the queue)
             return
         if self.error_status:
@@ -354,29 +389,28 @@ class FrontConn(asyncio.Protocol):
         if self.eof:
             self.close()
             return
-        self.deadline = _now() + self.app.cfg.timeouts.idle
+        self.deadline = _now() + self.ctx.timeouts.idle
         self._resume()
 
     def bad_request(self, status: int) -> None:
         """Answer 4xx and close; nothing after the offending bytes is parsed or forwarded."""
         if self.closing:
             return
-        self.app.bad_requests += 1
-        rx = self.rx
-        if self.tx is not None and not self.tx.done:
-            tx = self.tx
-            if rx is tx and not tx.resp_started:
+        self.ctx.counters.bad_requests += 1
+        receiving = self.receiving
+        if self.answering is not None and not self.answering.done:
+            answering = self.answering
+            if receiving is answering and not answering.resp_started:
                 # the body of the in-flight request was bad: the node got a truncated body, drop it
-                tx.keep_alive = False
-                tx.abort_upstream_for_bad_body(status)
+                answering.keep_alive = False
+                answering.abort_upstream_for_bad_body(status)
                 return
             # a later (pipelined) request is bad: answer in order, so stop reading, let the earlier
             # responses finish, then send the 4xx and close (exchange_done)
-            if rx is not None and rx is not tx:
-                self.queue.remove(rx)                 # its body is incomplete: it is never forwarded
-                rx.done = True
-                self.app.retry_budget.active -= 1
-                self.rx = None
+            if receiving is not None and receiving is not answering:
+                self.queue.remove(receiving)                 # its body is incomplete: it is never forwarded
+                receiving.drop_unstarted()
+                self.receiving = None
             self.error_status = status
             self._pause()
             return

@@ -5,8 +5,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from .proxy import FrontConn
-    from .server import App
+    from .proxy import DownstreamConn
+    from .request_context import RequestContext
 
 _now = time.monotonic
 
@@ -23,8 +23,8 @@ class RequestBody:
     """Body handling of Exchange (a mixin: the slots and the other methods are Exchange's)."""
 
     __slots__ = ()
-    app: "App"
-    front: "FrontConn"
+    ctx: "RequestContext"
+    front: "DownstreamConn"
     up: Any
     body: list[bytes] | None
     pending: list[bytes]
@@ -52,7 +52,7 @@ class RequestBody:
         """Slow-body defence (as Envoy's and nginx's request buffering): no node and no concurrency slot until
         the whole small body is here, within timeouts.body_read and never stalling longer than body_idle."""
         self.awaiting_body = True
-        t = self.app.cfg.timeouts
+        t = self.ctx.timeouts
         now = _now()
         self.body_end = now + t.body_read
         self.deadline = min(self.body_end, now + t.body_idle)
@@ -70,13 +70,13 @@ class RequestBody:
     def client_body(self, data: bytes) -> None:
         n = len(data)
         self.body_bytes += n
-        if self.body_bytes > self.app.cfg.limits.max_body_bytes:
+        if self.body_bytes > self.ctx.limits.max_body_bytes:
             raise BadRequest(413, "body too large")
         if self.chunked:
             data = b"%x\r\n" % n + data + b"\r\n"
         if self.body is not None:
             self.body_size += len(data)
-            if self.body_size > self.app.replay_max:
+            if self.body_size > self.ctx.replay_max:
                 self.body = None
             else:
                 self.body.append(data)
@@ -88,10 +88,10 @@ class RequestBody:
         elif not self.done:
             self.pending.append(data)
             if self.buffering:
-                if self.body_bytes > self.app.cfg.limits.buffer_body_bytes:
+                if self.body_bytes > self.ctx.limits.buffer_body_bytes:
                     self._body_buffered()    # a chunked body past the buffer size: stream the rest
                 elif self.awaiting_body:
-                    self.deadline = min(self.body_end, _now() + self.app.cfg.timeouts.body_idle)
+                    self.deadline = min(self.body_end, _now() + self.ctx.timeouts.body_idle)
 
     def client_body_done(self) -> None:
         self.body_done = True

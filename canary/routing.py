@@ -21,8 +21,7 @@ class Routing:
         self.threshold = 0.0
         self.slow = {c.name: SlowStart(slow_start_window, slow_start_min_percent) for c in clusters}
         self.panic = False
-        self.failovers = 0
-        self.panics = 0
+        self.panics = 0                          # requests routed while no cluster was healthy
         self.shift: dict[str, float] = {}       # cluster -> percent of its traffic moved to the other one
         self.shift_below: dict[str, int] = {}   # the same, as a bound on shift_rank(bucket)
 
@@ -63,9 +62,6 @@ class Routing:
         self.panic = not (self.stable.available or self.canary.available)
 
     # -- per request -------------------------------------------------------------------------------------
-    def home(self, bucket: int) -> Cluster:
-        return self.canary if bucket < self.threshold else self.stable
-
     def choose(self, bucket: int, now: float, count: bool = True) -> Cluster:
         s, c = self.stable, self.canary
         if s.available and c.available:
@@ -81,12 +77,10 @@ class Routing:
             return home
         if s.available:
             if count and bucket < self.threshold:
-                self.failovers += 1
                 s.failovers_in += 1
             return s
         if c.available:
             if count and bucket >= self.threshold:
-                self.failovers += 1
                 c.failovers_in += 1
             return c
         if count:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from canary.cli import build_parser, config_from_args
-from canary.proxy import FrontConn
-from canary.server import App
+from canary.proxy import DownstreamConn
+from canary.server import RouterProcess
 from canary.upstream_pool import Pool, UpstreamConn
 
 BARE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"     # what wrk sends: a new browser each time
@@ -63,20 +63,20 @@ class Sink:
         return False
 
 
-def front_with_nodes(state_dir: Path, *serve_args: str, client: Any = None, node: Any = None) -> FrontConn:
-    """A client connection of a real App (quick mode, two clusters, `serve_args` added) whose nodes each have
+def front_with_nodes(state_dir: Path, *serve_args: str, client: Any = None, node: Any = None) -> DownstreamConn:
+    """A client connection of a real router process (quick mode, two clusters, `serve_args` added) whose nodes each have
     one pooled connection; `client` and `node` are the transports (default: a Sink each)."""
     args = build_parser().parse_args(["serve", "--cluster", "blue=127.0.0.1:9", "--cluster", "green=127.0.0.1:9",
                                       "--no-access-log", "--state", str(state_dir / "state.json"), *serve_args])
-    app = App(config_from_args(args), "t" * 32, "p" * 32)
-    app.loop = asyncio.new_event_loop()
+    app = RouterProcess(config_from_args(args), "t" * 32, "p" * 32)
+    app.loop = app.ctx.loop = asyncio.new_event_loop()
     for n in app.nodes:
         n.pool = Pool(n, app.loop, 1.0)
         conn = UpstreamConn(n.pool)
         conn.connection_made(node or Sink())
         n.pool.release(conn, 0.0)
     app.routing.refresh(time.monotonic())
-    front = FrontConn(app)
+    front = DownstreamConn(app.ctx)
     front.connection_made(client or Sink())
     return front
 
@@ -85,14 +85,14 @@ def seconds_per_request(kind: str, requests: int, warmup: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         front = front_with_nodes(Path(tmp))
         if kind == "browser":
-            pin = front.app.pin.make_value(1234, int(time.time()))
+            pin = front.ctx.pin.make_value(1234, int(time.time()))
             request, response = BROWSER_REQUEST % pin, BROWSER_RESPONSE
         else:
             request, response = BARE_REQUEST, BARE_RESPONSE
 
         def one() -> None:
             front.data_received(request)
-            front.tx.up.data_received(response)     # type: ignore[union-attr]
+            front.answering.up.data_received(response)     # type: ignore[union-attr]
 
         for _ in range(warmup):
             one()

@@ -10,7 +10,7 @@ import pytest
 
 from canary.config import ConfigError, from_dict
 from canary.dns_discovery import node_configs
-from canary.server import App
+from canary.server import RouterProcess
 
 from .conftest import FAST, free_port
 
@@ -53,7 +53,7 @@ def test_bad_dns_settings_name_the_key(cluster, message):
 
 
 def test_answers_change_the_nodes_failures_keep_them_and_drains_apply(tmp_path):
-    """In-process App with a stand-in resolver (DNS itself is outside our control)."""
+    """In-process router with a stand-in resolver (DNS itself is outside our control)."""
     answers: dict[str, list[str] | Exception] = {"blue.test": ["127.0.0.11", "127.0.0.12"], "green.test": ["127.0.0.21"]}
 
     async def resolver(host: str, port: int) -> list[str]:
@@ -68,7 +68,7 @@ def test_answers_change_the_nodes_failures_keep_them_and_drains_apply(tmp_path):
                                   {"name": "green", "dns": "green.test:8000", "dns_refresh": 3600}]})
 
     async def scenario() -> None:
-        app = App(cfg, "admin-token-0123456789", "pin-secret-0123456789")
+        app = RouterProcess(cfg, "admin-token-0123456789", "pin-secret-0123456789")
         app.discovery.resolver = resolver
         await app.start()
         try:

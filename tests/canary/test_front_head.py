@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 import pytest
 
 from canary.exchange import BadRequest
-from canary.proxy import FrontConn
+from canary.proxy import DownstreamConn
 from loadtests.bench.hot_path import Sink, front_with_nodes
 
 
@@ -30,13 +30,13 @@ class Transport(Sink):
         return self.closed
 
 
-Front = tuple[FrontConn, Transport, Transport]
+Front = tuple[DownstreamConn, Transport, Transport]
 
 
 @pytest.fixture
 def make_front(tmp_path) -> Iterator[Callable[..., Front]]:
-    """(FrontConn of a real App, its client Transport, the Transport of its one pooled node connection)."""
-    fronts: list[FrontConn] = []
+    """(DownstreamConn of a real router process, its client Transport, the Transport of its one pooled node connection)."""
+    fronts: list[DownstreamConn] = []
 
     def make(*serve_args: str) -> Front:
         client_side, node_side = Transport(), Transport()
@@ -46,7 +46,7 @@ def make_front(tmp_path) -> Iterator[Callable[..., Front]]:
 
     yield make
     for front in fronts:
-        front.app.loop.close()
+        front.ctx.loop.close()
 
 
 # Each of these would let a client smuggle a header or a request past a lenient parser (RFC 9112 §5, §5.2).
@@ -78,7 +78,7 @@ def test_clean_head_is_forwarded_exactly(make_front):
     """Every line the router rebuilds (Cookie without the pin, trusted X-Forwarded-*, Host, Content-Length)
     passes the whole-head check, and headers named in Connection are dropped (RFC 9110 §7.6.1)."""
     front, client_side, node_side = make_front("--trusted-hops", "1")
-    pin = front.app.pin.make_value(1234, int(time.time()))
+    pin = front.ctx.pin.make_value(1234, int(time.time()))
     front.data_received(
         b"POST /api/login HTTP/1.1\r\nHost: login.example.test\r\nAccept: */*\r\nConnection: keep-alive, X-Drop\r\n"
         b"X-Drop: hop\r\nCookie: a=1; canary_pin=" + pin + b"; b=2\r\nX-Forwarded-For: 203.0.113.9\r\n"
@@ -90,10 +90,10 @@ def test_clean_head_is_forwarded_exactly(make_front):
         b"hello")                                                   # a small body: read whole, one write with its head
     assert node_side.written[1:] == []
     assert client_side.written == [] and not client_side.closed
-    assert front.tx is not None and front.tx.bucket == 1234       # the valid pin was used, not re-issued
+    assert front.answering is not None and front.answering.bucket == 1234       # the valid pin was used, not re-issued
 
 
-def feed_head(conn: FrontConn, headers: list[tuple[bytes, bytes]]) -> None:
+def feed_head(conn: DownstreamConn, headers: list[tuple[bytes, bytes]]) -> None:
     """The request line through llhttp, then the header callbacks directly, as if llhttp had let them through."""
     conn.parser.feed_data(b"GET /api/session HTTP/1.1\r\n")
     for name, value in headers:

@@ -16,11 +16,11 @@ def test_pin_roundtrip_and_tamper():
     p = PinSigner("k1", ttl=100)
     bucket, line = p.issue(now=1000)
     value = line.split(b"=", 1)[1].split(b";", 1)[0]
-    assert p.verify(value, 1000) == bucket
-    assert p.verify(value, 1101) == -1                    # expired
-    assert PinSigner("k2", ttl=100).verify(value, 1000) == -1   # other secret
+    assert p.check(value, 1000)[0] == bucket
+    assert p.check(value, 1101)[0] == -1                    # expired
+    assert PinSigner("k2", ttl=100).check(value, 1000)[0] == -1   # other secret
     b, t, sig = value.split(b".")
-    assert p.verify(b"%d.%s.%s" % ((int(b) + 1) % BUCKETS, t, sig), 1000) == -1
+    assert p.check(b"%d.%s.%s" % ((int(b) + 1) % BUCKETS, t, sig), 1000)[0] == -1
     bucket2, rest, stale = p.extract(b"x=1; canary_pin=" + value + b"; y=2", 1000)
     assert bucket2 == bucket and rest == b"x=1; y=2"
     assert p.extract(b"canary_pin=" + value, 1000) == (bucket, None, False)
@@ -47,7 +47,7 @@ def test_pin_signature_is_standard_hmac_sha256(key, payload):
 
 @given(st.binary(max_size=80))
 def test_pin_garbage_never_raises(value):
-    assert PinSigner("k").verify(value, 1000) in range(-1, BUCKETS)
+    assert PinSigner("k").check(value, 1000) == (-1, False)   # refused, never raises, never a bucket
 
 
 @given(st.integers(0, BUCKETS - 1), st.floats(0, 100), st.floats(0, 100))

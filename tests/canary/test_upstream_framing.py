@@ -176,14 +176,14 @@ def test_reset_during_close_delimited_body_is_not_complete(scripted_router):
 
 class _StubExchange:
     """Stands in for an Exchange whose client is slow: every body byte makes the client transport call
-    FrontConn.pause_writing, exactly as a full socket buffer would."""
+    DownstreamConn.pause_writing, exactly as a full socket buffer would."""
 
     head_only = False
 
     def __init__(self, front, done: "asyncio.Future") -> None:
         self.front = front
         self.done = done
-        front.tx = self
+        front.answering = self
 
     def attach(self, conn) -> None:
         self.up = conn
@@ -193,8 +193,8 @@ class _StubExchange:
         pass
 
     def on_response_body(self, data: bytes) -> None:
-        from canary.proxy import FrontConn
-        FrontConn.pause_writing(self.front)   # type: ignore[arg-type]
+        from canary.proxy import DownstreamConn
+        DownstreamConn.pause_writing(self.front)   # type: ignore[arg-type]
 
     def on_response_complete(self, conn, reusable: bool) -> None:
         self.up = None

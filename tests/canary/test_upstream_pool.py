@@ -8,7 +8,7 @@ import pytest
 import uvloop
 
 from canary.cli import build_parser, config_from_args
-from canary.server import App
+from canary.server import RouterProcess
 from canary.upstream_pool import Pool, UpstreamConn
 
 
@@ -32,7 +32,7 @@ def node_at(tmp_path, port: int) -> Any:
     args = build_parser().parse_args(["serve", "--cluster", f"blue=127.0.0.1:{port}", "--cluster",
                                       f"green=127.0.0.1:{port}", "--no-access-log",
                                       "--state", str(tmp_path / "state.json")])
-    return App(config_from_args(args), "t" * 32, "p" * 32).nodes[0]
+    return RouterProcess(config_from_args(args), "t" * 32, "p" * 32).nodes[0]
 
 
 async def connect_once(tmp_path) -> list[tuple[str, Any]]:
