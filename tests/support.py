@@ -12,7 +12,7 @@ from typing import Any, Self
 import pytest
 import requests
 
-from deploy.node import ROOT, Node, manage  # noqa: F401 - manage and ROOT are re-exported for tests
+from deploy.node import ROOT, Node, manage, wait_for  # noqa: F401 - re-exported: the one polling helper of the tests
 from tests.plugin import lasting_port
 
 

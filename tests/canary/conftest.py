@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from deploy.node import free_port, wait_port
 from deploy.redis_server import RedisServer
+from tests.support import wait_for
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,14 +115,13 @@ class Router:
                 [PY, "-m", "canary", "serve", "--listen", f"127.0.0.1:{self.port}",
                  "--admin", f"127.0.0.1:{self.admin_port}", *self.args],
                 cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.stdout.read_text()
-            try:
-                with urllib.request.urlopen(self.admin_url + "/healthz", timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.05)
+        proc = self.proc
+
+        def admin_up() -> bool:
+            assert proc.poll() is None, self.stdout.read_text()     # a router that died: fail at once
+            with urllib.request.urlopen(self.admin_url + "/healthz", timeout=0.5):
+                return True
+        wait_for(admin_up, 10, "router admin listener")
         wait_port(self.port)
         return self
 
@@ -144,14 +143,16 @@ class Router:
         return self.api("GET", "/api/status")
 
     def wait_status(self, pred: Any, timeout: float = 10.0) -> Any:
-        deadline = time.monotonic() + timeout
-        st = None
-        while time.monotonic() < deadline:
-            st = self.status()
-            if pred(st):
-                return st
-            time.sleep(0.05)
-        raise AssertionError(f"status condition not met in {timeout}s: {st}")
+        seen: list[Any] = []
+
+        def met() -> bool:
+            seen[:] = [self.status()]
+            return bool(pred(seen[0]))
+        try:
+            wait_for(met, timeout, "status condition")
+        except TimeoutError:
+            raise AssertionError(f"status condition not met in {timeout}s: {seen[0] if seen else None}") from None
+        return seen[0]
 
     def get(self, path: str = "/", cookie: str | None = None, conn: http.client.HTTPConnection | None = None,
             method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None

@@ -14,7 +14,7 @@ from tests.conftest import create_user_in
 from tests.support import Browser
 
 from .conftest import FAST, toml_config
-from .test_front_review import read_all
+from .test_client_abuse import read_all
 from .test_login_cluster import login_cluster_config
 
 EMAIL, PASSWORD = "sam@example.test", "a password typed past slow clients"
