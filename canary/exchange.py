@@ -75,19 +75,20 @@ class Exchange(RequestBody):
         self.local: bytes | None = None   # a path the router answers itself (/healthz, /readyz, /metrics)
 
     # -- admission and dispatch ----------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, now: float = 0.0) -> None:
+        """Admission to the cluster routing chose; `now` when the caller has just read the clock."""
         if self.buffering:
             return self._await_body()
         if self.local is not None:
             return self._answer_router_path()
         ctx = self.ctx
-        now = _now()
+        now = now or _now()
         self.deadline = now + ctx.timeouts.total
         cluster = self.cluster = ctx.routing.choose(self.bucket, now)
         limit = self.limit = cluster.limit
         admission = limit.admit(self)
         if admission is Admission.ADMITTED:
-            self.dispatch(cluster)
+            self.dispatch(cluster, now)
         elif admission is Admission.QUEUED:
             self.queued = True
             self.queue_deadline = now + ctx.limits.queue_timeout
@@ -122,10 +123,10 @@ class Exchange(RequestBody):
         self.limit = None
         self.fail_local(503, "queue_timeout")
 
-    def dispatch(self, first: Cluster | None = None) -> None:
+    def dispatch(self, first: Cluster | None = None, now: float = 0.0) -> None:
         """Start an attempt: `first` is the cluster routing chose at admission (retries choose again)."""
         self.queued = False
-        now = _now()
+        now = now or _now()
         node = self.ctx.routing.pick_node(self.bucket, now, self.tried, first)
         if node is None:
             return self.fail_local(503, "no_node")
@@ -138,18 +139,20 @@ class Exchange(RequestBody):
             self.front.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn = node.pool.get()
         if conn is not None:
-            self.attach(conn)
+            self.attach(conn, now)
         else:
             node.pool.connect(self)
 
-    def attach(self, conn: "UpstreamConn") -> None:
+    def attach(self, conn: "UpstreamConn", now: float = 0.0) -> None:
+        """A connection to the node (pooled, or just made): send the head and what body is here."""
+        now = now or _now()
         if self.done:   # timed out or client left while connecting
             self._end_attempt(conn.pool.node)
-            conn.pool.release(conn, _now())
+            conn.pool.release(conn, now)
             return
         self.up = conn
         self.sent = True
-        self._arm()
+        self._arm(now)
         if self.front.write_paused:
             conn.pause()
         if self.pending:
@@ -161,9 +164,9 @@ class Exchange(RequestBody):
         if self.front.paused_by_upstream_hint:
             self.front.resume_reading_for_upstream()
 
-    def _arm(self) -> None:   # node answer timer once the body is complete; till then body_idle per byte
+    def _arm(self, now: float = 0.0) -> None:   # node answer timer once the body is complete; till then body_idle
         t = self.ctx.timeouts
-        self.deadline = min(self.t0 + t.total, _now() + (t.upstream if self.body_done else t.body_idle))
+        self.deadline = min(self.t0 + t.total, (now or _now()) + (t.upstream if self.body_done else t.body_idle))
 
     # -- response from the node ------------------------------------------------------------------------------
     def on_response_head(self, conn: "UpstreamConn", status: int) -> None:
@@ -172,7 +175,8 @@ class Exchange(RequestBody):
         ctx = self.ctx
         node = self.node
         assert node is not None
-        ctx.outlier.response(node, status, _now())
+        if status >= 500 or node.consecutive_5xx:    # the common answer after another ends nothing: no call
+            ctx.outlier.response(node, status, _now())
         self.deadline = self.t0 + ctx.timeouts.total
         parts = conn.lines
         sl = STATUS_LINES.get(status)
@@ -230,12 +234,13 @@ class Exchange(RequestBody):
             self.front.transport.write(head + b"0\r\n\r\n" if self.resp_mode == CHUNK else head)
         elif self.resp_mode == CHUNK:
             self.front.transport.write(b"0\r\n\r\n")
+        now = _now()
         if reusable and self.body_done and not self.resp_eof_body:
-            conn.pool.release(conn, _now())
+            conn.pool.release(conn, now)
         else:
             conn.close()
         self.up = None
-        self.finish("ok")
+        self.finish("ok", True, now)
 
     # -- failures ----------------------------------------------------------------------------------------------
     def connect_failed(self, node: Node, reason: str) -> None:
@@ -367,13 +372,13 @@ class Exchange(RequestBody):
         self.finish("client_abort", count_node=False)
 
     # -- accounting --------------------------------------------------------------------------------------------
-    def finish(self, outcome: str, count_node: bool = True) -> None:
+    def finish(self, outcome: str, count_node: bool = True, now: float = 0.0) -> None:
         if self.done:
             return
         self.done = True
         self.outcome = outcome
         ctx = self.ctx
-        now = _now()
+        now = now or _now()
         if self.queued:    # failed while waiting in the cluster queue: it never held a slot
             self._leave_queue()
         node = self.node
@@ -397,6 +402,6 @@ class Exchange(RequestBody):
                 ctx.loop.call_soon(nxt.dispatch_queued)   # type: ignore[union-attr,attr-defined]
         if ctx.access_log is not None:
             ctx.access_log.log(self, now)
-        self.front.exchange_done(self)
+        self.front.exchange_done(self, now)
 
 

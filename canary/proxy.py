@@ -231,20 +231,26 @@ class DownstreamConn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         """The request head is complete: check it, build the exchange and the head the node gets, start it."""
         self.in_head = False
-        size = self._checked_body_size()
-        ex = self._new_exchange()
+        ex, size = self._exchange_for_head()
         headers = self.headers
         if self.conn_tokens:
             headers = self._without_connection_options(headers)
         self._route_by_pin(ex, headers)
         self._add_forwarding(headers)
-        self._frame_body(ex, headers, size)
-        ex.head = self._sealed_head(ex.method, ex.url, headers)
-        self._begin(ex)
+        ex.head = self._forwarded_head(ex, headers, size)
+        self.ctx.retry_budget.active += 1
+        self.receiving = ex
+        if self.answering is None:
+            self.answering = ex
+            self.deadline = 0.0
+            ex.start(ex.t0)
+        else:
+            self.queue.append(ex)     # pipelined: started when the ones before it are answered
+            self._pause()
 
-    def _checked_body_size(self) -> int:
-        """Refuse what a node must never see (RFC 9112 §6.1, §3.2); return the declared body size (-1: none,
-        or chunked)."""
+    def _exchange_for_head(self) -> tuple[Exchange, int]:
+        """Refuse what a node must never see (RFC 9112 §6.1, §3.2), then the exchange for this head, and the
+        declared body size (-1: none, or chunked)."""
         parser = self.parser
         method = parser.get_method()
         url = self.url
@@ -262,17 +268,11 @@ class DownstreamConn(asyncio.Protocol):
         size = -1 if self.content_length is None else int(self.content_length)
         if size > self.ctx.limits.max_body_bytes:
             raise BadRequest(413, "body too large")
-        return size
-
-    def _new_exchange(self) -> Exchange:
-        parser = self.parser
-        method = parser.get_method()
-        url = self.url
         ex = Exchange(self.ctx, self)
         ex.t0 = _now()
         ex.method = method
         ex.url = url
-        ex.http10 = parser.get_http_version() == "1.0"
+        ex.http10 = http10
         ex.keep_alive = parser.should_keep_alive()
         ex.head_only = method == b"HEAD"
         ex.idempotent = method in _IDEMPOTENT
@@ -280,7 +280,7 @@ class DownstreamConn(asyncio.Protocol):
         ex.chunked = self.chunked
         if url[1:2] in ROUTER_FIRST:   # /healthz, /readyz, /metrics in any spelling: answered by the router
             ex.local = router_path(url)
-        return ex
+        return ex, size
 
     def _without_connection_options(self, headers: list[bytes]) -> list[bytes]:
         """Headers named in Connection are hop-by-hop (RFC 9110 §7.6.1): not forwarded."""
@@ -319,9 +319,11 @@ class DownstreamConn(asyncio.Protocol):
         if self.host is not None:
             headers.append(b"Host: " + self.host + b"\r\n")
 
-    def _frame_body(self, ex: Exchange, headers: list[bytes], size: int) -> None:
-        """The body's framing towards the node; small (and chunked, up to the buffer size decoded) bodies are
-        read whole first (request_body.py)."""
+    def _forwarded_head(self, ex: Exchange, headers: list[bytes], size: int) -> bytes:
+        """The head for the node, with the body's framing; small (and chunked, up to the buffer size decoded)
+        bodies are read whole first (request_body.py). Defence in depth behind llhttp: exactly one CRLF per line
+        we built and no NUL, so no byte a client sent (URL, values, the Cookie rest, X-Forwarded-*, Host) can
+        start a header or a request of its own."""
         if self.chunked:
             headers.append(b"Transfer-Encoding: chunked\r\n")
             ex.buffer_body()
@@ -332,29 +334,11 @@ class DownstreamConn(asyncio.Protocol):
                 ex.buffer_body()
         else:
             ex.body_done = True       # no body: the usual GET pays nothing more
-
-    @staticmethod
-    def _sealed_head(method: bytes, url: bytes, headers: list[bytes]) -> bytes:
-        """The head for the node. Defence in depth behind llhttp: exactly one CRLF per line we built and no NUL,
-        so no byte a client sent (URL, values, the Cookie rest, X-Forwarded-*, Host) can start a header or a
-        request of its own."""
-        head = method + b" " + url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
+        head = ex.method + b" " + ex.url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
         lines = len(headers) + 2
         if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
             raise BadRequest(400, "bad header value")
         return head
-
-    def _begin(self, ex: Exchange) -> None:
-        """Start it now, or after the exchanges pipelined before it (reading pauses meanwhile)."""
-        self.ctx.retry_budget.active += 1
-        self.receiving = ex
-        if self.answering is None:
-            self.answering = ex
-            self.deadline = 0.0
-            ex.start()
-        else:
-            self.queue.append(ex)
-            self._pause()
 
     def on_body(self, data: bytes) -> None:
         receiving = self.receiving
@@ -369,7 +353,7 @@ class DownstreamConn(asyncio.Protocol):
         self.at_start = True
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
-    def exchange_done(self, ex: Exchange) -> None:
+    def exchange_done(self, ex: Exchange, now: float) -> None:
         if self.closing:
             return
         self.answering = None
@@ -389,7 +373,7 @@ class DownstreamConn(asyncio.Protocol):
         if self.eof:
             self.close()
             return
-        self.deadline = _now() + self.ctx.timeouts.idle
+        self.deadline = now + self.ctx.timeouts.idle
         self._resume()
 
     def bad_request(self, status: int) -> None:
