@@ -3,9 +3,10 @@
 Timings on a shared VM swing; instruction counts do not. Both, for the figures in docs/benchmarks.md:
 
     .venv/bin/python -m loadtests.bench.hot_path --request browser            # microseconds per request
-    for n in 500 2500; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        .venv/bin/python -m loadtests.bench.hot_path --request browser --requests $n --warmup 200; done
-    # instructions per request = (second "Collected" - first) / 2000
+    .venv/bin/python -m loadtests.bench.hot_path --request browser --instructions   # callgrind, ~1 min
+
+--instructions runs this module twice under valgrind's callgrind (500 and 4,500 requests, hash seed 0) and
+divides the difference by 4,000: start-up and warm-up cancel out. `make bench` does both when valgrind is there.
 
 The node and client connections write into a list: this measures the router's own work, nothing else.
 """
@@ -14,6 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,17 +107,39 @@ def seconds_per_request(kind: str, requests: int, warmup: int) -> float:
         return (time.perf_counter() - t) / requests
 
 
+def instructions_per_request(kind: str) -> int | None:
+    """Instructions per request counted by callgrind (None without valgrind): two runs, the difference."""
+    if shutil.which("valgrind") is None:
+        return None
+    counts = []
+    for n in (500, 4500):
+        r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
+                            "loadtests.bench.hot_path", "--request", kind, "--requests", str(n), "--warmup", "200"],
+                           capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONHASHSEED="0"),
+                           cwd=Path(__file__).resolve().parents[2])
+        found = re.search(r"Collected : (\d+)", r.stderr)
+        if r.returncode != 0 or found is None:
+            raise RuntimeError(f"callgrind run failed: {r.stderr[-500:]}")
+        counts.append(int(found.group(1)))
+    return (counts[1] - counts[0]) // 4000
+
+
 def run(out_dir: Path) -> dict[str, Any]:
-    """`make bench`: both requests, best of 3 runs of 50,000 (timings only; instruction counts need valgrind)."""
-    result = {kind: round(min(seconds_per_request(kind, 50_000, 2_000) for _ in range(3)) * 1e6, 2)
-              for kind in ("bare", "browser")}
-    out = {"method": "router Python in-process, no sockets; best of 3 runs of 50,000 requests",
-           "us_per_request": result}
+    """`make bench`: both requests, best of 3 runs of 50,000, and instructions per request when valgrind is there."""
+    kinds = ("bare", "browser")
+    result = {kind: round(min(seconds_per_request(kind, 50_000, 2_000) for _ in range(3)) * 1e6, 2) for kind in kinds}
+    instructions = {kind: instructions_per_request(kind) for kind in kinds}
+    out = {"method": "router Python in-process, no sockets; best of 3 runs of 50,000 requests; instructions: "
+                     "callgrind, (4,500 requests - 500 requests) / 4,000",
+           "us_per_request": result, "instructions_per_request": instructions,
+           "load_average_at_start": os.getloadavg()[0]}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "hot_path.json").write_text(json.dumps(out, indent=2))
     print("\nRouter hot path in-process (Python only, no sockets), best of 3:")
     for kind, us in result.items():
-        print(f"  {kind:<8} request: {us:>6.2f} us")
+        count = instructions[kind]
+        print(f"  {kind:<8} request: {us:>6.2f} us   " + (f"{count:>9,} instructions" if count is not None
+                                                            else "(instructions: valgrind not installed)"))
     return out
 
 
@@ -121,9 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--request", choices=("bare", "browser"), default="browser")
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--warmup", type=int, default=2_000)
+    p.add_argument("--instructions", action="store_true", help="count instructions per request with callgrind")
     a = p.parse_args(argv)
     if a.requests < 1 or a.warmup < 0:
         p.error("--requests must be >= 1 and --warmup >= 0")
+    if a.instructions:
+        count = instructions_per_request(a.request)
+        if count is None:
+            p.error("--instructions needs valgrind (apt install valgrind)")
+        print(f"{a.request} request: {count:,} instructions per request (callgrind)")
+        return 0
     per = seconds_per_request(a.request, a.requests, a.warmup)
     print(f"{a.request} request: {per * 1e6:.2f} us per request (router Python only, {a.requests} requests)")
     return 0
