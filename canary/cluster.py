@@ -34,7 +34,7 @@ class Node:
         self.hc_fail = 0
         self.ejected_until = 0.0
         self.ejections = 0
-        self.down_until_healthy = False  # set by connect failures: out until `rise` good checks
+        self.down_until_healthy = False  # set by connect failures: out until `healthy_threshold` good checks
         self.drained = False
         self.consecutive_5xx = 0
         self.status_counts = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = local error)

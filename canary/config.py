@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+log = logging.getLogger("canary.config")
 
 
 class ConfigError(Exception):
@@ -30,104 +33,124 @@ class ClusterConfig:
     dns_refresh: float = 5.0
 
 
+Rule = tuple[Callable[[Any], bool], str]   # (holds for a good value, what a good value is)
+POSITIVE: Rule = (lambda v: v > 0, "> 0")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
+PERCENT: Rule = (lambda v: 0 <= v <= 100, "between 0 and 100")
+AT_LEAST_ONE: Rule = (lambda v: v >= 1, ">= 1")
+
+
+def setting(default: Any, rule: Rule | None = None, doc: str = "", old: str | None = None) -> Any:
+    """One configuration key: its default, the rule a value must meet and what it means, in one place
+    (validate() applies the rule, tests/canary/test_config_validation.py ties the defaults to docs/router.md).
+    `old` is a former name still accepted, with a deprecation line."""
+    return field(default=default, metadata={"rule": rule, "doc": doc, "old": old})
+
+
 @dataclass(slots=True)
 class HealthCheckConfig:
-    """Defaults detect a dead node in interval*fall + timeout <= 1 s (0.25*2 + 0.5)."""
-    path: str = "/readyz"
-    interval: float = 0.25
-    timeout: float = 0.5
-    fall: int = 2
-    rise: int = 3
+    """Defaults detect a dead node in interval*unhealthy_threshold + timeout <= 1 s (0.25*2 + 0.5)."""
+    path: str = setting("/readyz", (lambda v: v.startswith("/"), "a path starting with '/'"), "GET on every node")
+    interval: float = setting(0.25, POSITIVE, "seconds between checks of one node")
+    timeout: float = setting(0.5, (lambda v: 0 < v <= 30, "> 0 and at most 30"), "a slower answer is a failure")
+    unhealthy_threshold: int = setting(2, POSITIVE, "failures in a row that take a node out", old="fall")
+    healthy_threshold: int = setting(3, POSITIVE, "successes in a row that bring it back", old="rise")
 
 
 @dataclass(slots=True)
 class OutlierConfig:
-    consecutive_5xx: int = 5
-    base_ejection_time: float = 10.0
-    max_ejection_time: float = 300.0
-    max_ejection_percent: int = 50
+    consecutive_5xx: int = setting(5, POSITIVE, "5xx answers in a row that eject a node")
+    base_ejection_time: float = setting(10.0, POSITIVE, "seconds x number of ejections")
+    max_ejection_time: float = setting(300.0, POSITIVE, "cap of one ejection")
+    max_ejection_percent: int = setting(50, PERCENT, "of a cluster's nodes (at least one can always be ejected)")
 
 
 @dataclass(slots=True)
 class TimeoutConfig:
-    connect: float = 1.0
-    upstream: float = 30.0       # time for the node to answer (headers) after the request body is complete
-    body_idle: float = 10.0      # a client request body that stalls this long gets 408 (the node is not blamed)
-    body_read: float = 10.0      # a buffered (small) request body must arrive whole within this, else 408
-    header_read: float = 10.0    # slowloris guard: whole request head must arrive within this
-    idle: float = 60.0           # keep-alive idle time of a client connection
-    total: float = 300.0         # whole exchange including body streaming
-    upstream_idle: float = 4.0   # pooled idle connections closed before the node does (gunicorn keepalive 5 s)
+    connect: float = setting(1.0, POSITIVE, "TCP connect to a node")
+    upstream: float = setting(30.0, POSITIVE, "the node answers (headers) within this once the request body is in")
+    body_idle: float = setting(10.0, POSITIVE, "a client body stalled this long gets 408 (the node is not blamed)")
+    body_read: float = setting(10.0, POSITIVE, "a buffered (small) body arrives whole within this, else 408")
+    header_read: float = setting(10.0, POSITIVE, "the whole request head within this (slowloris)")
+    idle: float = setting(60.0, POSITIVE, "keep-alive idle time of a client connection")
+    total: float = setting(300.0, POSITIVE, "the whole exchange including body streaming")
+    upstream_idle: float = setting(4.0, POSITIVE, "pooled idle node connections closed before the node does")
 
 
 @dataclass(slots=True)
 class LimitsConfig:
-    max_header_bytes: int = 32 * 1024
-    max_body_bytes: int = 64 * 1024            # what a node accepts (Django DATA_UPLOAD_MAX_MEMORY_SIZE)
-    buffer_body_bytes: int = 64 * 1024         # bodies up to this are read whole before a node is chosen
-    max_connections_per_client: int = 64       # concurrent connections per client address (0 = no cap)
-    max_response_header_bytes: int = 64 * 1024  # a node's response head beyond this is a 502
-    max_response_headers: int = 100
-    queue_timeout: float = 1.0
-    retry_after: int = 1
+    max_header_bytes: int = setting(32 * 1024, POSITIVE, "request head size; 431 beyond")
+    max_body_bytes: int = setting(64 * 1024, NON_NEGATIVE, "413 beyond; what a node accepts")
+    buffer_body_bytes: int = setting(64 * 1024, NON_NEGATIVE, "bodies up to this are read whole before a node")
+    max_connections_per_client: int = setting(64, NON_NEGATIVE, "per client address, 429 beyond (0 = no cap)")
+    max_response_header_bytes: int = setting(64 * 1024, POSITIVE, "a node's response head beyond this is a 502")
+    max_response_headers: int = setting(100, POSITIVE, "more response headers than this is a 502")
+    queue_timeout: float = setting(1.0, POSITIVE, "seconds a request may wait for a concurrency slot")
+    retry_after: int = setting(1, NON_NEGATIVE, "Retry-After of a 503")
 
 
 @dataclass(slots=True)
 class PinConfig:
     """The keys are secrets, so they come from the environment or files (canary/secret.py), never from here."""
-    cookie_name: str = "canary_pin"
-    ttl: int = 30 * 24 * 3600
-    secure: bool = False
+    cookie_name: str = setting("canary_pin", (lambda v: bool(v) and all(c.isalnum() or c in "-_" for c in v),
+                                              "letters, digits, '-' or '_'"), "the pin cookie")
+    ttl: int = setting(30 * 24 * 3600, POSITIVE, "seconds; renewed past half of it")
+    secure: bool = setting(False, None, "add Secure when TLS terminates in front")
 
 
 @dataclass(slots=True)
 class ShareConfig:
-    initial_percent: float = 0.0
-    slow_start_window: float = 30.0
-    slow_start_min_percent: float = 10.0
+    initial_percent: float = setting(0.0, PERCENT, "the canary's share when no state exists yet")
+    slow_start_window: float = setting(30.0, NON_NEGATIVE, "seconds a healed cluster takes to get its share back")
+    slow_start_min_percent: float = setting(10.0, PERCENT, "of its share, at the start of slow start")
 
 
 @dataclass(slots=True)
 class RetryConfig:
-    budget_percent: float = 20.0
-    min_concurrent: int = 3
-    max_attempts: int = 4
+    budget_percent: float = setting(20.0, PERCENT, "concurrent retries as a share of active requests")
+    min_concurrent: int = setting(3, NON_NEGATIVE, "retries always allowed at once")
+    max_attempts: int = setting(4, POSITIVE, "attempts per request, the first included")
 
 
 @dataclass(slots=True)
 class AnalysisConfig:
     """The gates at the end of each hold of a ramp plan (canary/analysis.py, docs/router.md "Ramp plans")."""
-    min_success_percent: float = 99.0   # Flagger's default request-success-rate gate
-    latency_tolerance: float = 1.2      # the canary may be this much slower than stable before it fails
-    confidence: float = 0.95            # Mann-Whitney U, one-sided: fail when p < 1 - confidence
-    min_samples: int = 100              # answers per cluster in the window; fewer -> the step is extended
-    max_extensions: int = 2             # inconclusive this many times more -> the plan pauses with an alert
+    min_success_percent: float = setting(99.0, PERCENT, "canary success rate below this fails (Flagger's gate)")
+    latency_tolerance: float = setting(1.2, (lambda v: v >= 1.0, ">= 1.0"), "the canary may be this much slower")
+    confidence: float = setting(0.95, (lambda v: 0.5 <= v < 1.0, "at least 0.5 and below 1"),
+                                "Mann-Whitney U, one-sided: fail when p < 1 - confidence")
+    min_samples: int = setting(100, (lambda v: v >= 5, ">= 5"), "answers per side, else inconclusive")
+    max_extensions: int = setting(2, NON_NEGATIVE, "inconclusive holds extended this often, then the plan pauses")
 
 
 @dataclass(slots=True)
 class ProactiveShiftConfig:
     """Moving traffic away from a degraded (not dead) cluster, in bounded steps (canary/proactive_shift.py)."""
-    enabled: bool = True
-    window: float = 30.0                # seconds of records judged at each look
-    interval: float = 5.0               # seconds between looks
-    sustain: int = 3                    # looks in a row degraded before a move away
-    recover_sustain: int = 6            # looks in a row recovered before a move back
-    step_percent: float = 25.0          # of the cluster's traffic, per move
-    max_percent: float = 50.0           # never more without a human (it keeps traffic to judge recovery by)
-    error_margin_percent: float = 5.0   # degraded: error rate this many points above the other's ...
-    latency_ratio: float = 3.0          # ... or p99 this many times the other's ...
-    min_latency_gap: float = 0.1        # ... and at least this many seconds above it
-    min_samples: int = 50               # answers per cluster per window, else no judgement
+    enabled: bool = setting(True, None, "false turns it off")
+    window: float = setting(30.0, POSITIVE, "seconds of records judged at each look")
+    interval: float = setting(5.0, POSITIVE, "seconds between looks")
+    sustain: int = setting(3, AT_LEAST_ONE, "looks in a row degraded before a move away")
+    recover_sustain: int = setting(6, AT_LEAST_ONE, "looks in a row recovered before a move back")
+    step_percent: float = setting(25.0, (lambda v: 0 < v <= 100, "above 0 and at most 100"), "per move")
+    max_percent: float = setting(50.0, (lambda v: 0 <= v <= 90,
+                                        "between 0 and 90 (some traffic must stay to judge recovery by)"),
+                                 "never more without a human")
+    error_margin_percent: float = setting(5.0, (lambda v: 0 < v <= 100, "above 0 and at most 100"),
+                                          "degraded: error rate this many points above the other's ...")
+    latency_ratio: float = setting(3.0, (lambda v: v > 1.0, "> 1"), "... or p99 this many times the other's ...")
+    min_latency_gap: float = setting(0.1, NON_NEGATIVE, "... and at least this many seconds above it")
+    min_samples: int = setting(50, AT_LEAST_ONE, "answers per cluster per window, else no judgement")
 
 
 @dataclass(slots=True)
 class SloConfig:
     """The service-level objective each cluster is held to; a breach (and its end) is an alert (canary/slo.py)."""
-    enabled: bool = True
-    success_percent: float = 99.0       # answers below 500 (failed attempts included)
-    p99_ms: float = 1000.0              # p99 latency at the router
-    window: float = 60.0                # seconds judged, every proactive_shift.interval
-    min_samples: int = 50               # answers in the window, else no judgement
+    enabled: bool = setting(True, None, "false turns it off")
+    success_percent: float = setting(99.0, (lambda v: 0 < v <= 100, "above 0 and at most 100"),
+                                     "answers below 500 (failed attempts included)")
+    p99_ms: float = setting(1000.0, POSITIVE, "p99 latency at the router")
+    window: float = setting(60.0, POSITIVE, "seconds judged, every proactive_shift.interval")
+    min_samples: int = setting(50, AT_LEAST_ONE, "answers in the window, else no judgement")
 
 
 @dataclass(slots=True)
@@ -135,14 +158,15 @@ class Config:
     clusters: list[ClusterConfig]
     listen: tuple[str, int] = ("127.0.0.1", 8000)
     admin: tuple[str, int] = ("127.0.0.1", 8001)
-    workers: int = 1
+    workers: int = setting(1, POSITIVE, "processes sharing `listen` (admin and metrics in worker 0)")
     redis: str | None = None
     state_file: str = "var/canary-state.json"
-    access_log: bool = True
-    trusted_hops: int = 0
+    access_log: bool = setting(True, None, "one line per request on stdout")
+    trusted_hops: int = setting(0, NON_NEGATIVE, "X-Forwarded-For hops to trust (only from trusted_proxies)")
     # peers whose X-Forwarded-* headers are honoured (with trusted_hops); anyone else is the client itself
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    balancing: str = "least_request"
+    balancing: str = setting("least_request", (lambda v: v in ("least_request", "round_robin"),
+                                               "'least_request' or 'round_robin'"), "how a node is picked")
     health_check: HealthCheckConfig = field(default_factory=HealthCheckConfig)
     outlier_detection: OutlierConfig = field(default_factory=OutlierConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
@@ -222,8 +246,14 @@ def _section(name: str, cls: type, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: expected a table")
     obj = cls()
+    renamed = {f.metadata["old"]: f.name for f in dataclasses.fields(cls) if f.metadata.get("old")}
     for k, v in data.items():
-        if k not in cls.__dataclass_fields__:
+        if k in renamed:
+            if renamed[k] in data:
+                raise ConfigError(f"{name}.{k}: give {name}.{renamed[k]} only (it replaces {k})")
+            log.warning("%s.%s is deprecated: use %s.%s", name, k, name, renamed[k])
+            k = renamed[k]
+        elif k not in cls.__dataclass_fields__:
             raise ConfigError(f"{name}.{k}: unknown key")
         setattr(obj, k, _coerce(f"{name}.{k}", v, getattr(obj, k)))
     return obj
@@ -345,76 +375,14 @@ def validate(cfg: Config) -> None:
             if n.name in seen or n.name in (cfg.clusters[0].name, cfg.clusters[1].name):
                 raise ConfigError(f"clusters.{c.name}.nodes: duplicate name {n.name!r}")
             seen.add(n.name)
-    positive = {
-        "health_check.interval": cfg.health_check.interval, "health_check.timeout": cfg.health_check.timeout,
-        "timeouts.connect": cfg.timeouts.connect, "timeouts.upstream": cfg.timeouts.upstream,
-        "timeouts.body_idle": cfg.timeouts.body_idle, "timeouts.body_read": cfg.timeouts.body_read,
-        "limits.max_response_header_bytes": cfg.limits.max_response_header_bytes,
-        "limits.max_response_headers": cfg.limits.max_response_headers,
-        "timeouts.header_read": cfg.timeouts.header_read, "timeouts.idle": cfg.timeouts.idle,
-        "timeouts.total": cfg.timeouts.total, "timeouts.upstream_idle": cfg.timeouts.upstream_idle,
-        "outlier_detection.base_ejection_time": cfg.outlier_detection.base_ejection_time,
-        "outlier_detection.max_ejection_time": cfg.outlier_detection.max_ejection_time,
-        "limits.max_header_bytes": cfg.limits.max_header_bytes, "limits.queue_timeout": cfg.limits.queue_timeout,
-        "health_check.fall": cfg.health_check.fall, "health_check.rise": cfg.health_check.rise,
-        "outlier_detection.consecutive_5xx": cfg.outlier_detection.consecutive_5xx,
-        "pin.ttl": cfg.pin.ttl, "workers": cfg.workers, "retry.max_attempts": cfg.retry.max_attempts,
-    }
-    for k, v in positive.items():
-        if v <= 0:
-            raise ConfigError(f"{k}: must be > 0 (got {v})")
-    nonneg = {"limits.max_body_bytes": cfg.limits.max_body_bytes, "trusted_hops": cfg.trusted_hops,
-              "share.slow_start_window": cfg.share.slow_start_window, "retry.min_concurrent": cfg.retry.min_concurrent,
-              "limits.retry_after": cfg.limits.retry_after, "limits.buffer_body_bytes": cfg.limits.buffer_body_bytes,
-              "limits.max_connections_per_client": cfg.limits.max_connections_per_client}
-    for k, v in nonneg.items():
-        if v < 0:
-            raise ConfigError(f"{k}: must be >= 0 (got {v})")
-    for k, v in {"share.initial_percent": cfg.share.initial_percent,
-                 "share.slow_start_min_percent": cfg.share.slow_start_min_percent,
-                 "outlier_detection.max_ejection_percent": cfg.outlier_detection.max_ejection_percent,
-                 "retry.budget_percent": cfg.retry.budget_percent}.items():
-        if not 0 <= v <= 100:
-            raise ConfigError(f"{k}: must be between 0 and 100 (got {v})")
-    if cfg.health_check.timeout > 30 or not cfg.health_check.path.startswith("/"):
-        raise ConfigError("health_check.path: must start with '/'" if not cfg.health_check.path.startswith("/")
-                          else "health_check.timeout: must be <= 30")
-    if cfg.balancing not in ("least_request", "round_robin"):
-        raise ConfigError(f"balancing: must be 'least_request' or 'round_robin' (got {cfg.balancing!r})")
-    if not cfg.pin.cookie_name or not all(c.isalnum() or c in "-_" for c in cfg.pin.cookie_name):
-        raise ConfigError(f"pin.cookie_name: invalid cookie name {cfg.pin.cookie_name!r}")
+    for prefix, obj in [("", cfg)] + [(f"{name}.", getattr(cfg, name)) for name in _SECTIONS]:
+        for f in dataclasses.fields(obj):
+            rule = f.metadata.get("rule")
+            value = getattr(obj, f.name)
+            if rule is not None and not rule[0](value):
+                old = f" ({prefix}{f.metadata['old']})" if f.metadata.get("old") else ""
+                raise ConfigError(f"{prefix}{f.name}{old}: must be {rule[1]} (got {value!r})")
     proxy_networks(cfg.trusted_proxies)
-    _validate_automation(cfg.analysis, cfg.proactive_shift, cfg.slo)
-
-
-def _validate_automation(a: AnalysisConfig, p: ProactiveShiftConfig, slo: SloConfig) -> None:
-    """Ranges of the analysis and proactive-shift keys: (key, value, holds, what it must be)."""
-    rules = [
-        ("analysis.min_success_percent", a.min_success_percent, 0 <= a.min_success_percent <= 100, "between 0 and 100"),
-        ("analysis.latency_tolerance", a.latency_tolerance, a.latency_tolerance >= 1.0, ">= 1.0"),
-        ("analysis.confidence", a.confidence, 0.5 <= a.confidence < 1.0, "at least 0.5 and below 1"),
-        ("analysis.min_samples", a.min_samples, a.min_samples >= 5, ">= 5"),
-        ("analysis.max_extensions", a.max_extensions, a.max_extensions >= 0, ">= 0"),
-        ("proactive_shift.window", p.window, p.window > 0, "> 0"),
-        ("proactive_shift.interval", p.interval, p.interval > 0, "> 0"),
-        ("proactive_shift.sustain", p.sustain, p.sustain >= 1, ">= 1"),
-        ("proactive_shift.recover_sustain", p.recover_sustain, p.recover_sustain >= 1, ">= 1"),
-        ("proactive_shift.step_percent", p.step_percent, 0 < p.step_percent <= 100, "above 0 and at most 100"),
-        ("proactive_shift.max_percent", p.max_percent, 0 <= p.max_percent <= 90,
-         "between 0 and 90 (some traffic must stay to judge recovery by)"),
-        ("proactive_shift.error_margin_percent", p.error_margin_percent, 0 < p.error_margin_percent <= 100,
-         "above 0 and at most 100"),
-        ("proactive_shift.latency_ratio", p.latency_ratio, p.latency_ratio > 1.0, "> 1"),
-        ("proactive_shift.min_latency_gap", p.min_latency_gap, p.min_latency_gap >= 0, ">= 0"),
-        ("proactive_shift.min_samples", p.min_samples, p.min_samples >= 1, ">= 1"),
-        ("slo.success_percent", slo.success_percent, 0 < slo.success_percent <= 100, "above 0 and at most 100"),
-        ("slo.p99_ms", slo.p99_ms, slo.p99_ms > 0, "> 0"),
-        ("slo.window", slo.window, slo.window > 0, "> 0"),
-        ("slo.min_samples", slo.min_samples, slo.min_samples >= 1, ">= 1"),
-    ]
-    for key, value, holds, rule in rules:
-        if not holds:
-            raise ConfigError(f"{key}: must be {rule} (got {value})")
 
 
 def proxy_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

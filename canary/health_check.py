@@ -1,4 +1,4 @@
-"""Active health checks: GET each node's /readyz; fall/rise thresholds flip the node's health."""
+"""Active health checks: GET each node's /readyz; unhealthy/healthy thresholds flip the node's health."""
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +9,7 @@ from .config import HealthCheckConfig
 
 
 class HealthChecker:
-    """One task per node. A node marked down by a connect failure needs `rise` good checks to return,
+    """One task per node. A node marked down by a connect failure needs `healthy_threshold` good checks to return,
     which is also how a whole healed cluster comes back (then ramped by slow start in routing).
 
     Tasks are keyed by node so run-time membership changes (canary/membership.py) can start and cancel
@@ -68,7 +68,7 @@ class HealthChecker:
         if ok:
             node.hc_fail = 0
             node.hc_ok += 1
-            if (not node.hc_healthy or node.down_until_healthy) and node.hc_ok >= cfg.rise:
+            if (not node.hc_healthy or node.down_until_healthy) and node.hc_ok >= cfg.healthy_threshold:
                 node.hc_healthy = True
                 node.down_until_healthy = False
                 self.on_change()
@@ -76,7 +76,7 @@ class HealthChecker:
             self.failures_total += 1
             node.hc_ok = 0
             node.hc_fail += 1
-            if node.hc_healthy and node.hc_fail >= cfg.fall:
+            if node.hc_healthy and node.hc_fail >= cfg.unhealthy_threshold:
                 node.hc_healthy = False
                 self.on_change()
 

@@ -87,14 +87,14 @@ class Membership:
     checker, the sweeper and the metrics read it; only this class changes it)."""
 
     def __init__(self, clusters: list[Cluster], routing: "Routing", health: HealthChecker, outlier: OutlierDetector,
-                 new_pool: Callable[[Node], "Pool"], dns_clusters: set[str], rise: int,
+                 new_pool: Callable[[Node], "Pool"], dns_clusters: set[str], healthy_threshold: int,
                  state: Callable[[], dict[str, Any]]) -> None:
         self.clusters = clusters
         self.routing = routing
         self.health = health
         self.outlier = outlier
         self.new_pool = new_pool       # a connection pool for a node added at run time
-        self.rise = rise               # health_check.rise
+        self.healthy_threshold = healthy_threshold   # health_check.healthy_threshold
         self.state = state             # the applied shared state (drains apply to discovered nodes too)
         self.nodes: list[Node] = [n for c in clusters for n in c.nodes]
         self.configured = {c.name: [spec_of(n) for n in c.nodes] for c in clusters}
@@ -181,11 +181,11 @@ class Membership:
         n.pool = self.new_pool(n)
         if self.health.started:
             # Added while serving: no traffic until the router itself has seen the node answer /readyz.
-            # hc_ok = rise - 1 makes the very first good check enough (the registrar already waited for
-            # /readyz, so `rise` checks would only add delay); a node that fails a check first needs
-            # `rise` good checks in a row like any unhealthy node.
+            # hc_ok = healthy_threshold - 1 makes the very first good check enough (the registrar already waited for
+            # /readyz, so `healthy_threshold` checks would only add delay); a node that fails a check first needs
+            # `healthy_threshold` good checks in a row like any unhealthy node.
             n.hc_healthy = False
-            n.hc_ok = self.rise - 1
+            n.hc_ok = self.healthy_threshold - 1
             self.health.add(n)
         # else: applied at startup, before the health checker runs: optimistic like configured nodes
         return n

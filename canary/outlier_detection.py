@@ -10,7 +10,7 @@ from .config import OutlierConfig
 class OutlierDetector:
     """Ejection time = base x number of ejections, capped; at most max_ejection_percent of a cluster
     (but always at least one node) is ejected for 5xx/timeouts, while a node that refuses connections is
-    always taken out and stays out until the active health check has seen `rise` good answers."""
+    always taken out and stays out until the active health check has seen `healthy_threshold` good answers."""
 
     def __init__(self, cfg: OutlierConfig, on_change: Callable[[], None]) -> None:
         self.cfg = cfg
@@ -38,7 +38,7 @@ class OutlierDetector:
             self.eject(node, now, "consecutive_5xx")
 
     def connect_failure(self, node: Node, now: float, reason: str = "connect_failure") -> None:
-        """Refused/reset: out regardless of the max ejection share, back only after `rise` good checks."""
+        """Refused/reset: out regardless of the max ejection share, back only after `healthy_threshold` good checks."""
         if node.removed:
             return    # an in-flight request of a node removed at run time: nothing left to take out
         first = not node.down_until_healthy

@@ -61,7 +61,7 @@ class RouterProcess:
         self.state: dict[str, Any] = initial_state(self.clusters[0].name, self.clusters[1].name,
                                                    cfg.share.initial_percent)
         self.membership = Membership(self.clusters, self.routing, self.health, self.outlier, self.new_pool,
-                                     {c.name for c in cfg.clusters if c.dns is not None}, cfg.health_check.rise,
+                                     {c.name for c in cfg.clusters if c.dns is not None}, cfg.health_check.healthy_threshold,
                                      lambda: self.state)
         self.discovery = DnsDiscovery(cfg.clusters, self.membership)
         self.store: FileStore | RedisStore = (RedisStore(cfg.redis) if cfg.redis else FileStore(cfg.state_file))

@@ -9,12 +9,14 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
+from canary.proxy import DownstreamConn
 from deploy.node import free_port, wait_port
 from deploy.redis_server import RedisServer
+from loadtests.bench.hot_path import Sink, front_with_nodes
 from tests.support import wait_for
 
 PY = sys.executable
@@ -202,7 +204,7 @@ def router_factory(tmp_path: Path) -> Iterator[Any]:
         r.stop(signal.SIGKILL)
 
 
-FAST = {"health_check": {"interval": 0.1, "timeout": 0.3, "fall": 2, "rise": 3}}
+FAST = {"health_check": {"interval": 0.1, "timeout": 0.3, "unhealthy_threshold": 2, "healthy_threshold": 3}}
 
 
 @pytest.fixture
@@ -211,3 +213,42 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     server = RedisServer(tmp_path / "redis", port=free_port()).start()
     yield server.url
     server.kill()
+
+
+# -- in-process: a real router process without sockets (tests of the head the router builds and relays) --------
+class Transport(Sink):
+    """Records what is written and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+Front = tuple[DownstreamConn, Transport, Transport]
+
+
+@pytest.fixture
+def make_front(tmp_path) -> Iterator[Callable[..., Front]]:
+    """(DownstreamConn of a real router process, its client Transport, the Transport of its one pooled node connection)."""
+    fronts: list[DownstreamConn] = []
+
+    def make(*serve_args: str) -> Front:
+        client_side, node_side = Transport(), Transport()
+        front = front_with_nodes(tmp_path, *serve_args, client=client_side, node=node_side)
+        fronts.append(front)
+        return front, client_side, node_side
+
+    yield make
+    for front in fronts:
+        front.ctx.loop.close()

@@ -32,6 +32,57 @@ def test_config_errors_name_the_key(patch, key):
 def test_config_defaults():
     cfg = from_dict(BASE)
     hc = cfg.health_check
-    assert hc.interval * hc.fall + hc.timeout <= 1.0      # a dead node is detected within 1 s
+    assert hc.interval * hc.unhealthy_threshold + hc.timeout <= 1.0      # a dead node is detected within 1 s
     assert cfg.outlier_detection.consecutive_5xx == 5 and cfg.trusted_hops == 0
     assert cfg.share.slow_start_window == 30.0
+
+
+def documented_reference() -> dict:
+    """The TOML block of docs/router.md's "Configuration reference", parsed."""
+    import re
+    import tomllib
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "docs" / "router.md").read_text()
+    block = re.search(r"## Configuration reference.*?```toml\n(.*?)```", text, re.S)
+    assert block is not None
+    return tomllib.loads(block.group(1))
+
+
+def test_the_documented_reference_lists_every_key_with_its_default():
+    """docs/router.md and canary/config.py cannot drift apart: same sections, same keys, same defaults."""
+    import dataclasses
+
+    from canary.config import _SECTIONS, Config
+    doc = documented_reference()
+    for name, cls in _SECTIONS.items():
+        assert name in doc, name
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert doc[name] == defaults, name
+    top = {f.name: f.default for f in dataclasses.fields(Config)
+           if f.name not in _SECTIONS and f.name not in ("clusters", "redis", "listen", "admin", "trusted_proxies")}
+    assert {k: v for k, v in doc.items() if k in top} == top
+    assert set(doc) - set(_SECTIONS) == set(top) | {"clusters", "redis", "listen", "admin", "trusted_proxies"}
+
+
+def test_every_rule_names_its_key_and_the_value():
+    """For each key with a rule, a value breaking it is refused with one line naming the key."""
+    import dataclasses
+
+    from canary.config import _SECTIONS
+    bad = {"path": "readyz", "balancing": "random", "cookie_name": "a b"}
+    for name, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("rule") is None:
+                continue
+            value = bad.get(f.name, -1000 if isinstance(f.default, int) else -1000.0)
+            with pytest.raises(ConfigError) as e:
+                from_dict({**BASE, name: {f.name: value}})
+            assert str(e.value).startswith(f"{name}.{f.name}") and repr(value) in str(e.value), str(e.value)
+
+
+def test_a_renamed_key_is_still_accepted_with_a_deprecation_line(caplog):
+    cfg = from_dict({**BASE, "health_check": {"fall": 4, "rise": 5}})
+    assert (cfg.health_check.unhealthy_threshold, cfg.health_check.healthy_threshold) == (4, 5)
+    assert "health_check.fall is deprecated: use health_check.unhealthy_threshold" in caplog.text
+    with pytest.raises(ConfigError, match=r"^health_check.fall: give health_check.unhealthy_threshold only"):
+        from_dict({**BASE, "health_check": {"fall": 4, "unhealthy_threshold": 4}})

@@ -2,51 +2,11 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
 
 import pytest
 
 from canary.exchange import BadRequest
 from canary.proxy import DownstreamConn
-from loadtests.bench.hot_path import Sink, front_with_nodes
-
-
-class Transport(Sink):
-    """Records what is written and whether it was closed."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    abort = close
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-
-Front = tuple[DownstreamConn, Transport, Transport]
-
-
-@pytest.fixture
-def make_front(tmp_path) -> Iterator[Callable[..., Front]]:
-    """(DownstreamConn of a real router process, its client Transport, the Transport of its one pooled node connection)."""
-    fronts: list[DownstreamConn] = []
-
-    def make(*serve_args: str) -> Front:
-        client_side, node_side = Transport(), Transport()
-        front = front_with_nodes(tmp_path, *serve_args, client=client_side, node=node_side)
-        fronts.append(front)
-        return front, client_side, node_side
-
-    yield make
-    for front in fronts:
-        front.ctx.loop.close()
 
 
 # Each of these would let a client smuggle a header or a request past a lenient parser (RFC 9112 §5, §5.2).

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from .test_front_head import make_front  # noqa: F401 - the fixture
-
 REQUEST = b"GET /api/session HTTP/1.1\r\nHost: login.example.test\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: gunicorn\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n"
             b"Content-Type: application/json\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n"
