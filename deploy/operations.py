@@ -146,7 +146,7 @@ class Stack:
                 self.supervisor.start(node.name)
             wait_for(lambda: node_ready(node), 30, f"{node.name}: /readyz")
             if router_up:
-                # Health checks run while drained, so this waits for `rise` good checks, not for traffic.
+                # Health checks run while drained, so this waits for `healthy_threshold` good checks, not for traffic.
                 wait_for(lambda: self._router_healthy(node, drained_ok=True), 15,
                          f"{node.name}: healthy in the router")
         finally:

@@ -19,7 +19,7 @@ def login_cluster_config(blue, green) -> str:
 
     return (
         cluster("blue", blue) + cluster("green", green)
-        + "[health_check]\ninterval = 0.1\ntimeout = 0.3\nfall = 2\nrise = 3\n"
+        + "[health_check]\ninterval = 0.1\ntimeout = 0.3\nunhealthy_threshold = 2\nhealthy_threshold = 3\n"
         + "[share]\ninitial_percent = 50\nslow_start_window = 1.0\n"
     )
 

@@ -276,7 +276,7 @@ def provider(stack: Any, scratch: Path) -> Iterator[Provider]:
     config = scratch / "router.toml"
     config.write_text("".join(f'[[clusters]]\nname = "{n.cluster}"\nnodes = [{{name = "{n.name}", '
                               f'address = "127.0.0.1:{n.port}"}}]\n' for n in (blue, green))
-                      + "[health_check]\ninterval = 0.1\ntimeout = 0.3\nfall = 2\nrise = 3\n")
+                      + "[health_check]\ninterval = 0.1\ntimeout = 0.3\nunhealthy_threshold = 2\nhealthy_threshold = 3\n")
     router.args = ["--config", str(config)]
     router.start()
     yield Provider(issuer, blue.env, scratch / "var", [blue, green])

@@ -35,7 +35,7 @@ class Provider:
 def router_config(*nodes: LoginNode) -> str:
     text = "".join(f'[[clusters]]\nname = "{n.cluster}"\n'
                    f'nodes = [{{name = "{n.name}", address = "127.0.0.1:{n.port}"}}]\n' for n in nodes)
-    return text + ("[health_check]\ninterval = 0.1\ntimeout = 0.3\nfall = 2\nrise = 3\n"
+    return text + ("[health_check]\ninterval = 0.1\ntimeout = 0.3\nunhealthy_threshold = 2\nhealthy_threshold = 3\n"
                    "[share]\ninitial_percent = 50\nslow_start_window = 1.0\n")
 
 
