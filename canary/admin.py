@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import http
 import json
 import logging
 import re
@@ -103,7 +104,7 @@ class Admin:
             more = {"WWW-Authenticate": "Bearer", **more}
         extra = "".join(f"{k}: {v}\r\n" for k, v in more.items())
         try:
-            writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
+            writer.write(f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\nContent-Type: {ctype}\r\n"
                          f"Content-Length: {len(payload)}\r\n{extra}Connection: close\r\n\r\n".encode() + payload)
             await writer.drain()
         except OSError:
@@ -342,6 +343,4 @@ async def _plan_verb(app: RouterControl, verb: str, args: dict[str, Any]) -> Non
 _PLAN_VERBS = {"start": "plan_started", "pause": "plan_paused", "resume": "plan_resumed", "abort": "plan_aborted"}
 _NODES_PATH = re.compile(r"/api/clusters/([^/]+)/nodes")
 
-_REASON = {200: "OK", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-           404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-           413: "Content Too Large", 500: "Internal Server Error"}
+

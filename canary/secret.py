@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
+
+from loginsvc.files import create_once   # the code base's one "create a private file once, safely"
 
 MIN_LENGTH = 16  # generated secrets are 43 characters; a shorter configured one is refused
 
@@ -26,31 +29,13 @@ def read_secret(env: str, file_env: str, default: str) -> str | None:
 
 
 def load_or_create_secret(env: str, file_env: str, default: str) -> str:
-    """Used by `serve`: several router instances share the file (or env), so create it only when absent."""
+    """Used by `serve`: several router instances share the file (or env), so create it only when absent
+    (loginsvc/files.py's create_once: a private file linked into place, so racing instances agree)."""
     value = read_secret(env, file_env, default)
     if value:
         return value
-    path = secret_path(file_env, default)
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)  # var/ holds secrets: owner only
-    value = secrets.token_urlsafe(32)
-    # Write a private temp file, then link it into place: the secret file appears complete or not at all,
-    # so a racing instance never reads a half-written (empty) file and ends up with a different secret.
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(value + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)             # fails if another instance already created the file
-    except FileExistsError:            # another instance won the race: use its secret
-        return read_secret(env, file_env, default) or value
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-    return value
+    path = Path(secret_path(file_env, default))
+    return create_once(path, lambda: secrets.token_urlsafe(32) + "\n").strip()   # an empty file: `serve` refuses it
 
 
 def var_path(name: str) -> str:

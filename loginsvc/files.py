@@ -20,6 +20,8 @@ def create_once(path: Path, make: Callable[[], str]) -> str:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())   # linked only once on disk: a crash never leaves an empty secret
         try:
             os.link(temporary, path)
         except FileExistsError:
