@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from deploy.node import free_port
+from tests.support import wait_for
 
 from .conftest import FAST, PY, ROOT, TOKEN, Backend, toml_config
 
@@ -99,10 +100,7 @@ def established(port: int) -> int:
 
 
 def wait_no_connections(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while established(port):
-        assert time.monotonic() < deadline, f"{established(port)} connections to :{port} still open"
-        time.sleep(0.05)
+    wait_for(lambda: not established(port), timeout, f"the connections to :{port} closing")
 
 
 class Looper(threading.Thread):

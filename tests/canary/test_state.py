@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+from tests.support import wait_for
+
 from .conftest import FAST, toml_config
 
 
@@ -78,10 +80,8 @@ def test_a_redis_restarted_empty_gets_the_state_back_from_a_running_router(backe
         r1.api("POST", "/api/drain", {"target": "green"})
         server.kill()
         server.start()
-        deadline = time.monotonic() + 5
-        while server.client().get("canary:state") is None:
-            assert time.monotonic() < deadline, "the running router did not put the state back"
-            time.sleep(0.05)
+        wait_for(lambda: server.client().get("canary:state") is not None, 5,
+                 "the running router putting the state back")
         r2 = router_factory(config=cfg, args=["--redis", server.url])
         st = r2.status()
         assert st["percent"] == 37 and st["drained"] == ["green"]
