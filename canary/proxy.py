@@ -23,6 +23,14 @@ _REQ_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", 
                       b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded",
                       b"x-real-ip"))
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+# Header names forwarded as they are, in the spelling browsers send: found by one set lookup, they skip the name
+# check and lower-casing (each is a valid token and none is in _REQ_HOP, which a test checks).
+_PLAIN = frozenset((b"User-Agent", b"Accept", b"Accept-Language", b"Accept-Encoding", b"Referer", b"Origin",
+                    b"Content-Type", b"Sec-Fetch-Dest", b"Sec-Fetch-Mode", b"Sec-Fetch-Site", b"Sec-Fetch-User",
+                    b"Sec-Ch-Ua", b"Sec-Ch-Ua-Mobile", b"Sec-Ch-Ua-Platform", b"Upgrade-Insecure-Requests",
+                    b"Cache-Control", b"Pragma", b"Priority", b"DNT", b"Authorization", b"X-Requested-With",
+                    b"X-CSRFToken", b"X-Request-ID", b"If-None-Match", b"If-Modified-Since",
+                    b"accept", b"user-agent", b"accept-encoding", b"accept-language", b"content-type"))
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]").search   # RFC 9110 §5.6.2 tchar
 
 
@@ -194,6 +202,9 @@ class DownstreamConn(asyncio.Protocol):
             raise BadRequest(431, "request head too large")
         if not self.in_head:
             return                                    # chunked trailers are dropped
+        if name in _PLAIN:                            # a browser's usual header, spelled as browsers do:
+            self.headers.append(name + b": " + value + b"\r\n")   # a valid token, not hop-by-hop
+            return
         if not name or _NOT_TOKEN(name) is not None:
             raise BadRequest(400, "bad header name")
         lname = name.lower()
@@ -374,7 +385,8 @@ class DownstreamConn(asyncio.Protocol):
             self.close()
             return
         self.deadline = now + self.ctx.timeouts.idle
-        self._resume()
+        if self.reading_paused:      # paused for a pipelined request or a slow node: read again
+            self._resume()
 
     def bad_request(self, status: int) -> None:
         """Answer 4xx and close; nothing after the offending bytes is parsed or forwarded."""

@@ -14,6 +14,14 @@ _RESP_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te"
                         b"upgrade", b"trailer", b"content-length"))
 
 
+# Relayed as they are (none is in _RESP_DROP or X-Served-By, which a test checks): one set lookup each.
+_RELAYED = frozenset((b"Server", b"Date", b"Content-Type", b"Vary", b"X-Frame-Options", b"X-Content-Type-Options",
+                      b"Referrer-Policy", b"Cross-Origin-Opener-Policy", b"Cache-Control", b"Expires",
+                      b"Set-Cookie", b"Location", b"Content-Security-Policy", b"Strict-Transport-Security",
+                      b"X-Request-ID", b"X-Release", b"ETag", b"Last-Modified", b"Content-Language", b"Pragma",
+                      b"Content-Encoding", b"Link", b"Permissions-Policy", b"Access-Control-Allow-Origin"))
+
+
 class BadResponse(Exception):
     """Raised in a response callback: stops llhttp; `kind` is the failure the exchange reports (a 502)."""
 
@@ -178,6 +186,9 @@ class UpstreamConn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.fin is not None:
             return
+        if name in _RELAYED:       # a usual header in its usual spelling: relayed without lower-casing
+            self.lines.append(name + b": " + value + b"\r\n")
+            return
         lname = name.lower()
         if lname in _RESP_DROP:
             if lname == b"content-length":
@@ -267,7 +278,7 @@ class Pool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.usable():
+            if not conn.closed and not conn.transport.is_closing():   # usable(), without the call
                 conn.reused = True
                 return conn
         return None

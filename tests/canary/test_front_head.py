@@ -78,3 +78,11 @@ def test_router_checks_refuse_injection_even_past_the_parser(make_front, name, v
         feed_head(front, [(b"Host", b"a")] * (name != b"Host") + [(name, value)])
     assert caught.value.status == 400
     assert node_side.written == []                 # nothing reached the node
+
+
+def test_the_names_that_skip_the_checks_would_pass_them():
+    """Request headers found in proxy._PLAIN skip the name regex and the hop-by-hop lookup: each must be a valid
+    token and none hop-by-hop, or the shortcut would forward what the checks refuse."""
+    from canary.proxy import _NOT_TOKEN, _PLAIN, _REQ_HOP
+    assert _PLAIN and all(_NOT_TOKEN(n) is None for n in _PLAIN)
+    assert not {n.lower() for n in _PLAIN} & _REQ_HOP

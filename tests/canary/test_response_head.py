@@ -68,3 +68,9 @@ def test_an_unfinished_head_over_the_cap_is_a_502_however_it_arrives(make_front)
     big = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000     # the default cap is 64 KiB
     assert answer(make_front, [big]).startswith(b"HTTP/1.1 502 ")
     assert answer(make_front, [big[i:i + 1000] for i in range(0, len(big), 1000)]).startswith(b"HTTP/1.1 502 ")
+
+
+def test_the_names_relayed_without_a_look_are_never_special():
+    """upstream_pool._RELAYED skips lower-casing: none may be a framing or hop-by-hop header, or X-Served-By."""
+    from canary.upstream_pool import _RELAYED, _RESP_DROP
+    assert _RELAYED and not {n.lower() for n in _RELAYED} & (_RESP_DROP | {b"x-served-by"})
