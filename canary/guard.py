@@ -1,9 +1,10 @@
 """Front-door guards: which peers may forward client addresses, connections per client, paths kept from nodes."""
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import unquote_to_bytes
+
+from loginsvc.networks import AddressRanges
 
 from .config import proxy_networks
 from .exchange import local_response
@@ -42,32 +43,15 @@ def router_path(url: bytes) -> bytes | None:
     return norm if norm in ROUTER_PATHS else None
 
 
-class ProxyTrust:
-    """`trusted_proxies`: decided once per connection (connection_made), cached per address."""
-
-    __slots__ = ("networks", "_cache")
+class ProxyTrust(AddressRanges):
+    """`trusted_proxies`: the same memoised ranges as the login service's (loginsvc/networks.py), asked once
+    per connection (connection_made). A Unix socket or an unparsable peer is never trusted."""
 
     def __init__(self, cidrs: list[str]) -> None:
-        self.networks = proxy_networks(cidrs)
-        self._cache: dict[str, bool] = {}
+        super().__init__(proxy_networks(cidrs))
 
     def trusted(self, peer: str) -> bool:
-        v = self._cache.get(peer)
-        if v is None:
-            v = self._check(peer)
-            if len(self._cache) >= 4096:     # bounded: a scan from many addresses cannot grow it
-                self._cache.clear()
-            self._cache[peer] = v
-        return v
-
-    def _check(self, peer: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(peer.split("%", 1)[0])
-        except ValueError:
-            return False                      # a Unix socket or an unknown peer: never trusted
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped               # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
-        return any(ip in net for net in self.networks)
+        return peer in self
 
 
 _REFUSED = local_response(429, True, body=b"429 Too Many Requests: too many connections from this address\n")
