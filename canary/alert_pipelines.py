@@ -7,6 +7,7 @@ and returns (ok, error, retry_after): a 429 or 503 with Retry-After is honoured.
 """
 from __future__ import annotations
 
+import abc
 import datetime
 import email.message
 import json
@@ -69,8 +70,9 @@ def text_of(alert: Mapping[str, Any]) -> str:
 
 
 @dataclass
-class Pipeline:
-    """One destination and its breaker. `name` is stable across restarts (it keys the outbox)."""
+class Pipeline(abc.ABC):
+    """One destination and its breaker. `name` is stable across restarts (it keys the outbox); each kind of
+    destination (Webhook, Email, Sentry) says how it delivers."""
 
     name: str
     failures: int = 0
@@ -93,8 +95,9 @@ class Pipeline:
     def breaker(self) -> str:
         return "open" if self.failures >= BREAKER_FAILURES else "closed"
 
+    @abc.abstractmethod
     def deliver(self, alert: Mapping[str, Any]) -> Result:
-        raise NotImplementedError
+        """Send one alert: (delivered, error text, seconds the destination asked us to wait or None)."""
 
 
 @dataclass

@@ -126,7 +126,7 @@ def test_retry_after_backoff_and_breaker() -> None:
     assert 0 <= retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 1   # a date in the past: now
     assert [backoff(n, rng=lambda: 1.0) for n in (1, 2, 3, 20)] == [1.0, 2.0, 4.0, 300.0]
     assert backoff(3, rng=lambda: 0.0) == 2.0                      # jitter: half to all of the delay
-    pipeline = Pipeline("p")
+    pipeline = Refusing("p")                                      # the breaker is every pipeline's
     for i in range(5):
         assert pipeline.usable(100.0 + i)
         pipeline.record(False, 100.0 + i)
