@@ -340,7 +340,7 @@ class Exchange(RequestBody):
             return False
         self.up = None
         up.close()
-        self.node.outstanding -= 1    # type: ignore[union-attr]   (a connection belongs to an attempt)
+        self._end_attempt(self.node)    # type: ignore[arg-type]   (a connection belongs to an attempt)
         return True
 
     def _end_attempt(self, node: Node, failed_at: float | None = None) -> None:

@@ -20,6 +20,8 @@ class Queueable(Protocol):
     queued: bool
     queue_deadline: float
 
+    def queue_timed_out(self) -> None: ...   # expired by the sweeper (see expire)
+
 
 class ConcurrencyLimit:
     """Admission control for one cluster. Queued items are started by release() or expired by the sweeper."""

@@ -40,8 +40,8 @@ class RequestBody:
     http10: bool
     resp_started: bool
     done: bool
-    start: Callable[[], None]      # Exchange's
-    _arm: Callable[[], None]       # Exchange's
+    start: Callable[..., None]     # Exchange's
+    _arm: Callable[..., None]      # Exchange's
 
     def buffer_body(self) -> None:
         """Read this request's body whole before a node is chosen (set while its head is parsed)."""

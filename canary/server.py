@@ -106,14 +106,16 @@ class RouterProcess:
     def resolve_target(self, target: str) -> str | None:
         return ops_view.resolve_target(self.routing, target)
 
+    @property
+    def automation_leader(self) -> bool | None:
+        """Whether this router drives plans and shifts (None: a worker without the automation loop)."""
+        return self.automation.leader if self.automation is not None else None
+
     def status(self) -> dict[str, Any]:
-        return ops_view.status(self.routing, self.state, self.worker,
-                               self.automation.leader if self.automation is not None else None)
+        return ops_view.status(self.routing, self.state, self.worker, self.automation_leader)
 
     def metrics(self) -> bytes:
-        automation = self.automation
-        return metrics.render(self.ctx, self.health, self.state,
-                              automation is not None and automation.leader)
+        return metrics.render(self.ctx, self.health, self.state, bool(self.automation_leader))
 
     def new_lease(self) -> FileLease | RedisLease:
         """Who drives plans and shifts: a Redis key beside the state, or a flock beside the state file."""
@@ -147,7 +149,7 @@ class RouterProcess:
                         f.close()
                 for c in self.clusters:
                     for ex in c.limit.expire(now):
-                        ex.queue_timed_out()   # type: ignore[attr-defined]   (the queue holds exchanges)
+                        ex.queue_timed_out()
                 for n in self.membership.nodes:
                     n.pool.close_idle(now - idle_age)
                 self.routing.refresh(now)
