@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import bisect
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from .config import ClusterConfig, NodeConfig
 from .limits import ConcurrencyLimit
 from .records import Records
+
+if TYPE_CHECKING:
+    from .upstream_pool import Pool
 
 # Latency histogram bounds in seconds (shared by every cluster; rendered at scrape time).
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -38,7 +41,7 @@ class Node:
         self.drained = False
         self.consecutive_5xx = 0
         self.status_counts = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = local error)
-        self.pool = None
+        self.pool: Pool | None = None   # set by Membership before the node takes requests
         self.current_weight = 0         # smooth weighted round robin (nginx)
         self.errors = 0
         self.retries = 0
@@ -106,11 +109,11 @@ class Cluster:
             return cands[0]
         if self.round_robin:
             total = 0
-            best = None
+            best = cands[0]
             for n in cands:
                 n.current_weight += n.weight
                 total += n.weight
-                if best is None or n.current_weight > best.current_weight:
+                if n.current_weight > best.current_weight:
                     best = n
             best.current_weight -= total
             return best

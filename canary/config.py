@@ -246,14 +246,16 @@ def _section(name: str, cls: type, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: expected a table")
     obj = cls()
-    renamed = {f.metadata["old"]: f.name for f in dataclasses.fields(cls) if f.metadata.get("old")}
+    fields = dataclasses.fields(cls)
+    renamed = {f.metadata["old"]: f.name for f in fields if f.metadata.get("old")}
+    known = {f.name for f in fields}
     for k, v in data.items():
         if k in renamed:
             if renamed[k] in data:
                 raise ConfigError(f"{name}.{k}: give {name}.{renamed[k]} only (it replaces {k})")
             log.warning("%s.%s is deprecated: use %s.%s", name, k, name, renamed[k])
             k = renamed[k]
-        elif k not in cls.__dataclass_fields__:
+        elif k not in known:
             raise ConfigError(f"{name}.{k}: unknown key")
         setattr(obj, k, _coerce(f"{name}.{k}", v, getattr(obj, k)))
     return obj

@@ -34,12 +34,19 @@ def local_response(status: int, close: bool, retry_after: int | None = None, bod
 class Exchange(RequestBody):
     """One client request and its attempts on nodes: streaming both ways, retries, failover, accounting."""
 
-    __slots__ = ("ctx", "front", "method", "url", "head", "chunked", "body", "body_size", "pending",
-                 "body_done", "body_bytes", "up", "node", "cluster", "attempts", "tried", "resp_started",
-                 "status", "t0", "bucket", "cookie_line", "keep_alive", "head_only", "idempotent", "deadline",
-                 "queued", "queue_deadline", "done", "resp_mode", "resp_eof_body", "retrying", "http10",
-                 "expect", "sent", "outcome", "limit", "waiting_retry", "resp_bytes", "resp_head", "buffering",
-                 "awaiting_body", "body_end", "local")
+    __slots__ = ("method", "url", "head", "node", "cluster", "attempts", "tried", "status", "t0", "bucket",
+                 "cookie_line", "keep_alive", "head_only", "idempotent", "queued", "queue_deadline", "resp_mode",
+                 "resp_eof_body", "retrying", "sent", "outcome", "limit", "waiting_retry", "resp_bytes", "resp_head",
+                 "local")
+    # set by DownstreamConn from the request head, before start()
+    t0: float
+    method: bytes
+    url: bytes
+    head: bytes
+    keep_alive: bool
+    head_only: bool
+    idempotent: bool
+    bucket: int
 
     def __init__(self, ctx: "RequestContext", front: "DownstreamConn") -> None:
         self.ctx = ctx
@@ -49,7 +56,7 @@ class Exchange(RequestBody):
         self.body_size = 0
         self.body_done = False
         self.body_bytes = 0
-        self.up: UpstreamConn | None = None
+        self.up = None
         self.node: Node | None = None
         self.cluster: Cluster | None = None
         self.attempts = 0
@@ -137,11 +144,13 @@ class Exchange(RequestBody):
         self.attempts += 1
         if self.expect and self.attempts == 1 and not self.body_bytes and not self.http10:
             self.front.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        conn = node.pool.get()
+        pool = node.pool
+        assert pool is not None, "a node takes requests once Membership gave it a pool"
+        conn = pool.get()
         if conn is not None:
             self.attach(conn, now)
         else:
-            node.pool.connect(self)
+            pool.connect(self)
 
     def attach(self, conn: "UpstreamConn", now: float = 0.0) -> None:
         """A connection to the node (pooled, or just made): send the head and what body is here."""
@@ -302,8 +311,10 @@ class Exchange(RequestBody):
 
     def _retry(self) -> None:
         """Another attempt, counted against the node the last one failed on."""
+        node = self.node
+        assert node is not None, "a retry follows a failed attempt on a node"
         self.ctx.counters.retries += 1
-        self.node.retries += 1    # type: ignore[union-attr]   (a retry follows a failed attempt on a node)
+        node.retries += 1
         self.dispatch()
 
     def timeout(self) -> None:
@@ -340,7 +351,9 @@ class Exchange(RequestBody):
             return False
         self.up = None
         up.close()
-        self._end_attempt(self.node)    # type: ignore[arg-type]   (a connection belongs to an attempt)
+        node = self.node
+        assert node is not None, "a connection belongs to an attempt on a node"
+        self._end_attempt(node)
         return True
 
     def _end_attempt(self, node: Node, failed_at: float | None = None) -> None:
@@ -353,8 +366,10 @@ class Exchange(RequestBody):
 
     def _leave_queue(self) -> None:
         """Off the cluster's queue before it got a slot (timed out, client gone, failed): nothing to release."""
+        limit = self.limit
+        assert limit is not None, "a queued exchange waits on its cluster's limit"
         self.queued = False
-        self.limit.remove(self)    # type: ignore[union-attr]   (queued implies a limit)
+        limit.remove(self)
         self.limit = None
 
     def abort_upstream_for_bad_body(self, status: int) -> None:

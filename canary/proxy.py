@@ -42,6 +42,20 @@ class DownstreamConn(asyncio.Protocol):
                  "receiving", "answering", "queue", "deadline", "closing",
                  "error_status", "paused_by_upstream_hint", "reading_paused", "write_paused", "in_head", "eof",
                  "at_start", "begins", "head_bytes", "max_head", "hops", "counted")
+    peer: bytes
+    # the request head being parsed (reset in on_message_begin)
+    url: bytes
+    headers: list[bytes]
+    hsize: int
+    content_length: bytes | None
+    chunked: bool
+    host: bytes | None
+    cookies: list[bytes]
+    forwarded_for: bytes | None
+    forwarded_proto: bytes | None
+    forwarded_host: bytes | None
+    expect: bool
+    conn_tokens: list[bytes] | None
 
     def __init__(self, ctx: "RequestContext") -> None:
         self.ctx = ctx
@@ -108,8 +122,8 @@ class DownstreamConn(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.bad_request(501)
             return
-        except httptools.HttpParserError as e:
-            cause = e.__context__
+        except httptools.HttpParserError as parse_error:   # its own name: mypyc types a name once per function
+            cause = parse_error.__context__
             self.bad_request(cause.status if isinstance(cause, BadRequest) else 400)
             return
         if self.in_head:
@@ -169,15 +183,15 @@ class DownstreamConn(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url = b""
-        self.headers: list[bytes] = []
+        self.headers = []
         self.hsize = 0
-        self.content_length: bytes | None = None
+        self.content_length = None
         self.chunked = False
-        self.host: bytes | None = None
-        self.cookies: list[bytes] = []
+        self.host = None
+        self.cookies = []
         self.forwarded_for = self.forwarded_proto = self.forwarded_host = None
         self.expect = False
-        self.conn_tokens: list[bytes] | None = None
+        self.conn_tokens = None
         self.in_head = True
         self.at_start = False
         self.begins += 1
@@ -339,7 +353,7 @@ class DownstreamConn(asyncio.Protocol):
             headers.append(b"Transfer-Encoding: chunked\r\n")
             ex.buffer_body()
         elif size >= 0:
-            headers.append(b"Content-Length: " + self.content_length + b"\r\n")   # type: ignore[operator]
+            headers.append(b"Content-Length: " + (self.content_length or b"0") + b"\r\n")
             ex.body_done = size == 0
             if 0 < size <= self.ctx.limits.buffer_body_bytes:
                 ex.buffer_body()

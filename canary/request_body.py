@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from abc import abstractmethod
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .proxy import DownstreamConn
     from .request_context import RequestContext
+    from .upstream_pool import UpstreamConn
 
 _now = time.monotonic
 
@@ -20,14 +22,15 @@ class BadRequest(Exception):
 
 
 class RequestBody:
-    """Body handling of Exchange (a mixin: the slots and the other methods are Exchange's)."""
+    """The body half of Exchange (its base class): the body's state and how it moves; Exchange does the rest."""
 
-    __slots__ = ()
+    __slots__ = ("ctx", "front", "up", "body", "pending", "body_size", "body_bytes", "body_done", "chunked",
+                 "buffering", "awaiting_body", "body_end", "deadline", "expect", "http10", "resp_started", "done")
     ctx: "RequestContext"
     front: "DownstreamConn"
-    up: Any
-    body: list[bytes] | None
-    pending: list[bytes]
+    up: "UpstreamConn | None"
+    body: list[bytes] | None      # what is kept for a replay (None once past replay_max)
+    pending: list[bytes]          # what waits for a node connection
     body_size: int
     body_bytes: int
     body_done: bool
@@ -40,8 +43,14 @@ class RequestBody:
     http10: bool
     resp_started: bool
     done: bool
-    start: Callable[..., None]     # Exchange's
-    _arm: Callable[..., None]      # Exchange's
+
+    @abstractmethod
+    def start(self, now: float = 0.0) -> None:
+        """Admission (Exchange.start): called again once a buffered body is whole."""
+
+    @abstractmethod
+    def _arm(self, now: float = 0.0) -> None:
+        """The node-answer timer (Exchange._arm): re-armed as body bytes reach the node."""
 
     def buffer_body(self) -> None:
         """Read this request's body whole before a node is chosen (set while its head is parsed)."""

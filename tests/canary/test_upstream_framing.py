@@ -2,7 +2,6 @@
 a paused connection; none of it may reach another request or poison the pool."""
 from __future__ import annotations
 
-import asyncio
 import http.client
 import socket
 import threading
@@ -174,74 +173,23 @@ def test_reset_during_close_delimited_body_is_not_complete(scripted_router):
     c.close()
 
 
-class _StubExchange:
-    """Stands in for an Exchange whose client is slow: every body byte makes the client transport call
-    DownstreamConn.pause_writing, exactly as a full socket buffer would."""
-
-    head_only = False
-
-    def __init__(self, front, done: "asyncio.Future") -> None:
-        self.front = front
-        self.done = done
-        front.answering = self
-
-    def attach(self, conn) -> None:
-        self.up = conn
-        conn.send(self, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-
-    def on_response_head(self, conn, status: int) -> None:
-        pass
-
-    def on_response_body(self, data: bytes) -> None:
-        from canary.proxy import DownstreamConn
-        DownstreamConn.pause_writing(self.front)   # type: ignore[arg-type]
-
-    def on_response_complete(self, conn, reusable: bool) -> None:
-        self.up = None
-        if reusable:
-            conn.pool.release(conn, 0.0)
-        self.done.set_result(reusable)
-
-    def upstream_error(self, conn, kind: str) -> None:
-        self.done.set_result(kind)
-
-
-def test_paused_connection_is_not_pooled_paused():
+def test_paused_connection_is_not_pooled_paused(make_front):
     """A slow client pauses reading on the node connection; when the response ends in that state the
     connection must not go back to the pool paused (its next request would hang -> 504 + ejection)."""
-    import types
-
-    from canary.upstream_pool import Pool
-
-    class Node(asyncio.Protocol):
-        def connection_made(self, transport) -> None:
-            self.t = transport
-            self.buf = b""
-
-        def data_received(self, data: bytes) -> None:
-            self.buf += data
-            while b"\r\n\r\n" in self.buf:
-                _, self.buf = self.buf.split(b"\r\n\r\n", 1)
-                self.t.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        srv = await loop.create_server(Node, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        pool = Pool(types.SimpleNamespace(host="127.0.0.1", port=port), loop, 1.0)  # type: ignore[arg-type]
-        front = types.SimpleNamespace(write_paused=False, tx=None)
-        first = loop.create_future()
-        pool.connect(_StubExchange(front, first))
-        assert await asyncio.wait_for(first, 2) is True
-        assert front.write_paused
-        conn = pool.get()
-        assert conn is not None and not conn.closed
-        second = loop.create_future()
-        ex2 = _StubExchange(types.SimpleNamespace(write_paused=False, tx=None), second)
-        ex2.on_response_body = lambda data: None   # type: ignore[method-assign]
-        ex2.attach(conn)
-        assert await asyncio.wait_for(second, 2) is True   # answered: the pooled connection reads again
-        pool.close_all()
-        srv.close()
-
-    asyncio.run(main())
+    front, client, node_side = make_front()
+    front.data_received(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+    ex = front.answering
+    assert ex is not None and ex.up is not None
+    conn, pool = ex.up, ex.up.pool
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+    front.pause_writing()                 # the client's socket buffer is full, as a slow client's is
+    assert conn.paused
+    conn.data_received(b"world")          # the response ends while the node connection is paused
+    assert b"helloworld" in b"".join(client.written)
+    assert conn in pool.idle and not conn.paused     # pooled reading again
+    front.resume_writing()
+    front.data_received(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+    second = front.answering
+    assert second is not None and second.up is conn   # the next request takes it and is answered
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert b"".join(client.written).endswith(b"ok") and front.answering is None
