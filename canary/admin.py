@@ -11,6 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import httptools
+
 from . import dashboard, plan
 from .alerting import Alerting
 from .membership import Membership, MembershipError, parse_nodes, spec_of
@@ -19,6 +21,7 @@ from .routing import Routing
 
 log = logging.getLogger("canary.admin")
 _MAX_BODY = 64 * 1024
+_MAX_HEAD = 64 * 1024
 Answer = tuple[int, str, bytes, dict[str, str]]   # status, content type, body, extra headers
 LIVE_SECONDS = 120
 
@@ -46,8 +49,67 @@ class AdminError(Exception):
         self.status = status
 
 
+class _Request:
+    """One admin request parsed by httptools (llhttp, strict, as the proxy port): head and body, both capped."""
+
+    __slots__ = ("parser", "url", "headers", "body", "size", "complete")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.body: list[bytes] = []
+        self.size = 0
+        self.complete = False
+
+    def _count(self, n: int, limit: int, status: int, what: str) -> None:
+        self.size += n
+        if self.size > limit:
+            raise AdminError(status, f"{what} too large")
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url), _MAX_HEAD, 431, "request head")
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value), _MAX_HEAD, 431, "request head")
+        self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        length = self.headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > _MAX_BODY:
+            raise AdminError(413, "body too large")
+        self.size = 0
+
+    def on_body(self, data: bytes) -> None:
+        self._count(len(data), _MAX_BODY, 413, "body")
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[bytes, bytes], bytes]:
+    """(method, path, lower-cased headers, body) of the one request on this connection; ValueError when it is
+    malformed or cut short, AdminError for one too large."""
+    req = _Request()
+    while not req.complete:
+        data = await reader.read(65536)
+        if not data:
+            raise ValueError("the connection closed inside the request")
+        try:
+            req.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise ValueError("no upgrades on the admin port") from None
+        except httptools.HttpParserError as e:
+            if isinstance(e.__context__, AdminError):
+                raise e.__context__ from None
+            raise ValueError(str(e)) from None
+    return req.parser.get_method().decode(), req.url.decode("latin-1"), req.headers, b"".join(req.body)
+
+
 class Admin:
-    """Small hand-rolled HTTP/1.1 (one request per connection): it is not on the hot path."""
+    """The admin listener: one request per connection, parsed by httptools; it is not on the hot path."""
 
     def __init__(self, app: RouterControl, token: str, secure_cookie: bool = False) -> None:
         self.app = app
@@ -79,23 +141,11 @@ class Admin:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.split(b"\r\n")
-                method, path, _ = lines[0].split(b" ", 2)
-                headers: dict[bytes, bytes] = {}
-                for ln in lines[1:]:
-                    if b":" in ln:
-                        k, v = ln.split(b":", 1)
-                        headers[k.strip().lower()] = v.strip()
-                n = int(headers.get(b"content-length", b"0") or 0)
-                if n > _MAX_BODY:
-                    raise AdminError(413, "body too large")
-                body = await reader.readexactly(n) if n else b""
-                status, ctype, payload, more = await self.route(method.decode(), path.decode().split("?")[0],
-                                                                headers, body)
+                method, path, headers, body = await read_request(reader)
+                status, ctype, payload, more = await self.route(method, path.split("?")[0], headers, body)
         except AdminError as e:
             status, ctype, payload, more = e.status, "application/json", json.dumps({"error": str(e)}).encode(), {}
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+        except (ValueError, TimeoutError):
             status, ctype, payload, more = 400, "application/json", b'{"error": "bad request"}', {}
         except Exception:  # never kill the listener; details go to the log, not to the client
             log.exception("admin error")
