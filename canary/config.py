@@ -96,6 +96,8 @@ class PinConfig:
                                               "letters, digits, '-' or '_'"), "the pin cookie")
     ttl: int = setting(30 * 24 * 3600, POSITIVE, "seconds; renewed past half of it")
     secure: bool = setting(False, None, "add Secure when TLS terminates in front")
+    mac: str = setting("blake2s", (lambda v: v in ("blake2s", "hmac-sha256"), "blake2s or hmac-sha256"),
+                       "signs new pins; a pin signed with the other is accepted and re-issued")
 
 
 @dataclass(slots=True)

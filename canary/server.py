@@ -52,7 +52,7 @@ class RouterProcess:
         self.clusters = [Cluster(c, cfg.balancing) for c in cfg.clusters]
         self.routing = Routing(self.clusters, cfg.share.slow_start_window, cfg.share.slow_start_min_percent)
         self.routing.set_percent(cfg.share.initial_percent)
-        pin = PinSigner(pin_secret, cfg.pin.cookie_name, cfg.pin.ttl, cfg.pin.secure, pin_fallbacks)
+        pin = PinSigner(pin_secret, cfg.pin.cookie_name, cfg.pin.ttl, cfg.pin.secure, pin_fallbacks, cfg.pin.mac)
         self.outlier = OutlierDetector(cfg.outlier_detection, self._changed)
         self.ctx = RequestContext(cfg, self.routing, pin, self.outlier,
                                   RetryBudget(cfg.retry.budget_percent, cfg.retry.min_concurrent),

@@ -1,4 +1,4 @@
-"""The pin cookie: signed with HMAC-SHA256, expiring, renewed past half its life, refused when garbled."""
+"""The pin cookie: signed with keyed BLAKE2s (or HMAC-SHA256), expiring, renewed past half its life, refused when garbled."""
 from __future__ import annotations
 
 from hypothesis import given
@@ -39,7 +39,42 @@ def test_pin_signature_is_standard_hmac_sha256(key, payload):
     import hashlib
     import hmac
     expected = base64.urlsafe_b64encode(hmac.digest(key, payload, hashlib.sha256))[:43]
-    assert PinSigner(key)._sig(payload) == expected
+    assert PinSigner(key, mac="hmac-sha256").mac.sign(payload) == expected
+
+
+@given(st.binary(min_size=1, max_size=100), st.binary(max_size=40))
+def test_pin_signature_is_standard_keyed_blake2s(key, payload):
+    """RFC 7693 keyed mode, 256-bit tag, under a 32-byte key derived from the secret (BLAKE2s keys are <= 32)."""
+    import base64
+    import hashlib
+    derived = hashlib.blake2s(key, person=b"canarypn").digest()
+    expected = base64.urlsafe_b64encode(hashlib.blake2s(payload, key=derived).digest())[:43]
+    assert PinSigner(key).mac.sign(payload) == expected
+
+
+def test_a_pin_signed_with_the_other_mac_keeps_its_bucket_and_is_reissued():
+    """Upgrading from HMAC-SHA256 pins (or back, during a rolling upgrade) moves nobody."""
+    old, new = PinSigner("k" * 16, ttl=100, mac="hmac-sha256"), PinSigner("k" * 16, ttl=100)
+    for signer, other in ((old, new), (new, old)):
+        value = other.make_value(4321, 1000)
+        assert signer.check(value, 1001) == (4321, True)           # valid, re-issued under its own MAC
+        assert signer.check(signer.make_value(4321, 1000), 1001) == (4321, False)
+    assert PinSigner("z" * 16, mac="hmac-sha256").check(new.make_value(4321, 1000), 1001) == (-1, False)
+
+
+def test_a_verified_pin_is_remembered_but_its_age_is_checked_every_time():
+    from canary import pin as pin_module
+    p = PinSigner("k1", ttl=100)
+    value = p.make_value(77, 1000)
+    assert p.check(value, 1010) == (77, False)
+    assert value in p._verified                                   # the next request costs a lookup, no MAC
+    assert p.check(value, 1060) == (77, True)                      # the remembered pin still ages
+    assert p.check(value, 1101) == (-1, False)
+    forged = value[:-1] + (b"A" if value[-1:] != b"A" else b"B")
+    assert p.check(forged, 1010) == (-1, False) and forged not in p._verified   # only verified values kept
+    for b in range(pin_module._VERIFIED_MAX + 5):
+        p.check(p.make_value(b % BUCKETS, 1000 + b // BUCKETS), 1010)
+    assert 0 < len(p._verified) <= pin_module._VERIFIED_MAX       # bounded: cleared when full
 
 
 
