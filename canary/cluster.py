@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Final, Iterable
 
 from .config import ClusterConfig, NodeConfig
 from .limits import ConcurrencyLimit
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .upstream_pool import Pool
 
 # Latency histogram bounds in seconds (shared by every cluster; rendered at scrape time).
-LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BOUNDS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Node:

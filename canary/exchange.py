@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import http
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .limits import Admission
 from .request_body import BadRequest, RequestBody
@@ -15,10 +15,12 @@ if TYPE_CHECKING:
     from .request_context import RequestContext
     from .upstream_pool import UpstreamConn
 
-_now = time.monotonic
+_now: Final = time.monotonic
 __all__ = ["BadRequest", "Exchange", "local_response"]
-STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
-RAW, CHUNK, NOBODY = 0, 1, 2
+STATUS_LINES: Final = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
+RAW: Final = 0      # how the response body is relayed: as it comes,
+CHUNK: Final = 1    # re-framed as chunked,
+NOBODY: Final = 2   # or not at all (HEAD, 204, 304)
 
 
 def local_response(status: int, close: bool, retry_after: int | None = None, body: bytes | None = None,

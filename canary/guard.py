@@ -1,7 +1,7 @@
 """Front-door guards: which peers may forward client addresses, connections per client, paths kept from nodes."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 from loginsvc.networks import AddressRanges
@@ -11,10 +11,10 @@ from .exchange import local_response
 
 # Answered by the router itself on the front port, never forwarded: a flood of /readyz would queue on every
 # node's health executor and make the router's own health checks time out (issue 9, item 9).
-ROUTER_PATHS = frozenset((b"/healthz", b"/readyz", b"/metrics"))
+ROUTER_PATHS: Final = frozenset((b"/healthz", b"/readyz", b"/metrics"))
 # First byte after the leading '/' of any target that can normalize to one of ROUTER_PATHS: anything else
 # (/, /api/..., /login/) skips the normalization, so ordinary requests pay one slice and one set lookup.
-ROUTER_FIRST = frozenset(bytes([c]) for c in b"/%.hrmHRM\\")
+ROUTER_FIRST: Final = frozenset(bytes([c]) for c in b"/%.hrmHRM\\")
 
 
 def router_path(url: bytes) -> bytes | None:
@@ -54,7 +54,7 @@ class ProxyTrust(AddressRanges):
         return peer in self
 
 
-_REFUSED = local_response(429, True, body=b"429 Too Many Requests: too many connections from this address\n")
+_REFUSED: Final = local_response(429, True, body=b"429 Too Many Requests: too many connections from this address\n")
 
 
 class ClientConnections:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
-SAMPLES_PER_SECOND = 200
-KEEP_SECONDS = 3600
+SAMPLES_PER_SECOND: Final = 200
+KEEP_SECONDS: Final = 3600
 
 
 @dataclass(slots=True)

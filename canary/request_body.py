@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from .proxy import DownstreamConn
     from .request_context import RequestContext
     from .upstream_pool import UpstreamConn
 
-_now = time.monotonic
+_now: Final = time.monotonic
 
 
 class BadRequest(Exception):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
@@ -10,12 +10,12 @@ if TYPE_CHECKING:
     from .cluster import Node
 
 # Response headers never relayed as such (RFC 9110 §7.6.1); framing is re-done by the router.
-_RESP_DROP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+_RESP_DROP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
                         b"upgrade", b"trailer", b"content-length"))
 
 
 # Relayed as they are (none is in _RESP_DROP or X-Served-By, which a test checks): one set lookup each.
-_RELAYED = frozenset((b"Server", b"Date", b"Content-Type", b"Vary", b"X-Frame-Options", b"X-Content-Type-Options",
+_RELAYED: Final = frozenset((b"Server", b"Date", b"Content-Type", b"Vary", b"X-Frame-Options", b"X-Content-Type-Options",
                       b"Referrer-Policy", b"Cross-Origin-Opener-Policy", b"Cache-Control", b"Expires",
                       b"Set-Cookie", b"Location", b"Content-Security-Policy", b"Strict-Transport-Security",
                       b"X-Request-ID", b"X-Release", b"ETag", b"Last-Modified", b"Content-Language", b"Pragma",

@@ -4,6 +4,7 @@ Timings on a shared VM swing; instruction counts do not. Both, for the figures i
 
     .venv/bin/python -m loadtests.bench.hot_path --request browser            # microseconds per request
     .venv/bin/python -m loadtests.bench.hot_path --request browser --instructions   # callgrind, ~1 min
+    CANARY_PURE_PYTHON=1 .venv/bin/python -m loadtests.bench.hot_path ...            # the plain-Python modules
 
 --instructions runs this module twice under valgrind's callgrind (500 and 4,500 requests, hash seed 0) and
 divides the difference by 4,000: start-up and warm-up cancel out. `make bench` does both when valgrind is there.
@@ -25,11 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from canary import compiled
 from canary.cli import build_parser, config_from_args
 from canary.proxy import DownstreamConn
 from canary.server import RouterProcess
 from canary.upstream_pool import Pool, UpstreamConn
 
+ROOT = Path(__file__).resolve().parents[2]
 BARE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"     # what wrk sends: a new browser each time
 BARE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, World!"
 BROWSER_REQUEST = (
@@ -107,16 +110,22 @@ def seconds_per_request(kind: str, requests: int, warmup: int) -> float:
         return (time.perf_counter() - t) / requests
 
 
-def instructions_per_request(kind: str) -> int | None:
-    """Instructions per request counted by callgrind (None without valgrind): two runs, the difference."""
+def _child_env(pure: bool) -> dict[str, str]:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env.pop(compiled.PURE_ENV, None)
+    return dict(env, **{compiled.PURE_ENV: "1"}) if pure else env
+
+
+def instructions_per_request(kind: str, pure: bool = False) -> int | None:
+    """Instructions per request counted by callgrind (None without valgrind): two runs, the difference.
+    `pure`: on the plain-Python modules (CANARY_PURE_PYTHON=1) instead of the compiled ones."""
     if shutil.which("valgrind") is None:
         return None
     counts = []
     for n in (500, 4500):
         r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
                             "loadtests.bench.hot_path", "--request", kind, "--requests", str(n), "--warmup", "200"],
-                           capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONHASHSEED="0"),
-                           cwd=Path(__file__).resolve().parents[2])
+                           capture_output=True, text=True, timeout=900, env=_child_env(pure), cwd=ROOT)
         found = re.search(r"Collected : (\d+)", r.stderr)
         if r.returncode != 0 or found is None:
             raise RuntimeError(f"callgrind run failed: {r.stderr[-500:]}")
@@ -124,22 +133,43 @@ def instructions_per_request(kind: str) -> int | None:
     return (counts[1] - counts[0]) // 4000
 
 
+def micros_per_request(kind: str, pure: bool, requests: int = 50_000) -> float:
+    """Best of 3 fresh processes (each warmed up), on the compiled or the plain-Python modules."""
+    best = float("inf")
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-m", "loadtests.bench.hot_path", "--request", kind, "--requests",
+                            str(requests)], capture_output=True, text=True, timeout=600, env=_child_env(pure), cwd=ROOT)
+        found = re.search(r"([\d.]+) us per request", r.stdout)
+        if r.returncode != 0 or found is None:
+            raise RuntimeError(f"hot path run failed: {r.stderr[-500:]}")
+        best = min(best, float(found.group(1)))
+    return best
+
+
 def run(out_dir: Path) -> dict[str, Any]:
-    """`make bench`: both requests, best of 3 runs of 50,000, and instructions per request when valgrind is there."""
-    kinds = ("bare", "browser")
-    result = {kind: round(min(seconds_per_request(kind, 50_000, 2_000) for _ in range(3)) * 1e6, 2) for kind in kinds}
-    instructions = {kind: instructions_per_request(kind) for kind in kinds}
-    out = {"method": "router Python in-process, no sockets; best of 3 runs of 50,000 requests; instructions: "
+    """`make bench`: both requests on the compiled and the plain-Python modules, microseconds (best of 3 runs of
+    50,000) and instructions per request when valgrind is there."""
+    load = os.getloadavg()[0]
+    reason = compiled.why_pure({})
+    variants = {"pure": True} if reason is not None else {"compiled": False, "pure": True}
+    figures: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for variant, pure in variants.items():
+        figures[variant] = {kind: {"us": micros_per_request(kind, pure), "instructions": instructions_per_request(
+            kind, pure)} for kind in ("bare", "browser")}
+    out = {"method": "router Python in-process, no sockets; best of 3 processes of 50,000 requests; instructions: "
                      "callgrind, (4,500 requests - 500 requests) / 4,000",
-           "us_per_request": result, "instructions_per_request": instructions,
-           "load_average_at_start": os.getloadavg()[0]}
+           "compiled": "yes (mypyc)" if reason is None else f"no: {reason}", "per_request": figures,
+           "load_average_at_start": load}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "hot_path.json").write_text(json.dumps(out, indent=2))
-    print("\nRouter hot path in-process (Python only, no sockets), best of 3:")
-    for kind, us in result.items():
-        count = instructions[kind]
-        print(f"  {kind:<8} request: {us:>6.2f} us   " + (f"{count:>9,} instructions" if count is not None
-                                                            else "(instructions: valgrind not installed)"))
+    print(f"\nRouter hot path in-process (no sockets), best of 3; load average {load:.2f} at the start:")
+    if reason is not None:
+        print(f"  (not compiled: {reason})")
+    for variant, kinds in figures.items():
+        for kind, f in kinds.items():
+            count = f["instructions"]
+            print(f"  {variant:<8} {kind:<8} request: {f['us']:>6.2f} us   "
+                  + (f"{count:>9,} instructions" if count is not None else "(instructions: valgrind not installed)"))
     return out
 
 
@@ -153,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.requests < 1 or a.warmup < 0:
         p.error("--requests must be >= 1 and --warmup >= 0")
     if a.instructions:
-        count = instructions_per_request(a.request)
+        count = instructions_per_request(a.request, pure=compiled.REASON is not None)
         if count is None:
             p.error("--instructions needs valgrind (apt install valgrind)")
         print(f"{a.request} request: {count:,} instructions per request (callgrind)")

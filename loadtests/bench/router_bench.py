@@ -14,6 +14,8 @@ Method:
     measured at half of *its own* wrk throughput, to show what the same definition asks of HAProxy here.
     Without gcc the fallback is wrk with a Lua delay() think time at the 50 % rate only (bursty: wrk's timers
     tick in whole milliseconds);
+    Then backend, HAProxy and the router (with and without its access log) at a fixed BENCH_FIXED_RATE (5,000)
+    req/s, the same rate on every machine (issue 13's goal: the router's added p99 <= 1 ms and <= 2x HAProxy's);
   * router RSS: VmRSS / VmHWM from /proc/PID/status after the runs.
 Closed-loop wrk batches many requests per event-loop wake-up; open-loop arrivals mostly do not, so the
 router's open-loop capacity is well below its wrk throughput (per-request cost roughly doubles unbatched).
@@ -44,6 +46,7 @@ LAT_ROUNDS = int(os.environ.get("BENCH_LAT_ROUNDS", "5"))
 LAT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
 LAT_SECONDS = 3.0
 ADDED_P99_GOAL_MS = 1.0
+FIXED_RATE = int(os.environ.get("BENCH_FIXED_RATE", "5000"))   # issue 13's open-loop rate, the same on every machine
 NOISY_BACKEND_P99_MS = 1.0
 
 
@@ -366,15 +369,19 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
             wrk(f"http://127.0.0.1:{port}/", 50, "1s")
         tput = throughput(targets)
         result["throughput"] = tput
-        browser = throughput({"haproxy": targets["haproxy"], "router": targets["router"]}, browser_headers(),
+        browser = throughput({n: targets[n] for n in ("haproxy", "router", "router+log")}, browser_headers(),
                              "/api/session")
         result["throughput_browser_request"] = browser
-        result["ratio_router_vs_haproxy_browser_request"] = round(
-            browser["router"]["rps"] / max(1.0, browser["haproxy"]["rps"]), 3)
+        for name, key in (("router", "ratio_router_vs_haproxy_browser_request"),
+                          ("router+log", "ratio_router_log_vs_haproxy_browser_request")):
+            result[key] = round(browser[name]["rps"] / max(1.0, browser["haproxy"]["rps"]), 3)
         ol = build_openloop(tmp)
         if ol:
-            pids = {"backend": procs[0].pid, "haproxy": procs[1].pid, "router": routers["router"].pid}
+            pids = {"backend": procs[0].pid, "haproxy": procs[1].pid, "router": routers["router"].pid,
+                    "router+log": routers["router+log"].pid}
             result["latency"] = latency_sweep(ol, targets, pids, tput["router"]["rps"], tput["haproxy"]["rps"])
+            result["latency_at_fixed_rate"] = added_latency(ol, targets, pids, FIXED_RATE,
+                                                            ("haproxy", "router", "router+log"))
         else:
             result["half_capacity_wrk_fallback"] = half_capacity_wrk(tmp, targets, tput["router"]["rps"])
         result["router_rss_kb"] = rss_kb(routers["router"].pid)
@@ -436,6 +443,11 @@ def print_table(r: dict[str, Any]) -> None:
         h = r["half_capacity_wrk_fallback"]
         print(f"\nlatency at {h['rate']} req/s ({h['method']}):")
         print(f"added p99: haproxy {h['added_p99_ms']['haproxy']} ms, router {h['added_p99_ms']['router']} ms")
+    fixed = r.get("latency_at_fixed_rate")
+    if fixed is not None:
+        print(f"\nadded p99 at a fixed {fixed['rate']} req/s, open loop (median of {LAT_ROUNDS} rounds; range): "
+              + ", ".join(f"{n} {fixed[n]['added_p99_median_ms']} ms {fixed[n]['added_p99_range_ms']}"
+                          for n in ("haproxy", "router", "router+log")))
     print(f"router/haproxy throughput: {r['ratio_router_vs_haproxy']} (with access log: "
           f"{r['ratio_router_log_vs_haproxy']})")
     b = r["throughput_browser_request"]
@@ -445,7 +457,9 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"WARNING: non-2xx responses / socket errors in the median rounds: {errors}")
     print(f"browser-like request (9 headers, 3 cookies, valid pin): haproxy {b['haproxy']['rps']:.0f} req/s "
           f"{b['haproxy']['all_rps']}, router {b['router']['rps']:.0f} req/s {b['router']['all_rps']}, "
-          f"ratio {r['ratio_router_vs_haproxy_browser_request']}")
+          f"router+log {b['router+log']['rps']:.0f} req/s {b['router+log']['all_rps']}; ratio "
+          f"{r['ratio_router_vs_haproxy_browser_request']} (with access log: "
+          f"{r['ratio_router_log_vs_haproxy_browser_request']})")
     print(f"router RSS: {r['router_rss_kb']['VmRSS'] / 1024:.1f} MB (peak {r['router_rss_kb']['VmHWM'] / 1024:.1f} MB)")
 
 
