@@ -36,4 +36,4 @@ loadtest: install
 	$(PY) -m loadtests run --scenario steady --duration 60 $(LOADTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache build canary/*.so canary_native__mypyc*.so canary/native-build.json
+	rm -rf $(VENV) var .pytest_cache build canary/*.so canary/native-build.json

@@ -30,7 +30,7 @@ ROOT = PACKAGE.parent
 # The modules every proxied request runs through (and what they need at the same speed).
 HOT_MODULES = ("proxy", "exchange", "request_body", "upstream_pool", "cluster", "routing", "limits", "records",
                "pin", "request_context", "retry_budget", "outlier_detection", "share", "guard", "access_log")
-GROUP = "canary_native"          # mypyc's shared library: canary_native__mypyc.<suffix> beside the package
+GROUP = "canary.native"          # mypyc's shared library, inside the package: canary/native__mypyc.<suffix>
 MANIFEST = PACKAGE / "native-build.json"
 PURE_ENV = "CANARY_PURE_PYTHON"
 _SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
@@ -41,7 +41,7 @@ def source_digests() -> dict[str, str]:
 
 
 def artifacts() -> list[Path]:
-    return [PACKAGE / f"{m}{_SUFFIX}" for m in HOT_MODULES] + [ROOT / f"{GROUP}__mypyc{_SUFFIX}"]
+    return [PACKAGE / f"{m}{_SUFFIX}" for m in HOT_MODULES] + [PACKAGE / f"native__mypyc{_SUFFIX}"]
 
 
 def why_pure(environ: Mapping[str, str] = os.environ, manifest: Path = MANIFEST) -> str | None:

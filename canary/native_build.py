@@ -28,7 +28,7 @@ def build(if_stale: bool = False) -> int:
         return 0
     clean()
     script = ("import sys; from setuptools import setup; from mypyc.build import mypycify\n"
-              f"setup(name={GROUP!r}, ext_modules=mypycify(sys.argv[1:], opt_level='3', group_name={GROUP!r}, "
+              f"setup(name='canary-native', ext_modules=mypycify(sys.argv[1:], opt_level='3', group_name={GROUP!r}, "
               "target_dir='build/native'), script_args=['build_ext', '--inplace', '--build-temp', 'build/native'])")
     sources = [f"canary/{m}.py" for m in HOT_MODULES]
     r = subprocess.run([sys.executable, "-c", script, *sources], cwd=ROOT, capture_output=True, text=True)
