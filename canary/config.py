@@ -15,24 +15,6 @@ class ConfigError(Exception):
     """A bad configuration value; the message names the key and the problem (exit status 2)."""
 
 
-@dataclass(slots=True)
-class NodeConfig:
-    name: str
-    host: str
-    port: int
-    weight: int = 1
-
-
-@dataclass(slots=True)
-class ClusterConfig:
-    name: str
-    nodes: list[NodeConfig]
-    max_concurrent: int = 1024
-    max_queue: int = 256
-    dns: tuple[str, int] | None = None   # discover nodes: every address HOST resolves to (canary/dns_discovery.py)
-    dns_refresh: float = 5.0
-
-
 Rule = tuple[Callable[[Any], bool], str]   # (holds for a good value, what a good value is)
 POSITIVE: Rule = (lambda v: v > 0, "> 0")
 NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
@@ -45,6 +27,25 @@ def setting(default: Any, rule: Rule | None = None, doc: str = "", old: str | No
     (validate() applies the rule, tests/canary/test_config_validation.py ties the defaults to docs/router.md).
     `old` is a former name still accepted, with a deprecation line."""
     return field(default=default, metadata={"rule": rule, "doc": doc, "old": old})
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    name: str
+    host: str
+    port: int
+    weight: int = setting(1, AT_LEAST_ONE, "its share of the cluster's requests, relative to the other nodes'")
+
+
+@dataclass(slots=True)
+class ClusterConfig:
+    name: str
+    nodes: list[NodeConfig]
+    max_concurrent: int = setting(1024, AT_LEAST_ONE, "active requests per cluster")
+    max_queue: int = setting(256, NON_NEGATIVE, "waiting requests per cluster")
+    dns: tuple[str, int] | None = None   # discover nodes: every address HOST resolves to (canary/dns_discovery.py)
+    dns_refresh: float = setting(5.0, (lambda v: 0.1 <= v <= 3600, "between 0.1 and 3600 seconds"),
+                                 "seconds between resolutions (with dns)")
 
 
 @dataclass(slots=True)
@@ -263,12 +264,15 @@ def _section(name: str, cls: type, data: Any) -> Any:
     return obj
 
 
+_CLUSTER_KEYS = frozenset(f.name for f in dataclasses.fields(ClusterConfig))
+
+
 def _cluster_from_toml(i: int, data: Any) -> ClusterConfig:
     key = f"clusters[{i}]"
     if not isinstance(data, dict):
         raise ConfigError(f"{key}: expected a table")
     for k in data:
-        if k not in ("name", "nodes", "max_concurrent", "max_queue", "dns", "dns_refresh"):
+        if k not in _CLUSTER_KEYS:
             raise ConfigError(f"{key}.{k}: unknown key")
     name = data.get("name")
     if not isinstance(name, str):
@@ -282,7 +286,7 @@ def _cluster_from_toml(i: int, data: Any) -> ClusterConfig:
         c = ClusterConfig(name=name, nodes=_nodes_from_toml(key, name, data.get("nodes")))
     c.max_concurrent = _coerce(f"{key}.max_concurrent", data.get("max_concurrent", c.max_concurrent), 1)
     c.max_queue = _coerce(f"{key}.max_queue", data.get("max_queue", c.max_queue), 1)
-    return c
+    return c   # the values' rules: validate()
 
 
 def _dns_cluster(key: str, name: str, data: dict[str, Any]) -> ClusterConfig:
@@ -293,8 +297,6 @@ def _dns_cluster(key: str, name: str, data: dict[str, Any]) -> ClusterConfig:
     if c.dns is not None and c.dns[1] == 0:
         raise ConfigError(f"{key}.dns: port must be 1..65535")
     c.dns_refresh = _coerce(f"{key}.dns_refresh", data.get("dns_refresh", c.dns_refresh), c.dns_refresh)
-    if not 0.1 <= c.dns_refresh <= 3600:
-        raise ConfigError(f"{key}.dns_refresh: must be between 0.1 and 3600 seconds (got {c.dns_refresh})")
     return c
 
 
@@ -317,8 +319,6 @@ def _nodes_from_toml(key: str, name: str, nodes_raw: Any) -> list[NodeConfig]:
         nname = n.get("name", f"{name}-{j + 1}")
         _check_name(nname, f"{nkey}.name")
         weight = _coerce(f"{nkey}.weight", n.get("weight", 1), 1)
-        if weight < 1:
-            raise ConfigError(f"{nkey}.weight: must be >= 1")
         nodes.append(NodeConfig(name=nname, host=host, port=port, weight=weight))
     return nodes
 
@@ -371,15 +371,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"clusters: duplicate cluster name {cfg.clusters[0].name!r}")
     seen: set[str] = set()
     for c in cfg.clusters:
-        if c.max_concurrent < 1:
-            raise ConfigError(f"clusters.{c.name}.max_concurrent: must be >= 1")
-        if c.max_queue < 0:
-            raise ConfigError(f"clusters.{c.name}.max_queue: must be >= 0")
         for n in c.nodes:
             if n.name in seen or n.name in (cfg.clusters[0].name, cfg.clusters[1].name):
                 raise ConfigError(f"clusters.{c.name}.nodes: duplicate name {n.name!r}")
             seen.add(n.name)
-    for prefix, obj in [("", cfg)] + [(f"{name}.", getattr(cfg, name)) for name in _SECTIONS]:
+    tables: list[tuple[str, Any]] = [("", cfg)] + [(f"{name}.", getattr(cfg, name)) for name in _SECTIONS]
+    for i, c in enumerate(cfg.clusters):
+        tables += [(f"clusters[{i}].", c)] + [(f"clusters[{i}].nodes[{j}].", n) for j, n in enumerate(c.nodes)]
+    for prefix, obj in tables:
         for f in dataclasses.fields(obj):
             rule = f.metadata.get("rule")
             value = getattr(obj, f.name)

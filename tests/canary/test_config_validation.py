@@ -86,3 +86,34 @@ def test_a_renamed_key_is_still_accepted_with_a_deprecation_line(caplog):
     assert "health_check.fall is deprecated: use health_check.unhealthy_threshold" in caplog.text
     with pytest.raises(ConfigError, match=r"^health_check.fall: give health_check.unhealthy_threshold only"):
         from_dict({**BASE, "health_check": {"fall": 4, "unhealthy_threshold": 4}})
+
+
+def test_cluster_and_node_keys_follow_their_rules_and_documented_defaults():
+    """Clusters and nodes have one source per field too: the rule refuses a bad value naming the key, and the
+    reference's first cluster shows the defaults."""
+    import dataclasses
+
+    from canary.config import ClusterConfig, NodeConfig
+    bad = {"max_concurrent": 0, "max_queue": -1, "dns_refresh": 0.0, "weight": 0}
+    for cls in (ClusterConfig, NodeConfig):
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("rule") is None:
+                continue
+            assert f.name in bad, f"a bad value for {f.name} is missing here"
+            cluster = {"name": "a", "nodes": ["127.0.0.1:1"]}
+            if cls is NodeConfig:
+                cluster["nodes"] = [{"address": "127.0.0.1:1", f.name: bad[f.name]}]
+                key = f"clusters[0].nodes[0].{f.name}"
+            elif f.name == "dns_refresh":
+                cluster = {"name": "a", "dns": "localhost:1", f.name: bad[f.name]}
+                key = f"clusters[0].{f.name}"
+            else:
+                cluster[f.name] = bad[f.name]
+                key = f"clusters[0].{f.name}"
+            with pytest.raises(ConfigError) as e:
+                from_dict({**BASE, "clusters": [cluster, BASE["clusters"][1]]})
+            assert str(e.value).startswith(f"{key}: must be ") and repr(bad[f.name]) in str(e.value), str(e.value)
+    first = documented_reference()["clusters"][0]
+    assert {k: first[k] for k in ("max_concurrent", "max_queue")} == {
+        "max_concurrent": ClusterConfig.__dataclass_fields__["max_concurrent"].default,
+        "max_queue": ClusterConfig.__dataclass_fields__["max_queue"].default}
