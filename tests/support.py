@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,38 @@ def require(present: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true: {reason}")
     pytest.skip(reason)
+
+
+def read_all(s: socket.socket, until: bytes | None = None, timeout: float = 5.0) -> bytes:
+    """What the peer sends on `s` until it closes (or resets), `until` appears, or `timeout` seconds pass."""
+    s.settimeout(timeout)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        out += chunk
+        if until is not None and until in out:
+            break
+    return out
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 3.0, half_close: bool = False,
+                 until: bytes | None = None) -> bytes:
+    """The one raw-HTTP client of the tests: `data` as given (malformed on purpose, pipelined, ...) on a new
+    connection to 127.0.0.1:`port`, then everything answered (read_all); `half_close` ends the sending side."""
+    with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        try:
+            s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+        return read_all(s, until, timeout)
 
 
 def node_env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.node import wait_for
 from tests.conftest import create_user_in
-from tests.support import Browser
+from tests.support import Browser, wait_for
 
 EMAIL, PASSWORD = "carol@example.test", "a long and careful password"
 
@@ -101,7 +100,6 @@ def test_sigterm_turns_readiness_off_while_the_node_still_serves_then_stops(stac
     graceful stop, so a router's health checks move traffic away before any connection is refused."""
     import os
     import signal
-    import time
 
     import requests
 
@@ -109,12 +107,8 @@ def test_sigterm_turns_readiness_off_while_the_node_still_serves_then_stops(stac
     assert requests.get(node.url + "/readyz", timeout=5).status_code == 200
     assert node.process is not None
     os.kill(node.process.pid, signal.SIGTERM)   # the master only, as supervisord and systemd send it
-    deadline = time.monotonic() + 1.5
-    while True:
-        ready = requests.get(node.url + "/readyz", timeout=5)
-        if ready.status_code == 503 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    wait_for(lambda: requests.get(node.url + "/readyz", timeout=5).status_code == 503, 1.5, "readyz 503 on SIGTERM")
+    ready = requests.get(node.url + "/readyz", timeout=5)       # still draining (2 s)
     assert ready.status_code == 503 and ready.json()["checks"] == {"shutdown": "draining: the node is stopping"}
     # Still serving everything else while it drains.
     assert requests.get(node.url + "/healthz", timeout=5).status_code == 200

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
+
+from tests.support import raw_exchange
 
 from .conftest import TOKEN, toml_config
 
@@ -16,13 +17,8 @@ def router(backends, router_factory):
 
 
 def ask(port: int, data: bytes) -> tuple[int, bytes]:
-    """Send raw bytes to the admin port; (status, body) of the answer (the port closes after one)."""
-    with socket.create_connection(("127.0.0.1", port), 5) as s:
-        s.sendall(data)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    head, _, body = out.partition(b"\r\n\r\n")
+    """(status, body) of the admin port's answer to raw bytes, sent whole and half-closed (one request each)."""
+    head, _, body = raw_exchange(port, data, timeout=5, half_close=True).partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
 
 
@@ -52,13 +48,6 @@ def test_a_chunked_ramp_is_read_whole(router) -> None:
 ], ids=["garbage", "length and chunked", "declared too large", "chunked too large", "head too large", "upgrade",
         "cut short"])
 def test_bad_admin_requests_get_a_clear_4xx_and_the_port_stays_up(router, request_bytes, status, says) -> None:
-    if request_bytes.endswith(b"short"):
-        with socket.create_connection(("127.0.0.1", router.admin_port), 5) as s:
-            s.sendall(request_bytes)
-            s.shutdown(socket.SHUT_WR)              # the client gives up inside the body
-            out = s.recv(65536)
-        got, body = int(out.split(b" ", 2)[1]), out.partition(b"\r\n\r\n")[2]
-    else:
-        got, body = ask(router.admin_port, request_bytes)
+    got, body = ask(router.admin_port, request_bytes)
     assert (got, says in body) == (status, True), body
     assert router.status()["clusters"]                 # still answering

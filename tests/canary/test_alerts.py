@@ -18,10 +18,9 @@ from aiosmtpd.controller import Controller
 from canary.alert_outbox import Outbox, backoff
 from canary.alert_pipelines import Pipeline, PipelineError, from_environment, retry_after, webhook_body
 from canary.alerting import Alerting, summary
-from deploy.node import wait_for
 from tests.canary.conftest import FAST, ROOT, TOKEN, toml_config
 from tests.plugin import free_port
-from tests.support import Mailbox, Webhook
+from tests.support import Mailbox, Webhook, wait_for
 
 
 @pytest.fixture

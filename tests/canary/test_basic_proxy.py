@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tests.support import raw_exchange, wait_for
+
 from .conftest import FAST, pin_of, toml_config
 
 
@@ -18,24 +20,6 @@ def setup(backends, router_factory):
                       limits={"max_header_bytes": 4096, "max_body_bytes": 100_000},
                       timeouts={"header_read": 1.0, "idle": 5.0})
     return router_factory(config=cfg), blue, green
-
-
-def raw(port: int, data: bytes, timeout: float = 3.0) -> bytes:
-    s = socket.create_connection(("127.0.0.1", port), timeout)
-    try:
-        s.sendall(data)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
-    finally:
-        s.close()
 
 
 def test_pin_cookie_issued_and_stripped(setup):
@@ -106,11 +90,11 @@ def test_bodies_streamed_and_reframed(setup):
     assert st == 200 and json.loads(body)["body_len"] == 50_000
     req = (b"POST /chunked-post HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-    out = raw(r.port, req)
+    out = raw_exchange(r.port, req)
     assert out.startswith(b"HTTP/1.1 200"), out
     assert b'"body_len": 11' in out
     # too large: 413 from the declared length, nothing forwarded
-    out = raw(r.port, b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n")
+    out = raw_exchange(r.port, b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413"), out
 
 
@@ -127,7 +111,7 @@ def test_head_and_keepalive_reuse(setup):
 
 def test_header_limit_and_slowloris(setup):
     r, _, _ = setup
-    out = raw(r.port, b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
+    out = raw_exchange(r.port, b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 431"), out[:100]
     # slowloris: a head that never completes is cut at the header read deadline (1 s here)
     s = socket.create_connection(("127.0.0.1", r.port), 5)
@@ -141,7 +125,7 @@ def test_header_limit_and_slowloris(setup):
 
 def test_pipelined_requests_answered_in_order(setup):
     r, _, _ = setup
-    out = raw(r.port, b"GET /p1 HTTP/1.1\r\nHost: t\r\n\r\nGET /p2 HTTP/1.1\r\nHost: t\r\n\r\n"
+    out = raw_exchange(r.port, b"GET /p1 HTTP/1.1\r\nHost: t\r\n\r\nGET /p2 HTTP/1.1\r\nHost: t\r\n\r\n"
                       b"GET /p3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert out.count(b"HTTP/1.1 200") == 3
     assert out.index(b'"/p1"') < out.index(b'"/p2"') < out.index(b'"/p3"')
@@ -181,11 +165,8 @@ def test_workers_share_the_port(backends, router_factory):
     kids = subprocess.run(["pgrep", "-P", str(r.proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(kids) == 2
     r.ramp(100)                                   # admin in worker 0; worker 1 follows through the state file
-    deadline = time.monotonic() + 3
-    seen: set[str] = set()
-    while time.monotonic() < deadline and seen != {"green/green-1"}:
-        seen = {r.get("/w")[1]["x-served-by"] for _ in range(10)}
-    assert seen == {"green/green-1"}
+    wait_for(lambda: {r.get("/w")[1]["x-served-by"] for _ in range(10)} == {"green/green-1"}, 3,
+             "both workers serving green after the ramp")
 
 
 def test_response_framing_relayed(setup):
@@ -200,9 +181,9 @@ def test_response_framing_relayed(setup):
         st, h, body = r.get("/eof", conn=c)      # close-delimited from the node -> chunked to the client
         assert st == 200 and body == b"until-eof-body" and h["x-served-by"] == "blue/blue-1"
     c.close()
-    out = raw(r.port, b"GET /eof HTTP/1.0\r\nHost: t\r\n\r\n")
+    out = raw_exchange(r.port, b"GET /eof HTTP/1.0\r\nHost: t\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\nuntil-eof-body")
-    out = raw(r.port, b"GET /chunked HTTP/1.0\r\nHost: t\r\n\r\n")
+    out = raw_exchange(r.port, b"GET /chunked HTTP/1.0\r\nHost: t\r\n\r\n")
     assert out.endswith(b"\r\n\r\nhello world") and b"chunked" not in out.lower()
 
 

@@ -9,26 +9,9 @@ import time
 
 import pytest
 
+from tests.support import read_all
+
 from .conftest import FAST, toml_config
-
-
-def read_all(s: socket.socket, until: bytes | None = None, timeout: float = 5.0) -> bytes:
-    s.settimeout(timeout)
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        out += chunk
-        if until is not None and until in out:
-            break
-    return out
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from deploy.node import wait_for
+from tests.support import wait_for
 from tests.canary.conftest import FAST, TOKEN, toml_config
 
 

@@ -4,12 +4,13 @@ Every generated request carries a second request (`GET /smuggled-...`) *inside i
 the framing it declares; a backend that ever logs that request line was reached by a smuggled request."""
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.support import raw_exchange
 
 from .conftest import FAST, toml_config
 
@@ -91,25 +92,6 @@ def target(tmp_path_factory):
         b.kill()
 
 
-def exchange(port: int, data: bytes) -> bytes:
-    s = socket.create_connection(("127.0.0.1", port), 3)
-    s.settimeout(3)
-    out = b""
-    try:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            out += c
-    except (ConnectionResetError, BrokenPipeError):
-        pass
-    finally:
-        s.close()
-    return out
-
-
 def statuses(out: bytes) -> list[int]:
     codes = []
     for line in out.split(b"\r\n"):
@@ -123,7 +105,7 @@ def statuses(out: bytes) -> list[int]:
 @given(req=requests())
 def test_fuzz_no_5xx_no_smuggling(target, req):
     r, bs = target
-    out = exchange(r.port, req)
+    out = raw_exchange(r.port, req, half_close=True)
     codes = statuses(out)
     assert all(c < 500 for c in codes), (req, out[:300])
     assert r.proc.poll() is None
@@ -147,7 +129,7 @@ def test_fuzz_no_5xx_no_smuggling(target, req):
 ])
 def test_known_smuggling_vectors_get_400(target, req):
     r, bs = target
-    out = exchange(r.port, req)
+    out = raw_exchange(r.port, req, half_close=True)
     assert out.startswith(b"HTTP/1.1 400 "), out[:200]
     assert statuses(out) == [400]           # answered once, connection closed, nothing after it parsed
     for b in bs:

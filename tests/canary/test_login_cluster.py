@@ -6,7 +6,7 @@ import time
 
 from canary.pin import BUCKETS, PinSigner
 from tests.conftest import create_user_in
-from tests.support import Browser
+from tests.support import Browser, wait_for
 
 from .conftest import PIN_SECRET
 
@@ -54,15 +54,12 @@ def test_pinned_user_survives_sigkill_of_their_cluster_and_returns_home(stack, r
     assert browser.cookies["canary_pin"] == pin  # the pin is kept, so the user can go home later
 
     green.start()
-    deadline = time.monotonic() + 15.0
-    while time.monotonic() < deadline:
+
+    def home_again() -> bool:      # signed in on every answer while it waits
         reply = browser.call("GET", "/api/session")
         assert reply.status_code == 200 and reply.json()["email"] == EMAIL
-        if reply.headers["X-Served-By"] == "green/green-1":
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the user never went home to green after it healed")
+        return reply.headers["X-Served-By"] == "green/green-1"
+    wait_for(home_again, 15, "the user going home to green after it healed", interval=0.1)
 
 
 def test_lockout_through_the_router_keys_on_the_browser_not_on_forged_headers(stack, router_factory) -> None:

@@ -73,11 +73,11 @@ def served_by(r, n: int) -> list[str]:
 def wait_served(r, label: str, timeout: float) -> float:
     """Seconds until a request is served by `label`; fails after `timeout`."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if r.get("/")[1].get("x-served-by") == label:
-            return time.monotonic() - t0
-        time.sleep(0.01)
-    raise AssertionError(f"{label} served nothing within {timeout}s; status: {r.status()}")
+    try:
+        wait_for(lambda: r.get("/")[1].get("x-served-by") == label, timeout, f"{label} serving", interval=0.01)
+    except TimeoutError:
+        raise AssertionError(f"{label} served nothing within {timeout}s; status: {r.status()}") from None
+    return time.monotonic() - t0
 
 
 def node_states(st: dict[str, Any], cluster: str) -> dict[str, str]:

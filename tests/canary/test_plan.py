@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from deploy.node import wait_for
+from tests.support import wait_for
 from tests.canary.conftest import FAST, ROOT, TOKEN, toml_config
 
 QUICK = {"min_samples": 40, "max_extensions": 3, "latency_tolerance": 1.5}

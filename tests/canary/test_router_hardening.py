@@ -12,10 +12,9 @@ import pytest
 from canary.config import ConfigError, from_dict
 from canary.guard import router_path
 from canary.pin import BUCKETS, PinSigner
-from tests.support import wait_for
+from tests.support import read_all, wait_for
 
 from .conftest import FAST, PIN_SECRET, pin_of, toml_config
-from .test_client_abuse import read_all
 from .test_upstream_framing import ScriptedNode, good
 
 BASE = {"clusters": [{"name": "a", "nodes": ["127.0.0.1:1"]}, {"name": "b", "nodes": ["127.0.0.1:2"]}]}

@@ -11,10 +11,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests.conftest import create_user_in
-from tests.support import Browser
+from tests.support import Browser, read_all
 
 from .conftest import FAST, toml_config
-from .test_client_abuse import read_all
 from .test_login_cluster import login_cluster_config
 
 EMAIL, PASSWORD = "sam@example.test", "a password typed past slow clients"

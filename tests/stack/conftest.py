@@ -18,7 +18,7 @@ import requests
 from deploy.operations import Stack
 from deploy.stack import StackSpec
 from tests.plugin import free_port, lasting_port
-from tests.support import ROOT, Browser
+from tests.support import ROOT, Browser, wait_for
 
 PASSWORD = "demo password for the stack tests"
 # Start-up must finish; how fast is `make up`'s own report. Generous: other tests share the two cores.
@@ -56,10 +56,7 @@ class RunningStack:
         return response.json()
 
     def wait(self, predicate: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-            time.sleep(0.25)
+        wait_for(predicate, timeout, what, interval=0.25, ignore=())
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -86,12 +83,15 @@ def start_stack(tmp: Path, *extra: str, timeout: float = 90, env_extra: dict[str
              "--admin", f"127.0.0.1:{admin}", "--node-port-base", str(lasting_port(8)), *extra],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     stack = RunningStack(process, tmp / "var", f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{admin}", output, env)
-    deadline = time.monotonic() + timeout
-    while "Ctrl-C stops everything" not in output.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stack.stop()
-            pytest.fail(f"stack did not come up:\n{output.read_text(errors='replace')}")
-        time.sleep(0.1)
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError("deploy.local exited")
+        return "Ctrl-C stops everything" in output.read_text(errors="replace")
+    try:
+        wait_for(up, timeout, "the stack coming up", interval=0.1, ignore=())
+    except (TimeoutError, RuntimeError):
+        stack.stop()
+        pytest.fail(f"stack did not come up:\n{output.read_text(errors='replace')}")
     stack.startup_seconds = time.monotonic() - started
     return stack
 

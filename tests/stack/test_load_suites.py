@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from deploy.node import wait_for
 from tests.stack.conftest import RunningStack, start_stack
 from tests.stack.test_self_healing import all_healthy
-from tests.support import ROOT
+from tests.support import ROOT, wait_for
 
 SLOW_NODE_MS = 250
 RUN_BOUND_SECONDS = 240          # a run that hangs fails its test instead of the suite

@@ -13,7 +13,7 @@ import requests
 from deploy.local import make_private, parse_args
 from loginsvc import conf
 from tests.stack.conftest import PASSWORD, STARTUP_BOUND_SECONDS, start_stack
-from tests.support import ROOT, Browser
+from tests.support import ROOT, Browser, wait_for
 
 
 # Secrets and private state of a running stack: none may be readable by group or others.
@@ -72,10 +72,7 @@ def test_up_brings_everything_up_and_ctrl_c_leaves_nothing_running(tmp_path: Pat
     finally:
         code = stack.stop()
     assert code == 0
-    deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in pids if pid_alive(p)], "processes left running after Ctrl-C"
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 10, "every process gone after Ctrl-C", interval=0.1)
     for url in (stack.base + "/healthz", stack.admin + "/healthz"):
         with pytest.raises(requests.ConnectionError):
             requests.get(url, timeout=1)
