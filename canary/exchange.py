@@ -1,12 +1,13 @@
 """Exchange: one client request and its attempts on nodes (streaming, retries, failover, accounting)."""
 from __future__ import annotations
 
-import http
 import time
 from typing import TYPE_CHECKING, Final
 
+from .guard import answer_router_path
 from .limits import Admission
-from .request_body import BadRequest, RequestBody
+from .local_reply import STATUS_LINES, local_response
+from .request_body import RequestBody
 
 if TYPE_CHECKING:
     from .cluster import Cluster, Node
@@ -16,21 +17,9 @@ if TYPE_CHECKING:
     from .upstream_pool import UpstreamConn
 
 _now: Final = time.monotonic
-__all__ = ["BadRequest", "Exchange", "local_response"]
-STATUS_LINES: Final = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 RAW: Final = 0      # how the response body is relayed: as it comes,
 CHUNK: Final = 1    # re-framed as chunked,
 NOBODY: Final = 2   # or not at all (HEAD, 204, 304)
-
-
-def local_response(status: int, close: bool, retry_after: int | None = None, body: bytes | None = None,
-                   head_only: bool = False) -> bytes:
-    if body is None:
-        body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
-    extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
-    return (STATUS_LINES[status] + b"Content-Type: text/plain\r\nContent-Length: %d\r\n" % len(body) + extra
-            + (b"Connection: close\r\n" if close else b"") + b"X-Served-By: canary-router\r\n\r\n"
-            + (b"" if head_only else body))
 
 
 class Exchange(RequestBody):
@@ -89,7 +78,7 @@ class Exchange(RequestBody):
         if self.buffering:
             return self._await_body()
         if self.local is not None:
-            return self._answer_router_path()
+            return answer_router_path(self, self.local)
         ctx = self.ctx
         now = now or _now()
         self.deadline = now + ctx.timeouts.total
@@ -104,18 +93,6 @@ class Exchange(RequestBody):
         else:
             self.limit = None
             self.fail_local(503, "overload")
-
-    def _answer_router_path(self) -> None:
-        """/healthz: the router is alive; /readyz: it has a usable cluster; /metrics lives on the admin port."""
-        ctx = self.ctx
-        ctx.counters.router_path_answers += 1
-        if self.local == b"/healthz":
-            self.fail_local(200, "router_path", b"ok\n")
-        elif self.local == b"/readyz":
-            ready = not ctx.routing.panic
-            self.fail_local(200 if ready else 503, "router_path", b"ready\n" if ready else b"no usable cluster\n")
-        else:
-            self.fail_local(404, "router_path")
 
     def drop_unstarted(self) -> None:
         """A pipelined request that never started (its connection closed, or it was bad): no longer in flight."""

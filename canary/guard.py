@@ -1,13 +1,16 @@
 """Front-door guards: which peers may forward client addresses, connections per client, paths kept from nodes."""
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_to_bytes
 
 from loginsvc.networks import AddressRanges
 
 from .config import proxy_networks
-from .exchange import local_response
+from .local_reply import local_response
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
 
 # Answered by the router itself on the front port, never forwarded: a flood of /readyz would queue on every
 # node's health executor and make the router's own health checks time out (issue 9, item 9).
@@ -15,6 +18,19 @@ ROUTER_PATHS: Final = frozenset((b"/healthz", b"/readyz", b"/metrics"))
 # First byte after the leading '/' of any target that can normalize to one of ROUTER_PATHS: anything else
 # (/, /api/..., /login/) skips the normalization, so ordinary requests pay one slice and one set lookup.
 ROUTER_FIRST: Final = frozenset(bytes([c]) for c in b"/%.hrmHRM\\")
+
+
+def answer_router_path(ex: "Exchange", path: bytes) -> None:
+    """/healthz: the router is alive; /readyz: it has a usable cluster; /metrics lives on the admin port."""
+    ctx = ex.ctx
+    ctx.counters.router_path_answers += 1
+    if path == b"/healthz":
+        ex.fail_local(200, "router_path", b"ok\n")
+    elif path == b"/readyz":
+        ready = not ctx.routing.panic
+        ex.fail_local(200 if ready else 503, "router_path", b"ready\n" if ready else b"no usable cluster\n")
+    else:
+        ex.fail_local(404, "router_path")
 
 
 def router_path(url: bytes) -> bytes | None:

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
-from .exchange import BadRequest, Exchange, local_response
-from .guard import ROUTER_FIRST, router_path
+from .exchange import Exchange
+from .local_reply import local_response
+from .request_body import BadRequest
+from .request_head import add_forwarding, exchange_for_head, forwarded_head, without_connection_options
 
 if TYPE_CHECKING:
     from .request_context import RequestContext
@@ -22,7 +24,6 @@ _REQ_HOP: Final = frozenset((b"connection", b"keep-alive", b"proxy-connection", 
                       b"upgrade", b"trailer", b"content-length", b"expect", b"host", b"cookie",
                       b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded",
                       b"x-real-ip"))
-_IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 # Header names forwarded as they are, in the spelling browsers send: found by one set lookup, they skip the name
 # check and lower-casing (each is a valid token and none is in _REQ_HOP, which a test checks).
 _PLAIN: Final = frozenset((b"User-Agent", b"Accept", b"Accept-Language", b"Accept-Encoding", b"Referer", b"Origin",
@@ -256,13 +257,13 @@ class DownstreamConn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         """The request head is complete: check it, build the exchange and the head the node gets, start it."""
         self.in_head = False
-        ex, size = self._exchange_for_head()
+        ex, size = exchange_for_head(self)
         headers = self.headers
         if self.conn_tokens:
-            headers = self._without_connection_options(headers)
+            headers = without_connection_options(self, headers)
         self._route_by_pin(ex, headers)
-        self._add_forwarding(headers)
-        ex.head = self._forwarded_head(ex, headers, size)
+        add_forwarding(self, headers)
+        ex.head = forwarded_head(self, ex, headers, size)
         self.ctx.retry_budget.active += 1
         self.receiving = ex
         if self.answering is None:
@@ -272,45 +273,6 @@ class DownstreamConn(asyncio.Protocol):
         else:
             self.queue.append(ex)     # pipelined: started when the ones before it are answered
             self._pause()
-
-    def _exchange_for_head(self) -> tuple[Exchange, int]:
-        """Refuse what a node must never see (RFC 9112 §6.1, §3.2), then the exchange for this head, and the
-        declared body size (-1: none, or chunked)."""
-        parser = self.parser
-        method = parser.get_method()
-        url = self.url
-        if self.content_length is not None and self.chunked:
-            raise BadRequest(400, "both Content-Length and Transfer-Encoding")
-        if not url.startswith(b"/") and not (method == b"OPTIONS" and url == b"*"):
-            raise BadRequest(400, "only origin-form request targets are accepted")
-        if method == b"CONNECT":
-            raise BadRequest(405, "CONNECT not allowed")
-        http10 = parser.get_http_version() == "1.0"
-        if self.host is None and not http10:
-            raise BadRequest(400, "missing Host")
-        if http10 and self.chunked:
-            raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-        size = -1 if self.content_length is None else int(self.content_length)
-        if size > self.ctx.limits.max_body_bytes:
-            raise BadRequest(413, "body too large")
-        ex = Exchange(self.ctx, self)
-        ex.t0 = _now()
-        ex.method = method
-        ex.url = url
-        ex.http10 = http10
-        ex.keep_alive = parser.should_keep_alive()
-        ex.head_only = method == b"HEAD"
-        ex.idempotent = method in _IDEMPOTENT
-        ex.expect = self.expect
-        ex.chunked = self.chunked
-        if url[1:2] in ROUTER_FIRST:   # /healthz, /readyz, /metrics in any spelling: answered by the router
-            ex.local = router_path(url)
-        return ex, size
-
-    def _without_connection_options(self, headers: list[bytes]) -> list[bytes]:
-        """Headers named in Connection are hop-by-hop (RFC 9110 §7.6.1): not forwarded."""
-        drop = {t for t in self.conn_tokens or () if t not in (b"close", b"keep-alive")}
-        return [h for h in headers if h.split(b":", 1)[0].lower() not in drop] if drop else headers
 
     def _route_by_pin(self, ex: Exchange, headers: list[bytes]) -> None:
         """The pin cookie: checked, kept from the node, issued when missing, invalid or due for renewal."""
@@ -326,44 +288,6 @@ class DownstreamConn(asyncio.Protocol):
         if bucket < 0 or stale:  # new browser, or a pin past half its life: same bucket, new date
             bucket, ex.cookie_line = pin.issue(ctx.wall_now, bucket)
         ex.bucket = bucket
-
-    def _add_forwarding(self, headers: list[bytes]) -> None:
-        """X-Forwarded-*: keep only the configured number of trusted hops from the right, and only from a peer
-        in trusted_proxies (decided in connection_made); anyone else's forwarded headers are replaced."""
-        hops = self.hops
-        if hops and self.forwarded_for:
-            kept = [p.strip() for p in self.forwarded_for.split(b",")][-hops:]
-            headers.append(b"X-Forwarded-For: " + b", ".join(kept) + b", " + self.peer + b"\r\n")
-        else:
-            headers.append(b"X-Forwarded-For: " + self.peer + b"\r\n")
-        proto = self.forwarded_proto if hops and self.forwarded_proto else b"http"
-        fhost = self.forwarded_host if hops and self.forwarded_host else self.host
-        headers.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
-        if fhost is not None:
-            headers.append(b"X-Forwarded-Host: " + fhost + b"\r\n")
-        if self.host is not None:
-            headers.append(b"Host: " + self.host + b"\r\n")
-
-    def _forwarded_head(self, ex: Exchange, headers: list[bytes], size: int) -> bytes:
-        """The head for the node, with the body's framing; small (and chunked, up to the buffer size decoded)
-        bodies are read whole first (request_body.py). Defence in depth behind llhttp: exactly one CRLF per line
-        we built and no NUL, so no byte a client sent (URL, values, the Cookie rest, X-Forwarded-*, Host) can
-        start a header or a request of its own."""
-        if self.chunked:
-            headers.append(b"Transfer-Encoding: chunked\r\n")
-            ex.buffer_body()
-        elif size >= 0:
-            headers.append(b"Content-Length: " + (self.content_length or b"0") + b"\r\n")
-            ex.body_done = size == 0
-            if 0 < size <= self.ctx.limits.buffer_body_bytes:
-                ex.buffer_body()
-        else:
-            ex.body_done = True       # no body: the usual GET pays nothing more
-        head = ex.method + b" " + ex.url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
-        lines = len(headers) + 2
-        if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
-            raise BadRequest(400, "bad header value")
-        return head
 
     def on_body(self, data: bytes) -> None:
         receiving = self.receiving

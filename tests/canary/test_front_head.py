@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from canary.exchange import BadRequest
+from canary.request_body import BadRequest
 from canary.proxy import DownstreamConn
 
 

@@ -1,0 +1,100 @@
+"""The head a node gets from a client's request head: what is refused, the forwarding headers, the body's framing.
+
+Functions of the DownstreamConn whose head llhttp has just parsed (canary/proxy.py calls them in order from
+on_headers_complete); they read what its header callbacks collected and raise BadRequest for what a node must
+never see."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Final
+
+from .exchange import Exchange
+from .guard import ROUTER_FIRST, router_path
+from .request_body import BadRequest
+
+if TYPE_CHECKING:
+    from .proxy import DownstreamConn
+
+_now: Final = time.monotonic
+IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+
+
+def exchange_for_head(conn: "DownstreamConn") -> tuple[Exchange, int]:
+    """Refuse what a node must never see (RFC 9112 §6.1, §3.2), then the exchange for this head, and the
+    declared body size (-1: none, or chunked)."""
+    parser = conn.parser
+    method = parser.get_method()
+    url = conn.url
+    if conn.content_length is not None and conn.chunked:
+        raise BadRequest(400, "both Content-Length and Transfer-Encoding")
+    if not url.startswith(b"/") and not (method == b"OPTIONS" and url == b"*"):
+        raise BadRequest(400, "only origin-form request targets are accepted")
+    if method == b"CONNECT":
+        raise BadRequest(405, "CONNECT not allowed")
+    http10 = parser.get_http_version() == "1.0"
+    if conn.host is None and not http10:
+        raise BadRequest(400, "missing Host")
+    if http10 and conn.chunked:
+        raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+    size = -1 if conn.content_length is None else int(conn.content_length)
+    if size > conn.ctx.limits.max_body_bytes:
+        raise BadRequest(413, "body too large")
+    ex = Exchange(conn.ctx, conn)
+    ex.t0 = _now()
+    ex.method = method
+    ex.url = url
+    ex.http10 = http10
+    ex.keep_alive = parser.should_keep_alive()
+    ex.head_only = method == b"HEAD"
+    ex.idempotent = method in IDEMPOTENT
+    ex.expect = conn.expect
+    ex.chunked = conn.chunked
+    if url[1:2] in ROUTER_FIRST:   # /healthz, /readyz, /metrics in any spelling: answered by the router
+        ex.local = router_path(url)
+    return ex, size
+
+
+def without_connection_options(conn: "DownstreamConn", headers: list[bytes]) -> list[bytes]:
+    """Headers named in Connection are hop-by-hop (RFC 9110 §7.6.1): not forwarded."""
+    drop = {t for t in conn.conn_tokens or () if t not in (b"close", b"keep-alive")}
+    return [h for h in headers if h.split(b":", 1)[0].lower() not in drop] if drop else headers
+
+
+def add_forwarding(conn: "DownstreamConn", headers: list[bytes]) -> None:
+    """X-Forwarded-*: keep only the configured number of trusted hops from the right, and only from a peer
+    in trusted_proxies (decided in connection_made); anyone else's forwarded headers are replaced."""
+    hops = conn.hops
+    if hops and conn.forwarded_for:
+        kept = [p.strip() for p in conn.forwarded_for.split(b",")][-hops:]
+        headers.append(b"X-Forwarded-For: " + b", ".join(kept) + b", " + conn.peer + b"\r\n")
+    else:
+        headers.append(b"X-Forwarded-For: " + conn.peer + b"\r\n")
+    proto = conn.forwarded_proto if hops and conn.forwarded_proto else b"http"
+    fhost = conn.forwarded_host if hops and conn.forwarded_host else conn.host
+    headers.append(b"X-Forwarded-Proto: " + proto + b"\r\n")
+    if fhost is not None:
+        headers.append(b"X-Forwarded-Host: " + fhost + b"\r\n")
+    if conn.host is not None:
+        headers.append(b"Host: " + conn.host + b"\r\n")
+
+
+def forwarded_head(conn: "DownstreamConn", ex: Exchange, headers: list[bytes], size: int) -> bytes:
+    """The head for the node, with the body's framing; small (and chunked, up to the buffer size decoded)
+    bodies are read whole first (request_body.py). Defence in depth behind llhttp: exactly one CRLF per line
+    we built and no NUL, so no byte a client sent (URL, values, the Cookie rest, X-Forwarded-*, Host) can
+    start a header or a request of its own."""
+    if conn.chunked:
+        headers.append(b"Transfer-Encoding: chunked\r\n")
+        ex.buffer_body()
+    elif size >= 0:
+        headers.append(b"Content-Length: " + (conn.content_length or b"0") + b"\r\n")
+        ex.body_done = size == 0
+        if 0 < size <= conn.ctx.limits.buffer_body_bytes:
+            ex.buffer_body()
+    else:
+        ex.body_done = True       # no body: the usual GET pays nothing more
+    head = ex.method + b" " + ex.url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
+    lines = len(headers) + 2
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
+        raise BadRequest(400, "bad header value")
+    return head
