@@ -1,16 +1,25 @@
-"""Buffered access log on stdout: one line per request with the cluster and node that served it."""
+"""Buffered access log on stdout: one line per request with the cluster and node that served it, written off the loop."""
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Final
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+MAX_PENDING: Final = 64      # batches waiting for the writer (about 16,000 lines); past that, lines are dropped
 
 
 class AccessLog:
-    """Lines are joined and written in batches (by the sweeper or when the buffer fills) to keep the
-    per-request cost to one string format."""
+    """A line is one string format on the request path; lines are joined into batches (by the sweeper every
+    0.1 s, or when the buffer fills) and a writer thread writes them, so a slow stdout reader (a full pipe, a
+    busy log collector) never stalls the event loop. If the writer falls MAX_PENDING batches behind, newer
+    batches are dropped and counted (`dropped`, canary_access_log_dropped_lines_total) rather than held."""
 
-    __slots__ = ("out", "buf", "ts", "_ts_sec", "limit")
+    __slots__ = ("out", "buf", "ts", "_ts_sec", "limit", "pending", "dropped", "_writer")
 
     def __init__(self, out: BinaryIO | None = None, limit: int = 256) -> None:
         self.out = out or sys.stdout.buffer
@@ -18,6 +27,9 @@ class AccessLog:
         self.limit = limit
         self._ts_sec = 0
         self.ts = ""
+        self.dropped = 0
+        self.pending: queue.Queue[bytes | None] = queue.Queue(MAX_PENDING)
+        self._writer: threading.Thread | None = None
         self.tick(time.time())
 
     def tick(self, wall: float) -> None:
@@ -26,7 +38,7 @@ class AccessLog:
             self._ts_sec = sec
             self.ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
 
-    def log(self, ex: Any, now: float) -> None:
+    def log(self, ex: Exchange, now: float) -> None:
         node = ex.node
         where = node.label if node is not None else "-"
         # the path only, as Django's log: a query string can carry tokens or personal data (?email=..., ?code=...)
@@ -39,9 +51,37 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
-        if self.buf:
-            data = "".join(self.buf).encode("utf-8", "replace")
-            self.buf.clear()
+        """Hand what is buffered to the writer thread (started on first use)."""
+        if not self.buf:
+            return
+        lines = len(self.buf)
+        data = "".join(self.buf).encode("utf-8", "replace")
+        self.buf.clear()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name="access-log", daemon=True)
+            self._writer.start()
+        try:
+            self.pending.put_nowait(data)
+        except queue.Full:
+            self.dropped += lines
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush, then wait (bounded) until the writer has written everything handed to it."""
+        self.flush()
+        writer = self._writer
+        if writer is not None:
+            self._writer = None
+            try:
+                self.pending.put(None, timeout=timeout)
+            except queue.Full:
+                return
+            writer.join(timeout)
+
+    def _write(self) -> None:
+        while True:
+            data = self.pending.get()
+            if data is None:
+                return
             try:
                 self.out.write(data)
                 self.out.flush()

@@ -97,6 +97,9 @@ class RouterCollector:
                                   value=r.panics)
         yield CounterMetricFamily("canary_bad_requests", "Requests rejected by the strict parser",
                                   value=counters.bad_requests)
+        if ctx.access_log is not None:
+            yield CounterMetricFamily("canary_access_log_dropped_lines", "Access log lines dropped because "
+                                      "stdout could not take them fast enough", value=ctx.access_log.dropped)
         yield CounterMetricFamily("canary_client_connections_refused", "Connections refused (429) beyond "
                                   "limits.max_connections_per_client", value=ctx.client_conns.refused)
         yield CounterMetricFamily("canary_router_paths_answered", "/healthz, /readyz, /metrics requests on the "

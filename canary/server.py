@@ -236,5 +236,5 @@ class RouterProcess:
             if n.pool is not None:
                 n.pool.close_all()
         if self.ctx.access_log is not None:
-            self.ctx.access_log.flush()
+            self.ctx.access_log.close()
         await self.store.close()

@@ -369,8 +369,8 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
             wrk(f"http://127.0.0.1:{port}/", 50, "1s")
         tput = throughput(targets)
         result["throughput"] = tput
-        browser = throughput({n: targets[n] for n in ("haproxy", "router", "router+log")}, browser_headers(),
-                             "/api/session")
+        browser = throughput({n: targets[n] for n in ("backend", "haproxy", "router", "router+log")},
+                             browser_headers(), "/api/session")
         result["throughput_browser_request"] = browser
         for name, key in (("router", "ratio_router_vs_haproxy_browser_request"),
                           ("router+log", "ratio_router_log_vs_haproxy_browser_request")):
@@ -455,7 +455,8 @@ def print_table(r: dict[str, Any]) -> None:
               if t["non_2xx"] or t["socket_errors"]}
     if errors:
         print(f"WARNING: non-2xx responses / socket errors in the median rounds: {errors}")
-    print(f"browser-like request (9 headers, 3 cookies, valid pin): haproxy {b['haproxy']['rps']:.0f} req/s "
+    print(f"browser-like request (9 headers, 3 cookies, valid pin): backend {b['backend']['rps']:.0f} req/s, "
+          f"haproxy {b['haproxy']['rps']:.0f} req/s "
           f"{b['haproxy']['all_rps']}, router {b['router']['rps']:.0f} req/s {b['router']['all_rps']}, "
           f"router+log {b['router+log']['rps']:.0f} req/s {b['router+log']['all_rps']}; ratio "
           f"{r['ratio_router_vs_haproxy_browser_request']} (with access log: "

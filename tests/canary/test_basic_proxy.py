@@ -138,6 +138,7 @@ def test_metrics_and_access_log(setup):
     text = urllib.request.urlopen(r.admin_url + "/metrics", timeout=5).read().decode()
     assert 'canary_requests_total{cluster="blue",code_class="2xx",node="blue-1"}' in text
     assert "canary_request_duration_seconds_bucket" in text and "canary_node_healthy" in text
+    assert "canary_access_log_dropped_lines_total 0.0" in text      # stdout keeps up
     time.sleep(0.3)
     log = r.stdout.read_text()
     assert '"GET /m" 200' in log and "blue/blue-1" in log
