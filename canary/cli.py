@@ -132,6 +132,8 @@ def serve(a: argparse.Namespace) -> int:
     except ConfigError as e:
         die(str(e))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="canary %(levelname)s %(name)s: %(message)s")
+    from . import compiled
+    logging.getLogger("canary.compiled").info("request path: %s", compiled.status())
     from .alert_pipelines import PipelineError, from_environment
     try:
         from_environment()   # a bad ALERT_* setting stops the router here, with one line, not at the first alert

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from canary import compiled
+from tests.support import wait_for
+
+from .conftest import toml_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # The files that drive the request path hardest: framing, smuggling, limits, pins, heads, bodies.
@@ -71,3 +74,10 @@ def test_the_request_path_tests_pass_on_the_plain_python_modules(tmp_path: Path)
                        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert " passed" in r.stdout.splitlines()[-1] and "failed" not in r.stdout.splitlines()[-1]
+
+
+def test_a_router_logs_which_modules_it_runs(backends, router_factory) -> None:
+    r = router_factory(config=toml_config({"blue": backends("blue", 1), "green": backends("green", 1)}))
+    reason = compiled.why_pure(os.environ)
+    expected = "request path: compiled (mypyc)" if reason is None else f"request path: pure Python: {reason}"
+    wait_for(lambda: expected in r.stdout.read_text(), 5, "the router's start-up line naming its modules")
