@@ -132,8 +132,6 @@ def serve(a: argparse.Namespace) -> int:
     except ConfigError as e:
         die(str(e))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="canary %(levelname)s %(name)s: %(message)s")
-    from . import compiled
-    logging.getLogger("canary.compiled").info("request path: %s", compiled.status())
     from .alert_pipelines import PipelineError, from_environment
     try:
         from_environment()   # a bad ALERT_* setting stops the router here, with one line, not at the first alert
@@ -146,6 +144,8 @@ def serve(a: argparse.Namespace) -> int:
                         *(("CANARY_PIN_SECRET_FALLBACKS", f) for f in fallbacks)):
         if len(value) < secret.MIN_LENGTH:  # a short admin token or pin key can be guessed
             die(f"{name}: must be at least {secret.MIN_LENGTH} characters (got {len(value)})")
+    from . import compiled     # after every check: a refused start prints one line only
+    logging.getLogger("canary.compiled").info("request path: %s", compiled.status())
     if cfg.workers == 1:
         _run_worker(cfg, token, pin, 0, False, fallbacks)
         return 0

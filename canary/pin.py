@@ -123,7 +123,7 @@ class PinSigner:
 
     def extract(self, cookie: bytes, now: float) -> tuple[int, bytes | None, bool]:
         """Find our cookie in a Cookie header: (bucket or -1, Cookie header without it or None, stale)."""
-        if self._name_eq not in cookie:
+        if cookie.find(self._name_eq) < 0:      # find(), not `in`: see request_head.forwarded_head
             return -1, cookie, False
         bucket, stale = -1, False
         kept = []

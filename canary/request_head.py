@@ -95,6 +95,8 @@ def forwarded_head(conn: "DownstreamConn", ex: Exchange, headers: list[bytes], s
         ex.body_done = True       # no body: the usual GET pays nothing more
     head = ex.method + b" " + ex.url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
     lines = len(headers) + 2
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or b"\x00" in head:
+    # find(), not `in`: CPython's bytes.__contains__ first tries the operand as an int and raises (and
+    # clears) a formatted TypeError for every bytes operand, which costs more than the search
+    if head.count(b"\n") != lines or head.count(b"\r") != lines or head.find(b"\x00") >= 0:
         raise BadRequest(400, "bad header value")
     return head
