@@ -86,8 +86,8 @@ def forwarded_head(conn: "DownstreamConn", ex: Exchange, headers: list[bytes], s
     if conn.chunked:
         headers.append(b"Transfer-Encoding: chunked\r\n")
         ex.buffer_body()
-    elif size >= 0:
-        headers.append(b"Content-Length: " + (conn.content_length or b"0") + b"\r\n")
+    elif conn.content_length is not None:      # size = its value
+        headers.append(b"Content-Length: " + conn.content_length + b"\r\n")
         ex.body_done = size == 0
         if 0 < size <= conn.ctx.limits.buffer_body_bytes:
             ex.buffer_body()

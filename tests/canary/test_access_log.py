@@ -21,7 +21,7 @@ def test_a_stalled_stdout_never_stalls_the_loop_and_drops_are_counted() -> None:
         log.flush()
     assert 0 < log.dropped <= (batches - MAX_PENDING) * 100 and log.dropped % 100 == 0
     received = bytearray()
-    reader = threading.Thread(target=lambda: received.extend(iter_pipe(read_end)), daemon=True)
+    reader = threading.Thread(target=lambda: received.extend(os.fdopen(read_end, "rb").read()), daemon=True)
     reader.start()                           # the reader catches up: everything not dropped arrives, in order
     log.close()
     out.close()
@@ -30,12 +30,6 @@ def test_a_stalled_stdout_never_stalls_the_loop_and_drops_are_counted() -> None:
     assert len(lines) + log.dropped == batches * 100
     numbers = [int(ln.split(" ", 1)[0]) for ln in lines]
     assert numbers == sorted(numbers) and numbers[0] == 0     # whole batches, first to last, none reordered
-
-
-def iter_pipe(fd: int):
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(65536):
-            yield from chunk
 
 
 def test_close_writes_what_is_buffered(tmp_path) -> None:
