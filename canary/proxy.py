@@ -33,6 +33,12 @@ _PLAIN: Final = frozenset((b"User-Agent", b"Accept", b"Accept-Language", b"Accep
                     b"X-CSRFToken", b"X-Request-ID", b"If-None-Match", b"If-Modified-Since",
                     b"accept", b"user-agent", b"accept-encoding", b"accept-language", b"content-type"))
 _NOT_TOKEN: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]").search   # RFC 9110 §5.6.2 tchar
+# The headers of _REQ_HOP that nearly every request has, in the spellings clients send: the lower-case name
+# by one dict lookup, without the name check and lower-casing (each key is a valid token whose lower() is its
+# value, in _REQ_HOP, which a test checks).
+_HOP_SPELLED: Final = {n: n.lower() for n in (b"Host", b"host", b"Cookie", b"cookie", b"Connection", b"connection",
+                                              b"Content-Length", b"content-length", b"X-Forwarded-For",
+                                              b"X-Forwarded-Proto", b"Transfer-Encoding", b"Expect")}
 
 
 class DownstreamConn(asyncio.Protocol):
@@ -209,7 +215,7 @@ class DownstreamConn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp (no leniency flags) already rejects a name that is not a token and a value with NUL, a control
         # character, a bare CR or LF, or obs-fold. Defence in depth stays cheap: the name is checked here (one
-        # regex call; a name such as "Transfer-Encoding " must never pass as an ordinary header next to the
+        # set or dict lookup for the usual spellings, else one regex call; a name such as "Transfer-Encoding " must never pass as an ordinary header next to the
         # router's own framing), values once as a whole head in on_headers_complete (three C scans instead of
         # three per header: this callback runs for every header of every request).
         self.hsize += len(name) + len(value) + 4
@@ -218,14 +224,16 @@ class DownstreamConn(asyncio.Protocol):
         if not self.in_head:
             return                                    # chunked trailers are dropped
         if name in _PLAIN:                            # a browser's usual header, spelled as browsers do:
-            self.headers.append(name + b": " + value + b"\r\n")   # a valid token, not hop-by-hop
+            self.headers.append(b"%s: %s\r\n" % (name, value))   # a valid token, not hop-by-hop
             return
-        if not name or _NOT_TOKEN(name) is not None:
-            raise BadRequest(400, "bad header name")
-        lname = name.lower()
-        if lname not in _REQ_HOP:
-            self.headers.append(name + b": " + value + b"\r\n")
-            return
+        lname = _HOP_SPELLED.get(name)
+        if lname is None:
+            if not name or _NOT_TOKEN(name) is not None:
+                raise BadRequest(400, "bad header name")
+            lname = name.lower()
+            if lname not in _REQ_HOP:
+                self.headers.append(b"%s: %s\r\n" % (name, value))
+                return
         if lname == b"content-length":
             if self.content_length is not None or not value.isdigit() or len(value) > 18:
                 raise BadRequest(400, "bad or duplicate Content-Length")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 _now: Final = time.monotonic
 IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_CTL: Final = b"\r\n\x00"        # never in a forwarded value: a CR or LF could start a header or a request
 
 
 def exchange_for_head(conn: "DownstreamConn") -> tuple[Exchange, int]:
@@ -94,9 +95,8 @@ def forwarded_head(conn: "DownstreamConn", ex: Exchange, headers: list[bytes], s
     else:
         ex.body_done = True       # no body: the usual GET pays nothing more
     head = ex.method + b" " + ex.url + b" HTTP/1.1\r\n" + b"".join(headers) + b"\r\n"
-    lines = len(headers) + 2
-    # find(), not `in`: CPython's bytes.__contains__ first tries the operand as an int and raises (and
-    # clears) a formatted TypeError for every bytes operand, which costs more than the search
-    if head.count(b"\n") != lines or head.count(b"\r") != lines or head.find(b"\x00") >= 0:
+    # The head holds exactly one CR and one LF per line we built and no NUL of ours, so it is clean exactly
+    # when deleting every CR, LF and NUL removes two bytes per line: one C scan instead of three.
+    if len(head) - len(head.translate(None, _CTL)) != 2 * (len(headers) + 2):
         raise BadRequest(400, "bad header value")
     return head

@@ -21,6 +21,11 @@ _RELAYED: Final = frozenset((b"Server", b"Date", b"Content-Type", b"Vary", b"X-F
                       b"X-Request-ID", b"X-Release", b"ETag", b"Last-Modified", b"Content-Language", b"Pragma",
                       b"Content-Encoding", b"Link", b"Permissions-Policy", b"Access-Control-Allow-Origin"))
 
+# The framing headers of _RESP_DROP in the spellings nodes send: the lower-case name by one dict lookup, without
+# lower-casing (a test checks each key's lower() is its value and in _RESP_DROP).
+_DROP_SPELLED: Final = {n: n.lower() for n in (b"Content-Length", b"content-length", b"Connection", b"connection",
+                                               b"Transfer-Encoding", b"transfer-encoding", b"Keep-Alive")}
+
 
 class BadResponse(Exception):
     """Raised in a response callback: stops llhttp; `kind` is the failure the exchange reports (a 502)."""
@@ -187,9 +192,9 @@ class UpstreamConn(asyncio.Protocol):
         if self.fin is not None:
             return
         if name in _RELAYED:       # a usual header in its usual spelling: relayed without lower-casing
-            self.lines.append(name + b": " + value + b"\r\n")
+            self.lines.append(b"%s: %s\r\n" % (name, value))
             return
-        lname = name.lower()
+        lname = _DROP_SPELLED.get(name) or name.lower()
         if lname in _RESP_DROP:
             if lname == b"content-length":
                 self.cl = value
@@ -201,7 +206,7 @@ class UpstreamConn(asyncio.Protocol):
             return
         if lname == b"x-served-by":
             self.has_sb = True
-        self.lines.append(name + b": " + value + b"\r\n")
+        self.lines.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False

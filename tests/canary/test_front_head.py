@@ -34,6 +34,22 @@ def test_bad_header_syntax_gets_400_and_nothing_reaches_the_node(make_front, lin
     assert node_side.written == []
 
 
+@pytest.mark.parametrize("value", [b"a\rEvil: 1", b"a\nEvil: 1", b"a\r\nEvil: 1", b"a\x00b"],
+                         ids=["bare CR", "bare LF", "CRLF", "NUL"])
+def test_the_whole_head_check_refuses_a_value_llhttp_let_through(make_front, value):
+    """Defence in depth behind llhttp: a line built from a value holding CR, LF or NUL (as a lenient parser
+    would pass it) makes the head a 400 instead of a second header or request; a clean line passes."""
+    from canary.request_head import forwarded_head
+    front, client_side, node_side = make_front()
+    front.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ex = front.answering
+    assert ex is not None
+    assert forwarded_head(front, ex, [b"X: a\r\n"], 0).endswith(b"\r\nX: a\r\n\r\n")
+    with pytest.raises(BadRequest) as e:
+        forwarded_head(front, ex, [b"X: " + value + b"\r\n"], 0)
+    assert e.value.status == 400
+
+
 def test_clean_head_is_forwarded_exactly(make_front):
     """Every line the router rebuilds (Cookie without the pin, trusted X-Forwarded-*, Host, Content-Length)
     passes the whole-head check, and headers named in Connection are dropped (RFC 9110 §7.6.1)."""
@@ -86,3 +102,12 @@ def test_the_names_that_skip_the_checks_would_pass_them():
     from canary.proxy import _NOT_TOKEN, _PLAIN, _REQ_HOP
     assert _PLAIN and all(_NOT_TOKEN(n) is None for n in _PLAIN)
     assert not {n.lower() for n in _PLAIN} & _REQ_HOP
+
+
+def test_the_hop_by_hop_spellings_looked_up_are_the_checked_names():
+    """proxy._HOP_SPELLED maps usual spellings of hop-by-hop headers to their lower-case names, skipping the
+    name regex and lower(): each key must be a valid token, its value its lower() and in _REQ_HOP, or a name
+    would be handled as another header than the one it is."""
+    from canary.proxy import _HOP_SPELLED, _NOT_TOKEN, _REQ_HOP
+    assert _HOP_SPELLED and all(_NOT_TOKEN(n) is None for n in _HOP_SPELLED)
+    assert all(lname == name.lower() and lname in _REQ_HOP for name, lname in _HOP_SPELLED.items())
