@@ -16,6 +16,10 @@ Method:
     tick in whole milliseconds);
     Then backend, HAProxy and the router (with and without its access log) at a fixed BENCH_FIXED_RATE (5,000)
     req/s, the same rate on every machine (issue 13's goal: the router's added p99 <= 1 ms and <= 2x HAProxy's);
+  * burst recovery: BURST_K (32) requests written at once on as many keep-alive connections, the time to the
+    last response, BURST_COUNT (400) bursts 2 ms apart, median; BENCH_ROUNDS interleaved rounds, median. The
+    open-loop p99 on a VM is set by short stalls (the process or the VM not running for a few ms) and the
+    backlog after them, so the added burst time is what the added p99 follows, measured without the noise;
   * router RSS: VmRSS / VmHWM from /proc/PID/status after the runs.
 Closed-loop wrk batches many requests per event-loop wake-up; open-loop arrivals mostly do not, so the
 router's open-loop capacity is well below its wrk throughput (per-request cost roughly doubles unbatched).
@@ -36,6 +40,7 @@ from typing import Any
 from canary.pin import PinSigner
 from deploy.node import free_port, wait_port
 from loadtests.bench import wrk as wrk_runner
+from loadtests.bench.load_generators import build_burst, build_openloop, burst, openloop
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -48,6 +53,9 @@ LAT_SECONDS = 3.0
 ADDED_P99_GOAL_MS = 1.0
 FIXED_RATE = int(os.environ.get("BENCH_FIXED_RATE", "5000"))   # issue 13's open-loop rate, the same on every machine
 NOISY_BACKEND_P99_MS = 1.0
+BURST_K = 32
+BURST_COUNT = 400
+BURST_GAP_US = 2000
 
 
 def spawn(args: list[str], **kw: Any) -> subprocess.Popen:
@@ -115,124 +123,6 @@ def rss_kb(pid: int) -> dict[str, int]:
             if line.startswith(("VmRSS:", "VmHWM:")):
                 out[line.split(":")[0]] = int(line.split()[1])
     return out
-
-
-OPENLOOP_C = r"""/* Open-loop HTTP/1.1 load generator: Poisson arrivals at a fixed rate, latency from the intended send time
-   (no coordinated omission), keep-alive connections, timerfd for sub-ms pacing. */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <math.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/timerfd.h>
-#include <time.h>
-#include <unistd.h>
-
-#define MAXC 256
-typedef struct { int fd; int busy; double t_intended; char buf[8192]; int len; } conn_t;
-static conn_t C[MAXC];
-static int nconn;
-static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
-static int cmp(const void *a, const void *b) { double x = *(double *)a, y = *(double *)b; return x < y ? -1 : x > y; }
-static int open_conn(const char *host, int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0); struct sockaddr_in a = {0};
-  a.sin_family = AF_INET; a.sin_port = htons(port); inet_pton(AF_INET, host, &a.sin_addr);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); exit(1); }
-  int one = 1; setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); return fd;
-}
-/* returns 1 when a full response is in buf */
-static int complete(conn_t *c) {
-  c->buf[c->len] = 0; char *end = strstr(c->buf, "\r\n\r\n"); if (!end) return 0;
-  long cl = 0; char *p = c->buf;
-  while ((p = strcasestr(p, "\r\ncontent-length:")) && p < end) { cl = strtol(p + 17, NULL, 10); break; }
-  return (end + 4 - c->buf) + cl <= c->len;
-}
-int main(int argc, char **argv) {
-  if (argc < 6) { fprintf(stderr, "usage: openloop HOST PORT RATE SECONDS CONNS\n"); return 2; }
-  const char *host = argv[1]; int port = atoi(argv[2]); double rate = atof(argv[3]), secs = atof(argv[4]);
-  nconn = atoi(argv[5]); if (nconn > MAXC) nconn = MAXC;
-  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-  char req[256]; int reqlen = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port);
-  int ep = epoll_create1(0), tfd = timerfd_create(CLOCK_MONOTONIC, 0);
-  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = MAXC}; epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
-  for (int i = 0; i < nconn; i++) { C[i].fd = open_conn(host, port); ev.data.u32 = i; epoll_ctl(ep, EPOLL_CTL_ADD, C[i].fd, &ev); }
-  size_t cap = (size_t)(rate * secs * 1.2) + 1000, n = 0, late = 0, backlog_max = 0;
-  double *lat = malloc(cap * sizeof(double)), *pending = malloc(cap * sizeof(double)); size_t ph = 0, pt = 0;
-  srand48(12345); double t0 = now(), next = t0 + 0.01, stop = t0 + secs;
-  while (1) {
-    double t = now();
-    while (next <= t && next < stop) { pending[pt++] = next; next += -log(1.0 - drand48()) / rate; }
-    if (pt - ph > backlog_max) backlog_max = pt - ph;
-    for (int i = 0; i < nconn && ph < pt; i++) if (!C[i].busy) {
-      C[i].busy = 1; C[i].t_intended = pending[ph++]; C[i].len = 0;
-      if (write(C[i].fd, req, reqlen) != reqlen) { perror("write"); return 1; }
-    }
-    if (ph < pt) late++;
-    int inflight = 0; for (int i = 0; i < nconn; i++) inflight += C[i].busy;
-    if (t >= stop && !inflight && ph == pt) break;
-    if (t > stop + 10) { fprintf(stderr, "drain timeout\n"); break; }
-    if (next < stop) { struct itimerspec its = {0}; its.it_value.tv_sec = (time_t)next; its.it_value.tv_nsec = (long)((next - (time_t)next) * 1e9);
-      timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL); }
-    struct epoll_event evs[64]; int k = epoll_wait(ep, evs, 64, 100);
-    for (int j = 0; j < k; j++) {
-      unsigned id = evs[j].data.u32;
-      if (id == MAXC) { unsigned long long x; if (read(tfd, &x, 8) < 0) {} continue; }
-      conn_t *c = &C[id]; int r = read(c->fd, c->buf + c->len, sizeof c->buf - 1 - c->len);
-      if (r <= 0) { fprintf(stderr, "connection closed\n"); return 1; }
-      c->len += r;
-      if (c->busy && complete(c)) { if (n < cap) lat[n++] = now() - c->t_intended; c->busy = 0; }
-    }
-  }
-  qsort(lat, n, sizeof(double), cmp);
-  double el = secs;
-  printf("{\"requests\": %zu, \"rate\": %.1f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, \"p999_ms\": %.3f, \"max_ms\": %.3f, \"backlog_max\": %zu}\n",
-         n, n / el, lat[n / 2] * 1e3, lat[(size_t)(n * 0.9)] * 1e3, lat[(size_t)(n * 0.99)] * 1e3, lat[(size_t)(n * 0.999)] * 1e3, lat[n - 1] * 1e3, backlog_max);
-  return 0;
-}
-"""
-
-
-def build_openloop(tmp: pathlib.Path) -> str | None:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if not gcc:
-        return None
-    (tmp / "openloop.c").write_text(OPENLOOP_C)
-    r = subprocess.run([gcc, "-O2", "-o", str(tmp / "openloop"), str(tmp / "openloop.c"), "-lm"],
-                       capture_output=True, text=True, timeout=60)
-    return str(tmp / "openloop") if r.returncode == 0 else None
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process so far, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
-def openloop(binary: str, port: int, rate: float, seconds: float, conns: int = 64,
-             pid: int | None = None) -> dict[str, Any]:
-    """One open-loop run; with `pid`, also that process's user and system CPU per request (microseconds)."""
-    before = cpu_seconds(pid) if pid else None
-    out = subprocess.run([binary, "127.0.0.1", str(port), str(int(rate)), str(seconds), str(conns)],
-                         capture_output=True, text=True, timeout=seconds + 30)
-    try:
-        res = json.loads(out.stdout)
-    except ValueError:
-        return {"error": (out.stderr or out.stdout)[-200:], "p99_ms": float("inf"), "p50_ms": float("inf")}
-    if before is not None and pid is not None and res.get("requests"):
-        after = cpu_seconds(pid)
-        res["cpu_user_us"] = round((after[0] - before[0]) / res["requests"] * 1e6, 1)
-        res["cpu_sys_us"] = round((after[1] - before[1]) / res["requests"] * 1e6, 1)
-    return res
 
 
 def _median(xs: list[float]) -> float:
@@ -315,6 +205,30 @@ def latency_sweep(binary: str, targets: dict[str, int], pids: dict[str, int], ro
     }
 
 
+def burst_recovery(binary: str, targets: dict[str, int], pids: dict[str, int]) -> dict[str, Any]:
+    """Median time to work off a burst of BURST_K requests, per target; added = proxy - backend of the same round."""
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for name, port in targets.items():
+        burst(binary, port, BURST_K, 50, BURST_GAP_US)     # warm-up: BURST_K pooled node connections
+    for _ in range(ROUNDS):
+        for name, port in targets.items():
+            rounds[name].append(burst(binary, port, BURST_K, BURST_COUNT, BURST_GAP_US, pids.get(name)))
+    out: dict[str, Any] = {"k": BURST_K, "bursts": BURST_COUNT, "gap_ms": BURST_GAP_US / 1000, "rounds": ROUNDS}
+    for name, runs in rounds.items():
+        ok = [r for r in runs if "error" not in r]
+        out[name] = {"p50_ms": _median([r["p50_ms"] for r in ok]) if ok else None,
+                     "p50_ms_rounds": [r.get("p50_ms") for r in runs],
+                     "cpu_user_us": _median([r["cpu_user_us"] for r in ok if "cpu_user_us" in r] or [0.0]),
+                     "cpu_sys_us": _median([r["cpu_sys_us"] for r in ok if "cpu_sys_us" in r] or [0.0])}
+        if name != "backend":
+            added = [r["p50_ms"] - b["p50_ms"] for r, b in zip(runs, rounds["backend"])
+                     if "error" not in r and "error" not in b]
+            out[name]["added_ms"] = round(_median(added), 3) if added else None
+    h, r = out["haproxy"].get("added_ms"), out["router"].get("added_ms")
+    out["ratio_router_vs_haproxy_added"] = round(r / h, 2) if h and r is not None else None
+    return out
+
+
 def haproxy_config(port: int, backend_port: int) -> str:
     return f"""global
     nbthread 1
@@ -375,15 +289,18 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
         for name, key in (("router", "ratio_router_vs_haproxy_browser_request"),
                           ("router+log", "ratio_router_log_vs_haproxy_browser_request")):
             result[key] = round(browser[name]["rps"] / max(1.0, browser["haproxy"]["rps"]), 3)
+        pids = {"backend": procs[0].pid, "haproxy": procs[1].pid, "router": routers["router"].pid,
+                "router+log": routers["router+log"].pid}
         ol = build_openloop(tmp)
         if ol:
-            pids = {"backend": procs[0].pid, "haproxy": procs[1].pid, "router": routers["router"].pid,
-                    "router+log": routers["router+log"].pid}
             result["latency"] = latency_sweep(ol, targets, pids, tput["router"]["rps"], tput["haproxy"]["rps"])
             result["latency_at_fixed_rate"] = added_latency(ol, targets, pids, FIXED_RATE,
                                                             ("haproxy", "router", "router+log"))
         else:
             result["half_capacity_wrk_fallback"] = half_capacity_wrk(tmp, targets, tput["router"]["rps"])
+        bu = build_burst(tmp)
+        if bu:
+            result["burst_recovery"] = burst_recovery(bu, targets, pids)
         result["router_rss_kb"] = rss_kb(routers["router"].pid)
         result["router_log_rss_kb"] = rss_kb(routers["router+log"].pid)
         result["ratio_router_vs_haproxy"] = round(tput["router"]["rps"] / max(1.0, tput["haproxy"]["rps"]), 3)
@@ -448,6 +365,14 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"\nadded p99 at a fixed {fixed['rate']} req/s, open loop (median of {LAT_ROUNDS} rounds; range): "
               + ", ".join(f"{n} {fixed[n]['added_p99_median_ms']} ms {fixed[n]['added_p99_range_ms']}"
                           for n in ("haproxy", "router", "router+log")))
+    b32 = r.get("burst_recovery")
+    if b32 is not None:
+        print(f"\nburst of {b32['k']} requests at once, time to the last answer (median of {b32['bursts']} bursts, "
+              f"{b32['rounds']} rounds): " + ", ".join(
+                  f"{n} {b32[n]['p50_ms']} ms" + (f" (+{b32[n]['added_ms']})" if "added_ms" in b32[n] else "")
+                  + f" [CPU us/req {b32[n]['cpu_user_us']}+{b32[n]['cpu_sys_us']}]"
+                  for n in ("backend", "haproxy", "router", "router+log"))
+              + f"; router's added time / HAProxy's: {b32['ratio_router_vs_haproxy_added']}")
     print(f"router/haproxy throughput: {r['ratio_router_vs_haproxy']} (with access log: "
           f"{r['ratio_router_log_vs_haproxy']})")
     b = r["throughput_browser_request"]
