@@ -365,6 +365,12 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"\nadded p99 at a fixed {fixed['rate']} req/s, open loop (median of {LAT_ROUNDS} rounds; range): "
               + ", ".join(f"{n} {fixed[n]['added_p99_median_ms']} ms {fixed[n]['added_p99_range_ms']}"
                           for n in ("haproxy", "router", "router+log")))
+        h, rt = fixed["haproxy"]["added_p99_median_ms"], fixed["router"]["added_p99_median_ms"]
+        print(f"router's added p99 / HAProxy's: {rt / h:.2f}" if h > 0 else "HAProxy's added p99 was not positive")
+        noisy = sum(p > NOISY_BACKEND_P99_MS for p in fixed["backend_p99_ms"])
+        if noisy:
+            print(f"WARNING: in {noisy} of {len(fixed['backend_p99_ms'])} rounds the backend alone had a p99 over "
+                  f"{NOISY_BACKEND_P99_MS} ms (the VM stalled): these figures are not reliable, run it again")
     b32 = r.get("burst_recovery")
     if b32 is not None:
         print(f"\nburst of {b32['k']} requests at once, time to the last answer (median of {b32['bursts']} bursts, "
