@@ -30,7 +30,7 @@ ROOT = PACKAGE.parent
 # The modules every proxied request runs through (and what they need at the same speed).
 HOT_MODULES = ("proxy", "request_head", "exchange", "request_body", "local_reply", "upstream_pool", "cluster",
                "routing", "limits", "records", "pin", "request_context", "retry_budget", "outlier_detection", "share",
-               "guard", "access_log")
+               "guard", "access_log", "hop_by_hop")
 GROUP = "canary.native"          # mypyc's shared library, inside the package: canary/native__mypyc.<suffix>
 MANIFEST = PACKAGE / "native-build.json"
 PURE_ENV = "CANARY_PURE_PYTHON"

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, Final
 import httptools
 
 from .exchange import Exchange
+from .hop_by_hop import connection_options, spellings, without_connection_options
 from .local_reply import local_response
 from .request_body import BadRequest
-from .request_head import add_forwarding, exchange_for_head, forwarded_head, without_connection_options
+from .request_head import add_forwarding, exchange_for_head, forwarded_head
 
 if TYPE_CHECKING:
     from .request_context import RequestContext
@@ -33,12 +34,9 @@ _PLAIN: Final = frozenset((b"User-Agent", b"Accept", b"Accept-Language", b"Accep
                     b"X-CSRFToken", b"X-Request-ID", b"If-None-Match", b"If-Modified-Since",
                     b"accept", b"user-agent", b"accept-encoding", b"accept-language", b"content-type"))
 _NOT_TOKEN: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]").search   # RFC 9110 §5.6.2 tchar
-# The headers of _REQ_HOP that nearly every request has, in the spellings clients send: the lower-case name
-# by one dict lookup, without the name check and lower-casing (each key is a valid token whose lower() is its
-# value, in _REQ_HOP, which a test checks).
-_HOP_SPELLED: Final = {n: n.lower() for n in (b"Host", b"host", b"Cookie", b"cookie", b"Connection", b"connection",
-                                              b"Content-Length", b"content-length", b"X-Forwarded-For",
-                                              b"X-Forwarded-Proto", b"Transfer-Encoding", b"Expect")}
+# The names of _REQ_HOP as clients spell them: the lower-case name by one dict lookup, without the name check and
+# lower-casing (each key is a valid token whose lower() is its value, which a test checks).
+_HOP_SPELLED: Final = spellings(_REQ_HOP)
 
 
 class DownstreamConn(asyncio.Protocol):
@@ -215,9 +213,9 @@ class DownstreamConn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp (no leniency flags) already rejects a name that is not a token and a value with NUL, a control
         # character, a bare CR or LF, or obs-fold. Defence in depth stays cheap: the name is checked here (one
-        # set or dict lookup for the usual spellings, else one regex call; a name such as "Transfer-Encoding " must never pass as an ordinary header next to the
-        # router's own framing), values once as a whole head in on_headers_complete (three C scans instead of
-        # three per header: this callback runs for every header of every request).
+        # set or dict lookup for the usual spellings, else one regex call; a name such as "Transfer-Encoding "
+        # must never pass as an ordinary header next to the router's own framing), values once as a whole head
+        # in forwarded_head (one C scan instead of three per header: this runs for every header of every request).
         self.hsize += len(name) + len(value) + 4
         if self.hsize > self.max_head:
             raise BadRequest(431, "request head too large")
@@ -249,8 +247,7 @@ class DownstreamConn(asyncio.Protocol):
         elif lname == b"cookie":
             self.cookies.append(value)
         elif lname == b"connection":
-            toks = [t.strip().lower() for t in value.split(b",")]
-            self.conn_tokens = (self.conn_tokens or []) + toks
+            self.conn_tokens = connection_options(self.conn_tokens, value)
         elif lname == b"x-forwarded-for":
             self.forwarded_for = value if self.forwarded_for is None else self.forwarded_for + b", " + value
         elif lname == b"x-forwarded-proto":
@@ -268,7 +265,7 @@ class DownstreamConn(asyncio.Protocol):
         ex, size = exchange_for_head(self)
         headers = self.headers
         if self.conn_tokens:
-            headers = without_connection_options(self, headers)
+            headers = without_connection_options(headers, self.conn_tokens)
         self._route_by_pin(ex, headers)
         add_forwarding(self, headers)
         ex.head = forwarded_head(self, ex, headers, size)

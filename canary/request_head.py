@@ -55,12 +55,6 @@ def exchange_for_head(conn: "DownstreamConn") -> tuple[Exchange, int]:
     return ex, size
 
 
-def without_connection_options(conn: "DownstreamConn", headers: list[bytes]) -> list[bytes]:
-    """Headers named in Connection are hop-by-hop (RFC 9110 §7.6.1): not forwarded."""
-    drop = {t for t in conn.conn_tokens or () if t not in (b"close", b"keep-alive")}
-    return [h for h in headers if h.split(b":", 1)[0].lower() not in drop] if drop else headers
-
-
 def add_forwarding(conn: "DownstreamConn", headers: list[bytes]) -> None:
     """X-Forwarded-*: keep only the configured number of trusted hops from the right, and only from a peer
     in trusted_proxies (decided in connection_made); anyone else's forwarded headers are replaced."""

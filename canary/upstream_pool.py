@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
+from .hop_by_hop import connection_options, spellings, without_connection_options
+
 if TYPE_CHECKING:
     from .cluster import Node
 
@@ -21,10 +23,8 @@ _RELAYED: Final = frozenset((b"Server", b"Date", b"Content-Type", b"Vary", b"X-F
                       b"X-Request-ID", b"X-Release", b"ETag", b"Last-Modified", b"Content-Language", b"Pragma",
                       b"Content-Encoding", b"Link", b"Permissions-Policy", b"Access-Control-Allow-Origin"))
 
-# The framing headers of _RESP_DROP in the spellings nodes send: the lower-case name by one dict lookup, without
-# lower-casing (a test checks each key's lower() is its value and in _RESP_DROP).
-_DROP_SPELLED: Final = {n: n.lower() for n in (b"Content-Length", b"content-length", b"Connection", b"connection",
-                                               b"Transfer-Encoding", b"transfer-encoding", b"Keep-Alive")}
+# The names of _RESP_DROP as nodes spell them: the lower-case name by one dict lookup, without lower-casing.
+_DROP_SPELLED: Final = spellings(_RESP_DROP)
 
 
 class BadResponse(Exception):
@@ -201,8 +201,7 @@ class UpstreamConn(asyncio.Protocol):
             elif lname == b"transfer-encoding":
                 self.te = value if self.te is None else self.te + b", " + value
             elif lname == b"connection":
-                toks = [t.strip().lower() for t in value.split(b",")]
-                self.conn_tokens = (self.conn_tokens or []) + toks
+                self.conn_tokens = connection_options(self.conn_tokens, value)
             return
         if lname == b"x-served-by":
             self.has_sb = True
@@ -227,9 +226,7 @@ class UpstreamConn(asyncio.Protocol):
         if ex is None:
             return
         if self.conn_tokens:
-            drop = {t for t in self.conn_tokens if t not in (b"close", b"keep-alive")}
-            if drop:
-                self.lines = [ln for ln in self.lines if ln.split(b":", 1)[0].lower() not in drop]
+            self.lines = without_connection_options(self.lines, self.conn_tokens)
         ex.on_response_head(self, status)
         if self.ex is ex and (ex.head_only or status in (204, 304)):
             # no body follows whatever Content-Length says; anything after this head is a framing error
