@@ -14,11 +14,9 @@ import os
 import pathlib
 import shutil
 import subprocess
-from typing import Any
+from typing import Any, Callable
 
-OPENLOOP_C = r"""/* Open-loop HTTP/1.1 load generator: Poisson arrivals at a fixed rate, latency from the intended send time
-   (no coordinated omission), keep-alive connections, timerfd for sub-ms pacing. */
-#define _GNU_SOURCE
+_C_COMMON = r"""#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
@@ -38,7 +36,6 @@ OPENLOOP_C = r"""/* Open-loop HTTP/1.1 load generator: Poisson arrivals at a fix
 #define MAXC 256
 typedef struct { int fd; int busy; double t_intended; char buf[8192]; int len; } conn_t;
 static conn_t C[MAXC];
-static int nconn;
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
 static int cmp(const void *a, const void *b) { double x = *(double *)a, y = *(double *)b; return x < y ? -1 : x > y; }
 static int open_conn(const char *host, int port) {
@@ -54,6 +51,12 @@ static int complete(conn_t *c) {
   while ((p = strcasestr(p, "\r\ncontent-length:")) && p < end) { cl = strtol(p + 17, NULL, 10); break; }
   return (end + 4 - c->buf) + cl <= c->len;
 }
+"""
+
+OPENLOOP_C = r"""/* Open-loop HTTP/1.1 load generator: Poisson arrivals at a fixed rate, latency from the intended send time
+   (no coordinated omission), keep-alive connections, timerfd for sub-ms pacing. */
+""" + _C_COMMON + r"""
+static int nconn;
 int main(int argc, char **argv) {
   if (argc < 6) { fprintf(stderr, "usage: openloop HOST PORT RATE SECONDS CONNS\n"); return 2; }
   const char *host = argv[1]; int port = atoi(argv[2]); double rate = atof(argv[3]), secs = atof(argv[4]);
@@ -98,30 +101,8 @@ int main(int argc, char **argv) {
 }
 """
 
-
 BURST_C = r"""/* Burst: K requests at once on K keep-alive connections, time to the last response; N bursts, GAP_US apart. */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-#define MAXC 256
-typedef struct { int fd; int busy; char buf[8192]; int len; } conn_t;
-static conn_t C[MAXC];
-static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec / 1e9; }
-static int cmp(const void *a, const void *b) { double x = *(double *)a, y = *(double *)b; return x < y ? -1 : x > y; }
-static int complete(conn_t *c) {
-  c->buf[c->len] = 0; char *end = strstr(c->buf, "\r\n\r\n"); if (!end) return 0;
-  long cl = 0; char *p = strcasestr(c->buf, "\r\ncontent-length:"); if (p && p < end) cl = strtol(p + 17, NULL, 10);
-  return (end + 4 - c->buf) + cl <= c->len;
-}
+""" + _C_COMMON + r"""
 int main(int argc, char **argv) {
   if (argc < 5) { fprintf(stderr, "usage: burst PORT K N GAP_US\n"); return 2; }
   int port = atoi(argv[1]), k = atoi(argv[2]), n = atoi(argv[3]); long gap = atol(argv[4]);
@@ -129,11 +110,7 @@ int main(int argc, char **argv) {
   char req[128]; int rl = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", port);
   int ep = epoll_create1(0);
   for (int i = 0; i < k; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0); struct sockaddr_in a = {0};
-    a.sin_family = AF_INET; a.sin_port = htons(port); inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); return 1; }
-    int one = 1; setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    C[i].fd = fd; struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i}; epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    int fd = open_conn("127.0.0.1", port); C[i].fd = fd; struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i}; epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
   }
   double *t = malloc(n * sizeof(double));
   for (int r = 0; r < n; r++) {
@@ -185,34 +162,32 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def openloop(binary: str, port: int, rate: float, seconds: float, conns: int = 64,
-             pid: int | None = None) -> dict[str, Any]:
-    """One open-loop run; with `pid`, also that process's user and system CPU per request (microseconds)."""
+def _run(args: list[str], timeout: float, pid: int | None, requests: Callable[[dict[str, Any]], int],
+         failed: dict[str, Any]) -> dict[str, Any]:
+    """Run one generator and read its JSON line; with `pid`, add that process's user and system CPU per request
+    (microseconds) over the run. A generator that fails gives `failed` and its error."""
     before = cpu_seconds(pid) if pid else None
-    out = subprocess.run([binary, "127.0.0.1", str(port), str(int(rate)), str(seconds), str(conns)],
-                         capture_output=True, text=True, timeout=seconds + 30)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     try:
         res = json.loads(out.stdout)
     except ValueError:
-        return {"error": (out.stderr or out.stdout)[-200:], "p99_ms": float("inf"), "p50_ms": float("inf")}
-    if before is not None and pid is not None and res.get("requests"):
+        return {"error": (out.stderr or out.stdout)[-200:], **failed}
+    n = requests(res)
+    if before is not None and pid is not None and n:
         after = cpu_seconds(pid)
-        res["cpu_user_us"] = round((after[0] - before[0]) / res["requests"] * 1e6, 1)
-        res["cpu_sys_us"] = round((after[1] - before[1]) / res["requests"] * 1e6, 1)
+        res["cpu_user_us"] = round((after[0] - before[0]) / n * 1e6, 1)
+        res["cpu_sys_us"] = round((after[1] - before[1]) / n * 1e6, 1)
     return res
+
+
+def openloop(binary: str, port: int, rate: float, seconds: float, conns: int = 64,
+             pid: int | None = None) -> dict[str, Any]:
+    """One open-loop run at `rate` requests/s for `seconds` over `conns` connections."""
+    return _run([binary, "127.0.0.1", str(port), str(int(rate)), str(seconds), str(conns)], seconds + 30, pid,
+                lambda res: res.get("requests", 0), {"p99_ms": float("inf"), "p50_ms": float("inf")})
 
 
 def burst(binary: str, port: int, k: int, n: int, gap_us: int, pid: int | None = None) -> dict[str, Any]:
-    """`n` bursts of `k` requests; with `pid`, also that process's user and system CPU per request (microseconds)."""
-    before = cpu_seconds(pid) if pid else None
-    out = subprocess.run([binary, str(port), str(k), str(n), str(gap_us)], capture_output=True, text=True,
-                         timeout=n * (gap_us / 1e6 + 2) + 30)
-    try:
-        res = json.loads(out.stdout)
-    except ValueError:
-        return {"error": (out.stderr or out.stdout)[-200:]}
-    if before is not None and pid is not None:
-        after = cpu_seconds(pid)
-        res["cpu_user_us"] = round((after[0] - before[0]) / (k * n) * 1e6, 1)
-        res["cpu_sys_us"] = round((after[1] - before[1]) / (k * n) * 1e6, 1)
-    return res
+    """`n` bursts of `k` requests, `gap_us` microseconds apart."""
+    return _run([binary, str(port), str(k), str(n), str(gap_us)], n * (gap_us / 1e6 + 2) + 30, pid,
+                lambda res: k * n, {})

@@ -130,6 +130,12 @@ def _median(xs: list[float]) -> float:
     return xs[len(xs) // 2]
 
 
+def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    """The median of `key` over the runs that have it (None if none has)."""
+    values = [r[key] for r in runs if key in r]
+    return _median(values) if values else None
+
+
 def added_latency(binary: str, targets: dict[str, int], pids: dict[str, int], rate: int,
                   proxies: tuple[str, ...]) -> dict[str, Any]:
     """Backend alone and each proxy at one open-loop rate, LAT_ROUNDS interleaved rounds.
@@ -143,13 +149,9 @@ def added_latency(binary: str, targets: dict[str, int], pids: dict[str, int], ra
     for _ in range(LAT_ROUNDS):
         for name in names:
             rounds[name].append(openloop(binary, targets[name], rate, LAT_SECONDS, pid=pids.get(name)))
-    def cpu(runs: list[dict[str, Any]], key: str) -> float | None:
-        values = [r[key] for r in runs if key in r]
-        return _median(values) if values else None
-
     backend = rounds["backend"]
     out: dict[str, Any] = {"rate": rate, "backend_p99_ms": [r["p99_ms"] for r in backend],
-                           "backend_cpu_us": {"user": cpu(backend, "cpu_user_us"), "sys": cpu(backend, "cpu_sys_us")}}
+                           "backend_cpu_us": {"user": _median_of(backend, "cpu_user_us"), "sys": _median_of(backend, "cpu_sys_us")}}
     for name in proxies:
         # a failed run (generator error) has no latency: the round is left out rather than counted as inf or nan
         pairs = [(r, b) for r, b in zip(rounds[name], backend) if "error" not in r and "error" not in b]
@@ -163,7 +165,7 @@ def added_latency(binary: str, targets: dict[str, int], pids: dict[str, int], ra
                      # CPU per request: what decides how close to saturation a rate is on one core
                      "cpu_user_us_rounds": [r.get("cpu_user_us") for r in rounds[name]],
                      "cpu_sys_us_rounds": [r.get("cpu_sys_us") for r in rounds[name]],
-                     "cpu_user_us": cpu(rounds[name], "cpu_user_us"), "cpu_sys_us": cpu(rounds[name], "cpu_sys_us")}
+                     "cpu_user_us": _median_of(rounds[name], "cpu_user_us"), "cpu_sys_us": _median_of(rounds[name], "cpu_sys_us")}
     return out
 
 
@@ -215,11 +217,8 @@ def burst_recovery(binary: str, targets: dict[str, int], pids: dict[str, int]) -
             rounds[name].append(burst(binary, port, BURST_K, BURST_COUNT, BURST_GAP_US, pids.get(name)))
     out: dict[str, Any] = {"k": BURST_K, "bursts": BURST_COUNT, "gap_ms": BURST_GAP_US / 1000, "rounds": ROUNDS}
     for name, runs in rounds.items():
-        ok = [r for r in runs if "error" not in r]
-        out[name] = {"p50_ms": _median([r["p50_ms"] for r in ok]) if ok else None,
-                     "p50_ms_rounds": [r.get("p50_ms") for r in runs],
-                     "cpu_user_us": _median([r["cpu_user_us"] for r in ok if "cpu_user_us" in r] or [0.0]),
-                     "cpu_sys_us": _median([r["cpu_sys_us"] for r in ok if "cpu_sys_us" in r] or [0.0])}
+        out[name] = {"p50_ms": _median_of(runs, "p50_ms"), "p50_ms_rounds": [r.get("p50_ms") for r in runs],
+                     "cpu_user_us": _median_of(runs, "cpu_user_us"), "cpu_sys_us": _median_of(runs, "cpu_sys_us")}
         if name != "backend":
             added = [r["p50_ms"] - b["p50_ms"] for r, b in zip(runs, rounds["backend"])
                      if "error" not in r and "error" not in b]
