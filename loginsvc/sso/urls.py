@@ -6,7 +6,7 @@ from django.urls import path, re_path
 from django.views.decorators.cache import never_cache
 from oauth2_provider import views as toolkit
 
-from loginsvc.sso import views
+from loginsvc.sso import rp_logout, views
 from loginsvc.sso.views import refuse_nul
 
 app_name = "oauth2_provider"
@@ -18,6 +18,6 @@ urlpatterns = [
     path("introspect/", refuse_nul(views.introspect_view), name="introspect"),
     path("userinfo/", refuse_nul(never_cache(toolkit.UserInfoView.as_view())), name="user-info"),
     path("jwks/", views.jwks_view, name="jwks-info"),
-    path("logout/", refuse_nul(views.LogoutView.as_view()), name="rp-initiated-logout"),
+    path("logout/", refuse_nul(rp_logout.LogoutView.as_view()), name="rp-initiated-logout"),
     re_path(r"^\.well-known/openid-configuration$", views.DiscoveryView.as_view(), name="oidc-connect-discovery-info"),
 ]
