@@ -25,10 +25,20 @@ def end_sign_ins(user: Any, sid: str, ip: str | None = None, by: str = "logout")
     """Revoke every token that session `sid` of `user` issued and queue one logout per product.
 
     Returns how many back-channel logouts were queued."""
+    return end_sign_ins_at(user, sid, None, ip=ip, by=by)
+
+
+def end_sign_ins_at(user: Any, sid: str, application: Any, ip: str | None = None, by: str = "logout") -> int:
+    """end_sign_ins, limited to the sign-in of one product (`application`; None: every product).
+
+    RP-initiated logout ends only the hinting product's sign-in when whoever asks is not that
+    session's user: an ID token is a bearer value that products, logs and browsers see, so
+    holding one must not sign its user out of the other products (sso/rp_logout.py)."""
     with transaction.atomic():
         # Locked (PostgreSQL; SQLite's IMMEDIATE transactions serialise anyway): two logouts of one
         # session at once (RP logout on one node, logout everywhere on another) queue its logouts once.
-        sign_ins = list(SignIn.objects.select_for_update().filter(sid=sid, user=user))
+        rows = SignIn.objects.select_for_update().filter(sid=sid, user=user)
+        sign_ins = list(rows if application is None else rows.filter(application=application))
         if not sign_ins:
             return 0
         families = [s.token_family for s in sign_ins if s.token_family]
