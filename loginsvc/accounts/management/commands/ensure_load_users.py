@@ -1,37 +1,44 @@
-"""`manage.py ensure_load_users --count N`: the load suites' own accounts (loadtests/), with LOADTEST_PASSWORD."""
+"""`manage.py ensure_load_users --count N`: the load suites' own accounts (loadtests/), with LOADTEST_PASSWORD.
+
+Refused in production: N active accounts sharing one password are a door nobody watches
+(loginsvc/accounts/load_users.py). `manage.py remove_load_users` takes them away again.
+"""
 from __future__ import annotations
 
 import os
 
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from loginsvc.accounts.load_users import DEFAULT_PREFIX, DOMAIN, email_of, prefix_problem, refused_in_production
 from loginsvc.accounts.models import User
 
 PASSWORD_ENV = "LOADTEST_PASSWORD"
 MAX_COUNT = 10_000
 
 
-def email_of(index: int, prefix: str) -> str:
-    """The address of load-test account `index`: reserved .test domain, so it can never be someone's mail."""
-    return f"{prefix}-{index:04d}@loadtest.example.test"
-
-
 class Command(BaseCommand):
-    help = (f"Create or update the load-test accounts PREFIX-0000@loadtest.example.test … with the password in "
-            f"{PASSWORD_ENV} (never a default, never an argument: it would show in the process list).")
+    help = (f"Create or update the load-test accounts PREFIX-0000@{DOMAIN} … with the password in "
+            f"{PASSWORD_ENV} (never a default, never an argument: it would show in the process list). "
+            "Refused in production (LOGINSVC_MODE=production).")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--count", type=int, default=50, help="how many accounts (default 50)")
-        parser.add_argument("--prefix", default="loadtest", help="local part before the number (default loadtest)")
+        parser.add_argument("--prefix", default=DEFAULT_PREFIX,
+                            help=f"local part before the number (default {DEFAULT_PREFIX})")
 
     def handle(self, *args: object, **options: object) -> None:
+        """Every refusal is one line and exit status 2, before any account is touched."""
+        if settings.PRODUCTION:
+            raise CommandError(refused_in_production("ensure_load_users"), returncode=2)
         count, prefix = int(options["count"]), str(options["prefix"])  # type: ignore[call-overload]
         if not 1 <= count <= MAX_COUNT:
             raise CommandError(f"--count: must be between 1 and {MAX_COUNT} (got {count})", returncode=2)
-        if not prefix.isascii() or not prefix.replace("-", "").isalnum() or len(prefix) > 40:
-            raise CommandError(f"--prefix: letters, digits and '-' only, at most 40 (got {prefix!r})", returncode=2)
+        problem = prefix_problem(prefix)
+        if problem:
+            raise CommandError(f"--prefix: {problem}", returncode=2)
         password = os.environ.get(PASSWORD_ENV)
         if not password:
             raise CommandError(f"{PASSWORD_ENV} is not set: no accounts touched", returncode=2)
