@@ -5,7 +5,9 @@ a reviewed file, re-running it changes nothing, and the client secret never pass
 or the file itself (only the name of an environment variable or a secret file does).
 
 Everything is validated (and every secret read) before anything is written, so a bad file leaves
-the registrations as they were; the writes then happen in one transaction.
+the registrations as they were; the writes then happen in one transaction. Two registrations are refused
+outright: a public product marked first-party (it would get codes without consent on any loopback redirect
+URI an app on the machine opens, RFC 8252 §8.6), and the load suites' `loadtest` product in production.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -25,6 +28,7 @@ from oauth2_provider.models import get_application_model
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.validators import AllowedURIValidator
 
+from loginsvc.accounts import load_users
 from loginsvc.sso.hashers import MIN_SECRET_LENGTH
 from loginsvc.sso.models import Product
 
@@ -173,6 +177,8 @@ def spec_of(entry: object, base: Path, environ: dict[str, str]) -> ProductSpec:
     client_id = _required_text(entry, "client_id")
     if not CLIENT_ID.fullmatch(client_id):
         raise ProductFileError("client_id: must be 1 to 100 of A-Z a-z 0-9 . _ -")
+    if client_id == load_users.CLIENT_ID and settings.PRODUCTION:
+        raise ProductFileError(f"client_id: {load_users.refused_in_production('the load suites product')}")
     name = _required_text(entry, "name")
     if len(name) > 255:
         raise ProductFileError("name: longer than 255 characters")
@@ -182,6 +188,12 @@ def spec_of(entry: object, base: Path, environ: dict[str, str]) -> ProductSpec:
     first_party = entry.get("first_party", False)
     if not isinstance(first_party, bool):
         raise ProductFileError("first_party: must be true or false")
+    if first_party and kind == "public":
+        # Anyone can present a public client's id and a loopback redirect URI of their own; consent is what
+        # stops a silent code from going to whatever app listens there (RFC 8252 §8.6).
+        raise ProductFileError("first_party: a public product cannot be first-party (no consent page): any app "
+                               "on the machine can use its client id (RFC 8252 §8.6); drop first_party or make "
+                               "it confidential")
     redirect_uris = _uri_list(entry, "redirect_uris", required=True)
     post_logout = _uri_list(entry, "post_logout_redirect_uris", required=False)
     backchannel = ""

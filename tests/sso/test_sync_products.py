@@ -142,11 +142,11 @@ def test_secret_from_a_file_relative_to_the_product_file(db: None, tmp_path: Pat
 
 def test_a_public_product_has_no_usable_secret(db: None, secret_env: str, tmp_path: Path) -> None:
     sync(write(tmp_path, [webmail()]))
-    lines = sync(write(tmp_path, [webmail(type="public", secret_env=None)]))
-    assert lines == ["webmail: updated (client_type, secret)"]
+    lines = sync(write(tmp_path, [webmail(type="public", secret_env=None, first_party=False)]))
+    assert lines == ["webmail: updated (client_type, secret, skip_authorization)"]
     app = application("webmail")
     assert app.client_type == "public" and not check_password(SECRET, app.client_secret)
-    assert sync(write(tmp_path, [webmail(type="public", secret_env=None)])) == ["webmail: unchanged"]
+    assert sync(write(tmp_path, [webmail(type="public", secret_env=None, first_party=False)])) == ["webmail: unchanged"]
 
 
 def test_products_not_in_the_file_are_kept_unless_pruned(db: None, secret_env: str, tmp_path: Path) -> None:
@@ -216,8 +216,11 @@ BAD_ENTRIES = [
     ({"backchannel_logout_uri": "https://admin.example.test/logout#f"}, "backchannel_logout_uri", "fragment"),
     ({"secret_env": None}, "secret_env", "missing: a confidential product needs secret_env or secret_file"),
     ({"secret_file": "x"}, "secret_file", "not both"),
-    ({"type": "public"}, "secret_env", "public product has no client secret"),
-    ({"type": "public", "secret_env": None, "secret_file": "x"}, "secret_file", "public product has no client secret"),
+    ({"type": "public", "first_party": False}, "secret_env", "public product has no client secret"),
+    ({"type": "public", "first_party": False, "secret_env": None, "secret_file": "x"}, "secret_file",
+     "public product has no client secret"),
+    # RFC 8252 §8.6: any app can present a public client's id, so its codes must need the person's consent
+    ({"type": "public", "secret_env": None}, "first_party", "a public product cannot be first-party"),
     ({"secret_env": "NOT_SET_ANYWHERE_42"}, "secret_env", "NOT_SET_ANYWHERE_42 is not set"),
     ({"secret_env": "BAD-NAME"}, "secret_env", "not an environment variable name"),
     ({"secret_env": "SHORT_SECRET"}, "secret_env", "shorter than 32 characters"),
@@ -272,6 +275,36 @@ def test_production_allows_http_for_loopback_hosts_only(db: None, secret_env: st
 def test_locally_http_is_allowed_anywhere(db: None, secret_env: str, tmp_path: Path) -> None:
     uri = "http://webmail.example.test/cb"
     assert sync(write(tmp_path, [webmail(redirect_uris=[uri], backchannel_logout_uri=None)])) == ["webmail: created"]
+
+
+def test_rfc8252_8_6_a_first_party_product_turned_public_is_refused_and_kept_as_it_was(
+        db: None, secret_env: str, tmp_path: Path) -> None:
+    """Silent codes (no consent) to a client anyone can impersonate on a loopback redirect URI: never."""
+    sync(write(tmp_path, [webmail()]))
+    path = write(tmp_path, [webmail(type="public", secret_env=None)])
+    message = refused(path)
+    assert message.startswith(f"{path}: product #1 (webmail): first_party: a public product cannot be first-party")
+    app = application("webmail")
+    assert (app.client_type, app.skip_authorization) == ("confidential", True)
+
+
+@pytest.mark.parametrize("production", [False, True])
+def test_asvs_2_5_4_the_load_suites_product_is_refused_in_production(
+        db: None, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch, production: bool) -> None:
+    """The very file `python -m loadtests run` writes: a first-party client with a secret shared by every run."""
+    from loadtests.prepare import product_toml
+
+    monkeypatch.setenv("LOADTEST_CLIENT_SECRET", SECRET)
+    settings.PRODUCTION = production
+    path = tmp_path / "products.toml"
+    path.write_text(product_toml())
+    if not production:
+        assert sync(path) == ["loadtest: created"]
+        return
+    message = refused(path)
+    assert message.startswith(f"{path}: product #1 (loadtest): client_id: the load suites product: refused in "
+                              "production (LOGINSVC_MODE=production)"), message
+    assert not _applications()
 
 
 @pytest.mark.parametrize("name,text,problem", [

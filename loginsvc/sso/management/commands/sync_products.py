@@ -10,7 +10,8 @@ from loginsvc.sso import products
 
 class Command(BaseCommand):
     help = ("Create or update the OAuth clients (products) listed in FILE (.toml or .json); re-running an "
-            "unchanged file changes nothing. Client secrets come from secret_env or secret_file, never the file.")
+            "unchanged file changes nothing. Client secrets come from secret_env or secret_file, never the file. "
+            "A public product cannot be first-party; the load suites' 'loadtest' product is refused in production.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="the product file: [[product]] tables (.toml) or {\"product\": [...]} (.json)")
