@@ -100,7 +100,7 @@ def _user(sub: str) -> Any:
         user = users.objects.filter(pk=users._meta.pk.to_python(sub)).first()
     except ValidationError:
         user = None
-    if user is None:
+    if user is None or str(user.pk) != sub:    # sub as we write it, not " 1" or a full-width digit
         raise InvalidIDTokenError()
     return user
 
@@ -161,7 +161,9 @@ class LogoutView(toolkit.RPInitiatedLogoutView):
         return self.hint is not None and user.is_authenticated and user.pk == self.hint.user.pk
 
     def _hint_is_this_session(self) -> bool:
-        return self._hint_users() and _same(self.hint.sid, central.current_sid(self.request))
+        """The only case that needs no question (§2): the hint names the caller's current session."""
+        hint = self.hint
+        return hint is not None and self._hint_users() and _same(hint.sid, central.current_sid(self.request))
 
     def must_prompt(self, token_user: Any) -> bool:
         """§2: the OP MUST ask when the hint is not of the current session, and we ask a caller who is
@@ -171,9 +173,11 @@ class LogoutView(toolkit.RPInitiatedLogoutView):
         return self.hint is not None and not self._hint_is_this_session()
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        """The page says what confirming ends of the hint's session: all of it, or one product's sign-in."""
         context = super().get_context_data(**kwargs)
-        if self.hint is not None and not self._hint_users():
-            context["only_product"] = self.hint.application  # what confirming ends of the hint's session
+        if self.hint is not None and not self._hint_is_this_session():
+            context["hint_ends"] = "session" if self._hint_users() else "product"
+            context["hint_product"] = self.hint.application
         return context
 
     def do_logout(self, application: Any = None, post_logout_redirect_uri: str | None = None,

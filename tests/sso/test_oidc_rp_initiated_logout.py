@@ -163,6 +163,8 @@ def forgeries(real: str) -> dict[str, str]:
         "two audiences": signed({**claims, "aud": [claims["aud"], "admin-portal"]}),
         "unknown user": signed({**claims, "sub": "999999"}),
         "sub not a user id": signed({**claims, "sub": "ann"}),
+        "sub not as we write it": signed({**claims, "sub": " " + claims["sub"]}),
+        "sub out of range": signed({**claims, "sub": "9" * 30}),
         "sid not a string": signed({**claims, "sid": 42}),
         "claims not an object": signed_raw("[1, 2, 3]"),
         "oversized": "a" * 9000,
@@ -181,7 +183,7 @@ def signed_raw(payload: str) -> str:
                                   "other issuer", "expired, bad signature", "expired, rogue key",
                                   "expired, other issuer", "older than a session can live", "issued in the future",
                                   "no iat", "unknown audience", "two audiences", "unknown user", "sub not a user id",
-                                  "sid not a string", "claims not an object", "oversized"])
+                                  "sub not as we write it", "sub out of range", "sid not a string", "claims not an object", "oversized"])
 def test_2_forged_or_too_old_hint_is_an_error_page_and_ends_nothing(signed_in: Client, product: Product,
                                                                     name: str) -> None:
     """§2: the OP MUST validate that it issued the hint; expired is fine, forged or too old is not."""
@@ -352,6 +354,8 @@ def test_2_someone_elses_hint_asks_and_ends_nothing(victim: Client, stranger: Cl
     theirs, theirs_portal = tokens_for(victim, webmail), tokens_for(victim, portal)
     page = logout(stranger, id_token_hint=theirs["id_token"], post_logout_redirect_uri=POST_LOGOUT)
     assert page.status_code == 200 and b'name="allow"' in page.content
+    says = b"only that Webmail sign-in ends" if authenticated(stranger) else b"Webmail asks to end its sign-in"
+    assert says in page.content
     assert authenticated(victim) and active(webmail, theirs) and active(portal, theirs_portal) and not queued()
 
 
