@@ -118,6 +118,27 @@ class Outbox:
                     wait = min(RETRY_AFTER_CAP, retry_after) if retry_after is not None else backoff(delivery["attempts"])
                     delivery.update(state="pending", next_at=now + wait, error=error[:300])
 
+    def rename_pipelines(self, rename: Callable[[str], tuple[str, bool]], scrub: Callable[[str], str]) -> int:
+        """Carry the outbox over to new pipeline names (alerting.py says why): `rename(name)` gives each
+        delivery's new name and whether its error must be hidden; a delivery already done under either name
+        wins over one still owed, so nothing is sent twice and nothing owed is dropped; every alert text and
+        error goes through `scrub`. Written back only if something changed. Returns the deliveries renamed."""
+        moved = 0
+        with self.locked() as data:
+            for alert in data["alerts"]:
+                deliveries: dict[str, Any] = {}
+                for name, delivery in alert["deliveries"].items():
+                    new, hide = rename(name)
+                    moved += new != name
+                    delivery["error"] = "" if hide else scrub(delivery.get("error", ""))
+                    if new not in deliveries or delivery["state"] == "delivered":
+                        deliveries[new] = delivery
+                alert["deliveries"] = deliveries
+                alert["text"] = scrub(alert["text"])
+                for event in alert.get("events", []):
+                    event["text"] = scrub(event["text"])
+        return moved
+
     def snapshot(self) -> list[dict[str, Any]]:
         with self.locked() as data:
             return json.loads(json.dumps(data["alerts"]))

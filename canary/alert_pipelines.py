@@ -1,35 +1,38 @@
 """Where alerts go: webhooks, email over SMTP, Sentry; each independent, each with its own circuit breaker.
 
-Configured from the environment (docs/router.md "Alerts"): ALERT_WEBHOOK_URL (comma-separated),
-ALERT_SMTP_URL (smtp://host:port) with ALERT_EMAIL_TO (comma-separated) and ALERT_EMAIL_FROM,
-SENTRY_DSN. A delivery runs in a thread (urllib, smtplib, sentry-sdk are blocking) with a timeout,
-and returns (ok, error, retry_after): a 429 or 503 with Retry-After is honoured.
+The settings (ALERT_WEBHOOK_URL, ALERT_SMTP_URL, SENTRY_DSN, ...) are read by canary/alert_settings.py. A
+delivery runs in a thread (urllib, smtplib, sentry-sdk are blocking) with a timeout, and returns (ok, error,
+retry_after): a 429 or 503 with Retry-After is honoured. A pipeline's URL may hold a secret (a Slack
+webhook's path, credentials), so a pipeline is known by a name that holds none, and every error text it
+returns is scrubbed of its secrets: names and errors reach logs, other pipelines' alerts and the admin API.
 """
 from __future__ import annotations
 
 import abc
 import datetime
 import email.message
+import hashlib
 import json
-import os
 import smtplib
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 TIMEOUT = 5.0
 BREAKER_FAILURES = 5          # consecutive failures that open a pipeline's breaker ...
 BREAKER_SECONDS = 30.0        # ... for this long; then one delivery is let through (half-open)
+ERROR_LENGTH = 200
+HIDDEN = "[hidden]"           # what stands in an error text where a pipeline's secret was
 
 Result = tuple[bool, str, float | None]
 
 
 class PipelineError(ValueError):
-    """A bad pipeline setting: one line naming the variable."""
+    """A bad pipeline setting: one line naming the variable and the problem, never the value (it may be secret)."""
 
 
 def retry_after(value: str | None) -> float | None:
@@ -44,6 +47,13 @@ def retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+def fingerprint(text: str) -> str:
+    """8 hex digits of SHA-256: tells two destinations on one host apart in a pipeline's name, the same on every
+    router and after every restart (the outbox keys deliveries by name). 32 bits of a hash cannot be turned back
+    into the random token of a webhook URL; passwords are left out of what is hashed (alert_settings.py)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _iso(at: float) -> str:
@@ -69,15 +79,31 @@ def text_of(alert: Mapping[str, Any]) -> str:
             + f" at {_iso(alert['at'])}" + (f" ({figures})" if figures else ""))
 
 
+def describe(exc: BaseException) -> str:
+    """One line for a failed delivery: the SMTP reply, or the exception's kind and text (urllib's URLError is
+    unwrapped to its reason). Still to be scrubbed: a client library may quote the URL or host it was given."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        reply = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        return f"SMTP {exc.smtp_code} {reply}"
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        reason = exc.reason
+        return describe(reason) if isinstance(reason, BaseException) else str(reason)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 @dataclass
 class Pipeline(abc.ABC):
-    """One destination and its breaker. `name` is stable across restarts (it keys the outbox); each kind of
-    destination (Webhook, Email, Sentry) says how it delivers."""
+    """One destination and its breaker. `name` is stable across restarts (it keys the outbox) and holds no
+    secret; `secrets` are the strings never to show (scrubbed from every error); `legacy_names` are the names
+    an older version gave the same destination, which the outbox is migrated from (alerting.py). Each kind of
+    destination (Webhook, Email, Sentry) says how it sends."""
 
     name: str
     failures: int = 0
     open_until: float = 0.0
     refused: list[float] = field(default_factory=list)   # failure times, for "refused 5 alerts in 2 min"
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    legacy_names: tuple[str, ...] = field(default=(), repr=False)
 
     def usable(self, now: float) -> bool:
         return now >= self.open_until
@@ -95,54 +121,102 @@ class Pipeline(abc.ABC):
     def breaker(self) -> str:
         return "open" if self.failures >= BREAKER_FAILURES else "closed"
 
-    @abc.abstractmethod
+    def scrub(self, text: str) -> str:
+        """`text` with every secret of this pipeline replaced (longest first, so a URL goes before its path)."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, HIDDEN)
+        return text
+
     def deliver(self, alert: Mapping[str, Any]) -> Result:
-        """Send one alert: (delivered, error text, seconds the destination asked us to wait or None)."""
+        """Send one alert: (delivered, error text, seconds the destination asked us to wait or None). Any failure
+        of a client library is this pipeline's failure, described and scrubbed, never the delivery loop's."""
+        try:
+            ok, error, wait = self.send(alert)
+        except Exception as exc:  # noqa: BLE001 - urllib, smtplib, ssl, sentry-sdk: each has its own kinds
+            ok, error, wait = False, describe(exc), None
+        return ok, self.scrub(error)[:ERROR_LENGTH], wait
+
+    @abc.abstractmethod
+    def send(self, alert: Mapping[str, Any]) -> Result:
+        """Send one alert; may raise (deliver() turns that into a failure)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook's 3xx is its answer, not an instruction: following it would POST the alert to a destination
+    nobody configured (and a proxy or a compromised receiver could send it anywhere). urllib then raises
+    HTTPError for the 3xx, which is reported as a failure."""
+
+    def http_error_302(self, req: Any, fp: Any, code: int, msg: str, headers: Any) -> None:  # noqa: ARG002
+        return None
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 @dataclass
 class Webhook(Pipeline):
-    url: str = ""
+    url: str = field(default="", repr=False)             # without its userinfo, which goes in `authorization`
+    authorization: str = field(default="", repr=False)   # HTTP Basic from the URL's user:password, or ""
 
-    def deliver(self, alert: Mapping[str, Any]) -> Result:
+    def send(self, alert: Mapping[str, Any]) -> Result:
+        headers = {"Content-Type": "application/json", "User-Agent": "canary-alerts"}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
         request = urllib.request.Request(self.url, data=json.dumps(webhook_body(alert)).encode(), method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "canary-alerts"})
+                                         headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            with _OPENER.open(request, timeout=TIMEOUT) as response:
                 response.read(65536)
             return True, "", None
         except urllib.error.HTTPError as exc:
+            exc.close()
+            if 300 <= exc.code < 400:
+                return False, f"HTTP {exc.code}: a redirect, not followed", None
             wait = retry_after(exc.headers.get("Retry-After")) if exc.code in (429, 503) else None
             return False, f"HTTP {exc.code}", wait
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return False, str(getattr(exc, "reason", exc))[:200], None
 
 
 @dataclass
 class Email(Pipeline):
+    """SMTP as ALERT_SMTP_URL says: plain (`smtp://`), STARTTLS required (`?starttls=1`: no server offer, no
+    mail) or implicit TLS (`smtps://`); AUTH only ever inside TLS (alert_settings.py refuses it otherwise)."""
+
     host: str = ""
     port: int = 25
     to: tuple[str, ...] = ()
     sender: str = "canary-alerts@localhost"
+    tls: str = "none"                                     # "none", "starttls" or "implicit"
+    user: str = ""
+    password: str = field(default="", repr=False)
+    context: ssl.SSLContext | None = field(default=None, repr=False)
 
-    def deliver(self, alert: Mapping[str, Any]) -> Result:
+    def send(self, alert: Mapping[str, Any]) -> Result:
         message = email.message.EmailMessage()
         message["Subject"] = f"[canary {alert['severity']}] {alert['text']}"[:200]
         message["From"], message["To"] = self.sender, ", ".join(self.to)
         message.set_content(text_of(alert) + "\n\n" + json.dumps(webhook_body(alert)["alerts"][0], indent=1))
-        try:
-            with smtplib.SMTP(self.host, self.port, timeout=TIMEOUT) as smtp:
-                smtp.send_message(message)
-            return True, "", None
-        except (smtplib.SMTPException, OSError) as exc:
-            return False, str(exc)[:200], None
+        smtp = (smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT, context=self.context)
+                if self.tls == "implicit" else smtplib.SMTP(self.host, self.port, timeout=TIMEOUT))
+        with smtp:
+            if self.tls == "starttls":
+                smtp.ehlo()
+                if not smtp.has_extn("starttls"):   # never fall back to plain: not the credentials, not the alert
+                    return False, "the server does not offer STARTTLS: nothing sent", None
+                smtp.starttls(context=self.context)
+                smtp.ehlo()
+            if self.user:
+                smtp.login(self.user, self.password)
+            smtp.send_message(message)
+        return True, "", None
 
 
 @dataclass
 class Sentry(Pipeline):
-    dsn: str = ""
+    dsn: str = field(default="", repr=False)
 
-    def deliver(self, alert: Mapping[str, Any]) -> Result:
+    def send(self, alert: Mapping[str, Any]) -> Result:
         import sentry_sdk
 
         if not sentry_sdk.is_initialized():  # the router reports nothing else to Sentry: alerts only
@@ -160,25 +234,8 @@ class Sentry(Pipeline):
 
 
 def from_environment(environ: Mapping[str, str] | None = None) -> list[Pipeline]:
-    """Every pipeline the environment names; a bad value raises PipelineError naming the variable."""
-    env = os.environ if environ is None else environ
-    pipelines: list[Pipeline] = []
-    for url in (u.strip() for u in env.get("ALERT_WEBHOOK_URL", "").split(",") if u.strip()):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PipelineError(f"ALERT_WEBHOOK_URL: {url!r} is not an http(s) URL")
-        pipelines.append(Webhook(name=f"webhook {parts.hostname}:{parts.port or ''}{parts.path}", url=url))
-    smtp = env.get("ALERT_SMTP_URL", "").strip()
-    if smtp:
-        parts = urlsplit(smtp)
-        if parts.scheme != "smtp" or not parts.hostname:
-            raise PipelineError(f"ALERT_SMTP_URL: {smtp!r} is not like smtp://host:port")
-        to = tuple(a.strip() for a in env.get("ALERT_EMAIL_TO", "").split(",") if a.strip())
-        if not to or not all("@" in a for a in to):
-            raise PipelineError("ALERT_EMAIL_TO: one or more addresses, comma-separated, are needed with ALERT_SMTP_URL")
-        pipelines.append(Email(name=f"email {parts.hostname}:{parts.port or 25}", host=parts.hostname,
-                               port=parts.port or 25, to=to,
-                               sender=env.get("ALERT_EMAIL_FROM", "").strip() or "canary-alerts@localhost"))
-    if env.get("SENTRY_DSN", "").strip():
-        pipelines.append(Sentry(name="sentry", dsn=env["SENTRY_DSN"].strip()))
-    return pipelines
+    """Every pipeline the environment names (alert_settings.py); a bad value raises PipelineError naming the
+    variable. Here because `canary serve` and the router process ask this module for their pipelines."""
+    from .alert_settings import pipelines
+
+    return pipelines(environ)

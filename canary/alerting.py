@@ -15,13 +15,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .alert_outbox import Outbox
-from .alert_pipelines import Pipeline
+from .alert_pipelines import Pipeline, fingerprint
 
 log = logging.getLogger("canary.alerts")
 GROUP_SECONDS = 2.0       # events of one cluster this close together are one alert
@@ -35,6 +36,8 @@ SEVERITY = {"node_down": "warning", "node_ejected": "warning", "node_up": "info"
             "plan_started": "info", "plan_step": "info", "plan_extended": "info", "plan_paused": "warning",
             "plan_resumed": "info", "plan_aborted": "warning", "plan_rollback": "critical", "plan_promoted": "info",
             "shift_away": "warning", "shift_back": "info", "slo_breach": "critical", "slo_ok": "info"}
+# how an older version named a webhook: `webhook HOST:PORT/PATH`, the path being a Slack webhook's secret
+LEGACY_WEBHOOK = re.compile(r"webhook [^\s#/]*?:\d*(?:/[^\s#]*)?(?=\s|$)")
 Snapshot = dict[str, Any]   # {"nodes": {label: state}, "clusters": {name: available}, "panic": bool, "stable", "canary"}
 
 
@@ -52,6 +55,37 @@ class Alerting:
         self.groups: dict[str, list[dict[str, Any]]] = {}
         self.meta_sent: dict[str, float] = {}
         self.task: asyncio.Task | None = None
+        self.migrated = False
+
+    def migrate(self) -> None:
+        """Carry an outbox written by an older version over to today's pipeline names, once per start, before the
+        first delivery or listing. Old webhook names held the URL's path (a Slack webhook's secret) and were
+        logged, mailed and shown; the outbox keys deliveries by name. A delivery under a configured pipeline's old
+        name moves to its new one: nothing owed is lost, nothing delivered is sent again. An old name that no
+        pipeline claims any more (its URL changed, as after a leak) gets a redacted name and its errors are
+        hidden, there being no telling what secret they quote. Texts and errors lose every configured secret."""
+        if self.migrated:
+            return
+        renamed = {old: p.name for p in self.pipelines.values() for old in p.legacy_names if old != p.name}
+
+        def rename(name: str) -> tuple[str, bool]:
+            if name in self.pipelines or name not in renamed and not LEGACY_WEBHOOK.fullmatch(name):
+                return name, False
+            return (renamed[name], False) if name in renamed else (_redacted(name), True)
+
+        def scrub(text: str) -> str:
+            for old in sorted(renamed, key=len, reverse=True):
+                text = text.replace(old, renamed[old])
+            if LEGACY_WEBHOOK.match(text) and " has refused " in text:   # a gone webhook's pipeline_failing
+                text = text.split(" (last: ", 1)[0] + " (last error hidden: its URL is no longer configured)"
+            text = LEGACY_WEBHOOK.sub(lambda m: _redacted(m.group(0)), text)
+            for pipeline in self.pipelines.values():
+                text = pipeline.scrub(text)
+            return text
+        moved = self.outbox.rename_pipelines(rename, scrub)
+        self.migrated = True
+        if moved:
+            log.warning("alert outbox: %d deliveries carried over to the new pipeline names", moved)
 
     # -- events --------------------------------------------------------------------------------------
     def emit(self, kind: str, text: str, cluster: str | None = None, node: str | None = None,
@@ -121,6 +155,8 @@ class Alerting:
             await asyncio.sleep(TICK_SECONDS)
 
     async def deliver_due(self) -> None:
+        if not self.migrated:
+            await asyncio.to_thread(self.migrate)
         now = time.time()
         claimed = await asyncio.to_thread(self.outbox.claim, now, lambda name: self._usable(name, now), self.owner)
         if claimed:
@@ -173,6 +209,7 @@ class Alerting:
 
     # -- what `canary alerts` shows ------------------------------------------------------------------
     def status(self, limit: int = 50) -> dict[str, Any]:
+        self.migrate()
         alerts = self.outbox.snapshot()
         now = time.time()
         pipelines = {}
@@ -253,6 +290,11 @@ def _counts(events: list[dict[str, Any]]) -> dict[str, int]:
     for event in events:
         counts[event["kind"]] = counts.get(event["kind"], 0) + 1
     return counts
+
+
+def _redacted(legacy: str) -> str:
+    """A name for an old `webhook HOST:PORT/PATH` no pipeline claims: its host and a fingerprint, as today's."""
+    return f"webhook {legacy[len('webhook '):].split('/', 1)[0].rpartition(':')[0]}#{fingerprint(legacy)}"
 
 
 def _rank(severity: str) -> int:

@@ -16,8 +16,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from canary.alert_outbox import Outbox, backoff
-from canary.alert_pipelines import Pipeline, PipelineError, from_environment, retry_after, webhook_body
+from canary.alert_pipelines import Pipeline, PipelineError, fingerprint, from_environment, retry_after, webhook_body
 from canary.alerting import Alerting, summary
+from tests.canary.alert_receivers import Taking, name_of
 from tests.canary.conftest import FAST, ROOT, TOKEN, toml_config
 from tests.plugin import free_port
 from tests.support import Mailbox, Webhook, wait_for
@@ -62,7 +63,7 @@ def test_a_killed_cluster_reaches_every_receiver_once_across_a_router_restart(
     listed = alerts_cli(router, "--json")
     assert listed.returncode == 0, listed.stderr
     owed = json.loads(listed.stdout)["pipelines"]
-    late_name = next(n for n in owed if str(late.port) in n)
+    late_name = name_of(late.url)
     assert owed[late_name]["owed"] >= 1 and owed[late_name]["delivered"] == 0, owed
 
     router.stop(signal.SIGTERM)       # a restart while `late` is still owed the alert
@@ -88,8 +89,8 @@ def test_alerts_test_reports_each_pipeline(tmp_path: Path, backends: Any, router
     result = alerts_cli(router, "test")
     assert result.returncode == 1, result
     lines = result.stdout.splitlines()
-    assert any(str(up.port) in line and line.rstrip().endswith("delivered") for line in lines), result.stdout
-    assert any(str(down.port) in line and "NOT delivered" in line for line in lines), result.stdout
+    assert any(name_of(up.url) in line and line.rstrip().endswith("delivered") for line in lines), result.stdout
+    assert any(name_of(down.url) in line and "NOT delivered" in line for line in lines), result.stdout
     assert up.bodies[0]["alerts"][0]["labels"]["alertname"] == "test"
     rollback = router.api("POST", "/api/rollback")
     assert rollback["percent"] == 0
@@ -98,14 +99,20 @@ def test_alerts_test_reports_each_pipeline(tmp_path: Path, backends: Any, router
     up.stop()
 
 
-def test_a_bad_alert_setting_stops_the_router_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("environ, line", [
+    ({"ALERT_WEBHOOK_URL": "ftp://user:s3cret-pw@x/s3cret-path"},
+     "ALERT_WEBHOOK_URL: the scheme must be http:// or https://"),
+    ({"ALERT_SMTP_URL": "smtps://user:s3cret-pw@x?starttls=1", "ALERT_EMAIL_TO": "noc@example.test"},
+     "ALERT_SMTP_URL: starttls=1 with smtps:// (TLS from the first byte already): use one of them"),
+])
+def test_a_bad_alert_setting_stops_the_router_with_one_line(tmp_path: Path, environ: dict[str, str], line: str) -> None:
+    """One line naming the variable and the problem, never the value: it may hold a secret."""
     result = subprocess.run([sys.executable, "-m", "canary", "serve", "--cluster", "blue=127.0.0.1:9",
                              "--cluster", "green=127.0.0.1:10", "--listen", f"127.0.0.1:{free_port()}",
                              "--admin", f"127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=30, env={"ALERT_WEBHOOK_URL": "ftp://x", "CANARY_ADMIN_TOKEN": TOKEN,
+                            timeout=30, env={**environ, "CANARY_ADMIN_TOKEN": TOKEN,
                                              "PATH": "/usr/bin:/bin", "LOGINSVC_VAR_DIR": str(tmp_path)})
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        "canary: error: ALERT_WEBHOOK_URL: 'ftp://x' is not an http(s) URL"], result.stderr
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"canary: error: {line}"], result.stderr
 
 
 @pytest.mark.parametrize("environ, message", [
@@ -116,8 +123,9 @@ def test_a_bad_alert_setting_stops_the_router_with_one_line(tmp_path: Path) -> N
 def test_pipeline_settings_are_checked(environ: dict[str, str], message: str) -> None:
     with pytest.raises(PipelineError, match=message):
         from_environment(environ)
-    assert [p.name for p in from_environment({"ALERT_WEBHOOK_URL": "http://a:1/x, https://b/y", "SENTRY_DSN": "x"})] \
-        == ["webhook a:1/x", "webhook b:/y", "sentry"]
+    dsn = "https://public@sentry.example/1"
+    assert [p.name for p in from_environment({"ALERT_WEBHOOK_URL": "http://a:1/x, https://b/y", "SENTRY_DSN": dsn})] \
+        == ["webhook a#" + fingerprint("http://a:1/x"), "webhook b#" + fingerprint("https://b/y"), "sentry"]
 
 
 def test_retry_after_backoff_and_breaker() -> None:
@@ -135,18 +143,8 @@ def test_retry_after_backoff_and_breaker() -> None:
 
 
 class Refusing(Pipeline):
-    def deliver(self, alert: dict[str, Any]) -> tuple[bool, str, float | None]:
+    def send(self, alert: Any) -> tuple[bool, str, float | None]:
         return False, "HTTP 500", None
-
-
-class Taking(Pipeline):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.taken: list[dict[str, Any]] = []
-
-    def deliver(self, alert: dict[str, Any]) -> tuple[bool, str, float | None]:
-        self.taken.append(alert)
-        return True, "", None
 
 
 def test_two_routers_fold_the_same_event_and_deliver_it_once(tmp_path: Path) -> None:
