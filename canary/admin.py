@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import http
 import json
 import logging
@@ -15,6 +14,7 @@ import httptools
 
 from . import dashboard, plan
 from .alerting import Alerting
+from .ops_auth import AdminError, Answer, AuthHost, OpsAuth
 from .membership import Membership, MembershipError, parse_nodes, spec_of
 from .records import per_second
 from .routing import Routing
@@ -22,11 +22,10 @@ from .routing import Routing
 log = logging.getLogger("canary.admin")
 _MAX_BODY = 64 * 1024
 _MAX_HEAD = 64 * 1024
-Answer = tuple[int, str, bytes, dict[str, str]]   # status, content type, body, extra headers
 LIVE_SECONDS = 120
 
 
-class RouterControl(Protocol):
+class RouterControl(AuthHost, Protocol):
     """What the admin listener may read and change of the router process (canary/server.py)."""
 
     routing: Routing
@@ -41,12 +40,6 @@ class RouterControl(Protocol):
     def resolve_target(self, target: str) -> str | None: ...
 
     def metrics(self) -> bytes: ...
-
-
-class AdminError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Request:
@@ -112,38 +105,22 @@ class Admin:
 
     def __init__(self, app: RouterControl, token: str, secure_cookie: bool = False) -> None:
         self.app = app
-        self._token = token.encode()
-        self.sessions = dashboard.Sessions(self._token, secure=secure_cookie)
+        self.auth = OpsAuth(app, token, secure_cookie)
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
         self.server = await asyncio.start_server(self._handle, host, port, reuse_port=reuse_port or None)
 
-    def authorized(self, method: str, headers: dict[bytes, bytes]) -> bool:
-        """The bearer token, or the dashboard's session cookie (with its CSRF token on anything but GET)."""
-        auth = headers.get(b"authorization", b"")
-        scheme, _, tok = auth.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(tok.strip(), self._token):
-            return True
-        cookie = dashboard.cookie_of(headers.get(b"cookie", b""))
-        if not self.sessions.valid(cookie, time.time()):
-            return False
-        assert cookie is not None
-        if method in ("GET", "HEAD"):
-            return True
-        sent = headers.get(b"x-csrf-token", b"").decode("latin-1")
-        if not (self.sessions.csrf_ok(cookie, sent) and dashboard.same_origin(headers.get(b"origin"),
-                                                                              headers.get(b"host"))):
-            raise AdminError(403, "missing or bad CSRF token (reload the dashboard)")
-        return True
-
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(10):
                 method, path, headers, body = await read_request(reader)
-                status, ctype, payload, more = await self.route(method, path.split("?")[0], headers, body)
+                peer = writer.get_extra_info("peername")
+                status, ctype, payload, more = await self.route(method, path.split("?")[0], headers, body,
+                                                                peer[0] if peer else "")
         except AdminError as e:
-            status, ctype, payload, more = e.status, "application/json", json.dumps({"error": str(e)}).encode(), {}
+            status, ctype, payload, more = e.status, "application/json", json.dumps({"error": str(e)}).encode(), \
+                e.headers
         except (ValueError, TimeoutError):
             status, ctype, payload, more = 400, "application/json", b'{"error": "bad request"}', {}
         except Exception:  # never kill the listener; details go to the log, not to the client
@@ -161,16 +138,25 @@ class Admin:
         finally:
             writer.close()
 
-    async def route(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> Answer:
+    async def route(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes, peer: str = "") -> Answer:
+        """One request's answer; `peer` is the connecting address (the client, or a proxy: ops_auth says which)."""
         app = self.app
         if path == "/healthz" and method in ("GET", "HEAD"):
             return 200, "text/plain", b"ok\n", {}
         if path == "/metrics" and method == "GET":
             return 200, "text/plain; version=0.0.4; charset=utf-8", app.metrics(), {}
-        if path in ("/", "/login", "/logout") or path.startswith("/static/"):
-            return self.page(method, path, headers, body)
-        if not self.authorized(method, headers):
+        if path.startswith("/static/"):
+            found = dashboard.static(path)
+            if found is None or method != "GET":
+                raise AdminError(404 if found is None else 405, f"no such file: {method} {path}")
+            return 200, found[1], found[0], {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        if path in ("/", "/login", "/logout"):
+            return await self.auth.page(method, path, headers, body, peer)
+        if not await self.auth.authorized(method, headers, peer):
             raise AdminError(401, "missing or bad bearer token")
+        if path == "/api/sign-out-all" and method == "POST":
+            await self.auth.sign_out_all(peer, headers)
+            return _json({"signed_out": "every ops dashboard session"})
         if path == "/api/status" and method == "GET":
             return _json(app.status())
         if path == "/api/live" and method == "GET":
@@ -192,32 +178,6 @@ class Admin:
             raise AdminError(404, f"no such endpoint: {path}")
         await verb(app, _args(body))
         return _json(app.status())
-
-    def page(self, method: str, path: str, headers: dict[bytes, bytes], body: bytes) -> Answer:
-        """The dashboard (or its login form), its static files, and signing in and out."""
-        secure = dashboard.SECURITY_HEADERS
-        if path.startswith("/static/") and method == "GET":
-            found = dashboard.static(path)
-            if found is None:
-                raise AdminError(404, f"no such file: {path}")
-            return 200, found[1], found[0], {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
-        cookie = dashboard.cookie_of(headers.get(b"cookie", b""))
-        if path == "/" and method == "GET":
-            if not self.sessions.valid(cookie, time.time()):
-                return 200, "text/html; charset=utf-8", dashboard.login_page(), secure
-            assert cookie is not None
-            return 200, "text/html; charset=utf-8", dashboard.dashboard_page(self.sessions.csrf(cookie)), secure
-        if method != "POST":
-            raise AdminError(405, f"no such endpoint: {method} {path}")
-        if not dashboard.same_origin(headers.get(b"origin"), headers.get(b"host")):
-            raise AdminError(403, "cross-origin form post refused")
-        if path == "/logout":
-            return 303, "text/plain", b"", {"Location": "/", "Set-Cookie": self.sessions.set_cookie("", 0), **secure}
-        if not hmac.compare_digest(dashboard.form_token(body).encode(), self._token):
-            log.warning("dashboard sign-in refused (wrong token)")
-            return 401, "text/html; charset=utf-8", dashboard.login_page("That is not the admin token."), secure
-        session = self.sessions.issue(time.time())
-        return 303, "text/plain", b"", {"Location": "/", "Set-Cookie": self.sessions.set_cookie(session), **secure}
 
     def live(self) -> dict[str, Any]:
         """The dashboard's charts: the last two minutes of each cluster, one point a second (records.py)."""

@@ -1,17 +1,22 @@
 """The ops dashboard on the admin listener: a login form for the admin token, a signed HttpOnly session cookie, CSRF tokens, static files.
 
-The session cookie carries its expiry and an HMAC of it under a key derived from the admin token, so it
-needs no server-side store, survives a router restart, and rotating the token ends every session. A
-state-changing request made with the cookie (rather than the bearer token) must also carry the session's
-CSRF token in `X-CSRF-Token` and come from the dashboard's own origin (Origin header, when the browser
-sends one); the cookie is SameSite=Strict besides. Pages are sent with a Content-Security-Policy that
-allows only the dashboard's own scripts and styles, so no inline script runs.
+The session cookie carries a random session id, the epoch it was issued in and its expiry, with an HMAC
+of them under a key derived from the admin token, so rotating the token ends every session. Whether a
+session is still live is the shared record's to say (ops_sessions.py): signing out ends that id on every
+router, "sign out all" starts a new epoch. A state-changing request made with the cookie (rather than the
+bearer token) must also carry the session's CSRF token in `X-CSRF-Token` and come from the dashboard's own
+origin (Origin header, when the browser sends one); the cookie is SameSite=Strict besides. Pages are sent
+with a Content-Security-Policy that allows only the dashboard's own scripts and styles, so no inline script
+runs.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import html
+import re
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -32,31 +37,49 @@ SECURITY_HEADERS = {
 }
 
 
+_COOKIE_SHAPE = re.compile(r"([0-9a-f]{32})\.([0-9a-f]{16})\.([0-9]{1,12})\.[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Session:
+    """A cookie whose HMAC and expiry are good; whether its id and epoch are still live is ops_sessions'."""
+
+    sid: str
+    epoch: str
+    expires: int
+    cookie: str
+
+
 class Sessions:
     """Issue and check dashboard sessions and their CSRF tokens (all HMAC-SHA256 under one derived key)."""
 
     def __init__(self, admin_token: bytes, secure: bool = False) -> None:
-        self.key = hmac.digest(admin_token, b"canary dashboard session v1", hashlib.sha256)
+        self.key = hmac.digest(admin_token, b"canary dashboard session v2", hashlib.sha256)
         self.secure = secure
 
     def _mac(self, what: bytes) -> str:
         return hmac.digest(self.key, what, hashlib.sha256).hex()
 
-    def issue(self, now: float) -> str:
-        expires = str(int(now) + SESSION_SECONDS)
-        return f"{expires}.{self._mac(expires.encode())}"
+    def issue(self, now: float, epoch: str) -> str:
+        payload = f"{secrets.token_hex(16)}.{epoch}.{int(now) + SESSION_SECONDS}"
+        return f"{payload}.{self._mac(payload.encode())}"
 
-    def valid(self, cookie: str | None, now: float) -> bool:
-        if not cookie or "." not in cookie:
-            return False
-        expires, _, mac = cookie.partition(".")
-        return expires.isdigit() and int(expires) > now and hmac.compare_digest(mac, self._mac(expires.encode()))
+    def parse(self, cookie: str | None, now: float) -> Session | None:
+        """The session a well-formed, unexpired cookie with a right HMAC names; None for anything else."""
+        m = _COOKIE_SHAPE.fullmatch(cookie or "")
+        if m is None or int(m[3]) <= now:
+            return None
+        assert cookie is not None
+        payload, _, mac = cookie.rpartition(".")
+        if not hmac.compare_digest(mac, self._mac(payload.encode())):
+            return None
+        return Session(m[1], m[2], int(m[3]), cookie)
 
     def csrf(self, cookie: str) -> str:
         return self._mac(b"csrf:" + cookie.encode())
 
     def csrf_ok(self, cookie: str, sent: str | None) -> bool:
-        return bool(sent) and hmac.compare_digest(sent, self.csrf(cookie))
+        return sent is not None and sent != "" and hmac.compare_digest(sent, self.csrf(cookie))
 
     def set_cookie(self, value: str, max_age: int = SESSION_SECONDS) -> str:
         return (f"{COOKIE}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Strict"
@@ -75,8 +98,10 @@ def same_origin(origin: bytes | None, host: bytes | None) -> bool:
     """No Origin (a non-browser client) passes; a browser's Origin must be this listener's own."""
     if not origin:
         return True
-    return bool(host) and origin.decode("latin-1") in (f"http://{host.decode('latin-1')}",
-                                                       f"https://{host.decode('latin-1')}")
+    if not host:
+        return False
+    own = host.decode("latin-1")
+    return origin.decode("latin-1") in (f"http://{own}", f"https://{own}")
 
 
 def form_token(body: bytes) -> str:

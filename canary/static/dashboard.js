@@ -178,6 +178,9 @@ function controls() {
     const hold = Number(document.getElementById("plan-hold").value);
     act(`Start a ramp plan ${steps.join(" → ")}%, holding each step ${hold} s?`, "POST", "/api/plan/start", { steps, hold });
   });
+  // Ends every session on every router, this one too: the next poll gets a 401 and shows the sign-in form.
+  document.getElementById("sign-out-all").addEventListener("click", () => act(
+    "Sign out every ops dashboard session, on every router (this one too)?", "POST", "/api/sign-out-all"));
   for (const verb of ["pause", "resume", "abort"]) {
     document.getElementById(`plan-${verb}`).addEventListener("click", () => act(
       `${verb[0].toUpperCase() + verb.slice(1)} the ramp plan?` + (verb === "abort" ? " (share back to 0%)" : ""),

@@ -51,3 +51,16 @@ def test_bad_admin_requests_get_a_clear_4xx_and_the_port_stays_up(router, reques
     got, body = ask(router.admin_port, request_bytes)
     assert (got, says in body) == (status, True), body
     assert router.status()["clusters"]                 # still answering
+
+
+def test_odd_credentials_and_methods_get_a_clear_4xx_never_a_500(router) -> None:
+    """A cookie that is no session (a non-ASCII digit once reached int()), a bearer token that is not text, a
+    POST to a static file or to the page (once taken for a sign-in): each a plain 401 or 405."""
+    for request_bytes, status, says in [
+        (b"GET /api/status HTTP/1.1\r\nHost: a\r\nCookie: canary_ops=\xb2.1.2.3\r\n\r\n", 401, b"bearer token"),
+        (b"GET /api/status HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \xff\xfe\r\n\r\n", 401, b"bearer token"),
+        (b"POST /static/dashboard.js HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\ntoken", 405, b"no such file"),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 405, b"no such endpoint"),
+    ]:
+        got, body = ask(router.admin_port, request_bytes)
+        assert (got, says in body) == (status, True), (request_bytes[:40], body)

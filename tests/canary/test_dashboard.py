@@ -1,18 +1,28 @@
 """The ops dashboard on the admin listener, against a real router and real demo backends: the login form and its
-HttpOnly SameSite session cookie, CSRF and origin checks on every control, the security headers; then headless
-Chromium signs in, watches the charts move under traffic, drives a ramp and a rollback through the controls
-(confirming each), and saves screenshots."""
+HttpOnly SameSite session cookie, CSRF and origin checks on every control, the security headers; sessions ended
+server-side (sign-out, sign-out-all, token rotation) on every router sharing the state (file or real Redis);
+the per-address back-off for wrong tokens and its log line; then headless Chromium signs in, watches the charts
+move under traffic, drives a ramp and a rollback through the controls (confirming each), and saves screenshots."""
 from __future__ import annotations
 
+import asyncio
+import http.client
+import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from canary.config import Config
+from canary.ops_auth import AdminError, OpsAuth, SignInThrottle
+from canary.state import RedisStore
+from deploy.node import free_port
 from tests.support import wait_for
 from tests.canary.conftest import FAST, TOKEN, toml_config
 
@@ -74,6 +84,155 @@ def test_every_control_needs_the_csrf_token_and_the_dashboards_origin(router: An
     out = session.post(router.admin_url + "/logout", headers={"Origin": router.admin_url}, allow_redirects=False,
                        timeout=5)
     assert out.status_code == 303 and "Max-Age=0" in out.headers["Set-Cookie"]
+
+
+def replay(router: Any, cookie: str) -> int:
+    """The status of GET /api/status with nothing but a copied session cookie."""
+    return requests.get(router.admin_url + "/api/status", headers={"Cookie": f"canary_ops={cookie}"},
+                        timeout=5).status_code
+
+
+@pytest.fixture(params=["file", "redis"])
+def two_routers(request: Any, backends: Any, router_factory: Any, tmp_path: Path) -> list[Any]:
+    """Two router processes on one shared state: the same state file, or the same real Redis."""
+    cfg = toml_config({"blue": backends("blue", 1), "green": backends("green", 1)}, access_log=False)
+    shared = (["--redis", request.getfixturevalue("redis_url")] if request.param == "redis"
+              else ["--state", str(tmp_path / "shared-state.json")])
+    return [router_factory(args=shared, config=cfg) for _ in range(2)]
+
+
+def test_asvs_3_3_1_logout_ends_the_session_on_every_router_sharing_the_state(two_routers: list[Any]) -> None:
+    a, b = two_routers
+    session, _ = signed_in(a)
+    cookie = session.cookies["canary_ops"]
+    assert replay(a, cookie) == 200 and replay(b, cookie) == 200       # one session, good on both routers
+    out = session.post(a.admin_url + "/logout", headers={"Origin": a.admin_url}, allow_redirects=False, timeout=5)
+    assert out.status_code == 303 and "Max-Age=0" in out.headers["Set-Cookie"]
+    assert replay(a, cookie) == 401 and replay(b, cookie) == 401       # the copied cookie is refused everywhere
+    page = requests.get(b.admin_url + "/", headers={"Cookie": f"canary_ops={cookie}"}, timeout=5).text
+    assert 'name="token"' in page and "csrf-token" not in page
+    assert replay(a, signed_in(b)[0].cookies["canary_ops"]) == 200     # signing in again works
+
+
+def test_asvs_3_3_4_sign_out_all_ends_every_session_on_every_router(two_routers: list[Any]) -> None:
+    a, b = two_routers
+    (first, _), (second, csrf) = signed_in(a), signed_in(b)
+    cookies = [first.cookies["canary_ops"], second.cookies["canary_ops"]]
+    url = b.admin_url + "/api/sign-out-all"
+    assert second.post(url, timeout=5).status_code == 403                               # no CSRF token
+    assert {replay(r, c) for r in two_routers for c in cookies} == {200}
+    done = second.post(url, headers={"X-CSRF-Token": csrf, "Origin": b.admin_url}, timeout=5)
+    assert done.status_code == 200, done.text
+    assert {replay(r, c) for r in two_routers for c in cookies} == {401}
+    assert a.status()["stable"] == "blue"                                               # the bearer token works
+    third = signed_in(a)[0].cookies["canary_ops"]
+    assert a.api("POST", "/api/sign-out-all") == {"signed_out": "every ops dashboard session"}   # automation
+    assert replay(b, third) == 401
+
+
+def test_asvs_3_3_3_rotating_the_admin_token_file_ends_every_session(backends: Any, router_factory: Any,
+                                                                    tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    router = router_factory(config=toml_config({"blue": backends("blue", 1), "green": backends("green", 1)},
+                                               access_log=False),
+                            env={"CANARY_ADMIN_TOKEN": "", "CANARY_ADMIN_TOKEN_FILE": str(token_file)})
+    cookie = signed_in(router)[0].cookies["canary_ops"]
+    assert replay(router, cookie) == 200
+
+    def rotate(value: str) -> None:    # as a secret manager does: a new file renamed over the old one
+        staged = tmp_path / ".admin-token.new"
+        staged.write_text(value + "\n")
+        os.replace(staged, token_file)
+    new = "rotated-admin-token-" + secrets.token_hex(8)
+    rotate(new)
+    assert replay(router, cookie) == 401
+    with pytest.raises(requests.HTTPError):
+        requests.get(router.admin_url + "/api/status", headers={"Authorization": f"Bearer {TOKEN}"},
+                     timeout=5).raise_for_status()
+    assert router.api("GET", "/api/status", token=new)["stable"] == "blue"
+    rotate("too-short")                                   # refused like a short token at start: the new one stays
+    assert router.api("GET", "/api/status", token=new)["stable"] == "blue"
+    log = router.stdout.read_text()
+    assert "admin token rotated" in log and "shorter than 16 characters" in log
+    assert new not in log and "too-short" not in log
+
+
+def sign_in_from(router: Any, source: str, token: str, forwarded: str | None = None,
+                 bearer: bool = False) -> tuple[int, dict[str, str]]:
+    """(status, lower-cased headers) of a sign-in with `token` from the local address `source`."""
+    conn = http.client.HTTPConnection("127.0.0.1", router.admin_port, timeout=5, source_address=(source, 0))
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    try:
+        if bearer:
+            conn.request("GET", "/api/status", headers={"Authorization": f"Bearer {token}", **headers})
+        else:
+            conn.request("POST", "/login", body=f"token={token}",
+                         headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}
+    finally:
+        conn.close()
+
+
+def test_asvs_2_2_1_7_2_1_wrong_tokens_from_one_address_are_throttled_and_logged_with_it_not_another(
+        backends: Any, router_factory: Any) -> None:
+    # 127.0.0.1 is the one trusted proxy (one hop): its X-Forwarded-For names the client; 127.0.0.2's is ignored.
+    router = router_factory(config=toml_config({"blue": backends("blue", 1), "green": backends("green", 1)},
+                                               access_log=False, trusted_hops=1, trusted_proxies=["127.0.0.1/32"]))
+    tried = [f"wrong-token-{secrets.token_hex(6)}" for _ in range(5)]
+    for i, token in enumerate(tried):       # a new X-Forwarded-For each time does not make a new client
+        assert sign_in_from(router, "127.0.0.2", token, forwarded=f"198.51.100.{i}")[0] == 401
+    status, headers = sign_in_from(router, "127.0.0.2", TOKEN)
+    assert status == 429 and 1 <= int(headers["retry-after"]) <= 2      # even the right token waits
+    assert sign_in_from(router, "127.0.0.2", TOKEN, bearer=True)[0] == 429
+    assert sign_in_from(router, "127.0.0.1", TOKEN, forwarded="203.0.113.9")[0] == 303      # another address
+    assert sign_in_from(router, "127.0.0.1", "wrong-from-behind-the-proxy", forwarded="203.0.113.9")[0] == 401
+    log = router.stdout.read_text()
+    refused = [line for line in log.splitlines() if "sign-in refused" in line]
+    assert len(refused) == 6 and all("from 127.0.0.2:" in line for line in refused[:5]), refused
+    assert "locked 2 s" in refused[4] and "from 203.0.113.9:" in refused[5]
+    assert "198.51.100." not in log and not [t for t in tried + ["wrong-from-behind-the-proxy"] if t in log]
+
+
+def test_the_back_off_doubles_per_failure_is_capped_forgotten_and_bounded_in_memory() -> None:
+    throttle, now = SignInThrottle(capacity=3), 1000.0
+    assert [throttle.failed("192.0.2.1", now)[1] for _ in range(8)] == [0, 0, 0, 0, 2, 4, 8, 16]
+    assert throttle.wait("192.0.2.1", now + 10) == 6 and throttle.wait("192.0.2.2", now) == 0
+    assert max(throttle.failed("192.0.2.1", now)[1] for _ in range(20)) == 900
+    assert throttle.wait("192.0.2.1", now + 901) == 0                      # forgotten 15 min after the last
+    for _ in range(5):
+        throttle.failed("2001:db8::1", now)
+    assert throttle.wait("2001:db8::ffff", now) == 2                       # one /64, one client
+    for address in ("192.0.2.7", "192.0.2.8", "192.0.2.9"):
+        throttle.failed(address, now)
+    assert throttle.wait("2001:db8::1", now) == 0 and len(throttle._failures) == 3
+
+
+@dataclass
+class Host:
+    """What the admin's authentication reads of a router process (ops_auth.AuthHost)."""
+
+    cfg: Config
+    store: RedisStore
+
+
+def test_no_cookie_is_trusted_while_the_shared_record_is_unreachable() -> None:
+    """Fail closed: with the Redis of the shared state down, a good cookie gets a 503, never a pass."""
+    host = Host(Config(clusters=[]), RedisStore(f"redis://127.0.0.1:{free_port()}"))    # nothing listens there
+    auth = OpsAuth(host, TOKEN)
+    cookie = auth.sessions.issue(time.time(), "0123456789abcdef")
+
+    async def ask() -> int:
+        try:
+            await auth.authorized("GET", {b"cookie": f"canary_ops={cookie}".encode()}, "127.0.0.1")
+        except AdminError as e:
+            return e.status
+        finally:
+            await host.store.close()
+        return 200
+    assert asyncio.run(ask()) == 503
 
 
 class Traffic:
@@ -159,5 +318,9 @@ def test_chromium_signs_in_watches_the_charts_move_and_drives_a_ramp_and_a_rollb
     time.sleep(0.5)
     assert router.status()["drained"] == [] and "cancelled" in chrome.find_element(By.ID, "message").text
     chrome.save_screenshot(str(shots / "4-drain-refused.png"))
+
+    chrome.find_element(By.ID, "sign-out-all").click()     # ends this session too: the next poll shows the form
+    assert confirm(chrome) == "Sign out every ops dashboard session, on every router (this one too)?"
+    wait_for(lambda: chrome.find_elements(By.ID, "token"), 10, "the sign-in form after signing everyone out")
     assert all((shots / name).stat().st_size > 10_000 for name in ("1-signed-in.png", "2-ramped-to-40.png",
                                                                    "3-failover.png", "4-drain-refused.png"))
