@@ -1,4 +1,5 @@
-"""Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain/nodes/plan/alerts."""
+"""Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain/nodes/plan/alerts/
+sign-out-all."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,8 @@ def build_parser() -> Parser:
     v.add_argument("--json", action="store_true", help="print the raw JSON")
     v.add_argument("--admin", default=DEFAULT_ADMIN)
     plan_cli.add_parser(sub, DEFAULT_ADMIN)
+    v = sub.add_parser("sign-out-all", help="end every ops dashboard session, on every router sharing the state")
+    v.add_argument("--admin", default=DEFAULT_ADMIN)
     v = sub.add_parser("nodes", help="show or set a cluster's nodes at run time")
     v.add_argument("cluster", metavar="CLUSTER")
     v.add_argument("--set", dest="set_nodes", metavar="NAME=HOST:PORT[@WEIGHT][,...]",
@@ -288,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "alerts":
         from .alert_cli import alerts_verb
         return alerts_verb(a, call_admin)
+    if a.cmd == "sign-out-all":
+        call_admin(a.admin, "POST", "/api/sign-out-all")
+        print("every ops dashboard session is signed out; the bearer token still works")
+        return 0
     if a.cmd == "status":
         st = call_admin(a.admin, "GET", "/api/status")
         print(json.dumps(st, indent=2, sort_keys=True)) if a.json else print_status(st)

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import requests
 
 from .conftest import FAST, PY, ROOT, TOKEN, toml_config
 
@@ -71,6 +72,16 @@ def test_token_file_used_when_env_unset(router, tmp_path):
     p = cli("status", "--admin", router.admin_url, token=None, cwd=tmp_path,
             env_extra={"CANARY_ADMIN_TOKEN_FILE": str(other)})
     assert p.returncode == 1 and "401" in p.stderr
+
+
+def test_sign_out_all_ends_every_dashboard_session(router):
+    browser = requests.Session()
+    assert browser.post(router.admin_url + "/login", data={"token": TOKEN}, allow_redirects=False,
+                        timeout=5).status_code == 303
+    assert browser.get(router.admin_url + "/api/status", timeout=5).status_code == 200
+    p = cli("sign-out-all", "--admin", router.admin_url)
+    assert p.returncode == 0 and "signed out" in p.stdout, p.stderr
+    assert browser.get(router.admin_url + "/api/status", timeout=5).status_code == 401
 
 
 @pytest.mark.parametrize("args", [
