@@ -160,6 +160,10 @@ OPTIONS: dict[str, Option] = {
     "OIDC_KEY_RELOAD_SECONDS": Option(5, _positive_int, "How often a process looks at the key file for a rotation."),
     "AUTH_CODE_SECONDS": Option(60, _positive_int, "An authorization code is redeemable this long, once."),
     "ACCESS_TOKEN_SECONDS": Option(600, _positive_int, "Lifetime of access tokens (and ID tokens)."),
+    "REFRESH_RETRY_SECONDS": Option(10, _non_negative_int, "A confidential product that presents a refresh token "
+                                    "again this soon after rotating it (a retry after a lost answer or a "
+                                    "failover) gets the same new pair; later, or any other client, is a replay "
+                                    "that revokes the family (0: every reuse is a replay)."),
     "BACKCHANNEL_TIMEOUT_SECONDS": Option(3.0, _positive_float, "Timeout of one back-channel logout delivery."),
     "BACKCHANNEL_MAX_BACKOFF_SECONDS": Option(300, _positive_int, "Longest wait between two deliveries of one logout."),
     "BACKCHANNEL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A logout not delivered this long after the "

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.db.models import F
 from django.db.models.signals import post_delete, post_save
-from django.dispatch import Signal, receiver
+from django.dispatch import receiver
 from django_redis import get_redis_connection
+
+from loginsvc.accounts import sign_ins
 
 if TYPE_CHECKING:
     from loginsvc.accounts.models import User
@@ -42,10 +44,6 @@ ALL_KEY = KEY_PREFIX + "*"
 KEY_TTL_SECONDS = 86400
 REDIS_BACKOFF_SECONDS = 1.0
 Stamp = tuple[Any, Any]
-
-# Sent after sign_out_everywhere() committed the new epoch (sender: the User class; user=, by=, ip=):
-# features that keep their own per-session state (single sign-on's sign-ins) end it too.
-signed_out_everywhere = Signal()
 
 # The connection pool that failed last, and until when it is not asked again.
 _backoff: tuple[object, float] = (None, 0.0)
@@ -120,10 +118,12 @@ def _user_changed(sender: type[User], instance: User, **kwargs: Any) -> None:
 
 def sign_out_everywhere(user: User, by: str, ip: str | None = None) -> None:
     """End every session of `user` on every node at once (ASVS 3.3.4): a new epoch in the database;
-    backends' post_save receiver drops this process's copy and, after the commit, tells the others."""
-    user.auth_epoch = F("auth_epoch") + 1  # in the database: two sign-outs at once both count
-    user.save(update_fields=["auth_epoch"])
-    user.refresh_from_db(fields=["auth_epoch"])
-    signed_out_everywhere.send(sender=type(user), user=user, by=by, ip=ip)
+    backends' post_save receiver drops this process's copy and, after the commit, tells the others;
+    every sign-in the user has at products ends too (sign_ins.end_all)."""
+    with transaction.atomic():
+        user.auth_epoch = F("auth_epoch") + 1  # in the database: two sign-outs at once both count
+        user.save(update_fields=["auth_epoch"])
+        user.refresh_from_db(fields=["auth_epoch"])
+        sign_ins.end_all(type(user), user.pk, by=by, ip=ip)  # single sign-on's tokens and products too
     # An audit line like accounts/audit.py's: who and from where, never the email or a session id.
     logger.info("logout: every session", extra={"user_id": user.pk, "by": by, "client_ip": ip})

@@ -1,14 +1,19 @@
 """Users addressed by email (case-insensitive, unique) and the database side of brute-force state."""
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import PermissionsMixin
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from loginsvc.accounts import auth_epoch
+from loginsvc.accounts import auth_epoch, sign_ins
 
 
 def normalise_email(raw: str) -> str:
@@ -20,11 +25,28 @@ def normalise_email(raw: str) -> str:
     return (raw or "").strip().lower()
 
 
+def _ends_rights(changes: dict[str, object]) -> str | None:
+    """Why a bulk change ends the users' sign-ins (sign_ins.py), or None: they are disabled (anything
+    but is_active=True) or get another password."""
+    if "password" in changes:
+        return sign_ins.PASSWORD
+    if "is_active" in changes and changes["is_active"] is not True:
+        return sign_ins.DEACTIVATED
+    return None
+
+
 class UserQuerySet(models.QuerySet["User"]):
     def update(self, **kwargs: object) -> int:
         """Any bulk change may matter to authentication (is_active, password): after the commit,
-        every process drops its cached users (auth_epoch.py). save() does not come here."""
-        rows = super().update(**kwargs)
+        every process drops its cached users (auth_epoch.py). One that disables the users or
+        changes their passwords also ends all of their sign-ins, in the same transaction.
+        save() does not come here."""
+        reason = _ends_rights(kwargs)
+        with transaction.atomic(using=self.db):
+            affected = list(self.values_list("pk", flat=True)) if reason else []
+            rows = super().update(**kwargs)
+            for user_id in affected:
+                sign_ins.end_all(self.model, user_id, by=reason or "")
         auth_epoch.on_commit_publish(None)
         return rows
 
@@ -80,9 +102,44 @@ class User(AbstractBaseUser, PermissionsMixin):
         super().clean()
         self.email = normalise_email(self.email)
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> "User":
+        """Remembers is_active and the password hash as loaded, so save() can tell what changed."""
+        user = super().from_db(db, field_names, values)
+        user._loaded = (user.__dict__.get("is_active"), user.__dict__.get("password"))
+        return user
+
+    def _rights_ended(self, update_fields: Any) -> str | None:
+        """Why saving this user ends all of its sign-ins (sign_ins.py), or None.
+
+        A password change is set_password() (Django's admin, changepassword and every form use it)
+        or a usable hash replaced by an unusable one; not the re-hash at login that upgrades an old
+        hash of the same password (Django's setter saves it with _password cleared)."""
+        loaded = getattr(self, "_loaded", None)
+        if self._state.adding or loaded is None:
+            return None  # a new account has no sign-ins yet
+        saved = set(update_fields) if update_fields is not None else None
+        was_active, old_hash = loaded
+        if was_active and not self.is_active and (saved is None or "is_active" in saved):
+            return sign_ins.DEACTIVATED
+        if saved is not None and "password" not in saved:
+            return None
+        if self._password is not None and old_hash is not None:
+            return sign_ins.PASSWORD
+        if old_hash is not None and is_password_usable(old_hash) and not is_password_usable(self.password):
+            return sign_ins.PASSWORD
+        return None
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Saves; a change that ends the user's right to be signed in also ends all of the user's
+        sign-ins, in the same transaction (sign_ins.py)."""
         self.email = normalise_email(self.email)
-        super().save(*args, **kwargs)
+        reason = self._rights_ended(kwargs.get("update_fields"))
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            if reason is not None:
+                sign_ins.end_all(type(self), self.pk, by=reason)
+        self._loaded = (self.is_active, self.password)
 
     def __str__(self) -> str:
         return self.email
@@ -96,6 +153,12 @@ class User(AbstractBaseUser, PermissionsMixin):
         key_salt = "loginsvc.accounts.models.User.get_session_auth_hash"
         return salted_hmac(key_salt, f"{self.password}\x00{self.auth_epoch}", secret=secret,
                            algorithm="sha256").hexdigest()
+
+
+@receiver(pre_delete, sender=User)
+def _deleted(sender: type[User], instance: User, **kwargs: Any) -> None:
+    """Inside the delete's transaction, before the rows that cascade go: the products are told."""
+    sign_ins.end_all(sender, instance.pk, by=sign_ins.DELETED)
 
 
 class ThrottleState(models.Model):

@@ -29,3 +29,10 @@ def refused(request: HttpRequest, endpoint: str, error: str, client_id: object =
 
 def logged_out(user_id: object, products: int, by: str, ip: str | None) -> None:
     log.info("sso: session ended", extra={"user_id": user_id, "products": products, "by": by, "client_ip": ip})
+
+
+def retried(request: HttpRequest, client_id: str) -> None:
+    """A refresh answered again for the same client's retry (sso/refresh_retry.py): not a refusal, but
+    worth seeing when a product retries often."""
+    log.info("sso: refresh retry answered", extra={"endpoint": "token", "client_id": _clean(client_id),
+                                                    "client_ip": client_ip(request)})

@@ -1,4 +1,5 @@
-"""Rows that single sign-on no longer needs: sign-ins past every lifetime, and the toolkit's expired tokens.
+"""Rows that single sign-on no longer needs: sign-ins past every lifetime, retry receipts past their window,
+and the toolkit's expired tokens.
 
 Run by every node's back-channel thread now and then (backchannel.Worker.loop); the deletes are
 idempotent, so several nodes doing it at once only repeat each other.
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 from oauth2_provider.models import clear_expired
 
 from loginsvc import conf
+from loginsvc.sso import refresh_retry
 from loginsvc.sso.models import SignIn
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ def tidy(force: bool = False) -> None:
         return
     _last = time.monotonic()
     removed = stale_sign_ins()
+    refresh_retry.tidy()
     clear_expired()  # django-oauth-toolkit: expired grants, access, refresh and ID tokens
     if removed:
         log.info("sso housekeeping: stale sign-ins removed", extra={"count": removed})

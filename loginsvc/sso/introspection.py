@@ -12,6 +12,8 @@ from typing import Any
 from oauth2_provider.models import AccessToken
 from oauth2_provider.settings import oauth2_settings
 
+from loginsvc.sso import token_rules
+
 MAX_TOKEN_LENGTH = 512  # longer `token` parameters are refused (invalid_request)
 Read = Callable[[str], Any]  # a token checksum -> that token (with its user and client) or None
 
@@ -32,21 +34,36 @@ def token_of(value: str, hint: str, access: Read, refresh: Read) -> Any:
 
 
 def active(token: Any) -> bool:
-    """An access token until it expires or is revoked (deleted); a refresh token until revoked or used."""
+    """What the endpoints would do with the token now (token_rules.py): an access token until it
+    expires or is revoked, a refresh token while the refresh grant would accept it; neither once
+    the user may no longer sign in."""
     if isinstance(token, AccessToken):
-        return token.is_valid()
-    return token.revoked is None and token.access_token_id is not None
+        return token_rules.access_usable(token)
+    return token_rules.refresh_usable(token)
+
+
+def scope_of(token: Any) -> str:
+    """The scope granted with the token: an access token's own, a refresh token's access token's."""
+    if isinstance(token, AccessToken):
+        return token.scope
+    return token.access_token.scope if token.access_token_id is not None else ""
 
 
 def body(client: Any, token: Any) -> dict[str, Any]:
-    """The answer to `client` about `token` (None: not found): inactive unless it is the client's own."""
+    """The answer to `client` about `token` (None: not found): inactive unless it is the client's own.
+
+    Claims follow scopes, as in the ID token and userinfo: `username` (the email address) only when
+    the token was granted the `email` scope; `sub` always."""
     if token is None or token.application_id != client.pk or not active(token):
         return {"active": False}
-    answer = {"active": True, "client_id": client.client_id, "scope": getattr(token, "scope", ""),
+    scope = scope_of(token)
+    answer = {"active": True, "client_id": client.client_id, "scope": scope,
               "token_type": "Bearer" if isinstance(token, AccessToken) else "refresh_token",
               "iss": oauth2_settings.OIDC_ISS_ENDPOINT, "iat": int(token.created.timestamp())}
     if token.user_id is not None:
-        answer.update(sub=str(token.user_id), username=token.user.email)
+        answer["sub"] = str(token.user_id)
+        if "email" in scope.split():
+            answer["username"] = token.user.email
     if isinstance(token, AccessToken):
         answer["exp"] = int(token.expires.timestamp())
     return answer

@@ -62,3 +62,17 @@ class LogoutDelivery(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["delivered", "next_attempt"])]
+
+
+class RotationReceipt(models.Model):
+    """The answer a refresh gave, kept a few seconds for the same client's retry (sso/refresh_retry.py).
+
+    Tokens are stored hashed, so the new pair cannot be read back from the token tables; the
+    receipt holds it sealed with a key derived from the old refresh token, which only its holder
+    knows. Looked up by the old token's checksum, written in the rotation's own transaction.
+    """
+
+    token_checksum = models.CharField(max_length=64, unique=True)
+    application = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE, related_name="+")
+    sealed = models.TextField()
+    expires = models.DateTimeField(db_index=True)

@@ -11,22 +11,28 @@ Thin on purpose: each override adds one thing django-oauth-toolkit does not know
 - Stricter than the toolkit where the RFCs are: redirect URIs match exactly and are required, a
   mismatch at the token endpoint is invalid_grant, a replayed code revokes what it gave, access
   tokens only in the Authorization header; prompt=none is decided by the view (it has the session).
+- Tokens of a user who may no longer sign in are refused by every grant and by userinfo
+  (token_rules.py), whether or not ending the user's sign-ins has revoked them yet.
+- Races between nodes are settled in save_bearer_token's transaction (the toolkit saves the tokens
+  first and spends the code afterwards, in another transaction): the code's grant row is deleted
+  before any token is saved, and a refresh token is re-read under a row lock. The request that
+  finds the grant gone, or the token rotated, saves nothing (GrantRefused, or Retried for the same
+  confidential client's retry: sso/refresh_retry.py).
 """
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
 from jwcrypto import jws, jwt
-from oauth2_provider.models import Grant, RefreshToken
+from oauth2_provider.models import Grant, IDToken, RefreshToken
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request
 from oauthlib.oauth2.rfc6749 import errors
 
-from loginsvc import conf
-from loginsvc.sso import keys
+from loginsvc.sso import keys, refresh_retry, token_rules
 from loginsvc.sso.introspection import checksum
 from loginsvc.sso.models import SignIn
 
@@ -40,8 +46,29 @@ def revoke_replayed(code: str, client: Any) -> None:
         RefreshToken.revoke_family(family)
 
 
-class SignInEnded(Exception):
-    """The central sign-in a code was issued for ended while the code was redeemed (views.TokenView)."""
+class GrantRefused(Exception):
+    """invalid_grant, found inside save_bearer_token's transaction, which rolls back everything the
+    request wrote there; `undo` then runs in its own (views.TokenView): what else must go, such as
+    the family of a replayed code or refresh token, or the ID token the request signed before."""
+
+    def __init__(self, description: str, undo: Callable[[], None] | None = None) -> None:
+        super().__init__(description)
+        self.description, self.undo = description, undo
+
+
+class Retried(Exception):
+    """A refresh token rotated by a concurrent request of the same confidential client: this request
+    answers with that rotation's pair (`answer`), saving nothing (sso/refresh_retry.py)."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__("answered from the rotation receipt")
+        self.answer = answer
+
+
+def _forget_id_token(request: Request) -> Callable[[], None]:
+    """Deletes the ID token row finalize_id_token saved (in its own transaction) for a refused request."""
+    saved = getattr(request, "id_token", None)
+    return lambda: IDToken.objects.filter(pk=saved.pk).delete() if saved is not None else None
 
 
 class Validator(OAuth2Validator):
@@ -103,7 +130,12 @@ class Validator(OAuth2Validator):
         resource views but not userinfo, where ?access_token= and a form body were accepted."""
         if "Authorization" not in request.headers:
             return False
-        return super().validate_bearer_token(token, scopes, request)
+        if not super().validate_bearer_token(token, scopes, request):
+            return False
+        if not token_rules.user_active(request.access_token):  # ASVS 3.3.3: a disabled user's tokens die
+            request.oauth2_error = {"error": "invalid_token", "error_description": "The access token is invalid."}
+            return False
+        return True
 
     # --- redirect URIs -----------------------------------------------------------------------------------
     def validate_redirect_uri(self, client_id: str, redirect_uri: str, request: Request, *args: Any, **kwargs: Any) -> bool:
@@ -141,31 +173,77 @@ class Validator(OAuth2Validator):
         if not super().validate_code(client_id, code, client, request, *args, **kwargs):
             revoke_replayed(code, client)
             return False
+        if not request.user.is_active:
+            return False
         request.sign_in = SignIn.objects.filter(code_hash=checksum(code), application=client).first()
         return request.sign_in is not None
+
+    def invalidate_authorization_code(self, client_id: str, code: str, request: Request, *args: Any, **kwargs: Any) -> None:
+        """Nothing left to do once _spend_code deleted the grant with the tokens' transaction."""
+        if not getattr(request, "code_spent", False):
+            super().invalidate_authorization_code(client_id, code, request, *args, **kwargs)
+
+    def _save_bearer_token(self, token: dict, request: Request, *args: Any, **kwargs: Any) -> None:
+        """The toolkit's save, inside its transaction, once this request is known to be the only one
+        spending its code or rotating its refresh token."""
+        if request.grant_type == "authorization_code":
+            self._spend_code(request)
+        elif request.grant_type == "refresh_token":
+            self._still_current(request)
+        super()._save_bearer_token(token, request, *args, **kwargs)
+        if request.grant_type == "refresh_token":
+            refresh_retry.keep(request.refresh_token, request.client, token)
+
+    def _spend_code(self, request: Request) -> None:
+        """RFC 6749 §4.1.2: a code is used once. The grant row is deleted before any token is saved,
+        in the same transaction: of two requests with one code, the second deletes nothing (on
+        PostgreSQL it waits for the first to commit), saves nothing, and revokes what the code
+        gave the first."""
+        code, client = request.code, request.client
+        if not Grant.objects.filter(code=code, application=client).delete()[0]:
+            forget = _forget_id_token(request)
+
+            def undo() -> None:
+                forget()
+                revoke_replayed(code, client)
+            raise GrantRefused("the authorization code was already used", undo)
+        request.code_spent = True
+
+    def _still_current(self, request: Request) -> None:
+        """RFC 9700 §4.14.2: the refresh token, re-read under a row lock, has not been rotated or
+        revoked since it was validated. If it has, a concurrent request used it: the same
+        confidential client's retry gets that rotation's answer, anything else is a replay that
+        revokes the family."""
+        instance = request.refresh_token_instance
+        current = RefreshToken.objects.select_for_update().filter(pk=instance.pk).values_list("revoked", flat=True)
+        if current and current[0] is None:
+            return
+        answer = refresh_retry.answer(request.refresh_token, request.client)
+        if answer is not None:
+            _forget_id_token(request)()
+            raise Retried(answer)
+        forget, family = _forget_id_token(request), instance.token_family
+
+        def undo() -> None:
+            forget()
+            RefreshToken.revoke_family(family)
+        raise GrantRefused("the refresh token was already used", undo)
 
     def _create_refresh_token(self, request: Request, refresh_token_code: str, access_token: Any,
                               previous_refresh_token: Any) -> RefreshToken:
         refresh_token = super()._create_refresh_token(request, refresh_token_code, access_token, previous_refresh_token)
         sign_in: SignIn | None = getattr(request, "sign_in", None)
-        if previous_refresh_token is None and sign_in is not None and sign_in.token_family is None:
+        if previous_refresh_token is None and sign_in is not None:
             # code_hash stays: a replay of the redeemed code finds the family to revoke (revoke_replayed).
-            # An UPDATE that must find the row: a logout may have ended this sign-in (and deleted its
-            # row) since the code was validated; tokens saved then would outlive the logout.
-            if not SignIn.objects.filter(pk=sign_in.pk).update(token_family=refresh_token.token_family):
-                raise SignInEnded  # save_bearer_token's transaction rolls the new tokens back
+            # Conditional: the sign-in must still exist (a logout since the code was validated deletes
+            # it, and tokens saved now would outlive the logout) and have no family yet.
+            if not SignIn.objects.filter(pk=sign_in.pk, token_family=None).update(token_family=refresh_token.token_family):
+                raise GrantRefused("the sign-in has ended", _forget_id_token(request))
             sign_in.token_family = refresh_token.token_family
         return refresh_token
 
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
             return False
-        instance = request.refresh_token_instance
-        sign_in = SignIn.objects.filter(token_family=instance.token_family).first()
-        now = time.time()
-        if sign_in is None or now - sign_in.auth_time >= conf.get("SESSION_MAX_SECONDS"):
-            return False
-        if now - instance.created.timestamp() >= conf.get("SESSION_IDLE_SECONDS"):
-            return False
-        request.sign_in = sign_in
-        return True
+        request.sign_in = token_rules.refresh_sign_in(request.refresh_token_instance)
+        return request.sign_in is not None

@@ -15,17 +15,18 @@
 """
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
-from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from oauth2_provider import views as toolkit
@@ -35,8 +36,8 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
 
 from loginsvc import conf
-from loginsvc.sso import audit, central, introspection, keys
-from loginsvc.sso.validators import SignInEnded, Validator
+from loginsvc.sso import audit, central, introspection, keys, refresh_retry
+from loginsvc.sso.validators import GrantRefused, Retried, Validator, revoke_replayed
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -192,7 +193,8 @@ def _discovery_extras() -> dict[str, Any]:
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "revocation_endpoint": issuer + reverse("oauth2_provider:revoke-token"),
         "introspection_endpoint": issuer + reverse("oauth2_provider:introspect"),
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        # "none": a public product revokes its own tokens with its client_id alone (RFC 7009 §2.1).
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
@@ -220,13 +222,17 @@ class DiscoveryView(toolkit.ConnectDiscoveryInfoView):
         return response
 
 
-@never_cache
+def jwks_cache_control(publish_seconds: int) -> str:
+    """Products may cache the key set for half the publish delay, so a rotated-in key reaches every
+    product's cache before it signs (keys.py); with no delay (< 2 s) they must revalidate each time."""
+    return f"public, max-age={publish_seconds // 2}" if publish_seconds >= 2 else "no-cache"
+
+
 def jwks_view(request: HttpRequest) -> HttpResponse:
     """RFC 7517 key set: every published key of the ring (the signing one, the next, the retired)."""
     response = JsonResponse(keys.ring().jwks())
     response["Access-Control-Allow-Origin"] = "*"
-    # Products re-fetch well within the publish delay, so a new key is known before it signs.
-    response["Cache-Control"] = f"public, max-age={max(1, conf.get('OIDC_KEY_PUBLISH_SECONDS') // 2)}"
+    response["Cache-Control"] = jwks_cache_control(conf.get("OIDC_KEY_PUBLISH_SECONDS"))
     return response
 
 
@@ -240,18 +246,22 @@ def _read(model: Any) -> introspection.Read:
     return lambda digest: model.objects.select_related("user", "application").filter(token_checksum=digest).first()
 
 
-@csrf_exempt
-@require_POST
-def introspect_view(request: HttpRequest) -> HttpResponse:
-    """RFC 7662: token state for the authenticated confidential client that owns the token."""
+def authenticated_client(request: HttpRequest) -> Any:
+    """The client that authenticated this back-channel request with its secret (Basic or form), else None."""
     oauth_request = OAuthRequest(request.build_absolute_uri(), "POST", request.POST.dict(),
                                  {"HTTP_AUTHORIZATION": request.META.get("HTTP_AUTHORIZATION", "")})
     oauth_request.client_id = request.POST.get("client_id")
     oauth_request.client_secret = request.POST.get("client_secret")
-    validator = Validator()
-    client = None
-    if validator.authenticate_client(oauth_request):
-        client = oauth_request.client
+    if Validator().authenticate_client(oauth_request):
+        return oauth_request.client
+    return None
+
+
+@csrf_exempt
+@require_POST
+def introspect_view(request: HttpRequest) -> HttpResponse:
+    """RFC 7662: token state for the authenticated confidential client that owns the token."""
+    client = authenticated_client(request)
     if client is None or client.client_type != client.CLIENT_CONFIDENTIAL:
         audit.refused(request, "introspect", "invalid_client")
         response = JsonResponse({"error": "invalid_client"}, status=401)
@@ -294,17 +304,39 @@ def malformed_token_request(request: HttpRequest) -> tuple[str, str] | None:
 
 
 class TokenView(toolkit.TokenView):
-    """RFC 6749 §3.2: the toolkit's token endpoint; a refusal is logged without secrets."""
+    """RFC 6749 §3.2: the toolkit's token endpoint; a refusal is logged without secrets.
+
+    Every error is RFC 6749 §5.2's JSON with Cache-Control: no-store, including the refusals our
+    validator raises inside the toolkit's save (GrantRefused: a code or refresh token that another
+    request spent first) and a grant row that vanished under a concurrent redemption (the toolkit's
+    Grant.objects.get raised DoesNotExist: a 500). A refresh retried by the same confidential client
+    moments after its rotation is answered with that rotation's pair (sso/refresh_retry.py)."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         refused = malformed_token_request(request)
+        response: HttpResponse | None = None
         if refused is None:
+            response = _retried_refresh(request)
+        if refused is None and response is None:
             try:
                 response = super().post(request, *args, **kwargs)
-            except SignInEnded:  # a logout between the code's check and its tokens
-                refused = ("invalid_grant", "the sign-in has ended")
+            except GrantRefused as refusal:
+                if refusal.undo is not None:
+                    refusal.undo()
+                refused = ("invalid_grant", refusal.description)
+            except Retried as retried:
+                response = _token_answer(retried.answer)
+            except ObjectDoesNotExist:  # the grant went between two of the toolkit's reads
+                if request.POST.get("grant_type") == "authorization_code":
+                    client = get_application_model().objects.filter(client_id=_client_id(request)).first()
+                    if client is not None:
+                        revoke_replayed(request.POST.get("code", ""), client)
+                refused = ("invalid_grant", "the grant was used by another request")
         if refused is not None:
             response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
+        assert response is not None
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+            response = _no_store(JsonResponse({"error": "invalid_request"}, status=response.status_code))
         if response.status_code == 401:
             # §5.2: a 401 names the scheme the client authenticates with (oauthlib says Bearer).
             response["WWW-Authenticate"] = 'Basic realm="token"'
@@ -312,6 +344,40 @@ class TokenView(toolkit.TokenView):
             audit.refused(request, "token", _error_code(response), client_id=request.POST.get("client_id"),
                           grant_type=request.POST.get("grant_type", "")[:40])
         return response
+
+
+def _client_id(request: HttpRequest) -> str:
+    """The client id the request names, in the form or in its Basic credentials (not authenticated)."""
+    if request.POST.get("client_id"):
+        return request.POST["client_id"]
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        return unquote(base64.b64decode(value, validate=True).decode("utf-8").partition(":")[0])
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+def _token_answer(answer: dict[str, Any]) -> HttpResponse:
+    """§5.1: a successful token response, not stored by any cache."""
+    return _no_store(JsonResponse(answer))
+
+
+def _retried_refresh(request: HttpRequest) -> HttpResponse | None:
+    """The same answer for a refresh the same confidential client retries within the window, else
+    None (the toolkit decides: a reuse after the window, or by anyone else, revokes the family)."""
+    old = request.POST.get("refresh_token")
+    if request.POST.get("grant_type") != "refresh_token" or not old:
+        return None
+    receipt = refresh_retry.pending(old)
+    if receipt is None:
+        return None
+    answer = refresh_retry.answer(old, authenticated_client(request), receipt)
+    if answer is None:
+        return None
+    audit.retried(request, receipt.application.client_id)
+    return _token_answer(answer)
 
 
 @method_decorator(csrf_exempt, name="dispatch")

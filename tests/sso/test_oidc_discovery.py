@@ -79,7 +79,24 @@ def test_jwks_publishes_the_signing_key_as_rs256_public_keys_only(db: None) -> N
     for key in published:
         assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["use"] == "sig"
         assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)  # no private parts
-    assert "max-age" in response["Cache-Control"]
+
+
+def test_jwks_may_be_cached_for_less_than_the_publish_delay(db: None, settings) -> None:
+    """Products cache the key set (docs/sso.md), but never past the delay between a key's publication
+    and its first signature, so a rotated-in key is in every cache before a token carries its kid."""
+    publish = settings.LOGINSVC["OIDC_KEY_PUBLISH_SECONDS"]
+    directives = {d.strip() for d in Client().get("/oidc/jwks/")["Cache-Control"].split(",")}
+    assert "no-store" not in directives and "private" not in directives and "public" in directives
+    (max_age,) = [int(d.split("=")[1]) for d in directives if d.startswith("max-age=")]
+    assert 0 < max_age < publish
+    settings.LOGINSVC = {**settings.LOGINSVC, "OIDC_KEY_PUBLISH_SECONDS": 1}
+    assert Client().get("/oidc/jwks/")["Cache-Control"] == "no-cache"
+
+
+def test_public_products_may_revoke_so_none_is_an_auth_method_of_revocation(db: None) -> None:
+    document = Client().get(PATHS[0]).json()
+    assert "none" in document["revocation_endpoint_auth_methods_supported"]
+    assert "none" not in document["introspection_endpoint_auth_methods_supported"]
 
 
 def test_discovery_is_cacheable_and_readable_cross_origin(db: None) -> None:

@@ -95,3 +95,16 @@ def test_2_1_refusals_are_logged_without_the_token(signed_in: Client, product: P
     refused = [r for r in caplog.records if r.getMessage() == "sso: refused"]
     assert refused and refused[0].endpoint == "revoke" and refused[0].error == "invalid_client"
     assert mine["access_token"] not in caplog.text and "wrong-secret-value" not in caplog.text
+
+
+def test_2_1_a_public_product_revokes_with_its_client_id_alone(signed_in: Client) -> None:
+    """Discovery says "none" for revocation: a public product sends only client_id (§2.1, RFC 6749 §2.3)."""
+    from tests.sso.conftest import exchange
+
+    public = register("mobile", confidential=False)
+    code, verifier, _params = code_for(signed_in, public)
+    mine = exchange(public, code, verifier, client_id="mobile").json()
+    response = Client().post("/oidc/revoke/", {"token": mine["refresh_token"], "client_id": "mobile"})
+    assert response.status_code == 200
+    refused = token(public, grant_type="refresh_token", refresh_token=mine["refresh_token"], client_id="mobile")
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"

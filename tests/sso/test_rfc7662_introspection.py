@@ -117,3 +117,34 @@ def test_4_refusals_are_logged_without_secrets(signed_in: Client, product: Produ
         Client().post("/oidc/introspect/", {"token": mine["access_token"]}, HTTP_AUTHORIZATION=f"Basic {raw}")
     assert any(r.getMessage() == "sso: refused" and r.endpoint == "introspect" for r in caplog.records)
     assert mine["access_token"] not in caplog.text and "wrong-secret-value" not in caplog.text
+
+
+def test_2_2_claims_follow_scopes_no_username_without_email(signed_in: Client, product: Product, user) -> None:
+    """The email address is released only to a token granted the email scope, as in userinfo."""
+    with_email = tokens_for(signed_in, product)
+    assert introspect(product, with_email["access_token"])["username"] == user.email
+    narrow = tokens_for(signed_in, product, scope="openid")
+    for value in (narrow["access_token"], narrow["refresh_token"]):
+        body = introspect(product, value)
+        assert body["active"] is True and body["sub"] == str(user.pk) and "username" not in body
+        assert body["scope"] == "openid"
+
+
+@pytest.mark.parametrize("ended", ["idle", "maximum age", "sign-in gone"])
+def test_2_2_a_refresh_token_the_grant_would_refuse_is_inactive(signed_in: Client, product: Product, ended: str,
+                                                                settings) -> None:
+    """"active" means the server would accept it (§2.2): the refresh grant's own checks apply."""
+    from oauth2_provider.models import RefreshToken
+
+    from loginsvc.sso.models import SignIn
+
+    mine = tokens_for(signed_in, product)
+    if ended == "idle":
+        RefreshToken.objects.update(created=timezone.now() - timedelta(seconds=settings.LOGINSVC["SESSION_IDLE_SECONDS"]))
+    elif ended == "maximum age":
+        SignIn.objects.update(auth_time=int(time.time()) - settings.LOGINSVC["SESSION_MAX_SECONDS"])
+    else:
+        SignIn.objects.all().delete()
+    assert introspect(product, mine["refresh_token"]) == {"active": False}
+    refused = token(product, grant_type="refresh_token", refresh_token=mine["refresh_token"])
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from tests.sso.conftest import Product, register, token
+from tests.sso.conftest import Product, code_for, exchange, register, token
 from tests.sso.tokens import bearer, introspect, tokens_for, verify_id_token
 
 
@@ -21,14 +21,73 @@ def refreshed(product: Product, value: str) -> dict:
     return response.json()
 
 
-def test_6_each_refresh_gives_a_new_refresh_token_and_the_old_one_is_refused(signed_in: Client,
-                                                                             product: Product) -> None:
+def no_retry_window(settings) -> None:
+    settings.LOGINSVC = {**settings.LOGINSVC, "REFRESH_RETRY_SECONDS": 0}
+
+
+def test_6_each_refresh_gives_a_new_refresh_token_and_the_old_one_is_refused(signed_in: Client, product: Product,
+                                                                             settings) -> None:
+    no_retry_window(settings)
     first = tokens_for(signed_in, product)
     second = refreshed(product, first["refresh_token"])
     third = refreshed(product, second["refresh_token"])
     assert len({first["refresh_token"], second["refresh_token"], third["refresh_token"]}) == 3
     assert len({first["access_token"], second["access_token"], third["access_token"]}) == 3
     assert refresh(product, second["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_4_14_2_a_retry_by_the_same_product_within_the_window_gets_the_same_pair(signed_in: Client,
+                                                                                 product: Product) -> None:
+    """A back end that lost the answer (a failover) retries: the very pair the rotation issued, twice."""
+    first = tokens_for(signed_in, product)
+    second = refreshed(product, first["refresh_token"])
+    again = refreshed(product, first["refresh_token"])
+    assert again == second
+    assert introspect(product, second["access_token"])["active"] is True
+    assert refreshed(product, second["refresh_token"])["refresh_token"] != second["refresh_token"]
+
+
+def test_4_14_2_a_retry_after_the_new_pair_was_used_is_a_replay(signed_in: Client, product: Product) -> None:
+    first = tokens_for(signed_in, product)
+    second = refreshed(product, first["refresh_token"])
+    third = refreshed(product, second["refresh_token"])
+    assert refresh(product, first["refresh_token"]).json()["error"] == "invalid_grant"
+    assert introspect(product, third["access_token"]) == {"active": False}
+
+
+def test_4_14_2_a_retry_after_the_window_is_a_replay(signed_in: Client, product: Product, settings) -> None:
+    from loginsvc.sso.models import RotationReceipt
+
+    first = tokens_for(signed_in, product)
+    second = refreshed(product, first["refresh_token"])
+    RotationReceipt.objects.update(expires=timezone.now() - timedelta(seconds=1))
+    assert refresh(product, first["refresh_token"]).json()["error"] == "invalid_grant"
+    assert introspect(product, second["access_token"]) == {"active": False}
+
+
+def test_4_14_2_a_public_product_has_no_retry_window(signed_in: Client) -> None:
+    """Anyone may present a public client's id: its reuse is always a replay."""
+    public = register("mobile", confidential=False, first_party=False)
+    public.application.skip_authorization = True
+    public.application.save()
+    code, verifier, _params = code_for(signed_in, public)
+    first = exchange(public, code, verifier, client_id="mobile").json()
+    second = token(public, grant_type="refresh_token", refresh_token=first["refresh_token"], client_id="mobile")
+    assert second.status_code == 200, second.content
+    replay = token(public, grant_type="refresh_token", refresh_token=first["refresh_token"], client_id="mobile")
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert replay["Cache-Control"] == "no-store"
+
+
+def test_4_14_2_the_retry_answer_is_sealed_with_the_old_token(signed_in: Client, product: Product) -> None:
+    """The stored answer cannot be read from the database alone: no token appears in the row."""
+    from loginsvc.sso.models import RotationReceipt
+
+    first = tokens_for(signed_in, product)
+    second = refreshed(product, first["refresh_token"])
+    (row,) = RotationReceipt.objects.all()
+    for value in (second["access_token"], second["refresh_token"], second["id_token"], first["refresh_token"]):
+        assert value not in row.sealed and value not in row.token_checksum
 
 
 def test_4_14_2_replaying_an_old_refresh_token_revokes_the_family(signed_in: Client, product: Product) -> None:
