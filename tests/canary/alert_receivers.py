@@ -3,6 +3,7 @@ servers (STARTTLS required, implicit TLS, or plain) that record what each connec
 answers with a redirect."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import ipaddress
@@ -17,6 +18,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from canary.alert_pipelines import Pipeline, Result, from_environment
+from canary.alerting import Alerting
 from tests.plugin import free_port, lasting_port
 from tests.support import LocalReceiver, Mailbox
 
@@ -128,6 +130,20 @@ def smtp_server(mode: str, ca: LocalCA | None = None) -> Iterator[tuple[Recorder
 def name_of(webhook_url: str) -> str:
     """The pipeline name the router gives that webhook URL."""
     return from_environment({"ALERT_WEBHOOK_URL": webhook_url})[0].name
+
+
+def five_alerts_through(folder: Path, pipelines: list[Pipeline]) -> Alerting:
+    """Five alerts (node_down, ungrouped) delivered by `pipelines`, then what is due after (the report of a
+    pipeline that refused all five, which goes to the others)."""
+    alerting = Alerting(folder, pipelines)
+    for i in range(5):
+        alerting.emit("node_down", f"blue/blue-{i} failed its health checks", "blue", f"blue-{i}", group=False)
+
+    async def deliver() -> None:
+        await alerting.deliver_due()
+        await alerting.deliver_due()
+    asyncio.run(deliver())
+    return alerting
 
 
 class Taking(Pipeline):

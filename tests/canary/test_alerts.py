@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from canary.alert_outbox import Outbox, backoff
 from canary.alert_pipelines import Pipeline, PipelineError, fingerprint, from_environment, retry_after, webhook_body
 from canary.alerting import Alerting, summary
-from tests.canary.alert_receivers import Taking, name_of
+from tests.canary.alert_receivers import Taking, five_alerts_through, name_of
 from tests.canary.conftest import FAST, ROOT, TOKEN, toml_config
 from tests.plugin import free_port
 from tests.support import Mailbox, Webhook, wait_for
@@ -163,17 +163,8 @@ def test_two_routers_fold_the_same_event_and_deliver_it_once(tmp_path: Path) -> 
 
 
 def test_a_refusing_pipeline_is_reported_through_the_others(tmp_path: Path) -> None:
-    import asyncio
-
     refusing, taking = Refusing("bad hook"), Taking("mail")
-    alerting = Alerting(tmp_path, [refusing, taking])
-    for i in range(5):
-        alerting.emit("node_down", f"blue/blue-{i} failed its health checks", "blue", f"blue-{i}", group=False)
-
-    async def deliver() -> None:
-        await alerting.deliver_due()
-        await alerting.deliver_due()
-    asyncio.run(deliver())
+    five_alerts_through(tmp_path, [refusing, taking])
     meta = [a for a in taking.taken if a["kind"] == "pipeline_failing"]
     assert len(meta) == 1 and meta[0]["text"].startswith("bad hook has refused 5 alerts in 2 min (last: HTTP 500)")
     owed = [a for a in Outbox(tmp_path).snapshot() if a["deliveries"].get("bad hook", {}).get("state") == "pending"]

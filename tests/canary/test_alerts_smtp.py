@@ -4,7 +4,6 @@ with a CA and certificate made at test time. A wrong password or a server withou
 sends nothing in clear and never shows the password."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -16,8 +15,8 @@ from urllib.parse import quote
 import pytest
 
 from canary.alert_pipelines import Pipeline, PipelineError, from_environment
-from canary.alerting import Alerting
-from tests.canary.alert_receivers import SMTP_PASSWORD, SMTP_USER, Taking, LocalCA, make_ca, smtp_server
+from tests.canary.alert_receivers import (SMTP_PASSWORD, SMTP_USER, LocalCA, Taking, five_alerts_through, make_ca,
+                                          smtp_server)
 
 ALERT = {"id": "a1", "fold_key": "test::", "kind": "test", "severity": "info", "text": "test alert", "cluster": None,
          "node": None, "at": time.time(), "count": 1, "figures": {}}
@@ -88,15 +87,8 @@ def test_a_wrong_password_fails_and_is_reported_without_it(ca: LocalCA, tmp_path
     wrong = "Wr0ng-pass/word?x"
     with smtp_server("starttls", ca) as (server, port):
         pipeline, other = email(smtp_url("smtp", port, ca, password=wrong, starttls=True)), Taking("hook")
-        alerting = Alerting(tmp_path, [pipeline, other])
-        for i in range(5):
-            alerting.emit("node_down", f"blue/blue-{i} failed its health checks", "blue", f"blue-{i}", group=False)
-
-        async def deliver() -> None:
-            await alerting.deliver_due()
-            await alerting.deliver_due()
         with caplog.at_level(logging.INFO):
-            asyncio.run(deliver())
+            alerting = five_alerts_through(tmp_path, [pipeline, other])
         assert server.messages == [] and set(server.logins) == {(SMTP_USER, wrong, True)}   # each mechanism tried
     [meta] = [a for a in other.taken if a["kind"] == "pipeline_failing"]
     assert meta["text"].startswith(f"email 127.0.0.1:{port} has refused 5 alerts in 2 min (last: SMTP 535 "), meta
