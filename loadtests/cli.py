@@ -2,25 +2,32 @@
 
 Exit 0 when every --slo held, 1 when one was breached (or the run failed), 2 on bad arguments
 (one line naming the argument). docs/loadtests.md has the whole story.
+
+The target is this machine's `make up` stack, where the run creates its accounts and product: a --host
+or --admin that is not a loopback address is refused before any request. A staging stack needs
+--remote, and then nothing is created there: the accounts come from --accounts FILE.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 from urllib.parse import urlsplit
 
 from deploy.stack import StackError, StackSpec
-from loadtests import scenarios, slo
+from loadtests import accounts_file, scenarios, slo
+from loadtests.config import CLIENT_SECRET_ENV
 from loadtests.ops import Ops, OpsError
-from loadtests.prepare import CLIENT_ID, POST_LOGOUT_URI, REDIRECT_URI, PrepareError, prepare
+from loadtests.prepare import CLIENT_ID, POST_LOGOUT_URI, REDIRECT_URI, Prepared, PrepareError, prepare, remote
 from loginsvc import conf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +36,9 @@ CAPACITY_START_RATE = 5.0
 MAX_USERS = 5000
 MAX_DURATION = 86400.0
 GRACE_SECONDS = 180.0      # beyond the planned duration before the run is stopped as hung
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")   # sync_products' rule (loginsvc/sso/products.py), Django-free
+REMOTE_NEEDS_FILE = ("--accounts: with --remote give a FILE of existing accounts (email:password lines); nothing "
+                     "is created on a remote target")
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,7 +52,7 @@ def bad(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def _positive(kind: type) -> object:
+def _positive(kind: type) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = kind(text)
@@ -52,6 +62,13 @@ def _positive(kind: type) -> object:
             raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
         return value
     return parse
+
+
+def _accounts(text: str) -> int | Path:
+    """--accounts: a number of accounts to create, or a FILE of existing ones (a file named like a number: ./50)."""
+    if text.isdigit():
+        return int(_positive(int)(text))
+    return Path(text)
 
 
 def build_parser() -> Parser:
@@ -70,8 +87,56 @@ def build_parser() -> Parser:
     run.add_argument("--admin", help="the router's admin API (default: the stack's, http://127.0.0.1:8001)")
     run.add_argument("--var-dir", type=Path, default=None, help="the stack's state (default LOGINSVC_VAR_DIR or var/)")
     run.add_argument("--kill", default="", metavar="CLUSTER", help="failover: the cluster to kill (default: the stable one)")
-    run.add_argument("--accounts", type=_positive(int), default=50, help="load-test accounts to spread over (default 50)")
+    run.add_argument("--accounts", type=_accounts, default=50, metavar="N|FILE",
+                     help="load-test accounts to create and spread over (default 50), or a FILE of existing ones, "
+                          "one email:password a line (owner-only)")
+    run.add_argument("--remote", action="store_true",
+                     help="the target is not this machine's stack (staging): create nothing, take the accounts from "
+                          "--accounts FILE and the product's secret from LOADTEST_CLIENT_SECRET")
+    run.add_argument("--client-id", help=f"--remote: the product registered on the target (default {CLIENT_ID})")
     return parser
+
+
+def loopback(origin: str) -> bool:
+    """Whether the URL's host is this machine by its name alone (no DNS lookup: that would be a request too)."""
+    host = urlsplit(origin).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_target(args: argparse.Namespace) -> None:
+    """Where the run goes and what it may create there; checked before any request."""
+    if args.remote:
+        if not isinstance(args.accounts, Path):
+            bad(REMOTE_NEEDS_FILE)
+        if args.scenario == "failover":
+            bad("--remote: the failover scenario kills a cluster of this machine's stack")
+        if args.client_id is not None and not CLIENT_ID_RE.fullmatch(args.client_id):
+            bad(f"--client-id: 1 to 100 of A-Z a-z 0-9 . _ - (got {args.client_id!r})")
+        if not os.environ.get(CLIENT_SECRET_ENV):
+            bad(f"--remote: {CLIENT_SECRET_ENV} is not set (the secret of the product registered on the target)")
+        if args.admin and not (os.environ.get("CANARY_ADMIN_TOKEN") or os.environ.get("CANARY_ADMIN_TOKEN_FILE")):
+            bad("--admin: with --remote the router's token comes from CANARY_ADMIN_TOKEN or "
+                "CANARY_ADMIN_TOKEN_FILE, never this machine's stack")
+    else:
+        for option, origin in (("--host", args.host), ("--admin", args.admin)):
+            if origin and not loopback(origin):
+                bad(f"{option}: {origin} is not this machine; the run creates accounts on its target, so only "
+                    "127.0.0.1, [::1] or localhost (a staging stack: --remote with --accounts FILE)")
+        if args.client_id:
+            bad("--client-id: only with --remote (a local run registers its own product)")
+        if os.environ.get("DATABASE_URL"):
+            bad("DATABASE_URL is set: a run prepares only the stack's own database under --var-dir, never one "
+                "named by this shell; unset it (a stack on PostgreSQL: --remote with --accounts FILE)")
+    if isinstance(args.accounts, Path):
+        try:
+            accounts_file.read(args.accounts)
+        except accounts_file.AccountsFileError as exc:
+            bad(f"--accounts: {exc}")
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -93,6 +158,9 @@ def validate(args: argparse.Namespace) -> None:
         bad("--kill: only the failover scenario kills a cluster")
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):
         bad(f"--out: {args.out} exists and is not empty (reports are never overwritten)")
+    if args.admin is not None and not urlsplit(args.admin).hostname:
+        bad(f"--admin: expected an origin like http://127.0.0.1:8001, got {args.admin!r}")
+    validate_target(args)
 
 
 def reachable(host: str) -> str | None:
@@ -107,19 +175,41 @@ def reachable(host: str) -> str | None:
 
 
 def locust_command(args: argparse.Namespace, out: Path, duration: float, rate: float | None, admin: str,
-                   var_dir: Path, accounts: str) -> list[str]:
+                   var_dir: Path, accounts: list[str]) -> list[str]:
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", args.host.rstrip("/"),
                "--only-summary", "--html", str(out / "locust.html"), "--csv", str(out / "locust"),
                "--logfile", str(out / "locust.log"), "--loglevel", "INFO", "--stop-timeout", "5",
                "--lt-scenario", args.scenario, "--lt-duration", str(duration), "--lt-users", str(args.users),
                "--lt-rate", str(rate or 0), "--lt-out", str(out), "--lt-admin", admin, "--lt-var-dir", str(var_dir),
-               "--lt-kill", args.kill, "--lt-accounts", accounts, "--lt-client-id", CLIENT_ID,
+               "--lt-kill", args.kill, *accounts, "--lt-client-id", args.client_id or CLIENT_ID,
                "--lt-redirect-uri", REDIRECT_URI, "--lt-post-logout-uri", POST_LOGOUT_URI]
     for expression in args.slo:
         command += ["--lt-slo", expression]
     if args.processes > 1:
         command += ["--processes", str(args.processes)]
     return command
+
+
+def stack_of(args: argparse.Namespace, var_dir: Path) -> StackSpec | None:
+    """This machine's `make up` stack (its admin listener, Redis and manage.py's state); None for --remote."""
+    if args.remote:
+        return None
+    try:
+        return StackSpec.load(var_dir)
+    except StackError as exc:
+        bad(f"--var-dir: {exc}")
+
+
+def prepared_on(spec: StackSpec | None, accounts: int | Path) -> Prepared:
+    """The accounts and product on the stack; a remote target is taken as it is."""
+    if spec is None:
+        if not isinstance(accounts, Path):
+            bad(REMOTE_NEEDS_FILE)   # validate_target refused it already
+        return remote(accounts)
+    try:
+        return prepare(spec, accounts)
+    except PrepareError as exc:
+        bad(str(exc))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,23 +220,21 @@ def run(args: argparse.Namespace) -> int:
     problem = reachable(args.host)
     if problem:
         bad(f"--host: nothing usable at {args.host} ({problem}); start the stack with `make up`")
-    try:
-        spec = StackSpec.load(var_dir)   # the make-up stack: its admin listener, Redis and manage.py's state
-    except StackError as exc:
-        bad(f"--var-dir: {exc}")
-    admin = args.admin or spec.admin_url
-    try:
-        status = Ops(admin, var_dir).status()
-    except OpsError as exc:
-        if args.scenario in scenarios.NEEDS_OPS:
-            bad(f"--admin: the {args.scenario} scenario drives the router: {exc}")
-        admin, status = "", None
+    spec = stack_of(args, var_dir)
+    admin = args.admin or (spec.admin_url if spec else "")
+    status = None
+    if admin:
+        try:
+            status = Ops(admin, var_dir).status()
+        except OpsError as exc:
+            if args.scenario in scenarios.NEEDS_OPS:
+                bad(f"--admin: the {args.scenario} scenario drives the router: {exc}")
+            admin = ""
+    elif args.scenario in scenarios.NEEDS_OPS:
+        bad(f"--admin: the {args.scenario} scenario drives the router: give its admin API")
     if status is not None and args.kill and args.kill not in status["clusters"]:
         bad(f"--kill: no cluster {args.kill!r} (the router has {', '.join(sorted(status['clusters']))})")
-    try:
-        prepared = prepare(spec, args.accounts)
-    except PrepareError as exc:
-        bad(str(exc))
+    prepared = prepared_on(spec, args.accounts)
     out = (args.out or ROOT / "reports" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     command = locust_command(args, out, duration, rate, admin, var_dir, prepared.accounts)

@@ -2,16 +2,18 @@
 
 The options travel from the master to every worker with Locust's own spawn message, so a worker on
 another machine needs only the same environment variables (LOADTEST_PASSWORD, LOADTEST_CLIENT_SECRET)
-and the locustfile (docs/loadtests.md).
+and the locustfile (docs/loadtests.md) — or, with --lt-accounts-file, the same accounts file at that path.
 """
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from loadtests import pacing, scenarios
+from loadtests import accounts_file, pacing, scenarios
+from loginsvc.accounts.load_users import email_of
 
 PASSWORD_ENV = "LOADTEST_PASSWORD"
 CLIENT_SECRET_ENV = "LOADTEST_CLIENT_SECRET"
@@ -31,7 +33,7 @@ class RunConfig:
     scenario: scenarios.Scenario
     processes: int                   # generator processes (Locust's --processes; 1 without it)
     accounts: list[str]
-    password: str
+    passwords: dict[str, str]        # email -> password (one shared password, or each its own from a file)
     product: Product
     wrong_passwords: pacing.WrongPasswordBudget
     started: float
@@ -54,6 +56,8 @@ def add_options(parser: Any) -> None:
     group.add_argument("--lt-var-dir", default="")
     group.add_argument("--lt-kill", default="", help="failover: the cluster to kill (default: the stable one)")
     group.add_argument("--lt-accounts", default="loadtest:50", help="PREFIX:COUNT, or demo")
+    group.add_argument("--lt-accounts-file", default="", help="email:password lines (loadtests/accounts_file.py); "
+                       "replaces --lt-accounts and LOADTEST_PASSWORD")
     group.add_argument("--lt-client-id", default="loadtest")
     group.add_argument("--lt-redirect-uri", default="http://127.0.0.1:9/loadtest/callback")
     group.add_argument("--lt-post-logout-uri", default="http://127.0.0.1:9/loadtest/")
@@ -64,17 +68,24 @@ def accounts(spec: str) -> list[str]:
     if spec == "demo":
         return list(DEMO_ACCOUNTS)
     prefix, _, count = spec.rpartition(":")
-    return [f"{prefix}-{i:04d}@loadtest.example.test" for i in range(int(count))]
+    return [email_of(i, prefix) for i in range(int(count))]
+
+
+def credentials(options: Any) -> dict[str, str]:
+    """email -> password: the file's accounts, or the named ones with LOADTEST_PASSWORD."""
+    if getattr(options, "lt_accounts_file", ""):
+        return accounts_file.read(Path(options.lt_accounts_file))
+    return dict.fromkeys(accounts(options.lt_accounts), os.environ.get(PASSWORD_ENV, ""))
 
 
 def build(options: Any, started: float | None = None) -> RunConfig:
     scenario = scenarios.make(options.lt_scenario, options.lt_duration, options.lt_users, options.lt_rate or None,
                               slos=options.lt_slo, kill=options.lt_kill)
-    emails = accounts(options.lt_accounts)
+    passwords = credentials(options)
+    emails = list(passwords)
     processes = max(1, int(getattr(options, "processes", None) or 1))
     return RunConfig(
-        scenario=scenario, processes=processes, accounts=emails,
-        password=os.environ.get(PASSWORD_ENV, ""),
+        scenario=scenario, processes=processes, accounts=emails, passwords=passwords,
         product=Product(options.lt_client_id, os.environ.get(CLIENT_SECRET_ENV, ""), options.lt_redirect_uri,
                         options.lt_post_logout_uri),
         wrong_passwords=pacing.WrongPasswordBudget(emails, processes),

@@ -91,8 +91,8 @@ class Browser(FastHttpUser):
             if token is None:
                 page.failure(f"login page: {page.status_code}, no CSRF token")
                 return None
-        form = {"csrfmiddlewaretoken": token, "username": self.account, "password": self.run.password,
-                "next": next_url}
+        form = {"csrfmiddlewaretoken": token, "username": self.account,
+                "password": self.run.passwords[self.account], "next": next_url}
         with self.client.post("/login/", data=form, name="login", allow_redirects=False, catch_response=True) as done:
             location = done.headers.get("Location") if done.status_code == 302 else None
             if location is None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.stack.conftest import RunningStack, start_stack
+from deploy.stack import StackSpec
+from loadtests.prepare import manage_env, product_toml
+from tests.stack.conftest import PASSWORD, RunningStack, start_stack
 from tests.stack.test_self_healing import all_healthy
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, manage, wait_for
 
 SLOW_NODE_MS = 250
 RUN_BOUND_SECONDS = 240          # a run that hangs fails its test instead of the suite
@@ -34,9 +38,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     running.stop()
 
 
-def load_run(stack: RunningStack, out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def load_run(stack: RunningStack, out: Path, *args: str,
+             env_extra: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """One run with the load suites' own accounts (DEMO_PASSWORD unset); its result and summary.json."""
-    env = {k: v for k, v in stack.env.items() if k != "DEMO_PASSWORD"}
+    env = {**{k: v for k, v in stack.env.items() if k != "DEMO_PASSWORD"}, **(env_extra or {})}
     result = subprocess.run([sys.executable, "-m", "loadtests", "run", "--host", stack.base, "--admin", stack.admin,
                              "--var-dir", str(stack.var_dir), "--out", str(out), "--accounts", "10", *args],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_BOUND_SECONDS)
@@ -190,3 +195,28 @@ def test_a_stall_shows_in_corrected_latency(stack: RunningStack, tmp_path: Path)
     assert corrected["p99"] >= 0.6 * stall * 1000, summary["total"]
     assert corrected["p99"] >= summary["total"]["p99"]
     assert summary["worst_send_lag_ms"] >= 0.5 * stall * 1000
+
+
+def test_a_remote_run_creates_nothing_and_signs_in_with_the_files_accounts(stack: RunningStack, tmp_path: Path) -> None:
+    """--remote: the stack is taken as it is. The accounts come from the file (the demo accounts here, each with
+    its own password line), the product's secret from the environment; no account is created or changed."""
+    accounts = tmp_path / "accounts.txt"
+    accounts.write_text(f"# staging\ndemo@example.test:{PASSWORD}\ndemo2@example.test:{PASSWORD}\n")
+    accounts.chmod(0o600)
+    secret = secrets.token_urlsafe(32)   # the product as the target's operators register it
+    (tmp_path / "products.toml").write_text(product_toml())
+    manage(manage_env(StackSpec.load(stack.var_dir), LOADTEST_CLIENT_SECRET=secret), "sync_products",
+           str(tmp_path / "products.toml"))
+
+    def users() -> list[tuple[str, int]]:
+        with sqlite3.connect(stack.var_dir / "db.sqlite3") as db:
+            return db.execute("SELECT email, is_active FROM accounts_user ORDER BY email").fetchall()
+    before = users()
+    result, summary = load_run(stack, tmp_path / "remote", "--scenario", "steady", "--duration", "6", "--users", "4",
+                               "--remote", "--accounts", str(accounts),
+                               env_extra={"LOADTEST_CLIENT_SECRET": secret, "LOADTEST_PASSWORD": "not this one",
+                                          "CANARY_ADMIN_TOKEN_FILE": str(stack.var_dir / "canary-admin-token")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary["total"]["errors"] == 0, summary["endpoints"]
+    assert summary["endpoints"]["login"]["count"] > 0 and summary["endpoints"]["token"]["count"] > 0
+    assert users() == before
