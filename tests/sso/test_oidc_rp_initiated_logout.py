@@ -208,11 +208,19 @@ def test_2_forged_hint_is_logged_without_the_hint(signed_in: Client, product: Pr
 
 
 # --- a valid hint of this session ---------------------------------------------------------------------------
-def test_2_valid_hint_of_this_session_ends_it_without_a_prompt_and_only_its_tokens(product: Product, user) -> None:
-    other = register("admin-portal")
-    here, elsewhere = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
-    for browser in (here, elsewhere):
+@pytest.fixture
+def two_browsers(user) -> tuple[Client, Client]:
+    """Two sessions of the same user: this browser and another one."""
+    browsers = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
+    for browser in browsers:
         assert login(browser, user.email, PASSWORD).status_code == 302
+    return browsers
+
+
+def test_2_valid_hint_of_this_session_ends_it_without_a_prompt_and_only_its_tokens(product: Product,
+                                                                                 two_browsers) -> None:
+    other = register("admin-portal")
+    here, elsewhere = two_browsers
     mine, mine_admin = tokens_for(here, product), tokens_for(here, other)
     theirs = tokens_for(elsewhere, product)
 
@@ -231,10 +239,8 @@ def test_2_valid_hint_of_this_session_ends_it_without_a_prompt_and_only_its_toke
     assert token(product, grant_type="refresh_token", refresh_token=theirs["refresh_token"]).status_code == 200
 
 
-def test_2_hint_of_another_session_of_this_user_asks_first(product: Product, user) -> None:
-    here, elsewhere = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
-    for browser in (here, elsewhere):
-        assert login(browser, user.email, PASSWORD).status_code == 302
+def test_2_hint_of_another_session_of_this_user_asks_first(product: Product, two_browsers) -> None:
+    here, elsewhere = two_browsers
     theirs = tokens_for(elsewhere, product)
     tokens_for(here, product)
     response = logout(here, id_token_hint=theirs["id_token"], post_logout_redirect_uri=POST_LOGOUT)
@@ -261,14 +267,13 @@ def test_2_logout_token_issuer_is_checked_against_ours(signed_in: Client, produc
 
 # --- expired hints (§2: the OP SHOULD accept them) -----------------------------------------------------------
 @pytest.mark.parametrize("row", ["kept", "gone"])
-def test_2_expired_hint_of_this_session_ends_it_and_queues_backchannel_logouts(user, row: str) -> None:
+def test_2_expired_hint_of_this_session_ends_it_and_queues_backchannel_logouts(signed_in: Client, row: str) -> None:
     """The product holds the ID token of its sign-in, long expired by logout time; its IDToken row may be gone."""
     from oauth2_provider.models import IDToken
 
     webmail = register("webmail", backchannel="https://webmail.example.test/bcl")
     portal = register("admin-portal", backchannel="https://admin-portal.example.test/bcl")
-    browser = Client(enforce_csrf_checks=True)
-    assert login(browser, user.email, PASSWORD).status_code == 302
+    browser = signed_in
     mine, mine_portal = expired_tokens(browser, webmail), tokens_for(browser, portal)
     claims = unverified_claims(mine["id_token"])
     if row == "gone":
@@ -282,10 +287,9 @@ def test_2_expired_hint_of_this_session_ends_it_and_queues_backchannel_logouts(u
 
 
 # --- POST (§2: the OP MUST support GET and POST) ------------------------------------------------------------
-def test_2_logout_request_by_post_needs_no_csrf_token(product: Product, user) -> None:
+def test_2_logout_request_by_post_needs_no_csrf_token(signed_in: Client, product: Product) -> None:
     """A product's form POSTs the request from its own origin: it cannot carry our CSRF token."""
-    browser = Client(enforce_csrf_checks=True)
-    assert login(browser, user.email, PASSWORD).status_code == 302
+    browser = signed_in
     mine = tokens_for(browser, product)
     response = browser.post("/oidc/logout/", {"id_token_hint": mine["id_token"], "state": "s",
                                               "post_logout_redirect_uri": POST_LOGOUT})
@@ -308,10 +312,8 @@ def test_2_confirmation_answer_without_csrf_token_is_refused(signed_in: Client, 
     assert authenticated(signed_in) and active(product, mine)
 
 
-def test_2_anonymous_confirmation_without_csrf_token_ends_nothing(product: Product, user) -> None:
-    victim = Client(enforce_csrf_checks=True)
-    assert login(victim, user.email, PASSWORD).status_code == 302
-    theirs = tokens_for(victim, product)
+def test_2_anonymous_confirmation_without_csrf_token_ends_nothing(signed_in: Client, product: Product) -> None:
+    theirs = tokens_for(signed_in, product)
     stranger = Client(enforce_csrf_checks=True)
     page = logout(stranger, id_token_hint=theirs["id_token"])
     assert confirm(stranger, page, csrf=False).status_code == 403
@@ -327,10 +329,8 @@ def test_2_cancel_ends_nothing(signed_in: Client, product: Product) -> None:
 
 # --- a hint that is not this session's (§2: the OP MUST ask) ------------------------------------------------
 @pytest.fixture
-def victim(user) -> Client:
-    browser = Client(enforce_csrf_checks=True)
-    assert login(browser, user.email, PASSWORD).status_code == 302
-    return browser
+def victim(signed_in: Client) -> Client:
+    return signed_in
 
 
 @pytest.fixture
@@ -387,11 +387,10 @@ def test_2_hint_whose_session_ended_is_confirmed_then_ends_that_products_sign_in
     assert queued() == {("webmail", unverified_claims(theirs["id_token"])["sid"])}
 
 
-def test_2_hint_of_another_session_confirmed_by_its_user_ends_all_its_sign_ins(product: Product, user) -> None:
+def test_2_hint_of_another_session_confirmed_by_its_user_ends_all_its_sign_ins(product: Product,
+                                                                                 two_browsers) -> None:
     portal = register("admin-portal")
-    here, elsewhere = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
-    for browser in (here, elsewhere):
-        assert login(browser, user.email, PASSWORD).status_code == 302
+    here, elsewhere = two_browsers
     theirs, theirs_portal = tokens_for(elsewhere, product), tokens_for(elsewhere, portal)
     mine = tokens_for(here, product)
     response = confirm(here, logout(here, id_token_hint=theirs["id_token"]))
