@@ -83,7 +83,7 @@ def read_hint(raw: str, issuer: str) -> Hint:
         raise InvalidIDTokenError() from None
     age = time.time() - claims["iat"]
     if age > max_hint_age() or age < -CLOCK_SKEW_SECONDS:
-        raise InvalidIDTokenError("The ID Token is older than a session can live.")
+        raise InvalidIDTokenError("The ID Token was issued longer ago than a session can live, or in the future.")
     audience, sid = claims["aud"], claims.get("sid")
     if isinstance(audience, list) and len(audience) == 1:
         audience = audience[0]
@@ -95,6 +95,7 @@ def read_hint(raw: str, issuer: str) -> Hint:
 
 
 def _user(sub: str) -> Any:
+    """The hint's user: a deleted user has nothing left to end (their sign-ins went with them)."""
     users = auth.get_user_model()
     try:
         user = users.objects.filter(pk=users._meta.pk.to_python(sub)).first()
