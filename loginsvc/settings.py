@@ -231,6 +231,8 @@ OAUTH2_PROVIDER = {
     # A refresh token cannot outlive the central session's absolute lifetime.
     "REFRESH_TOKEN_EXPIRE_SECONDS": LOGINSVC["SESSION_MAX_SECONDS"],
     "ROTATE_REFRESH_TOKEN": True,
+    # 0: the toolkit's grace period would have to return tokens it stores hashed (its check E001);
+    # sso/refresh_retry.py keeps a retry window of its own (LOGINSVC_REFRESH_RETRY_SECONDS).
     "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,       # a replayed old refresh token revokes its family
     "CLIENT_SECRET_HASHER": "sso_sha256",
@@ -249,7 +251,7 @@ OAUTH2_PROVIDER = {
     "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
     "OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT": False,   # a valid id_token_hint of this session: no prompt
     "OIDC_RP_INITIATED_LOGOUT_STRICT_REDIRECT_URIS": True,
-    "OIDC_RP_INITIATED_LOGOUT_ACCEPT_EXPIRED_TOKENS": False,
+    "OIDC_RP_INITIATED_LOGOUT_ACCEPT_EXPIRED_TOKENS": False,  # unused: sso/rp_logout.py reads hints itself and accepts expired ones
     # The toolkit would delete every token of the user, in every browser; sso/logout.py revokes exactly
     # the ending session's tokens (and notifies its products).
     "OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS": False,

@@ -2,7 +2,7 @@
 
 Why: products' back ends ask these on their hot path. Through Django one answer cost 6.4-8.1
 million instructions (in-process, callgrind), 7-9x a fast-path GET /api/session (0.92 million),
-and ran at 0.24-0.31 of its rate per worker (docs: /work/notes/sso-bench.md). Profiling showed
+and ran at 0.24-0.31 of its rate per worker (docs/benchmarks.md). Profiling showed
 where: the ORM building the same token and client queries on every request (a select_related
 .first() alone: 4.5 million), then the middleware chain, URL resolving, and the toolkit's
 request building. This WSGI wrapper (loginsvc/wsgi.py) answers the plain successful case in
@@ -33,13 +33,20 @@ X-Request-ID, the latency histogram and the access-log line (loginsvc/fast_path.
 also insists on the URL's exact decorator stack (refuse_nul, never_cache). tests/sso/test_fast_token.py
 compares status, body and every header of both paths, case by case.
 LOGINSVC_SSO_FAST_PATH=0 turns it off; loginsvc_sso_fast_path_total{endpoint,result} counts it.
+
+It overrides private functions of django-oauth-toolkit and oauthlib (_load_access_token,
+_load_application, _get_additional_claims_is_request_agnostic, OAuthLibCore._extract_params), on
+the path that decides whether a token is valid, and a release may change them without notice. So
+it serves only under the releases its parity tests (tests/sso/test_fast_token.py) ran on, PROVEN;
+under any other, every request is handed to Django (result="versions") and start-up says why.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from importlib import metadata
 from typing import Any
 from urllib.parse import parse_qsl
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -79,7 +86,19 @@ RESULTS = (
     "refused",      # the answer is an error (bad token or client): Django answers and logs it
     "client",       # the client is not in the database (or is a CIMD client): Django looks further
     "error",        # a bug or a database failure here; logged, and Django answers
+    "versions",     # the toolkit or oauthlib is a release the parity tests did not run on
 )
+# Releases (major.minor) whose private functions this module overrides, as the parity tests ran them.
+PROVEN = {"django-oauth-toolkit": ("3.4",), "oauthlib": ("4.0",)}
+
+
+def unproven_versions(installed: Callable[[str], str] = metadata.version) -> str | None:
+    """Why the installed toolkit or oauthlib is not one the parity tests ran on, or None."""
+    for name, releases in PROVEN.items():
+        version = installed(name)
+        if ".".join(version.split(".")[:2]) not in releases:
+            return f"{name} {version} is not a release the fast path was proven on ({', '.join(releases)})"
+    return None
 
 Application = get_application_model()
 ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user")
@@ -223,6 +242,21 @@ def _plain(environ: WSGIEnvironment) -> bool:
     return "HTTP_COOKIE" not in environ and not environ.get("QUERY_STRING")
 
 
+class HandOffApp:
+    """Every request to Django, the ones the fast path would have taken counted with `reason`."""
+
+    def __init__(self, inner: WSGIApplication, reason: str) -> None:
+        self.inner, self.reason = inner, reason
+        self.endpoints = {(reverse("oauth2_provider:user-info"), "GET"): "userinfo",
+                          (reverse("oauth2_provider:introspect"), "POST"): "introspect"}
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        endpoint = self.endpoints.get((environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")))
+        if endpoint is not None:
+            FAST_PATH.labels(endpoint, self.reason).inc()
+        return self.inner(environ, start_response)
+
+
 class FastTokenApp(FastPath):
     """The WSGI application: the fast path for plain userinfo and introspection, `inner` for the rest."""
 
@@ -347,6 +381,10 @@ def wrap(inner: WSGIApplication) -> WSGIApplication:
     """loginsvc/wsgi.py's application: the fast path in front of `inner`, unless off or unsupported."""
     if not conf.get("SSO_FAST_PATH"):
         return inner
+    versions = unproven_versions()
+    if versions is not None:
+        logger.warning("SSO fast path off: %s; Django answers every request", versions)
+        return HandOffApp(inner, "versions")
     try:
         reason = unsupported()
         if reason is None:

@@ -1,6 +1,6 @@
 """ORM reads compiled once per thread: the same SQL and the same model objects, without rebuilding the query.
 
-Why: profiling GET /oidc/userinfo/ and POST /oidc/introspect/ (docs in /work/notes/sso-bench.md)
+Why: profiling GET /oidc/userinfo/ and POST /oidc/introspect/ (docs/benchmarks.md, the SSO section)
 showed that most of their time outside the middleware chain went to building SQL, not running
 it: `AccessToken.objects.select_related("application", "user").filter(...).first()` costs
 hundreds of microseconds of query construction and compilation for a lookup SQLite answers by

@@ -157,7 +157,10 @@ class Validator(OAuth2Validator):
         the grant "does not match the redirection URI used in the authorization request"); oauthlib
         would answer invalid_request."""
         grant = Grant.objects.filter(code=code, application=client).only("redirect_uri").first()
-        if grant is None or grant.redirect_uri != redirect_uri:
+        if grant is None:  # redeemed by a concurrent request since validate_code: a replay
+            revoke_replayed(code, client)
+            raise errors.InvalidGrantError(description="the authorization code was already used", request=request)
+        if grant.redirect_uri != redirect_uri:
             raise errors.InvalidGrantError(description="redirect_uri does not match the authorization request",
                                            request=request)
         return True
@@ -243,7 +246,20 @@ class Validator(OAuth2Validator):
         return refresh_token
 
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
-        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
-            return False
+        """The toolkit's checks (a rotated or revoked token is a replay: its family is revoked), the
+        central session's (token_rules.py), and first the retry window (sso/refresh_retry.py).
+
+        Under a row lock (PostgreSQL; SQLite's IMMEDIATE transaction serialises): a concurrent
+        rotation of this token has either committed, with its receipt, or waits until the toolkit
+        has decided; the toolkit never judges a token rotated after the receipt was looked for."""
+        with transaction.atomic():
+            rows = list(RefreshToken.objects.select_for_update().filter(token_checksum=checksum(refresh_token))
+                        .values_list("revoked", flat=True))
+            if rows and None not in rows:
+                answer = refresh_retry.answer(refresh_token, client)
+                if answer is not None:
+                    raise Retried(answer)
+            if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+                return False
         request.sign_in = token_rules.refresh_sign_in(request.refresh_token_instance)
         return request.sign_in is not None

@@ -36,7 +36,7 @@ from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
 
 from loginsvc import conf
-from loginsvc.sso import audit, central, introspection, keys, refresh_retry
+from loginsvc.sso import audit, central, introspection, keys
 from loginsvc.sso.validators import GrantRefused, Retried, Validator, revoke_replayed
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -310,14 +310,12 @@ class TokenView(toolkit.TokenView):
     validator raises inside the toolkit's save (GrantRefused: a code or refresh token that another
     request spent first) and a grant row that vanished under a concurrent redemption (the toolkit's
     Grant.objects.get raised DoesNotExist: a 500). A refresh retried by the same confidential client
-    moments after its rotation is answered with that rotation's pair (sso/refresh_retry.py)."""
+    moments after its rotation is answered with that rotation's pair (Retried: sso/refresh_retry.py)."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         refused = malformed_token_request(request)
         response: HttpResponse | None = None
         if refused is None:
-            response = _retried_refresh(request)
-        if refused is None and response is None:
             try:
                 response = super().post(request, *args, **kwargs)
             except GrantRefused as refusal:
@@ -326,12 +324,12 @@ class TokenView(toolkit.TokenView):
                 refused = ("invalid_grant", refusal.description)
             except Retried as retried:
                 response = _token_answer(retried.answer)
-            except ObjectDoesNotExist:  # the grant went between two of the toolkit's reads
+            except ObjectDoesNotExist:  # a grant or token went between two of the toolkit's reads
                 if request.POST.get("grant_type") == "authorization_code":
                     client = get_application_model().objects.filter(client_id=_client_id(request)).first()
                     if client is not None:
                         revoke_replayed(request.POST.get("code", ""), client)
-                refused = ("invalid_grant", "the grant was used by another request")
+                refused = ("invalid_grant", "the grant was used or revoked by a concurrent request")
         if refused is not None:
             response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
         assert response is not None
@@ -362,22 +360,6 @@ def _client_id(request: HttpRequest) -> str:
 def _token_answer(answer: dict[str, Any]) -> HttpResponse:
     """§5.1: a successful token response, not stored by any cache."""
     return _no_store(JsonResponse(answer))
-
-
-def _retried_refresh(request: HttpRequest) -> HttpResponse | None:
-    """The same answer for a refresh the same confidential client retries within the window, else
-    None (the toolkit decides: a reuse after the window, or by anyone else, revokes the family)."""
-    old = request.POST.get("refresh_token")
-    if request.POST.get("grant_type") != "refresh_token" or not old:
-        return None
-    receipt = refresh_retry.pending(old)
-    if receipt is None:
-        return None
-    answer = refresh_retry.answer(old, authenticated_client(request), receipt)
-    if answer is None:
-        return None
-    audit.retried(request, receipt.application.client_id)
-    return _token_answer(answer)
 
 
 @method_decorator(csrf_exempt, name="dispatch")

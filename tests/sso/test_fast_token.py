@@ -363,3 +363,30 @@ def test_switch_and_unknown_middleware_turn_it_off(settings, caplog) -> None:
     with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]):
         assert fast_token.wrap(django_app) is django_app
     assert "SSO fast path off: MIDDLEWARE" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_disabled_user_is_refused_by_both_paths_on_the_next_request(apps, mine, product, user) -> None:
+    """ASVS 3.3.3, on the fast path too: a user disabled behind the models' back (nothing revoked)."""
+    compare(apps, userinfo(mine["access_token"]), "served")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE accounts_user SET is_active = %s WHERE id = %s", [False, user.pk])
+    assert compare(apps, userinfo(mine["access_token"]), "refused").status.startswith("401")
+    answer = compare(apps, introspection(product, {"token": mine["access_token"]}), "served")
+    assert answer.body == b'{"active": false}'
+
+
+@pytest.mark.django_db
+def test_a_release_the_parity_tests_did_not_run_on_hands_everything_to_django(mine, monkeypatch, caplog) -> None:
+    """The fast path overrides private toolkit and oauthlib functions: another release, no fast path."""
+    installed = {"django-oauth-toolkit": "3.5.0", "oauthlib": "4.0.1"}
+    assert "3.5.0" in fast_token.unproven_versions(installed.__getitem__)
+    assert fast_token.unproven_versions({"django-oauth-toolkit": "3.4.9", "oauthlib": "4.0.0"}.__getitem__) is None
+    monkeypatch.setattr(fast_token, "unproven_versions", lambda: "django-oauth-toolkit 3.5.0 is not proven")
+    with caplog.at_level(logging.WARNING, logger="loginsvc.sso.fast_token"):
+        app = fast_token.wrap(WSGIHandler())
+    assert not isinstance(app, fast_token.FastTokenApp)
+    assert "SSO fast path off: django-oauth-toolkit 3.5.0 is not proven" in caplog.text
+    before = counts()
+    assert call(app, userinfo(mine["access_token"])()).status.startswith("200")
+    assert counts()[("userinfo", "versions")] - before[("userinfo", "versions")] == 1
