@@ -110,16 +110,20 @@ def test_code_flow_through_the_router_with_authlib(provider: Provider) -> None:
     assert (admin_claims["sub"], admin_claims["sid"]) == (claims["sub"], claims["sid"])
     assert admin_claims["aud"] == "admin-portal"
 
-    # Refresh: rotation (a new refresh token, the new access token works), then reuse of the old one
-    # revokes the family (RFC 9700 §4.14.2).
+    # Refresh: rotation (a new refresh token, the new access token works); a retry of the old one at
+    # once gets the same pair; once the new one was used, reuse of the old one revokes the family
+    # (RFC 9700 §4.14.2).
     fresh = product.refresh(token["refresh_token"])
     assert fresh["refresh_token"] != token["refresh_token"]
     assert product.id_token_claims(fresh, None)["sub"] == claims["sub"]
     assert product.userinfo(fresh["access_token"]).json()["email"] == EMAIL
+    again = product.refresh(token["refresh_token"])
+    assert (again["access_token"], again["refresh_token"]) == (fresh["access_token"], fresh["refresh_token"])
+    newer = product.refresh(fresh["refresh_token"])
     replay = product.refresh_response(token["refresh_token"])
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant", replay.text
-    assert product.refresh_response(fresh["refresh_token"]).json()["error"] == "invalid_grant"
-    assert product.introspect(fresh["access_token"])["active"] is False
+    assert product.refresh_response(newer["refresh_token"]).json()["error"] == "invalid_grant"
+    assert product.introspect(newer["access_token"])["active"] is False
 
     # Revocation (RFC 7009): the admin portal's tokens, as its back end would on sign-out.
     assert admin.revoke(admin_token["access_token"], "access_token").status_code == 200
