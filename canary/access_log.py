@@ -1,4 +1,5 @@
-"""Buffered access log on stdout: one line per request with the cluster and node that served it, written off the loop."""
+"""Buffered access log on stdout: one line per request with the cluster and node that served it, written off the loop;
+requests refused before they became one (a bad or oversized head) get a line of their own, rate-limited."""
 from __future__ import annotations
 
 import queue
@@ -11,15 +12,23 @@ if TYPE_CHECKING:
     from .exchange import Exchange
 
 MAX_PENDING: Final = 64      # batches waiting for the writer (about 16,000 lines); past that, lines are dropped
+REFUSALS_PER_SECOND: Final = 20   # lines for refused requests per second; the rest are counted, then summed up
 
 
 class AccessLog:
     """A line is one string format on the request path; lines are joined into batches (by the sweeper every
     0.1 s, or when the buffer fills) and a writer thread writes them, so a slow stdout reader (a full pipe, a
     busy log collector) never stalls the event loop. If the writer falls MAX_PENDING batches behind, newer
-    batches are dropped and counted (`dropped`, canary_access_log_dropped_lines_total) rather than held."""
+    batches are dropped and counted (`dropped`, canary_access_log_dropped_lines_total) rather than held.
 
-    __slots__ = ("out", "buf", "ts", "_ts_sec", "limit", "pending", "dropped", "_writer")
+    A request refused while its head is read never becomes an exchange; refused() logs it with its status, a
+    fixed reason word and the client address, and nothing of the request itself (a request line can carry
+    secrets and control characters). A flood of them (a scanner, an attack) would drown the log, so at most
+    REFUSALS_PER_SECOND are written per second; the others are counted (`not_logged`,
+    canary_access_log_refusals_not_logged_total) and one line at the end of the second says how many."""
+
+    __slots__ = ("out", "buf", "ts", "_ts_sec", "limit", "pending", "dropped", "_writer", "refusals", "unlogged",
+                 "not_logged")
 
     def __init__(self, out: BinaryIO | None = None, limit: int = 256) -> None:
         self.out = out or sys.stdout.buffer
@@ -28,15 +37,38 @@ class AccessLog:
         self._ts_sec = 0
         self.ts = ""
         self.dropped = 0
+        self.refusals = 0        # refused requests logged in this second
+        self.unlogged = 0        # refused requests over the cap in this second
+        self.not_logged = 0      # refused requests over the cap, ever
         self.pending: queue.Queue[bytes | None] = queue.Queue(MAX_PENDING)
         self._writer: threading.Thread | None = None
         self.tick(time.time())
 
     def tick(self, wall: float) -> None:
+        """The clock (the sweeper's, every 0.1 s): a new second also ends the refused requests' window."""
         sec = int(wall)
         if sec != self._ts_sec:
+            self._end_window()
             self._ts_sec = sec
             self.ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
+
+    def _end_window(self) -> None:
+        if self.unlogged:
+            self.buf.append(f"{self.ts} refused requests: {self.unlogged} more not logged\n")
+            self.unlogged = 0
+        self.refusals = 0
+
+    def refused(self, status: int, reason: str, peer: bytes) -> None:
+        """A request refused before it became an exchange: `reason` is a fixed word, `peer` the address."""
+        if self.refusals >= REFUSALS_PER_SECOND:
+            self.unlogged += 1
+            self.not_logged += 1
+            return
+        self.refusals += 1
+        self.buf.append(f'{self.ts} {peer.decode("ascii", "replace")} "-" {status} 0 - - attempts=0 bucket=- '
+                        f"refused:{reason}\n")
+        if len(self.buf) >= self.limit:
+            self.flush()
 
     def log(self, ex: Exchange, now: float) -> None:
         node = ex.node
@@ -67,6 +99,7 @@ class AccessLog:
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush, then wait (bounded) until the writer has written everything handed to it."""
+        self._end_window()
         self.flush()
         writer = self._writer
         if writer is not None:

@@ -351,9 +351,9 @@ class Exchange(RequestBody):
         limit.remove(self)
         self.limit = None
 
-    def abort_upstream_for_bad_body(self, status: int) -> None:
+    def abort_upstream_for_bad_body(self, status: int, reason: str) -> None:
         self._drop_up()
-        self.fail_local(status, "bad_request")
+        self.fail_local(status, reason)
 
     def abort(self) -> None:
         """The client went away."""

@@ -100,6 +100,9 @@ class RouterCollector:
         if ctx.access_log is not None:
             yield CounterMetricFamily("canary_access_log_dropped_lines", "Access log lines dropped because "
                                       "stdout could not take them fast enough", value=ctx.access_log.dropped)
+            yield CounterMetricFamily("canary_access_log_refusals_not_logged", "Refused requests (bad or "
+                                      "oversized heads) beyond the access log's per-second cap, counted only",
+                                      value=ctx.access_log.not_logged)
         yield CounterMetricFamily("canary_client_connections_refused", "Connections refused (429) beyond "
                                   "limits.max_connections_per_client", value=ctx.client_conns.refused)
         yield CounterMetricFamily("canary_router_paths_answered", "/healthz, /readyz, /metrics requests on the "

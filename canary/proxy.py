@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
+from .chunk_framing import ChunkFraming
 from .exchange import Exchange
 from .hop_by_hop import connection_options, spellings, without_connection_options
 from .local_reply import local_response
 from .request_body import BadRequest
-from .request_head import add_forwarding, exchange_for_head, forwarded_head
+from .request_head import add_forwarding, exchange_for_head, forwarded_head, head_and_trailer_bytes
 
 if TYPE_CHECKING:
     from .request_context import RequestContext
@@ -44,9 +45,9 @@ class DownstreamConn(asyncio.Protocol):
 
     __slots__ = ("ctx", "transport", "parser", "peer", "url", "headers", "hsize", "content_length", "chunked",
                  "host", "cookies", "forwarded_for", "forwarded_proto", "forwarded_host", "expect", "conn_tokens",
-                 "receiving", "answering", "queue", "deadline", "closing",
-                 "error_status", "paused_by_upstream_hint", "reading_paused", "write_paused", "in_head", "eof",
-                 "at_start", "begins", "head_bytes", "max_head", "hops", "counted")
+                 "receiving", "answering", "queue", "deadline", "closing", "error_status", "error_reason",
+                 "paused_by_upstream_hint", "reading_paused", "write_paused", "in_head", "eof",
+                 "at_start", "begins", "head_bytes", "max_head", "hops", "counted", "chunked_body", "framing")
     peer: bytes
     # the request head being parsed (reset in on_message_begin)
     url: bytes
@@ -61,6 +62,7 @@ class DownstreamConn(asyncio.Protocol):
     forwarded_host: bytes | None
     expect: bool
     conn_tokens: list[bytes] | None
+    framing: ChunkFraming     # the framing count of chunked_body (set with it)
 
     def __init__(self, ctx: "RequestContext") -> None:
         self.ctx = ctx
@@ -71,6 +73,8 @@ class DownstreamConn(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self.closing = False
         self.error_status = 0
+        self.error_reason = ""
+        self.chunked_body: Exchange | None = None   # a chunked request whose framing is counted per read
         self.paused_by_upstream_hint = False
         self.reading_paused = False
         self.write_paused = False
@@ -96,6 +100,8 @@ class DownstreamConn(asyncio.Protocol):
         if not trusted and ctx.client_conns.cap:
             if not ctx.client_conns.admit(self.peer, transport):
                 self.closing = True     # refused with a 429 and closed
+                if ctx.access_log is not None:
+                    ctx.access_log.refused(429, "too_many_connections", self.peer)
                 return
             self.counted = True
         self.deadline = _now() + ctx.timeouts.header_read
@@ -122,22 +128,38 @@ class DownstreamConn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except BadRequest as e:
-            self.bad_request(e.status)
+            self.bad_request(e.status, e.reason)
             return
         except httptools.HttpParserUpgrade:
-            self.bad_request(501)
+            self.bad_request(501, "upgrade")
             return
         except httptools.HttpParserError as parse_error:   # its own name: mypyc types a name once per function
             cause = parse_error.__context__
-            self.bad_request(cause.status if isinstance(cause, BadRequest) else 400)
+            if isinstance(cause, BadRequest):
+                self.bad_request(cause.status, cause.reason)
+            else:
+                self.bad_request(400, "bad_head" if self.in_head or self.at_start else
+                                 "bad_chunk" if self.chunked else "bad_body")
             return
+        ex = self.chunked_body
+        if ex is not None:
+            # its framing, per read (chunk_framing.py); a read that also held another request is not counted
+            if ex.body_done or ex.done:
+                self.chunked_body = None
+            counted = self.begins - begins == max(entry, 0)
+            lines = head_and_trailer_bytes(self, ex.method)
+            if not ex.done and not ex.chunked_read(self.framing, len(data), lines, counted):
+                if self.receiving is None:
+                    self.receiving = ex      # its body ended in this read: it is the request refused
+                self.bad_request(400, "bad_chunk")
+                return
         if self.in_head:
             # httptools buffers a header value (or URL) until it ends, so its size is checked here, per chunk:
             # count every chunk that holds nothing but this incomplete head (at most one read more is held)
             if self.begins - begins == entry:
                 self.head_bytes += len(data)
                 if self.head_bytes > self.max_head:
-                    self.bad_request(431)
+                    self.bad_request(431, "head_too_large")
 
     def eof_received(self) -> bool:
         """Client half-close: finish what was fully received, then close; a truncated request is dropped."""
@@ -149,7 +171,7 @@ class DownstreamConn(asyncio.Protocol):
         if receiving is not None:
             if receiving is answering and not answering.resp_started:
                 answering.keep_alive = False
-                answering.abort_upstream_for_bad_body(400)
+                answering.abort_upstream_for_bad_body(400, "truncated_body")
                 return True
             return False
         return True
@@ -186,6 +208,10 @@ class DownstreamConn(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- httptools callbacks -----------------------------------------------------------------------------------
+    def on_chunk_header(self) -> None:
+        """A chunk line of a chunked body was parsed (only chunked bodies get this call)."""
+        self.framing.chunk_line()
+
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
@@ -322,7 +348,7 @@ class DownstreamConn(asyncio.Protocol):
                 self._resume()        # its body is still arriving: read it (reading was paused for the queue)
             return
         if self.error_status:
-            self._reject(self.error_status)   # every earlier response is out: now the 4xx, then close
+            self._reject(self.error_status, self.error_reason)   # every earlier response is out: now the 4xx
             return
         if self.eof:
             self.close()
@@ -331,8 +357,9 @@ class DownstreamConn(asyncio.Protocol):
         if self.reading_paused:      # paused for a pipelined request or a slow node: read again
             self._resume()
 
-    def bad_request(self, status: int) -> None:
-        """Answer 4xx and close; nothing after the offending bytes is parsed or forwarded."""
+    def bad_request(self, status: int, reason: str) -> None:
+        """Answer 4xx and close; nothing after the offending bytes is parsed or forwarded. `reason`, a fixed
+        word, is what the access log says (the exchange's outcome, or a line of its own: _reject)."""
         if self.closing:
             return
         self.ctx.counters.bad_requests += 1
@@ -342,7 +369,7 @@ class DownstreamConn(asyncio.Protocol):
             if receiving is answering and not answering.resp_started:
                 # the body of the in-flight request was bad: the node got a truncated body, drop it
                 answering.keep_alive = False
-                answering.abort_upstream_for_bad_body(status)
+                answering.abort_upstream_for_bad_body(status, reason)
                 return
             # a later (pipelined) request is bad: answer in order, so stop reading, let the earlier
             # responses finish, then send the 4xx and close (exchange_done)
@@ -351,12 +378,17 @@ class DownstreamConn(asyncio.Protocol):
                 receiving.drop_unstarted()
                 self.receiving = None
             self.error_status = status
+            self.error_reason = reason
             self._pause()
             return
-        self._reject(status)
+        self._reject(status, reason)
 
-    def _reject(self, status: int) -> None:
+    def _reject(self, status: int, reason: str) -> None:
+        """A request refused before it became an exchange: its own access log line (rate-limited there)."""
         self.closing = True
+        log = self.ctx.access_log
+        if log is not None:
+            log.refused(status, reason, self.peer)
         self.transport.write(local_response(status, True))
         self.transport.close()
 

@@ -5,6 +5,8 @@ import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Final
 
+from .chunk_framing import ChunkFraming
+
 if TYPE_CHECKING:
     from .proxy import DownstreamConn
     from .request_context import RequestContext
@@ -13,12 +15,19 @@ if TYPE_CHECKING:
 _now: Final = time.monotonic
 
 
+# The reason a refused request is logged with (canary/access_log.py), by status: a short fixed word, never
+# anything the client sent (a request line can carry secrets and control characters).
+REASONS: Final = {400: "bad_head", 405: "method_not_allowed", 413: "body_too_large", 417: "bad_expect",
+                  431: "head_too_large", 501: "upgrade"}
+
+
 class BadRequest(Exception):
     """Raised inside parser callbacks: stops llhttp at once so nothing after the bad byte is parsed."""
 
-    def __init__(self, status: int, why: str) -> None:
+    def __init__(self, status: int, why: str, reason: str = "") -> None:
         super().__init__(why)
         self.status = status
+        self.reason = reason or REASONS.get(status, "bad_request")
 
 
 class RequestBody:
@@ -109,8 +118,19 @@ class RequestBody:
         if self.chunked:
             self.chunked = False
             self.client_body_raw(b"0\r\n\r\n")
+            return                   # started by chunked_read() once the read that ended it is counted
         if self.buffering and not self.done:
             self._body_buffered()
+
+    def chunked_read(self, framing: ChunkFraming, fed: int, lines: int, counted: bool) -> bool:
+        """After each read that carried this chunked body (DownstreamConn.data_received): count its framing
+        (canary/chunk_framing.py). False: its extensions are over the cap, and it must be refused. A buffered
+        body that ended in this read is started only now, so a refused one never reaches a node."""
+        if not framing.read(fed, self.body_bytes, lines, counted):
+            return False
+        if self.body_done and self.buffering and not self.done:
+            self._body_buffered()
+        return True
 
     def client_body_raw(self, data: bytes) -> None:
         if self.body is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Final
 
+from .chunk_framing import ChunkFraming
 from .exchange import Exchange
 from .guard import ROUTER_FIRST, router_path
 from .request_body import BadRequest
@@ -18,6 +19,15 @@ if TYPE_CHECKING:
 _now: Final = time.monotonic
 IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 _CTL: Final = b"\r\n\x00"        # never in a forwarded value: a CR or LF could start a header or a request
+# A request head's bytes beyond what its callbacks count (hsize): "METHOD" SP target SP "HTTP/1.1" CRLF, and the
+# empty line; hsize counts the target and "name: value" CRLF per field (and per trailer field later).
+HEAD_FRAMING: Final = 14
+
+
+def head_and_trailer_bytes(conn: "DownstreamConn", method: bytes) -> int:
+    """The bytes of the request head and of the trailer fields parsed so far (as sent with one space after each
+    colon): what a read of a chunked body holds besides data and chunk framing."""
+    return conn.hsize + len(method) + HEAD_FRAMING
 
 
 def exchange_for_head(conn: "DownstreamConn") -> tuple[Exchange, int]:
@@ -81,6 +91,10 @@ def forwarded_head(conn: "DownstreamConn", ex: Exchange, headers: list[bytes], s
     if conn.chunked:
         headers.append(b"Transfer-Encoding: chunked\r\n")
         ex.buffer_body()
+        # its framing is counted after every read from now on (chunk_framing.py); a legal chunk size has at
+        # most as many hex digits as the body cap, and earlier reads of this head were counted by data_received
+        conn.framing = ChunkFraming(len(b"%x" % conn.ctx.limits.max_body_bytes), conn.head_bytes)
+        conn.chunked_body = ex
     elif conn.content_length is not None:      # size = its value
         headers.append(b"Content-Length: " + conn.content_length + b"\r\n")
         ex.body_done = size == 0

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
+from .chunk_framing import ChunkFraming
 from .hop_by_hop import connection_options, spellings, without_connection_options
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class UpstreamConn(asyncio.Protocol):
 
     __slots__ = ("pool", "transport", "parser", "ex", "closed", "idle_since", "lines", "cl", "te", "has_sb",
                  "conn_tokens", "skip", "got_bytes", "reused", "paused", "fin", "keep", "extra", "nobody", "in_head",
-                 "head_bytes", "rx_len", "max_head", "max_headers")
+                 "head_bytes", "rx_len", "max_head", "max_headers", "framing")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -72,6 +73,7 @@ class UpstreamConn(asyncio.Protocol):
         self.keep = False
         self.extra = False       # bytes after the end of the response
         self.nobody = False      # HEAD/204/304: the message ended with its head
+        self.framing: ChunkFraming | None = None   # a chunked response's framing, counted per read
 
     # -- asyncio -----------------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -110,9 +112,32 @@ class UpstreamConn(asyncio.Protocol):
             if self.head_bytes > self.max_head:
                 self._failed("response_head_too_large")
                 return
+        framing = self.framing
+        if framing is not None and not self._chunked_read(framing, data):
+            return
         fin = self.fin
         if fin is not None:
             self._complete(fin)
+
+    def _chunked_read(self, framing: ChunkFraming, data: bytes) -> bool:
+        """Count a chunked response's framing after each read (chunk_framing.py); over the cap, the response is
+        cut (relayed data stays relayed) and the node ejected. In the read that ended the head, the head is
+        its bytes up to the empty line when the head began in that read and no 1xx answer came before it;
+        otherwise that read is not counted. Trailer fields count as framing: the router drops them."""
+        ex = self.fin if self.fin is not None else self.ex
+        if self.fin is not None or ex is None:
+            self.framing = None
+        if ex is None:
+            return True
+        counted, lines = not self.extra, framing.lines
+        if framing.data == 0 and lines == 0:        # the read that ended the head
+            end = data.find(b"\r\n\r\n")
+            counted = counted and self.head_bytes == 0 and end > 0 and data[9:10] != b"1"
+            lines = end + 4
+        if framing.read(len(data), ex.resp_bytes, lines, counted):
+            return True
+        self._failed("chunk_extensions_too_large")
+        return False
 
     def _failed(self, kind: str) -> None:
         fin, ex = self.fin, self.ex
@@ -215,9 +240,11 @@ class UpstreamConn(asyncio.Protocol):
         if self.head_bytes + self.rx_len > self.max_head or len(self.lines) > self.max_headers:
             if len(self.lines) > self.max_headers or sum(map(len, self.lines)) > self.max_head:
                 raise BadResponse("response_head_too_large")
-        if self.te is not None and self.te.strip().lower() != b"chunked":
-            # gzip, "gzip, chunked", identity...: re-framing would drop the coding (or mis-frame the body)
-            raise BadResponse("bad_transfer_coding")
+        if self.te is not None:
+            if self.te.strip().lower() != b"chunked":
+                # gzip, "gzip, chunked", identity...: re-framing would drop the coding (or mis-frame the body)
+                raise BadResponse("bad_transfer_coding")
+            self.framing = ChunkFraming(16)    # a node's chunk size: up to 16 hex digits (64 bits)
         status = self.parser.get_status_code()
         if status < 200:
             self.skip = True      # interim 1xx: not relayed (Expect is answered by the router itself)
@@ -234,6 +261,11 @@ class UpstreamConn(asyncio.Protocol):
             self.nobody = True
             self.fin = ex
             self.ex = None
+
+    def on_chunk_header(self) -> None:
+        framing = self.framing
+        if framing is not None:
+            framing.chunk_line()
 
     def on_body(self, data: bytes) -> None:
         if self.fin is not None:
