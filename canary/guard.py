@@ -12,8 +12,8 @@ from .local_reply import local_response
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-# Answered by the router itself on the front port, never forwarded: a flood of /readyz would queue on every
-# node's health executor and make the router's own health checks time out (issue 9, item 9).
+# Answered by the router itself on the front port, never forwarded: a flood of /readyz from clients would queue on
+# every node's health executor, the router's own health checks would time out, and healthy nodes would be ejected.
 ROUTER_PATHS: Final = frozenset((b"/healthz", b"/readyz", b"/metrics"))
 # First byte after the leading '/' of any target that can normalize to one of ROUTER_PATHS: anything else
 # (/, /api/..., /login/) skips the normalization, so ordinary requests pay one slice and one set lookup.

@@ -1,5 +1,5 @@
-"""Issue 9 router items: trusted_proxies, capped and strictly framed node responses, health paths answered by
-the router, an access log without query strings, and pin key rotation."""
+"""The router's trust and framing edges: forwarded headers only from trusted_proxies, node responses capped and
+strictly framed, health paths answered by the router, an access log without query strings, pin key rotation."""
 from __future__ import annotations
 
 import json

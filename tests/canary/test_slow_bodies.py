@@ -1,5 +1,5 @@
-"""Slow request bodies (issue 9, item 1): small bodies are read whole by the router before a node is chosen, so
-trickling clients hold no node thread and no concurrency slot; whole-body deadline, body cap, per-client cap."""
+"""Slow request bodies: small bodies are read whole by the router before a node is chosen, so trickling clients
+hold no node thread and no concurrency slot; whole-body deadline, body cap, per-client cap."""
 from __future__ import annotations
 
 import socket
