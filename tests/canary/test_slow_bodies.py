@@ -43,6 +43,7 @@ def slow_post(port: int, head: bytes, source: str = "127.0.0.1") -> socket.socke
     return s
 
 
+# Runs on the compiled modules only (NOT_TWICE in test_compiled_modules.py): its login nodes take about 15 s.
 def test_slow_login_bodies_hold_no_node_thread_and_another_client_is_served(stack, router_factory) -> None:
     """64 trickling POST /login/ bodies from 127.0.0.1 against single-threaded gunicorn nodes: a logged-in user
     at 127.0.0.2 keeps getting fast answers, no node sees a slow request, and the slow ones end in 408."""
