@@ -15,7 +15,7 @@ Method:
     Without gcc the fallback is wrk with a Lua delay() think time at the 50 % rate only (bursty: wrk's timers
     tick in whole milliseconds);
     Then backend, HAProxy and the router (with and without its access log) at a fixed BENCH_FIXED_RATE (5,000)
-    req/s, the same rate on every machine (issue 13's goal: the router's added p99 <= 1 ms and <= 2x HAProxy's);
+    req/s, the same rate on every machine (the rate at which the router's added p99 must stay <= 1 ms and <= 2x HAProxy's);
   * burst recovery: BURST_K (32) requests written at once on as many keep-alive connections, the time to the
     last response, BURST_COUNT (400) bursts 2 ms apart, median; BENCH_ROUNDS interleaved rounds, median. The
     open-loop p99 on a VM is set by short stalls (the process or the VM not running for a few ms) and the
@@ -51,7 +51,7 @@ LAT_ROUNDS = int(os.environ.get("BENCH_LAT_ROUNDS", "5"))
 LAT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
 LAT_SECONDS = 3.0
 ADDED_P99_GOAL_MS = 1.0
-FIXED_RATE = int(os.environ.get("BENCH_FIXED_RATE", "5000"))   # issue 13's open-loop rate, the same on every machine
+FIXED_RATE = int(os.environ.get("BENCH_FIXED_RATE", "5000"))   # the added-p99 goal's open-loop rate, the same on every machine
 NOISY_BACKEND_P99_MS = 1.0
 BURST_K = 32
 BURST_COUNT = 400
