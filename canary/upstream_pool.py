@@ -132,7 +132,8 @@ class UpstreamConn(asyncio.Protocol):
         counted, lines = not self.extra, framing.lines
         if framing.data == 0 and lines == 0:        # the read that ended the head
             end = data.find(b"\r\n\r\n")
-            counted = counted and self.head_bytes == 0 and end > 0 and data[9:10] != b"1"
+            counted = (counted and self.head_bytes == 0 and end > 0 and data.startswith(b"HTTP/")
+                       and data[9:10] != b"1")
             lines = end + 4
         if framing.read(len(data), ex.resp_bytes, lines, counted):
             return True
