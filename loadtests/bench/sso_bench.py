@@ -32,6 +32,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -239,8 +240,12 @@ def run(out_dir: Path, seconds: int = 3, rounds: int = 4, all_core_rounds: int =
         all_cores = {"sqlite": sso_all_cores.measure(env, secret, scratch, "all-cores-sqlite", "sqlite",
                                                      rounds=all_core_rounds, seconds=all_core_seconds),
                      "postgresql": all_cores_postgresql(env, scratch, all_core_rounds, all_core_seconds)}
+    except BaseException:
+        print(f"SSO bench failed; the nodes' logs are in {scratch}")
+        raise
     finally:
         redis.stop()
+    shutil.rmtree(scratch, ignore_errors=True)  # databases, logs, the exported tree: tens of MB a run
     result = {"machine": {"cores": os.cpu_count() or 1,
                           "load_average_at_start": [round(x, 2) for x in load_at_start],
                           "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
