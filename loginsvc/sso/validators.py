@@ -22,12 +22,17 @@ Thin on purpose: each override adds one thing django-oauth-toolkit does not know
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 from jwcrypto import jws, jwt
-from oauth2_provider.models import Grant, IDToken, RefreshToken
+from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken
+from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request
 from oauthlib.oauth2.rfc6749 import errors
@@ -65,6 +70,11 @@ class Retried(Exception):
         self.answer = answer
 
 
+# The ID token this thread signed last and its row (the validator is shared by threads: the toolkit
+# caches its OAuthLibCore per view class).
+_just_signed = threading.local()
+
+
 def _forget_id_token(request: Request) -> Callable[[], None]:
     """Deletes the ID token row finalize_id_token saved (in its own transaction) for a refused request."""
     saved = getattr(request, "id_token", None)
@@ -99,10 +109,23 @@ class Validator(OAuth2Validator):
         signed = jwt.JWT(header={"typ": "JWT", "alg": keys.ALGORITHM, "kid": key.kid},
                          claims=json.dumps(id_token, default=str))
         signed.make_signed_token(key.private)
-        with transaction.atomic():
-            saved = self._save_id_token(id_token["jti"], request, expiration_time)
+        # Saved with the tokens, in save_bearer_token's transaction (_save_pending_id_token): one
+        # write transaction fewer, and a refused request leaves no row behind.
+        saved = IDToken(user=request.user, scope=request.scope or " ".join(request.scopes),
+                        expires=expiration_time, jti=id_token["jti"], application=request.client)
         request.access_token = request.id_token = saved
-        return signed.serialize()
+        serialized = signed.serialize()
+        _just_signed.token = (serialized, saved)
+        return serialized
+
+    def _load_id_token(self, token: str) -> Any:
+        """The row of the ID token this thread has just signed (the toolkit's _create_access_token
+        asks for it right after finalize_id_token), without parsing, verifying and reading it back."""
+        signed = getattr(_just_signed, "token", None)
+        _just_signed.token = None
+        if signed is not None and signed[0] == token:
+            return signed[1]
+        return super()._load_id_token(token)
 
     def _get_key_for_token(self, token: str) -> Any:
         """The ring's key named by the token's kid (the toolkit would parse the application's PEM)."""
@@ -189,13 +212,16 @@ class Validator(OAuth2Validator):
     def _save_bearer_token(self, token: dict, request: Request, *args: Any, **kwargs: Any) -> None:
         """The toolkit's save, inside its transaction, once this request is known to be the only one
         spending its code or rotating its refresh token."""
+        pending = getattr(request, "id_token", None)
+        if isinstance(pending, IDToken) and pending._state.adding:
+            pending.save()
+        if request.grant_type == "refresh_token":
+            self._rotate(token, request)
+            refresh_retry.keep(request.refresh_token, request.client, token)
+            return
         if request.grant_type == "authorization_code":
             self._spend_code(request)
-        elif request.grant_type == "refresh_token":
-            self._still_current(request)
         super()._save_bearer_token(token, request, *args, **kwargs)
-        if request.grant_type == "refresh_token":
-            refresh_retry.keep(request.refresh_token, request.client, token)
 
     def _spend_code(self, request: Request) -> None:
         """RFC 6749 §4.1.2: a code is used once. The grant row is deleted before any token is saved,
@@ -212,20 +238,33 @@ class Validator(OAuth2Validator):
             raise GrantRefused("the authorization code was already used", undo)
         request.code_spent = True
 
-    def _still_current(self, request: Request) -> None:
-        """RFC 9700 §4.14.2: the refresh token, re-read under a row lock, has not been rotated or
-        revoked since it was validated. If it has, a concurrent request used it: the same
-        confidential client's retry gets that rotation's answer, anything else is a replay that
-        revokes the family."""
-        instance = request.refresh_token_instance
-        current = RefreshToken.objects.select_for_update().filter(pk=instance.pk).values_list("revoked", flat=True)
-        if current and current[0] is None:
-            return
+    def _rotate(self, token: dict, request: Request) -> None:
+        """RFC 6749 §6, RFC 9700 §4.14.2: the old pair revoked and a new pair of the same family saved.
+
+        The revocation is one conditional UPDATE (still unrevoked): of two requests rotating one
+        token, the second changes nothing (on PostgreSQL it waits for the first to commit) and
+        saves nothing (_rotated_meanwhile). Not the toolkit's rotation, which re-reads and re-locks
+        rows this request already holds and saves whole rows (docs/benchmarks.md, the SSO section)."""
+        if "scope" not in token:
+            raise errors.FatalClientError("Failed to renew access token: missing scope")
+        self._check_and_set_request_resource(request)  # RFC 8707, as the toolkit's save does first
+        old, now = request.refresh_token_instance, timezone.now()
+        if not RefreshToken.objects.filter(pk=old.pk, revoked=None).update(revoked=now, updated=now, access_token=None):
+            self._rotated_meanwhile(request)
+        AccessToken.objects.filter(pk=old.access_token_id).delete()
+        expires = now + timedelta(seconds=token.get("expires_in", oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS))
+        access_token = self._create_access_token(expires, request, token, source_refresh_token=old)
+        self._create_refresh_token(request, token["refresh_token"], access_token, old)
+
+    def _rotated_meanwhile(self, request: Request) -> None:
+        """The refresh token was rotated or revoked since it was validated: a concurrent request used
+        it. The same confidential client's retry gets that rotation's answer (Retried), anything
+        else is a replay that revokes the family (GrantRefused)."""
         answer = refresh_retry.answer(request.refresh_token, request.client)
         if answer is not None:
             _forget_id_token(request)()
             raise Retried(answer)
-        forget, family = _forget_id_token(request), instance.token_family
+        forget, family = _forget_id_token(request), request.refresh_token_instance.token_family
 
         def undo() -> None:
             forget()
@@ -246,20 +285,34 @@ class Validator(OAuth2Validator):
         return refresh_token
 
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
-        """The toolkit's checks (a rotated or revoked token is a replay: its family is revoked), the
-        central session's (token_rules.py), and first the retry window (sso/refresh_retry.py).
+        """RFC 6749 §6, RFC 9700 §4.14.2: one locked read of the token with its user, client and access
+        token, then the rules. A revoked or rotated token is a replay that revokes its family (the
+        toolkit's rules with REFRESH_TOKEN_GRACE_PERIOD_SECONDS = 0 and reuse protection), unless it
+        is the same confidential client's retry (refresh_retry.py); then the central session's rules
+        (token_rules.py: user active, idle, maximum age, sign-in, expiry).
 
-        Under a row lock (PostgreSQL; SQLite's IMMEDIATE transaction serialises): a concurrent
-        rotation of this token has either committed, with its receipt, or waits until the toolkit
-        has decided; the toolkit never judges a token rotated after the receipt was looked for."""
+        Not the toolkit's validate_refresh_token: it reads the user and the client one by one after
+        the token, and would revoke the family before the retry window could be asked. Under the
+        row lock (PostgreSQL; SQLite's IMMEDIATE transaction serialises), a concurrent rotation of
+        this token has either committed, with its receipt, or waits until this one has decided."""
         with transaction.atomic():
-            rows = list(RefreshToken.objects.select_for_update().filter(token_checksum=checksum(refresh_token))
-                        .values_list("revoked", flat=True))
-            if rows and None not in rows:
+            token = (RefreshToken.objects.select_for_update(of=("self",))
+                     .select_related("access_token", "user", "application")
+                     .filter(token_checksum=checksum(refresh_token))
+                     .order_by(F("revoked").desc(nulls_first=True)).first())
+            if token is None:
+                return False
+            if token.revoked is not None:
                 answer = refresh_retry.answer(refresh_token, client)
                 if answer is not None:
                     raise Retried(answer)
-            if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+                RefreshToken.revoke_family(token.token_family)
                 return False
-        request.sign_in = token_rules.refresh_sign_in(request.refresh_token_instance)
-        return request.sign_in is not None
+        if token.application_id != client.pk:
+            return False
+        sign_in = token_rules.refresh_sign_in(token)
+        if sign_in is None:
+            return False
+        request.user, request.refresh_token, request.refresh_token_instance = token.user, refresh_token, token
+        request.sign_in = sign_in
+        return True
