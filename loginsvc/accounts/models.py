@@ -43,7 +43,7 @@ class UserQuerySet(models.QuerySet["User"]):
         save() does not come here."""
         reason = _ends_rights(kwargs)
         with transaction.atomic(using=self.db):
-            affected = list(self.values_list("pk", flat=True)) if reason else []
+            affected = list(self.select_for_update().values_list("pk", flat=True)) if reason else []
             rows = super().update(**kwargs)
             for user_id in affected:
                 sign_ins.end_all(self.model, user_id, by=reason or "")
@@ -139,7 +139,19 @@ class User(AbstractBaseUser, PermissionsMixin):
             super().save(*args, **kwargs)
             if reason is not None:
                 sign_ins.end_all(type(self), self.pk, by=reason)
-        self._loaded = (self.is_active, self.password)
+        self._remember(kwargs.get("update_fields"))
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        fields = kwargs.get("fields", args[1] if len(args) > 1 else None)
+        self._remember(fields)
+
+    def _remember(self, fields: Any) -> None:
+        """What the database holds now of is_active and the password (`fields`: only these were
+        written or read; None: every field)."""
+        was_active, old_hash = getattr(self, "_loaded", (None, None))
+        self._loaded = (self.is_active if fields is None or "is_active" in fields else was_active,
+                        self.password if fields is None or "password" in fields else old_hash)
 
     def __str__(self) -> str:
         return self.email

@@ -95,7 +95,10 @@ PROVEN = {"django-oauth-toolkit": ("3.4",), "oauthlib": ("4.0",)}
 def unproven_versions(installed: Callable[[str], str] = metadata.version) -> str | None:
     """Why the installed toolkit or oauthlib is not one the parity tests ran on, or None."""
     for name, releases in PROVEN.items():
-        version = installed(name)
+        try:
+            version = installed(name)
+        except metadata.PackageNotFoundError:
+            return f"{name} is not installed as a package: its release cannot be told"
         if ".".join(version.split(".")[:2]) not in releases:
             return f"{name} {version} is not a release the fast path was proven on ({', '.join(releases)})"
     return None
@@ -103,7 +106,7 @@ def unproven_versions(installed: Callable[[str], str] = metadata.version) -> str
 Application = get_application_model()
 ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user")
                          .filter(token_checksum=checksum))
-REFRESH_TOKENS = Prepared(lambda checksum: RefreshToken.objects.select_related("user", "application")
+REFRESH_TOKENS = Prepared(lambda checksum: RefreshToken.objects.select_related("user", "application", "access_token")
                           .filter(token_checksum=checksum))
 APPLICATIONS = Prepared(lambda client_id: Application.objects.filter(client_id=client_id))
 

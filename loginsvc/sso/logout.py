@@ -81,6 +81,9 @@ def _all_ended(sender: Any, user_id: Any, by: str, ip: str | None = None, **kwar
     """All of a user's sign-ins end (accounts/sign_ins.py): every session's products are told, and no
     token of the user survives, in the caller's transaction."""
     with transaction.atomic():
+        # Pending codes first: a redemption deletes its grant, then updates its sign-in, so taking the
+        # rows in the same order here never deadlocks with one (PostgreSQL).
+        Grant.objects.filter(user_id=user_id).delete()
         for sid in set(SignIn.objects.filter(user_id=user_id).values_list("sid", flat=True)):
             end_sign_ins(user_id, sid, ip=ip, by=f"everywhere:{by}")
         revoke_tokens_of(user_id)

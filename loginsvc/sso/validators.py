@@ -220,6 +220,9 @@ class Validator(OAuth2Validator):
             refresh_retry.keep(request.refresh_token, request.client, token)
             return
         if request.grant_type == "authorization_code":
+            # RFC 8707 first: it reads the grant's resources, which _spend_code deletes; the toolkit's
+            # save asks again and keeps what this call settled.
+            self._check_and_set_request_resource(request)
             self._spend_code(request)
         super()._save_bearer_token(token, request, *args, **kwargs)
 

@@ -22,7 +22,6 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from django.core.exceptions import ObjectDoesNotExist
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -31,7 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from oauth2_provider import views as toolkit
 from oauth2_provider.exceptions import OAuthToolkitError
-from oauth2_provider.models import AccessToken, RefreshToken, get_application_model
+from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken, get_application_model
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
 
@@ -242,8 +241,8 @@ def _no_store(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _read(model: Any) -> introspection.Read:
-    return lambda digest: model.objects.select_related("user", "application").filter(token_checksum=digest).first()
+def _read(model: Any, *related: str) -> introspection.Read:
+    return lambda digest: model.objects.select_related("user", "application", *related).filter(token_checksum=digest).first()
 
 
 def authenticated_client(request: HttpRequest) -> Any:
@@ -272,7 +271,7 @@ def introspect_view(request: HttpRequest) -> HttpResponse:
         return _no_store(JsonResponse({"error": "invalid_request", "error_description": "token is missing"},
                                       status=400))
     token = introspection.token_of(value, request.POST.get("token_type_hint", ""),
-                                   _read(AccessToken), _read(RefreshToken))
+                                   _read(AccessToken), _read(RefreshToken, "access_token"))
     return _no_store(JsonResponse(introspection.body(client, token)))
 
 
@@ -324,7 +323,8 @@ class TokenView(toolkit.TokenView):
                 refused = ("invalid_grant", refusal.description)
             except Retried as retried:
                 response = _token_answer(retried.answer)
-            except ObjectDoesNotExist:  # a grant or token went between two of the toolkit's reads
+            except (Grant.DoesNotExist, AccessToken.DoesNotExist, RefreshToken.DoesNotExist, IDToken.DoesNotExist):
+                # a grant or token went between two of the toolkit's reads
                 if request.POST.get("grant_type") == "authorization_code":
                     client = get_application_model().objects.filter(client_id=_client_id(request)).first()
                     if client is not None:
@@ -334,7 +334,7 @@ class TokenView(toolkit.TokenView):
             response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
         assert response is not None
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
-            response = _no_store(JsonResponse({"error": "invalid_request"}, status=response.status_code))
+            response = _as_json_error(response)
         if response.status_code == 401:
             # §5.2: a 401 names the scheme the client authenticates with (oauthlib says Bearer).
             response["WWW-Authenticate"] = 'Basic realm="token"'
@@ -342,6 +342,17 @@ class TokenView(toolkit.TokenView):
             audit.refused(request, "token", _error_code(response), client_id=request.POST.get("client_id"),
                           grant_type=request.POST.get("grant_type", "")[:40])
         return response
+
+
+def _as_json_error(response: HttpResponse) -> HttpResponse:
+    """§5.2 for an error the toolkit answered with oauthlib's JSON but without its Content-Type (an
+    OAuth2Error raised while saving, e.g. RFC 8707's invalid_target): the same body, as JSON, no-store."""
+    try:
+        json.loads(response.content)
+    except ValueError:
+        return _no_store(JsonResponse({"error": "invalid_request"}, status=response.status_code))
+    response["Content-Type"] = "application/json"
+    return _no_store(response)
 
 
 def _client_id(request: HttpRequest) -> str:
@@ -352,9 +363,10 @@ def _client_id(request: HttpRequest) -> str:
     if scheme.lower() != "basic":
         return ""
     try:
-        return unquote(base64.b64decode(value, validate=True).decode("utf-8").partition(":")[0])
+        client_id = unquote(base64.b64decode(value, validate=True).decode("utf-8").partition(":")[0])
     except (ValueError, UnicodeDecodeError):
         return ""
+    return "" if "\x00" in client_id else client_id
 
 
 def _token_answer(answer: dict[str, Any]) -> HttpResponse:

@@ -149,3 +149,31 @@ def test_a_code_of_a_disabled_user_is_invalid_grant(user: User, signed_in: Clien
         cursor.execute("UPDATE accounts_user SET is_active = %s WHERE id = %s", [False, user.pk])
     response = exchange(product, code, verifier)
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_a_deactivation_saved_after_an_unrelated_partial_save_still_ends_the_sign_ins(signed_in_twice: Any) -> None:
+    """What the object remembers of the database follows what each save wrote, and refresh_from_db."""
+    user, products, got = signed_in_twice
+    user = User.objects.get(pk=user.pk)
+    user.is_active = False
+    user.save(update_fields=["display_name"])       # is_active not written: still active in the database
+    user.save(update_fields=["is_active"])          # now it is
+    assert not SignIn.objects.filter(user_id=user.pk).exists() and LogoutDelivery.objects.count() == 3
+    assert alive(products["webmail"], got["a:webmail"]) == NOTHING
+
+
+def test_a_reloaded_user_is_judged_against_what_was_reloaded(signed_in_twice: Any) -> None:
+    user, products, got = signed_in_twice
+    User.objects.filter(pk=user.pk).update(is_active=False)   # ends these sign-ins
+    stale = User.objects.get(pk=user.pk)                      # loaded while disabled
+    User.objects.filter(pk=user.pk).update(is_active=True)    # enabled again elsewhere
+    browser = Client()
+    assert login(browser, user.email, PASSWORD).status_code == 302
+    fresh = tokens_for(browser, products["webmail"])
+    stale.refresh_from_db()
+    stale.is_active = False
+    stale.save()
+    from oauth2_provider.models import AccessToken
+
+    assert not AccessToken.objects.filter(user_id=user.pk).exists()   # revoked, not only refused
+    assert alive(products["webmail"], fresh) == NOTHING

@@ -238,3 +238,23 @@ def test_5_2_refusals_are_logged_without_code_secret_verifier_or_token(product: 
     for secret in (code[0], code[1], product.secret, "wrong-secret-", tokens["refresh_token"],
                    tokens["access_token"], "hunter2hunter2"):
         assert secret not in caplog.text
+
+
+@pytest.mark.parametrize("asked, expected", [("https://evil.example.test/", None),
+                                             (None, ["https://api.example.test/"])])
+def test_rfc8707_resources_of_the_code_hold_at_its_redemption(signed_in: Client, product: Product, asked, expected) -> None:
+    """RFC 8707 §2.2: the token request may narrow the granted resources, never widen them; without
+    one, the token keeps the grant's (the code is spent in the same transaction that checks them)."""
+    from oauth2_provider.models import AccessToken
+
+    from tests.sso.conftest import code_for, exchange
+
+    code, verifier, _params = code_for(signed_in, product, resource="https://api.example.test/")
+    response = exchange(product, code, verifier, **({"resource": asked} if asked else {}))
+    if expected is None:
+        assert response.status_code == 400 and response.json()["error"] == "invalid_target"
+        assert response["Content-Type"] == "application/json" and response["Cache-Control"] == "no-store"
+        assert not AccessToken.objects.exists()
+    else:
+        assert response.status_code == 200, response.content
+        assert AccessToken.objects.get().resource == expected
