@@ -191,6 +191,16 @@ def per_worker(env: dict[str, str], secret: str, scratch: Path, rounds: int, sec
             node.stop()
 
 
+def export_tree(ref: str, tree: Path) -> None:
+    """The files of this checkout at git `ref`, written into `tree` (a new folder)."""
+    tree.mkdir()
+    root = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=root, capture_output=True, timeout=60)
+    if archive.returncode:
+        raise SystemExit(f"BENCH_SSO_BEFORE={ref}: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True, timeout=60)
+
+
 def before_env(env: dict[str, str], ref: str, scratch: Path) -> tuple[dict[str, str], dict[str, str]]:
     """The environments of manage.py and of a node running the code at git `ref`, exported under
     `scratch`, with its own SQLite database and Redis database. PYTHONSAFEPATH keeps the working
@@ -198,12 +208,7 @@ def before_env(env: dict[str, str], ref: str, scratch: Path) -> tuple[dict[str, 
     gunicorn works in the tree: it puts its working directory first on the path, before
     anything PYTHONPATH names, so the node must not have the tree on PYTHONPATH too."""
     tree = scratch / "before-tree"
-    tree.mkdir()
-    root = Path(__file__).resolve().parents[2]
-    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=root, capture_output=True, timeout=60)
-    if archive.returncode:
-        raise SystemExit(f"BENCH_SSO_BEFORE={ref}: {archive.stderr.decode(errors='replace').strip()}")
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True, timeout=60)
+    export_tree(ref, tree)
     node = dict(env, PYTHONSAFEPATH="1", GUNICORN_CMD_ARGS=f"--chdir {tree}",
                 LOGINSVC_VAR_DIR=str(scratch / "var-before"), REDIS_URL=env["REDIS_URL"].rsplit("/", 1)[0] + "/1")
     return dict(node, PYTHONPATH=str(tree)), node

@@ -1,0 +1,179 @@
+"""Instructions per userinfo and introspection request on the SSO fast path, counted by callgrind.
+
+Machine-independent, unlike req/s on a shared VM: the figure that says whether a check added to these
+endpoints stays within its budget. `python -m loadtests.bench --only sso_instructions` (part of
+`make bench`; with BENCH_SSO_BEFORE=<git ref>, the code at that ref too, side by side).
+
+Each tree gets a fresh SQLite database with a user, a confidential product and an access token
+(`--child prepare`, without valgrind). Then a child process sends N requests through
+fast_token.FastTokenApp in process (`--child serve`), under callgrind, for two values of N: the
+difference divided by the extra requests is the cost of one request, start-up cancelled out. The
+child runs this file by path with the tree first on PYTHONPATH, so it measures that tree's code.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = ("userinfo", "introspect")
+SMALL, LARGE = 20, 220
+PASSWORD = "a password for the instruction count"
+SECRET = "instruction-count-secret-" + "x" * 32
+
+
+def _env(tree: Path, var: Path) -> dict[str, str]:
+    """The child's environment: `tree`'s code, its own database; no Redis (the fast path uses none)."""
+    return dict(os.environ, DJANGO_SETTINGS_MODULE="loginsvc.settings", PYTHONPATH=str(tree), PYTHONSAFEPATH="1",
+                LOGINSVC_VAR_DIR=str(var), REDIS_URL="redis://127.0.0.1:1/0", LOGINSVC_ACCESS_LOG="0",
+                PYTHONHASHSEED="0")
+
+
+def _child(tree: Path, var: Path, *args: str, valgrind: bool = False) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    if valgrind:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
+    result = subprocess.run(command, env=_env(tree, var), cwd=tree, capture_output=True, text=True, timeout=900)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(args)} in {tree.name}: {result.stderr[-800:]}")
+    return result
+
+
+def per_request(tree: Path, var: Path) -> dict[str, int]:
+    """Instructions per request of each kind for the code in `tree` (its database under `var`)."""
+    var.mkdir(parents=True, exist_ok=True)
+    _child(tree, var, "prepare")
+    counts = {}
+    for kind in KINDS:
+        totals = []
+        for n in (SMALL, LARGE):
+            found = re.search(r"Collected : (\d+)", _child(tree, var, "serve", kind, str(n), valgrind=True).stderr)
+            if found is None:
+                raise RuntimeError("callgrind printed no total")
+            totals.append(int(found.group(1)))
+        counts[kind] = (totals[1] - totals[0]) // (LARGE - SMALL)
+    return counts
+
+
+def run(out_dir: Path) -> dict[str, Any]:
+    if shutil.which("valgrind") is None:
+        print("\nSSO instructions per request: skipped (needs Debian's valgrind)")
+        return {"skipped": "valgrind is not installed"}
+    from loadtests.bench.sso_bench import export_tree
+
+    result: dict[str, Any] = {"requests": LARGE - SMALL}
+    with tempfile.TemporaryDirectory(prefix="bench-sso-instr-") as scratch:
+        result["now"] = per_request(ROOT, Path(scratch) / "now")
+        before = os.environ.get("BENCH_SSO_BEFORE")
+        if before:
+            tree = Path(scratch) / "before-tree"
+            export_tree(before, tree)
+            result["before"] = per_request(tree, Path(scratch) / "before")
+            result["before_ref"] = before
+    print_table(result)
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    before = result.get("before")
+    print(f"\nSSO fast path, instructions per request (callgrind, {result['requests']} requests' difference)")
+    print(f"{'endpoint':<26}{'now':>12}" + (f"{'before':>12}{'now ÷ before':>14}" if before else ""))
+    for kind in KINDS:
+        line = f"{kind:<26}{result['now'][kind]:>12,}"
+        if before:
+            line += f"{before[kind]:>12,}{result['now'][kind] / before[kind]:>14.4f}"
+        print(line)
+
+
+# --- the child ----------------------------------------------------------------------------------------
+
+def _prepare() -> None:
+    """A migrated database with the user, the product and one access token (its value in var/)."""
+    import django
+
+    django.setup()
+    import secrets
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+    from oauth2_provider.models import AccessToken, Application, set_token_value
+
+    from loginsvc.accounts.models import User
+
+    call_command("migrate", "--noinput", "-v", "0")
+    user = User.objects.create_user("instructions@example.test", PASSWORD)
+    application = Application.objects.create(
+        client_id="webmail", name="webmail", client_secret=SECRET, client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE, redirect_uris="https://webmail.example.test/cb",
+        skip_authorization=True, algorithm=Application.RS256_ALGORITHM, hash_client_secret=True)
+    raw = secrets.token_urlsafe(24)
+    token = AccessToken(user=user, application=application, scope="openid email profile",
+                        expires=timezone.now() + timedelta(days=1))
+    set_token_value(token, raw)
+    token.save()
+    (Path(os.environ["LOGINSVC_VAR_DIR"]) / "instructions-token").write_text(raw)
+
+
+def _serve(kind: str, n: int) -> None:
+    """n requests (after 5 to warm up) through the fast path, each a 200 it served itself."""
+    import django
+
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from loginsvc.sso import fast_token
+
+    raw = (Path(os.environ["LOGINSVC_VAR_DIR"]) / "instructions-token").read_text()
+    app = fast_token.wrap(WSGIHandler())
+    if not isinstance(app, fast_token.FastTokenApp):
+        raise SystemExit(f"the fast path is off: {fast_token.unsupported()}")
+    basic = "Basic " + base64.b64encode(f"webmail:{SECRET}".encode()).decode()
+    body = f"token={raw}".encode()
+    statuses: list[str] = []
+
+    def environ() -> dict[str, Any]:
+        env: dict[str, Any] = {"SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1:8000",
+                               "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1", "SCRIPT_NAME": "",
+                               "QUERY_STRING": "", "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr}
+        if kind == "userinfo":
+            env.update({"REQUEST_METHOD": "GET", "PATH_INFO": "/oidc/userinfo/", "HTTP_AUTHORIZATION": f"Bearer {raw}",
+                        "wsgi.input": BytesIO(b"")})
+        else:
+            env.update({"REQUEST_METHOD": "POST", "PATH_INFO": "/oidc/introspect/", "HTTP_AUTHORIZATION": basic,
+                        "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
+                        "wsgi.input": BytesIO(body)})
+        return env
+
+    for _ in range(5 + n):
+        b"".join(app(environ(), lambda status, headers, exc_info=None: statuses.append(status)))
+    if not all(status.startswith("200") for status in statuses):
+        raise SystemExit(f"not every answer was a 200: {sorted(set(statuses))}")
+    from prometheus_client import REGISTRY
+
+    served = REGISTRY.get_sample_value("loginsvc_sso_fast_path_total", {"endpoint": kind, "result": "served"}) or 0
+    if served < 5 + n:
+        raise SystemExit(f"the fast path served {served:g} of {5 + n}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", nargs="+", required=True, help="prepare | serve KIND N")
+    args = parser.parse_args(argv)
+    if args.child[0] == "prepare":
+        _prepare()
+    else:
+        _serve(args.child[1], int(args.child[2]))
+
+
+if __name__ == "__main__":
+    main()
