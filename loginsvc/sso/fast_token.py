@@ -245,13 +245,18 @@ def _plain(environ: WSGIEnvironment) -> bool:
     return "HTTP_COOKIE" not in environ and not environ.get("QUERY_STRING")
 
 
+def endpoints() -> dict[tuple[str, str], str]:
+    """(path, method) of the requests this module answers, and the endpoint label of each."""
+    return {(reverse("oauth2_provider:user-info"), "GET"): "userinfo",
+            (reverse("oauth2_provider:introspect"), "POST"): "introspect"}
+
+
 class HandOffApp:
     """Every request to Django, the ones the fast path would have taken counted with `reason`."""
 
     def __init__(self, inner: WSGIApplication, reason: str) -> None:
         self.inner, self.reason = inner, reason
-        self.endpoints = {(reverse("oauth2_provider:user-info"), "GET"): "userinfo",
-                          (reverse("oauth2_provider:introspect"), "POST"): "introspect"}
+        self.endpoints = endpoints()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         endpoint = self.endpoints.get((environ.get("PATH_INFO"), environ.get("REQUEST_METHOD")))
@@ -265,10 +270,8 @@ class FastTokenApp(FastPath):
 
     def __init__(self, inner: WSGIApplication) -> None:
         super().__init__(inner, logger, "SSO fast path", FAST_PATH)
-        self.userinfo_path = reverse("oauth2_provider:user-info")
-        self.introspect_path = reverse("oauth2_provider:introspect")
-        self.endpoints = {(self.userinfo_path, "GET"): "userinfo", (self.introspect_path, "POST"): "introspect"}
-        self.names = {path: resolve(path).url_name or "unmatched" for path in (self.userinfo_path, self.introspect_path)}
+        self.endpoints = endpoints()
+        self.names = {path: resolve(path).url_name or "unmatched" for path, _method in self.endpoints}
         view = toolkit.UserInfoView
         server = view.get_server_class()(fast_validator(view.get_validator_class())(), **oauth2_settings.server_kwargs)
         self.core = view.get_oauthlib_backend_class()(server)  # shared, as the view's own core is

@@ -69,11 +69,10 @@ def _session_ended(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 
 
 def revoke_tokens_of(user_id: Any) -> None:
-    """Every token and pending code of the user, whichever sign-in (if any) they belong to."""
+    """Every token of the user, whichever sign-in (if any) it belongs to."""
     RefreshToken.objects.filter(user_id=user_id, revoked=None).update(revoked=timezone.now())
     AccessToken.objects.filter(user_id=user_id).delete()
     IDToken.objects.filter(user_id=user_id).delete()
-    Grant.objects.filter(user_id=user_id).delete()
 
 
 @receiver(sign_ins.all_ended)

@@ -66,17 +66,14 @@ def keep(old_token: str, client: Any, answer: dict[str, Any]) -> None:
         expires=timezone.now() + timedelta(seconds=conf.get("REFRESH_RETRY_SECONDS")))
 
 
-def pending(old_token: str) -> RotationReceipt | None:
-    """The live receipt of a rotation of `old_token`, if any (one indexed read of a small table)."""
-    return (RotationReceipt.objects.select_related("application")
-            .filter(token_checksum=checksum(old_token), expires__gt=timezone.now()).first())
-
-
-def answer(old_token: str, client: Any, receipt: RotationReceipt | None = None) -> dict[str, Any] | None:
+def answer(old_token: str, client: Any) -> dict[str, Any] | None:
     """The answer a retry of `old_token` by the authenticated `client` gets, or None: then the reuse
     is a replay (another client, a public one, too late, or the pair was revoked since)."""
-    receipt = pending(old_token) if receipt is None else receipt
-    if receipt is None or client is None or receipt.application_id != client.pk or not enabled_for(client):
+    if not enabled_for(client):
+        return None
+    receipt = RotationReceipt.objects.filter(token_checksum=checksum(old_token), application=client,
+                                             expires__gt=timezone.now()).first()
+    if receipt is None:
         return None
     body = unseal(old_token, receipt.sealed)
     if body is None or not AccessToken.objects.filter(token_checksum=checksum(body.get("access_token", ""))).exists():

@@ -15,9 +15,10 @@ Thin on purpose: each override adds one thing django-oauth-toolkit does not know
   (token_rules.py), whether or not ending the user's sign-ins has revoked them yet.
 - Races between nodes are settled in save_bearer_token's transaction (the toolkit saves the tokens
   first and spends the code afterwards, in another transaction): the code's grant row is deleted
-  before any token is saved, and a refresh token is re-read under a row lock. The request that
-  finds the grant gone, or the token rotated, saves nothing (GrantRefused, or Retried for the same
-  confidential client's retry: sso/refresh_retry.py).
+  before any token is saved, and a refresh token is revoked by a conditional UPDATE. The request
+  that finds the grant gone, or the token rotated, saves nothing (GrantRefused, or Retried for the
+  same confidential client's retry: sso/refresh_retry.py). A grant gone between two reads of
+  validation is the same replay (_grant).
 """
 from __future__ import annotations
 
@@ -53,8 +54,8 @@ def revoke_replayed(code: str, client: Any) -> None:
 
 class GrantRefused(Exception):
     """invalid_grant, found inside save_bearer_token's transaction, which rolls back everything the
-    request wrote there; `undo` then runs in its own (views.TokenView): what else must go, such as
-    the family of a replayed code or refresh token, or the ID token the request signed before."""
+    request wrote there (its ID token included); `undo` then runs in its own (views.TokenView): the
+    family of a replayed code or refresh token."""
 
     def __init__(self, description: str, undo: Callable[[], None] | None = None) -> None:
         super().__init__(description)
@@ -65,20 +66,14 @@ class Retried(Exception):
     """A refresh token rotated by a concurrent request of the same confidential client: this request
     answers with that rotation's pair (`answer`), saving nothing (sso/refresh_retry.py)."""
 
-    def __init__(self, answer: dict[str, Any]) -> None:
+    def __init__(self, answer: dict[str, Any], client_id: str) -> None:
         super().__init__("answered from the rotation receipt")
-        self.answer = answer
+        self.answer, self.client_id = answer, client_id
 
 
 # The ID token this thread signed last and its row (the validator is shared by threads: the toolkit
 # caches its OAuthLibCore per view class).
 _just_signed = threading.local()
-
-
-def _forget_id_token(request: Request) -> Callable[[], None]:
-    """Deletes the ID token row finalize_id_token saved (in its own transaction) for a refused request."""
-    saved = getattr(request, "id_token", None)
-    return lambda: IDToken.objects.filter(pk=saved.pk).delete() if saved is not None else None
 
 
 class Validator(OAuth2Validator):
@@ -109,8 +104,8 @@ class Validator(OAuth2Validator):
         signed = jwt.JWT(header={"typ": "JWT", "alg": keys.ALGORITHM, "kid": key.kid},
                          claims=json.dumps(id_token, default=str))
         signed.make_signed_token(key.private)
-        # Saved with the tokens, in save_bearer_token's transaction (_save_pending_id_token): one
-        # write transaction fewer, and a refused request leaves no row behind.
+        # Saved with the tokens, at the start of _save_bearer_token's transaction: one write
+        # transaction fewer, and a refused request leaves no row behind.
         saved = IDToken(user=request.user, scope=request.scope or " ".join(request.scopes),
                         expires=expiration_time, jti=id_token["jti"], application=request.client)
         request.access_token = request.id_token = saved
@@ -179,11 +174,7 @@ class Validator(OAuth2Validator):
         """RFC 6749 §4.1.3: identical to the authorization request's. A mismatch is invalid_grant (§5.2:
         the grant "does not match the redirection URI used in the authorization request"); oauthlib
         would answer invalid_request."""
-        grant = Grant.objects.filter(code=code, application=client).only("redirect_uri").first()
-        if grant is None:  # redeemed by a concurrent request since validate_code: a replay
-            revoke_replayed(code, client)
-            raise errors.InvalidGrantError(description="the authorization code was already used", request=request)
-        if grant.redirect_uri != redirect_uri:
+        if self._grant(code, client, request).redirect_uri != redirect_uri:
             raise errors.InvalidGrantError(description="redirect_uri does not match the authorization request",
                                            request=request)
         return True
@@ -203,6 +194,23 @@ class Validator(OAuth2Validator):
             return False
         request.sign_in = SignIn.objects.filter(code_hash=checksum(code), application=client).first()
         return request.sign_in is not None
+
+    def get_code_challenge(self, code: str, request: Request) -> str | None:
+        return self._grant(code, request.client, request).code_challenge or None
+
+    def get_code_challenge_method(self, code: str, request: Request) -> str | None:
+        return self._grant(code, request.client, request).code_challenge_method or None
+
+    @staticmethod
+    def _grant(code: str, client: Any, request: Request) -> Grant:
+        """The code's grant, for the checks after validate_code. Gone meanwhile, a concurrent request
+        redeemed it: a replay (RFC 6749 §4.1.2), invalid_grant, and what the code gave is revoked.
+        (The toolkit's Grant.objects.get raised DoesNotExist there: a 500.)"""
+        grant = Grant.objects.filter(code=code, application=client).first()
+        if grant is None:
+            revoke_replayed(code, client)
+            raise errors.InvalidGrantError(description="the authorization code was already used", request=request)
+        return grant
 
     def invalidate_authorization_code(self, client_id: str, code: str, request: Request, *args: Any, **kwargs: Any) -> None:
         """Nothing left to do once _spend_code deleted the grant with the tokens' transaction."""
@@ -233,12 +241,7 @@ class Validator(OAuth2Validator):
         gave the first."""
         code, client = request.code, request.client
         if not Grant.objects.filter(code=code, application=client).delete()[0]:
-            forget = _forget_id_token(request)
-
-            def undo() -> None:
-                forget()
-                revoke_replayed(code, client)
-            raise GrantRefused("the authorization code was already used", undo)
+            raise GrantRefused("the authorization code was already used", lambda: revoke_replayed(code, client))
         request.code_spent = True
 
     def _rotate(self, token: dict, request: Request) -> None:
@@ -265,14 +268,9 @@ class Validator(OAuth2Validator):
         else is a replay that revokes the family (GrantRefused)."""
         answer = refresh_retry.answer(request.refresh_token, request.client)
         if answer is not None:
-            _forget_id_token(request)()
-            raise Retried(answer)
-        forget, family = _forget_id_token(request), request.refresh_token_instance.token_family
-
-        def undo() -> None:
-            forget()
-            RefreshToken.revoke_family(family)
-        raise GrantRefused("the refresh token was already used", undo)
+            raise Retried(answer, request.client.client_id)
+        family = request.refresh_token_instance.token_family
+        raise GrantRefused("the refresh token was already used", lambda: RefreshToken.revoke_family(family))
 
     def _create_refresh_token(self, request: Request, refresh_token_code: str, access_token: Any,
                               previous_refresh_token: Any) -> RefreshToken:
@@ -283,7 +281,7 @@ class Validator(OAuth2Validator):
             # Conditional: the sign-in must still exist (a logout since the code was validated deletes
             # it, and tokens saved now would outlive the logout) and have no family yet.
             if not SignIn.objects.filter(pk=sign_in.pk, token_family=None).update(token_family=refresh_token.token_family):
-                raise GrantRefused("the sign-in has ended", _forget_id_token(request))
+                raise GrantRefused("the sign-in has ended")
             sign_in.token_family = refresh_token.token_family
         return refresh_token
 
@@ -308,7 +306,7 @@ class Validator(OAuth2Validator):
             if token.revoked is not None:
                 answer = refresh_retry.answer(refresh_token, client)
                 if answer is not None:
-                    raise Retried(answer)
+                    raise Retried(answer, client.client_id)
                 RefreshToken.revoke_family(token.token_family)
                 return False
         if token.application_id != client.pk:

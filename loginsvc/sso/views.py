@@ -15,12 +15,11 @@
 """
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import re
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -30,13 +29,13 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from oauth2_provider import views as toolkit
 from oauth2_provider.exceptions import OAuthToolkitError
-from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken, get_application_model
+from oauth2_provider.models import AccessToken, RefreshToken, get_application_model
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
 
 from loginsvc import conf
 from loginsvc.sso import audit, central, introspection, keys
-from loginsvc.sso.validators import GrantRefused, Retried, Validator, revoke_replayed
+from loginsvc.sso.validators import GrantRefused, Retried, Validator
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -307,9 +306,10 @@ class TokenView(toolkit.TokenView):
 
     Every error is RFC 6749 §5.2's JSON with Cache-Control: no-store, including the refusals our
     validator raises inside the toolkit's save (GrantRefused: a code or refresh token that another
-    request spent first) and a grant row that vanished under a concurrent redemption (the toolkit's
-    Grant.objects.get raised DoesNotExist: a 500). A refresh retried by the same confidential client
-    moments after its rotation is answered with that rotation's pair (Retried: sso/refresh_retry.py)."""
+    request spent first), and a token that a concurrent replay revoked before the toolkit read it
+    back for its app_authorized signal (DoesNotExist: a 500). A refresh retried by the same
+    confidential client moments after its rotation is answered with that rotation's pair (Retried:
+    sso/refresh_retry.py)."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         refused = malformed_token_request(request)
@@ -322,14 +322,10 @@ class TokenView(toolkit.TokenView):
                     refusal.undo()
                 refused = ("invalid_grant", refusal.description)
             except Retried as retried:
-                response = _token_answer(retried.answer)
-            except (Grant.DoesNotExist, AccessToken.DoesNotExist, RefreshToken.DoesNotExist, IDToken.DoesNotExist):
-                # a grant or token went between two of the toolkit's reads
-                if request.POST.get("grant_type") == "authorization_code":
-                    client = get_application_model().objects.filter(client_id=_client_id(request)).first()
-                    if client is not None:
-                        revoke_replayed(request.POST.get("code", ""), client)
-                refused = ("invalid_grant", "the grant was used or revoked by a concurrent request")
+                audit.retried(request, retried.client_id)
+                response = _no_store(JsonResponse(retried.answer))
+            except AccessToken.DoesNotExist:
+                refused = ("invalid_grant", "the grant was revoked by a concurrent request")
         if refused is not None:
             response = _no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
         assert response is not None
@@ -353,25 +349,6 @@ def _as_json_error(response: HttpResponse) -> HttpResponse:
         return _no_store(JsonResponse({"error": "invalid_request"}, status=response.status_code))
     response["Content-Type"] = "application/json"
     return _no_store(response)
-
-
-def _client_id(request: HttpRequest) -> str:
-    """The client id the request names, in the form or in its Basic credentials (not authenticated)."""
-    if request.POST.get("client_id"):
-        return request.POST["client_id"]
-    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() != "basic":
-        return ""
-    try:
-        client_id = unquote(base64.b64decode(value, validate=True).decode("utf-8").partition(":")[0])
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    return "" if "\x00" in client_id else client_id
-
-
-def _token_answer(answer: dict[str, Any]) -> HttpResponse:
-    """§5.1: a successful token response, not stored by any cache."""
-    return _no_store(JsonResponse(answer))
 
 
 @method_decorator(csrf_exempt, name="dispatch")
