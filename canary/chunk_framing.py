@@ -36,7 +36,7 @@ class ChunkFraming:
         """A chunk line was parsed (llhttp's on_chunk_header)."""
         self.budget += self.slack
 
-    def read(self, fed: int, data: int, lines: int, counted: bool = True) -> bool:
+    def read(self, fed: int, data: int, lines: int, counted: bool) -> bool:
         """A read of `fed` bytes was parsed; `data` and `lines` are the message's totals after it. False when the
         extensions are now over the cap. `counted=False`: the read held another message too, so it is not
         counted, but the totals move on."""

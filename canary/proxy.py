@@ -13,7 +13,7 @@ from .chunk_framing import ChunkFraming
 from .exchange import Exchange
 from .hop_by_hop import connection_options, spellings, without_connection_options
 from .local_reply import local_response
-from .request_body import BadRequest
+from .request_body import REASONS, BadRequest
 from .request_head import add_forwarding, exchange_for_head, forwarded_head, head_and_trailer_bytes
 
 if TYPE_CHECKING:
@@ -128,18 +128,18 @@ class DownstreamConn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except BadRequest as e:
-            self.bad_request(e.status, e.reason)
+            self.refuse_parsed(e.status, e.reason)
             return
         except httptools.HttpParserUpgrade:
-            self.bad_request(501, "upgrade")
+            self.refuse_parsed(501, REASONS[501])
             return
         except httptools.HttpParserError as parse_error:   # its own name: mypyc types a name once per function
             cause = parse_error.__context__
             if isinstance(cause, BadRequest):
-                self.bad_request(cause.status, cause.reason)
+                self.refuse_parsed(cause.status, cause.reason)
             else:
-                self.bad_request(400, "bad_head" if self.in_head or self.at_start else
-                                 "bad_chunk" if self.chunked else "bad_body")
+                self.refuse_parsed(400, "bad_head" if self.in_head or self.at_start else
+                                   "bad_chunk" if self.chunked else "bad_body")
             return
         ex = self.chunked_body
         if ex is not None:
@@ -159,7 +159,7 @@ class DownstreamConn(asyncio.Protocol):
             if self.begins - begins == entry:
                 self.head_bytes += len(data)
                 if self.head_bytes > self.max_head:
-                    self.bad_request(431, "head_too_large")
+                    self.bad_request(431, REASONS[431])
 
     def eof_received(self) -> bool:
         """Client half-close: finish what was fully received, then close; a truncated request is dropped."""
@@ -356,6 +356,14 @@ class DownstreamConn(asyncio.Protocol):
         self.deadline = now + self.ctx.timeouts.idle
         if self.reading_paused:      # paused for a pipelined request or a slow node: read again
             self._resume()
+
+    def refuse_parsed(self, status: int, reason: str) -> None:
+        """bad_request for what the parser refused; a chunked body that ended earlier in the same read is
+        complete and goes to its node first (its read held another message: not counted)."""
+        ex = self.chunked_body
+        if ex is not None and ex.body_done:
+            ex.start_if_ended()
+        self.bad_request(status, reason)
 
     def bad_request(self, status: int, reason: str) -> None:
         """Answer 4xx and close; nothing after the offending bytes is parsed or forwarded. `reason`, a fixed

@@ -24,10 +24,10 @@ REASONS: Final = {400: "bad_head", 405: "method_not_allowed", 413: "body_too_lar
 class BadRequest(Exception):
     """Raised inside parser callbacks: stops llhttp at once so nothing after the bad byte is parsed."""
 
-    def __init__(self, status: int, why: str, reason: str = "") -> None:
+    def __init__(self, status: int, why: str) -> None:
         super().__init__(why)
         self.status = status
-        self.reason = reason or REASONS.get(status, "bad_request")
+        self.reason = REASONS.get(status, "bad_request")
 
 
 class RequestBody:
@@ -128,9 +128,14 @@ class RequestBody:
         body that ended in this read is started only now, so a refused one never reaches a node."""
         if not framing.read(fed, self.body_bytes, lines, counted):
             return False
+        self.start_if_ended()
+        return True
+
+    def start_if_ended(self) -> None:
+        """A buffered chunked body that has ended goes to the node: after its read was counted, or when the
+        same read went on to another request or a refused head (uncounted, chunk_framing.py)."""
         if self.body_done and self.buffering and not self.done:
             self._body_buffered()
-        return True
 
     def client_body_raw(self, data: bytes) -> None:
         if self.body is not None:

@@ -89,6 +89,8 @@ def forwarded_head(conn: "DownstreamConn", ex: Exchange, headers: list[bytes], s
     we built and no NUL, so no byte a client sent (URL, values, the Cookie rest, X-Forwarded-*, Host) can
     start a header or a request of its own."""
     if conn.chunked:
+        if conn.chunked_body is not None:    # the one before ended in this very read: it goes now
+            conn.chunked_body.start_if_ended()
         headers.append(b"Transfer-Encoding: chunked\r\n")
         ex.buffer_body()
         # its framing is counted after every read from now on (chunk_framing.py); a legal chunk size has at

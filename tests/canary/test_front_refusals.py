@@ -169,3 +169,14 @@ def test_a_node_s_endless_chunk_extension_is_cut_and_the_node_ejected(router_fac
     finally:
         for n in nodes:
             n.close()
+
+
+@pytest.mark.parametrize("after", [CHUNKED % b"c" + b"3\r\nxyz\r\n0\r\n\r\n", b"\x01\x02 bad\r\n\r\n"],
+                         ids=["another chunked request", "a bad head"])
+def test_a_chunked_request_ended_in_a_read_that_goes_on_still_reaches_its_node(make_front, after) -> None:
+    """The framing of a read shared with another message is not counted, but the complete request in it is
+    forwarded (RFC 9112 §9.3.2, pipelining) whatever follows it."""
+    front, _client_side, node_side = make_front()
+    front.data_received(CHUNKED % b"b" + b"3\r\nabc\r\n0\r\n\r\n" + after)
+    sent = b"".join(node_side.written)
+    assert sent.startswith(b"POST /b HTTP/1.1\r\n") and sent.endswith(b"3\r\nabc\r\n0\r\n\r\n"), sent
