@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
 from loginsvc.accounts.throttle_rules import Rule   # the login service's back-off rule, without its stores
-from loginsvc.networks import canonical_address
+from loginsvc.networks import canonical_address, forwarded_client
 
 from . import dashboard, secret
 from .config import Config
@@ -109,10 +109,7 @@ def client_address(peer: str, forwarded_for: bytes | None, trust: ProxyTrust, ho
     own = canonical_address(peer) or "unknown"
     if hops <= 0 or not forwarded_for or not trust.trusted(peer):
         return own
-    entries = [e for e in forwarded_for.decode("latin-1").split(",") if e.strip()]
-    if not entries:
-        return own
-    return canonical_address(entries[-hops] if len(entries) >= hops else entries[0]) or own
+    return forwarded_client(own, forwarded_for.decode("latin-1"), hops)
 
 
 class OpsAuth:

@@ -45,9 +45,14 @@ def var_path(name: str) -> str:
     return os.path.join(os.environ.get("LOGINSVC_VAR_DIR") or "var", name)
 
 
+def _admin_token_places() -> tuple[str, str, str]:
+    """Where the admin token comes from: its variable, its file variable, the local file made once."""
+    return "CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", var_path("canary-admin-token")
+
+
 def admin_token(create: bool) -> str | None:
-    args = ("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", var_path("canary-admin-token"))
-    return load_or_create_secret(*args) if create else read_secret(*args)
+    places = _admin_token_places()
+    return load_or_create_secret(*places) if create else read_secret(*places)
 
 
 def pin_secret() -> str:
@@ -107,4 +112,4 @@ class RotatingSecret:
 
 def admin_token_source(current: str) -> RotatingSecret:
     """The admin token the router checks, from the same environment variable or file as `admin_token`."""
-    return RotatingSecret("CANARY_ADMIN_TOKEN", "CANARY_ADMIN_TOKEN_FILE", var_path("canary-admin-token"), current)
+    return RotatingSecret(*_admin_token_places(), current)

@@ -203,8 +203,7 @@ def stack_of(args: argparse.Namespace, var_dir: Path) -> StackSpec | None:
 def prepared_on(spec: StackSpec | None, accounts: int | Path) -> Prepared:
     """The accounts and product on the stack; a remote target is taken as it is."""
     if spec is None:
-        if not isinstance(accounts, Path):
-            bad(REMOTE_NEEDS_FILE)   # validate_target refused it already
+        assert isinstance(accounts, Path), "validate_target refuses --remote without --accounts FILE"
         return remote(accounts)
     try:
         return prepare(spec, accounts)

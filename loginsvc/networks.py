@@ -23,6 +23,17 @@ def canonical_address(candidate: str) -> str | None:
     return None if address is None else str(address)
 
 
+def forwarded_client(remote: str, forwarded_for: str, hops: int) -> str:
+    """The client behind `hops` trusted proxies: the X-Forwarded-For entry `hops` from the right (with
+    fewer entries, the left-most: the one a trusted proxy wrote about its own peer), canonical; else
+    `remote`. The caller has checked that the peer is a trusted proxy; entries further left are
+    client-controlled and never used (Envoy's xff_num_trusted_hops)."""
+    entries = [part for part in forwarded_for.split(",") if part.strip()]
+    if hops <= 0 or not entries:
+        return remote
+    return canonical_address(entries[-hops] if len(entries) >= hops else entries[0]) or remote
+
+
 class AddressRanges:
     """A fixed set of CIDR ranges. `address in ranges` is memoised per address text: the same few
     proxies connect over and over, so after the first request from each it is one dict lookup."""

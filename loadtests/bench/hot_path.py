@@ -121,16 +121,19 @@ def instructions_per_request(kind: str, pure: bool = False) -> int | None:
     `pure`: on the plain-Python modules (CANARY_PURE_PYTHON=1) instead of the compiled ones."""
     if shutil.which("valgrind") is None:
         return None
-    counts = []
-    for n in (500, 4500):
-        r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
-                            "loadtests.bench.hot_path", "--request", kind, "--requests", str(n), "--warmup", "200"],
-                           capture_output=True, text=True, timeout=900, env=_child_env(pure), cwd=ROOT)
-        found = re.search(r"Collected : (\d+)", r.stderr)
-        if r.returncode != 0 or found is None:
-            raise RuntimeError(f"callgrind run failed: {r.stderr[-500:]}")
-        counts.append(int(found.group(1)))
+    counts = [callgrind_total([sys.executable, "-m", "loadtests.bench.hot_path", "--request", kind, "--requests",
+                               str(n), "--warmup", "200"], _child_env(pure), ROOT) for n in (500, 4500)]
     return (counts[1] - counts[0]) // 4000
+
+
+def callgrind_total(command: list[str], env: dict[str, str], cwd: Path) -> int:
+    """The instructions `command` executes from start to exit, counted by callgrind."""
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+                       capture_output=True, text=True, timeout=900, env=env, cwd=cwd)
+    found = re.search(r"Collected : (\d+)", r.stderr)
+    if r.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind run of {' '.join(command[:4])} failed: {r.stderr[-800:]}")
+    return int(found.group(1))
 
 
 def micros_per_request(kind: str, pure: bool, requests: int = 50_000) -> float:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from deploy.node import Node
 from loadtests.bench import wrk
+from loadtests.bench.login_bench import _median_round
 from loadtests.bench.sso_load import Product, children_cpu, tree_cpu, worker_cpu
 
 KEYCLOAK_PER_CORE = 120
@@ -85,7 +86,7 @@ def measure(env: dict[str, str], secret: str, scratch: Path, label: str, databas
                     "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                     "keycloak_per_core": KEYCLOAK_PER_CORE}
     for row, rows in runs.items():
-        median = sorted(rows, key=lambda r: r["requests_per_s"])[len(rows) // 2]
+        median = _median_round(rows)
         result[row] = {"median": median, "rounds": [round(r["requests_per_s"]) for r in rows],
                        "non_2xx": sum(r["non_2xx"] for r in rows),
                        "socket_errors": sum(r["socket_errors"] for r in rows)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -38,29 +37,24 @@ def _env(tree: Path, var: Path) -> dict[str, str]:
                 PYTHONHASHSEED="0")
 
 
-def _child(tree: Path, var: Path, *args: str, valgrind: bool = False) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
-    if valgrind:
-        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
-    result = subprocess.run(command, env=_env(tree, var), cwd=tree, capture_output=True, text=True, timeout=900)
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(args)} in {tree.name}: {result.stderr[-800:]}")
-    return result
+def _command(*args: str) -> list[str]:
+    """This file, run by path as the child (the tree under test comes first on PYTHONPATH)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--child", *args]
 
 
 def per_request(tree: Path, var: Path) -> dict[str, int]:
     """Instructions per request of each kind for the code in `tree` (its database under `var`)."""
+    from loadtests.bench.hot_path import callgrind_total
+
     var.mkdir(parents=True, exist_ok=True)
-    _child(tree, var, "prepare")
+    prepared = subprocess.run(_command("prepare"), env=_env(tree, var), cwd=tree, capture_output=True, text=True,
+                              timeout=300)
+    if prepared.returncode:
+        raise RuntimeError(f"preparing {tree.name}: {prepared.stderr[-800:]}")
     counts = {}
     for kind in KINDS:
-        totals = []
-        for n in (SMALL, LARGE):
-            found = re.search(r"Collected : (\d+)", _child(tree, var, "serve", kind, str(n), valgrind=True).stderr)
-            if found is None:
-                raise RuntimeError("callgrind printed no total")
-            totals.append(int(found.group(1)))
-        counts[kind] = (totals[1] - totals[0]) // (LARGE - SMALL)
+        small, large = (callgrind_total(_command("serve", kind, str(n)), _env(tree, var), tree) for n in (SMALL, LARGE))
+        counts[kind] = (large - small) // (LARGE - SMALL)
     return counts
 
 

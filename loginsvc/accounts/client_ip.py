@@ -14,7 +14,7 @@ from typing import Any, Callable
 from django.http import HttpRequest, HttpResponse
 
 from loginsvc import conf
-from loginsvc.networks import canonical_address
+from loginsvc.networks import canonical_address, forwarded_client
 
 # Headers only a proxy may set (as WSGI keys). Django reads X-Forwarded-Proto through
 # SECURE_PROXY_SSL_HEADER; Host and Port matter if USE_X_FORWARDED_HOST/PORT are ever turned on.
@@ -50,11 +50,7 @@ def client_ip(request: HttpRequest, trusted_hops: int | None = None) -> str:
     remote = canonical_address(request.META.get("REMOTE_ADDR", "")) or "0.0.0.0"
     if hops <= 0 or not peer_is_trusted(request.META):
         return remote
-    forwarded = [part for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
-    if not forwarded:
-        return remote
-    chosen = forwarded[-hops] if len(forwarded) >= hops else forwarded[0]
-    return canonical_address(chosen) or remote
+    return forwarded_client(remote, request.META.get("HTTP_X_FORWARDED_FOR", ""), hops)
 
 
 class ForwardedHeadersMiddleware:

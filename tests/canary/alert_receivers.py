@@ -25,6 +25,11 @@ from tests.support import LocalReceiver, Mailbox
 SMTP_USER, SMTP_PASSWORD = "alerts", "Sm7p pass:/@?&%+word"   # characters that must be percent-encoded in a URL
 
 
+# One alert as the outbox holds it, for delivering straight through a pipeline.
+ALERT = {"id": "a1", "fold_key": "test::", "kind": "test", "severity": "info", "text": "test alert", "cluster": None,
+         "node": None, "at": 0.0, "count": 1, "figures": {}}
+
+
 @dataclass
 class LocalCA:
     """A CA certificate (`cafile`, for the client's `?cafile=`) and a server certificate for 127.0.0.1 and

@@ -20,16 +20,14 @@ import redis
 from canary.alert_outbox import Outbox, RedisOutbox
 from canary.alert_pipelines import HIDDEN, PipelineError, fingerprint, from_environment
 from canary.alerting import Alerting
-from tests.canary.alert_receivers import (SMTP_PASSWORD, SMTP_USER, Recording, Redirecting, make_ca, name_of,
-                                          smtp_server)
+from tests.canary.alert_receivers import (
+    ALERT, SMTP_PASSWORD, SMTP_USER, Recording, Redirecting, make_ca, name_of, smtp_server,
+)
 from tests.canary.conftest import ROOT, TOKEN
 from tests.support import wait_for
 
 HOOK_USER, HOOK_PASSWORD, PATH_SECRET, QUERY_SECRET = "hookuser", "HookPass-91x", "PathSecret-7f3a", "QuerySecret-c2"
 BAD_PATH_SECRET, BAD_QUERY_SECRET = "BadPathSecret-e5", "BadQuerySecret-0d"
-ALERT = {"id": "a1", "fold_key": "test::", "kind": "test", "severity": "info", "text": "test alert", "cluster": None,
-         "node": None, "at": 0.0, "count": 1, "figures": {}}
-
 
 def fetch(url: str, method: str = "GET") -> str:
     """An admin call; a test alert waits up to 10 s for a pipeline whose breaker is open."""

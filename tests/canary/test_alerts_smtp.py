@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,9 @@ from urllib.parse import quote
 import pytest
 
 from canary.alert_pipelines import Pipeline, PipelineError, from_environment
-from tests.canary.alert_receivers import (SMTP_PASSWORD, SMTP_USER, LocalCA, Taking, five_alerts_through, make_ca,
-                                          smtp_server)
-
-ALERT = {"id": "a1", "fold_key": "test::", "kind": "test", "severity": "info", "text": "test alert", "cluster": None,
-         "node": None, "at": time.time(), "count": 1, "figures": {}}
+from tests.canary.alert_receivers import (
+    ALERT, SMTP_PASSWORD, SMTP_USER, LocalCA, Taking, five_alerts_through, make_ca, smtp_server,
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import requests
 from canary.config import Config
 from canary.ops_auth import AdminError, OpsAuth, SignInThrottle
 from canary.state import RedisStore
-from deploy.node import free_port
+from tests.plugin import free_port
 from tests.support import wait_for
 from tests.canary.conftest import FAST, TOKEN, toml_config
 
