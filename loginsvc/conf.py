@@ -121,7 +121,7 @@ OPTIONS: dict[str, Option] = {
     "SESSION_FAST_PATH": Option(True, _bool, "Answer plain GET /api/session ahead of Django, same bytes (0: Django answers all)."),
     "SSO_FAST_PATH": Option(True, _bool, "Answer plain GET /oidc/userinfo/ and POST /oidc/introspect/ ahead of "
                             "Django, same bytes (0: Django answers all)."),
-    "DB_PREPARE_THRESHOLD": Option(2, _non_negative_int, "PostgreSQL: the SSO fast path's reads are prepared "
+    "DB_PREPARE_THRESHOLD": Option(2, _non_negative_int, "PostgreSQL: the SSO reads of tokens, clients and sign-ins are prepared "
                                    "on the server from this run on one connection (0: never, e.g. behind "
                                    "PgBouncer < 1.21 in transaction mode); Django's own queries never are."),
     "ACCESS_LOG": Option(True, _bool, "One structured log line per request."),

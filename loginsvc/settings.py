@@ -115,7 +115,7 @@ if os.environ.get("DATABASE_URL"):
         options = DATABASES["default"].setdefault("OPTIONS", {})
         options.setdefault("connect_timeout", 3)
         # Only server-binding cursors are ever prepared, and Django's are client-binding: this
-        # concerns the SSO fast path's reads alone (sso/prepared.py), which skip planning that way.
+        # concerns the SSO reads alone (sso/reads.py, sso/prepared.py), which skip planning that way.
         options.setdefault("prepare_threshold", LOGINSVC["DB_PREPARE_THRESHOLD"] or None)
 else:
     VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # the database: password hashes, sessions

@@ -60,7 +60,7 @@ from django.urls import resolve, reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.cache import never_cache
 from oauth2_provider import views as toolkit
-from oauth2_provider.models import AbstractApplication, AccessToken, RefreshToken, get_application_model
+from oauth2_provider.models import AbstractApplication, get_application_model
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
@@ -72,7 +72,7 @@ from loginsvc.accounts import views as account_views
 from loginsvc.fast_path import Answer, FastPath
 from loginsvc.sso import introspection, views
 from loginsvc.sso.introspection import checksum
-from loginsvc.sso.prepared import Prepared
+from loginsvc.sso.reads import ACCESS_TOKENS, APPLICATIONS, REFRESH_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +104,6 @@ def unproven_versions(installed: Callable[[str], str] = metadata.version) -> str
     return None
 
 Application = get_application_model()
-ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user")
-                         .filter(token_checksum=checksum))
-REFRESH_TOKENS = Prepared(lambda checksum: RefreshToken.objects.select_related("user", "application", "access_token")
-                          .filter(token_checksum=checksum))
-APPLICATIONS = Prepared(lambda client_id: Application.objects.filter(client_id=client_id))
 
 
 class HandOff(Exception):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -21,17 +22,21 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
 SENTINEL = "\x00loginsvc-prepared-value\x00"
+# For a UUID column, whose lookups refuse any other value (SQLite binds it as its hex text).
+UUID_SENTINEL = uuid.UUID("00000000-6c6f-6769-6e73-766376616c75")
 PLACEHOLDER = re.compile(r"(?<!%)%s")  # the "format" placeholder Django compiles to (SQLite, PostgreSQL)
 
 
 class _Compiled:
     """One thread's compiled query: SQL, where the value goes, and how rows become objects."""
 
-    def __init__(self, queryset: QuerySet) -> None:
+    def __init__(self, queryset: QuerySet, sentinel: Any) -> None:
         self.db = queryset.db
         self.compiler = queryset.query.get_compiler(using=self.db)
         sql, params = self.compiler.as_sql()  # also fills select, klass_info, col_count
-        if list(params) != [SENTINEL] or self.compiler.annotation_col_map or queryset._known_related_objects:
+        accepted = (sentinel, sentinel.hex) if isinstance(sentinel, uuid.UUID) else (sentinel,)
+        if (len(params) != 1 or params[0] not in accepted or self.compiler.annotation_col_map
+                or queryset._known_related_objects):
             raise ValueError("a Prepared query takes exactly one value and no annotations")
         # The "pyformat" style (%(value)s), which every Django backend takes: SQLite's cursor then
         # fills it with one % operation instead of a regex pass over the whole statement (~45 us).
@@ -104,17 +109,20 @@ def _server_binding(connection: Any, django_cursor: Any) -> Any:
 
 
 class Prepared:
-    """`build(value)` must return the QuerySet whose first object is wanted (ordered, one value)."""
+    """`build(value)` must return the QuerySet whose first object is wanted (ordered, one value).
+    `sentinel` stands for the value while the SQL is compiled: UUID_SENTINEL for a UUID column.
+    first() takes the value as the database binds it (the ORM's get_db_prep_value: a UUID is hex
+    text on SQLite), since it skips the lookup that would convert it."""
 
-    def __init__(self, build: Callable[[Any], QuerySet]) -> None:
-        self.build = build
+    def __init__(self, build: Callable[[Any], QuerySet], sentinel: Any = SENTINEL) -> None:
+        self.build, self.sentinel = build, sentinel
         self.local = threading.local()
 
     def first(self, value: Any) -> Model | None:
         """What `build(value).first()` returns, with the SQL built once per thread and database alias."""
         compiled: _Compiled | None = getattr(self.local, "compiled", None)
         if compiled is None:
-            compiled = self.local.compiled = _Compiled(self.first_queryset(SENTINEL))
+            compiled = self.local.compiled = _Compiled(self.first_queryset(self.sentinel), self.sentinel)
         return compiled.first(value)
 
     def first_queryset(self, value: Any) -> QuerySet:

@@ -19,6 +19,7 @@ from oauth2_provider.models import refresh_token_expire_timedelta
 
 from loginsvc import conf
 from loginsvc.sso.models import SignIn
+from loginsvc.sso import reads
 
 
 def user_active(token: Any) -> bool:
@@ -39,7 +40,7 @@ def refresh_sign_in(token: Any, now: float | None = None) -> SignIn | None:
     expires_after = refresh_token_expire_timedelta()
     if expires_after and (token.access_token.expires + expires_after).timestamp() <= now:
         return None
-    sign_in = SignIn.objects.filter(token_family=token.token_family).first() if token.token_family else None
+    sign_in = reads.sign_in_of(token.token_family) if token.token_family else None
     if sign_in is None or now - sign_in.auth_time >= conf.get("SESSION_MAX_SECONDS"):
         return None
     return sign_in

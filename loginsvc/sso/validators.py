@@ -28,8 +28,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from jwcrypto import jws, jwt
 from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken
@@ -38,7 +36,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request
 from oauthlib.oauth2.rfc6749 import errors
 
-from loginsvc.sso import keys, refresh_retry, token_rules
+from loginsvc.sso import keys, reads, refresh_retry, token_rules
 from loginsvc.sso.introspection import checksum
 from loginsvc.sso.models import SignIn
 
@@ -129,6 +127,17 @@ class Validator(OAuth2Validator):
         header = unverified.jose_header
         found = keys.ring().by_kid(header.get("kid") if isinstance(header, dict) else None)
         return found.private if found else None
+
+    # --- clients ------------------------------------------------------------------------------------------
+    def _load_application(self, client_id: str, request: Request) -> Any:
+        """The toolkit's method, given the client it would read first (its cached-client branch) from a
+        Prepared read (sso/reads.py) instead of the ORM's get. A client not found, or registered from
+        a metadata document (CIMD, which the toolkit may re-fetch), is left to the toolkit."""
+        if not request.client and client_id and "\x00" not in client_id:
+            client = reads.APPLICATIONS.first(client_id)
+            if client is not None and client.registration_source != client.RegistrationSource.CIMD:
+                request.client = client
+        return super()._load_application(client_id, request)
 
     # --- prompt=none ------------------------------------------------------------------------------------
     # oauthlib asks these for prompt=none and the toolkit does not implement them (NotImplementedError:
@@ -257,7 +266,9 @@ class Validator(OAuth2Validator):
         old, now = request.refresh_token_instance, timezone.now()
         if not RefreshToken.objects.filter(pk=old.pk, revoked=None).update(revoked=now, updated=now, access_token=None):
             self._rotated_meanwhile(request)
-        AccessToken.objects.filter(pk=old.access_token_id).delete()
+        # The row's only reference (the old refresh token's) is cleared above: delete it without the
+        # ORM's collector, which would read it and clear that reference once more.
+        AccessToken.objects.filter(pk=old.access_token_id)._raw_delete(AccessToken.objects.db)
         expires = now + timedelta(seconds=token.get("expires_in", oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS))
         access_token = self._create_access_token(expires, request, token, source_refresh_token=old)
         self._create_refresh_token(request, token["refresh_token"], access_token, old)
@@ -286,29 +297,27 @@ class Validator(OAuth2Validator):
         return refresh_token
 
     def validate_refresh_token(self, refresh_token: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:
-        """RFC 6749 §6, RFC 9700 §4.14.2: one locked read of the token with its user, client and access
-        token, then the rules. A revoked or rotated token is a replay that revokes its family (the
-        toolkit's rules with REFRESH_TOKEN_GRACE_PERIOD_SECONDS = 0 and reuse protection), unless it
-        is the same confidential client's retry (refresh_retry.py); then the central session's rules
-        (token_rules.py: user active, idle, maximum age, sign-in, expiry).
+        """RFC 6749 §6, RFC 9700 §4.14.2: one read of the token with its user, client and access token
+        (a Prepared read: sso/reads.py), then the rules. A revoked or rotated token is a replay that
+        revokes its family (the toolkit's rules with REFRESH_TOKEN_GRACE_PERIOD_SECONDS = 0 and reuse
+        protection), unless it is the same confidential client's retry (refresh_retry.py); then the
+        central session's rules (token_rules.py: user active, idle, maximum age, sign-in, expiry).
 
-        Not the toolkit's validate_refresh_token: it reads the user and the client one by one after
-        the token, and would revoke the family before the retry window could be asked. Under the
-        row lock (PostgreSQL; SQLite's IMMEDIATE transaction serialises), a concurrent rotation of
-        this token has either committed, with its receipt, or waits until this one has decided."""
-        with transaction.atomic():
-            token = (RefreshToken.objects.select_for_update(of=("self",))
-                     .select_related("access_token", "user", "application")
-                     .filter(token_checksum=checksum(refresh_token))
-                     .order_by(F("revoked").desc(nulls_first=True)).first())
-            if token is None:
-                return False
-            if token.revoked is not None:
-                answer = refresh_retry.answer(refresh_token, client)
-                if answer is not None:
-                    raise Retried(answer, client.client_id)
-                RefreshToken.revoke_family(token.token_family)
-                return False
+        No lock and no transaction: the rotation decides (_rotate's conditional UPDATE, which waits for
+        a concurrent rotation of this token to commit). A token read as revoked was revoked by a
+        committed transaction, which saved the retry receipt with it; a token read as live but
+        rotated meanwhile is found out by _rotate. Not the toolkit's validate_refresh_token: it reads
+        the user and the client one by one after the token, and would revoke the family before the
+        retry window could be asked."""
+        token = reads.REFRESH_GRANTS.first(checksum(refresh_token))
+        if token is None:
+            return False
+        if token.revoked is not None:
+            answer = refresh_retry.answer(refresh_token, client)
+            if answer is not None:
+                raise Retried(answer, client.client_id)
+            RefreshToken.revoke_family(token.token_family)
+            return False
         if token.application_id != client.pk:
             return False
         sign_in = token_rules.refresh_sign_in(token)

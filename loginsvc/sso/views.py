@@ -26,11 +26,13 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 from oauth2_provider import views as toolkit
 from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.models import AccessToken, RefreshToken, get_application_model
 from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.signals import app_authorized
 from oauthlib.common import Request as OAuthRequest
 
 from loginsvc import conf
@@ -337,6 +339,19 @@ class TokenView(toolkit.TokenView):
         if response.status_code >= 400:
             audit.refused(request, "token", _error_code(response), client_id=request.POST.get("client_id"),
                           grant_type=request.POST.get("grant_type", "")[:40])
+        return response
+
+    @method_decorator(sensitive_post_parameters("password", "client_secret"))
+    def authorization_flow_token_response(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The toolkit's, without reading the new access token back when nothing listens to its
+        app_authorized signal (nothing does here): one query fewer per grant. With a receiver
+        connected, the toolkit's own method runs."""
+        if app_authorized.has_listeners(self):
+            return super().authorization_flow_token_response(request, *args, **kwargs)
+        _url, headers, body, status = self.create_token_response(request)
+        response = HttpResponse(content=body, status=status)
+        for name, value in headers.items():
+            response[name] = value
         return response
 
 

@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY
 
 from loginsvc import conf
 from loginsvc.accounts import fast_session
-from loginsvc.sso import fast_token
+from loginsvc.sso import fast_token, reads
 from tests.conftest import csrf_from
 from tests.sso.conftest import Product, register
 from tests.sso.tokens import tokens_for
@@ -319,7 +319,7 @@ def test_postgresql_plans_the_read_once_per_connection(mine) -> None:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         statements = {row[0] for row in cursor.fetchall()}
     ours = {prepared.local.compiled.sql.replace("%(value)s", "$1")
-            for prepared in (fast_token.ACCESS_TOKENS, fast_token.REFRESH_TOKENS, fast_token.APPLICATIONS)
+            for prepared in reads.ALL
             if getattr(prepared.local, "compiled", None) is not None}
     assert fast_token.ACCESS_TOKENS.local.compiled.sql.replace("%(value)s", "$1") in statements
     assert statements <= ours, statements - ours

@@ -1,0 +1,42 @@
+"""The token endpoint's, userinfo's and introspection's reads of tokens, clients and sign-ins, compiled once per thread.
+
+Why: a refresh grant, a userinfo or an introspection answer is a handful of indexed lookups, and
+building each lookup's SQL through the ORM cost more than running it (docs/benchmarks.md, the
+SSO section). These are Prepared reads (sso/prepared.py): the same SQL and model objects as the
+QuerySet beside each, built once per thread, and on PostgreSQL planned once per connection.
+Every call reads the database: a revocation or logout is seen by the next request on any node.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.db import connection
+from django.db.models import F
+from oauth2_provider.models import AccessToken, RefreshToken, get_application_model
+
+from loginsvc.sso.models import SignIn
+from loginsvc.sso.prepared import UUID_SENTINEL, Prepared
+
+Application = get_application_model()
+
+# An access token by checksum, with what userinfo and introspection look at.
+ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user")
+                         .filter(token_checksum=checksum))
+# A refresh token by checksum, as introspection finds it (the first row, as QuerySet.first()).
+REFRESH_TOKENS = Prepared(lambda checksum: RefreshToken.objects.select_related("user", "application", "access_token")
+                          .filter(token_checksum=checksum))
+# The refresh grant's read: an unrevoked row before a revoked one with the same checksum (a rotated
+# token's row stays, revoked), with everything the grant's rules look at.
+REFRESH_GRANTS = Prepared(lambda checksum: RefreshToken.objects.select_related("user", "application", "access_token")
+                          .filter(token_checksum=checksum).order_by(F("revoked").desc(nulls_first=True)))
+APPLICATIONS = Prepared(lambda client_id: Application.objects.filter(client_id=client_id))
+SIGN_INS = Prepared(lambda family: SignIn.objects.filter(token_family=family), UUID_SENTINEL)
+_FAMILY = SignIn._meta.get_field("token_family")
+
+ALL = (ACCESS_TOKENS, REFRESH_TOKENS, REFRESH_GRANTS, APPLICATIONS, SIGN_INS)
+
+
+def sign_in_of(family: uuid.UUID) -> SignIn | None:
+    """The sign-in a refresh-token family continues (token_rules.refresh_sign_in). The value is
+    converted as the ORM would (SQLite keeps UUIDs as hex text): a Prepared read takes it as it is."""
+    return SIGN_INS.first(_FAMILY.get_db_prep_value(family, connection))
