@@ -1,12 +1,14 @@
-"""Instructions per userinfo and introspection request on the SSO fast path, counted by callgrind.
+"""Instructions per SSO request, counted by callgrind: userinfo and introspection on the fast path, and refresh grants.
 
 Machine-independent, unlike req/s on a shared VM: the figure that says whether a check added to these
-endpoints stays within its budget. `python -m loadtests.bench --only sso_instructions` (part of
+endpoints stays within its budget, and what a refresh grant costs the service's CPU. `python -m loadtests.bench --only sso_instructions` (part of
 `make bench`; with BENCH_SSO_BEFORE=<git ref>, the code at that ref too, side by side).
 
-Each tree gets a fresh SQLite database with a user, a confidential product and an access token
-(`--child prepare`, without valgrind). Then a child process sends N requests through
-fast_token.FastTokenApp in process (`--child serve`), under callgrind, for two values of N: the
+Each tree gets a fresh SQLite database with a user, a confidential product, an access token and a
+refresh-token family of a live sign-in (`--child prepare`, without valgrind). Then a child process
+sends N requests through fast_token.FastTokenApp in process (`--child serve`), under callgrind, for
+two values of N (a refresh grant passes through it to Django's whole stack, each request with the
+refresh token the previous one was given, as a product rotates its tokens): the
 difference divided by the extra requests is the cost of one request, start-up cancelled out. The
 child runs this file by path with the tree first on PYTHONPATH, so it measures that tree's code.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-KINDS = ("userinfo", "introspect")
+KINDS = ("userinfo", "introspect", "refresh")
 SMALL, LARGE = 20, 220
 PASSWORD = "a password for the instruction count"
 SECRET = "instruction-count-secret-" + "x" * 32
@@ -79,7 +81,8 @@ def run(out_dir: Path) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     before = result.get("before")
-    print(f"\nSSO fast path, instructions per request (callgrind, {result['requests']} requests' difference)")
+    print(f"\nSSO, instructions per request (callgrind, {result['requests']} requests' difference; "
+          "userinfo and introspection on the fast path, refresh grants through Django)")
     print(f"{'endpoint':<26}{'now':>12}" + (f"{'before':>12}{'now ÷ before':>14}" if before else ""))
     for kind in KINDS:
         line = f"{kind:<26}{result['now'][kind]:>12,}"
@@ -91,7 +94,8 @@ def print_table(result: dict[str, Any]) -> None:
 # --- the child ----------------------------------------------------------------------------------------
 
 def _prepare() -> None:
-    """A migrated database with the user, the product and one access token (its value in var/)."""
+    """A migrated database with the user, the product, one access token and one refresh token of a
+    live sign-in (their values in var/)."""
     import django
 
     django.setup()
@@ -100,9 +104,13 @@ def _prepare() -> None:
 
     from django.core.management import call_command
     from django.utils import timezone
-    from oauth2_provider.models import AccessToken, Application, set_token_value
+    import time
+    import uuid
+
+    from oauth2_provider.models import AccessToken, Application, RefreshToken, set_token_value
 
     from loginsvc.accounts.models import User
+    from loginsvc.sso.models import SignIn
 
     call_command("migrate", "--noinput", "-v", "0")
     user = User.objects.create_user("instructions@example.test", PASSWORD)
@@ -116,10 +124,27 @@ def _prepare() -> None:
     set_token_value(token, raw)
     token.save()
     (Path(os.environ["LOGINSVC_VAR_DIR"]) / "instructions-token").write_text(raw)
+    family, refresh_raw = uuid.uuid4(), secrets.token_urlsafe(24)
+    paired = AccessToken(user=user, application=application, scope="openid email profile",
+                         expires=timezone.now() + timedelta(minutes=10))
+    set_token_value(paired, secrets.token_urlsafe(24))
+    paired.save()
+    refresh = RefreshToken(user=user, application=application, access_token=paired, token_family=family)
+    set_token_value(refresh, refresh_raw)
+    refresh.save()
+    SignIn.objects.create(sid=secrets.token_urlsafe(24), user=user, application=application,
+                          auth_time=int(time.time()), token_family=family)
+    (Path(os.environ["LOGINSVC_VAR_DIR"]) / "instructions-refresh").write_text(refresh_raw)
+    # The signing key ring, made here: generating its RSA key takes a random number of instructions,
+    # which would land in whichever counted run came first.
+    from loginsvc.sso import keys
+
+    keys.ring()
 
 
 def _serve(kind: str, n: int) -> None:
-    """n requests (after 5 to warm up) through the fast path, each a 200 it served itself."""
+    """n requests (after 5 to warm up) through the fast path, each a 200 (userinfo and introspection:
+    served by the fast path itself; refresh grants: by Django, each rotating the token)."""
     import django
 
     django.setup()
@@ -127,12 +152,14 @@ def _serve(kind: str, n: int) -> None:
 
     from loginsvc.sso import fast_token
 
+    import json
+
     raw = (Path(os.environ["LOGINSVC_VAR_DIR"]) / "instructions-token").read_text()
+    refresh = [(Path(os.environ["LOGINSVC_VAR_DIR"]) / "instructions-refresh").read_text()]
     app = fast_token.wrap(WSGIHandler())
     if not isinstance(app, fast_token.FastTokenApp):
         raise SystemExit(f"the fast path is off: {fast_token.unsupported()}")
     basic = "Basic " + base64.b64encode(f"webmail:{SECRET}".encode()).decode()
-    body = f"token={raw}".encode()
     statuses: list[str] = []
 
     def environ() -> dict[str, Any]:
@@ -143,15 +170,22 @@ def _serve(kind: str, n: int) -> None:
             env.update({"REQUEST_METHOD": "GET", "PATH_INFO": "/oidc/userinfo/", "HTTP_AUTHORIZATION": f"Bearer {raw}",
                         "wsgi.input": BytesIO(b"")})
         else:
-            env.update({"REQUEST_METHOD": "POST", "PATH_INFO": "/oidc/introspect/", "HTTP_AUTHORIZATION": basic,
+            path, body = (("/oidc/introspect/", f"token={raw}".encode()) if kind == "introspect" else
+                          ("/oidc/token/", f"grant_type=refresh_token&refresh_token={refresh[0]}".encode()))
+            env.update({"REQUEST_METHOD": "POST", "PATH_INFO": path, "HTTP_AUTHORIZATION": basic,
                         "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
                         "wsgi.input": BytesIO(body)})
         return env
 
     for _ in range(5 + n):
-        b"".join(app(environ(), lambda status, headers, exc_info=None: statuses.append(status)))
+        answer = b"".join(app(environ(), lambda status, headers, exc_info=None: statuses.append(status)))
+        if kind == "refresh" and statuses[-1].startswith("200"):
+            refresh[0] = json.loads(answer)["refresh_token"]
     if not all(status.startswith("200") for status in statuses):
         raise SystemExit(f"not every answer was a 200: {sorted(set(statuses))}")
+    if kind == "refresh":  # the family goes on from here in the next run (the old token is spent)
+        (Path(os.environ["LOGINSVC_VAR_DIR"]) / "instructions-refresh").write_text(refresh[0])
+        return
     from prometheus_client import REGISTRY
 
     served = REGISTRY.get_sample_value("loginsvc_sso_fast_path_total", {"endpoint": kind, "result": "served"}) or 0
