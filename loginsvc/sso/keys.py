@@ -229,18 +229,7 @@ def key_file() -> Path:
 
 def _read_source() -> tuple[str, str]:
     """(text, source name) of the configured ring, creating the local one if needed."""
-    if os.environ.get(ENV_KEY):
-        return os.environ[ENV_KEY], ENV_KEY
-    path = key_file()
-    if not conf.get("OIDC_KEY_FILE"):
-        if settings.PRODUCTION:
-            raise ImproperlyConfigured("LOGINSVC_OIDC_KEY_FILE: required in production (or LOGINSVC_OIDC_PRIVATE_KEY)")
-        files.create_once(path, new_ring_text)
-    try:
-        return path.read_text(encoding="utf-8"), f"LOGINSVC_OIDC_KEY_FILE ({path})"
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-        raise ImproperlyConfigured(f"LOGINSVC_OIDC_KEY_FILE: cannot read {path} ({reason})") from None
+    return files.shared_secret(ENV_KEY, "OIDC_KEY_FILE", "oidc-keys.json", new_ring_text)
 
 
 def read_ring() -> KeyRing:
