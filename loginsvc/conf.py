@@ -150,6 +150,11 @@ OPTIONS: dict[str, Option] = {
     "READINESS_CACHE_SECONDS": Option(0.25, _positive_float, "How long a node reuses its last /readyz result."),
     "METRICS_TOKEN": Option("", _text, "Bearer token for /metrics from non-loopback clients (empty: loopback only)."),
     "JSON_LOGS": Option(True, _bool, "One JSON object per log line."),
+    # --- Second factors (loginsvc/mfa, docs/security.md) ---
+    "MFA_KEY_FILE": Option("", _text, "The key that seals authenticator-app secrets and keys recovery-code digests "
+                           "(32 random bytes, base64), the same on every node; empty: var/mfa-key, generated "
+                           "once (local mode only)."),
+    "MFA_PENDING_SECONDS": Option(300, _positive_int, "How long a correct password waits for its second factor."),
     # --- Single sign-on (loginsvc/sso, docs/sso.md) ---
     "OIDC_ISSUER": Option("http://127.0.0.1:8000", normalise_origin,
                           "The provider's public origin: the router's, never a node's (the iss of every token)."),

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "oauth2_provider",
     "loginsvc.accounts",
     "loginsvc.sso",
+    "loginsvc.mfa",
     "loginsvc.health",
     "loginsvc.observability",
 ]
@@ -203,6 +204,9 @@ if PRODUCTION:
         raise ImproperlyConfigured("LOGINSVC_OIDC_ISSUER: must be an https origin in production")
     if not (os.environ.get("LOGINSVC_OIDC_PRIVATE_KEY") or LOGINSVC["OIDC_KEY_FILE"]):
         raise ImproperlyConfigured("LOGINSVC_OIDC_KEY_FILE: required in production (or LOGINSVC_OIDC_PRIVATE_KEY)")
+    # The key of second factors' secrets (mfa/sealing.py): one per deployment, never one per node.
+    if not (os.environ.get("LOGINSVC_MFA_KEY") or LOGINSVC["MFA_KEY_FILE"]):
+        raise ImproperlyConfigured("LOGINSVC_MFA_KEY_FILE: required in production (or LOGINSVC_MFA_KEY)")
 
 # --- Single sign-on: django-oauth-toolkit's OpenID Connect provider (loginsvc/sso, docs/sso.md) ----
 # Every value that is not django-oauth-toolkit's default is chosen here on purpose; the signing keys

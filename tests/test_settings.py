@@ -1,6 +1,7 @@
 """Production settings: `check --deploy` is clean; a missing or weak key or a bad option stops with one line."""
 from __future__ import annotations
 
+import base64
 import secrets
 
 import pytest
@@ -13,12 +14,14 @@ STRONG_KEY = secrets.token_urlsafe(64)
 
 
 def production_env(tmp_path, **extra: str) -> dict[str, str]:
-    key_file = tmp_path / "oidc-keys.json"
+    key_file, mfa_key = tmp_path / "oidc-keys.json", tmp_path / "mfa-key"
     if not key_file.exists():
         key_file.write_text(keys.new_ring_text())
+        mfa_key.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
     env = node_env(tmp_path, plugin.REDIS.url, LOGINSVC_MODE="production",
                    DJANGO_ALLOWED_HOSTS="login.example.test", DJANGO_SECRET_KEY=STRONG_KEY,
-                   LOGINSVC_OIDC_ISSUER="https://login.example.test", LOGINSVC_OIDC_KEY_FILE=str(key_file))
+                   LOGINSVC_OIDC_ISSUER="https://login.example.test", LOGINSVC_OIDC_KEY_FILE=str(key_file),
+                   LOGINSVC_MFA_KEY_FILE=str(mfa_key))
     env.update(extra)
     return env
 
@@ -124,8 +127,19 @@ def test_trusted_origins_are_trimmed_and_sqlite_urls_work(tmp_path) -> None:
 def test_production_needs_the_issuer_and_the_signing_keys(tmp_path) -> None:
     """Without them every token would name a default issuer and each node its own key."""
     for variable, message in (("LOGINSVC_OIDC_ISSUER", "LOGINSVC_OIDC_ISSUER: required in production"),
-                              ("LOGINSVC_OIDC_KEY_FILE", "LOGINSVC_OIDC_KEY_FILE: required in production")):
+                              ("LOGINSVC_OIDC_KEY_FILE", "LOGINSVC_OIDC_KEY_FILE: required in production"),
+                              ("LOGINSVC_MFA_KEY_FILE", "LOGINSVC_MFA_KEY_FILE: required in production")):
         env = production_env(tmp_path)
         del env[variable]
         result = manage(env, "check", check=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("content, problem", [("REPLACE-ME", "must hold 32 random bytes in base64"),
+                                              ("c2hvcnQ=", "must hold 32 random bytes in base64")])
+def test_a_bad_mfa_key_is_one_clear_error_at_check(tmp_path, content: str, problem: str) -> None:
+    bad = tmp_path / "bad-mfa-key"
+    bad.write_text(content)
+    result = manage(production_env(tmp_path, LOGINSVC_MFA_KEY_FILE=str(bad)), "check", check=False)
+    assert result.returncode != 0 and f"LOGINSVC_MFA_KEY_FILE ({bad}): {problem}" in result.stderr, result.stderr
+    assert content not in result.stderr.replace(str(bad), "")  # the key's text is never echoed

@@ -183,3 +183,21 @@ def test_database_fallback_counts_parallel_guesses_under_row_locks(settings, own
             statuses = list(pool.map(guess, range(parallel)))
     assert statuses.count(401) <= threshold and statuses.count(429) >= parallel - threshold, statuses
     assert ThrottleState.objects.filter(locked_until__isnull=False).exists()
+
+
+@pytest.mark.django_db
+def test_a_right_password_with_a_second_factor_due_stays_counted_on_the_pair_only(settings, own_redis) -> None:
+    """throttle.gave_password, on both stores: the pair keeps the attempt (code guesses stay bounded
+    however often the password is typed), the address and the account get it back."""
+    attempt = throttle.begin("ann@example.test", "192.0.2.1")
+    throttle.gave_password(attempt)
+    redis = plugin.REDIS.client()
+    counts = {c.scope: int(redis.get(throttle.PREFIX + "n:" + c.key) or 0) for c in attempt.counters}
+    assert counts == {"account_ip": 1, "ip": 0, "account": 0}
+    own_redis.kill()
+    with override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": own_redis.url}}):
+        attempt = throttle.begin("bob@example.test", "192.0.2.2")
+        assert attempt.store == "database"
+        throttle.gave_password(attempt)
+    rows = dict(ThrottleState.objects.values_list("key", "failures"))
+    assert {c.scope: rows[c.key] for c in attempt.counters} == {"account_ip": 1, "ip": 0, "account": 0}

@@ -1,4 +1,8 @@
-"""The login flow shared by the HTML form and the JSON API: throttle, verify, rotate the session."""
+"""The login flow shared by the HTML form and the JSON API: throttle, verify, rotate the session.
+
+An account with a second factor signs in in two steps (mfa/pending.py): the password, then a code;
+each step is counted by the same brute-force counters (throttle.py), and only the second signs in.
+"""
 from __future__ import annotations
 
 import enum
@@ -10,7 +14,10 @@ from django.http import HttpRequest
 from loginsvc import conf
 from loginsvc.accounts import audit, known_sources, sessions, throttle
 from loginsvc.accounts.client_ip import client_ip
+from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH
 from loginsvc.accounts.models import User, normalise_email
+from loginsvc.mfa import audit as mfa_audit
+from loginsvc.mfa import factors, pending, recovery, totp
 from loginsvc.observability.metrics import LOCKOUTS, LOGINS
 
 # OWASP: one message for unknown account and wrong password, so neither can be told apart.
@@ -25,6 +32,7 @@ class Outcome(enum.Enum):
     SUCCESS = "success"
     FAILURE = "failure"
     LOCKED = "locked"
+    MFA_REQUIRED = "mfa_required"  # the password was right; a second factor is due (mfa/pending.py)
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class LoginResult:
     retry_after: int = 0
     refused_by: str = ""  # the scope of the lock that refused a LOCKED attempt
     failed_since_last_login: int = 0  # on SUCCESS: attempts on the account since its last sign-in
+    methods: tuple[str, ...] = ()  # on MFA_REQUIRED: the account's second factors (mfa/factors.py)
 
 
 def _begin(request: HttpRequest, email: str, ip: str) -> throttle.Attempt:
@@ -83,10 +92,74 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
         audit.failure(email, ip, channel)
         return LoginResult(Outcome.FAILURE)
 
+    methods = factors.methods_of(user)
+    if methods:
+        throttle.gave_password(attempt)
+        pending.begin(request, user, amr=["pwd"])
+        LOGINS.labels(Outcome.MFA_REQUIRED.value, channel).inc()
+        mfa_audit.required(user.pk, ip, channel)
+        return LoginResult(Outcome.MFA_REQUIRED, user=user, methods=tuple(methods))
     failed = throttle.succeeded(attempt)
+    _sign_in(request, user, ip, channel, ["pwd"])
+    return LoginResult(Outcome.SUCCESS, user=user, failed_since_last_login=failed)
+
+
+def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[str]) -> None:
     known_sources.remember_network(user, ip)
     auth.login(request, user)  # cycles the session key (ASVS 3.2.1)
-    sessions.start(request)
+    sessions.start(request, amr)
     LOGINS.labels(Outcome.SUCCESS.value, channel).inc()
     audit.success(user.pk, ip, channel)
+
+
+def _factor_accepted(user: User, method: str, code: str) -> bool:
+    if method == factors.TOTP:
+        device = totp.confirmed_device(user)
+        return device is not None and totp.accept(device, code)
+    return recovery.use(user, code)
+
+
+def attempt_second_factor(request: HttpRequest, method: str, code: str, channel: str) -> LoginResult:
+    """The second step: `code` (already in its method's form: totp.parse_code, recovery.normalise) for
+    this browser's waiting sign-in. Counted like a password attempt (a wrong code is a failure for the
+    pair, the address and the account); on success the user is signed in with a new session id,
+    and a recovery code used is audited with how many are left. No waiting sign-in, or an expired
+    one, is a FAILURE, as a wrong code is: the client cannot tell them apart."""
+    waiting = pending.current(request)
+    if waiting is None:
+        return LoginResult(Outcome.FAILURE)
+    user, ip = waiting.user, client_ip(request)
+    email = normalise_email(user.email)
+    attempt = _begin(request, email, ip)
+    _report_locks(attempt, email, ip)
+    if not attempt.allowed:
+        LOGINS.labels(Outcome.LOCKED.value, channel).inc()
+        audit.refused(email, ip, channel, attempt.refused_by, attempt.retry_after)
+        return LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after, refused_by=attempt.refused_by)
+    if method not in factors.methods_of(user) or not _factor_accepted(user, method, code):
+        LOGINS.labels(Outcome.FAILURE.value, channel).inc()
+        mfa_audit.factor_failure(email, ip, channel, method)
+        return LoginResult(Outcome.FAILURE)
+    failed = max(0, throttle.succeeded(attempt) - 1)  # the password's own attempt is no failure either
+    pending.end(request)
+    mfa_audit.factor_success(user.pk, ip, channel, method,
+                             recovery.remaining(user) if method == factors.RECOVERY else None)
+    # RFC 8176: a one-time code (an app's or a recovery code) and, with the password, several factors.
+    _sign_in(request, user, ip, channel, [*waiting.amr, "otp", "mfa"])
     return LoginResult(Outcome.SUCCESS, user=user, failed_since_last_login=failed)
+
+
+def confirm_password(request: HttpRequest, user: User, password: str, channel: str) -> LoginResult:
+    """Re-authentication of the signed-in `user` before a sensitive change (removing a second factor,
+    new recovery codes): the password checked and counted like a login, without signing in anew."""
+    email, ip = normalise_email(user.email), client_ip(request)
+    attempt = _begin(request, email, ip)
+    _report_locks(attempt, email, ip)
+    if not attempt.allowed:
+        audit.refused(email, ip, channel, attempt.refused_by, attempt.retry_after)
+        return LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after, refused_by=attempt.refused_by)
+    if len(password) > MAX_PASSWORD_LENGTH or auth.authenticate(request, username=email, password=password) != user:
+        audit.failure(email, ip, channel)
+        return LoginResult(Outcome.FAILURE)
+    throttle.succeeded(attempt)
+    return LoginResult(Outcome.SUCCESS, user=user)

@@ -17,16 +17,19 @@ from django.http import HttpRequest, HttpResponse
 from loginsvc import conf
 
 AUTH_TIME = "_auth_time"
+AMR = "_amr"  # how the user signed in (RFC 8176 values): ["pwd"], or ["pwd", "otp", "mfa"]
 TOUCHED = "_touched"
 # What due() may ask for.
 LOGOUT = "logout"
 TOUCH = "touch"
 
 
-def start(request: HttpRequest) -> None:
-    """Mark a fresh login; call right after django.contrib.auth.login (which cycled the key)."""
+def start(request: HttpRequest, amr: list[str]) -> None:
+    """Mark a fresh login and how it was made; call right after django.contrib.auth.login (which
+    cycled the key)."""
     now = int(time.time())
     request.session[AUTH_TIME] = now
+    request.session[AMR] = amr
     request.session[TOUCHED] = now
     request.session.set_expiry(conf.get("SESSION_IDLE_SECONDS"))
 

@@ -45,7 +45,7 @@ from loginsvc import conf
 from loginsvc.accounts.throttle_db import DatabaseStore
 from loginsvc.accounts.throttle_rules import Counter, Rule
 
-__all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "succeeded"]
+__all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "gave_password", "succeeded"]
 
 log = logging.getLogger(__name__)
 PREFIX = "loginsvc:bf:"
@@ -210,6 +210,31 @@ def own_soft_locks(attempt: Attempt) -> list[Counter]:
     (flag 3) was on already, and stays."""
     set_here = {scope for scope, flag in attempt.locks if flag != 3}
     return [c for c in attempt.counters if c.soft and c.scope in set_here]
+
+
+# KEYS: counts to give one back to.
+_GIVE_BACK_SCRIPT = """
+for i = 1, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
+
+def gave_password(attempt: Attempt) -> None:
+    """The password was right but a second factor is still due: give the attempt back to the
+    address's and the account's counters, and keep it on the pair. So a user who signs in with a
+    second factor is not counted as failing, while someone who has the password but not the
+    factor still locks the pair: each password and each wrong code count there, until the whole
+    sign-in succeeds (succeeded) or the pair locks."""
+    others = attempt.counters[1:]
+    if attempt.store == "redis":
+        try:
+            RedisStore().client.eval(_GIVE_BACK_SCRIPT, len(others), *(PREFIX + "n:" + c.key for c in others))
+            return
+        except RedisError:
+            pass
+    DatabaseStore().give_back(others)
 
 
 def succeeded(attempt: Attempt) -> int:

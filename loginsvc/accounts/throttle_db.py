@@ -93,6 +93,10 @@ class DatabaseStore:
             model.objects.filter(key__in=[c.key for c in own_locks]).update(locked_until=None)
             return self.take_notice(notice_key)
 
+    def give_back(self, counters: tuple[Counter, ...]) -> None:
+        """One failure fewer on each of `counters` (throttle.gave_password)."""
+        _model().objects.filter(key__in=[c.key for c in counters], failures__gt=0).update(failures=F("failures") - 1)
+
     def take_notice(self, notice_key: str) -> int:
         """The attempts noted for the account here (0 if none), deleting the row."""
         rows = _model().objects.filter(key=notice_key)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("logout/everywhere/", views.logout_everywhere_view, name="logout-everywhere"),
     path("api/session", views.api_session_view, name="api-session"),
     path("api/login", views.api_login_view, name="api-login"),
+    path("api/login/mfa", views.api_login_mfa_view, name="api-login-mfa"),
 ]

@@ -5,6 +5,7 @@ import functools
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import auth
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -21,11 +22,12 @@ from django.views.decorators.http import require_http_methods
 from loginsvc.accounts import auth_epoch, sessions
 from loginsvc.accounts import audit, known_sources
 from loginsvc.accounts.authentication import (
-    ACCOUNT_LOCKED_ERROR, GENERIC_ERROR, LOCKED_ERROR, LoginResult, Outcome, attempt_login,
+    ACCOUNT_LOCKED_ERROR, GENERIC_ERROR, LOCKED_ERROR, LoginResult, Outcome, attempt_login, attempt_second_factor,
 )
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH, LoginForm
 from loginsvc.accounts.redirects import safe_next
+from loginsvc.mfa import factors, recovery, totp
 
 API_MAX_BODY = 8192
 LOGIN_NOTICE = "loginsvc_login_notice"  # session key: failed attempts to show once after sign-in
@@ -52,17 +54,24 @@ def login_view(request: HttpRequest) -> HttpResponse:
         return _login_page(request, form, GENERIC_ERROR, status=400)
     result = attempt_login(request, form.cleaned_data["username"], form.cleaned_data["password"], "form")
     if result.outcome is Outcome.SUCCESS:
-        if result.failed_since_last_login:
-            # Shown on the home page before the user goes on to `next` (home_view pops it).
-            request.session[LOGIN_NOTICE] = {"failed": result.failed_since_last_login, "next": next_url or ""}
-            return _signed_in(request, redirect("home"), result)
-        return _signed_in(request, redirect(next_url or reverse("home")), result)
+        return finish_form_sign_in(request, result, next_url)
+    if result.outcome is Outcome.MFA_REQUIRED:  # the second step's page (mfa/views.py), `next` carried on
+        return redirect(reverse("login-mfa") + (f"?{urlencode({'next': next_url})}" if next_url else ""))
     if result.outcome is Outcome.LOCKED:
         error = ACCOUNT_LOCKED_ERROR if result.refused_by == "account" else LOCKED_ERROR
         response = _login_page(request, form, error, status=429)
         response["Retry-After"] = str(result.retry_after)
         return response
     return _login_page(request, form, GENERIC_ERROR, status=401)
+
+
+def finish_form_sign_in(request: HttpRequest, result: LoginResult, next_url: str | None) -> HttpResponse:
+    """Where the sign-in page sends a browser just signed in: `next`, or first the home page when
+    there were failed attempts to report (home_view pops the notice and offers `next`)."""
+    if result.failed_since_last_login:
+        request.session[LOGIN_NOTICE] = {"failed": result.failed_since_last_login, "next": next_url or ""}
+        return _signed_in(request, redirect("home"), result)
+    return _signed_in(request, redirect(next_url or reverse("home")), result)
 
 
 def _signed_in(request: HttpRequest, response: HttpResponse, result: LoginResult) -> HttpResponse:
@@ -142,6 +151,7 @@ def session_payload(user: AbstractBaseUser | AnonymousUser, session: Mapping[str
         "display_name": user.display_name,
         "auth_time": session.get(sessions.AUTH_TIME),
         "expires_at": sessions.session_expires_at(session),
+        "amr": session.get(sessions.AMR) or ["pwd"],  # RFC 8176; sessions from before it was kept: a password
     }
 
 
@@ -164,10 +174,8 @@ def api_session_view(request: HttpRequest) -> HttpResponse:
     return JsonResponse(session_payload(request.user, request.session))
 
 
-@never_cache
-@csrf_protect
-def api_login_view(request: HttpRequest) -> HttpResponse:
-    """JSON login: body {"username": ..., "password": ...}; CSRF token in the X-CSRFToken header."""
+def _json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
+    """The POSTed JSON object of an /api/ view, or the error to answer."""
     if request.method != "POST":
         response = _json_error(405, "method not allowed", allowed=["POST"])
         response["Allow"] = "POST"
@@ -182,6 +190,33 @@ def api_login_view(request: HttpRequest) -> HttpResponse:
         return _json_error(400, "body is not valid UTF-8 JSON")
     if not isinstance(payload, dict):
         return _json_error(400, "body must be a JSON object")
+    return payload
+
+
+def _locked(result: LoginResult) -> JsonResponse:
+    # reason "account": the account-wide step-up; a known device or network still gets in.
+    reason = "account" if result.refused_by == "account" else "address"
+    response = _json_error(429, "locked", retry_after=result.retry_after, reason=reason)
+    response["Retry-After"] = str(result.retry_after)
+    return response
+
+
+def _api_signed_in(request: HttpRequest, result: LoginResult) -> HttpResponse:
+    body: dict[str, object] = {"authenticated": True, "email": result.user.email}
+    if result.failed_since_last_login:  # present only when there were some
+        body["failed_attempts_since_last_login"] = result.failed_since_last_login
+    return _signed_in(request, JsonResponse(body), result)
+
+
+@never_cache
+@csrf_protect
+def api_login_view(request: HttpRequest) -> HttpResponse:
+    """JSON login: body {"username": ..., "password": ...}; CSRF token in the X-CSRFToken header.
+    An account with a second factor answers {"mfa_required": true, "methods": [...]}: POST
+    /api/login/mfa then finishes the sign-in."""
+    payload = _json_body(request)
+    if isinstance(payload, JsonResponse):
+        return payload
     username, password = payload.get("username"), payload.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         return _json_error(400, "username and password must be strings")
@@ -193,17 +228,41 @@ def api_login_view(request: HttpRequest) -> HttpResponse:
         return _json_error(401, GENERIC_ERROR)
     result = attempt_login(request, username, password, "api")
     if result.outcome is Outcome.LOCKED:
-        # reason "account": the account-wide step-up; a known device or network still gets in.
-        reason = "account" if result.refused_by == "account" else "address"
-        response = _json_error(429, "locked", retry_after=result.retry_after, reason=reason)
-        response["Retry-After"] = str(result.retry_after)
-        return response
+        return _locked(result)
     if result.outcome is Outcome.FAILURE:
         return _json_error(401, GENERIC_ERROR)
-    body: dict[str, object] = {"authenticated": True, "email": result.user.email}
-    if result.failed_since_last_login:  # present only when there were some
-        body["failed_attempts_since_last_login"] = result.failed_since_last_login
-    return _signed_in(request, JsonResponse(body), result)
+    if result.outcome is Outcome.MFA_REQUIRED:
+        return JsonResponse({"mfa_required": True, "methods": list(result.methods)})
+    return _api_signed_in(request, result)
+
+
+# How each method's code must look: the parser, and the error when it does not.
+CODE_FORMS = {factors.TOTP: (totp.parse_code, "code must be the six digits the authenticator app shows"),
+              factors.RECOVERY: (recovery.normalise, "code must be a recovery code: ten letters and digits")}
+
+
+@never_cache
+@csrf_protect
+def api_login_mfa_view(request: HttpRequest) -> HttpResponse:
+    """The second step of a JSON login: body {"method": "totp"|"recovery", "code": ...}, the CSRF token
+    as for /api/login. 200 as a sign-in, 401 (the generic error: a wrong, replayed or used code, or
+    no sign-in waiting in this browser), 429 with Retry-After, 400 for a code that cannot be one."""
+    payload = _json_body(request)
+    if isinstance(payload, JsonResponse):
+        return payload
+    method, code = payload.get("method"), payload.get("code")
+    if method not in CODE_FORMS:
+        return _json_error(400, "method must be one of: " + ", ".join(CODE_FORMS))
+    parse, problem = CODE_FORMS[method]
+    parsed = parse(code)
+    if parsed is None:
+        return _json_error(400, problem)
+    result = attempt_second_factor(request, method, parsed, "api")
+    if result.outcome is Outcome.LOCKED:
+        return _locked(result)
+    if result.outcome is not Outcome.SUCCESS:
+        return _json_error(401, GENERIC_ERROR)
+    return _api_signed_in(request, result)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -8,6 +8,8 @@
   revokes the family.
 - ASVS 3.3.3: a user disabled beside one node is refused by the other at its very next request
   (userinfo and introspection take the WSGI fast path), and every product gets its logout token.
+- RFC 6238 §5.2: a two-step sign-in started on one cluster finishes on the other, and one
+  authenticator-app code posted to both nodes at once signs in once.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ import hashlib
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pyotp
 import pytest
 import requests
 
@@ -208,3 +212,39 @@ def test_3_3_3_a_user_disabled_beside_green_is_refused_by_blue_at_once_and_every
         assert len(receiver.received) > before and receiver.rejected == []
     finally:
         set_active(green.env, True)
+
+
+TWO_STEP_EMAIL = "two-step@example.test"
+ADD_TWO_STEP_USER = """
+import time, pyotp
+from loginsvc.accounts.models import User
+from loginsvc.mfa import totp
+device = totp.start_enrolment(User.objects.create_user(%(email)r, %(password)r))
+assert totp.confirm(device, pyotp.TOTP(totp.secret_of(device)).at(time.time() - 30))
+print(totp.secret_of(device))
+"""
+
+
+def second_step(browser: Browser, node: LoginNode, code: str) -> Callable[[], requests.Response]:
+    return lambda: browser.call("POST", "/api/login/mfa", node.url, json={"method": "totp", "code": code},
+                                headers={"X-CSRFToken": browser.csrf_token()})
+
+
+def test_rfc6238_5_2_two_steps_across_clusters_and_one_code_signs_in_once(nodes: Any) -> None:
+    blue, green, _receiver = nodes
+    secret = manage(blue.env, "shell", "-v", "0", "-c",
+                    ADD_TWO_STEP_USER % {"email": TWO_STEP_EMAIL, "password": PASSWORD}).stdout.strip().splitlines()[-1]
+    app = pyotp.TOTP(secret)
+    first = Browser(blue.url)
+    assert first.login(TWO_STEP_EMAIL, PASSWORD).json() == {"mfa_required": True, "methods": ["totp"]}
+    assert first.whoami(green.url) == {"authenticated": False}
+    finished = second_step(first, green, app.now())()  # the password on blue, the code on green
+    assert finished.status_code == 200, finished.text
+    assert first.whoami(blue.url)["amr"] == ["pwd", "otp", "mfa"]
+    # The next step's code, from two browsers on two nodes at the same moment: one sign-in.
+    code = app.at(time.time() + 30)
+    racers = [Browser(node.url) for node in (blue, green)]
+    for browser in racers:
+        assert browser.login(TWO_STEP_EMAIL, PASSWORD).json()["mfa_required"] is True
+    answers = at_once(second_step(racers[0], blue, code), second_step(racers[1], green, code))
+    assert sorted(a.status_code for a in answers) == [200, 401], [(a.status_code, a.text[:200]) for a in answers]

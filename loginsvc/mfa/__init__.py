@@ -1,0 +1,1 @@
+"""Second factors: authenticator apps (TOTP) and recovery codes, and the sign-in step that asks for them."""

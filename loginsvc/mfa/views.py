@@ -1,0 +1,153 @@
+"""Pages of second factors: the sign-in's second step, and setting up or removing them on the account page.
+
+Thin: the decisions are in accounts/authentication.py (the steps, throttled) and in totp.py and
+recovery.py (the factors). Every change is a CSRF-checked POST by the signed-in user and audited;
+removing a factor or making new recovery codes asks for the password again (counted like a
+login). Secrets and codes appear only in the one answer that shows them (no-store) and in no log.
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_http_methods, require_POST
+
+from loginsvc.accounts import views as account_views
+from loginsvc.accounts.authentication import (
+    ACCOUNT_LOCKED_ERROR, LOCKED_ERROR, LoginResult, Outcome, attempt_second_factor, confirm_password,
+)
+from loginsvc.accounts.client_ip import client_ip
+from loginsvc.accounts.redirects import safe_next
+from loginsvc.mfa import audit, factors, pending, recovery, totp
+
+CODE_ERROR = "That code is not valid. Check your authenticator app, or use a recovery code."
+PASSWORD_ERROR = "That password is not correct."
+
+
+def _refused(request: HttpRequest, template: str, context: dict[str, Any], result: LoginResult) -> HttpResponse:
+    """The page again with the error a failed or locked step gets (429 with Retry-After when locked)."""
+    if result.outcome is Outcome.LOCKED:
+        context["error"] = ACCOUNT_LOCKED_ERROR if result.refused_by == "account" else LOCKED_ERROR
+        response = render(request, template, context, status=429)
+        response["Retry-After"] = str(result.retry_after)
+        return response
+    return render(request, template, context, status=401)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def second_step_view(request: HttpRequest) -> HttpResponse:
+    """The sign-in's second step for a browser whose password was right (mfa/pending.py)."""
+    next_url = safe_next(request.POST.get("next") or request.GET.get("next"), request) or ""
+    waiting = pending.current(request)
+    methods = factors.methods_of(waiting.user) if waiting is not None else []
+    if not methods:  # none, expired, or the factor was removed meanwhile: start again
+        pending.end(request)
+        return redirect(reverse("login") + (f"?{urlencode({'next': next_url})}" if next_url else ""))
+    method = request.POST.get("method") or request.GET.get("method") or methods[0]
+    method = method if method in methods else methods[0]
+    context = {"next": next_url, "method": method, "methods": methods}
+    if request.method != "POST":
+        return render(request, "mfa/second_step.html", context)
+    parse, problem = account_views.CODE_FORMS[method]
+    code = parse(request.POST.get("code", "")[:64])
+    if code is None:
+        return render(request, "mfa/second_step.html", {**context, "error": problem[0].upper() + problem[1:] + "."},
+                      status=400)
+    result = attempt_second_factor(request, method, code, "form")
+    if result.outcome is not Outcome.SUCCESS:
+        return _refused(request, "mfa/second_step.html", {**context, "error": CODE_ERROR}, result)
+    return account_views.finish_form_sign_in(request, result, next_url)
+
+
+def _account(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    device = totp.confirmed_device(request.user)
+    return {"device": device, "recovery_left": recovery.remaining(request.user) if device else 0, **extra}
+
+
+@never_cache
+@csrf_protect
+@login_required
+@require_POST
+def app_setup_view(request: HttpRequest) -> HttpResponse:
+    """Set up an authenticator app: action=start shows a new secret (QR code and text); action=confirm
+    with the app's first code makes it count, and shows the first recovery codes, once."""
+    if totp.confirmed_device(request.user) is not None:
+        return redirect("home")
+    if request.POST.get("action") == "confirm":
+        device = totp.TOTPDevice.objects.filter(user=request.user, confirmed=False).first()
+        code = totp.parse_code(request.POST.get("code", "")[:64])
+        if device is not None and code is not None and totp.confirm(device, code):
+            audit.changed(request.user.pk, client_ip(request), "authenticator app added")
+            codes = recovery.new_set(request.user)
+            audit.changed(request.user.pk, client_ip(request), "recovery codes made")
+            return render(request, "mfa/recovery_codes.html", {"codes": codes, "first": True})
+        if device is None:
+            return redirect("home")
+        return render(request, "mfa/app_setup.html", _setup_context(request, device, error=(
+            "That code does not match. Type the code the app shows now." if code else
+            "Type the six digits the app shows.")), status=400)
+    device = totp.start_enrolment(request.user)
+    return render(request, "mfa/app_setup.html", _setup_context(request, device))
+
+
+def _setup_context(request: HttpRequest, device: totp.TOTPDevice, **extra: Any) -> dict[str, Any]:
+    uri = totp.provisioning_uri(device, request.user.email)
+    secret = totp.secret_of(device)
+    return {"qr": totp.qr_svg(uri), "secret": " ".join(secret[i:i + 4] for i in range(0, len(secret), 4)), **extra}
+
+
+def _with_password(request: HttpRequest, what: str) -> LoginResult | HttpResponse:
+    """The password re-entered for `what` (a sensitive change), or the account page with the error."""
+    result = confirm_password(request, request.user, request.POST.get("password", ""), "form")
+    if result.outcome is Outcome.SUCCESS:
+        return result
+    context = _account(request, error=PASSWORD_ERROR, action=what)
+    return _refused(request, "mfa/account.html", context, result)
+
+
+@never_cache
+@csrf_protect
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def account_view(request: HttpRequest) -> HttpResponse:
+    """Two-step sign-in on the account page: what is set up, how many recovery codes are left."""
+    return render(request, "mfa/account.html", _account(request))
+
+
+@never_cache
+@csrf_protect
+@login_required
+@require_POST
+def app_remove_view(request: HttpRequest) -> HttpResponse:
+    """Remove the authenticator app (and the recovery codes that stood in for it), password first."""
+    checked = _with_password(request, "remove")
+    if isinstance(checked, HttpResponse):
+        return checked
+    totp.remove(request.user)
+    recovery.remove_all(request.user)
+    audit.changed(request.user.pk, client_ip(request), "authenticator app removed")
+    return redirect("mfa-account")
+
+
+@never_cache
+@csrf_protect
+@login_required
+@require_POST
+def recovery_codes_view(request: HttpRequest) -> HttpResponse:
+    """A new set of recovery codes, password first; the old set stops working."""
+    if totp.confirmed_device(request.user) is None:
+        return redirect("mfa-account")
+    checked = _with_password(request, "recovery")
+    if isinstance(checked, HttpResponse):
+        return checked
+    codes = recovery.new_set(request.user)
+    audit.changed(request.user.pk, client_ip(request), "recovery codes made")
+    return render(request, "mfa/recovery_codes.html", {"codes": codes, "first": False})

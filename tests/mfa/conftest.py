@@ -1,0 +1,62 @@
+"""Fixtures of the second-factor tests: an account with a confirmed authenticator app, and its codes."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyotp
+import pytest
+from django.db import connection
+from django.test import Client
+
+from loginsvc.mfa import totp
+from loginsvc.mfa.models import TOTPDevice
+from tests.conftest import PASSWORD, csrf_from
+
+
+def app_code(user: Any, steps_ahead: int = 0) -> str:
+    """What the user's authenticator app shows now (or that many 30 s steps later): pyotp computes it."""
+    device = TOTPDevice.objects.get(user=user)
+    return pyotp.TOTP(totp.secret_of(device)).at(time.time() + 30 * steps_ahead)
+
+
+@pytest.fixture
+def mfa_user(user):
+    """The suite's user with an authenticator app, confirmed with the code of the step before now (so
+    the codes of now and of the next step are still unused)."""
+    device = totp.start_enrolment(user)
+    assert totp.confirm(device, app_code(user, -1))
+    return user
+
+
+def post_json(client: Client, path: str, body: Any) -> Any:
+    raw = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return client.post(path, raw, content_type="application/json", HTTP_X_CSRFTOKEN=csrf_from(client))
+
+
+def password_step(client: Client, user: Any, password: str = PASSWORD) -> Any:
+    return post_json(client, "/api/login", {"username": user.email, "password": password})
+
+
+def on_two_nodes_at_once(call: Callable[[], bool]) -> list[bool]:
+    """`call` in two threads released together, each on its own database connection (as two nodes
+    would be): their results, sorted."""
+    results: list[bool] = []
+    start = threading.Barrier(2)
+
+    def node() -> None:
+        try:
+            start.wait()
+            results.append(call())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=node) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return sorted(results)
