@@ -67,9 +67,15 @@ def second_step_view(request: HttpRequest) -> HttpResponse:
     return account_views.finish_form_sign_in(request, result, next_url)
 
 
+def _next(request: HttpRequest) -> str:
+    """Where to go on once a factor is set up (a product that requires one sent the user here)."""
+    return safe_next(request.POST.get("next") or request.GET.get("next"), request) or ""
+
+
 def _account(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     device = totp.confirmed_device(request.user)
-    return {"device": device, "recovery_left": recovery.remaining(request.user) if device else 0, **extra}
+    return {"device": device, "recovery_left": recovery.remaining(request.user) if device else 0,
+            "next": _next(request), "required": request.GET.get("required") == "1", **extra}
 
 
 @never_cache
@@ -88,7 +94,7 @@ def app_setup_view(request: HttpRequest) -> HttpResponse:
             audit.changed(request.user.pk, client_ip(request), "authenticator app added")
             codes = recovery.new_set(request.user)
             audit.changed(request.user.pk, client_ip(request), "recovery codes made")
-            return render(request, "mfa/recovery_codes.html", {"codes": codes, "first": True})
+            return render(request, "mfa/recovery_codes.html", {"codes": codes, "first": True, "next": _next(request)})
         if device is None:
             return redirect("home")
         return render(request, "mfa/app_setup.html", _setup_context(request, device, error=(
@@ -101,7 +107,8 @@ def app_setup_view(request: HttpRequest) -> HttpResponse:
 def _setup_context(request: HttpRequest, device: totp.TOTPDevice, **extra: Any) -> dict[str, Any]:
     uri = totp.provisioning_uri(device, request.user.email)
     secret = totp.secret_of(device)
-    return {"qr": totp.qr_svg(uri), "secret": " ".join(secret[i:i + 4] for i in range(0, len(secret), 4)), **extra}
+    return {"qr": totp.qr_svg(uri), "secret": " ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
+            "next": _next(request), **extra}
 
 
 def _with_password(request: HttpRequest, what: str) -> LoginResult | HttpResponse:

@@ -59,3 +59,16 @@ def reauthentication_pending(request: HttpRequest) -> bool:
         del request.session[REAUTH]
         return False
     return True
+
+
+def amr(request: HttpRequest) -> list[str]:
+    """How the user authenticated in this session (RFC 8176 values); a password for sessions from
+    before it was kept."""
+    return list(request.session.get(sessions.AMR) or ["pwd"])
+
+
+def acr_of(amr: list[str] | str) -> str:
+    """OpenID Connect `acr`: "2" for a multi-factor authentication, "1" otherwise (Keycloak's default
+    level names). A passkey with user verification will count as multi-factor too."""
+    values = amr.split() if isinstance(amr, str) else amr
+    return "2" if "mfa" in values else "1"

@@ -14,6 +14,8 @@ class Product(models.Model):
     application = models.OneToOneField(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE, related_name="product")
     # OpenID Connect Back-Channel Logout 1.0 §2.2: where the logout token is POSTed. Empty: none.
     backchannel_logout_uri = models.URLField(max_length=2048, blank=True)
+    # Codes only for multi-factor sign-ins (acr "2"): a password-only session is asked for its second factor.
+    require_mfa = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return self.application.client_id
@@ -32,6 +34,8 @@ class SignIn(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     application = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE, related_name="+")
     auth_time = models.BigIntegerField(help_text="When the user last authenticated in that session (epoch s).")
+    # RFC 8176 values of that authentication, space-separated: "pwd", or "pwd otp mfa" with a second factor.
+    amr = models.CharField(max_length=64, default="pwd")
     code_hash = models.CharField(max_length=64, blank=True, db_index=True, help_text="SHA-256 of the code.")
     token_family = models.UUIDField(null=True, blank=True, db_index=True)
     created = models.DateTimeField(default=timezone.now)

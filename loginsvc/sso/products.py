@@ -35,7 +35,7 @@ from loginsvc.sso.models import Product
 CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KEYS = frozenset({"client_id", "name", "type", "first_party", "redirect_uris", "post_logout_redirect_uris",
-                  "backchannel_logout_uri", "secret_env", "secret_file"})
+                  "backchannel_logout_uri", "require_mfa", "secret_env", "secret_file"})
 SECRET_KEYS = frozenset({"client_secret", "secret"})
 TYPES = ("confidential", "public")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -63,6 +63,7 @@ class ProductSpec:
     post_logout_redirect_uris: tuple[str, ...]
     backchannel_logout_uri: str
     secret: str = field(default="", repr=False)
+    require_mfa: bool = False
 
 
 @dataclass
@@ -202,9 +203,12 @@ def spec_of(entry: object, base: Path, environ: dict[str, str]) -> ProductSpec:
         if _origin(backchannel) not in {_origin(uri) for uri in redirect_uris}:
             raise ProductFileError("backchannel_logout_uri: must have the scheme, host and port of a redirect "
                                    "URI (OpenID Connect Back-Channel Logout 1.0 §2.2)")
+    require_mfa = entry.get("require_mfa", False)
+    if not isinstance(require_mfa, bool):
+        raise ProductFileError("require_mfa: must be true or false")
     secret = _secret(entry, kind == "confidential", base, environ)
     return ProductSpec(client_id, name, kind == "confidential", first_party, redirect_uris, post_logout,
-                       backchannel, secret)
+                       backchannel, secret, require_mfa)
 
 
 def _required_text(entry: dict[str, Any], key: str) -> str:
@@ -348,6 +352,21 @@ def _apply(application: Any, spec: ProductSpec) -> list[str]:
     return changed
 
 
+def _sync_product(application: Any, spec: ProductSpec) -> list[str]:
+    """The product row's fields as `spec` wants them; the names of those that changed."""
+    wanted = {"backchannel_logout_uri": spec.backchannel_logout_uri, "require_mfa": spec.require_mfa}
+    product = Product.objects.filter(application=application).first()
+    if product is None:
+        Product.objects.create(application=application, **wanted)
+        return ["backchannel_logout_uri"] + (["require_mfa"] if spec.require_mfa else [])
+    changed = [name for name, value in wanted.items() if getattr(product, name) != value]
+    if changed:
+        for name in changed:
+            setattr(product, name, wanted[name])
+        product.save(update_fields=changed)
+    return changed
+
+
 def sync(specs: list[ProductSpec], prune: bool = False) -> SyncResult:
     """Create or update every product of `specs` (one transaction); delete the others only with `prune`."""
     Application = get_application_model()
@@ -361,14 +380,7 @@ def sync(specs: list[ProductSpec], prune: bool = False) -> SyncResult:
             changed = _apply(application, spec)
             if changed:
                 application.save()
-            product = Product.objects.filter(application=application).first()
-            if product is None:
-                Product.objects.create(application=application, backchannel_logout_uri=spec.backchannel_logout_uri)
-                changed.append("backchannel_logout_uri")
-            elif product.backchannel_logout_uri != spec.backchannel_logout_uri:
-                product.backchannel_logout_uri = spec.backchannel_logout_uri
-                product.save(update_fields=["backchannel_logout_uri"])
-                changed.append("backchannel_logout_uri")
+            changed += _sync_product(application, spec)
             if created:
                 result.lines.append(f"{spec.client_id}: created")
             elif changed:

@@ -36,7 +36,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request
 from oauthlib.oauth2.rfc6749 import errors
 
-from loginsvc.sso import keys, reads, refresh_retry, token_rules
+from loginsvc.sso import central, keys, reads, refresh_retry, token_rules
 from loginsvc.sso.introspection import checksum
 from loginsvc.sso.models import SignIn
 
@@ -90,6 +90,8 @@ class Validator(OAuth2Validator):
         if sign_in is not None:
             claims["auth_time"] = sign_in.auth_time
             claims["sid"] = sign_in.sid
+            claims["amr"] = sign_in.amr.split()  # RFC 8176, as the sign-in authenticated
+            claims["acr"] = central.acr_of(sign_in.amr)
         return claims, expiration
 
     # --- signing keys ---------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ class Validator(OAuth2Validator):
     def _create_authorization_code(self, request: Request, code: dict, expires: Any = None) -> Grant:
         grant = super()._create_authorization_code(request, code, expires)
         SignIn.objects.create(sid=request.sso_sid, user=request.user, application=request.client,
-                              auth_time=request.sso_auth_time, code_hash=checksum(code["code"]))
+                              auth_time=request.sso_auth_time, amr=request.sso_amr, code_hash=checksum(code["code"]))
         return grant
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:

@@ -21,6 +21,7 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
+from django.core.exceptions import DisallowedRedirect
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -36,7 +37,8 @@ from oauth2_provider.signals import app_authorized
 from oauthlib.common import Request as OAuthRequest
 
 from loginsvc import conf
-from loginsvc.sso import audit, central, introspection, keys
+from loginsvc.mfa import factors, pending
+from loginsvc.sso import acr, audit, central, introspection, keys
 from loginsvc.sso.validators import GrantRefused, Retried, Validator
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -92,7 +94,7 @@ def authorization_problem(query: Any) -> str | None:
     challenge = query.get("code_challenge")
     if challenge and not S256_CHALLENGE.fullmatch(challenge):
         return "code_challenge must be the base64url SHA-256 of the code_verifier (43 characters)"
-    return None
+    return acr.problem(query)
 
 
 class AuthorizationView(toolkit.AuthorizationView):
@@ -110,6 +112,10 @@ class AuthorizationView(toolkit.AuthorizationView):
             if "none" in prompt:
                 return self._error_redirect("login_required", "")
             return self._reauthenticate(request)
+        if acr.needed(request.GET) > central.acr_of(central.amr(request)):
+            if "none" in prompt:  # §3.1.2.6: the user must interact (the second factor)
+                return self._error_redirect("interaction_required", "a second factor is required")
+            return self._step_up(request)
         response = super().get(request, *args, **kwargs)
         if "none" in prompt and response.status_code == 200:  # would show the consent page
             return self._error_redirect("consent_required", "")
@@ -133,13 +139,20 @@ class AuthorizationView(toolkit.AuthorizationView):
         """Every refusal is logged; an error sent back to the (registered) redirect_uri names the issuer
         (RFC 9207 §2: error responses too; the toolkit adds `iss` to successful ones only)."""
         audit.refused(self.request, "authorize", error.oauthlib_error.error)
-        response = super().error_response(error, application, **kwargs)
+        try:
+            response = super().error_response(error, application, **kwargs)
+        except DisallowedRedirect:
+            # oauthlib refused the request before it knew where to send the error (e.g. a claims
+            # parameter that is not JSON): the error page, as for an unknown redirect_uri.
+            problem = {"error": error.oauthlib_error.error, "description": error.oauthlib_error.description}
+            return render(self.request, self.template_name, {"error": problem}, status=400)
         if response.status_code == 302:
             response["Location"] += "&" + urlencode({"iss": oauth2_settings.OIDC_ISS_ENDPOINT})
         return response
 
     def create_authorization_response(self, request: HttpRequest, scopes: str, credentials: dict, allow: bool) -> Any:
-        credentials = dict(credentials, sso_sid=central.sid(request), sso_auth_time=central.auth_time(request))
+        credentials = dict(credentials, sso_sid=central.sid(request), sso_auth_time=central.auth_time(request),
+                           sso_amr=" ".join(central.amr(request)))
         return super().create_authorization_response(request, scopes, credentials, allow)
 
     def _validated(self) -> tuple[dict | None, HttpResponse | None]:
@@ -163,6 +176,19 @@ class AuthorizationView(toolkit.AuthorizationView):
         uri = credentials["redirect_uri"]
         application = get_application_model().objects.get(client_id=credentials["client_id"])
         return self.redirect(uri + ("&" if "?" in uri else "?") + urlencode(params), application)
+
+    def _step_up(self, request: HttpRequest) -> HttpResponse:
+        """A product needs a multi-factor sign-in and this session has one factor: the second step's
+        page for the signed-in user (not the password again), or, without a second factor, the
+        account page to set one up; then back here."""
+        _credentials, page = self._validated()
+        if page is not None:
+            return page
+        back = {"next": request.get_full_path()}
+        if factors.methods_of(request.user):
+            pending.begin(request, request.user, amr=central.amr(request))
+            return HttpResponseRedirect(f"{reverse('login-mfa')}?{urlencode(back)}")
+        return HttpResponseRedirect(f"{reverse('mfa-account')}?{urlencode({**back, 'required': '1'})}")
 
     def _reauthenticate(self, request: HttpRequest) -> HttpResponse:
         """Our login page again, even though signed in; back here afterwards without prompt=login and
@@ -200,7 +226,10 @@ def _discovery_extras() -> dict[str, Any]:
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
-                             "email", "email_verified", "name"],
+                             "acr", "amr", "email", "email_verified", "name"],
+        # "1": one factor, "2": several (acr_values=2, or the claims parameter with acr essential).
+        "acr_values_supported": list(acr.LEVELS),
+        "claims_parameter_supported": True,
     }
 
 

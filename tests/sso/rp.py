@@ -10,6 +10,7 @@ import html.parser
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,20 +202,25 @@ class _Form(html.parser.HTMLParser):
 
 
 def sign_in(browser: requests.Session, auth: Authorization, redirect_uri: str, email: str, password: str,
-            max_hops: int = 8) -> str:
+            max_hops: int = 8, code: Callable[[], str] | None = None) -> str:
     """Follow the authorization request like a browser: to the login page if needed, type the credentials
-    into its form (with its CSRF token), back to authorize, until the redirect to the product's
-    callback, which is returned (the product is not running: its URL is only read)."""
+    into its form (with its CSRF token), and `code()` into the second step's page if one is shown,
+    back to authorize, until the redirect to the product's callback, which is returned (the product
+    is not running: its URL is only read)."""
     url = auth.url
     for _ in range(max_hops):
         response = browser.get(url, timeout=TIMEOUT, allow_redirects=False)
-        if response.status_code == 200 and 'name="password"' in response.text:
-            form = _Form()
-            form.feed(response.text)
-            assert "csrfmiddlewaretoken" in form.fields, "login page without a CSRF token"
-            data = dict(form.fields, username=email, password=password)
-            response = browser.post(urljoin(url, form.action or url), data=data, timeout=TIMEOUT,
-                                    allow_redirects=False, headers={"Referer": url})
+        typed = {'name="password"': {"username": email, "password": password},
+                 'name="code"': {"code": code() if code and 'name="code"' in response.text else ""}}
+        for marker, values in typed.items():
+            if response.status_code == 200 and marker in response.text:
+                assert marker != 'name="code"' or code is not None, "a second step was asked for"
+                form = _Form()
+                form.feed(response.text)
+                assert "csrfmiddlewaretoken" in form.fields, "a form without a CSRF token"
+                response = browser.post(urljoin(url, form.action or url), data=dict(form.fields, **values),
+                                        timeout=TIMEOUT, allow_redirects=False, headers={"Referer": url})
+                break
         assert response.status_code in (302, 303), (url, response.status_code, response.text[:500])
         url = urljoin(url, response.headers["Location"])
         if url.startswith(redirect_uri):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyotp
 import pytest
 import requests
 from authlib.integrations.base_client import OAuthError
@@ -169,3 +170,43 @@ def test_a_code_is_redeemed_at_a_node_of_the_other_cluster_and_its_tokens_are_va
                                                            "redirect_uri": provider.webmail.redirect_uri,
                                                            "code_verifier": auth.verifier})
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
+
+
+TWO_STEP = """
+import time, pyotp
+from loginsvc.accounts.models import User
+from loginsvc.mfa import totp
+device = totp.start_enrolment(User.objects.get(email=%r))
+assert totp.confirm(device, pyotp.TOTP(totp.secret_of(device)).at(time.time() - 30))
+print(totp.secret_of(device))
+"""
+
+
+def test_acr_values_2_steps_up_a_password_session_with_authlib(provider: Provider) -> None:
+    """OpenID Connect Core §3.1.2.1 acr_values and the acr/amr claims (RFC 8176), through the router: a
+    session signed in with the password alone (the user had no second factor then) is asked for the
+    code, not the password again, when a product asks for acr 2; the ID token then says so."""
+    browser = pinned(requests.Session(), BLUE_PIN)
+    metadata = rp.discover(provider.issuer, browser)
+    assert metadata["acr_values_supported"] == ["1", "2"] and {"acr", "amr"} <= set(metadata["claims_supported"])
+    webmail = rp.Product(provider.webmail, metadata)
+    first = webmail.start()
+    callback = rp.sign_in(browser, first, provider.webmail.redirect_uri, EMAIL, PASSWORD)
+    claims = webmail.id_token_claims(webmail.redeem(callback, first), first.nonce)
+    assert (claims["acr"], claims["amr"]) == ("1", ["pwd"]), claims
+
+    made = manage(provider.blue.env, "shell", "-v", "0", "-c", TWO_STEP % EMAIL, check=False)
+    assert made.returncode == 0, made.stderr
+    app = pyotp.TOTP(made.stdout.strip().splitlines()[-1])
+    admin = rp.Product(provider.admin, metadata)
+    stepped = admin.start(acr_values="2")
+    callback = rp.sign_in(browser, stepped, provider.admin.redirect_uri, EMAIL, "the password is not asked again",
+                          code=app.now)
+    claims = admin.id_token_claims(admin.redeem(callback, stepped), stepped.nonce)
+    assert claims["acr"] == "2" and claims["amr"] == ["pwd", "otp", "mfa"], claims
+    assert rp.callback_params(callback)["iss"] == provider.issuer
+    # The session is multi-factor now: webmail asking for acr 2 gets its code without a question.
+    again = webmail.start(acr_values="2")
+    claims = webmail.id_token_claims(webmail.redeem(rp.sign_in(browser, again, provider.webmail.redirect_uri,
+                                                               EMAIL, "not asked"), again), again.nonce)
+    assert claims["acr"] == "2"

@@ -132,6 +132,13 @@ def test_a_changed_entry_is_updated_naming_the_fields_never_the_values(
     assert check_password(OTHER_SECRET, app.client_secret) and not check_password(SECRET, app.client_secret)
 
 
+def test_require_mfa_is_registered_and_updated(db: None, secret_env: str, tmp_path: Path) -> None:
+    sync(write(tmp_path, [webmail(require_mfa=True), admin()]))
+    assert (application("webmail").product.require_mfa, application("admin").product.require_mfa) == (True, False)
+    assert sync(write(tmp_path, [webmail(), admin()])) == ["webmail: updated (require_mfa)", "admin: unchanged"]
+    assert application("webmail").product.require_mfa is False
+
+
 def test_secret_from_a_file_relative_to_the_product_file(db: None, tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "webmail").write_text(SECRET + "\n")
@@ -227,6 +234,7 @@ BAD_ENTRIES = [
     ({"secret_env": None, "secret_file": "missing-file"}, "secret_file", "cannot read"),
     ({"secret_env": None, "secret_file": "short-secret"}, "secret_file", "shorter than 32 characters"),
     ({"client_id": "webmail"}, "client_id", "also used by product #1"),
+    ({"require_mfa": "yes"}, "require_mfa", "must be true or false"),
 ]
 
 
