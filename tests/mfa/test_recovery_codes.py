@@ -1,11 +1,16 @@
 """Recovery codes: ten, single use (once across nodes), kept as keyed digests, replaced as a set."""
 from __future__ import annotations
 
-import pytest
+import io
 
-from loginsvc.mfa import recovery
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from loginsvc.mfa import recovery, totp
 from loginsvc.mfa.models import RecoveryCode
-from tests.mfa.conftest import on_two_nodes_at_once
+from tests.conftest import PASSWORD, login
+from tests.mfa.conftest import app_code, on_two_nodes_at_once
 
 
 @pytest.mark.django_db
@@ -46,3 +51,20 @@ def test_what_cannot_be_a_code_is_refused_before_any_lookup(typed) -> None:
 def test_two_nodes_given_one_code_at_once_accept_it_once(user) -> None:
     code = recovery.normalise(recovery.new_set(user)[0])
     assert on_two_nodes_at_once(lambda: recovery.use(user, code)) == [False, True]
+
+
+@pytest.mark.django_db
+def test_mfa_reset_takes_every_factor_and_every_session(user, client) -> None:
+    """`manage.py mfa_reset EMAIL`: for an owner who lost every factor; bad input is one line, exit 1."""
+    assert login(client, user.email, PASSWORD).status_code == 302  # a session from before
+    device = totp.start_enrolment(user)
+    assert totp.confirm(device, app_code(user, -1))
+    recovery.new_set(user)
+    out = io.StringIO()
+    call_command("mfa_reset", user.email.upper(), stdout=out)
+    assert "authenticator app: yes, unused recovery codes: 10" in out.getvalue()
+    assert totp.confirmed_device(user) is None and recovery.remaining(user) == 0
+    assert client.get("/api/session").json() == {"authenticated": False}
+    for bad, message in (("not-an-address", "is not an email address"), ("nobody@example.test", "no account")):
+        with pytest.raises(CommandError, match=message):
+            call_command("mfa_reset", bad, stdout=io.StringIO())

@@ -1,0 +1,30 @@
+"""`manage.py mfa_reset EMAIL`: take every second factor from an account whose owner lost them all."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from loginsvc.accounts import auth_epoch
+from loginsvc.accounts.management.commands.logout_user import account
+from loginsvc.mfa import audit, recovery, totp
+
+
+class Command(BaseCommand):
+    help = ("Remove the authenticator app and the recovery codes of the account EMAIL (its owner lost every "
+            "second factor), and end every session and token of it on every node: the next sign-in is the "
+            "password alone, and the owner sets a new factor up. Check who asks before you run it.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("email", help="the account's email address (any case)")
+
+    def handle(self, *args: object, **options: object) -> None:
+        user = account(str(options["email"]))
+        with transaction.atomic():
+            had_app = totp.remove(user)
+            left = recovery.remaining(user)
+            recovery.remove_all(user)
+        # Whoever holds a session or a token may be the one who took the factors: all of them end.
+        auth_epoch.sign_out_everywhere(user, by="mfa_reset")
+        audit.changed(user.pk, "", "second factors reset by ops")
+        self.stdout.write(f"second factors of {user.email} removed (authenticator app: {'yes' if had_app else 'none'}, "
+                          f"unused recovery codes: {left}); every session and token ended")
