@@ -80,6 +80,16 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+MFA_POLICIES = ("none", "staff", "all")
+
+
+def _mfa_policy(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in MFA_POLICIES:
+        raise ValueError(f"must be one of {', '.join(MFA_POLICIES)}")
+    return value
+
+
 MAX_TEST_DELAY_MS = 60000
 
 
@@ -155,6 +165,11 @@ OPTIONS: dict[str, Option] = {
                            "(32 random bytes, base64), the same on every node; empty: var/mfa-key, generated "
                            "once (local mode only)."),
     "MFA_PENDING_SECONDS": Option(300, _positive_int, "How long a correct password waits for its second factor."),
+    "MFA_REQUIRED": Option("none", _mfa_policy, "Who must have a second factor: none, staff (staff accounts) or "
+                           "all; after the grace period, products give such a user codes only for multi-factor "
+                           "sign-ins, and one without a factor is led to set one up."),
+    "MFA_GRACE_SECONDS": Option(604800, _non_negative_int, "How long a user the policy covers may still sign in "
+                                "to products with the password alone, from the first sign-in that told them (7 days)."),
     # --- Single sign-on (loginsvc/sso, docs/sso.md) ---
     "OIDC_ISSUER": Option("http://127.0.0.1:8000", normalise_origin,
                           "The provider's public origin: the router's, never a node's (the iss of every token)."),

@@ -61,6 +61,7 @@ def test_secret_key_may_come_from_a_file(tmp_path) -> None:
         ({"LOGINSVC_OIDC_ISSUER": "http://login.example.test"}, "LOGINSVC_OIDC_ISSUER: must be an https origin"),
         ({"LOGINSVC_OIDC_ISSUER": "https://login.example.test/path"}, "LOGINSVC_OIDC_ISSUER: 'https://login.example.test/path' is not an origin"),
         ({"LOGINSVC_OIDC_KEY_FILE": ""}, "LOGINSVC_OIDC_KEY_FILE: required in production"),
+        ({"LOGINSVC_MFA_REQUIRED": "admins"}, "LOGINSVC_MFA_REQUIRED: must be one of none, staff, all"),
         ({"LOGINSVC_TRUSTED_PROXIES": "10.0.0.0/8, 10.0.0.300/8"},
          "LOGINSVC_TRUSTED_PROXIES: '10.0.0.300/8' is not an address range like 10.0.0.0/8"),
     ],

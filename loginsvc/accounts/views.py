@@ -27,7 +27,7 @@ from loginsvc.accounts.authentication import (
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH, LoginForm
 from loginsvc.accounts.redirects import safe_next
-from loginsvc.mfa import factors, recovery, totp
+from loginsvc.mfa import factors, policy, recovery, totp
 
 API_MAX_BODY = 8192
 LOGIN_NOTICE = "loginsvc_login_notice"  # session key: failed attempts to show once after sign-in
@@ -67,7 +67,11 @@ def login_view(request: HttpRequest) -> HttpResponse:
 
 def finish_form_sign_in(request: HttpRequest, result: LoginResult, next_url: str | None) -> HttpResponse:
     """Where the sign-in page sends a browser just signed in: `next`, or first the home page when
-    there were failed attempts to report (home_view pops the notice and offers `next`)."""
+    there were failed attempts to report (home_view pops the notice and offers `next`), or first the
+    account page when ops' policy wants a second factor the user has not set up (mfa/policy.py)."""
+    if policy.due(result.user) is not None:
+        query = urlencode({"next": next_url or "", "policy": "1"})
+        return _signed_in(request, redirect(f"{reverse('mfa-account')}?{query}"), result)
     if result.failed_since_last_login:
         request.session[LOGIN_NOTICE] = {"failed": result.failed_since_last_login, "next": next_url or ""}
         return _signed_in(request, redirect("home"), result)
@@ -205,6 +209,9 @@ def _api_signed_in(request: HttpRequest, result: LoginResult) -> HttpResponse:
     body: dict[str, object] = {"authenticated": True, "email": result.user.email}
     if result.failed_since_last_login:  # present only when there were some
         body["failed_attempts_since_last_login"] = result.failed_since_last_login
+    due = policy.due(result.user)
+    if due is not None:  # ops' policy wants a second factor by then (epoch seconds); present only then
+        body["mfa_enrolment_due"] = int(due.timestamp())
     return _signed_in(request, JsonResponse(body), result)
 
 

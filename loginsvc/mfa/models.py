@@ -30,3 +30,11 @@ class RecoveryCode(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["user", "used_at"])]
+
+
+class EnrolmentDue(models.Model):
+    """When a user whom LOGINSVC_MFA_REQUIRED covers must have a second factor: set at the first sign-in
+    that told them (that sign-in plus the grace period), kept once set."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    due = models.DateTimeField()

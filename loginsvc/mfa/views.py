@@ -14,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
@@ -24,7 +25,7 @@ from loginsvc.accounts.authentication import (
 )
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.redirects import safe_next
-from loginsvc.mfa import audit, factors, pending, recovery, totp
+from loginsvc.mfa import audit, factors, pending, policy, recovery, totp
 
 CODE_ERROR = "That code is not valid. Check your authenticator app, or use a recovery code."
 PASSWORD_ERROR = "That password is not correct."
@@ -74,8 +75,10 @@ def _next(request: HttpRequest) -> str:
 
 def _account(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     device = totp.confirmed_device(request.user)
+    due = policy.due(request.user) if request.GET.get("policy") == "1" else None
     return {"device": device, "recovery_left": recovery.remaining(request.user) if device else 0,
-            "next": _next(request), "required": request.GET.get("required") == "1", **extra}
+            "next": _next(request), "required": request.GET.get("required") == "1",
+            "policy_due": due, "policy_open": due is not None and due > timezone.now(), **extra}
 
 
 @never_cache

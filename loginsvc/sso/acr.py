@@ -5,13 +5,15 @@ Two levels, named as Keycloak names them by default: "1", one factor (a password
 Core §3.1.2.1: a space-separated list, any of which will do, so the lowest listed level is what is
 needed) or with the `claims` parameter's essential `acr` (§5.5.1.1: the `value` or one of the
 `values`); unknown levels are ignored. A product registered with `require_mfa` needs "2" whatever
-it asks. The answer is the highest of these.
+it asks, and so does a user whom ops' policy requires a second factor of (mfa/policy.py). The
+answer is the highest of these.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from loginsvc.mfa import policy
 from loginsvc.sso.models import Product
 
 LEVELS = ("1", "2")
@@ -49,12 +51,14 @@ def problem(query: Any) -> str | None:
     return None if isinstance(claims, dict) else "claims must be a JSON object"
 
 
-def needed(query: Any) -> str:
-    """The level the request needs: the highest of what it asks and what its product requires.
-    Call only after problem(query) is None."""
+def needed(query: Any, user: Any) -> str:
+    """The level the request needs: the highest of what it asks, what its product requires and what
+    the policy requires of `user`. Call only after problem(query) is None."""
     levels = [_lowest(query.get("acr_values", "").split()) or SINGLE]
     if query.get("claims"):
         levels.append(_essential_acr(json.loads(query["claims"])) or SINGLE)
     if Product.objects.filter(application__client_id=query.get("client_id", ""), require_mfa=True).exists():
+        levels.append(MULTI)
+    if policy.requires_second_factor(user):
         levels.append(MULTI)
     return max(levels)

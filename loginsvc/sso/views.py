@@ -112,7 +112,7 @@ class AuthorizationView(toolkit.AuthorizationView):
             if "none" in prompt:
                 return self._error_redirect("login_required", "")
             return self._reauthenticate(request)
-        if acr.needed(request.GET) > central.acr_of(central.amr(request)):
+        if acr.needed(request.GET, request.user) > central.acr_of(central.amr(request)):
             if "none" in prompt:  # §3.1.2.6: the user must interact (the second factor)
                 return self._error_redirect("interaction_required", "a second factor is required")
             return self._step_up(request)
