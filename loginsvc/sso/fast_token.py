@@ -22,9 +22,10 @@ Answered here, from a request with no cookies and no query string:
   token parameter is usable, {"active": false} included; refusals (401, 400, a NUL in a value)
   are Django's, which logs them with the view's audit line. A body read here is given to Django.
 
-Nothing is cached between requests but compiled SQL: each request reads the token and its client
-from the database, as Django's path does, so a revocation, a rotation, a logout or a new client
-secret is refused by every node on the very next request. No key is loaded or used.
+Nothing is cached between requests but compiled SQL and each token family's amr, which never
+changes (sso/reads.py): each request reads the token and its client from the database, as Django's
+path does, so a revocation, a rotation, a logout or a new client secret is refused by every node on
+the very next request. No key is loaded or used.
 
 The headers are Django's: accounts/fast_session.py harvests the response phase of the same
 middleware chain once at start-up (and refuses to run under another chain); the part that the

@@ -12,7 +12,7 @@ from typing import Any
 from oauth2_provider.models import AccessToken
 from oauth2_provider.settings import oauth2_settings
 
-from loginsvc.sso import token_rules
+from loginsvc.sso import central, reads, token_rules
 
 MAX_TOKEN_LENGTH = 512  # longer `token` parameters are refused (invalid_request)
 Read = Callable[[str], Any]  # a token checksum -> that token (with its user and client) or None
@@ -66,4 +66,7 @@ def body(client: Any, token: Any) -> dict[str, Any]:
             answer["username"] = token.user.email
     if isinstance(token, AccessToken):
         answer["exp"] = int(token.expires.timestamp())
+    amr = reads.amr_of_token(token)
+    if amr is not None:  # how the token's sign-in authenticated, as its ID token says
+        answer.update(acr=central.acr_of(amr), amr=amr.split())
     return answer

@@ -9,6 +9,7 @@ Every call reads the database: a revocation or logout is seen by the next reques
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.db import connection
 from django.db.models import F
@@ -19,8 +20,9 @@ from loginsvc.sso.prepared import UUID_SENTINEL, Prepared
 
 Application = get_application_model()
 
-# An access token by checksum, with what userinfo and introspection look at.
-ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user")
+# An access token by checksum, with what userinfo and introspection look at (its refresh token for
+# the family, whose sign-in says how the user authenticated).
+ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user", "refresh_token")
                          .filter(token_checksum=checksum))
 # A refresh token by checksum, as introspection finds it (the first row, as QuerySet.first()).
 REFRESH_TOKENS = Prepared(lambda checksum: RefreshToken.objects.select_related("user", "application", "access_token")
@@ -40,3 +42,31 @@ def sign_in_of(family: uuid.UUID) -> SignIn | None:
     """The sign-in a refresh-token family continues (token_rules.refresh_sign_in). The value is
     converted as the ORM would (SQLite keeps UUIDs as hex text): a Prepared read takes it as it is."""
     return SIGN_INS.first(_FAMILY.get_db_prep_value(family, connection))
+
+
+# A family's amr never changes (a step-up makes a new sign-in, with a new family), so each process
+# keeps the ones it has read; bounded, emptied when full.
+_AMR_OF_FAMILY: dict[uuid.UUID, str] = {}
+AMR_CACHE_SIZE = 10_000
+
+
+def amr_of_token(token: Any) -> str | None:
+    """How the sign-in an access or refresh token continues authenticated (RFC 8176 values,
+    space-separated), or None when it has none (a token issued outside a sign-in)."""
+    if isinstance(token, AccessToken):
+        try:
+            token = token.refresh_token  # loaded with the token by ACCESS_TOKENS
+        except RefreshToken.DoesNotExist:
+            return None
+    family = token.token_family
+    if family is None:
+        return None
+    amr = _AMR_OF_FAMILY.get(family)
+    if amr is None:
+        sign_in = sign_in_of(family)
+        if sign_in is None:
+            return None
+        if len(_AMR_OF_FAMILY) >= AMR_CACHE_SIZE:
+            _AMR_OF_FAMILY.clear()
+        amr = _AMR_OF_FAMILY[family] = sign_in.amr
+    return amr

@@ -76,13 +76,22 @@ _just_signed = threading.local()
 
 class Validator(OAuth2Validator):
     # Which scope releases which claim (userinfo and ID token alike); sub always.
-    oidc_claim_scope = {"sub": "openid", "email": "email", "email_verified": "email", "name": "profile"}
+    oidc_claim_scope = {"sub": "openid", "email": "email", "email_verified": "email", "name": "profile",
+                        "acr": "openid", "amr": "openid"}
 
     # --- claims ---------------------------------------------------------------------------------------
     def get_additional_claims(self, request: Request) -> dict[str, Any]:
         user = request.user
         # Accounts are the platform's own mailboxes, created by its operators: the address is verified.
-        return {"email": user.email, "email_verified": True, "name": user.display_name or user.email}
+        claims = {"email": user.email, "email_verified": True, "name": user.display_name or user.email}
+        # How the token's sign-in authenticated: the grant's own sign-in, or (userinfo) the access token's.
+        sign_in = getattr(request, "sign_in", None)
+        amr = sign_in.amr if sign_in is not None else None
+        if amr is None and isinstance(getattr(request, "access_token", None), AccessToken):
+            amr = reads.amr_of_token(request.access_token)
+        if amr is not None:
+            claims.update(amr=amr.split(), acr=central.acr_of(amr))
+        return claims
 
     def get_id_token_dictionary(self, token: dict, token_handler: Any, request: Request) -> tuple[dict, Any]:
         claims, expiration = super().get_id_token_dictionary(token, token_handler, request)

@@ -98,7 +98,8 @@ def test_code_flow_through_the_router_with_authlib(provider: Provider) -> None:
 
     info = product.userinfo(token["access_token"])
     assert info.status_code == 200, info.text
-    assert info.json() == {"sub": claims["sub"], "email": EMAIL, "email_verified": True, "name": NAME}
+    assert info.json() == {"sub": claims["sub"], "email": EMAIL, "email_verified": True, "name": NAME,
+                           "acr": "1", "amr": ["pwd"]}
     seen = product.introspect(token["access_token"])
     assert seen["active"] is True and seen["client_id"] == "webmail", seen
 

@@ -110,7 +110,7 @@ def test_userinfo_is_served_fast_and_identical(apps, mine, user) -> None:
     answer = compare(apps, userinfo(mine["access_token"]), "served")
     assert answer.status == "200 OK"
     assert answer.body == (f'{{"sub": "{user.pk}", "email": "{user.email}", "email_verified": true, '
-                           f'"name": "{user.display_name or user.email}"}}').encode()
+                           f'"name": "{user.display_name or user.email}", "amr": ["pwd"], "acr": "1"}}').encode()
     assert {name for name, _ in answer.headers} >= {
         "Content-Type", "Content-Length", "Vary", "X-Frame-Options", "X-Content-Type-Options",
         "Referrer-Policy", "Cross-Origin-Opener-Policy", "X-Served-By", "X-Request-ID"}
@@ -267,6 +267,7 @@ def test_production_headers_and_https_redirect_match(mine, product) -> None:
 
 @pytest.mark.django_db
 def test_one_query_each_and_no_key_ring(apps, mine, product, monkeypatch) -> None:
+    """The token with its client, user and refresh token; the sign-in's amr is the process's once read."""
     fast_app, _ = apps
     from loginsvc.sso import keys
 
@@ -278,13 +279,14 @@ def test_one_query_each_and_no_key_ring(apps, mine, product, monkeypatch) -> Non
         call(fast_app, make())  # compiles this thread's query
         with CaptureQueriesContext(connection) as queries:
             assert call(fast_app, make()).status == "200 OK"
-        assert len(queries) == 1, [q["sql"][:80] for q in queries]
+        assert len(queries) == 1, [str(q["sql"])[:80] for q in queries]
 
 
 @pytest.mark.django_db(transaction=True)  # committed: the second thread has a connection of its own
 def test_prepared_reads_give_the_orms_objects(mine) -> None:
     digest = fast_token.checksum(mine["access_token"])
-    orm = AccessToken.objects.select_related("application", "user").filter(token_checksum=digest).first()
+    orm = AccessToken.objects.select_related("application", "user", "refresh_token").filter(
+        token_checksum=digest).first()
     found: list[Any] = []
 
     def other_thread() -> None:

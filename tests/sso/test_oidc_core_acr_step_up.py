@@ -13,7 +13,7 @@ from loginsvc.sso.models import Product as ProductRow
 from tests.conftest import PASSWORD, csrf_from, login
 from tests.mfa.conftest import app_code
 from tests.sso.conftest import authorize_params, exchange, pkce, redirect_params, register, token
-from tests.sso.tokens import unverified_claims
+from tests.sso.tokens import introspect, unverified_claims
 
 ESSENTIAL_2 = json.dumps({"id_token": {"acr": {"essential": True, "values": ["2"]}}})
 
@@ -73,9 +73,16 @@ def test_3_1_2_1_asking_for_2_asks_a_password_session_for_the_second_factor(pass
     response, verifier = authorize(password_session, webmail, **ask)
     assert response.status_code == 302
     after = second_step(password_session, response["Location"], app_code(user))
-    claims = unverified_claims(id_token_of(webmail, after, verifier)["id_token"])
+    tokens = id_token_of(webmail, after, verifier)
+    claims = unverified_claims(tokens["id_token"])
     assert claims["acr"] == "2" and claims["amr"] == ["pwd", "otp", "mfa"]
     assert password_session.get("/api/session").json()["amr"] == ["pwd", "otp", "mfa"]
+    # Userinfo and introspection tell the same of the token's sign-in.
+    info = Client().get("/oidc/userinfo/", HTTP_AUTHORIZATION="Bearer " + tokens["access_token"]).json()
+    assert (info["acr"], info["amr"]) == ("2", ["pwd", "otp", "mfa"])
+    for value in (tokens["access_token"], tokens["refresh_token"]):
+        seen = introspect(webmail, value)
+        assert (seen["acr"], seen["amr"]) == ("2", ["pwd", "otp", "mfa"]), seen
 
 
 @pytest.mark.django_db

@@ -27,11 +27,12 @@ def test_5_3_2_userinfo_has_email_email_verified_and_name(signed_in: Client, pro
     response = userinfo(tokens_for(signed_in, product)["access_token"])
     assert response.status_code == 200
     assert response.json() == {"sub": str(user.pk), "email": "ann.example@example.test",
-                               "email_verified": True, "name": "Ann Example"}
+                               "email_verified": True, "name": "Ann Example", "acr": "1", "amr": ["pwd"]}
 
 
-@pytest.mark.parametrize("scope,claims", [("openid", {"sub"}), ("openid email", {"sub", "email", "email_verified"}),
-                                          ("openid profile", {"sub", "name"})])
+@pytest.mark.parametrize("scope,claims", [("openid", {"sub", "acr", "amr"}),
+                                          ("openid email", {"sub", "acr", "amr", "email", "email_verified"}),
+                                          ("openid profile", {"sub", "acr", "amr", "name"})])
 def test_5_4_only_what_the_scopes_allow(signed_in: Client, product: Product, scope: str, claims: set) -> None:
     response = userinfo(tokens_for(signed_in, product, scope=scope)["access_token"])
     assert set(response.json()) == claims

@@ -37,7 +37,7 @@ def same_object(found: Any, expected: Any) -> None:
 @pytest.mark.django_db
 def test_each_read_gives_its_querysets_object(mine, product) -> None:
     refresh = RefreshToken.objects.get(token_checksum=checksum(mine["refresh_token"]))
-    cases = [(reads.ACCESS_TOKENS, checksum(mine["access_token"]), ("user", "application")),
+    cases = [(reads.ACCESS_TOKENS, checksum(mine["access_token"]), ("user", "application", "refresh_token")),
              (reads.REFRESH_TOKENS, checksum(mine["refresh_token"]), ("user", "application", "access_token")),
              (reads.REFRESH_GRANTS, checksum(mine["refresh_token"]), ("user", "application", "access_token")),
              (reads.APPLICATIONS, product.client_id, ())]
@@ -52,6 +52,10 @@ def test_each_read_gives_its_querysets_object(mine, product) -> None:
         assert prepared.first("0" * 64) is None
     sign_in = reads.sign_in_of(refresh.token_family)
     same_object(sign_in, SignIn.objects.filter(token_family=refresh.token_family).first())
+    access = reads.ACCESS_TOKENS.first(checksum(mine["access_token"]))
+    assert reads.amr_of_token(access) == reads.amr_of_token(refresh) == sign_in.amr == "pwd"
+    reads._AMR_OF_FAMILY.clear()  # and read afresh, through the ORM's own lazy load
+    assert reads.amr_of_token(RefreshToken.objects.get(pk=refresh.pk).access_token) == "pwd"
 
 
 @pytest.mark.django_db
