@@ -140,7 +140,9 @@ def attempt_second_factor(request: HttpRequest, method: str, code: str, channel:
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
         mfa_audit.factor_failure(email, ip, channel, method)
         return LoginResult(Outcome.FAILURE)
-    failed = max(0, throttle.succeeded(attempt) - 1)  # the password's own attempt is no failure either
+    failed = throttle.succeeded(attempt)
+    if waiting.counted:  # the password's own attempt was noted too, and is no failure either
+        failed = max(0, failed - 1)
     pending.end(request)
     mfa_audit.factor_success(user.pk, ip, channel, method,
                              recovery.remaining(user) if method == factors.RECOVERY else None)

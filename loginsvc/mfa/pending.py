@@ -29,9 +29,10 @@ SESSION_KEY = "loginsvc_mfa_pending"
 class Pending:
     user: User
     amr: tuple[str, ...]
+    counted: bool  # the password step of this sign-in was counted by the throttle (not a step-up)
 
 
-def begin(request: HttpRequest, user: User, amr: list[str]) -> None:
+def begin(request: HttpRequest, user: User, amr: list[str], counted: bool = True) -> None:
     """Start waiting for `user`'s second factor in this browser. A session signed in as someone else
     is emptied first, as django.contrib.auth.login does: the browser is nobody's until the end."""
     if str(request.session.get(SESSION_USER_KEY, user.pk)) != str(user.pk):
@@ -39,7 +40,7 @@ def begin(request: HttpRequest, user: User, amr: list[str]) -> None:
     else:
         request.session.cycle_key()
     request.session[SESSION_KEY] = {"user_id": user.pk, "auth_hash": user.get_session_auth_hash(), "amr": amr,
-                                    "until": time.time() + conf.get("MFA_PENDING_SECONDS")}
+                                    "counted": counted, "until": time.time() + conf.get("MFA_PENDING_SECONDS")}
 
 
 def current(request: HttpRequest) -> Pending | None:
@@ -53,7 +54,7 @@ def current(request: HttpRequest) -> Pending | None:
     if user is None or not constant_time_compare(user.get_session_auth_hash(), state.get("auth_hash", "")):
         end(request)
         return None
-    return Pending(user, tuple(state.get("amr", ())))
+    return Pending(user, tuple(state.get("amr", ())), bool(state.get("counted", True)))
 
 
 def end(request: HttpRequest) -> None:

@@ -186,7 +186,7 @@ class AuthorizationView(toolkit.AuthorizationView):
             return page
         back = {"next": request.get_full_path()}
         if factors.methods_of(request.user):
-            pending.begin(request, request.user, amr=central.amr(request))
+            pending.begin(request, request.user, amr=central.amr(request), counted=False)
             return HttpResponseRedirect(f"{reverse('login-mfa')}?{urlencode(back)}")
         return HttpResponseRedirect(f"{reverse('mfa-account')}?{urlencode({**back, 'required': '1'})}")
 

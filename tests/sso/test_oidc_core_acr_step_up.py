@@ -133,3 +133,18 @@ def test_a_require_mfa_product_never_gets_a_password_only_code(client: Client, u
 def test_discovery_names_the_levels(client: Client) -> None:
     document = client.get("/.well-known/openid-configuration").json()
     assert document["acr_values_supported"] == ["1", "2"] and document["claims_parameter_supported"] is True
+
+
+@pytest.mark.django_db
+def test_a_step_up_reports_the_failed_attempts_since_the_last_sign_in(password_session: Client, webmail,
+                                                                      user) -> None:
+    for _ in range(2):
+        assert login(Client(enforce_csrf_checks=True), user.email, "a wrong password").status_code == 401
+    response, _ = authorize(password_session, webmail, acr_values="2")
+    location = response["Location"]
+    assert password_session.get(location).status_code == 200
+    done = password_session.post("/login/mfa/", {"csrfmiddlewaretoken": csrf_from(password_session),
+                                                 "method": "totp", "code": app_code(user),
+                                                 "next": parse_qs(urlsplit(location).query)["next"][0]})
+    assert done["Location"] == "/"  # the notice first, then on to the product
+    assert "2 failed attempts since your last sign-in" in password_session.get("/").content.decode()
