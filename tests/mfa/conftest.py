@@ -32,6 +32,29 @@ def mfa_user(user):
     return user
 
 
+ENROL_BY_SHELL = """
+import time, pyotp
+from loginsvc.accounts.models import User
+from loginsvc.mfa import totp
+email, password = %(email)r, %(password)r
+user = User.objects.create_user(email, password) if password else User.objects.get(email=email)
+device = totp.start_enrolment(user)
+assert totp.confirm(device, pyotp.TOTP(totp.secret_of(device)).at(time.time() - 30))
+print(totp.secret_of(device))
+"""
+
+
+def enrol_by_shell(env: dict[str, str], email: str, password: str | None = None) -> pyotp.TOTP:
+    """An authenticator app for the account EMAIL (created first with `password` when given), set up
+    through `manage.py shell` beside real nodes: the app, as pyotp computes its codes."""
+    from deploy.node import manage
+
+    made = manage(env, "shell", "-v", "0", "-c", ENROL_BY_SHELL % {"email": email, "password": password},
+                  check=False)
+    assert made.returncode == 0, made.stderr
+    return pyotp.TOTP(made.stdout.strip().splitlines()[-1])
+
+
 def post_json(client: Client, path: str, body: Any) -> Any:
     raw = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return client.post(path, raw, content_type="application/json", HTTP_X_CSRFTOKEN=csrf_from(client))

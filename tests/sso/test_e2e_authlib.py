@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyotp
 import pytest
 import requests
 from authlib.integrations.base_client import OAuthError
@@ -16,6 +15,7 @@ from authlib.integrations.base_client import OAuthError
 from canary.pin import BUCKETS
 from deploy.node import free_port
 from tests.canary.conftest import PIN_SECRET, Router
+from tests.mfa.conftest import enrol_by_shell
 from tests.sso import rp
 from tests.support import LoginNode, manage
 
@@ -173,16 +173,6 @@ def test_a_code_is_redeemed_at_a_node_of_the_other_cluster_and_its_tokens_are_va
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant", again.text
 
 
-TWO_STEP = """
-import time, pyotp
-from loginsvc.accounts.models import User
-from loginsvc.mfa import totp
-device = totp.start_enrolment(User.objects.get(email=%r))
-assert totp.confirm(device, pyotp.TOTP(totp.secret_of(device)).at(time.time() - 30))
-print(totp.secret_of(device))
-"""
-
-
 def test_acr_values_2_steps_up_a_password_session_with_authlib(provider: Provider) -> None:
     """OpenID Connect Core §3.1.2.1 acr_values and the acr/amr claims (RFC 8176), through the router: a
     session signed in with the password alone (the user had no second factor then) is asked for the
@@ -196,9 +186,7 @@ def test_acr_values_2_steps_up_a_password_session_with_authlib(provider: Provide
     claims = webmail.id_token_claims(webmail.redeem(callback, first), first.nonce)
     assert (claims["acr"], claims["amr"]) == ("1", ["pwd"]), claims
 
-    made = manage(provider.blue.env, "shell", "-v", "0", "-c", TWO_STEP % EMAIL, check=False)
-    assert made.returncode == 0, made.stderr
-    app = pyotp.TOTP(made.stdout.strip().splitlines()[-1])
+    app = enrol_by_shell(provider.blue.env, EMAIL)
     admin = rp.Product(provider.admin, metadata)
     stepped = admin.start(acr_values="2")
     callback = rp.sign_in(browser, stepped, provider.admin.redirect_uri, EMAIL, "the password is not asked again",

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import pyotp
 import pytest
 import requests
 
 from deploy.node import manage, wait_for
 from tests import plugin
+from tests.mfa.conftest import enrol_by_shell
 from tests.sso.test_oidc_backchannel_logout_nodes import EMAIL, ENV, PASSWORD, SECRET, claims_of, prepare
 from tests.sso.test_oidc_backchannel_logout_receiver import Receiver, fetch_jwks
 from tests.support import Browser, LoginNode, node_env
@@ -215,14 +215,6 @@ def test_3_3_3_a_user_disabled_beside_green_is_refused_by_blue_at_once_and_every
 
 
 TWO_STEP_EMAIL = "two-step@example.test"
-ADD_TWO_STEP_USER = """
-import time, pyotp
-from loginsvc.accounts.models import User
-from loginsvc.mfa import totp
-device = totp.start_enrolment(User.objects.create_user(%(email)r, %(password)r))
-assert totp.confirm(device, pyotp.TOTP(totp.secret_of(device)).at(time.time() - 30))
-print(totp.secret_of(device))
-"""
 
 
 def second_step(browser: Browser, node: LoginNode, code: str) -> Callable[[], requests.Response]:
@@ -232,9 +224,7 @@ def second_step(browser: Browser, node: LoginNode, code: str) -> Callable[[], re
 
 def test_rfc6238_5_2_two_steps_across_clusters_and_one_code_signs_in_once(nodes: Any) -> None:
     blue, green, _receiver = nodes
-    secret = manage(blue.env, "shell", "-v", "0", "-c",
-                    ADD_TWO_STEP_USER % {"email": TWO_STEP_EMAIL, "password": PASSWORD}).stdout.strip().splitlines()[-1]
-    app = pyotp.TOTP(secret)
+    app = enrol_by_shell(blue.env, TWO_STEP_EMAIL, PASSWORD)
     first = Browser(blue.url)
     assert first.login(TWO_STEP_EMAIL, PASSWORD).json() == {"mfa_required": True, "methods": ["totp"]}
     assert first.whoami(green.url) == {"authenticated": False}
