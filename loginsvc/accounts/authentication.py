@@ -58,6 +58,23 @@ def _begin(request: HttpRequest, email: str, ip: str) -> throttle.Attempt:
     return attempt
 
 
+def _counted(request: HttpRequest, email: str, ip: str, channel: str) -> tuple[throttle.Attempt, LoginResult | None]:
+    """Count one attempt (a password or a code) before it is checked: the attempt, and the LOCKED
+    result to answer when a lock refuses it (logged, counted in the metrics), else None."""
+    attempt = _begin(request, email, ip)
+    _report_locks(attempt, email, ip)
+    if attempt.allowed:
+        return attempt, None
+    LOGINS.labels(Outcome.LOCKED.value, channel).inc()
+    audit.refused(email, ip, channel, attempt.refused_by, attempt.retry_after)
+    return attempt, LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after, refused_by=attempt.refused_by)
+
+
+def locked_message(result: LoginResult) -> str:
+    """What a page says to a LOCKED attempt: the account-wide step-up has its own advice."""
+    return ACCOUNT_LOCKED_ERROR if result.refused_by == "account" else LOCKED_ERROR
+
+
 def _report_locks(attempt: throttle.Attempt, email: str, ip: str) -> None:
     for scope, flag in attempt.locks:
         if flag == 3:
@@ -79,12 +96,9 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
     """
     email = normalise_email(username)
     ip = client_ip(request)
-    attempt = _begin(request, email, ip)  # counts this attempt before the password is checked
-    _report_locks(attempt, email, ip)
-    if not attempt.allowed:
-        LOGINS.labels(Outcome.LOCKED.value, channel).inc()
-        audit.refused(email, ip, channel, attempt.refused_by, attempt.retry_after)
-        return LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after, refused_by=attempt.refused_by)
+    attempt, locked = _counted(request, email, ip, channel)  # before the password is checked
+    if locked is not None:
+        return locked
 
     user = auth.authenticate(request, username=email, password=password)
     if user is None:
@@ -113,10 +127,12 @@ def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[
 
 
 def _factor_accepted(user: User, method: str, code: str) -> bool:
-    if method == factors.TOTP:
-        device = totp.confirmed_device(user)
-        return device is not None and totp.accept(device, code)
-    return recovery.use(user, code)
+    """The code is one of the account's factors' and is spent now. Recovery codes count only while
+    the account has an app: alone they are not a second factor (factors.methods_of)."""
+    device = totp.confirmed_device(user)
+    if device is None:
+        return False
+    return totp.accept(device, code) if method == factors.TOTP else recovery.use(user, code)
 
 
 def attempt_second_factor(request: HttpRequest, method: str, code: str, channel: str) -> LoginResult:
@@ -130,13 +146,10 @@ def attempt_second_factor(request: HttpRequest, method: str, code: str, channel:
         return LoginResult(Outcome.FAILURE)
     user, ip = waiting.user, client_ip(request)
     email = normalise_email(user.email)
-    attempt = _begin(request, email, ip)
-    _report_locks(attempt, email, ip)
-    if not attempt.allowed:
-        LOGINS.labels(Outcome.LOCKED.value, channel).inc()
-        audit.refused(email, ip, channel, attempt.refused_by, attempt.retry_after)
-        return LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after, refused_by=attempt.refused_by)
-    if method not in factors.methods_of(user) or not _factor_accepted(user, method, code):
+    attempt, locked = _counted(request, email, ip, channel)
+    if locked is not None:
+        return locked
+    if not _factor_accepted(user, method, code):
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
         mfa_audit.factor_failure(email, ip, channel, method)
         return LoginResult(Outcome.FAILURE)
@@ -155,11 +168,9 @@ def confirm_password(request: HttpRequest, user: User, password: str, channel: s
     """Re-authentication of the signed-in `user` before a sensitive change (removing a second factor,
     new recovery codes): the password checked and counted like a login, without signing in anew."""
     email, ip = normalise_email(user.email), client_ip(request)
-    attempt = _begin(request, email, ip)
-    _report_locks(attempt, email, ip)
-    if not attempt.allowed:
-        audit.refused(email, ip, channel, attempt.refused_by, attempt.retry_after)
-        return LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after, refused_by=attempt.refused_by)
+    attempt, locked = _counted(request, email, ip, channel)
+    if locked is not None:
+        return locked
     if len(password) > MAX_PASSWORD_LENGTH or auth.authenticate(request, username=email, password=password) != user:
         audit.failure(email, ip, channel)
         return LoginResult(Outcome.FAILURE)

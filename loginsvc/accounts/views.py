@@ -22,12 +22,12 @@ from django.views.decorators.http import require_http_methods
 from loginsvc.accounts import auth_epoch, sessions
 from loginsvc.accounts import audit, known_sources
 from loginsvc.accounts.authentication import (
-    ACCOUNT_LOCKED_ERROR, GENERIC_ERROR, LOCKED_ERROR, LoginResult, Outcome, attempt_login, attempt_second_factor,
+    GENERIC_ERROR, LoginResult, Outcome, attempt_login, attempt_second_factor, locked_message,
 )
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH, LoginForm
 from loginsvc.accounts.redirects import safe_next
-from loginsvc.mfa import factors, policy, recovery, totp
+from loginsvc.mfa import factors, policy
 
 API_MAX_BODY = 8192
 LOGIN_NOTICE = "loginsvc_login_notice"  # session key: failed attempts to show once after sign-in
@@ -58,8 +58,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     if result.outcome is Outcome.MFA_REQUIRED:  # the second step's page (mfa/views.py), `next` carried on
         return redirect(reverse("login-mfa") + (f"?{urlencode({'next': next_url})}" if next_url else ""))
     if result.outcome is Outcome.LOCKED:
-        error = ACCOUNT_LOCKED_ERROR if result.refused_by == "account" else LOCKED_ERROR
-        response = _login_page(request, form, error, status=429)
+        response = _login_page(request, form, locked_message(result), status=429)
         response["Retry-After"] = str(result.retry_after)
         return response
     return _login_page(request, form, GENERIC_ERROR, status=401)
@@ -243,11 +242,6 @@ def api_login_view(request: HttpRequest) -> HttpResponse:
     return _api_signed_in(request, result)
 
 
-# How each method's code must look: the parser, and the error when it does not.
-CODE_FORMS = {factors.TOTP: (totp.parse_code, "code must be the six digits the authenticator app shows"),
-              factors.RECOVERY: (recovery.normalise, "code must be a recovery code: ten letters and digits")}
-
-
 @never_cache
 @csrf_protect
 def api_login_mfa_view(request: HttpRequest) -> HttpResponse:
@@ -258,9 +252,9 @@ def api_login_mfa_view(request: HttpRequest) -> HttpResponse:
     if isinstance(payload, JsonResponse):
         return payload
     method, code = payload.get("method"), payload.get("code")
-    if method not in CODE_FORMS:
-        return _json_error(400, "method must be one of: " + ", ".join(CODE_FORMS))
-    parse, problem = CODE_FORMS[method]
+    if method not in factors.CODE_FORMS:
+        return _json_error(400, "method must be one of: " + ", ".join(factors.CODE_FORMS))
+    parse, problem = factors.CODE_FORMS[method]
     parsed = parse(code)
     if parsed is None:
         return _json_error(400, problem)

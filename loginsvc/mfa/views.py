@@ -21,7 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from loginsvc.accounts import views as account_views
 from loginsvc.accounts.authentication import (
-    ACCOUNT_LOCKED_ERROR, LOCKED_ERROR, LoginResult, Outcome, attempt_second_factor, confirm_password,
+    LoginResult, Outcome, attempt_second_factor, confirm_password, locked_message,
 )
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.redirects import safe_next
@@ -34,7 +34,7 @@ PASSWORD_ERROR = "That password is not correct."
 def _refused(request: HttpRequest, template: str, context: dict[str, Any], result: LoginResult) -> HttpResponse:
     """The page again with the error a failed or locked step gets (429 with Retry-After when locked)."""
     if result.outcome is Outcome.LOCKED:
-        context["error"] = ACCOUNT_LOCKED_ERROR if result.refused_by == "account" else LOCKED_ERROR
+        context["error"] = locked_message(result)
         response = render(request, template, context, status=429)
         response["Retry-After"] = str(result.retry_after)
         return response
@@ -57,11 +57,11 @@ def second_step_view(request: HttpRequest) -> HttpResponse:
     context = {"next": next_url, "method": method, "methods": methods}
     if request.method != "POST":
         return render(request, "mfa/second_step.html", context)
-    parse, problem = account_views.CODE_FORMS[method]
+    parse, problem = factors.CODE_FORMS[method]
     code = parse(request.POST.get("code", "")[:64])
     if code is None:
-        return render(request, "mfa/second_step.html", {**context, "error": problem[0].upper() + problem[1:] + "."},
-                      status=400)
+        sentence = problem[:1].upper() + problem[1:] + "."
+        return render(request, "mfa/second_step.html", {**context, "error": sentence}, status=400)
     result = attempt_second_factor(request, method, code, "form")
     if result.outcome is not Outcome.SUCCESS:
         return _refused(request, "mfa/second_step.html", {**context, "error": CODE_ERROR}, result)
@@ -114,13 +114,13 @@ def _setup_context(request: HttpRequest, device: totp.TOTPDevice, **extra: Any) 
             "next": _next(request), **extra}
 
 
-def _with_password(request: HttpRequest, what: str) -> LoginResult | HttpResponse:
-    """The password re-entered for `what` (a sensitive change), or the account page with the error."""
+def _password_refused(request: HttpRequest) -> HttpResponse | None:
+    """None when the password re-entered for a sensitive change is right, else the account page
+    with the error (429 with Retry-After when locked)."""
     result = confirm_password(request, request.user, request.POST.get("password", ""), "form")
     if result.outcome is Outcome.SUCCESS:
-        return result
-    context = _account(request, error=PASSWORD_ERROR, action=what)
-    return _refused(request, "mfa/account.html", context, result)
+        return None
+    return _refused(request, "mfa/account.html", _account(request, error=PASSWORD_ERROR), result)
 
 
 @never_cache
@@ -138,11 +138,10 @@ def account_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def app_remove_view(request: HttpRequest) -> HttpResponse:
     """Remove the authenticator app (and the recovery codes that stood in for it), password first."""
-    checked = _with_password(request, "remove")
-    if isinstance(checked, HttpResponse):
-        return checked
-    totp.remove(request.user)
-    recovery.remove_all(request.user)
+    refused = _password_refused(request)
+    if refused is not None:
+        return refused
+    factors.remove_all(request.user)
     audit.changed(request.user.pk, client_ip(request), "authenticator app removed")
     return redirect("mfa-account")
 
@@ -155,9 +154,9 @@ def recovery_codes_view(request: HttpRequest) -> HttpResponse:
     """A new set of recovery codes, password first; the old set stops working."""
     if totp.confirmed_device(request.user) is None:
         return redirect("mfa-account")
-    checked = _with_password(request, "recovery")
-    if isinstance(checked, HttpResponse):
-        return checked
+    refused = _password_refused(request)
+    if refused is not None:
+        return refused
     codes = recovery.new_set(request.user)
     audit.changed(request.user.pk, client_ip(request), "recovery codes made")
     return render(request, "mfa/recovery_codes.html", {"codes": codes, "first": False})

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import transaction
 
 from loginsvc.accounts import auth_epoch
 from loginsvc.accounts.management.commands.logout_user import account
-from loginsvc.mfa import audit, recovery, totp
+from loginsvc.mfa import audit, factors
 
 
 class Command(BaseCommand):
@@ -19,10 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         user = account(str(options["email"]))
-        with transaction.atomic():
-            had_app = totp.remove(user)
-            left = recovery.remaining(user)
-            recovery.remove_all(user)
+        had_app, left = factors.remove_all(user)
         # Whoever holds a session or a token may be the one who took the factors: all of them end.
         auth_epoch.sign_out_everywhere(user, by="mfa_reset")
         audit.changed(user.pk, "", "second factors reset by ops")
