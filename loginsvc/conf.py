@@ -90,6 +90,44 @@ def _mfa_policy(raw: str) -> str:
     return value
 
 
+def _rp_id(raw: str) -> str:
+    """A WebAuthn relying party ID: a host name (no scheme, port or path; browsers refuse IP addresses)."""
+    value = raw.strip().lower().rstrip(".")
+    if not value:
+        return ""
+    labels = value.split(".")
+    if not all(label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+               for label in labels) or labels[-1].isdigit():
+        raise ValueError("must be a host name such as login.example.com (no scheme, port, path or IP address)")
+    return value
+
+
+def webauthn_party(values: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The passkeys' relying party ID and the origins allowed to use it, as configured or from the issuer.
+
+    Browsers refuse an IP address as RP ID, so an issuer on a loopback address (local mode:
+    http://127.0.0.1:8000) gives "localhost" and allows the same scheme and port on localhost too:
+    passkeys work when the pages are opened as http://localhost:8000.
+    """
+    issuer = urlsplit(values["OIDC_ISSUER"])
+    host = issuer.hostname or ""
+    loopback = host in {"127.0.0.1", "::1"}
+    rp_id = values["WEBAUTHN_RP_ID"] or ("localhost" if loopback else host)
+    origins = values["WEBAUTHN_ORIGINS"]
+    if not origins:
+        origins = (values["OIDC_ISSUER"],)
+        if loopback:
+            origins += (f"{issuer.scheme}://localhost" + (f":{issuer.port}" if issuer.port else ""),)
+    for origin in origins:
+        origin_host = urlsplit(origin).hostname or ""
+        if origin_host in {"127.0.0.1", "::1"}:
+            continue  # the issuer itself in local mode: browsers offer no passkeys there
+        if origin_host != rp_id and not origin_host.endswith("." + rp_id):
+            raise ImproperlyConfigured(f"{PREFIX}WEBAUTHN_RP_ID: {rp_id!r} is not {origin_host!r} or a parent "
+                                       f"domain of it (the origin {origin} must be able to use it)")
+    return rp_id, tuple(origins)
+
+
 MAX_TEST_DELAY_MS = 60000
 
 
@@ -150,6 +188,9 @@ OPTIONS: dict[str, Option] = {
     "ACCOUNT_DELAY_MAX_SECONDS": Option(60, _positive_int, "Longest spacing of those attempts."),
     "ACCOUNT_FAILURE_LIMIT": Option(100, _positive_int, "Failures of one account after which only known devices and networks may sign in (ASVS 2.2.1: 100/h)."),
     "ACCOUNT_WINDOW_SECONDS": Option(3600, _positive_int, "Account-wide failures are forgotten this long after the last one; also the step-up cool-off."),
+    "ACCOUNT_STEP_UP_CHECKS": Option(10, _positive_int, "During the step-up, how many passwords from unknown sources "
+                                     "are still checked per window, so that one with a second factor can sign "
+                                     "in with it at once; beyond them, unknown sources wait out the cool-off."),
     "KNOWN_SOURCE_SECONDS": Option(7776000, _positive_int, "A device or network stays known this long after its last sign-in (90 days)."),
     "LOGIN_NOTICE_SECONDS": Option(604800, _positive_int, "Failed attempts are reported at the next sign-in if it comes within this long."),
     "TRUSTED_PROXY_HOPS": Option(0, _non_negative_int, "How many X-Forwarded-For entries from the right are trusted."),
@@ -170,6 +211,13 @@ OPTIONS: dict[str, Option] = {
                            "sign-ins, and one without a factor is led to set one up."),
     "MFA_GRACE_SECONDS": Option(604800, _non_negative_int, "How long a user the policy covers may still sign in "
                                 "to products with the password alone, from the first sign-in that told them (7 days)."),
+    "WEBAUTHN_RP_ID": Option("", _rp_id, "The passkeys' relying party ID: a host name, the issuer's or a parent "
+                             "domain of it; empty: the issuer's host (localhost for a loopback issuer). "
+                             "Changing it orphans every registered passkey."),
+    "WEBAUTHN_ORIGINS": Option((), parse_origins, "Comma-separated origins whose pages may use passkeys; empty: "
+                               "the issuer's origin (and the same port on localhost for a loopback issuer)."),
+    "WEBAUTHN_CHALLENGE_SECONDS": Option(120, _positive_int, "A passkey ceremony must finish this long after "
+                                         "it starts; its challenge then works once."),
     # --- Single sign-on (loginsvc/sso, docs/sso.md) ---
     "OIDC_ISSUER": Option("http://127.0.0.1:8000", normalise_origin,
                           "The provider's public origin: the router's, never a node's (the iss of every token)."),
@@ -226,6 +274,7 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         raise ImproperlyConfigured(
             f"{PREFIX}SESSION_MAX_SECONDS: must not be shorter than {PREFIX}SESSION_IDLE_SECONDS"
         )
+    webauthn_party(values)
     return values
 
 

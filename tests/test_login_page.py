@@ -19,7 +19,11 @@ def test_login_page_is_accessible_html_with_csrf_token(client: Client) -> None:
     assert 'name="csrfmiddlewaretoken"' in body
     assert '<label for="id_username">' in body and '<label for="id_password">' in body
     assert 'autocomplete="current-password"' in body and '<html lang="en">' in body
-    assert "script-src" not in response["Content-Security-Policy"]  # default-src 'none' covers scripts
+    policy = response["Content-Security-Policy"]
+    # The passkey script only: a file of this origin, no inline script, fetches only to this origin.
+    assert "script-src 'self';" in policy and "connect-src 'self';" in policy and "unsafe-eval" not in policy
+    assert "<script src=\"/scripts/passkeys.js\" defer></script>" in body and "<script>" not in body
+    assert 'autocomplete="username webauthn"' in body  # passkey autofill (conditional mediation)
     assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
 
 

@@ -55,6 +55,14 @@ def account_alert(email: str, ip: str, limit: int) -> None:
         sentry_sdk.capture_message("login: an account passed its failure limit (step-up on)", level="warning")
 
 
+def step_up_sign_in(email: str, user_id: int, ip: str, channel: str, method: str) -> None:
+    """A sign-in from a source the account did not know, during its account-wide step-up, with the
+    password and a second factor (throttle.step_up): the source is known from now on. A warning:
+    the owner, or someone holding both factors."""
+    log.warning("login: signed in through the account step-up with a second factor", extra={
+        "account": account_tag(email), "user_id": user_id, "client_ip": ip, "channel": channel, "method": method})
+
+
 def success(user_id: int, ip: str, channel: str) -> None:
     log.info("login: success", extra={"user_id": user_id, "client_ip": ip, "channel": channel})
 

@@ -2,6 +2,8 @@
 
 An account with a second factor signs in in two steps (mfa/pending.py): the password, then a code;
 each step is counted by the same brute-force counters (throttle.py), and only the second signs in.
+During the account-wide step-up such an account still signs in from a new source with both (the
+step-up budget, throttle.step_up); every other attempt that budget lets through gets the refusal.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH
 from loginsvc.accounts.models import User, normalise_email
 from loginsvc.mfa import audit as mfa_audit
-from loginsvc.mfa import factors, pending, recovery, totp
+from loginsvc.mfa import ceremonies, factors, passkeys, pending, recovery, totp
 from loginsvc.observability.metrics import LOCKOUTS, LOGINS
 
 # OWASP: one message for unknown account and wrong password, so neither can be told apart.
@@ -43,31 +45,44 @@ class LoginResult:
     refused_by: str = ""  # the scope of the lock that refused a LOCKED attempt
     failed_since_last_login: int = 0  # on SUCCESS: attempts on the account since its last sign-in
     methods: tuple[str, ...] = ()  # on MFA_REQUIRED: the account's second factors (mfa/factors.py)
+    detail: str = ""  # on a passkey's FAILURE: which check refused it (no secret in it)
 
 
-def _begin(request: HttpRequest, email: str, ip: str) -> throttle.Attempt:
+def _begin(request: HttpRequest, email: str, ip: str, known: bool = False,
+           step_up: bool = False) -> throttle.Attempt:
     """Count the attempt; sources the account knows are not held by the account-wide lock.
 
-    The device cookie is checked first (no I/O). The known-network query runs only when the
+    `known`: the caller already knows the attempt may pass the account lock (a second step that
+    came through the step-up). The device cookie is checked first (no I/O). The known-network
+    query, and with `step_up` the step-up budget (throttle.step_up), are consulted only when the
     account-wide lock has refused an attempt from an unknown device, i.e. only under attack.
     """
-    known = known_sources.device_knows(request, email)
+    known = known or known_sources.device_knows(request, email)
     attempt = throttle.begin(email, ip, known=known)
-    if attempt.refused_by == "account" and not known and known_sources.network_knows(email, ip):
-        attempt = throttle.begin(email, ip, known=True, count=False)
-    return attempt
+    if attempt.refused_by != "account" or known:
+        return attempt
+    if known_sources.network_knows(email, ip):
+        return throttle.begin(email, ip, known=True, count=False)
+    return throttle.step_up(email, ip, attempt) if step_up else attempt
 
 
-def _counted(request: HttpRequest, email: str, ip: str, channel: str) -> tuple[throttle.Attempt, LoginResult | None]:
+def _counted(request: HttpRequest, email: str, ip: str, channel: str, known: bool = False,
+             step_up: bool = False) -> tuple[throttle.Attempt, LoginResult | None]:
     """Count one attempt (a password or a code) before it is checked: the attempt, and the LOCKED
-    result to answer when a lock refuses it (logged, counted in the metrics), else None."""
-    attempt = _begin(request, email, ip)
+    result to answer when a lock refuses it (logged, counted in the metrics), else None.
+    `known`, `step_up`: as for _begin."""
+    attempt = _begin(request, email, ip, known=known, step_up=step_up)
     _report_locks(attempt, email, ip)
     if attempt.allowed:
         return attempt, None
+    return attempt, _refused(attempt, email, ip, channel)
+
+
+def _refused(refusal: throttle.Attempt, email: str, ip: str, channel: str) -> LoginResult:
+    """The LOCKED answer to a refused attempt, logged and counted in the metrics."""
     LOGINS.labels(Outcome.LOCKED.value, channel).inc()
-    audit.refused(email, ip, channel, attempt.refused_by, attempt.retry_after)
-    return attempt, LoginResult(Outcome.LOCKED, retry_after=attempt.retry_after, refused_by=attempt.refused_by)
+    audit.refused(email, ip, channel, refusal.refused_by, refusal.retry_after)
+    return LoginResult(Outcome.LOCKED, retry_after=refusal.retry_after, refused_by=refusal.refused_by)
 
 
 def locked_message(result: LoginResult) -> str:
@@ -93,23 +108,30 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
     counted before the check, so parallel guesses cannot all slip in under the limit. Unknown
     accounts still run the hasher (ModelBackend does it) so that timing does not reveal which
     addresses exist. Every decision is logged (audit.py).
+
+    The one exception is the account-wide step-up's budget (throttle.step_up): such an attempt is
+    checked, but only a correct password with a second factor due goes on (to the code); a wrong
+    password, an unknown account or an account without a second factor gets the refusal it would
+    have got without the budget, so the answer tells nothing of the account's factors.
     """
     email = normalise_email(username)
     ip = client_ip(request)
-    attempt, locked = _counted(request, email, ip, channel)  # before the password is checked
+    attempt, locked = _counted(request, email, ip, channel, step_up=True)  # before the password is checked
     if locked is not None:
         return locked
 
     user = auth.authenticate(request, username=email, password=password)
+    methods = factors.methods_of(user) if user is not None else []
+    if attempt.step_up_refusal is not None and not methods:
+        return _refused(attempt.step_up_refusal, email, ip, channel)  # counted as a failure: begin did
     if user is None:
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
         audit.failure(email, ip, channel)
         return LoginResult(Outcome.FAILURE)
 
-    methods = factors.methods_of(user)
     if methods:
         throttle.gave_password(attempt)
-        pending.begin(request, user, amr=["pwd"])
+        pending.begin(request, user, amr=["pwd"], via_account_step_up=attempt.step_up_refusal is not None)
         LOGINS.labels(Outcome.MFA_REQUIRED.value, channel).inc()
         mfa_audit.required(user.pk, ip, channel)
         return LoginResult(Outcome.MFA_REQUIRED, user=user, methods=tuple(methods))
@@ -126,30 +148,87 @@ def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[
     audit.success(user.pk, ip, channel)
 
 
-def _factor_accepted(user: User, method: str, code: str) -> bool:
-    """The code is one of the account's factors' and is spent now. Recovery codes count only while
-    the account has an app: alone they are not a second factor (factors.methods_of)."""
-    device = totp.confirmed_device(user)
-    if device is None:
-        return False
-    return totp.accept(device, code) if method == factors.TOTP else recovery.use(user, code)
+def _factor_accepted(request: HttpRequest, user: User, method: str, code: object, ip: str,
+                     channel: str) -> list[str] | None:
+    """The RFC 8176 `amr` of the factor when `code` is one of the account's and is spent now, else
+    None: an app's code, a recovery code (one-time codes both: "otp"), or a passkey's answer to this
+    browser's second-step ceremony. Recovery codes count only while the account has a factor of its
+    own: alone they are not one (factors.methods_of)."""
+    if method == factors.WEBAUTHN:
+        ceremony = ceremonies.take(request, ceremonies.SECOND_STEP)
+        if ceremony is None or ceremony.user_id != user.pk:
+            return None
+        used = _passkey(ceremony, code, ip, channel)
+        return used.amr if isinstance(used, passkeys.Used) else None
+    if method == factors.TOTP:
+        device = totp.confirmed_device(user)
+        return ["otp"] if device is not None and totp.accept(device, str(code)) else None
+    return ["otp"] if factors.has_factor(user) and recovery.use(user, str(code)) else None
 
 
-def attempt_second_factor(request: HttpRequest, method: str, code: str, channel: str) -> LoginResult:
+def _passkey(ceremony: ceremonies.Ceremony, credential: object, ip: str, channel: str) -> passkeys.Used | str:
+    """The passkey that answered `ceremony`, or why not. A counter that went back is also audited
+    and alerted on: the answer was signed by the real key, so a copy of it is in use."""
+    try:
+        return passkeys.authenticate(ceremony, credential)
+    except passkeys.CounterWentBack as exc:
+        passkey = exc.passkey
+        mfa_audit.counter_went_back(passkey.user_id, ip, channel, passkey.pk, passkey.sign_count, exc.seen)
+        return str(exc)
+    except passkeys.Refused as exc:
+        return str(exc)
+
+
+NO_CEREMONY = "No passkey sign-in is waiting in this browser (it expired or was used): start again."
+
+
+def attempt_passkey(request: HttpRequest, credential: object, channel: str) -> LoginResult:
+    """Sign in with a passkey and no password: its answer to this browser's sign-in ceremony.
+
+    A passkey with user verification is two factors at once, so it signs in without a second step,
+    and it is no password guess: the account-wide step-up does not hold it (counted as from a known
+    source), while the pair and address locks bound forged answers like wrong passwords. Every
+    refusal says which check failed (`detail`)."""
+    ceremony = ceremonies.take(request, ceremonies.SIGN_IN)
+    if ceremony is None:
+        return LoginResult(Outcome.FAILURE, detail=NO_CEREMONY)
+    ip = client_ip(request)
+    owner = passkeys.owner_email(credential)
+    email = normalise_email(owner) if owner else passkeys.UNKNOWN_OWNER
+    attempt, locked = _counted(request, email, ip, channel, known=True)
+    if locked is not None:
+        return locked
+    used = _passkey(ceremony, credential, ip, channel)
+    if not isinstance(used, passkeys.Used):
+        LOGINS.labels(Outcome.FAILURE.value, channel).inc()
+        mfa_audit.factor_failure(email, ip, channel, factors.WEBAUTHN)
+        return LoginResult(Outcome.FAILURE, detail=used)
+    user = used.passkey.user
+    failed = throttle.succeeded(attempt)
+    pending.end(request)
+    mfa_audit.factor_success(user.pk, ip, channel, factors.WEBAUTHN)
+    _sign_in(request, user, ip, channel, [*used.amr, "mfa"])
+    return LoginResult(Outcome.SUCCESS, user=user, failed_since_last_login=failed)
+
+
+def attempt_second_factor(request: HttpRequest, method: str, code: object, channel: str) -> LoginResult:
     """The second step: `code` (already in its method's form: totp.parse_code, recovery.normalise) for
     this browser's waiting sign-in. Counted like a password attempt (a wrong code is a failure for the
     pair, the address and the account); on success the user is signed in with a new session id,
     and a recovery code used is audited with how many are left. No waiting sign-in, or an expired
-    one, is a FAILURE, as a wrong code is: the client cannot tell them apart."""
+    one, is a FAILURE, as a wrong code is: the client cannot tell them apart. A sign-in whose password
+    came through the account-wide step-up is counted as from a known source: the account lock would
+    refuse its code, while the pair and address locks still bound the code guesses."""
     waiting = pending.current(request)
     if waiting is None:
         return LoginResult(Outcome.FAILURE)
     user, ip = waiting.user, client_ip(request)
     email = normalise_email(user.email)
-    attempt, locked = _counted(request, email, ip, channel)
+    attempt, locked = _counted(request, email, ip, channel, known=waiting.via_account_step_up)
     if locked is not None:
         return locked
-    if not _factor_accepted(user, method, code):
+    amr = _factor_accepted(request, user, method, code, ip, channel)
+    if amr is None:
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
         mfa_audit.factor_failure(email, ip, channel, method)
         return LoginResult(Outcome.FAILURE)
@@ -159,8 +238,10 @@ def attempt_second_factor(request: HttpRequest, method: str, code: str, channel:
     pending.end(request)
     mfa_audit.factor_success(user.pk, ip, channel, method,
                              recovery.remaining(user) if method == factors.RECOVERY else None)
-    # RFC 8176: a one-time code (an app's or a recovery code) and, with the password, several factors.
-    _sign_in(request, user, ip, channel, [*waiting.amr, "otp", "mfa"])
+    if waiting.via_account_step_up:
+        audit.step_up_sign_in(email, user.pk, ip, channel, method)
+    # RFC 8176: the password's, the factor's, and as they are several: "mfa".
+    _sign_in(request, user, ip, channel, [*waiting.amr, *amr, "mfa"])
     return LoginResult(Outcome.SUCCESS, user=user, failed_since_last_login=failed)
 
 

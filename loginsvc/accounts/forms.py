@@ -14,7 +14,7 @@ class LoginForm(forms.Form):
     username = forms.CharField(
         label="Email address",
         max_length=254,
-        widget=forms.EmailInput(attrs={"autocomplete": "username", "autofocus": True, "required": True}),
+        widget=forms.EmailInput(attrs={"autocomplete": "username webauthn", "autofocus": True, "required": True}),
     )
     password = forms.CharField(
         label="Password",

@@ -1,6 +1,6 @@
 """Brute-force protection shared by every node: soft, exponential lockouts kept in Redis, else the database.
 
-Four counters are kept for every attempt (docs/security.md, "Brute force"):
+Four counters are kept for every attempt, a fifth during the step-up (docs/security.md, "Brute force"):
 - account+network: the `LOCKOUT_THRESHOLD`-th consecutive failed attempt locks that pair for
   `LOCKOUT_BASE_SECONDS`, doubling with each further failure up to `LOCKOUT_MAX_SECONDS`; a
   success clears it. The count is forgotten `LOCKOUT_RESET_SECONDS` after the last failure.
@@ -16,9 +16,18 @@ Four counters are kept for every attempt (docs/security.md, "Brute force"):
   unknown source wait (1 s doubling to 60 s: 429 + Retry-After, no thread is held); at
   `ACCOUNT_FAILURE_LIMIT` the step-up starts: unknown sources are refused, correct password or
   not, for `ACCOUNT_WINDOW_SECONDS`. The count slides (it is forgotten that long after the last
-  failure), so at most `ACCOUNT_FAILURE_LIMIT` passwords from unknown sources are checked in
-  any hour (ASVS 2.2.1).
-A fifth key counts every attempt on the account since its last successful sign-in, which the
+  failure), so at most `ACCOUNT_FAILURE_LIMIT` passwords from unknown sources are checked before
+  the step-up (ASVS 2.2.1), and during it only the budget's:
+- step-up budget, per account: during the step-up (not its delays), up to
+  `ACCOUNT_STEP_UP_CHECKS` attempts per `ACCOUNT_WINDOW_SECONDS` (fixed window) from unknown
+  sources still have their password checked (`step_up`), so that an account with a second factor
+  signs in with it at once and its source becomes known. Every such attempt spends the budget,
+  whether the account exists, has a second factor or not, and whatever the password: within it
+  every one runs the hasher, beyond it every one is refused at once, so neither timing nor answer
+  tells whether the account has a factor. Only the correct password of an account with a second
+  factor gets anywhere (the code is due, authentication.py); every other checked attempt gets the
+  refusal's answer and counts as a failure.
+One more key counts every attempt on the account since its last successful sign-in, which the
 user is told at the next one.
 
 An attempt is counted *before* its password is checked, in the same atomic step that checks
@@ -36,7 +45,7 @@ import hashlib
 import ipaddress
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
@@ -45,7 +54,8 @@ from loginsvc import conf
 from loginsvc.accounts.throttle_db import DatabaseStore
 from loginsvc.accounts.throttle_rules import Counter, Rule
 
-__all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "gave_password", "succeeded"]
+__all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "gave_password", "step_up",
+           "step_up_check", "succeeded"]
 
 log = logging.getLogger(__name__)
 PREFIX = "loginsvc:bf:"
@@ -113,6 +123,10 @@ class Attempt:
     retry_after: int = 0
     refused_by: str = ""  # the scope of the lock that refused it, when not allowed
     locks: tuple[tuple[str, int], ...] = ()  # (scope, flag) of each lock this attempt set
+    # Set when the account lock refused this attempt from an unknown source and the step-up budget
+    # let it go on as if from a known one (`step_up`): that refusal, the answer unless a second
+    # factor is due.
+    step_up_refusal: Attempt | None = None
 
 
 def client_network(ip: str, prefix_length: int | None = None) -> str:
@@ -188,7 +202,15 @@ def begin(email: str, ip: str, known: bool = False, count: bool = True) -> Attem
     known after a first refusal, so that it is noted once for the "failed attempts" notice.
     """
     counters, notice_key = counters_for(email, ip, known)
-    notice = int(count)
+    allowed, wait, refused_by, flags, store = _check_and_count(counters, notice_key, int(count))
+    locks = tuple((c.scope, flag) for c, flag in zip(counters, flags) if flag)
+    return Attempt(counters, notice_key, store, allowed, wait, refused_by, locks)
+
+
+def _check_and_count(counters: tuple[Counter, ...], notice_key: str,
+                     notice: int) -> tuple[bool, int, str, list[int], str]:
+    """One atomic check-and-count on Redis, else on the database: (allowed, wait, refused_by,
+    flags, store). The one path every counter takes, so none of them switches off with Redis."""
     try:
         allowed, wait, refused_by, flags = RedisStore().begin(counters, notice_key, notice)
         store = "redis"
@@ -200,8 +222,57 @@ def begin(email: str, ip: str, known: bool = False, count: bool = True) -> Attem
         log.warning("throttle: redis unavailable, using the database", extra={"error": type(exc).__name__})
         allowed, wait, refused_by, flags = DatabaseStore().begin(counters, notice_key, notice)
         store = "database"
-    locks = tuple((c.scope, flag) for c, flag in zip(counters, flags) if flag)
-    return Attempt(counters, notice_key, store, allowed, wait, refused_by, locks)
+    return allowed, wait, refused_by, flags, store
+
+
+def step_up_counter(email: str) -> Counter:
+    """The account's step-up budget: `ACCOUNT_STEP_UP_CHECKS` checks, then a lock until the window
+    ends. A fixed window (not sliding), so that spending it does not push its end further away."""
+    window = conf.get("ACCOUNT_WINDOW_SECONDS")
+    rule = Rule(conf.get("ACCOUNT_STEP_UP_CHECKS"), window, window, window, sliding=False)
+    return Counter("step_up", "s:" + _digest(email), rule)
+
+
+def step_up_check(email: str) -> bool:
+    """Spend one of the account's step-up checks: False once this window's are all spent.
+
+    The same atomic check-and-count as `begin` (the N-th check locks the budget for a window, so
+    exactly N pass), so parallel attempts on any node cannot overdraw it. No notice is kept:
+    the refused attempt was noted already.
+    """
+    counter = step_up_counter(email)
+    return _check_and_count((counter,), counter.key, 0)[0]
+
+
+def step_up(email: str, ip: str, refused: Attempt) -> Attempt:
+    """The account lock `refused` an attempt from a source the account does not know: once past
+    the failure limit (the step-up, not its delays), let it go on as if from a known source when
+    the step-up budget allows, marked with that refusal.
+
+    Such an attempt is counted like any other (pair, address and account; not noted twice), so a
+    wrong password is a failure. Refused anyway when the budget is spent, or when the pair or
+    address lock refuses it: then the answer is the original refusal, as before the budget.
+    """
+    if not _past_failure_limit(refused) or not step_up_check(email):
+        return refused
+    again = begin(email, ip, known=True, count=False)
+    return replace(again, step_up_refusal=refused) if again.allowed else refused
+
+
+def _past_failure_limit(refused: Attempt) -> bool:
+    """Was the account lock that refused this the step-up itself, not one of the short delays
+    before it? Its count has then reached `ACCOUNT_FAILURE_LIMIT` (the step-up's lock lasts as long
+    as that count). The delays are not bypassed: they only make unknown sources wait a minute at
+    most, and spending the budget on them would let guesses skip them."""
+    account = next(c for c in refused.counters if c.soft)
+    if refused.store == "redis":
+        try:
+            if int(RedisStore().client.get(PREFIX + "n:" + account.key) or 0) >= account.rule.hard_threshold:
+                return True
+        except RedisError:
+            pass
+    # Also a count kept on the database during a Redis outage, whose lock Redis-era attempts honour.
+    return DatabaseStore().count(account.key) >= account.rule.hard_threshold
 
 
 def own_soft_locks(attempt: Attempt) -> list[Counter]:

@@ -62,7 +62,9 @@ class DatabaseStore:
     def begin(self, counters: tuple[Counter, ...], notice_key: str, notice: int) -> tuple[bool, int, str, list[int]]:
         now = timezone.now()
         with transaction.atomic():
-            rows = self._locked_rows([c.key for c in counters] + [notice_key], now)
+            # The notice row only when there is something to note: a re-run of a refused attempt
+            # (throttle.begin, count=False) and the step-up budget note nothing.
+            rows = self._locked_rows([c.key for c in counters] + ([notice_key] if notice else []), now)
             if notice:
                 self._note(rows[notice_key], notice, now)
             waits = [(math.ceil((rows[c.key].locked_until - now).total_seconds()), c.scope) for c in counters
@@ -92,6 +94,11 @@ class DatabaseStore:
             model.objects.filter(key__in=[c.key for c in counters[1:]], failures__gt=0).update(failures=F("failures") - 1)
             model.objects.filter(key__in=[c.key for c in own_locks]).update(locked_until=None)
             return self.take_notice(notice_key)
+
+    def count(self, key: str) -> int:
+        """A counter's failures in its current window (0 if none): a plain read."""
+        found = _model().objects.filter(key=key, expires_at__gt=timezone.now()).values_list("failures", flat=True)
+        return max(found, default=0)
 
     def give_back(self, counters: tuple[Counter, ...]) -> None:
         """One failure fewer on each of `counters` (throttle.gave_password)."""

@@ -33,7 +33,7 @@ API_MAX_BODY = 8192
 LOGIN_NOTICE = "loginsvc_login_notice"  # session key: failed attempts to show once after sign-in
 
 
-def _json_error(status: int, error: str, **extra: object) -> JsonResponse:
+def json_error(status: int, error: str, **extra: object) -> JsonResponse:
     return JsonResponse({"error": error, **extra}, status=status)
 
 
@@ -64,17 +64,21 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return _login_page(request, form, GENERIC_ERROR, status=401)
 
 
-def finish_form_sign_in(request: HttpRequest, result: LoginResult, next_url: str | None) -> HttpResponse:
-    """Where the sign-in page sends a browser just signed in: `next`, or first the home page when
-    there were failed attempts to report (home_view pops the notice and offers `next`), or first the
-    account page when ops' policy wants a second factor the user has not set up (mfa/policy.py)."""
+def after_sign_in_url(request: HttpRequest, result: LoginResult, next_url: str | None) -> str:
+    """Where a browser just signed in goes: `next`, or first the home page when there were failed
+    attempts to report (home_view pops the notice and offers `next`), or first the account page when
+    ops' policy wants a second factor the user has not set up (mfa/policy.py)."""
     if policy.due(result.user) is not None:
-        query = urlencode({"next": next_url or "", "policy": "1"})
-        return _signed_in(request, redirect(f"{reverse('mfa-account')}?{query}"), result)
+        return f"{reverse('mfa-account')}?{urlencode({'next': next_url or '', 'policy': '1'})}"
     if result.failed_since_last_login:
         request.session[LOGIN_NOTICE] = {"failed": result.failed_since_last_login, "next": next_url or ""}
-        return _signed_in(request, redirect("home"), result)
-    return _signed_in(request, redirect(next_url or reverse("home")), result)
+        return reverse("home")
+    return next_url or reverse("home")
+
+
+def finish_form_sign_in(request: HttpRequest, result: LoginResult, next_url: str | None) -> HttpResponse:
+    """The sign-in page's answer to a browser just signed in: a redirect (after_sign_in_url)."""
+    return _signed_in(request, redirect(after_sign_in_url(request, result, next_url)), result)
 
 
 def _signed_in(request: HttpRequest, response: HttpResponse, result: LoginResult) -> HttpResponse:
@@ -171,41 +175,46 @@ def api_session_view(request: HttpRequest) -> HttpResponse:
     if settings.CSRF_COOKIE_NAME not in request.COOKIES:
         get_token(request)
     if request.method not in ("GET", "HEAD"):
-        response = _json_error(405, "method not allowed", allowed=["GET", "HEAD"])
+        response = json_error(405, "method not allowed", allowed=["GET", "HEAD"])
         response["Allow"] = "GET, HEAD"
         return response
     return JsonResponse(session_payload(request.user, request.session))
 
 
-def _json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
+def json_body(request: HttpRequest, max_body: int = API_MAX_BODY) -> dict[str, Any] | JsonResponse:
     """The POSTed JSON object of an /api/ view, or the error to answer."""
     if request.method != "POST":
-        response = _json_error(405, "method not allowed", allowed=["POST"])
+        response = json_error(405, "method not allowed", allowed=["POST"])
         response["Allow"] = "POST"
         return response
     if request.content_type != "application/json":
-        return _json_error(415, "expected Content-Type: application/json")
-    if len(request.body) > API_MAX_BODY:
-        return _json_error(413, "request body too large")
+        return json_error(415, "expected Content-Type: application/json")
+    if int(request.META.get("CONTENT_LENGTH") or 0) > max_body or len(request.body) > max_body:
+        return json_error(413, "request body too large")
     try:
         payload = json.loads(request.body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return _json_error(400, "body is not valid UTF-8 JSON")
+        return json_error(400, "body is not valid UTF-8 JSON")
     if not isinstance(payload, dict):
-        return _json_error(400, "body must be a JSON object")
+        return json_error(400, "body must be a JSON object")
     return payload
 
 
-def _locked(result: LoginResult) -> JsonResponse:
+def locked_response(result: LoginResult) -> JsonResponse:
     # reason "account": the account-wide step-up; a known device or network still gets in.
     reason = "account" if result.refused_by == "account" else "address"
-    response = _json_error(429, "locked", retry_after=result.retry_after, reason=reason)
+    response = json_error(429, "locked", retry_after=result.retry_after, reason=reason)
     response["Retry-After"] = str(result.retry_after)
     return response
 
 
-def _api_signed_in(request: HttpRequest, result: LoginResult) -> HttpResponse:
+def api_signed_in(request: HttpRequest, result: LoginResult, payload: Mapping[str, Any] | None = None) -> HttpResponse:
+    """The JSON answer to a sign-in. A page's script that sent `next` (a passkey sign-in) also gets
+    "redirect": where the browser goes now, as after the sign-in form."""
     body: dict[str, object] = {"authenticated": True, "email": result.user.email}
+    if payload is not None and "next" in payload:
+        next_url = payload["next"] if isinstance(payload["next"], str) else ""
+        body["redirect"] = after_sign_in_url(request, result, safe_next(next_url, request))
     if result.failed_since_last_login:  # present only when there were some
         body["failed_attempts_since_last_login"] = result.failed_since_last_login
     due = policy.due(result.user)
@@ -220,54 +229,59 @@ def api_login_view(request: HttpRequest) -> HttpResponse:
     """JSON login: body {"username": ..., "password": ...}; CSRF token in the X-CSRFToken header.
     An account with a second factor answers {"mfa_required": true, "methods": [...]}: POST
     /api/login/mfa then finishes the sign-in."""
-    payload = _json_body(request)
+    payload = json_body(request)
     if isinstance(payload, JsonResponse):
         return payload
     username, password = payload.get("username"), payload.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
-        return _json_error(400, "username and password must be strings")
+        return json_error(400, "username and password must be strings")
     try:
         (username + password).encode("utf-8")  # JSON allows lone surrogates; UTF-8 does not
     except UnicodeEncodeError:
-        return _json_error(400, "username and password must be valid Unicode text")
+        return json_error(400, "username and password must be valid Unicode text")
     if len(username) > 254 or len(password) > MAX_PASSWORD_LENGTH or "\x00" in username + password:
-        return _json_error(401, GENERIC_ERROR)
+        return json_error(401, GENERIC_ERROR)
     result = attempt_login(request, username, password, "api")
     if result.outcome is Outcome.LOCKED:
-        return _locked(result)
+        return locked_response(result)
     if result.outcome is Outcome.FAILURE:
-        return _json_error(401, GENERIC_ERROR)
+        return json_error(401, GENERIC_ERROR)
     if result.outcome is Outcome.MFA_REQUIRED:
         return JsonResponse({"mfa_required": True, "methods": list(result.methods)})
-    return _api_signed_in(request, result)
+    return api_signed_in(request, result)
 
 
 @never_cache
 @csrf_protect
 def api_login_mfa_view(request: HttpRequest) -> HttpResponse:
-    """The second step of a JSON login: body {"method": "totp"|"recovery", "code": ...}, the CSRF token
-    as for /api/login. 200 as a sign-in, 401 (the generic error: a wrong, replayed or used code, or
+    """The second step of a JSON login: body {"method": "totp"|"recovery", "code": ...} or {"method":
+    "webauthn", "credential": {...}}, the CSRF token as for /api/login. 200 as a sign-in, 401 (the generic error: a wrong, replayed or used code, or
     no sign-in waiting in this browser), 429 with Retry-After, 400 for a code that cannot be one."""
-    payload = _json_body(request)
+    payload = json_body(request)
     if isinstance(payload, JsonResponse):
         return payload
     method, code = payload.get("method"), payload.get("code")
-    if method not in factors.CODE_FORMS:
-        return _json_error(400, "method must be one of: " + ", ".join(factors.CODE_FORMS))
-    parse, problem = factors.CODE_FORMS[method]
-    parsed = parse(code)
-    if parsed is None:
-        return _json_error(400, problem)
+    if method == factors.WEBAUTHN:  # a passkey's answer to POST /api/passkey/options (second-step)
+        if not isinstance(payload.get("credential"), dict):
+            return json_error(400, "credential must be the passkey's answer, a JSON object")
+        parsed: object = payload["credential"]
+    elif method in factors.CODE_FORMS:
+        parse, problem = factors.CODE_FORMS[method]
+        parsed = parse(code)
+        if parsed is None:
+            return json_error(400, problem)
+    else:
+        return json_error(400, "method must be one of: " + ", ".join([*factors.CODE_FORMS, factors.WEBAUTHN]))
     result = attempt_second_factor(request, method, parsed, "api")
     if result.outcome is Outcome.LOCKED:
-        return _locked(result)
+        return locked_response(result)
     if result.outcome is not Outcome.SUCCESS:
-        return _json_error(401, GENERIC_ERROR)
-    return _api_signed_in(request, result)
+        return json_error(401, GENERIC_ERROR)
+    return api_signed_in(request, result, payload)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """403 for a missing or wrong CSRF token: JSON for the API, a short page otherwise."""
     if request.path_info.startswith("/api/"):
-        return _json_error(403, "CSRF token missing or incorrect")
+        return json_error(403, "CSRF token missing or incorrect")
     return render(request, "accounts/csrf_failure.html", status=403)

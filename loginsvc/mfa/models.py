@@ -38,3 +38,30 @@ class EnrolmentDue(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     due = models.DateTimeField()
+
+
+class Passkey(models.Model):
+    """A WebAuthn credential of the account (passkeys.py): its public key and what the authenticator
+    said of it. `sign_count` is the authenticator's counter at the last use (0: it keeps none); a use
+    whose counter does not go up means a cloned authenticator and is refused. Backup eligibility and
+    state (the BE/BS flags) say whether the passkey is synced to other devices."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="passkeys")
+    credential_id = models.CharField(max_length=1400, unique=True, help_text="base64url, as browsers send it")
+    public_key = models.BinaryField(help_text="COSE key, as the authenticator gave it")
+    sign_count = models.BigIntegerField(default=0)
+    name = models.CharField(max_length=64)
+    transports = models.CharField(max_length=200, blank=True, help_text="comma-separated, a hint for browsers")
+    aaguid = models.CharField(max_length=36, blank=True)
+    backup_eligible = models.BooleanField(default=False)
+    backed_up = models.BooleanField(default=False)
+    created = models.DateTimeField(default=timezone.now)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+
+class PasskeyChallenge(models.Model):
+    """A passkey ceremony's challenge, by digest, until it is spent or expires (ceremonies.py). Deleting
+    the row is what spends it: one DELETE, so of two nodes that get the same answer one wins."""
+
+    digest = models.CharField(max_length=64, unique=True)
+    until = models.DateTimeField(db_index=True)

@@ -29,10 +29,14 @@ SESSION_KEY = "loginsvc_mfa_pending"
 class Pending:
     user: User
     amr: tuple[str, ...]
-    counted: bool  # the password step of this sign-in was counted by the throttle (not a step-up)
+    counted: bool  # the password step of this sign-in was counted by the throttle (not an SSO step-up)
+    # The password came through the account-wide step-up (throttle.step_up): the second step is
+    # then counted as from a known source, since the account lock would refuse it.
+    via_account_step_up: bool = False
 
 
-def begin(request: HttpRequest, user: User, amr: list[str], counted: bool = True) -> None:
+def begin(request: HttpRequest, user: User, amr: list[str], counted: bool = True,
+          via_account_step_up: bool = False) -> None:
     """Start waiting for `user`'s second factor in this browser. A session signed in as someone else
     is emptied first, as django.contrib.auth.login does: the browser is nobody's until the end."""
     if str(request.session.get(SESSION_USER_KEY, user.pk)) != str(user.pk):
@@ -40,7 +44,8 @@ def begin(request: HttpRequest, user: User, amr: list[str], counted: bool = True
     else:
         request.session.cycle_key()
     request.session[SESSION_KEY] = {"user_id": user.pk, "auth_hash": user.get_session_auth_hash(), "amr": amr,
-                                    "counted": counted, "until": time.time() + conf.get("MFA_PENDING_SECONDS")}
+                                    "counted": counted, "via_account_step_up": via_account_step_up,
+                                    "until": time.time() + conf.get("MFA_PENDING_SECONDS")}
 
 
 def current(request: HttpRequest) -> Pending | None:
@@ -54,7 +59,8 @@ def current(request: HttpRequest) -> Pending | None:
     if user is None or not constant_time_compare(user.get_session_auth_hash(), state.get("auth_hash", "")):
         end(request)
         return None
-    return Pending(user, tuple(state.get("amr", ())), bool(state.get("counted", True)))
+    return Pending(user, tuple(state.get("amr", ())), bool(state.get("counted", True)),
+                   bool(state.get("via_account_step_up", False)))  # absent in states saved before it
 
 
 def end(request: HttpRequest) -> None:

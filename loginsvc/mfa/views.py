@@ -25,7 +25,8 @@ from loginsvc.accounts.authentication import (
 )
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.redirects import safe_next
-from loginsvc.mfa import audit, factors, pending, policy, recovery, totp
+from loginsvc.mfa import audit, factors, passkeys, pending, policy, recovery, totp
+from loginsvc.mfa.models import Passkey
 
 CODE_ERROR = "That code is not valid. Check your authenticator app, or use a recovery code."
 PASSWORD_ERROR = "That password is not correct."
@@ -52,11 +53,14 @@ def second_step_view(request: HttpRequest) -> HttpResponse:
     if not methods:  # none, expired, or the factor was removed meanwhile: start again
         pending.end(request)
         return redirect(reverse("login") + (f"?{urlencode({'next': next_url})}" if next_url else ""))
-    method = request.POST.get("method") or request.GET.get("method") or methods[0]
-    method = method if method in methods else methods[0]
+    default = factors.WEBAUTHN if factors.WEBAUTHN in methods else methods[0]
+    method = request.POST.get("method") or request.GET.get("method") or default
+    method = method if method in methods else default
     context = {"next": next_url, "method": method, "methods": methods}
     if request.method != "POST":
         return render(request, "mfa/second_step.html", context)
+    if method not in factors.CODE_FORMS:  # a passkey answers through its script, not this form
+        return render(request, "mfa/second_step.html", {**context, "error": "Use the button to sign in with your passkey."}, status=400)
     parse, problem = factors.CODE_FORMS[method]
     code = parse(request.POST.get("code", "")[:64])
     if code is None:
@@ -73,10 +77,14 @@ def _next(request: HttpRequest) -> str:
     return safe_next(request.POST.get("next") or request.GET.get("next"), request) or ""
 
 
-def _account(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+def account_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    """What the account page shows: the app, the passkeys, the recovery codes left, the policy's word."""
     device = totp.confirmed_device(request.user)
+    keys = list(Passkey.objects.filter(user=request.user).order_by("created"))
     due = policy.due(request.user) if request.GET.get("policy") == "1" else None
-    return {"device": device, "recovery_left": recovery.remaining(request.user) if device else 0,
+    return {"device": device, "passkeys": keys, "has_factor": bool(device or keys),
+            "passkey_name": passkeys.default_name(request.META.get("HTTP_USER_AGENT", "")),
+            "recovery_left": recovery.remaining(request.user) if device or keys else 0,
             "next": _next(request), "required": request.GET.get("required") == "1",
             "policy_due": due, "policy_open": due is not None and due > timezone.now(), **extra}
 
@@ -114,13 +122,13 @@ def _setup_context(request: HttpRequest, device: totp.TOTPDevice, **extra: Any) 
             "next": _next(request), **extra}
 
 
-def _password_refused(request: HttpRequest) -> HttpResponse | None:
+def password_refused(request: HttpRequest) -> HttpResponse | None:
     """None when the password re-entered for a sensitive change is right, else the account page
     with the error (429 with Retry-After when locked)."""
     result = confirm_password(request, request.user, request.POST.get("password", ""), "form")
     if result.outcome is Outcome.SUCCESS:
         return None
-    return _refused(request, "mfa/account.html", _account(request, error=PASSWORD_ERROR), result)
+    return _refused(request, "mfa/account.html", account_context(request, error=PASSWORD_ERROR), result)
 
 
 @never_cache
@@ -129,7 +137,7 @@ def _password_refused(request: HttpRequest) -> HttpResponse | None:
 @require_http_methods(["GET", "HEAD"])
 def account_view(request: HttpRequest) -> HttpResponse:
     """Two-step sign-in on the account page: what is set up, how many recovery codes are left."""
-    return render(request, "mfa/account.html", _account(request))
+    return render(request, "mfa/account.html", account_context(request))
 
 
 @never_cache
@@ -137,11 +145,12 @@ def account_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def app_remove_view(request: HttpRequest) -> HttpResponse:
-    """Remove the authenticator app (and the recovery codes that stood in for it), password first."""
-    refused = _password_refused(request)
+    """Remove the authenticator app (and the recovery codes, unless a passkey remains), password first."""
+    refused = password_refused(request)
     if refused is not None:
         return refused
-    factors.remove_all(request.user)
+    totp.remove(request.user)
+    factors.forget_codes_if_alone(request.user)
     audit.changed(request.user.pk, client_ip(request), "authenticator app removed")
     return redirect("mfa-account")
 
@@ -152,9 +161,9 @@ def app_remove_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 def recovery_codes_view(request: HttpRequest) -> HttpResponse:
     """A new set of recovery codes, password first; the old set stops working."""
-    if totp.confirmed_device(request.user) is None:
+    if not factors.has_factor(request.user):
         return redirect("mfa-account")
-    refused = _password_refused(request)
+    refused = password_refused(request)
     if refused is not None:
         return refused
     codes = recovery.new_set(request.user)

@@ -18,6 +18,11 @@ REQUEST_LATENCY = Histogram(
 )
 LOGINS = Counter("loginsvc_logins_total", "Login attempts by outcome.", ["outcome", "channel"])
 LOCKOUTS = Counter("loginsvc_lockouts_total", "Locks set by the brute-force protection.", ["scope"])
+PASSKEY_COUNTER_REGRESSIONS = Counter(
+    "loginsvc_passkey_counter_regressions_total",
+    "Passkey sign-ins refused because the authenticator's sign counter went back (a copied key).",
+    ["channel"],  # labelled like LOGINS (and so created lazily, which multiprocess mode needs)
+)
 SESSION_FAST_PATH = Counter(
     "loginsvc_session_fast_path_total",
     "GET /api/session requests the fast path answered (result=served) or handed to Django, and why.",

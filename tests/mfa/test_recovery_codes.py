@@ -62,7 +62,7 @@ def test_mfa_reset_takes_every_factor_and_every_session(user, client) -> None:
     recovery.new_set(user)
     out = io.StringIO()
     call_command("mfa_reset", user.email.upper(), stdout=out)
-    assert "authenticator app: yes, unused recovery codes: 10" in out.getvalue()
+    assert "authenticator app: yes, passkeys: 0, unused recovery codes: 10" in out.getvalue()
     assert totp.confirmed_device(user) is None and recovery.remaining(user) == 0
     assert client.get("/api/session").json() == {"authenticated": False}
     for bad, message in (("not-an-address", "is not an email address"), ("nobody@example.test", "no account")):

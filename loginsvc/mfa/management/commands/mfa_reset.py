@@ -9,7 +9,7 @@ from loginsvc.mfa import audit, factors
 
 
 class Command(BaseCommand):
-    help = ("Remove the authenticator app and the recovery codes of the account EMAIL (its owner lost every "
+    help = ("Remove the authenticator app, the passkeys and the recovery codes of the account EMAIL (its owner lost every "
             "second factor), and end every session and token of it on every node: the next sign-in is the "
             "password alone, and the owner sets a new factor up. Check who asks before you run it.")
 
@@ -18,9 +18,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         user = account(str(options["email"]))
-        had_app, left = factors.remove_all(user)
+        removed = factors.remove_all(user)
         # Whoever holds a session or a token may be the one who took the factors: all of them end.
         auth_epoch.sign_out_everywhere(user, by="mfa_reset")
         audit.changed(user.pk, "", "second factors reset by ops")
-        self.stdout.write(f"second factors of {user.email} removed (authenticator app: {'yes' if had_app else 'none'}, "
-                          f"unused recovery codes: {left}); every session and token ended")
+        self.stdout.write(f"second factors of {user.email} removed (authenticator app: "
+                          f"{'yes' if removed.app else 'none'}, passkeys: {removed.passkeys}, unused recovery "
+                          f"codes: {removed.recovery_codes}); every session and token ended")
