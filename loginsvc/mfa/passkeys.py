@@ -129,11 +129,13 @@ def register(user: Any, ceremony: Ceremony, credential: Any, name: str) -> Passk
     credential_id = webauthn.helpers.bytes_to_base64url(verified.credential_id)
     if len(credential_id) > MAX_CREDENTIAL_ID_LENGTH or Passkey.objects.filter(credential_id=credential_id).exists():
         raise Refused("This passkey is registered already.")
-    transports = credential.get("response", {}).get("transports") if isinstance(credential, dict) else None
+    response = credential.get("response") if isinstance(credential, dict) else None
+    transports = response.get("transports") if isinstance(response, dict) else None
     return Passkey.objects.create(
         user=user, credential_id=credential_id, public_key=verified.credential_public_key,
         sign_count=verified.sign_count, name=clean_name(name), aaguid=str(verified.aaguid),
-        transports=",".join(t for t in (transports or []) if isinstance(t, str) and _transport(t))[:200],
+        transports=",".join(t for t in (transports if isinstance(transports, list) else [])
+                            if isinstance(t, str) and _transport(t))[:200],
         backup_eligible=verified.credential_device_type == structs.CredentialDeviceType.MULTI_DEVICE,
         backed_up=bool(verified.credential_backed_up))
 
@@ -190,7 +192,8 @@ def authenticate(ceremony: Ceremony, credential: Any) -> Used:
         raise Refused("This passkey is not registered here.")
     if ceremony.user_id is not None and passkey.user_id != ceremony.user_id:
         raise Refused("This passkey belongs to another account.")
-    handle = credential.get("response", {}).get("userHandle") if isinstance(credential, dict) else None
+    response = credential.get("response") if isinstance(credential, dict) else None
+    handle = response.get("userHandle") if isinstance(response, dict) else None
     if handle and handle != webauthn.helpers.bytes_to_base64url(user_handle(passkey.user)):
         raise Refused("This passkey belongs to another account.")
     rp_id, origins = party()

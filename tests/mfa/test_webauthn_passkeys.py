@@ -211,12 +211,15 @@ def test_a_second_step_ceremony_needs_a_waiting_sign_in(client: Client, key: Sof
     ("[1, 2]", 400),
     ({"credential": "a string"}, 400),
     ({"credential": {}}, 401),
+    ({"credential": "a registered id"}, 401),
     ({"credential": {"id": "x" * 5000, "response": {}}}, 401),
     ({"credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key", "response": {"clientDataJSON": "%%%"}}}, 401),
 ])
 def test_malformed_answers_get_a_clear_4xx_and_sign_in_nobody(key: SoftAuthenticator, body: Any, status: int) -> None:
     browser = Client(enforce_csrf_checks=True)
     options(browser, "sign-in")
+    if isinstance(body, dict) and body.get("credential") == "a registered id":
+        body = {"credential": {"id": key.id, "rawId": key.id, "type": "public-key", "response": "not an object"}}
     response = post_json(browser, "/api/passkey/sign-in", body)
     assert response.status_code == status and "error" in response.json()
     assert browser.get("/api/session").json() == {"authenticated": False}

@@ -1,0 +1,245 @@
+"""Second factors' cost: a TOTP check and a passkey assertion in-process (µs), and logins/s with TOTP beside
+password-only on one real node, in the same run.
+
+(a) In a `manage.py shell` of the benchmark's own database: the server's work for one authenticator-app
+    code (find the device, unseal its secret, check ±1 step, spend the step with one UPDATE) and for
+    one passkey answer (find the credential, py_webauthn's checks and ES256 signature verification, the
+    counter UPDATE). The answers are made beforehand by a software authenticator, so signing (the
+    client's work) is not counted.
+(b) A real gunicorn node (default workers and threads) and a real Redis; client threads sign in as
+    fast as they can, in interleaved rounds: the password alone (POST /api/login), and the password
+    plus an app code (POST /api/login, then POST /api/login/mfa). A code works once per account, so
+    each TOTP sign-in takes a fresh account, whose secret the benchmark knows. The goal: the second
+    factor adds less than 10 % to a sign-in's server time, i.e. logins/s drop by less than that
+    (the Argon2 verify dominates both). Server time is the node's own CPU (its processes' user +
+    system time per sign-in), since the client threads share this machine's cores.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pyotp
+
+from deploy.node import Node, free_port, manage
+from deploy.redis_server import RedisServer
+
+PASSWORD = "benchmark password 1"
+GOAL_ADDED = 0.10
+
+SETUP = """
+import json
+from django.contrib.auth.hashers import make_password
+from loginsvc.accounts.models import User
+from loginsvc.mfa import totp
+from loginsvc.mfa.models import TOTPDevice
+hashed = make_password(%(password)r)  # one Argon2 hash for every account: setting up stays quick
+User.objects.bulk_create([User(email=f"{kind}-{i:05d}@bench.example.test", password=hashed)
+                          for kind in ("pw", "otp") for i in range(%(count)d)])
+secrets = {}
+for user in User.objects.filter(email__startswith="otp-"):
+    device = totp.start_enrolment(user)
+    TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
+    secrets[user.email] = totp.secret_of(device)
+print(json.dumps(secrets))
+"""
+
+IN_PROCESS = """
+import base64, json, os, statistics, time
+import pyotp, webauthn
+from loginsvc.accounts.models import User
+from loginsvc.mfa import passkeys, totp
+from loginsvc.mfa.ceremonies import Ceremony
+from tests.mfa.authenticator import SoftAuthenticator, b64u
+
+def micros(calls):
+    timings = []
+    for call in calls:
+        started = time.perf_counter()
+        assert call() is not False
+        timings.append((time.perf_counter() - started) * 1e6)
+    return {"median_us": round(statistics.median(timings), 1), "p90_us": round(sorted(timings)[int(len(timings) * 0.9)], 1),
+            "samples": len(timings)}
+
+count = %(count)d
+users = [User.objects.create_user(f"micro-{i:05d}@bench.example.test") for i in range(count)]
+codes = {}
+for user in users:
+    device = totp.start_enrolment(user)
+    totp.confirm(device, pyotp.TOTP(totp.secret_of(device)).at(time.time() - 30))
+    codes[user.pk] = pyotp.TOTP(totp.secret_of(device)).now()
+right = micros([lambda user=user: totp.accept(totp.confirmed_device(user), codes[user.pk]) for user in users])
+wrong = micros([lambda user=user: not totp.accept(totp.confirmed_device(user), "000000") for user in users])
+
+owner = users[0]
+key = SoftAuthenticator()
+challenge = os.urandom(32)
+created = key.create({"rp": {"id": "localhost"}, "user": {"id": b64u(passkeys.user_handle(owner))},
+                      "challenge": b64u(challenge)})
+passkeys.register(owner, Ceremony(challenge, owner.pk), created, "bench")
+answers = []
+for _ in range(count):
+    challenge = os.urandom(32)
+    answers.append((Ceremony(challenge, None), key.get({"rpId": "localhost", "challenge": b64u(challenge)})))
+assertion = micros([lambda pair=pair: passkeys.authenticate(*pair) for pair in answers])
+print(json.dumps({"totp_accept": right, "totp_refuse": wrong, "passkey_assertion": assertion}))
+"""
+
+
+def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
+    jar = {}
+    for header in response.headers.get_all("Set-Cookie") or []:
+        name, _, rest = header.partition("=")
+        jar[name] = rest.split(";", 1)[0]
+    return jar
+
+
+class Client:
+    """One keep-alive connection that signs in with JSON, holding its cookies like a browser."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.jar: dict[str, str] = {}
+        self.call("GET", "/api/session")
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.jar.items())}
+        if body is not None:
+            headers.update({"Content-Type": "application/json", "X-CSRFToken": self.jar.get("csrftoken", "")})
+        self.connection.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = self.connection.getresponse()
+        data = response.read()
+        self.jar.update(_cookies(response))
+        return response.status, json.loads(data or b"{}")
+
+    def sign_in(self, email: str, secret: str | None) -> bool:
+        self.jar.pop("loginsvc_sid", None)
+        status, body = self.call("POST", "/api/login", {"username": email, "password": PASSWORD})
+        if secret is None:
+            return status == 200 and body.get("authenticated") is True
+        if status != 200 or not body.get("mfa_required"):
+            return False
+        status, body = self.call("POST", "/api/login/mfa", {"method": "totp", "code": pyotp.TOTP(secret).now()})
+        return status == 200 and body.get("authenticated") is True
+
+
+def node_cpu_seconds(node: Node) -> float:
+    """User + system CPU time of the node's gunicorn master and workers so far: the server's own work,
+    apart from the client threads and Redis that share this machine."""
+    master = psutil.Process(node.process.pid)
+    total = 0.0
+    for process in [master, *master.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def throughput(node: Node, clients: int, seconds: float, accounts: Callable[[], tuple[str, str | None]]) -> dict:
+    """Sign-ins per second by `clients` threads for `seconds`, each taking its account from `accounts`,
+    and the node's CPU milliseconds per sign-in."""
+    port, cpu_before = node.port, node_cpu_seconds(node)
+    deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = Client(port)
+        mine: list[float] = []
+        while time.monotonic() < deadline:
+            with lock:
+                email, secret = accounts()
+            started = time.perf_counter()
+            if not client.sign_in(email, secret):
+                with lock:
+                    failures[0] += 1
+            mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    cpu = node_cpu_seconds(node) - cpu_before
+    latencies.sort()
+    done = len(latencies) - failures[0]
+    return {"logins_per_s": round(done / elapsed, 2), "failures": failures[0],
+            "server_cpu_ms_per_login": round(cpu * 1000 / max(done, 1), 2),
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)}
+
+
+def run(out_dir: Path, seconds: int = 6, rounds: int = 3, accounts: int = 1500) -> dict:
+    cores = os.cpu_count() or 1
+    scratch = Path(tempfile.mkdtemp(prefix="bench-mfa-"))
+    redis = RedisServer(scratch / "redis", port=free_port()).start()
+    env = dict(os.environ, LOGINSVC_VAR_DIR=str(scratch / "var"), REDIS_URL=redis.url,
+               DJANGO_SETTINGS_MODULE="loginsvc.settings")
+    env.pop("DATABASE_URL", None)
+    node = None
+    try:
+        manage(env, "migrate", "--noinput", "-v", "0")
+        in_process = json.loads(manage(env, "shell", "-v", "0", "-c", IN_PROCESS % {"count": 300}).stdout.splitlines()[-1])
+        secrets = json.loads(manage(env, "shell", "-v", "0", "-c", SETUP % {"password": PASSWORD, "count": accounts})
+                             .stdout.splitlines()[-1])
+        fresh: Iterator[tuple[str, str]] = iter(secrets.items())
+        password_only = (f"pw-{i % accounts:05d}@bench.example.test" for i in range(10**9))
+        node = Node(dict(env, PROMETHEUS_MULTIPROC_DIR=str(scratch / "metrics")), "bench", "bench-mfa",
+                    log_path=scratch / "node.log").start()
+        throughput(node, 2, 1, lambda: (next(password_only), None))  # warm-up
+        runs: dict[str, list[dict]] = {"password": [], "password_totp": []}
+        for index in range(rounds):
+            order = [("password", lambda: (next(password_only), None)), ("password_totp", lambda: next(fresh))]
+            for label, source in order if index % 2 == 0 else order[::-1]:
+                runs[label].append(throughput(node, cores * 4, seconds, source))
+    finally:
+        if node is not None:
+            node.stop()
+        redis.stop()
+    medians = {label: statistics.median(r["logins_per_s"] for r in rows) for label, rows in runs.items()}
+    cpu = {label: statistics.median(r["server_cpu_ms_per_login"] for r in rows) for label, rows in runs.items()}
+    added = cpu["password_totp"] / cpu["password"] - 1
+    result = {"machine": {"cores": cores, "load_average": [round(x, 2) for x in os.getloadavg()]},
+              "in_process": in_process, "rounds": runs, "seconds_per_round": seconds,
+              "median_logins_per_s": medians, "median_server_cpu_ms_per_login": cpu,
+              "added_logins_per_s_drop": round(1 - medians["password_totp"] / medians["password"], 3),
+              "added_server_time": round(added, 3), "goal_added": GOAL_ADDED}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "mfa.json").write_text(json.dumps(result, indent=2))
+    print_table(result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    print(f"\nSecond factors ({result['machine']['cores']} cores, load {result['machine']['load_average']})")
+    for label, key in (("TOTP check, code accepted", "totp_accept"), ("TOTP check, code refused", "totp_refuse"),
+                       ("passkey assertion verified", "passkey_assertion")):
+        row = result["in_process"][key]
+        print(f"  {label:<36}{row['median_us']:>10.1f} µs median{row['p90_us']:>10.1f} µs p90")
+    print(f"  sign-ins/s, {len(result['rounds']['password'])} interleaved rounds of {result['seconds_per_round']} s:")
+    for label in ("password", "password_totp"):
+        rows = result["rounds"][label]
+        print(f"    {label:<20}{result['median_logins_per_s'][label]:>10.1f}/s"
+              f"{result['median_server_cpu_ms_per_login'][label]:>8.1f} ms server CPU per sign-in  rounds "
+              f"{[r['logins_per_s'] for r in rows]}/s  p99 {[r['p99_ms'] for r in rows]} ms")
+    print(f"  added server CPU per sign-in by the second factor: {result['added_server_time'] * 100:.1f} % "
+          f"(goal < {result['goal_added'] * 100:.0f} %); sign-ins/s {result['added_logins_per_s_drop'] * 100:.1f} % fewer")
+
+
+if __name__ == "__main__":
+    run(Path("var/bench"))
