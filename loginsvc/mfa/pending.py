@@ -41,7 +41,7 @@ def begin(request: HttpRequest, user: User, amr: list[str], counted: bool = True
     is emptied first, as django.contrib.auth.login does: the browser is nobody's until the end."""
     if str(request.session.get(SESSION_USER_KEY, user.pk)) != str(user.pk):
         request.session.flush()
-    else:
+    elif request.session.session_key is not None:  # no session yet: the one saved now is new anyway
         request.session.cycle_key()
     request.session[SESSION_KEY] = {"user_id": user.pk, "auth_hash": user.get_session_auth_hash(), "amr": amr,
                                     "counted": counted, "via_account_step_up": via_account_step_up,

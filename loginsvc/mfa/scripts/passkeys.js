@@ -73,29 +73,36 @@
     return result.data.detail || result.data.error || "The passkey was not accepted.";
   }
 
-  // Sign in (login page) or finish a sign-in (second step): one ceremony at a time per page.
+  // Sign in (login page) or finish a sign-in (second step): one ceremony at a time per page. The
+  // autofill request (conditional) never replaces one the person asked for with the button.
   let running = null;
   async function getPasskey(purpose, finishUrl, extra, conditional) {
+    if (running && conditional) return false;
     if (running) running.abort();
     const controller = new AbortController();
     running = controller;
-    const options = await post("/api/passkey/options", { purpose });
-    if (!options.ok) { say(refusal(options)); return; }
-    let credential;
     try {
-      credential = await navigator.credentials.get({
-        publicKey: requestOptions(options.data), signal: controller.signal,
-        mediation: conditional ? "conditional" : "optional",
-      });
-    } catch (error) {
-      if (error.name !== "AbortError" && !conditional) say("No passkey was used. Try again, or use another way.");
-      return;
+      const options = await post("/api/passkey/options", { purpose });
+      if (!options.ok) { say(refusal(options)); return false; }
+      let credential;
+      try {
+        credential = await navigator.credentials.get({
+          publicKey: requestOptions(options.data), signal: controller.signal,
+          mediation: conditional ? "conditional" : "optional",
+        });
+      } catch (error) {
+        if (error.name !== "AbortError" && !conditional) say("No passkey was used. Try again, or use another way.");
+        return false;
+      }
+      if (!credential) return false;
+      say("Checking your passkey…");
+      const result = await post(finishUrl, Object.assign({ credential: answer(credential) }, extra));
+      if (result.ok) { window.location.assign(result.data.redirect || "/"); return true; }
+      say(refusal(result));
+      return false;
+    } finally {
+      if (running === controller) running = null;
     }
-    if (!credential) return;
-    say("Checking your passkey…");
-    const result = await post(finishUrl, Object.assign({ credential: answer(credential) }, extra));
-    if (result.ok) { window.location.assign(result.data.redirect || "/"); return; }
-    say(refusal(result));
   }
 
   async function register(form) {
@@ -129,13 +136,17 @@
     if (signIn) {
       const next = signIn.dataset.next || "";
       byId("passkey").hidden = false;
-      signIn.addEventListener("click", () => getPasskey("sign-in", "/api/passkey/sign-in", { next }, false));
       // Autofill: the email field (autocomplete="username webauthn") offers this site's passkeys.
-      if (PublicKeyCredential.isConditionalMediationAvailable) {
+      const autofill = () => {
+        if (!PublicKeyCredential.isConditionalMediationAvailable) return;
         PublicKeyCredential.isConditionalMediationAvailable().then((yes) => {
           if (yes) getPasskey("sign-in", "/api/passkey/sign-in", { next }, true);
         });
-      }
+      };
+      signIn.addEventListener("click", () => {
+        getPasskey("sign-in", "/api/passkey/sign-in", { next }, false).then((done) => { if (!done) autofill(); });
+      });
+      autofill();
     }
     const second = byId("passkey-second-step");
     if (second) {
