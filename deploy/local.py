@@ -9,6 +9,7 @@ the nodes, then Redis, and leaves nothing running.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import stat
@@ -82,10 +83,26 @@ def demo_enabled() -> bool:
     return bool(os.environ.get(DEMO_SECRET_ENV))
 
 
+MFA_DEMO_PRODUCTS = ("admin-portal",)
+
+
+def demo_products_file(base_url: str) -> str:
+    """The demo products' file, with `require_mfa = true` for admin-portal: the demo shows both kinds of
+    product, webmail taking a password alone and the admin portal asking for a second factor."""
+    marked = {f"client_id = {json.dumps(client_id)}" for client_id in MFA_DEMO_PRODUCTS}
+    lines = []
+    for line in products_toml(base_url, DEMO_SECRET_ENV).splitlines():
+        lines.append(line)
+        if line in marked:
+            lines.append("require_mfa = true")
+    return "\n".join(lines) + "\n"
+
+
 def register_demo_products(spec: StackSpec, env: dict[str, str]) -> None:
-    """webmail, admin-portal, quarantine as confidential first-party clients (`manage.py sync_products`)."""
+    """webmail, admin-portal (second factor required), quarantine as confidential first-party clients
+    (`manage.py sync_products`)."""
     path = spec.stack_dir / "demo-products.toml"
-    programs.write_file(path, products_toml(spec.demo_url, DEMO_SECRET_ENV))
+    programs.write_file(path, demo_products_file(spec.demo_url))
     run_step(env, "sync_products", str(path))
 
 

@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from loadtests import accounts_file, pacing, scenarios
-from loginsvc.accounts.load_users import email_of
+from loginsvc.accounts.load_users import email_of, totp_secret
 
 PASSWORD_ENV = "LOADTEST_PASSWORD"
 CLIENT_SECRET_ENV = "LOADTEST_CLIENT_SECRET"
-DEMO_ACCOUNTS = ("demo@example.test", "demo2@example.test")
+# demo2@example.test has an authenticator app whose secret only the stack's var/ holds: the password journeys
+# would stop at its second step, and the MFA journey knows only the load-test accounts' derived secrets.
+DEMO_ACCOUNTS = ("demo@example.test",)
+MFA_SHARE = 5          # by default one account in 5 of PREFIX:COUNT has an authenticator app
+
+
+def mfa_count(accounts: int) -> int:
+    """How many of `accounts` load-test accounts get an authenticator app by default (ensure_load_users --mfa):
+    10 of the default 50, enough for 10 sign-ins with a code per 30 s; at least one without, for the others."""
+    return accounts // MFA_SHARE
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class RunConfig:
     processes: int                   # generator processes (Locust's --processes; 1 without it)
     accounts: list[str]
     passwords: dict[str, str]        # email -> password (one shared password, or each its own from a file)
+    totp_secrets: dict[str, str]     # email -> authenticator-app secret: the accounts that have one
+    codes: pacing.CodeSteps          # which of those this process may sign in with now
     product: Product
     wrong_passwords: pacing.WrongPasswordBudget
     started: float
@@ -41,6 +52,11 @@ class RunConfig:
     @property
     def rate_at(self) -> Callable[[float], float] | None:
         return self.scenario.rate_at if self.scenario.rate else None
+
+    @property
+    def password_accounts(self) -> list[str]:
+        """The accounts that sign in with a password alone (the others would stop at the second step)."""
+        return [a for a in self.accounts if a not in self.totp_secrets]
 
 
 def add_options(parser: Any) -> None:
@@ -56,6 +72,9 @@ def add_options(parser: Any) -> None:
     group.add_argument("--lt-var-dir", default="")
     group.add_argument("--lt-kill", default="", help="failover: the cluster to kill (default: the stable one)")
     group.add_argument("--lt-accounts", default="loadtest:50", help="PREFIX:COUNT, or demo")
+    group.add_argument("--lt-mfa", type=int, default=-1,
+                       help="the first N of PREFIX:COUNT have an authenticator app (ensure_load_users --mfa N); "
+                            f"default: one in {MFA_SHARE}, as `python -m loadtests run` creates them")
     group.add_argument("--lt-accounts-file", default="", help="email:password lines (loadtests/accounts_file.py); "
                        "replaces --lt-accounts and LOADTEST_PASSWORD")
     group.add_argument("--lt-client-id", default="loadtest")
@@ -78,14 +97,38 @@ def credentials(options: Any) -> dict[str, str]:
     return dict.fromkeys(accounts(options.lt_accounts), os.environ.get(PASSWORD_ENV, ""))
 
 
-def build(options: Any, started: float | None = None) -> RunConfig:
+def totp_secrets(options: Any, passwords: dict[str, str]) -> dict[str, str]:
+    """email -> secret of the accounts with an authenticator app: the first --lt-mfa of PREFIX:COUNT, whose
+    secrets derive from the password (load_users.totp_secret); none for demo or an accounts file."""
+    if getattr(options, "lt_accounts_file", "") or options.lt_accounts == "demo":
+        return {}
+    emails = list(passwords)
+    wanted = getattr(options, "lt_mfa", -1)
+    count = mfa_count(len(emails)) if wanted < 0 else wanted
+    if count >= len(emails):
+        raise ValueError(f"--lt-mfa: {count} of {len(emails)} accounts leaves none for the password journeys")
+    return {email: totp_secret(passwords[email], email) for email in emails[:count]}
+
+
+def worker_share(environment: Any) -> tuple[int, int]:
+    """(this process's index, how many generator processes): a worker's index from its master, and the
+    master's --expect-workers (Locust sends it to every worker; --processes N sets it to N)."""
+    runner = getattr(environment, "runner", None)
+    if runner is None or type(runner).__name__ != "WorkerRunner":
+        return 0, 1
+    return max(0, int(runner.worker_index)), max(1, int(getattr(environment.parsed_options, "expect_workers", 1)))
+
+
+def build(options: Any, started: float | None = None, share: tuple[int, int] = (0, 1)) -> RunConfig:
     scenario = scenarios.make(options.lt_scenario, options.lt_duration, options.lt_users, options.lt_rate or None,
                               slos=options.lt_slo, kill=options.lt_kill)
     passwords = credentials(options)
     emails = list(passwords)
     processes = max(1, int(getattr(options, "processes", None) or 1))
+    secrets = totp_secrets(options, passwords)
     return RunConfig(
-        scenario=scenario, processes=processes, accounts=emails, passwords=passwords,
+        scenario=scenario, processes=processes, accounts=emails, passwords=passwords, totp_secrets=secrets,
+        codes=pacing.CodeSteps(list(secrets), *share),
         product=Product(options.lt_client_id, os.environ.get(CLIENT_SECRET_ENV, ""), options.lt_redirect_uri,
                         options.lt_post_logout_uri),
         wrong_passwords=pacing.WrongPasswordBudget(emails, processes),
@@ -99,11 +142,11 @@ def current(environment: Any) -> RunConfig:
     """This process's RunConfig, built from the options on first use (a worker gets them with its first spawn)."""
     config = _CURRENT.get(id(environment))
     if config is None:
-        config = _CURRENT[id(environment)] = build(environment.parsed_options)
+        config = _CURRENT[id(environment)] = build(environment.parsed_options, share=worker_share(environment))
     return config
 
 
 def reset(environment: Any, started: float) -> RunConfig:
     """A new run starts (Locust's test_start on this process): the schedule counts from now."""
-    config = _CURRENT[id(environment)] = build(environment.parsed_options, started)
+    config = _CURRENT[id(environment)] = build(environment.parsed_options, started, worker_share(environment))
     return config

@@ -1,16 +1,20 @@
 """The users of a load run: people signing in to mail products, and those products' back ends (Locust user classes).
 
-Two journeys, weighted as a mail platform sees them (most requests are a product asking "who is this?"):
+Three journeys, weighted as a mail platform sees them (most requests are a product asking "who is this?"):
 - PortalUser (weight 3): opens the login page, posts the form with its CSRF token, follows the redirect;
   then a product's back end asks /api/session with the browser's cookies on every page view; now and
   then the person signs out centrally and comes back as a new browser (a new pin: new sessions follow
   the current share), and rarely types a wrong password (pacing.WrongPasswordBudget keeps those within
   the brute-force limits, from their own loopback source addresses).
+- MfaUser (weight 1): a PortalUser whose account has an authenticator app: after the password, the second
+  step's page and its form with the app's code (computed with pyotp from the derived secret). A code works
+  once per account per 30-s step, so the accounts are taken through pacing.CodeSteps; when all of this
+  process's are used in the current step, that sign-in is a password-only one.
 - ProductUser (weight 1): the OpenID Connect code flow with PKCE for a product (authorize → login →
   code), then the product's back end redeems the code, calls userinfo and introspection, refreshes the
   token, and the person signs out through the product (RP-initiated logout) and signs in again.
 Back-end calls go out without cookies, as a server's would, so the router places each by the share.
-Request names (`login`, `session`, `userinfo`, …) are what `--slo name:p99<…` and the reports use.
+Request names (`login`, `mfa`, `session`, `userinfo`, …) are what `--slo name:p99<…` and the reports use.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from loadtests import config, pacing
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 SCOPE = "openid email"
+SECOND_STEP = "/login/mfa/"
 
 
 def csrf_of(page: str) -> str | None:
@@ -68,7 +73,7 @@ class Browser(FastHttpUser):
         run = config.current(self.environment)
         self.run = run
         self.pacing = pacing.Pacing(run.scenario.users, run.rate_at, run.started)
-        self.account = secrets.choice(run.accounts)
+        self.account = secrets.choice(run.password_accounts)
 
     def wait_time(self) -> float:
         return self.pacing.wait()
@@ -80,11 +85,18 @@ class Browser(FastHttpUser):
     def new_browser(self) -> None:
         """Forget every cookie: the next request is a new visitor (a new pin, chosen by the current share)."""
         self.client.cookiejar.clear()
-        self.account = secrets.choice(self.run.accounts)
+        self.account = secrets.choice(self.run.password_accounts)
 
     def sign_in(self, next_url: str = "") -> str | None:
         """Login page, form with its CSRF token, then the redirect it answers with: `home` is followed,
         `next` returned for the caller to follow (None: the sign-in failed)."""
+        location = self.password_step(next_url)
+        if location is not None and not next_url:
+            self.client.get(location, name="home")
+        return location
+
+    def password_step(self, next_url: str) -> str | None:
+        """The login page and its form: where the service sends the browser next (None: refused)."""
         query = "?" + urlencode({"next": next_url}) if next_url else ""
         with self.client.get("/login/" + query, name="login-page", catch_response=True) as page:
             token = csrf_of(page.text or "") if page.status_code == 200 else None
@@ -98,8 +110,6 @@ class Browser(FastHttpUser):
             if location is None:
                 done.failure(f"login: {done.status_code}, expected 302")
                 return None
-        if not next_url:
-            self.client.get(location, name="home")
         return location
 
     def sign_out(self) -> None:
@@ -159,6 +169,46 @@ class PortalUser(Browser):
     def mistype(self) -> None:
         if not self.wrong_password():
             self.page_view()
+
+
+class MfaUser(PortalUser):
+    """A PortalUser whose sign-ins take the second step with an authenticator app's code."""
+
+    weight = 1
+
+    def sign_in(self, next_url: str = "") -> str | None:
+        taken = self.run.codes.take()
+        if taken is None:   # every account of this process has sent this step's code: a password sign-in
+            self.account = secrets.choice(self.run.password_accounts)
+            return super().sign_in(next_url)
+        self.account, step = taken
+        second = self.password_step(next_url)
+        location = None if second is None else self.code_step(second, step)
+        if location is not None and not next_url:
+            self.client.get(location, name="home")
+        return location
+
+    def code_step(self, page_url: str, step: int) -> str | None:
+        """The second step's page (its form's CSRF token), then the form with the code of `step` (the one
+        reserved: a request slowed past the step's end still counts, the service accepts ±1 step)."""
+        asked = urlsplit(page_url).path == SECOND_STEP
+        with self.client.get(page_url, name="login-mfa-page", catch_response=True) as page:
+            token = csrf_of(page.text or "") if asked and page.status_code == 200 else None
+            if token is None:
+                page.failure(f"login-mfa-page: {page.status_code}, no CSRF token" if asked else
+                             f"login-mfa-page: {self.account}'s password step went to {page_url}, no second step")
+                return None
+        form = {"csrfmiddlewaretoken": token, "method": "totp",
+                "code": pacing.CodeSteps.code(self.run.totp_secrets[self.account], step),
+                "next": parse_qs(urlsplit(page_url).query).get("next", [""])[0]}
+        with self.client.post(SECOND_STEP, data=form, name="mfa", allow_redirects=False,
+                              catch_response=True) as done:
+            location = done.headers.get("Location") if done.status_code == 302 else None
+            if location is None or urlsplit(location).path.startswith("/login/"):   # back to the start: expired
+                done.failure(f"mfa: {done.status_code} {location or ''}, expected 302 on "
+                             "(401: a wrong or replayed code)")
+                return None
+        return location
 
 
 class ProductUser(Browser):

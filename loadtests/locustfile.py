@@ -10,9 +10,9 @@ from locust import LoadTestShape, events
 
 from loadtests import config
 from loadtests.collect import Collector
-from loadtests.journeys import PortalUser, ProductUser
+from loadtests.journeys import MfaUser, PortalUser, ProductUser
 
-__all__ = ["PortalUser", "ProductUser", "ScenarioShape"]
+__all__ = ["MfaUser", "PortalUser", "ProductUser", "ScenarioShape"]
 
 
 @events.init_command_line_parser.add_listener

@@ -13,6 +13,8 @@ import random
 import time
 from collections.abc import Callable
 
+import pyotp
+
 THINK_SECONDS = (0.5, 1.5)   # closed model: a person between two page views (uniform)
 
 
@@ -82,3 +84,35 @@ class WrongPasswordBudget:
         self.next_at = now + self.spacing
         self.turn += 1
         return self.accounts[self.turn % len(self.accounts)], self.SOURCES[self.turn % len(self.SOURCES)]
+
+
+class CodeSteps:
+    """Which authenticator-app account may sign in now: a code works once per account per 30-s step (the
+    service refuses a replay on every node, RFC 6238 §5.2), so no account is used twice in one step.
+
+    Each generator process takes its own share of the accounts (every `share`-th from `index`: its worker
+    index), so two processes never send the same account's code in one step; within a process, of the
+    accounts not yet used in the current step, the least recently used. None when every one of them has
+    been used in this step: the caller signs in another way rather than wait (waiting would charge the
+    generator's limit to the next requests' latency)."""
+
+    STEP_SECONDS = 30   # RFC 6238's default, what the service uses
+
+    def __init__(self, accounts: list[str], index: int = 0, share: int = 1) -> None:
+        self.accounts = accounts[index % max(1, share)::max(1, share)]
+        self.last_step: dict[str, int] = {}
+
+    def take(self, now: float | None = None) -> tuple[str, int] | None:
+        """(account, the time step whose code to send), now reserved; or None when all are used this step."""
+        step = int((time.time() if now is None else now) // self.STEP_SECONDS)
+        free = [a for a in self.accounts if self.last_step.get(a, -1) < step]
+        if not free:
+            return None
+        account = min(free, key=lambda a: self.last_step.get(a, -1))   # min() keeps the first of equals
+        self.last_step[account] = step
+        return account, step
+
+    @classmethod
+    def code(cls, secret: str, step: int) -> str:
+        """The app's code of `step` (pyotp's defaults are the service's: SHA-1, 6 digits, 30 s)."""
+        return pyotp.TOTP(secret, interval=cls.STEP_SECONDS).at(step * cls.STEP_SECONDS)

@@ -2,7 +2,9 @@
 
 Nothing else needs preparing on a `make up` stack: the password and client secret are generated once
 into var/loadtest/ (0600) and given to the commands and to Locust through the environment, never on a
-command line. With DEMO_PASSWORD set, the demo accounts are used instead of creating any; with
+command line. One account in five gets an authenticator app with a secret derived from the password
+(ensure_load_users --mfa, loginsvc/accounts/load_users.py), for the MFA journey. With DEMO_PASSWORD set,
+demo@example.test is used instead of creating any accounts (demo2 has a second factor); with
 `--accounts FILE`, the file's accounts (loadtests/accounts_file.py), and none are created either.
 
 `manage.py` gets an environment made from the stack's spec alone (manage_env), nothing of the caller's:
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from deploy.node import manage
 from deploy.stack import StackSpec
-from loadtests.config import CLIENT_SECRET_ENV, PASSWORD_ENV
+from loadtests.config import CLIENT_SECRET_ENV, PASSWORD_ENV, mfa_count
 from loginsvc import files
 from loginsvc.accounts import load_users
 
@@ -35,7 +37,8 @@ class PrepareError(Exception):
 
 @dataclass(frozen=True)
 class Prepared:
-    accounts: list[str]            # Locust's options naming the accounts: --lt-accounts PREFIX:COUNT|demo, or --lt-accounts-file
+    accounts: list[str]            # Locust's options naming the accounts: --lt-accounts PREFIX:COUNT --lt-mfa M,
+                                   # --lt-accounts demo, or --lt-accounts-file
     env: dict[str, str]            # the secrets, for Locust's environment
 
 
@@ -78,11 +81,13 @@ def prepare(spec: StackSpec, accounts: int | Path) -> Prepared:
         return Prepared(["--lt-accounts-file", str(accounts.resolve())], {CLIENT_SECRET_ENV: client_secret})
     demo = os.environ.get("DEMO_PASSWORD", "")
     password = demo or files.create_once(folder / "password", lambda: secrets.token_urlsafe(24)).strip()
-    if not demo:
-        _run(manage_env(spec, **{PASSWORD_ENV: password}), "ensure_load_users", "--count", str(accounts),
-             "--prefix", ACCOUNT_PREFIX)
-    return Prepared(["--lt-accounts", "demo" if demo else f"{ACCOUNT_PREFIX}:{accounts}"],
-                    {PASSWORD_ENV: password, CLIENT_SECRET_ENV: client_secret})
+    env = {PASSWORD_ENV: password, CLIENT_SECRET_ENV: client_secret}
+    if demo:
+        return Prepared(["--lt-accounts", "demo"], env)
+    mfa = str(mfa_count(accounts))
+    _run(manage_env(spec, **{PASSWORD_ENV: password}), "ensure_load_users", "--count", str(accounts),
+         "--prefix", ACCOUNT_PREFIX, "--mfa", mfa)
+    return Prepared(["--lt-accounts", f"{ACCOUNT_PREFIX}:{accounts}", "--lt-mfa", mfa], env)
 
 
 def remote(accounts: Path) -> Prepared:

@@ -1,6 +1,8 @@
 """Accounts: the email address is the login name, case-insensitive and unique; no default passwords."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
@@ -55,6 +57,39 @@ def test_demo_users_need_demo_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_PASSWORD", "demo password 2")
     call_command("ensure_demo_users", verbosity=0)
     assert User.objects.get(email="demo@example.test").check_password("demo password 2")
+
+
+@pytest.mark.django_db
+def test_demo2_gets_an_authenticator_app_kept_across_restarts_in_an_owner_only_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`make up` prints demo2's otpauth:// URI and keeps it in var/demo2-totp.txt (0600); a restart keeps the
+    secret while file and device agree, and makes a new one for both when they do not."""
+    import io
+
+    import pyotp
+
+    from loginsvc.mfa import totp
+
+    monkeypatch.setenv("LOGINSVC_VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("DEMO_PASSWORD", "demo password 1")
+    out = io.StringIO()
+    call_command("ensure_demo_users", stdout=out)
+    path = tmp_path / "demo2-totp.txt"
+    uri = path.read_text().strip()
+    assert path.stat().st_mode & 0o777 == 0o600 and uri in out.getvalue() and str(path) in out.getvalue()
+    app = pyotp.parse_uri(uri)
+    assert uri.startswith("otpauth://totp/") and app.digits == 6 and app.interval == 30 and app.digest().name == "sha1"
+    demo2 = User.objects.get(email="demo2@example.test")
+    device = totp.confirmed_device(demo2)
+    assert device is not None and totp.secret_of(device) == app.secret
+    assert totp.confirmed_device(User.objects.get(email="demo@example.test")) is None   # webmail: password alone
+
+    call_command("ensure_demo_users", stdout=io.StringIO())               # a restart: the same secret
+    assert path.read_text().strip() == uri and totp.secret_of(totp.confirmed_device(demo2)) == app.secret
+    path.unlink()                                                          # file gone: a new secret for both
+    call_command("ensure_demo_users", stdout=io.StringIO())
+    renewed = pyotp.parse_uri(path.read_text().strip()).secret
+    assert renewed != app.secret and totp.secret_of(totp.confirmed_device(demo2)) == renewed
 
 
 def test_passwords_need_twelve_characters(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,10 +50,40 @@ def test_creates_the_accounts_once_and_repairs_a_changed_one(load_password: str,
 
 
 @pytest.mark.django_db
+def test_mfa_gives_the_first_accounts_the_derived_secret_and_takes_it_from_the_others(load_password: str,
+                                                                                  capsys) -> None:
+    """What the load suites' MFA journey relies on: the first N have a confirmed app with the secret every Locust
+    process derives from the password and address; a second run with a smaller N leaves the rest without one,
+    and each run resets the last accepted step (a new run may use the current step's code again)."""
+    import pyotp
+
+    from loginsvc.accounts.load_users import totp_secret
+    from loginsvc.mfa import totp
+
+    def apps() -> dict[str, str]:
+        return {d.user.email: totp.secret_of(d) for d in totp.TOTPDevice.objects.filter(confirmed=True)}
+
+    call_command("ensure_load_users", "--count", "4", "--mfa", "2")
+    assert "2 with an authenticator app" in capsys.readouterr().out
+    assert apps() == {email_of(i): totp_secret(PASSWORD, email_of(i)) for i in range(2)}
+    device = totp.confirmed_device(User.objects.get(email=email_of(0)))
+    assert totp.accept(device, pyotp.TOTP(apps()[email_of(0)]).now())   # the service takes the derived code
+    call_command("ensure_load_users", "--count", "4", "--mfa", "2")      # idempotent: same secrets, step reset
+    assert apps() == {email_of(i): totp_secret(PASSWORD, email_of(i)) for i in range(2)}
+    assert totp.TOTPDevice.objects.get(user__email=email_of(0)).last_step == 0
+    call_command("ensure_load_users", "--count", "4", "--mfa", "1")
+    assert list(apps()) == [email_of(0)] and totp.TOTPDevice.objects.count() == 1
+    call_command("ensure_load_users", "--count", "4")                   # default 0: none
+    assert not totp.TOTPDevice.objects.exists()
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("args, env, message", [
     (["--count", "0"], PASSWORD, "--count"),
     (["--prefix", "bad prefix!"], PASSWORD, "--prefix"),
-    (["--prefix", "Upper"], PASSWORD, "--prefix: lower-case"),   # stored lower-cased: it would never be found again
+    (["--prefix", "Upper"], PASSWORD, "--prefix: lower-case"),
+    (["--count", "3", "--mfa", "4"], PASSWORD, "--mfa: must be between 0 and --count"),
+    (["--mfa", "-1"], PASSWORD, "--mfa: must be between 0"),   # stored lower-cased: it would never be found again
     ([], None, "LOADTEST_PASSWORD is not set"),
     ([], "short", "LOADTEST_PASSWORD:"),
 ])

@@ -9,6 +9,9 @@ Django, name the accounts exactly as the commands do.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 
 DOMAIN = "loadtest.example.test"       # under .test (RFC 6761 §6.2): never anyone's mail
@@ -22,6 +25,19 @@ _ACCOUNT = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,39})-[0-9]{4}@" + re.escape(DOMAI
 def email_of(index: int, prefix: str = DEFAULT_PREFIX) -> str:
     """The address of load-test account `index` (0 to 9999): PREFIX-0042@loadtest.example.test."""
     return f"{prefix}-{index:04d}@{DOMAIN}"
+
+
+def totp_secret(password: str, email: str) -> str:
+    """The authenticator-app secret of load-test account `email` (base32, 160 bits, RFC 4226 §4): the first
+    20 bytes of HMAC-SHA256(key=LOADTEST_PASSWORD, msg=email).
+
+    Derived rather than random so that every Locust process, on any machine, computes the codes from what it
+    already has (the password, the address) and no file of secrets has to travel with the workers. A derived
+    secret adds no factor, and that is acceptable only here: these are load-test accounts, refused in
+    production, and whoever knows the password can sign in to them anyway; the point is to measure the
+    second step, not to protect the accounts. A person's app always gets a random secret (mfa/totp.py)."""
+    digest = hmac.new(password.encode("utf-8"), email.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b32encode(digest[:20]).decode("ascii")
 
 
 def prefix_problem(prefix: str) -> str | None:

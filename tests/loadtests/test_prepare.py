@@ -42,14 +42,17 @@ def test_a_production_shell_never_reaches_manage_py(tmp_path: Path, spec: StackS
     monkeypatch.setenv("LOGINSVC_MODE", "production")   # the commands would refuse (or fail) in it
     monkeypatch.delenv("DEMO_PASSWORD", raising=False)
 
-    prepared = prepare(spec, 2)
+    prepared = prepare(spec, 5)
 
-    assert prepared.accounts == ["--lt-accounts", "loadtest:2"]
+    assert prepared.accounts == ["--lt-accounts", "loadtest:5", "--lt-mfa", "1"]   # one in five has an app
     assert not elsewhere.exists()
     with sqlite3.connect(spec.var / "db.sqlite3") as db:
         emails = sorted(email for (email,) in db.execute("SELECT email FROM accounts_user"))
         clients = db.execute("SELECT client_id, client_type FROM oauth2_provider_application").fetchall()
-    assert emails == ["loadtest-0000@loadtest.example.test", "loadtest-0001@loadtest.example.test"]
+        apps = db.execute("SELECT u.email, d.confirmed FROM mfa_totpdevice d JOIN accounts_user u ON u.id = d.user_id"
+                          ).fetchall()
+    assert emails == [f"loadtest-000{i}@loadtest.example.test" for i in range(5)]
+    assert apps == [("loadtest-0000@loadtest.example.test", 1)]
     assert clients == [("loadtest", "confidential")]
     assert set(manage_env(spec, LOADTEST_PASSWORD="x")) == {
         "DJANGO_SETTINGS_MODULE", "LOGINSVC_MODE", "LOGINSVC_VAR_DIR", "REDIS_URL", "LOGINSVC_OIDC_ISSUER",

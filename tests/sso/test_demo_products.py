@@ -123,6 +123,18 @@ def test_products_file_is_the_sync_products_contract_without_the_secret() -> Non
     assert "secret =" not in text and SECRET not in text
 
 
+def test_make_ups_products_file_requires_a_second_factor_of_the_admin_portal_only(tmp_path: Path) -> None:
+    """What `make up` registers: webmail and quarantine take a password alone, the admin portal asks for more."""
+    from deploy.local import demo_products_file
+    from loginsvc.sso.products import load_file
+
+    path = tmp_path / "demo-products.toml"
+    path.write_text(demo_products_file("http://127.0.0.1:8100/"))
+    specs = load_file(path, {"DEMO_CLIENT_SECRET": SECRET})
+    assert {spec.client_id: spec.require_mfa for spec in specs} == {
+        "webmail": False, "admin-portal": True, "quarantine": False}
+
+
 # -- sessions ------------------------------------------------------------------------------------------------
 def user(sub: str, sid: str) -> dict[str, str]:
     return {"sub": sub, "sid": sid, "email": f"{sub}@example.test", "name": sub, "id_token": "x"}

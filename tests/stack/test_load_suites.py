@@ -26,7 +26,8 @@ from tests.support import ROOT, manage, wait_for
 
 SLOW_NODE_MS = 250
 RUN_BOUND_SECONDS = 240          # a run that hangs fails its test instead of the suite
-JOURNEY_NAMES = {"login-page", "login", "home", "session", "authorize", "token", "userinfo", "introspect"}
+JOURNEY_NAMES = {"login-page", "login", "home", "session", "authorize", "token", "userinfo", "introspect",
+                 "login-mfa-page", "mfa"}
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +70,21 @@ def test_steady_run_adds_up_and_the_gate_fails_on_the_slowed_nodes(stack: Runnin
     try:
         result, summary = load_run(stack, tmp_path / "steady", "--scenario", "steady", "--duration", "10",
                                    "--users", "10", "--slo", "green:p50<blue:p50*1.5", "--slo", "blue:p50<green:p50*1.5",
-                                   "--slo", "p99<60000")
+                                   "--slo", "p99<60000", "--slo", "mfa:p99<60000")
     finally:
         stack.router("POST", "/api/ramp", {"percent": 12})
     assert result.returncode == 1, result.stdout + result.stderr
     assert "BREACH green:p50<blue:p50*1.5" in result.stdout, result.stdout
     assert "ok blue:p50<green:p50*1.5" in result.stdout and "ok p99<60000" in result.stdout
+    assert "ok mfa:p99<60000" in result.stdout   # the MFA journey's second step, by its request name
     adds_up(summary)
     assert JOURNEY_NAMES <= set(summary["endpoints"]), sorted(summary["endpoints"])
     assert set(summary["clusters"]) == {"blue", "green"} and summary["roles"] == {"stable": "blue", "canary": "green"}
     assert summary["total"]["errors"] == 0, summary["endpoints"]
     assert summary["endpoints"]["wrong-password"]["count"] >= 1   # one at once, then within the budget
+    # The MFA journey: 2 of the 10 accounts have an app (one in five), each user signs in with one at start.
+    mfa = summary["endpoints"]["mfa"]
+    assert mfa["count"] >= 2 and mfa["errors"] == 0 and summary["endpoints"]["login-mfa-page"]["errors"] == 0, mfa
     assert summary["clusters"]["green"]["p50"] >= SLOW_NODE_MS * 0.9   # every green answer waited
     assert summary["model"] == "closed" and "corrected" not in summary["total"]
     for name in ("report.html", "latency.png", "errors.png", "locust.html", "locust_stats.csv"):
@@ -137,6 +142,8 @@ def test_canary_ramp_steps_the_share_and_reports_each_step(stack: RunningStack, 
     assert calls >= 20 and abs(sum(p["green"] for p in placed) / calls - expected) <= 0.2, (placed, expected)
     for step in steps:
         assert step["ratios"]["canary"] == "green" and step["ratios"]["p99"] > 0, step["ratios"]
+    # The MFA journey's second step is counted per cluster and step, like every request name.
+    assert sum(names.get("mfa", 0) for step in steps for names in step["requests"].values()) >= 1, steps
     assert summary["model"] == "open"
     assert result.stdout.count("green vs blue: p95") == 3
 
@@ -198,10 +205,11 @@ def test_a_stall_shows_in_corrected_latency(stack: RunningStack, tmp_path: Path)
 
 
 def test_a_remote_run_creates_nothing_and_signs_in_with_the_files_accounts(stack: RunningStack, tmp_path: Path) -> None:
-    """--remote: the stack is taken as it is. The accounts come from the file (the demo accounts here, each with
-    its own password line), the product's secret from the environment; no account is created or changed."""
+    """--remote: the stack is taken as it is. The accounts come from the file (demo@, with its own password line;
+    demo2 has a second factor, which a file's accounts never take), the product's secret from the environment;
+    no account is created or changed."""
     accounts = tmp_path / "accounts.txt"
-    accounts.write_text(f"# staging\ndemo@example.test:{PASSWORD}\ndemo2@example.test:{PASSWORD}\n")
+    accounts.write_text(f"# staging\ndemo@example.test:{PASSWORD}\n")
     accounts.chmod(0o600)
     secret = secrets.token_urlsafe(32)   # the product as the target's operators register it
     (tmp_path / "products.toml").write_text(product_toml())

@@ -121,8 +121,7 @@ def test_killing_redis_logs_nobody_out_and_it_comes_back(running_stack: RunningS
     assert poller.failures == []
     # The session was written through to the database, so it survives the empty Redis; a fresh login works too.
     assert browser.call("GET", "/api/session").json()["authenticated"] is True
-    assert logged_in_browser(running_stack, email="demo2@example.test").call(
-        "GET", "/api/session").json()["email"] == "demo2@example.test"
+    assert logged_in_browser(running_stack).call("GET", "/api/session").json()["email"] == "demo@example.test"
     # The router put its routing state back into the new, empty Redis.
     running_stack.wait(lambda: running_stack.router()["percent"] == 12.0, 5, "routing state intact")
 

@@ -1,18 +1,22 @@
 """Single sign-on as a person clicks it, in headless Chromium, on the real `make up` stack with the demo products:
-webmail → sign in → admin portal with no password → sign out from quarantine → signed out everywhere."""
+webmail → sign in with demo2's password and authenticator code → admin portal (second factor required) with
+nothing asked → sign out from quarantine → signed out everywhere; demo@, with a password alone, is sent from the
+admin portal to set up a second factor."""
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyotp
 import pytest
 
 from tests.plugin import free_port
 from tests.stack.conftest import PASSWORD, RunningStack, start_stack
 from tests.test_browser import submit
 
-EMAIL = "demo@example.test"
+EMAIL = "demo2@example.test"                # `make up` gives it an authenticator app (var/demo2-totp.txt)
+PASSWORD_ONLY = "demo@example.test"
 SECRET = "demo-client-secret-for-the-browser-test-0123456789"
 BACKCHANNEL_SECONDS = 10.0     # the outbox is kicked on commit; a few seconds at most on a loaded machine
 
@@ -87,13 +91,17 @@ def test_sign_in_once_sign_out_everywhere(chrome, demo_stack, tmp_path: Path) ->
     chrome.find_element(By.ID, "id_username").send_keys(EMAIL)
     chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
     submit_or_explain(chrome)
+    assert chrome.current_url.startswith(stack.base + "/login/mfa/"), chrome.current_url   # the second step
+    code = pyotp.parse_uri((stack.var_dir / "demo2-totp.txt").read_text().strip()).now()
+    chrome.find_element(By.ID, "code").send_keys(code)
+    submit_or_explain(chrome)
     assert chrome.current_url == demo + "/webmail/", chrome.current_url
     assert status(chrome) == f"signed in as {EMAIL}"
     chrome.save_screenshot(str(shots / "1-webmail-signed-in.png"))
 
     click(chrome, "link-admin-portal")
     assert status(chrome) == "not signed in"   # its own product session, not yet started
-    click(chrome, "sign-in")                   # the provider answers at once: the central session
+    click(chrome, "sign-in")                   # the provider answers at once: the central session, two factors
     assert chrome.current_url == demo + "/admin-portal/", chrome.current_url
     assert status(chrome) == f"signed in as {EMAIL}"
     assert not chrome.find_elements(By.ID, "id_password")
@@ -120,4 +128,10 @@ def test_sign_in_once_sign_out_everywhere(chrome, demo_stack, tmp_path: Path) ->
     final = shots / "4-password-asked-again.png"
     chrome.save_screenshot(str(final))
     assert final.stat().st_size > 1000
+    # The admin portal requires a second factor: an account with a password alone is asked to set one up.
+    chrome.find_element(By.ID, "id_username").send_keys(PASSWORD_ONLY)
+    chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    submit_or_explain(chrome)
+    assert chrome.current_url.startswith(stack.base + "/account/mfa/"), chrome.current_url
+    assert "required=1" in chrome.current_url
     print(f"screenshots: {shots} (last: {final})")

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyotp
 import pytest
 import requests
 
@@ -55,8 +56,16 @@ def test_up_brings_everything_up_and_ctrl_c_leaves_nothing_running(tmp_path: Pat
         assert [name for name in PRIVATE if not (stack.var_dir / name).exists()] == []
         assert stack.var_dir.stat().st_mode & 0o777 == 0o700
         assert open_to_others(stack.var_dir) == []
+        # demo2 has an authenticator app: its URI printed at start-up and kept owner-only in var/.
+        totp_file = stack.var_dir / "demo2-totp.txt"
+        uri = totp_file.read_text().strip()
+        assert totp_file.stat().st_mode & 0o777 == 0o600 and uri in output, output
         browser = Browser(stack.base)
-        assert browser.login("demo2@example.test", PASSWORD).status_code == 200
+        first = browser.login("demo2@example.test", PASSWORD)
+        assert first.status_code == 200 and first.json()["mfa_required"] is True, first.text
+        second = browser.call("POST", "/api/login/mfa", json={"method": "totp", "code": pyotp.parse_uri(uri).now()},
+                              headers={"X-CSRFToken": browser.csrf_token()})
+        assert second.status_code == 200, second.text
         assert browser.call("GET", "/api/session").json()["email"] == "demo2@example.test"
         # The admin token was generated into var/ (0600); `python -m canary` finds it there by itself.
         token_file = stack.var_dir / "canary-admin-token"
