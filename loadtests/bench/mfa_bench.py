@@ -132,18 +132,18 @@ class Client:
         return status == 200 and body.get("authenticated") is True
 
 
-def node_cpu_seconds(node: Node) -> float:
-    """User + system CPU time of the node's gunicorn master and workers so far: the server's own work,
-    apart from the client threads and Redis that share this machine."""
+def node_cpu_seconds(node: Node) -> tuple[float, float]:
+    """User and system CPU time of the node's gunicorn master and workers so far: the server's own
+    work, apart from the client threads and Redis that share this machine."""
     master = psutil.Process(node.process.pid)
-    total = 0.0
+    user = system = 0.0
     for process in [master, *master.children(recursive=True)]:
         try:
             times = process.cpu_times()
-            total += times.user + times.system
         except psutil.NoSuchProcess:
             continue
-    return total
+        user, system = user + times.user, system + times.system
+    return user, system
 
 
 def throughput(node: Node, clients: int, seconds: float, accounts: Callable[[], tuple[str, str | None]]) -> dict:
@@ -176,11 +176,13 @@ def throughput(node: Node, clients: int, seconds: float, accounts: Callable[[], 
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
-    cpu = node_cpu_seconds(node) - cpu_before
+    user, system = (after - before for after, before in zip(node_cpu_seconds(node), cpu_before))
     latencies.sort()
-    done = len(latencies) - failures[0]
+    done = max(len(latencies) - failures[0], 1)
     return {"logins_per_s": round(done / elapsed, 2), "failures": failures[0],
-            "server_cpu_ms_per_login": round(cpu * 1000 / max(done, 1), 2),
+            "server_cpu_ms_per_login": round((user + system) * 1000 / done, 2),
+            "server_user_ms_per_login": round(user * 1000 / done, 2),
+            "server_system_ms_per_login": round(system * 1000 / done, 2),
             "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)}
 
@@ -215,13 +217,15 @@ def run(out_dir: Path, seconds: int = 6, rounds: int = 3, accounts: int = 1500) 
         redis.stop()
     medians = {label: statistics.median(r["logins_per_s"] for r in rows) for label, rows in runs.items()}
     cpu = {label: statistics.median(r["server_cpu_ms_per_login"] for r in rows) for label, rows in runs.items()}
+    split = {label: {part: statistics.median(r[f"server_{part}_ms_per_login"] for r in rows)
+                     for part in ("user", "system")} for label, rows in runs.items()}
     added = cpu["password_totp"] / cpu["password"] - 1
     result = {"machine": {"cores": cores, "load_average": [round(x, 2) for x in os.getloadavg()]},
               "in_process": in_process, "rounds": runs, "seconds_per_round": seconds,
               "instructions_per_sign_in": instructions,
               "added_instructions": (round(instructions["password_totp"] / instructions["password"] - 1, 3)
                                      if instructions else None),
-              "median_logins_per_s": medians, "median_server_cpu_ms_per_login": cpu,
+              "median_logins_per_s": medians, "median_server_cpu_ms_per_login": cpu, "median_server_cpu_split_ms": split,
               "added_logins_per_s_drop": round(1 - medians["password_totp"] / medians["password"], 3),
               "added_server_time": round(added, 3), "goal_added": GOAL_ADDED}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +246,9 @@ def print_table(result: dict) -> None:
         if any(r["failures"] for r in rows):
             print(f"    {label}: FAILED sign-ins {[r['failures'] for r in rows]}")
         print(f"    {label:<20}{result['median_logins_per_s'][label]:>10.1f}/s"
-              f"{result['median_server_cpu_ms_per_login'][label]:>8.1f} ms server CPU per sign-in  rounds "
+              f"{result['median_server_cpu_ms_per_login'][label]:>8.1f} ms server CPU per sign-in (user "
+              f"{result['median_server_cpu_split_ms'][label]['user']:.1f}, system "
+              f"{result['median_server_cpu_split_ms'][label]['system']:.1f})  rounds "
               f"{[r['logins_per_s'] for r in rows]}/s  p99 {[r['p99_ms'] for r in rows]} ms")
     counts = result["instructions_per_sign_in"]
     if counts:
