@@ -1,6 +1,7 @@
 """Passkey endpoints: the JSON the page's script (scripts/passkeys.js) exchanges, and removal on the account page.
 
-A ceremony is `POST /api/passkey/options` (its purpose: "register", "sign-in" or "second-step")
+A ceremony is `POST /api/passkey/options` (its purpose: "register", "sign-in" or "second-step";
+registering also takes "password" unless the session signed in within the last 5 minutes)
 and then the browser's answer: `POST /api/passkey/register`, `POST /api/passkey/sign-in`, or
 `POST /api/login/mfa` with method "webauthn" (accounts/views.py). Each is CSRF-checked like
 `/api/login`. A refused answer is a 4xx that says which check failed (never a 500), and signs in
@@ -18,7 +19,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from loginsvc.accounts import views as account_views
-from loginsvc.accounts.authentication import Outcome, attempt_passkey
+from loginsvc.accounts.authentication import Outcome, attempt_passkey, confirm_password
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.views import json_body, json_error, locked_response
 from loginsvc.mfa import audit, ceremonies, factors, passkeys, pending, recovery
@@ -40,6 +41,9 @@ def options_view(request: HttpRequest) -> HttpResponse:
     if purpose == ceremonies.REGISTER:
         if not request.user.is_authenticated:
             return json_error(401, "sign in first")
+        refused = _reauthenticated(request, payload.get("password"))
+        if refused is not None:
+            return refused
         challenge = ceremonies.begin(request, purpose, request.user.pk)
         return _options(passkeys.registration_options(request.user, challenge))
     if purpose == ceremonies.SECOND_STEP:
@@ -51,6 +55,21 @@ def options_view(request: HttpRequest) -> HttpResponse:
     if purpose == ceremonies.SIGN_IN:
         return _options(passkeys.authentication_options(ceremonies.begin(request, purpose)))
     return json_error(400, "purpose must be one of: register, sign-in, second-step")
+
+
+def _reauthenticated(request: HttpRequest, password: object) -> HttpResponse | None:
+    """None when the user may add a passkey now, else the answer: 401 asking for the password, or
+    the password refused (counted like a login; 429 with Retry-After when locked)."""
+    if not passkeys.password_due(request.session):
+        return None
+    if not isinstance(password, str) or not password:
+        return json_error(401, "password required", detail="Type your password to add a passkey.")
+    result = confirm_password(request, request.user, password, "api")
+    if result.outcome is Outcome.LOCKED:
+        return locked_response(result)
+    if result.outcome is not Outcome.SUCCESS:
+        return json_error(401, "password required", detail="That password is not correct.")
+    return None
 
 
 def _options(options_json: str) -> HttpResponse:

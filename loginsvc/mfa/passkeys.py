@@ -16,6 +16,7 @@ keeps the service's choices (docs/security.md, "Passkeys"):
 from __future__ import annotations
 
 import binascii
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from webauthn.helpers import exceptions as webauthn_errors
 from webauthn.helpers import structs
 
 from loginsvc import conf
+from loginsvc.accounts import sessions
 from loginsvc.mfa import sealing
 from loginsvc.mfa.ceremonies import Ceremony
 from loginsvc.mfa.models import Passkey
@@ -83,6 +85,17 @@ def _descriptors(user: Any) -> list[structs.PublicKeyCredentialDescriptor]:
 
 def _transport(name: str) -> bool:
     return name in {t.value for t in structs.AuthenticatorTransport}
+
+
+REAUTH_SECONDS = 300  # within this long of signing in, adding a passkey needs no password again
+
+
+def password_due(session: Any) -> bool:
+    """Whether adding a passkey asks for the password: unless the session signed in moments ago. A
+    new passkey is a new way in without the password, so a stolen session alone must not add one
+    (ASVS 3.7.1)."""
+    auth_time = session.get(sessions.AUTH_TIME)
+    return not isinstance(auth_time, int) or time.time() - auth_time > REAUTH_SECONDS
 
 
 def registration_options(user: Any, challenge: bytes) -> str:

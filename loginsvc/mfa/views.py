@@ -84,6 +84,7 @@ def account_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     due = policy.due(request.user) if request.GET.get("policy") == "1" else None
     return {"device": device, "passkeys": keys, "has_factor": bool(device or keys),
             "passkey_name": passkeys.default_name(request.META.get("HTTP_USER_AGENT", "")),
+            "passkey_needs_password": passkeys.password_due(request.session),
             "recovery_left": recovery.remaining(request.user) if device or keys else 0,
             "next": _next(request), "required": request.GET.get("required") == "1",
             "policy_due": due, "policy_open": due is not None and due > timezone.now(), **extra}

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from loginsvc.accounts import sessions
+from loginsvc.mfa import passkeys
 from loginsvc.mfa.models import Passkey, PasskeyChallenge, RecoveryCode
 from loginsvc.observability.metrics import PASSKEY_COUNTER_REGRESSIONS
 from tests.conftest import PASSWORD, csrf_from, login
@@ -259,3 +261,18 @@ def test_the_page_script_comes_from_this_origin(client: Client) -> None:
     response = client.get("/scripts/passkeys.js")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/javascript")
     assert b"navigator.credentials.get" in response.content and b"mediation" in response.content
+
+
+def test_adding_a_passkey_long_after_signing_in_asks_for_the_password(client: Client, user: Any) -> None:
+    """A new passkey is a way in without the password: a stolen session alone must not add one."""
+    signed_in(client, user)
+    session = client.session
+    session[sessions.AUTH_TIME] -= passkeys.REAUTH_SECONDS + 1  # signed in more than five minutes ago
+    session.save()
+    assert "passkey-password" in client.get("/account/mfa/").content.decode()
+    asked = post_json(client, "/api/passkey/options", {"purpose": "register"})
+    assert asked.status_code == 401 and asked.json()["error"] == "password required"
+    wrong = post_json(client, "/api/passkey/options", {"purpose": "register", "password": "not it"})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "That password is not correct."
+    right = post_json(client, "/api/passkey/options", {"purpose": "register", "password": PASSWORD})
+    assert right.status_code == 200 and right.json()["rp"]["id"] == "localhost"

@@ -107,7 +107,8 @@
 
   async function register(form) {
     say("Follow your browser's prompt to create the passkey…");
-    const options = await post("/api/passkey/options", { purpose: "register" });
+    const password = byId("passkey-password");  // asked for unless the session signed in moments ago
+    const options = await post("/api/passkey/options", { purpose: "register", password: password ? password.value : "" });
     if (!options.ok) { say(refusal(options)); return; }
     let credential;
     try {
