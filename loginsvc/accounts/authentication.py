@@ -155,7 +155,7 @@ def _factor_accepted(request: HttpRequest, user: User, method: str, code: object
     browser's second-step ceremony. Recovery codes count only while the account has a factor of its
     own: alone they are not one (factors.methods_of)."""
     if method == factors.WEBAUTHN:
-        ceremony = ceremonies.take(request, ceremonies.SECOND_STEP)
+        ceremony = ceremonies.take(request, ceremonies.SECOND_STEP, code)
         if ceremony is None or ceremony.user_id != user.pk:
             return None
         used = _passkey(ceremony, code, ip, channel)
@@ -189,7 +189,7 @@ def attempt_passkey(request: HttpRequest, credential: object, channel: str) -> L
     and it is no password guess: the account-wide step-up does not hold it (counted as from a known
     source), while the pair and address locks bound forged answers like wrong passwords. Every
     refusal says which check failed (`detail`)."""
-    ceremony = ceremonies.take(request, ceremonies.SIGN_IN)
+    ceremony = ceremonies.take(request, ceremonies.SIGN_IN, credential)
     if ceremony is None:
         return LoginResult(Outcome.FAILURE, detail=NO_CEREMONY)
     ip = client_ip(request)

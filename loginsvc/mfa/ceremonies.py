@@ -1,31 +1,34 @@
-"""Passkey ceremonies' state: a challenge per browser, single use, short-lived, seen by every node.
+"""Passkey ceremonies' state: a challenge per ceremony, single use, short-lived, bound to the browser, seen by every node.
 
 A ceremony is two requests: the options (with a fresh random challenge) and the browser's signed
-answer. Between them the challenge waits in the browser's session (bound to its cookie; sessions
-live in the Redis and the database that all nodes of both clusters share, so the answer may land on
-another node or cluster) and, by digest, in a `PasskeyChallenge` row. Finishing deletes the row:
-that single DELETE spends the challenge, so an answer replayed, or sent to two nodes at once, is
-accepted once, and it holds while Redis is down. A ceremony lasts `LOGINSVC_WEBAUTHN_CHALLENGE_SECONDS`
-(2 min). One ceremony per purpose per browser: starting another replaces it.
+answer, which carries the challenge back in its clientDataJSON. Between them the challenge waits, by
+digest, in a `PasskeyChallenge` row of the database every node of both clusters shares (so the
+answer may land on another node or cluster) with its purpose, its account (who registers, or whose
+second step it is) and the browser it was given to: a digest of that browser's CSRF secret, which
+every POST here carries in its cookie anyway. No session is written for it, so anonymous visitors
+whose page offers passkey autofill leave nothing behind but the row, which expires.
+Finishing deletes the row: that single DELETE spends the challenge, so an answer replayed, or sent
+to two nodes at once, is accepted once, also while Redis is down. A ceremony lasts
+`LOGINSVC_WEBAUTHN_CHALLENGE_SECONDS` (2 min). The signature check itself (py_webauthn) then proves
+that the answer signed this very challenge.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.http import HttpRequest
 from django.utils import timezone
+from webauthn.helpers import base64url_to_bytes, parse_client_data_json
 
 from loginsvc import conf
 from loginsvc.mfa.models import PasskeyChallenge
 
-SESSION_KEY = "loginsvc_passkey_ceremony"
 REGISTER, SIGN_IN, SECOND_STEP = "register", "sign-in", "second-step"
+MAX_CLIENT_DATA = 4096  # clientDataJSON is a few hundred bytes; more is not an answer to us
 
 
 @dataclass(frozen=True)
@@ -34,49 +37,47 @@ class Ceremony:
     user_id: int | None  # who registers, or whose second step this is; None for a passkey sign-in
 
 
-def _digest(challenge: bytes) -> str:
-    return hashlib.sha256(challenge).hexdigest()
+def _digest(value: bytes) -> str:
+    return hashlib.sha256(value).hexdigest()
+
+
+def _browser(request: HttpRequest) -> str:
+    """The browser a ceremony belongs to: a digest of its CSRF secret (csrf_protect has checked it)."""
+    return _digest(str(request.META.get("CSRF_COOKIE", "")).encode())
 
 
 def begin(request: HttpRequest, purpose: str, user_id: int | None = None) -> bytes:
-    """A new challenge for this browser's `purpose` ceremony (the previous one of that purpose ends)."""
+    """A new challenge for a `purpose` ceremony of this browser."""
     challenge = secrets.token_bytes(32)
-    seconds = conf.get("WEBAUTHN_CHALLENGE_SECONDS")
     now = timezone.now()
     PasskeyChallenge.objects.filter(until__lte=now).delete()  # the expired ones of everyone: indexed, few
-    previous = request.session.get(SESSION_KEY, {}).get(purpose)
-    if isinstance(previous, dict):
-        PasskeyChallenge.objects.filter(digest=_digest(_decode(previous.get("challenge")))).delete()
-    PasskeyChallenge.objects.create(digest=_digest(challenge), until=now + timedelta(seconds=seconds))
-    state = dict(request.session.get(SESSION_KEY, {}))
-    state[purpose] = {"challenge": base64.urlsafe_b64encode(challenge).decode(), "user_id": user_id,
-                      "until": time.time() + seconds}
-    request.session[SESSION_KEY] = state
+    PasskeyChallenge.objects.create(
+        digest=_digest(challenge), purpose=purpose, user_id=user_id, browser=_browser(request),
+        until=now + timedelta(seconds=conf.get("WEBAUTHN_CHALLENGE_SECONDS")))
     return challenge
 
 
-def take(request: HttpRequest, purpose: str) -> Ceremony | None:
-    """This browser's `purpose` ceremony, spent now; None when there is none, it expired, or it was
-    spent already (here or on another node)."""
-    state: Any = request.session.get(SESSION_KEY, {})
-    entry = state.pop(purpose, None) if isinstance(state, dict) else None
-    if not isinstance(entry, dict):
+def challenge_of(credential: Any) -> bytes | None:
+    """The challenge a browser's answer says it signed (not yet checked), or None unless it has one."""
+    response = credential.get("response") if isinstance(credential, dict) else None
+    client_data = response.get("clientDataJSON") if isinstance(response, dict) else None
+    if not isinstance(client_data, str) or len(client_data) > MAX_CLIENT_DATA:
         return None
-    request.session[SESSION_KEY] = state
-    challenge = _decode(entry.get("challenge"))
-    if not challenge or time.time() >= entry.get("until", 0):
-        return None
-    spent = PasskeyChallenge.objects.filter(digest=_digest(challenge), until__gt=timezone.now()).delete()[0]
-    if spent != 1:
-        return None
-    user_id = entry.get("user_id")
-    return Ceremony(challenge, user_id if isinstance(user_id, int) else None)
-
-
-def _decode(text: object) -> bytes:
-    if not isinstance(text, str):
-        return b""
     try:
-        return base64.urlsafe_b64decode(text.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        return b""
+        return parse_client_data_json(base64url_to_bytes(client_data)).challenge
+    except Exception:  # noqa: BLE001 - the library raises several kinds for malformed input; all mean "none"
+        return None
+
+
+def take(request: HttpRequest, purpose: str, credential: Any) -> Ceremony | None:
+    """The `purpose` ceremony of this browser that `credential` answers, spent now; None when there is
+    none (never started, another browser's, expired, or spent already here or on another node)."""
+    challenge = challenge_of(credential)
+    if not challenge:
+        return None
+    rows = PasskeyChallenge.objects.filter(digest=_digest(challenge), purpose=purpose, browser=_browser(request),
+                                           until__gt=timezone.now())
+    found = rows.values_list("user_id", flat=True).first()
+    if rows.delete()[0] != 1:  # of two nodes given the same answer at once, one deletes it
+        return None
+    return Ceremony(challenge, found)

@@ -60,8 +60,12 @@ class Passkey(models.Model):
 
 
 class PasskeyChallenge(models.Model):
-    """A passkey ceremony's challenge, by digest, until it is spent or expires (ceremonies.py). Deleting
-    the row is what spends it: one DELETE, so of two nodes that get the same answer one wins."""
+    """A passkey ceremony's challenge, by digest, until it is spent or expires (ceremonies.py): for what,
+    for whom, and for which browser. Deleting the row is what spends it: one DELETE, so of two nodes
+    that get the same answer one wins."""
 
     digest = models.CharField(max_length=64, unique=True)
+    purpose = models.CharField(max_length=16)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE, related_name="+")
+    browser = models.CharField(max_length=64, help_text="SHA-256 of the browser's CSRF secret")
     until = models.DateTimeField(db_index=True)

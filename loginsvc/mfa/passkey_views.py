@@ -94,7 +94,7 @@ def register_view(request: HttpRequest) -> HttpResponse:
     credential = _credential(payload)
     if credential is None:
         return json_error(400, "credential must be the browser's answer, a JSON object")
-    ceremony = ceremonies.take(request, ceremonies.REGISTER)
+    ceremony = ceremonies.take(request, ceremonies.REGISTER, credential)
     if ceremony is None:
         return json_error(400, "no passkey registration is waiting in this browser (it expired or was used); start again")
     first = not factors.has_factor(request.user)

@@ -45,6 +45,9 @@ class BuildInfo(Collector):
 
 def render() -> bytes:
     """The text exposition: all workers' values in multiprocess mode, this process's otherwise."""
+    # A rare event's counter is exported at 0 from the first scrape: an alert on increase() needs a
+    # sample from before the first event. Made here, in a worker, where multiprocess files can live.
+    PASSKEY_COUNTER_REGRESSIONS.labels("api")
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)

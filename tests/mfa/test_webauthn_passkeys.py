@@ -130,11 +130,29 @@ def test_7_2_a_replayed_assertion_is_refused(key: SoftAuthenticator) -> None:
     browser = Client(enforce_csrf_checks=True)
     answer = key.get(options(browser, "sign-in"))
     assert post_json(browser, "/api/passkey/sign-in", {"credential": answer}).status_code == 200
+    again = post_json(browser, "/api/passkey/sign-in", {"credential": answer})
+    assert again.status_code == 401 and "start again" in again.json()["detail"]  # its challenge is spent
     thief = Client(enforce_csrf_checks=True)
     options(thief, "sign-in")  # a ceremony of its own, whose challenge the old answer does not carry
     replayed = post_json(thief, "/api/passkey/sign-in", {"credential": answer})
-    assert replayed.status_code == 401 and "challenge" in replayed.json()["detail"].lower()
+    assert replayed.status_code == 401 and "start again" in replayed.json()["detail"]
     assert thief.get("/api/session").json() == {"authenticated": False}
+
+
+def test_a_ceremony_is_bound_to_the_browser_that_started_it(key: SoftAuthenticator) -> None:
+    """An answer to one browser's challenge, sent from another browser (another CSRF secret), finds no
+    ceremony; the first browser can still finish it."""
+    owner, other = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
+    answer = key.get(options(owner, "sign-in"))
+    csrf_from(other)
+    stolen = post_json(other, "/api/passkey/sign-in", {"credential": answer})
+    assert stolen.status_code == 401 and other.get("/api/session").json() == {"authenticated": False}
+    assert post_json(owner, "/api/passkey/sign-in", {"credential": answer}).status_code == 200
+
+
+def test_starting_a_sign_in_ceremony_writes_no_session(client: Client, key: SoftAuthenticator) -> None:
+    options(client, "sign-in")
+    assert "loginsvc_sid" not in client.cookies and PasskeyChallenge.objects.count() == 1
 
 
 @pytest.mark.parametrize("bend, problem", [
