@@ -135,6 +135,8 @@ class Client:
 def node_cpu_seconds(node: Node) -> tuple[float, float]:
     """User and system CPU time of the node's gunicorn master and workers so far: the server's own
     work, apart from the client threads and Redis that share this machine."""
+    if node.process is None:
+        raise RuntimeError(f"node {node.name} is not running")
     master = psutil.Process(node.process.pid)
     user = system = 0.0
     for process in [master, *master.children(recursive=True)]:

@@ -20,6 +20,7 @@ import tempfile
 import time
 from io import BytesIO
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,11 +88,12 @@ def _serve(kind: str, n: int, offset: int) -> None:
     statuses: list[str] = []
     cookies: dict[str, str] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None, /) -> Callable[[bytes], object]:
         statuses.append(status)
         for name, value in headers:
             if name.lower() == "set-cookie" and value.strip().startswith("loginsvc_sid="):
                 cookies["loginsvc_sid"] = value.strip().split("=", 1)[1].split(";", 1)[0]
+        return lambda data: None  # WSGI's write(): unused by Django
 
     def post(path: str, body: dict[str, str]) -> dict[str, Any]:
         raw = json.dumps(body).encode()

@@ -140,9 +140,17 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
     return LoginResult(Outcome.SUCCESS, user=user, failed_since_last_login=failed)
 
 
-def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[str]) -> None:
+def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[str],
+             key_is_new: bool = False) -> None:
+    """Sign `user` in on this browser with a new session key (ASVS 3.2.1: django.contrib.auth.login
+    cycles it). `key_is_new`: the second step of a sign-in, whose key was made after the password was
+    right (pending.begin), so nobody can have fixed it; login() keeps it instead of making one more
+    (a session row written and one deleted, per sign-in with a second factor)."""
     known_sources.remember_network(user, ip)
-    auth.login(request, user)  # cycles the session key (ASVS 3.2.1)
+    if key_is_new:  # what login() checks to keep a session: already this user's, with this user's hash
+        request.session[auth.SESSION_KEY] = user._meta.pk.value_to_string(user)
+        request.session[auth.HASH_SESSION_KEY] = user.get_session_auth_hash()
+    auth.login(request, user)
     sessions.start(request, amr)
     LOGINS.labels(Outcome.SUCCESS.value, channel).inc()
     audit.success(user.pk, ip, channel)
@@ -241,7 +249,7 @@ def attempt_second_factor(request: HttpRequest, method: str, code: object, chann
     if waiting.via_account_step_up:
         audit.step_up_sign_in(email, user.pk, ip, channel, method)
     # RFC 8176: the password's, the factor's, and as they are several: "mfa".
-    _sign_in(request, user, ip, channel, [*waiting.amr, *amr, "mfa"])
+    _sign_in(request, user, ip, channel, [*waiting.amr, *amr, "mfa"], key_is_new=True)
     return LoginResult(Outcome.SUCCESS, user=user, failed_since_last_login=failed)
 
 

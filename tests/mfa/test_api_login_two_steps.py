@@ -140,3 +140,25 @@ def test_the_second_step_needs_the_csrf_token(client: Client, mfa_user) -> None:
     response = client.post("/api/login/mfa", {"method": "totp", "code": app_code(mfa_user)},
                            content_type="application/json")
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_session_key_fixed_before_the_password_is_worth_nothing(client: Client, mfa_user) -> None:
+    """ASVS 3.2.1: the key changes when the password is right (the waiting sign-in gets a new one), and
+    the second step signs in on that key: made after the password, nobody else can hold it."""
+    client.get("/api/session")
+    session = client.session
+    session["planted"] = True  # a session someone could have planted in this browser
+    session.save()
+    client.cookies["loginsvc_sid"] = session.session_key
+    planted = session.session_key
+    password_step(client, mfa_user)
+    minted = client.cookies["loginsvc_sid"].value
+    assert minted != planted
+    response = post_json(client, "/api/login/mfa", {"method": "totp", "code": app_code(mfa_user)})
+    assert response.status_code == 200
+    assert client.cookies["loginsvc_sid"].value == minted
+    assert client.get("/api/session").json()["authenticated"] is True
+    stranger = Client()
+    stranger.cookies["loginsvc_sid"] = planted
+    assert stranger.get("/api/session").json() == {"authenticated": False}
