@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from argon2 import PasswordHasher, Type
@@ -93,20 +94,20 @@ def login_once(connection: http.client.HTTPConnection, token: str) -> tuple[int,
     return response.status, session
 
 
-def login_throughput(port: int, clients: int, seconds: float) -> dict:
-    token = _csrf(port)
+def closed_loop(clients: int, seconds: float, make_call: Callable[[], Callable[[], bool]]) -> tuple[list[float], int, float]:
+    """`clients` threads, each calling its own `make_call()` (False: a failure) as fast as it can for
+    `seconds`: every call's latency (sorted), the failures, and the time it took."""
     deadline = time.monotonic() + seconds
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
 
     def worker() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        call = make_call()
         mine: list[float] = []
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            status, _ = login_once(connection, token)
-            if status != 200:
+            if not call():
                 with lock:
                     failures[0] += 1
             mine.append(time.perf_counter() - started)
@@ -119,11 +120,21 @@ def login_throughput(port: int, clients: int, seconds: float) -> dict:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - started
     latencies.sort()
+    return latencies, failures[0], time.monotonic() - started
+
+
+def login_throughput(port: int, clients: int, seconds: float) -> dict:
+    token = _csrf(port)
+
+    def make_call() -> Callable[[], bool]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        return lambda: login_once(connection, token)[0] == 200
+
+    latencies, failures, elapsed = closed_loop(clients, seconds, make_call)
     return {
-        "logins_per_s": (len(latencies) - failures[0]) / elapsed,
-        "failures": failures[0],
+        "logins_per_s": (len(latencies) - failures) / elapsed,
+        "failures": failures,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "clients": clients,

@@ -25,7 +25,6 @@ import shutil
 import statistics
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import pyotp
 from deploy.node import Node, free_port, manage
 from deploy.redis_server import RedisServer
 from loadtests.bench import mfa_instructions
+from loadtests.bench.login_bench import closed_loop
 
 PASSWORD = "benchmark password 1"
 GOAL_ADDED = 0.10
@@ -151,37 +151,22 @@ def node_cpu_seconds(node: Node) -> tuple[float, float]:
 def throughput(node: Node, clients: int, seconds: float, accounts: Callable[[], tuple[str, str | None]]) -> dict:
     """Sign-ins per second by `clients` threads for `seconds`, each taking its account from `accounts`,
     and the node's CPU milliseconds per sign-in."""
-    port, cpu_before = node.port, node_cpu_seconds(node)
-    deadline = time.monotonic() + seconds
-    latencies: list[float] = []
-    failures = [0]
+    cpu_before = node_cpu_seconds(node)
     lock = threading.Lock()
 
-    def worker() -> None:
-        client = Client(port)
-        mine: list[float] = []
-        while time.monotonic() < deadline:
+    def make_call() -> Callable[[], bool]:
+        client = Client(node.port)
+
+        def call() -> bool:
             with lock:
                 email, secret = accounts()
-            started = time.perf_counter()
-            if not client.sign_in(email, secret):
-                with lock:
-                    failures[0] += 1
-            mine.append(time.perf_counter() - started)
-        with lock:
-            latencies.extend(mine)
+            return client.sign_in(email, secret)
+        return call
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
+    latencies, failures, elapsed = closed_loop(clients, seconds, make_call)
     user, system = (after - before for after, before in zip(node_cpu_seconds(node), cpu_before))
-    latencies.sort()
-    done = max(len(latencies) - failures[0], 1)
-    return {"logins_per_s": round(done / elapsed, 2), "failures": failures[0],
+    done = max(len(latencies) - failures, 1)
+    return {"logins_per_s": round(done / elapsed, 2), "failures": failures,
             "server_cpu_ms_per_login": round((user + system) * 1000 / done, 2),
             "server_user_ms_per_login": round(user * 1000 / done, 2),
             "server_system_ms_per_login": round(system * 1000 / done, 2),
