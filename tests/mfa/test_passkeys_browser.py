@@ -243,6 +243,17 @@ def click_passkey_sign_in(driver: Any, authenticator: Authenticator, site: Site)
             "the passkey's outcome")
 
 
+def account_with_passkey(driver: Any, site: Site, email: str, name: str) -> Authenticator:
+    """A new account that registered a passkey (password sign-in, the account page), signed out again:
+    the authenticator that holds the passkey."""
+    create_account(site, email)
+    authenticator = Authenticator(driver)
+    sign_in_with_password(driver, site, email)
+    register_passkey(driver, authenticator, site, name)
+    sign_out(driver, site)
+    return authenticator
+
+
 def test_register_a_passkey_sign_out_and_sign_in_with_it_and_no_email(browser: Any, site: Site) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -277,11 +288,7 @@ def test_the_login_page_signs_in_with_the_passkey_picked_from_autofill(browser: 
     """The email field's autofill (a conditional-mediation request the script starts on load): the
     virtual authenticator, touched, picks the passkey at once, and the page signs in without a click."""
     email = "alice.autofill@example.test"
-    create_account(site, email)
-    authenticator = Authenticator(browser)
-    sign_in_with_password(browser, site, email)
-    register_passkey(browser, authenticator, site, "Alice's phone")
-    sign_out(browser, site)
+    authenticator = account_with_passkey(browser, site, email, "Alice's phone")
     with authenticator.touched():
         browser.get(site.origin + "/login/")
         wait_signed_in(browser, site, email)
@@ -345,11 +352,7 @@ def test_a_counter_that_goes_back_is_refused(browser: Any, site: Site) -> None:
     from selenium.webdriver.common.by import By
 
     email = "carla@example.test"
-    create_account(site, email)
-    authenticator = Authenticator(browser)
-    sign_in_with_password(browser, site, email)
-    register_passkey(browser, authenticator, site, "Carla's laptop")
-    sign_out(browser, site)
+    authenticator = account_with_passkey(browser, site, email, "Carla's laptop")
     click_passkey_sign_in(browser, authenticator, site)
     wait_signed_in(browser, site, email)
     [used] = authenticator.credentials()
@@ -371,11 +374,7 @@ def test_a_passkey_as_the_second_step_after_the_password(browser: Any, site: Sit
     from selenium.webdriver.support import expected_conditions as ec
 
     email = "dario@example.test"
-    create_account(site, email)
-    authenticator = Authenticator(browser)
-    sign_in_with_password(browser, site, email)
-    register_passkey(browser, authenticator, site, "Dario's laptop")
-    sign_out(browser, site)
+    authenticator = account_with_passkey(browser, site, email, "Dario's laptop")
 
     sign_in_with_password(browser, site, email)
     assert browser.current_url.startswith(site.origin + "/login/mfa/"), browser.current_url
