@@ -9,7 +9,6 @@ the nodes, then Redis, and leaves nothing running.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import stat
@@ -89,13 +88,7 @@ MFA_DEMO_PRODUCTS = ("admin-portal",)
 def demo_products_file(base_url: str) -> str:
     """The demo products' file, with `require_mfa = true` for admin-portal: the demo shows both kinds of
     product, webmail taking a password alone and the admin portal asking for a second factor."""
-    marked = {f"client_id = {json.dumps(client_id)}" for client_id in MFA_DEMO_PRODUCTS}
-    lines = []
-    for line in products_toml(base_url, DEMO_SECRET_ENV).splitlines():
-        lines.append(line)
-        if line in marked:
-            lines.append("require_mfa = true")
-    return "\n".join(lines) + "\n"
+    return products_toml(base_url, DEMO_SECRET_ENV, require_mfa=MFA_DEMO_PRODUCTS)
 
 
 def register_demo_products(spec: StackSpec, env: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 # client_id -> display name. The order is the order of the index page and of the cross-links.
 PRODUCTS: dict[str, str] = {
@@ -13,8 +14,9 @@ SECRET_ENV = "DEMO_CLIENT_SECRET"
 DEFAULT_LISTEN = "127.0.0.1:8100"
 
 
-def products_toml(base_url: str, secret_env: str = SECRET_ENV) -> str:
-    """The product file for `manage.py sync_products`: confidential first-party clients at `base_url`.
+def products_toml(base_url: str, secret_env: str = SECRET_ENV, require_mfa: Iterable[str] = ()) -> str:
+    """The product file for `manage.py sync_products`: confidential first-party clients at `base_url`,
+    those named in `require_mfa` needing a second factor of whoever signs in to them.
 
     Only the name of the environment variable goes in: the file must never hold the secret itself."""
     q = json.dumps  # a JSON string is a valid TOML basic string
@@ -33,4 +35,6 @@ def products_toml(base_url: str, secret_env: str = SECRET_ENV) -> str:
             f"backchannel_logout_uri = {q(f'{base}/{client_id}/backchannel-logout')}",
             f"secret_env = {q(secret_env)}",
         ]
+        if client_id in require_mfa:
+            lines.append("require_mfa = true")
     return "\n".join(lines) + "\n"
