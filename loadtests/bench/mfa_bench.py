@@ -90,7 +90,7 @@ answers = []
 for _ in range(count):
     challenge = os.urandom(32)
     answers.append((Ceremony(challenge, None), key.get({"rpId": "localhost", "challenge": b64u(challenge)})))
-assertion = micros([lambda pair=pair: passkeys.authenticate(*pair) for pair in answers])
+assertion = micros([lambda c=c, a=a: passkeys.authenticate(c, a, passkeys.find(a)) for c, a in answers])
 print(json.dumps({"totp_accept": right, "totp_refuse": wrong, "passkey_assertion": assertion}))
 """
 

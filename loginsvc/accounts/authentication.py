@@ -20,6 +20,7 @@ from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH
 from loginsvc.accounts.models import User, normalise_email
 from loginsvc.mfa import audit as mfa_audit
 from loginsvc.mfa import ceremonies, factors, passkeys, pending, recovery, totp
+from loginsvc.mfa.models import Passkey
 from loginsvc.observability.metrics import LOCKOUTS, LOGINS
 
 # OWASP: one message for unknown account and wrong password, so neither can be told apart.
@@ -166,7 +167,7 @@ def _factor_accepted(request: HttpRequest, user: User, method: str, code: object
         ceremony = ceremonies.take(request, ceremonies.SECOND_STEP, code)
         if ceremony is None or ceremony.user_id != user.pk:
             return None
-        used = _passkey(ceremony, code, ip, channel)
+        used = _passkey(ceremony, code, passkeys.find(code), ip, channel)
         return used.amr if isinstance(used, passkeys.Used) else None
     if method == factors.TOTP:
         device = totp.confirmed_device(user)
@@ -174,11 +175,12 @@ def _factor_accepted(request: HttpRequest, user: User, method: str, code: object
     return ["otp"] if factors.has_factor(user) and recovery.use(user, str(code)) else None
 
 
-def _passkey(ceremony: ceremonies.Ceremony, credential: object, ip: str, channel: str) -> passkeys.Used | str:
+def _passkey(ceremony: ceremonies.Ceremony, credential: object, passkey: Passkey | None, ip: str,
+             channel: str) -> passkeys.Used | str:
     """The passkey that answered `ceremony`, or why not. A counter that went back is also audited
     and alerted on: the answer was signed by the real key, so a copy of it is in use."""
     try:
-        return passkeys.authenticate(ceremony, credential)
+        return passkeys.authenticate(ceremony, credential, passkey)
     except passkeys.CounterWentBack as exc:
         passkey = exc.passkey
         mfa_audit.counter_went_back(passkey.user_id, ip, channel, passkey.pk, passkey.sign_count, exc.seen)
@@ -201,12 +203,12 @@ def attempt_passkey(request: HttpRequest, credential: object, channel: str) -> L
     if ceremony is None:
         return LoginResult(Outcome.FAILURE, detail=NO_CEREMONY)
     ip = client_ip(request)
-    owner = passkeys.owner_email(credential)
-    email = normalise_email(owner) if owner else passkeys.UNKNOWN_OWNER
+    passkey = passkeys.find(credential)
+    email = normalise_email(passkey.user.email) if passkey else passkeys.UNKNOWN_OWNER
     attempt, locked = _counted(request, email, ip, channel, known=True)
     if locked is not None:
         return locked
-    used = _passkey(ceremony, credential, ip, channel)
+    used = _passkey(ceremony, credential, passkey, ip, channel)
     if not isinstance(used, passkeys.Used):
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
         mfa_audit.factor_failure(email, ip, channel, factors.WEBAUTHN)
@@ -222,8 +224,8 @@ def attempt_passkey(request: HttpRequest, credential: object, channel: str) -> L
 def attempt_second_factor(request: HttpRequest, method: str, code: object, channel: str) -> LoginResult:
     """The second step: `code` (already in its method's form: totp.parse_code, recovery.normalise) for
     this browser's waiting sign-in. Counted like a password attempt (a wrong code is a failure for the
-    pair, the address and the account); on success the user is signed in with a new session id,
-    and a recovery code used is audited with how many are left. No waiting sign-in, or an expired
+    pair, the address and the account); on success the user is signed in on the session key made
+    when the password was right, and a recovery code used is audited with how many are left. No waiting sign-in, or an expired
     one, is a FAILURE, as a wrong code is: the client cannot tell them apart. A sign-in whose password
     came through the account-wide step-up is counted as from a known source: the account lock would
     refuse its code, while the pair and address locks still bound the code guesses."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from loginsvc.mfa import recovery, totp
+from loginsvc.mfa import audit, recovery, totp
 from loginsvc.mfa.models import Passkey
 
 TOTP, RECOVERY, WEBAUTHN = "totp", "recovery", "webauthn"
@@ -47,6 +47,17 @@ def forget_codes_if_alone(user: object) -> int:
     unused = recovery.remaining(user)
     recovery.remove_all(user)
     return unused
+
+
+def codes_for_new_factor(user: object, first: bool, ip: str) -> list[str] | None:
+    """The recovery codes to show once, now that a factor was added: a new set when it is the
+    account's first factor (`first`, known before it was added) or no code is left; else None, and
+    the set the user already keeps stands."""
+    if not first and recovery.remaining(user):
+        return None
+    codes = recovery.new_set(user)
+    audit.changed(getattr(user, "pk", 0), ip, "recovery codes made")
+    return codes
 
 
 @dataclass(frozen=True)

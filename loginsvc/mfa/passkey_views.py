@@ -22,7 +22,7 @@ from loginsvc.accounts import views as account_views
 from loginsvc.accounts.authentication import Outcome, attempt_passkey, confirm_password
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.views import json_body, json_error, locked_response
-from loginsvc.mfa import audit, ceremonies, factors, passkeys, pending, recovery
+from loginsvc.mfa import audit, ceremonies, factors, passkeys, pending
 from loginsvc.mfa.views import password_refused
 
 MAX_BODY = 64 * 1024  # an attestation with a certificate chain is a few KB; more is not a passkey
@@ -105,9 +105,9 @@ def register_view(request: HttpRequest) -> HttpResponse:
         return json_error(400, str(exc))
     audit.changed(request.user.pk, client_ip(request), "passkey added")
     body: dict[str, object] = {"id": passkey.pk, "name": passkey.name}
-    if first or not recovery.remaining(request.user):
-        body["recovery_codes"] = recovery.new_set(request.user)
-        audit.changed(request.user.pk, client_ip(request), "recovery codes made")
+    codes = factors.codes_for_new_factor(request.user, first, client_ip(request))
+    if codes is not None:
+        body["recovery_codes"] = codes
     return JsonResponse(body, status=201)
 
 

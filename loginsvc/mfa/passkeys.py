@@ -83,8 +83,11 @@ def _descriptors(user: Any) -> list[structs.PublicKeyCredentialDescriptor]:
         for cid, transports in rows]
 
 
+TRANSPORTS = frozenset(t.value for t in structs.AuthenticatorTransport)
+
+
 def _transport(name: str) -> bool:
-    return name in {t.value for t in structs.AuthenticatorTransport}
+    return name in TRANSPORTS
 
 
 REAUTH_SECONDS = 300  # within this long of signing in, adding a passkey needs no password again
@@ -185,22 +188,19 @@ def credential_id_of(credential: Any) -> str | None:
 UNKNOWN_OWNER = "unknown passkey"  # what the throttle counts a passkey that is not registered here under
 
 
-def owner_email(credential: Any) -> str | None:
-    """The email address of the account whose passkey a sign-in answer names (not yet checked)."""
+def find(credential: Any) -> Passkey | None:
+    """The registered passkey (with its account) a sign-in answer names, not yet checked; None if none."""
     cid = credential_id_of(credential)
-    if cid is None:
-        return None
-    return Passkey.objects.filter(credential_id=cid).values_list("user__email", flat=True).first()
+    return Passkey.objects.select_related("user").filter(credential_id=cid).first() if cid else None
 
 
-def authenticate(ceremony: Ceremony, credential: Any) -> Used:
-    """Check a sign-in answer; on success the passkey's counter, flags and last use are updated.
+def authenticate(ceremony: Ceremony, credential: Any, passkey: Passkey | None) -> Used:
+    """Check a sign-in answer naming `passkey` (find); on success the passkey's counter, flags and
+    last use are updated.
 
     For a second step the ceremony names the account and the passkey must be one of its own; for a
     sign-in without a name, the passkey names the account and the answer's userHandle must agree.
     """
-    cid = credential_id_of(credential)
-    passkey = Passkey.objects.select_related("user").filter(credential_id=cid).first() if cid else None
     if passkey is None or not passkey.user.is_active:
         raise Refused("This passkey is not registered here.")
     if ceremony.user_id is not None and passkey.user_id != ceremony.user_id:

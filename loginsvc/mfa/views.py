@@ -47,12 +47,12 @@ def _refused(request: HttpRequest, template: str, context: dict[str, Any], resul
 @require_http_methods(["GET", "HEAD", "POST"])
 def second_step_view(request: HttpRequest) -> HttpResponse:
     """The sign-in's second step for a browser whose password was right (mfa/pending.py)."""
-    next_url = safe_next(request.POST.get("next") or request.GET.get("next"), request) or ""
+    next_url = _next(request)
     waiting = pending.current(request)
     methods = factors.methods_of(waiting.user) if waiting is not None else []
     if not methods:  # none, expired, or the factor was removed meanwhile: start again
         pending.end(request)
-        return redirect(reverse("login") + (f"?{urlencode({'next': next_url})}" if next_url else ""))
+        return redirect(_with_next("login", next_url))
     default = factors.WEBAUTHN if factors.WEBAUTHN in methods else methods[0]
     method = request.POST.get("method") or request.GET.get("method") or default
     method = method if method in methods else default
@@ -70,6 +70,11 @@ def second_step_view(request: HttpRequest) -> HttpResponse:
     if result.outcome is not Outcome.SUCCESS:
         return _refused(request, "mfa/second_step.html", {**context, "error": CODE_ERROR}, result)
     return account_views.finish_form_sign_in(request, result, next_url)
+
+
+def _with_next(name: str, next_url: str) -> str:
+    """The URL named `name`, carrying `next` on when there is one."""
+    return reverse(name) + (f"?{urlencode({'next': next_url})}" if next_url else "")
 
 
 def _next(request: HttpRequest) -> str:
@@ -102,10 +107,12 @@ def app_setup_view(request: HttpRequest) -> HttpResponse:
     if request.POST.get("action") == "confirm":
         device = totp.TOTPDevice.objects.filter(user=request.user, confirmed=False).first()
         code = totp.parse_code(request.POST.get("code", "")[:64])
+        first = not factors.has_factor(request.user)
         if device is not None and code is not None and totp.confirm(device, code):
             audit.changed(request.user.pk, client_ip(request), "authenticator app added")
-            codes = recovery.new_set(request.user)
-            audit.changed(request.user.pk, client_ip(request), "recovery codes made")
+            codes = factors.codes_for_new_factor(request.user, first, client_ip(request))
+            if codes is None:  # a passkey came first: its recovery codes stand
+                return redirect(_with_next("mfa-account", _next(request)))
             return render(request, "mfa/recovery_codes.html", {"codes": codes, "first": True, "next": _next(request)})
         if device is None:
             return redirect("home")

@@ -294,3 +294,18 @@ def test_adding_a_passkey_long_after_signing_in_asks_for_the_password(client: Cl
     assert wrong.status_code == 401 and wrong.json()["detail"] == "That password is not correct."
     right = post_json(client, "/api/passkey/options", {"purpose": "register", "password": PASSWORD})
     assert right.status_code == 200 and right.json()["rp"]["id"] == "localhost"
+
+
+def test_an_app_added_after_a_passkey_keeps_the_recovery_codes_the_user_holds(user: Any, key: SoftAuthenticator) -> None:
+    from tests.mfa.conftest import app_code
+
+    kept = set(RecoveryCode.objects.filter(user=user).values_list("digest", flat=True))
+    assert len(kept) == 10  # made with the passkey, the account's first factor
+    browser = Client(enforce_csrf_checks=True)
+    assert sign_in(browser, key).status_code == 200
+    token = csrf_from(browser)
+    assert browser.post("/account/mfa/app/", {"action": "start", "csrfmiddlewaretoken": token}).status_code == 200
+    added = browser.post("/account/mfa/app/", {"action": "confirm", "code": app_code(user),
+                                                "csrfmiddlewaretoken": token})
+    assert added.status_code == 302 and added["Location"] == "/account/mfa/"
+    assert set(RecoveryCode.objects.filter(user=user).values_list("digest", flat=True)) == kept
