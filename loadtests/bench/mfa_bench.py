@@ -41,16 +41,8 @@ GOAL_ADDED = 0.10
 
 SETUP = """
 import json
-import pyotp
-from django.contrib.auth.hashers import make_password
-from loginsvc.accounts.models import User
-from loginsvc.mfa import totp
-hashed = make_password(%(password)r)  # one Argon2 hash for every account: setting up stays quick
-User.objects.bulk_create([User(email=f"{kind}-{i:05d}@bench.example.test", password=hashed)
-                          for kind in ("pw", "otp") for i in range(%(count)d)])
-secrets = {user.email: totp.secret_of(totp.enrol_confirmed(user, pyotp.random_base32(32)))
-           for user in User.objects.filter(email__startswith="otp-")}
-print(json.dumps(secrets))
+from loadtests.bench.mfa_instructions import make_accounts
+print(json.dumps(make_accounts(%(password)r, %(count)d)))
 """
 
 IN_PROCESS = """
@@ -188,7 +180,7 @@ def run(out_dir: Path, seconds: int = 6, rounds: int = 3, accounts: int = 1500) 
         secrets = json.loads(manage(env, "shell", "-v", "0", "-c", SETUP % {"password": PASSWORD, "count": accounts})
                              .stdout.splitlines()[-1])
         fresh: Iterator[tuple[str, str]] = iter(secrets.items())
-        password_only = (f"pw-{i % accounts:05d}@bench.example.test" for i in range(10**9))
+        password_only = (mfa_instructions.email_of("password", i % accounts) for i in range(10**9))
         node = Node(dict(env, PROMETHEUS_MULTIPROC_DIR=str(scratch / "metrics")), "bench", "bench-mfa",
                     log_path=scratch / "node.log").start()
         instructions = mfa_instructions.per_sign_in(redis.url) if shutil.which("valgrind") else None

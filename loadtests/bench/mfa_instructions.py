@@ -58,24 +58,35 @@ def per_sign_in(redis_url: str) -> dict[str, int]:
     return counts
 
 
-def _prepare() -> None:
-    import django
+def email_of(kind: str, index: int) -> str:
+    """Bench account `index` of `kind` ("password": the password alone; "password_totp": with an app)."""
+    return f"{kind}-{index:05d}@bench.example.test"
 
-    django.setup()
-    from django.contrib.auth.hashers import make_password
-    from django.core.management import call_command
 
+def make_accounts(password: str, count: int) -> dict[str, str]:
+    """`count` accounts of each kind sharing one Argon2 hash (setting up stays quick), the second kind
+    with a confirmed authenticator app: email -> its secret. Run in a process with Django set up."""
     import pyotp
+    from django.contrib.auth.hashers import make_password
 
     from loginsvc.accounts.models import User
     from loginsvc.mfa import totp
 
+    hashed = make_password(password)
+    User.objects.bulk_create([User(email=email_of(kind, i), password=hashed)
+                              for kind in ("password", "password_totp") for i in range(count)])
+    return {user.email: totp.secret_of(totp.enrol_confirmed(user, pyotp.random_base32(32)))
+            for user in User.objects.filter(email__startswith="password_totp-")}
+
+
+def _prepare() -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
     call_command("migrate", "--noinput", "-v", "0")
-    hashed = make_password(PASSWORD)
-    User.objects.bulk_create([User(email=f"{kind}-{i:03d}@bench.example.test", password=hashed)
-                              for kind in ("password", "password_totp") for i in range(ACCOUNTS)])
-    secrets = {user.email: totp.secret_of(totp.enrol_confirmed(user, pyotp.random_base32(32)))
-               for user in User.objects.filter(email__startswith="password_totp-")}
+    secrets = make_accounts(PASSWORD, ACCOUNTS)
     (Path(os.environ["LOGINSVC_VAR_DIR"]) / "totp-secrets.json").write_text(json.dumps(secrets))
 
 
@@ -107,7 +118,7 @@ def _serve(kind: str, n: int, offset: int) -> None:
 
     for index in range(offset, offset + WARM + n):
         cookies.clear()
-        email = f"{kind}-{index:03d}@bench.example.test"
+        email = email_of(kind, index)
         answer = post("/api/login", {"username": email, "password": PASSWORD})
         if kind == "password_totp":
             if not answer.get("mfa_required"):
