@@ -201,3 +201,20 @@ def test_a_right_password_with_a_second_factor_due_stays_counted_on_the_pair_onl
         throttle.gave_password(attempt)
     rows = dict(ThrottleState.objects.values_list("key", "failures"))
     assert {c.scope: rows[c.key] for c in attempt.counters} == {"account_ip": 1, "ip": 0, "account": 0}
+
+
+@pytest.mark.django_db
+def test_a_code_step_leaves_the_outage_locks_to_its_password_step(user) -> None:
+    """A lock kept on the database from a Redis outage holds every password attempt once Redis is back;
+    a sign-in's code step, whose password step read it at most MFA_PENDING_SECONDS before, does not
+    read it again (its guesses are counted in Redis)."""
+    from django.utils import timezone
+    from datetime import timedelta
+
+    counters, _ = throttle.counters_for(user.email, "127.0.0.1", known=False)
+    ThrottleState.objects.create(key=counters[0].key, failures=10, expires_at=timezone.now() + timedelta(hours=1),
+                                 locked_until=timezone.now() + timedelta(minutes=5))
+    held = throttle.begin(user.email, "127.0.0.1")
+    assert not held.allowed and held.refused_by == "account_ip" and held.store == "redis"
+    code_step = throttle.begin(user.email, "127.0.0.1", outage_locks=False)
+    assert code_step.allowed and code_step.store == "redis"

@@ -50,16 +50,18 @@ class LoginResult:
 
 
 def _begin(request: HttpRequest, email: str, ip: str, known: bool = False,
-           step_up: bool = False) -> throttle.Attempt:
+           step_up: bool = False, second_step: bool = False) -> throttle.Attempt:
     """Count the attempt; sources the account knows are not held by the account-wide lock.
 
     `known`: the caller already knows the attempt may pass the account lock (a second step that
     came through the step-up). The device cookie is checked first (no I/O). The known-network
     query, and with `step_up` the step-up budget (throttle.step_up), are consulted only when the
     account-wide lock has refused an attempt from an unknown device, i.e. only under attack.
+    `second_step`: a code for a waiting sign-in, whose password step read the locks kept on the
+    database during a Redis outage (throttle.begin's `outage_locks`).
     """
     known = known or known_sources.device_knows(request, email)
-    attempt = throttle.begin(email, ip, known=known)
+    attempt = throttle.begin(email, ip, known=known, outage_locks=not second_step)
     if attempt.refused_by != "account" or known:
         return attempt
     if known_sources.network_knows(email, ip):
@@ -68,11 +70,11 @@ def _begin(request: HttpRequest, email: str, ip: str, known: bool = False,
 
 
 def _counted(request: HttpRequest, email: str, ip: str, channel: str, known: bool = False,
-             step_up: bool = False) -> tuple[throttle.Attempt, LoginResult | None]:
+             step_up: bool = False, second_step: bool = False) -> tuple[throttle.Attempt, LoginResult | None]:
     """Count one attempt (a password or a code) before it is checked: the attempt, and the LOCKED
     result to answer when a lock refuses it (logged, counted in the metrics), else None.
-    `known`, `step_up`: as for _begin."""
-    attempt = _begin(request, email, ip, known=known, step_up=step_up)
+    `known`, `step_up`, `second_step`: as for _begin."""
+    attempt = _begin(request, email, ip, known=known, step_up=step_up, second_step=second_step)
     _report_locks(attempt, email, ip)
     if attempt.allowed:
         return attempt, None
@@ -234,7 +236,7 @@ def attempt_second_factor(request: HttpRequest, method: str, code: object, chann
         return LoginResult(Outcome.FAILURE)
     user, ip = waiting.user, client_ip(request)
     email = normalise_email(user.email)
-    attempt, locked = _counted(request, email, ip, channel, known=waiting.via_account_step_up)
+    attempt, locked = _counted(request, email, ip, channel, known=waiting.via_account_step_up, second_step=True)
     if locked is not None:
         return locked
     amr = _factor_accepted(request, user, method, code, ip, channel)

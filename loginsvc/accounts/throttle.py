@@ -194,27 +194,30 @@ class RedisStore:
         return int(self.client.eval(_SUCCESS_SCRIPT, len(keys), *keys, len(delete)))
 
 
-def begin(email: str, ip: str, known: bool = False, count: bool = True) -> Attempt:
+def begin(email: str, ip: str, known: bool = False, count: bool = True, outage_locks: bool = True) -> Attempt:
     """Check the locks and count this attempt as a failure, atomically; call before the password check.
 
     `known`: the attempt comes from a device or network this account has signed in from, so the
     account-wide lock does not apply to it. `count=False` when the same attempt is re-run as
     known after a first refusal, so that it is noted once for the "failed attempts" notice.
+    `outage_locks=False`: while Redis answers, do not also read the locks kept on the database
+    from an outage. For a sign-in's second step: its password step read them at most
+    `MFA_PENDING_SECONDS` before, and the code guesses since are counted and locked in Redis.
     """
     counters, notice_key = counters_for(email, ip, known)
-    allowed, wait, refused_by, flags, store = _check_and_count(counters, notice_key, int(count))
+    allowed, wait, refused_by, flags, store = _check_and_count(counters, notice_key, int(count), outage_locks)
     locks = tuple((c.scope, flag) for c, flag in zip(counters, flags) if flag)
     return Attempt(counters, notice_key, store, allowed, wait, refused_by, locks)
 
 
-def _check_and_count(counters: tuple[Counter, ...], notice_key: str,
-                     notice: int) -> tuple[bool, int, str, list[int], str]:
+def _check_and_count(counters: tuple[Counter, ...], notice_key: str, notice: int,
+                     outage_locks: bool = True) -> tuple[bool, int, str, list[int], str]:
     """One atomic check-and-count on Redis, else on the database: (allowed, wait, refused_by,
     flags, store). The one path every counter takes, so none of them switches off with Redis."""
     try:
         allowed, wait, refused_by, flags = RedisStore().begin(counters, notice_key, notice)
         store = "redis"
-        if allowed:
+        if allowed and outage_locks:
             # Locks set while Redis was unreachable still count once it is back.
             wait, refused_by = DatabaseStore().locked_for([c for c in counters if c.enforced])
             allowed = not wait

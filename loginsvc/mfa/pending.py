@@ -21,6 +21,7 @@ from django.utils.crypto import constant_time_compare
 
 from loginsvc import conf
 from loginsvc.accounts.models import User
+from loginsvc.mfa import factors
 
 SESSION_KEY = "loginsvc_mfa_pending"
 
@@ -49,13 +50,14 @@ def begin(request: HttpRequest, user: User, amr: list[str], counted: bool = True
 
 
 def current(request: HttpRequest) -> Pending | None:
-    """The waiting sign-in of this browser, or None (none, expired, or its account changed)."""
+    """The waiting sign-in of this browser, or None (none, expired, or its account changed). Its
+    user is read with its second factors (factors.user_with_factors): the step checks one of them next."""
     state: Any = request.session.get(SESSION_KEY)
     if not isinstance(state, dict):
         return None
     user = None
     if time.time() < state.get("until", 0):
-        user = User.objects.filter(pk=state.get("user_id"), is_active=True).first()
+        user = factors.user_with_factors(active_id=state.get("user_id"))
     if user is None or not constant_time_compare(user.get_session_auth_hash(), state.get("auth_hash", "")):
         end(request)
         return None
