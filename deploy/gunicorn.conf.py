@@ -92,19 +92,24 @@ def when_ready(server) -> None:  # noqa: ANN001
     server.handle_term = handle_term
 
 
-def post_worker_init(worker) -> None:  # noqa: ANN001
-    """Each worker delivers back-channel logouts from the outbox in one daemon thread (sso/backchannel.py):
-    woken right after a logout commits, and looking for due retries every second."""
-    from loginsvc.sso import backchannel
+OUTBOXES = ("loginsvc.sso.backchannel", "loginsvc.mail.delivery")  # each has start(), stop(timeout), kick()
 
-    backchannel.start()
+
+def post_worker_init(worker) -> None:  # noqa: ANN001
+    """Each worker delivers each outbox (loginsvc/outbox.py: back-channel logouts, mail) in a daemon thread:
+    woken right after a change commits, and looking for due retries every second."""
+    import importlib
+
+    for name in OUTBOXES:
+        importlib.import_module(name).start()
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001
     """Let a delivery in flight finish; a row it could not finish stays in the outbox for any node."""
-    backchannel = sys.modules.get("loginsvc.sso.backchannel")  # absent: the app never loaded here
-    if backchannel is not None and not backchannel.stop(timeout=min(5.0, graceful_timeout / 2)):
-        server.log.warning("worker %s: back-channel logout thread still busy at exit", worker.pid)
+    for name in OUTBOXES:
+        module = sys.modules.get(name)  # absent: the app never loaded here
+        if module is not None and not module.stop(timeout=min(5.0, graceful_timeout / 4)):
+            server.log.warning("worker %s: %s thread still busy at exit", worker.pid, name)
 
 
 def on_exit(server) -> None:  # noqa: ANN001

@@ -5,6 +5,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -102,6 +103,20 @@ def _rp_id(raw: str) -> str:
     return value
 
 
+def public_host(values: Mapping[str, Any]) -> str:
+    """The issuer's host name, or "localhost" for a loopback address (local mode): what names this
+    service where an IP address will not do (the passkeys' RP ID, the mail sender's domain)."""
+    host = urlsplit(values["OIDC_ISSUER"]).hostname or ""
+    return "localhost" if host in {"127.0.0.1", "::1"} else host
+
+
+def _mail_from(raw: str) -> str:
+    name, address = parseaddr(raw)
+    if not address or address.count("@") != 1 or "\n" in raw or "\r" in raw:
+        raise ValueError("must be an address, e.g. Sign-in <no-reply@example.com>")
+    return raw.strip()
+
+
 def webauthn_party(values: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     """The passkeys' relying party ID and the origins allowed to use it, as configured or from the issuer.
 
@@ -110,9 +125,8 @@ def webauthn_party(values: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     passkeys work when the pages are opened as http://localhost:8000.
     """
     issuer = urlsplit(values["OIDC_ISSUER"])
-    host = issuer.hostname or ""
-    loopback = host in {"127.0.0.1", "::1"}
-    rp_id = values["WEBAUTHN_RP_ID"] or ("localhost" if loopback else host)
+    loopback = (issuer.hostname or "") in {"127.0.0.1", "::1"}
+    rp_id = values["WEBAUTHN_RP_ID"] or public_host(values)
     origins = values["WEBAUTHN_ORIGINS"]
     if not origins:
         origins = (values["OIDC_ISSUER"],)
@@ -236,6 +250,13 @@ OPTIONS: dict[str, Option] = {
     "BACKCHANNEL_MAX_BACKOFF_SECONDS": Option(300, _positive_int, "Longest wait between two deliveries of one logout."),
     "BACKCHANNEL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A logout not delivered this long after the "
                                           "logout is dropped (logged): the product's own sessions have ended by then."),
+    "MAIL_FROM": Option("", _mail_from, "The sender of mail to account holders (default: Sign-in "
+                        "<no-reply@ the issuer's host>)."),
+    "MAIL_TIMEOUT_SECONDS": Option(10.0, _positive_float, "Timeout of each step of one SMTP delivery."),
+    "MAIL_MAX_BACKOFF_SECONDS": Option(300, _positive_int, "Longest wait between two attempts at one message."),
+    "MAIL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A message not delivered this long after it was "
+                                   "written is given up: kept as failed (`manage.py mail_outbox --failed`), "
+                                   "counted in loginsvc_mail_total{result=\"failed\"}, alerted on."),
     # --- Tests only (loginsvc/delay.py); refused in production ---
     "TEST_DELAY": Option((), parse_test_delay, "Comma-separated TARGET=MS: every answer of the node named TARGET "
                          "(or of each node of cluster TARGET; a node's own entry wins) waits MS milliseconds "

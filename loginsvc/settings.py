@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from loginsvc import conf, files
+from loginsvc.mail import smtp
 
 BASE_DIR = conf.ROOT
 VAR_DIR = conf.var_dir()
@@ -71,6 +72,7 @@ INSTALLED_APPS = [
     "loginsvc.accounts",
     "loginsvc.sso",
     "loginsvc.mfa",
+    "loginsvc.mail",
     "loginsvc.health",
     "loginsvc.observability",
 ]
@@ -136,6 +138,10 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Mail: EMAIL_URL (SMTP); unset, messages wait in the outbox (loginsvc/mail) ------------------
+EMAIL_SERVER = smtp.configured()
+DEFAULT_FROM_EMAIL = LOGINSVC["MAIL_FROM"] or f"Sign-in <no-reply@{conf.public_host(LOGINSVC)}>"
 
 # --- Redis: sessions' cache and brute-force counters --------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{VAR_DIR / 'redis.sock'}?db=0"

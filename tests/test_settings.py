@@ -21,7 +21,7 @@ def production_env(tmp_path, **extra: str) -> dict[str, str]:
     env = node_env(tmp_path, plugin.REDIS.url, LOGINSVC_MODE="production",
                    DJANGO_ALLOWED_HOSTS="login.example.test", DJANGO_SECRET_KEY=STRONG_KEY,
                    LOGINSVC_OIDC_ISSUER="https://login.example.test", LOGINSVC_OIDC_KEY_FILE=str(key_file),
-                   LOGINSVC_MFA_KEY_FILE=str(mfa_key))
+                   LOGINSVC_MFA_KEY_FILE=str(mfa_key), EMAIL_URL="smtps://login@mx.example.test")
     env.update(extra)
     return env
 
@@ -30,6 +30,10 @@ def test_check_deploy_is_clean_in_production(tmp_path) -> None:
     result = manage(production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+    without_mail = production_env(tmp_path)
+    del without_mail["EMAIL_URL"]
+    warned = manage(without_mail, "check", "--deploy", "--fail-level", "WARNING", check=False)
+    assert warned.returncode == 1 and "loginsvc.W030" in warned.stderr + warned.stdout
 
 
 def test_secret_key_may_come_from_a_file(tmp_path) -> None:

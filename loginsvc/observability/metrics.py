@@ -23,6 +23,11 @@ PASSKEY_COUNTER_REGRESSIONS = Counter(
     "Passkey sign-ins refused because the authenticator's sign counter went back (a copied key).",
     ["channel"],  # labelled like LOGINS (and so created lazily, which multiprocess mode needs)
 )
+MAIL = Counter(
+    "loginsvc_mail_total",
+    "Attempts at the mail outbox's messages: delivered, retried (SMTP away or busy), failed (given up).",
+    ["result"],
+)
 SESSION_FAST_PATH = Counter(
     "loginsvc_session_fast_path_total",
     "GET /api/session requests the fast path answered (result=served) or handed to Django, and why.",
@@ -48,6 +53,7 @@ def render() -> bytes:
     # A rare event's counter is exported at 0 from the first scrape: an alert on increase() needs a
     # sample from before the first event. Made here, in a worker, where multiprocess files can live.
     PASSKEY_COUNTER_REGRESSIONS.labels("api")
+    MAIL.labels("failed")
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
