@@ -1,18 +1,27 @@
-"""`python -m deploy status|kill|restart|scale|release`: operate the running local stack."""
+"""`python -m deploy status|kill|restart|scale|release|mail`: operate the running local stack, read its mail."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import email
+import email.policy
+import email.utils
 import fcntl
 import json
+import os
+import re
 import sys
+import time
 import xmlrpc.client
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Iterator, NoReturn
 
+from deploy import programs
+from deploy.node import manage
 from deploy.operations import Stack
 from deploy.router_client import RouterError
-from deploy.stack import StackError, StackSpec
+from deploy.stack import StackError, StackSpec, maildir
 from loginsvc import conf
 from deploy.supervisor_rpc import NotRunning
 
@@ -25,6 +34,12 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 (got {value!r})")
+    return int(value)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m deploy", description=__doc__)
     parser.add_argument("--var-dir", type=Path, default=None,
@@ -32,7 +47,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     status = sub.add_parser("status", help="every process: state, pid, uptime, restarts, health")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    kill = sub.add_parser("kill", help="chaos: SIGKILL a node, a whole cluster, redis or router")
+    kill = sub.add_parser("kill", help="chaos: SIGKILL a node, a whole cluster, redis, mail or router")
     kill.add_argument("target", metavar="TARGET")
     restart = sub.add_parser("restart", help="graceful restart (rolling for a cluster, each node drained first)")
     restart.add_argument("target", metavar="TARGET")
@@ -42,6 +57,14 @@ def build_parser() -> Parser:
     release = sub.add_parser("release", help="rolling restart of one cluster with a new release tag")
     release.add_argument("cluster", metavar="CLUSTER")
     release.add_argument("version", metavar="VERSION")
+    mail = sub.add_parser("mail", help="the local mail server's messages (var/mail/), latest last")
+    mail.add_argument("-n", dest="count", type=positive, default=5, metavar="N", help="how many (default 5)")
+    what = mail.add_mutually_exclusive_group()
+    what.add_argument("--follow", action="store_true", help="then print new messages as they arrive, until Ctrl-C")
+    what.add_argument("--failed", action="store_true",
+                      help="the login service's failed outbox rows instead (manage.py mail_outbox --failed)")
+    for verb in sub.choices.values():  # `python -m deploy VERB … --var-dir DIR` too
+        verb.add_argument("--var-dir", type=Path, default=argparse.SUPPRESS, help="as before the verb")
     return parser
 
 
@@ -81,6 +104,8 @@ def exclusive(var_dir: Path) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     var_dir = args.var_dir or conf.var_dir()
+    if args.cmd == "mail":  # reads files: works without a running stack
+        return failed_mail(Path(var_dir)) if args.failed else show_mail(maildir(var_dir), args.count, args.follow)
     spec = StackSpec.load(var_dir)
     stack = Stack(spec, log=lambda message: print(message, flush=True))
     if args.cmd == "status":
@@ -107,6 +132,91 @@ def change(stack: Stack, args: argparse.Namespace) -> int:
         stack.release(args.cluster, args.version)
     print("done")
     return 0
+
+
+# -- mail ----------------------------------------------------------------------------------------------------
+POLL_SECONDS = 0.5
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # a message must not drive the terminal
+
+
+def mail_files(box: Path) -> list[Path]:
+    """The Maildir's messages (new/ and cur/), oldest first."""
+    files = []
+    for sub in ("new", "cur"):
+        for path in (box / sub).glob("[!.]*"):
+            try:
+                files.append((path.stat().st_mtime_ns, path.name, path))
+            except FileNotFoundError:  # moved by a mail reader meanwhile
+                pass
+    return [path for _, _, path in sorted(files)]
+
+
+def message_id(path: Path) -> str:
+    """A message's unique name, the same in new/ and after a reader moved it to cur/ (which adds ':2,…')."""
+    return path.name.split(":")[0]
+
+
+def plain_text(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    if part is None:
+        return f"(no text/plain part; {message.get_content_type()})"
+    try:
+        return part.get_content()
+    except (LookupError, ValueError):  # an unknown or lying charset
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+def format_message(path: Path) -> str:
+    with path.open("rb") as f:
+        message = email.message_from_binary_file(f, _class=EmailMessage, policy=email.policy.default)
+    headers = {name: str(message.get(name, "")) for name in ("Date", "From", "To", "Subject")}
+    headers["Date"] = headers["Date"] or email.utils.formatdate(path.stat().st_mtime, localtime=True)  # delivery
+    lines = [f"──── {path.name}"]
+    lines += [f"{name}: {' '.join(CONTROL.sub('?', value).split())}" for name, value in headers.items()]
+    return "\n".join(lines) + "\n\n" + CONTROL.sub("?", plain_text(message)).rstrip("\n") + "\n"
+
+
+def print_messages(paths: list[Path], seen: set[str]) -> None:
+    for path in paths:
+        try:
+            print(format_message(path), flush=True)
+        except FileNotFoundError:   # moved to cur/ meanwhile: printed on the next round
+            continue
+        seen.add(message_id(path))
+
+
+def show_mail(box: Path, count: int, follow: bool) -> int:
+    """The latest `count` messages, oldest first; with `follow`, then every new one until Ctrl-C."""
+    # A subject that a non-UTF-8 terminal cannot show gets '?', not a traceback.
+    sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
+    files = mail_files(box)
+    if not files:
+        print(f"no mail yet in {box}/" if box.is_dir() else f"no mail yet: {box}/ does not exist", flush=True)
+    seen = {message_id(p) for p in files}
+    print_messages(files[-count:], seen)
+    if not follow:
+        return 0
+    print("waiting for new mail… (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(POLL_SECONDS)
+            print_messages([p for p in mail_files(box) if message_id(p) not in seen], seen)
+    except KeyboardInterrupt:
+        return 0
+
+
+def failed_mail(var_dir: Path) -> int:
+    """`manage.py mail_outbox --failed` with the stack's environment (else this var dir's defaults); its
+    output and exit code pass through."""
+    try:
+        env = programs.stack_env(StackSpec.load(var_dir))
+    except StackError:
+        env = dict(os.environ, LOGINSVC_VAR_DIR=str(var_dir.resolve()))
+    result = manage(env, "mail_outbox", "--failed", check=False)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

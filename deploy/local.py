@@ -1,8 +1,9 @@
 """`make up`: the whole twin-cluster stack in the foreground under supervisord.
 
-Redis (unless REDIS_URL), migrations and demo users, clusters blue and green (gunicorn nodes
-blue-1, blue-2, green-1, green-2, each its own process group), the canary router on :8000 (blue
-stable, green canary at 12 %) with its admin API on :8001. supervisord restarts whatever dies;
+Redis (unless REDIS_URL), a local SMTP server into var/mail/ (the nodes' EMAIL_URL unless set),
+migrations and demo users, clusters blue and green (gunicorn nodes blue-1, blue-2, green-1, green-2,
+each its own process group), the canary router on :8000 (blue stable, green canary at 12 %) with its
+admin API on :8001. supervisord restarts whatever dies;
 `python -m deploy …` operates the running stack. Ctrl-C (or SIGTERM) stops the router, then
 the nodes, then Redis, and leaves nothing running.
 """
@@ -27,8 +28,8 @@ from deploy.node import http_ok, manage, still_running
 from deploy.operations import Stack, node_ready, wait_for
 from deploy.router_client import RouterError
 from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_DEMO_LISTEN, DEFAULT_LISTEN,
-                          DEFAULT_NODE_PORT_BASE, DEFAULT_NODES, StackError, StackSpec, new_spec, parse_address,
-                          port_free)
+                          DEFAULT_MAIL_LISTEN, DEFAULT_NODE_PORT_BASE, DEFAULT_NODES, StackError, StackSpec, new_spec,
+                          parse_address, port_free)
 from deploy.supervisor_rpc import NotRunning, Supervisor
 from loginsvc import conf
 
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="green's share of new browsers until ops ramp it (kept in the router's state)")
     parser.add_argument("--demo-listen", default=env("DEPLOY_DEMO_LISTEN", DEFAULT_DEMO_LISTEN),
                         help=f"the demo products, HOST:PORT (run only when {DEMO_SECRET_ENV} is set)")
+    parser.add_argument("--mail-listen", default=env("DEPLOY_MAIL_LISTEN", DEFAULT_MAIL_LISTEN),
+                        help="the local SMTP server the nodes send to (EMAIL_URL unless set), HOST:PORT, loopback only")
     parser.add_argument("--var-dir", type=Path, default=conf.var_dir())
     return parser.parse_args(argv)
 
@@ -64,17 +67,7 @@ def number(value: str, key: str, kind: type = int) -> float:
 def build_spec(args: argparse.Namespace) -> StackSpec:
     return new_spec(args.var_dir, args.listen, args.admin, int(number(args.node_port_base, "--node-port-base")),
                     int(number(args.nodes, "--nodes")), number(args.canary_percent, "--canary-percent", float),
-                    os.environ.get("REDIS_URL", ""), args.demo_listen)
-
-
-def stack_env(spec: StackSpec) -> dict[str, str]:
-    """What every program inherits from supervisord (secrets stay out of the rendered files)."""
-    env = dict(os.environ, LOGINSVC_VAR_DIR=spec.var_dir, DJANGO_SETTINGS_MODULE="loginsvc.settings",
-               REDIS_URL=spec.effective_redis_url)
-    # Four nodes share this machine's cores: one worker each (2 threads) is ~2 per core in all.
-    env.setdefault("WEB_CONCURRENCY", "1")
-    env.setdefault("LOGINSVC_OIDC_ISSUER", f"http://{spec.listen}")  # the router's origin, never a node's
-    return env
+                    os.environ.get("REDIS_URL", ""), args.demo_listen, args.mail_listen)
 
 
 def demo_enabled() -> bool:
@@ -161,6 +154,7 @@ def bring_up(stack: Stack, env: dict[str, str], process: subprocess.Popen[bytes]
     wait_for(alive, 15, "supervisord")
     if spec.embedded_redis:
         wait_for(started(stack.redis_ok), 15, "redis")
+    wait_for(started(stack.mail_ok), 15, "mail server")
     for step in (("migrate", "--noinput", "-v", "0"), ("ensure_demo_users",)):
         run_step(env, *step)
     if demo_enabled():
@@ -237,18 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     if supervisor.ping():
         print(f"a stack is already running under {spec.var} (see `python -m deploy status`)", file=sys.stderr)
         return 1
-    addresses = [("--listen", spec.listen), ("--admin", spec.admin)]
+    addresses = [("--listen", spec.listen), ("--admin", spec.admin), ("--mail-listen", spec.mail_listen)]
     if demo_enabled():
         addresses.append(("--demo-listen", spec.demo_listen))
     for option, address in addresses:
         host, port = parse_address(address, option)
-        if not port_free(port, host):
+        if not port_free(port, host.strip("[]")):
             print(f"{option}: {address} is already in use (another `make up`?)", file=sys.stderr)
             return 1
     make_private(spec.var)
     spec.save()
     ensure_secrets(spec)
-    env = stack_env(spec)
+    env = programs.stack_env(spec)
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -298,10 +292,19 @@ def print_summary(stack: Stack, seconds: float) -> None:
           f"  database        {'DATABASE_URL (external)' if os.environ.get('DATABASE_URL') else spec.var / 'db.sqlite3'}\n"
           f"  redis           {spec.effective_redis_url if spec.embedded_redis else 'REDIS_URL (external)'}\n"
           + (f"  demo products   {spec.demo_url}/   (webmail, admin-portal, quarantine)\n" if demo_enabled() else "")
-          + f"  logs            {spec.var / 'log'}/\n"
-          "  operate it      python -m deploy status | kill | restart | scale | release;  python -m canary ramp 20\n")
+          + f"  mail            {mail_line(spec)}\n"
+          f"  logs            {spec.var / 'log'}/\n"
+          "  operate it      python -m deploy status | kill | restart | scale | release | mail;  "
+          "python -m canary ramp 20\n")
     print_table(stack.status())
     print("\nCtrl-C stops everything.", flush=True)
+
+
+def mail_line(spec: StackSpec) -> str:
+    """Where the nodes' mail goes: the local server's Maildir, or the operator's EMAIL_URL (never printed:
+    it may hold a password)."""
+    local = f"{spec.mail_url} → {spec.maildir / 'new'}/ (python -m deploy mail)"
+    return f"EMAIL_URL (external); local server {local}" if os.environ.get("EMAIL_URL") else local
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ users see no error. Chaos kill deliberately skips all of that.
 from __future__ import annotations
 
 import functools
+import smtplib
 from typing import Any, Callable
 
 import redis
@@ -17,7 +18,7 @@ from deploy.node import http_ok
 from deploy.node import wait_for as node_wait_for
 from deploy.restart_counter import read_starts
 from deploy.router_client import RouterClient, RouterError
-from deploy.stack import CLUSTERS, MAX_NODES, RELEASE_RE, NodeSpec, StackError, StackSpec
+from deploy.stack import CLUSTERS, MAX_NODES, RELEASE_RE, NodeSpec, StackError, StackSpec, loopback_address
 from deploy.supervisor_rpc import Supervisor
 
 Log = Callable[[str], None]
@@ -46,16 +47,16 @@ class Stack:
 
     # -- targets -------------------------------------------------------------------------------------------
     def targets(self, target: str) -> list[str]:
-        """Program names a target stands for: a node, a whole cluster, `redis` or `router`."""
+        """Program names a target stands for: a node, a whole cluster, `redis`, `mail` or `router`."""
         if target in CLUSTERS:
             return [n.name for n in self.spec.cluster_nodes(target)]
-        if self.spec.node(target) or target == "router":
+        if self.spec.node(target) or target in ("router", "mail"):
             return [target]
         if target == "redis":
             if not self.spec.embedded_redis:
                 raise StackError("redis: external (REDIS_URL is set), so this stack does not supervise it")
             return ["redis"]
-        names = ", ".join([*CLUSTERS, *(n.name for n in self.spec.nodes), "redis", "router"])
+        names = ", ".join([*CLUSTERS, *(n.name for n in self.spec.nodes), "redis", "mail", "router"])
         raise StackError(f"unknown target {target!r}; expected one of: {names}")
 
     # -- status --------------------------------------------------------------------------------------------
@@ -68,7 +69,8 @@ class Stack:
         except RouterError:
             router_view, router_health = {}, "unreachable"
         rows = []
-        names = (["redis"] if self.spec.embedded_redis else []) + ["router"] + [n.name for n in self.spec.nodes]
+        names = ((["redis"] if self.spec.embedded_redis else []) + ["mail", "router"]
+                 + [n.name for n in self.spec.nodes])
         if "demo-products" in infos:  # only when DEMO_CLIENT_SECRET started them
             names.append("demo-products")
         for name in names:
@@ -81,12 +83,14 @@ class Stack:
                 health = router_health
             elif name == "demo-products":
                 health = "ok" if running and http_ok(f"{self.spec.demo_url}/healthz") else "down"
+            elif name == "mail":
+                health = "ok" if running and self.mail_ok() else "down"
             else:
                 health = "ok" if running and self.redis_ok() else "down"
             rows.append({
                 "name": name, "kind": "node" if node else name, "cluster": node.cluster if node else None,
                 "release": node.release if node else None,
-                "address": node.address if node else {"router": self.spec.listen,
+                "address": node.address if node else {"router": self.spec.listen, "mail": self.spec.mail_listen,
                                                       "demo-products": self.spec.demo_listen}.get(name, "unix socket"),
                 "state": info.get("statename", "ABSENT"), "pid": info.get("pid") or None,
                 "uptime": int(info["now"] - info["start"]) if running else 0,
@@ -99,6 +103,15 @@ class Stack:
             return bool(redis.Redis.from_url(self.spec.effective_redis_url, socket_timeout=0.5,
                                              socket_connect_timeout=0.5).ping())
         except redis.RedisError:
+            return False
+
+    def mail_ok(self) -> bool:
+        """The local mail server greets and answers NOOP."""
+        host, port = loopback_address(self.spec.mail_listen, "mail_listen")
+        try:
+            with smtplib.SMTP(host, port, local_hostname="localhost", timeout=0.5) as smtp:
+                return smtp.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
             return False
 
     # -- chaos ---------------------------------------------------------------------------------------------

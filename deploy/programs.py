@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 # Start order (supervisord starts low numbers first and stops high numbers first).
-PRIORITY = {"redis": 10, "node": 20, "router": 30, "demo-products": 40}
+PRIORITY = {"redis": 10, "mail": 15, "node": 20, "router": 30, "demo-products": 40}
 
 # Back-off: a program that dies within `startsecs` of starting is retried after 1 s, 2 s, 3 s, …
 # (supervisord's BACKOFF state) up to `startretries` times, then left FATAL for an operator; one that
@@ -115,6 +115,33 @@ stopwaitsecs=10
 """ + COMMON.format(log=pct(spec.var / "log" / "redis.log"), root=pct(ROOT))
 
 
+def mail_program(spec: StackSpec) -> str:
+    """The local SMTP server (deploy/mail_server.py): whatever the nodes send lands in var/mail/new/."""
+    return f"""[program:mail]
+command={command(sys.executable, "-m", "deploy.mail_server", "--listen", spec.mail_listen,
+                 "--maildir", spec.maildir)}
+priority={PRIORITY['mail']}
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=10
+""" + COMMON.format(log=pct(spec.var / "log" / "mail.log"), root=pct(ROOT))
+
+
+def stack_env(spec: StackSpec) -> dict[str, str]:
+    """What every program inherits from supervisord (secrets stay out of the rendered files).
+
+    EMAIL_URL is decided here, once for the whole stack, rather than per node program: nodes added
+    later by `python -m deploy scale` (from another shell) then still send where the first ones do."""
+    env = dict(os.environ, LOGINSVC_VAR_DIR=spec.var_dir, DJANGO_SETTINGS_MODULE="loginsvc.settings",
+               REDIS_URL=spec.effective_redis_url)
+    # Four nodes share this machine's cores: one worker each (2 threads) is ~2 per core in all.
+    env.setdefault("WEB_CONCURRENCY", "1")
+    env.setdefault("LOGINSVC_OIDC_ISSUER", f"http://{spec.listen}")  # the router's origin, never a node's
+    if not env.get("EMAIL_URL"):  # the operator's own server wins; the local one runs anyway
+        env["EMAIL_URL"] = spec.mail_url
+    return env
+
+
 def node_env(spec: StackSpec, node: NodeSpec) -> dict[str, str]:
     return {
         "LOGINSVC_CLUSTER": node.cluster,
@@ -125,7 +152,8 @@ def node_env(spec: StackSpec, node: NodeSpec) -> dict[str, str]:
         "LOGINSVC_DRAIN_FILE": str(spec.stack_dir / f"{node.name}.draining"),
         # Behind the router: one proxy hop, so throttling and logs see the browser's address.
         "LOGINSVC_TRUSTED_PROXY_HOPS": "1",
-        # REDIS_URL, DATABASE_URL, LOGINSVC_VAR_DIR and secrets come from supervisord's environment.
+        # REDIS_URL, DATABASE_URL, EMAIL_URL, LOGINSVC_VAR_DIR and secrets come from supervisord's environment
+        # (stack_env).
     }
 
 
@@ -211,7 +239,7 @@ def write_file(path: Path, text: str) -> None:
 
 
 def write_base(spec: StackSpec) -> Path:
-    """supervisord.conf plus the redis program (when embedded); returns the conf's path."""
+    """supervisord.conf plus the mail program and the redis program (when embedded); returns the conf's path."""
     for directory in (spec.var / "log", spec.var / "redis"):
         directory.mkdir(parents=True, exist_ok=True)
     programs = programs_dir(spec)
@@ -220,6 +248,7 @@ def write_base(spec: StackSpec) -> Path:
         old.unlink()
     conf_path = spec.stack_dir / "supervisord.conf"
     write_file(conf_path, supervisord_conf(spec))
+    write_file(programs / "mail.conf", mail_program(spec))
     if spec.embedded_redis:
         write_file(programs / "redis.conf", redis_program(spec))
     return conf_path

@@ -6,6 +6,7 @@ configuration are rendered, so a restart of either comes back with what was last
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from deploy.demo_products import DEFAULT_LISTEN as DEFAULT_DEMO_LISTEN
 CLUSTERS = ("blue", "green")             # stable first, canary second (the router's convention)
 DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_ADMIN = "127.0.0.1:8001"
+DEFAULT_MAIL_LISTEN = "127.0.0.1:8025"   # the local SMTP server (deploy/mail_server.py)
 DEFAULT_NODE_PORT_BASE = 8010
 DEFAULT_NODES = 2
 DEFAULT_CANARY_PERCENT = 12.0            # the first step of the usual ramp 12 -> 20 -> 50 -> 100
@@ -37,6 +39,19 @@ def parse_address(value: str, key: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise StackError(f"{key}: expected HOST:PORT with a port 1-65535 (got {value!r})")
     return host, int(port)
+
+
+def loopback_address(value: str, key: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:PORT) on this machine only: for servers that must never face a network."""
+    host, port = parse_address(value, key)
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise StackError(f"{key}: must be a loopback address such as 127.0.0.1:PORT (got {value!r})")
+    return host, port
 
 
 @dataclass
@@ -66,6 +81,7 @@ class StackSpec:
     releases: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeSpec] = field(default_factory=list)
     demo_listen: str = DEFAULT_DEMO_LISTEN  # the demo products (only run when DEMO_CLIENT_SECRET is set)
+    mail_listen: str = DEFAULT_MAIL_LISTEN  # the local SMTP server, storing into var/mail/
 
     # -- paths ---------------------------------------------------------------------------------------------
     @property
@@ -92,6 +108,15 @@ class StackSpec:
     def demo_url(self) -> str:
         return f"http://{self.demo_listen}"
 
+    @property
+    def mail_url(self) -> str:
+        """EMAIL_URL of the local mail server."""
+        return f"smtp://{self.mail_listen}"
+
+    @property
+    def maildir(self) -> Path:
+        return maildir(self.var)
+
     # -- queries -------------------------------------------------------------------------------------------
     def cluster_nodes(self, cluster: str) -> list[NodeSpec]:
         return [n for n in self.nodes if n.cluster == cluster]
@@ -111,7 +136,8 @@ class StackSpec:
         index = next(i for i in range(1, MAX_NODES * 4) if f"{cluster}-{i}" not in used)
         taken = {n.port for n in self.nodes} | {parse_address(self.listen, "listen")[1],
                                                 parse_address(self.admin, "admin")[1],
-                                                parse_address(self.demo_listen, "demo_listen")[1]}
+                                                parse_address(self.demo_listen, "demo_listen")[1],
+                                                parse_address(self.mail_listen, "mail_listen")[1]}
         port = self.node_port_base
         while port in taken or not port_free(port):
             port += 1
@@ -150,6 +176,11 @@ def write_json(path: Path, doc: object) -> None:
     os.replace(tmp, path)
 
 
+def maildir(var_dir: Path) -> Path:
+    """The local mail server's Maildir: messages land in its new/ (`python -m deploy mail` reads them)."""
+    return Path(var_dir) / "mail"
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -161,15 +192,19 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def new_spec(var_dir: Path, listen: str, admin: str, node_port_base: int, nodes_per_cluster: int,
-             canary_percent: float, redis_url: str, demo_listen: str = DEFAULT_DEMO_LISTEN) -> StackSpec:
+             canary_percent: float, redis_url: str, demo_listen: str = DEFAULT_DEMO_LISTEN,
+             mail_listen: str = DEFAULT_MAIL_LISTEN) -> StackSpec:
     """A fresh layout: blue-1..N and green-1..N on ports from node_port_base, validated."""
     parse_address(listen, "--listen")
     parse_address(admin, "--admin")
     parse_address(demo_listen, "--demo-listen")
+    loopback_address(mail_listen, "--mail-listen")
     if listen == admin:
         raise StackError("--admin: must differ from --listen")
     if demo_listen in (listen, admin):
         raise StackError("--demo-listen: must differ from --listen and --admin")
+    if mail_listen in (listen, admin, demo_listen):
+        raise StackError("--mail-listen: must differ from --listen, --admin and --demo-listen")
     if not 1 <= nodes_per_cluster <= MAX_NODES:
         raise StackError(f"--nodes: must be between 1 and {MAX_NODES} (got {nodes_per_cluster})")
     if not 0 <= canary_percent <= 100:
@@ -183,7 +218,8 @@ def new_spec(var_dir: Path, listen: str, admin: str, node_port_base: int, nodes_
     if len(str(longest).encode()) > MAX_SOCKET_PATH:
         raise StackError(f"--var-dir: too deep for unix sockets ({longest} is over {MAX_SOCKET_PATH} bytes); "
                          "use a shorter path")
-    spec = StackSpec(str(var), listen, admin, node_port_base, canary_percent, redis_url, demo_listen=demo_listen)
+    spec = StackSpec(str(var), listen, admin, node_port_base, canary_percent, redis_url, demo_listen=demo_listen,
+                     mail_listen=mail_listen)
     for cluster in CLUSTERS:
         for _ in range(nodes_per_cluster):
             spec.nodes.append(spec.next_node(cluster))

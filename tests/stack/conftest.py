@@ -80,7 +80,8 @@ def start_stack(tmp: Path, *extra: str, timeout: float = 90, env_extra: dict[str
     with open(output, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deploy.local", "--var-dir", str(tmp / "var"), "--listen", f"127.0.0.1:{listen}",
-             "--admin", f"127.0.0.1:{admin}", "--node-port-base", str(lasting_port(8)), *extra],
+             "--admin", f"127.0.0.1:{admin}", "--mail-listen", f"127.0.0.1:{free_port()}",
+             "--node-port-base", str(lasting_port(8)), *extra],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     stack = RunningStack(process, tmp / "var", f"http://127.0.0.1:{listen}", f"http://127.0.0.1:{admin}", output, env)
     def up() -> bool:

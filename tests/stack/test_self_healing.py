@@ -50,7 +50,7 @@ def test_status_lists_every_process_with_state_pid_uptime_restarts_and_health(ru
     printed = running_stack.deploy("status", "--json")
     assert printed.returncode == 0, printed.stderr
     rows = {row["name"]: row for row in json.loads(printed.stdout)}
-    assert set(rows) == {"redis", "router", *NODES}
+    assert set(rows) == {"redis", "mail", "router", *NODES}
     for name, row in rows.items():
         assert row["pid"] and row["restarts"] == 0, row
     assert {rows[n]["cluster"] for n in NODES} == {"blue", "green"}

@@ -47,7 +47,7 @@ def test_up_brings_everything_up_and_ctrl_c_leaves_nothing_running(tmp_path: Pat
         assert elapsed < STARTUP_BOUND_SECONDS, f"stack took {elapsed:.1f}s:\n{output}"
         assert f"{stack.base}/login/" in output and f"{stack.admin}/api/status" in output, output
         rows = stack.status()
-        assert set(rows) == {"redis", "router", "blue-1", "green-1"}
+        assert set(rows) == {"redis", "mail", "router", "blue-1", "green-1"}
         pids = [row["pid"] for row in rows.values()]
         assert all(pids)
         # Embedded defaults: SQLite and the Redis socket under the var dir; demo users from DEMO_PASSWORD.
@@ -134,7 +134,7 @@ def test_a_stack_that_cannot_start_says_why_and_leaves_nothing_running(tmp_path:
     result = subprocess.run(
         [sys.executable, "-m", "deploy.local", "--var-dir", str(tmp_path / "var"), "--nodes", "1",
          "--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{free_port()}",
-         "--node-port-base", str(base)],
+         "--mail-listen", f"127.0.0.1:{free_port()}", "--node-port-base", str(base)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result
     assert "router keeps crashing" in result.stderr and "stopped" in result.stderr, result.stderr
