@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -38,6 +39,25 @@ def user(db: None):
     from loginsvc.accounts.models import User
 
     return User.objects.create_user("Ann.Example@Example.test", PASSWORD)
+
+
+@pytest.fixture
+def mailbox(settings: Any) -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd) on a free port that the mail outbox delivers to (EMAIL_URL)."""
+    from aiosmtpd.controller import Controller
+
+    from deploy.node import free_port
+    from loginsvc.mail import smtp
+    from tests.support import Mailbox
+
+    box, port = Mailbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_SERVER = smtp.parse(f"smtp://127.0.0.1:{port}")
+    try:
+        yield box
+    finally:
+        controller.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Delivering the mail outbox over SMTP, with the outbox machinery the back-channel logouts use (loginsvc/outbox.py).
 
-One attempt hands one message to the SMTP server of EMAIL_URL (smtp.py). The server's word decides
+One attempt hands one message to the SMTP server of EMAIL_URL (smtp.py); a message meant only for an
+account (a recovery code) whose address has none is dropped unsent instead, here, so that the request
+that asked for it did the same work either way. The server's word decides
 what follows: accepted is delivered; a permanent refusal (a 5xx reply: no such mailbox, policy) is
 given up at once, since asking again gets the same answer; anything else (connection refused, a
 timeout, a 4xx reply, EMAIL_URL not set) is retried with back-off, and after one such failure the
@@ -23,6 +25,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.utils import timezone
 
 from loginsvc import conf, outbox
+from loginsvc.accounts.models import User
 from loginsvc.mail import messages, smtp
 from loginsvc.mail.models import OutgoingMail
 from loginsvc.observability.metrics import MAIL
@@ -59,6 +62,10 @@ def email_of(row: OutgoingMail) -> EmailMultiAlternatives:
 
 
 def _deliver(row: OutgoingMail, now: datetime) -> outbox.Attempted:
+    if row.needs_account and not User.objects.filter(email=row.to, is_active=True).exists():
+        MAIL.labels("skipped").inc()  # e.g. a recovery code asked for an address without an account
+        OutgoingMail.objects.filter(pk=row.pk).update(sealed=b"")
+        return outbox.Attempted(outbox.Result.DELIVERED, log_fields={"sent": False})
     server = settings.EMAIL_SERVER
     if server is None:
         MAIL.labels("retried").inc()

@@ -39,14 +39,16 @@ def render(kind: str, context: dict[str, Any], language: str | None = None) -> M
         return Message(subject, render_to_string(f"mail/{kind}.txt", full), render_to_string(f"mail/{kind}.html", full))
 
 
-def queue(kind: str, to: str, context: dict[str, Any], language: str | None = None) -> OutgoingMail:
+def queue(kind: str, to: str, context: dict[str, Any], language: str | None = None,
+          needs_account: bool = False) -> OutgoingMail:
     """Write the message to the outbox now, in the caller's transaction: it goes out once that commits
-    (and never if it rolls back), from any node, retried while SMTP is down."""
+    (and never if it rolls back), from any node, retried while SMTP is down. `needs_account`: sent only
+    if an active account has the address when it is delivered (else dropped unsent)."""
     from loginsvc.mail import delivery  # the outbox's worker; it imports this module's models too
 
     message = render(kind, context, language)
     sealed = sealing.seal(json.dumps([message.subject, message.text, message.html]).encode(), SEAL_CONTEXT)
-    row = OutgoingMail.objects.create(kind=kind, to=to, sealed=sealed)
+    row = OutgoingMail.objects.create(kind=kind, to=to, sealed=sealed, needs_account=needs_account)
     transaction.on_commit(delivery.kick)
     return row
 

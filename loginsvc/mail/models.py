@@ -16,6 +16,7 @@ class OutgoingMail(models.Model):
     kind = models.CharField(max_length=32, help_text="the template, e.g. mfa_reset")
     to = models.EmailField(max_length=254)
     sealed = models.BinaryField(help_text="subject, text and HTML, sealed (messages.py)")
+    needs_account = models.BooleanField(default=False, help_text="sent only if an active account has the address")
     created = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)
     # None once given up: such a row is never due again (unless ops retry it).

@@ -25,7 +25,8 @@ PASSKEY_COUNTER_REGRESSIONS = Counter(
 )
 MAIL = Counter(
     "loginsvc_mail_total",
-    "Attempts at the mail outbox's messages: delivered, retried (SMTP away or busy), failed (given up).",
+    "Attempts at the mail outbox's messages: delivered, retried (SMTP away or busy), failed (given up), "
+    "skipped (meant for an account the address does not have).",
     ["result"],
 )
 SESSION_FAST_PATH = Counter(

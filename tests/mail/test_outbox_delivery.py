@@ -34,19 +34,6 @@ def _parsed(raw: str) -> email.message.EmailMessage:
     return email.message_from_string(raw, policy=policy.default)  # type: ignore[return-value]
 
 
-@pytest.fixture
-def mailbox(settings: Any) -> Any:
-    """A plain SMTP server the outbox delivers to (EMAIL_URL=smtp://127.0.0.1:PORT)."""
-    box, port = Mailbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    settings.EMAIL_SERVER = smtp.parse(f"smtp://127.0.0.1:{port}")
-    try:
-        yield box
-    finally:
-        controller.stop()
-
-
 def _notice(to: str = "ann@example.test") -> OutgoingMail:
     return messages.queue("mfa_reset", to, {"email": to, "when": "2026-12-06 23:00"})
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
-from django.utils import timezone
 
 from loginsvc.accounts import auth_epoch
 from loginsvc.accounts.management.commands.logout_user import account
-from loginsvc.mail import messages
+from loginsvc.mail import notices
 from loginsvc.mfa import audit, factors
 
 
@@ -24,8 +23,7 @@ class Command(BaseCommand):
         user = account(str(options["email"]))
         with transaction.atomic():  # the notice goes out once, and only if the factors went
             removed = factors.remove_all(user)
-            messages.queue("mfa_reset", user.email, {
-                "email": user.email, "when": timezone.now().strftime("%Y-%m-%d %H:%M")})
+            notices.mfa_reset(user)
         # Whoever holds a session or a token may be the one who took the factors: all of them end.
         auth_epoch.sign_out_everywhere(user, by="mfa_reset")
         audit.changed(user.pk, "", "second factors reset by ops")
