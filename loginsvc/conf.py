@@ -250,6 +250,13 @@ OPTIONS: dict[str, Option] = {
     "BACKCHANNEL_MAX_BACKOFF_SECONDS": Option(300, _positive_int, "Longest wait between two deliveries of one logout."),
     "BACKCHANNEL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A logout not delivered this long after the "
                                           "logout is dropped (logged): the product's own sessions have ended by then."),
+    "RECOVERY_CODE_SECONDS": Option(900, _positive_int, "A mailed recovery code works this long, once, in the "
+                                    "browser that asked for it."),
+    "RECOVERY_CODE_TRIES": Option(5, _positive_int, "Wrong entries of one recovery code before it stops working."),
+    "RECOVERY_CODES_PER_HOUR": Option(5, _positive_int, "Recovery codes mailed per address per hour; beyond, "
+                                      "asking gets the same answer and no mail."),
+    "RECOVERY_IP_REQUESTS": Option(20, _positive_int, "Recovery codes one client network may ask for per hour "
+                                   "(any addresses); beyond, 429 with Retry-After."),
     "MAIL_FROM": Option("", _mail_from, "The sender of mail to account holders (default: Sign-in "
                         "<no-reply@ the issuer's host>)."),
     "MAIL_TIMEOUT_SECONDS": Option(10.0, _positive_float, "Timeout of each step of one SMTP delivery."),

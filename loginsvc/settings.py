@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "loginsvc.sso",
     "loginsvc.mfa",
     "loginsvc.mail",
+    "loginsvc.selfservice",
     "loginsvc.health",
     "loginsvc.observability",
 ]
@@ -200,6 +201,9 @@ AUTH_PASSWORD_VALIDATORS = [
     # ASVS 2.1.1: at least 12 characters.
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+     "OPTIONS": {"user_attributes": ("email", "display_name")}},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 if PRODUCTION:

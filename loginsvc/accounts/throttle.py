@@ -54,8 +54,8 @@ from loginsvc import conf
 from loginsvc.accounts.throttle_db import DatabaseStore
 from loginsvc.accounts.throttle_rules import Counter, Rule
 
-__all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "gave_password", "step_up",
-           "step_up_check", "succeeded"]
+__all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "gave_password",
+           "recovery_request", "step_up", "step_up_check", "succeeded"]
 
 log = logging.getLogger(__name__)
 PREFIX = "loginsvc:bf:"
@@ -245,6 +245,16 @@ def step_up_check(email: str) -> bool:
     """
     counter = step_up_counter(email)
     return _check_and_count((counter,), counter.key, 0)[0]
+
+
+def recovery_request(ip: str) -> int:
+    """Count one request for a mailed recovery code from this client network: 0 when it may go on, else
+    the seconds until it may (`RECOVERY_IP_REQUESTS` per hour, a fixed window). The account's own limit
+    (codes mailed per hour) is kept with the codes (selfservice/recovery.py)."""
+    rule = Rule(conf.get("RECOVERY_IP_REQUESTS"), 3600, 3600, 3600, sliding=False)
+    counter = Counter("recovery_ip", "r:" + _digest(client_network(ip)), rule)
+    allowed, wait, _, _, _ = _check_and_count((counter,), counter.key, 0)
+    return 0 if allowed else wait
 
 
 def step_up(email: str, ip: str, refused: Attempt) -> Attempt:
