@@ -18,6 +18,7 @@ from loginsvc.accounts import audit, known_sources, sessions, throttle
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH
 from loginsvc.accounts.models import User, normalise_email
+from loginsvc.mail import notices
 from loginsvc.mfa import audit as mfa_audit
 from loginsvc.mfa import ceremonies, factors, passkeys, pending, recovery, totp
 from loginsvc.mfa.models import Passkey
@@ -257,6 +258,8 @@ def attempt_second_factor(request: HttpRequest, method: str, code: object, chann
     pending.end(request)
     mfa_audit.factor_success(user.pk, ip, channel, method,
                              recovery.remaining(user) if method == factors.RECOVERY else None)
+    if method == factors.RECOVERY:  # the owner hears of it: the code may have been someone else's find
+        notices.account_changed(user, ip, "recovery code used")
     if waiting.via_account_step_up:
         audit.step_up_sign_in(email, user.pk, ip, channel, method)
     # RFC 8176: the password's, the factor's, and as they are several: "mfa".

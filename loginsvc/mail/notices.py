@@ -4,8 +4,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from loginsvc.mail import messages
+
+# What changed, as the notice says it (each a sentence of its own, for translators).
+CHANGES = {
+    "passkey added": _("A passkey was added to your account."),
+    "passkey removed": _("A passkey was removed from your account."),
+    "authenticator app added": _("An authenticator app was set up for your account."),
+    "authenticator app removed": _("The authenticator app was removed from your account."),
+    "recovery codes made": _("A new set of recovery codes was made; the old codes no longer work."),
+    "recovery code used": _("One of your recovery codes was used to sign in."),
+}
 
 
 def _when() -> str:
@@ -17,6 +28,12 @@ def password_changed(user: Any, ip: str, how: str) -> None:
     mailed code), from `ip`; queued in the caller's transaction."""
     messages.queue("password_changed", user.email, {"email": user.email, "when": _when(), "address": ip,
                                                     "reset": how == "reset"})
+
+
+def account_changed(user: Any, ip: str, change: str) -> None:
+    """A change to how `user` signs in (one of CHANGES), made from `ip`; queued in the caller's transaction."""
+    messages.queue("account_changed", user.email, {"email": user.email, "when": _when(), "address": ip,
+                                                   "change": str(CHANGES[change])})
 
 
 def mfa_reset(user: Any) -> None:

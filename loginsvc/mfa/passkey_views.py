@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
@@ -22,6 +23,7 @@ from loginsvc.accounts import views as account_views
 from loginsvc.accounts.authentication import Outcome, attempt_passkey, confirm_password
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.views import json_body, json_error, locked_response
+from loginsvc.mail import notices
 from loginsvc.mfa import audit, ceremonies, factors, passkeys, pending
 from loginsvc.mfa.views import password_refused
 
@@ -99,7 +101,9 @@ def register_view(request: HttpRequest) -> HttpResponse:
         return json_error(400, "no passkey registration is waiting in this browser (it expired or was used); start again")
     first = not factors.has_factor(request.user)
     try:
-        passkey = passkeys.register(request.user, ceremony, credential, payload.get("name") or "")
+        with transaction.atomic():
+            passkey = passkeys.register(request.user, ceremony, credential, payload.get("name") or "")
+            notices.account_changed(request.user, client_ip(request), "passkey added")
     except passkeys.Refused as exc:
         audit.changed(request.user.pk, client_ip(request), "passkey refused at registration")
         return json_error(400, str(exc))
@@ -139,9 +143,12 @@ def remove_view(request: HttpRequest, passkey_id: int) -> HttpResponse:
     refused = password_refused(request)
     if refused is not None:
         return refused
-    removed = passkeys.remove(request.user, passkey_id)
+    with transaction.atomic():
+        removed = passkeys.remove(request.user, passkey_id)
+        if removed is not None:
+            factors.forget_codes_if_alone(request.user)
+            notices.account_changed(request.user, client_ip(request), "passkey removed")
     if removed is not None:
-        factors.forget_codes_if_alone(request.user)
         audit.changed(request.user.pk, client_ip(request), "passkey removed")
     return redirect("mfa-account")
 

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,6 +26,7 @@ from loginsvc.accounts.authentication import (
 )
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.redirects import safe_next
+from loginsvc.mail import notices
 from loginsvc.mfa import audit, factors, passkeys, pending, policy, recovery, totp
 from loginsvc.mfa.models import Passkey
 
@@ -108,8 +110,7 @@ def app_setup_view(request: HttpRequest) -> HttpResponse:
         device = totp.TOTPDevice.objects.filter(user=request.user, confirmed=False).first()
         code = totp.parse_code(request.POST.get("code", "")[:64])
         first = not factors.has_factor(request.user)
-        if device is not None and code is not None and totp.confirm(device, code):
-            audit.changed(request.user.pk, client_ip(request), "authenticator app added")
+        if device is not None and code is not None and _confirmed(request, device, code):
             codes = factors.codes_for_new_factor(request.user, first, client_ip(request))
             if codes is None:  # a passkey came first: its recovery codes stand
                 return redirect(_with_next("mfa-account", _next(request)))
@@ -121,6 +122,16 @@ def app_setup_view(request: HttpRequest) -> HttpResponse:
             "Type the six digits the app shows.")), status=400)
     device = totp.start_enrolment(request.user)
     return render(request, "mfa/app_setup.html", _setup_context(request, device))
+
+
+def _confirmed(request: HttpRequest, device: totp.TOTPDevice, code: str) -> bool:
+    """The app's first code makes it count: audited, and its owner told by mail in the same transaction."""
+    with transaction.atomic():
+        if not totp.confirm(device, code):
+            return False
+        notices.account_changed(request.user, client_ip(request), "authenticator app added")
+    audit.changed(request.user.pk, client_ip(request), "authenticator app added")
+    return True
 
 
 def _setup_context(request: HttpRequest, device: totp.TOTPDevice, **extra: Any) -> dict[str, Any]:
@@ -157,8 +168,10 @@ def app_remove_view(request: HttpRequest) -> HttpResponse:
     refused = password_refused(request)
     if refused is not None:
         return refused
-    totp.remove(request.user)
-    factors.forget_codes_if_alone(request.user)
+    with transaction.atomic():
+        totp.remove(request.user)
+        factors.forget_codes_if_alone(request.user)
+        notices.account_changed(request.user, client_ip(request), "authenticator app removed")
     audit.changed(request.user.pk, client_ip(request), "authenticator app removed")
     return redirect("mfa-account")
 
@@ -174,6 +187,8 @@ def recovery_codes_view(request: HttpRequest) -> HttpResponse:
     refused = password_refused(request)
     if refused is not None:
         return refused
-    codes = recovery.new_set(request.user)
+    with transaction.atomic():
+        codes = recovery.new_set(request.user)
+        notices.account_changed(request.user, client_ip(request), "recovery codes made")
     audit.changed(request.user.pk, client_ip(request), "recovery codes made")
     return render(request, "mfa/recovery_codes.html", {"codes": codes, "first": False})

@@ -1,0 +1,53 @@
+"""Notices: every change to how an account signs in is mailed to its owner (ASVS 2.2.3, 2.5.5), once, through the outbox."""
+from __future__ import annotations
+
+import email
+import re
+from email import policy
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from loginsvc.mail import delivery, messages, notices
+from loginsvc.mfa import recovery
+from tests.conftest import PASSWORD, csrf_from, login
+from tests.mfa.conftest import app_code, mfa_user, password_step, post_json  # noqa: F401 - mfa_user: a fixture
+
+
+def _delivered(mailbox: Any) -> list[email.message.EmailMessage]:
+    delivery.deliver_due()
+    return [email.message_from_string(raw, policy=policy.default) for raw in mailbox.messages]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("change", sorted(notices.CHANGES))
+def test_each_change_has_its_sentence_and_links_only_to_the_origin(change: str, settings: Any) -> None:
+    settings.LOGINSVC = dict(settings.LOGINSVC, OIDC_ISSUER="https://login.example.com")
+    message = messages.render("account_changed", {"email": "ann@example.test", "when": "2026-12-06 23:00",
+                                                  "address": "192.0.2.7", "change": str(notices.CHANGES[change])})
+    assert str(notices.CHANGES[change]) in message.text and "192.0.2.7" in message.html
+    for part in (message.text, message.html):
+        assert all(link.startswith("https://login.example.com/") for link in re.findall(r"https?://[^\s\"<>)]+", part))
+
+
+@pytest.mark.django_db
+def test_removing_the_app_tells_the_owner(mfa_user: Any, mailbox: Any) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    assert login(browser, mfa_user.email, PASSWORD).status_code == 302
+    assert post_json(browser, "/api/login/mfa", {"method": "totp", "code": app_code(mfa_user)}).status_code == 200
+    removed = browser.post("/account/mfa/app/remove/", {"password": PASSWORD, "csrfmiddlewaretoken": csrf_from(browser)})
+    assert removed.status_code == 302
+    [notice] = _delivered(mailbox)
+    assert notice["To"] == mfa_user.email
+    assert "The authenticator app was removed" in notice.get_body(("plain",)).get_content()
+
+
+@pytest.mark.django_db
+def test_signing_in_with_a_recovery_code_tells_the_owner(mfa_user: Any, mailbox: Any) -> None:
+    codes = recovery.new_set(mfa_user)
+    browser = Client(enforce_csrf_checks=True)
+    password_step(browser, mfa_user)
+    assert post_json(browser, "/api/login/mfa", {"method": "recovery", "code": codes[0]}).status_code == 200
+    [notice] = _delivered(mailbox)
+    assert "One of your recovery codes was used" in notice.get_body(("plain",)).get_content()
+    assert codes[0] not in notice.as_string() and codes[0].replace("-", "") not in notice.as_string()
