@@ -7,6 +7,7 @@ from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models, transaction
+from django.db.models import F
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 from django.db.models.functions import Lower
@@ -42,6 +43,8 @@ class UserQuerySet(models.QuerySet["User"]):
         changes their passwords also ends all of their sign-ins, in the same transaction.
         save() does not come here."""
         reason = _ends_rights(kwargs)
+        if reason == sign_ins.DEACTIVATED:  # sessions end for good, not only while inactive (User.save)
+            kwargs = {**kwargs, "auth_epoch": F("auth_epoch") + 1}
         with transaction.atomic(using=self.db):
             affected = list(self.select_for_update().values_list("pk", flat=True)) if reason else []
             rows = super().update(**kwargs)
@@ -135,10 +138,18 @@ class User(AbstractBaseUser, PermissionsMixin):
         sign-ins, in the same transaction (sign_ins.py)."""
         self.email = normalise_email(self.email)
         reason = self._rights_ended(kwargs.get("update_fields"))
+        if reason == sign_ins.DEACTIVATED:
+            # Django refuses an inactive user's session but keeps it: enabled again, the account would
+            # have it back. A new auth epoch (auth_epoch.py) ends every session of it for good.
+            self.auth_epoch = F("auth_epoch") + 1
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = [*kwargs["update_fields"], "auth_epoch"]
         with transaction.atomic(using=kwargs.get("using")):
             super().save(*args, **kwargs)
             if reason is not None:
                 sign_ins.end_all(type(self), self.pk, by=reason)
+        if reason == sign_ins.DEACTIVATED:
+            self.refresh_from_db(fields=["auth_epoch"])
         self._remember(kwargs.get("update_fields"))
 
     def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:

@@ -9,7 +9,6 @@ import logging
 from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import F
 
 from loginsvc.accounts.management.commands.logout_user import account
 
@@ -50,14 +49,7 @@ class SetActive(OneLineUsage):
             self.stdout.write(f"{user.email} is already {self.done}: nothing changed")
             return
         user.is_active = self.active
-        if self.active:
-            user.save(update_fields=["is_active"])
-        else:
-            # Django refuses an inactive user's session but keeps it: enabled again, it would be back. A new
-            # auth epoch (auth_epoch.py) ends it for good, in the same save that ends the product sign-ins.
-            user.auth_epoch = F("auth_epoch") + 1
-            user.save(update_fields=["is_active", "auth_epoch"])
-            user.refresh_from_db(fields=["auth_epoch"])
+        user.save(update_fields=["is_active"])  # disabling also ends its sessions for good (User.save)
         audit.info(f"account: {self.done} by ops", extra={"user_id": user.pk})
         self.stdout.write(f"{self.done} {user.email}" + ("" if self.active else
                                                         "; every session and product sign-in of it ended"))
