@@ -16,6 +16,8 @@ password-only on one real node, in the same run.
     factor adds less than 10 % to a sign-in's server time, i.e. logins/s drop by less than that
     (the Argon2 verify dominates both). Server time is the node's own CPU (its processes' user +
     system time per sign-in), since the client threads share this machine's cores.
+(d) The node's CPU per request that does almost nothing (GET /healthz; a second step with nothing
+    waiting), one client at a time: the floor any extra request pays, the second step included.
 """
 from __future__ import annotations
 
@@ -167,6 +169,22 @@ def throughput(node: Node, clients: int, seconds: float, accounts: Callable[[], 
             "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)}
 
 
+def request_floor(node: Node, count: int = 500) -> dict[str, float]:
+    """The node's CPU milliseconds for one request that does almost nothing, one client at a time: GET
+    /healthz (answered before Django's middleware) and a second step with nothing waiting (POST
+    /api/login/mfa, 401): what any extra request costs, before its own work."""
+    client, floor = Client(node.port), {}
+    for label, method, path, body in (("healthz", "GET", "/healthz", None),
+                                      ("empty_second_step", "POST", "/api/login/mfa", {"method": "totp", "code": "123456"})):
+        for _ in range(50):
+            client.call(method, path, body)
+        before = node_cpu_seconds(node)
+        for _ in range(count):
+            client.call(method, path, body)
+        floor[label] = round(sum(after - b for after, b in zip(node_cpu_seconds(node), before)) * 1000 / count, 2)
+    return floor
+
+
 def run(out_dir: Path, seconds: int = 6, rounds: int = 3, accounts: int = 3000) -> dict:
     cores = os.cpu_count() or 1
     scratch = Path(tempfile.mkdtemp(prefix="bench-mfa-"))
@@ -193,6 +211,7 @@ def run(out_dir: Path, seconds: int = 6, rounds: int = 3, accounts: int = 3000) 
             order = [("password", lambda: (next(password_only), None)), ("password_totp", lambda: next(fresh))]
             for label, source in order if index % 2 == 0 else order[::-1]:
                 runs[label].append(throughput(node, cores * 4, seconds, source))
+        floor = request_floor(node)
     finally:
         if node is not None:
             node.stop()
@@ -209,7 +228,7 @@ def run(out_dir: Path, seconds: int = 6, rounds: int = 3, accounts: int = 3000) 
                                      if instructions else None),
               "median_logins_per_s": medians, "median_server_cpu_ms_per_login": cpu, "median_server_cpu_split_ms": split,
               "added_logins_per_s_drop": round(1 - medians["password_totp"] / medians["password"], 3),
-              "added_server_time": round(added, 3), "goal_added": GOAL_ADDED}
+              "added_server_time": round(added, 3), "goal_added": GOAL_ADDED, "request_floor_cpu_ms": floor}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "mfa.json").write_text(json.dumps(result, indent=2))
     print_table(result)
@@ -237,6 +256,9 @@ def print_table(result: dict) -> None:
         print(f"  instructions per sign-in (callgrind): password {counts['password']:,}, password + app code "
               f"{counts['password_totp']:,}: {result['added_instructions'] * 100:+.1f} % (goal < "
               f"{result['goal_added'] * 100:.0f} %)")
+    floor = result["request_floor_cpu_ms"]
+    print(f"  node CPU per request doing nearly nothing: GET /healthz {floor['healthz']:.2f} ms, a second step "
+          f"with nothing waiting {floor['empty_second_step']:.2f} ms")
     print(f"  added server CPU per sign-in by the second factor: {result['added_server_time'] * 100:.1f} % "
           f"(goal < {result['goal_added'] * 100:.0f} %); sign-ins/s {result['added_logins_per_s_drop'] * 100:.1f} % fewer")
 

@@ -3,9 +3,10 @@
 One attempt hands one message to the SMTP server of EMAIL_URL (smtp.py); a message meant only for an
 account (a recovery code) whose address has none is dropped unsent instead, here, so that the request
 that asked for it did the same work either way. The server's word decides
-what follows: accepted is delivered; a permanent refusal (a 5xx reply: no such mailbox, policy) is
-given up at once, since asking again gets the same answer; anything else (connection refused, a
-timeout, a 4xx reply, EMAIL_URL not set) is retried with back-off, and after one such failure the
+what follows: accepted is delivered; a permanent refusal of the message (a 5xx reply to its recipient
+or its data: no such mailbox, content policy) is given up at once, since asking again gets the same
+answer; anything else (connection refused, a timeout, a 4xx reply, a refused login or sender, which
+ops can mend, EMAIL_URL not set) is retried with back-off, and after one such failure the
 rest of the pass waits, since every message goes to the same server. A message not delivered
 MAIL_GIVE_UP_SECONDS after it was written is given up too. Given up is not forgotten: the row stays
 as failed for ops (`manage.py mail_outbox --failed`, `python -m deploy mail --failed`), is counted in
@@ -36,10 +37,11 @@ KEEP_FAILED = timedelta(days=30)
 
 
 def _permanent(exc: Exception) -> bool:
-    """A 5xx reply to the sender, a recipient or the data: the server will not take this message."""
+    """A 5xx reply to this message's recipient or its data: the server will not take this message. A 5xx
+    to the login or the sender is about our set-up, not the message: mended, the message goes (retried)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return all(500 <= code < 600 for code, _ in exc.recipients.values())
-    return isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600
+    return isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600
 
 
 def _error(exc: Exception) -> str:

@@ -117,8 +117,8 @@ def accept(device: TOTPDevice, code: str, now: float | None = None) -> bool:
 
 def _spend(device_id: int, step: int) -> bool:
     """Record `step` as the device's last accepted one unless it is not newer: whether it was. The
-    statement is written out because composing it through the ORM cost more than the check itself
-    (0.4 ms per sign-in; docs/benchmarks.md)."""
+    statement is written out because composing it through the ORM cost about as much as checking the
+    code (docs/benchmarks.md, "Second factors")."""
     table = connection.ops.quote_name(TOTPDevice._meta.db_table)
     used = connection.ops.adapt_datetimefield_value(timezone.now())
     with transaction.mark_for_rollback_on_error(), connection.cursor() as cursor:

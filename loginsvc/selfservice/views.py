@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
@@ -29,6 +31,15 @@ def _locked(retry_after: int) -> JsonResponse:
     response = json_error(429, "locked", retry_after=retry_after)
     response["Retry-After"] = str(retry_after)
     return response
+
+
+def _is_address(text: str) -> bool:
+    """Whether `text` can be an email address (says nothing of whether it has an account)."""
+    try:
+        validate_email(text)
+    except ValidationError:
+        return False
+    return len(text) <= 254
 
 
 def _strings(payload: dict[str, Any], *names: str) -> list[str] | JsonResponse:
@@ -103,7 +114,9 @@ def api_recover_view(request: HttpRequest) -> HttpResponse:
     fields = _strings(payload, "email")
     if isinstance(fields, JsonResponse):
         return fields
-    wait = recovery.ask(request, fields[0][:254])
+    if not _is_address(fields[0]):
+        return json_error(400, "email must be an email address")
+    wait = recovery.ask(request, fields[0])
     return _locked(wait) if wait else JsonResponse({"status": "sent if the address has an account"}, status=202)
 
 
@@ -145,6 +158,9 @@ def recover_view(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return render(request, "selfservice/recover.html", {"step": "ask"})
     email = request.POST.get("email", "")[:254]
+    if not _is_address(email):
+        return render(request, "selfservice/recover.html", {"step": "ask", "email": email,
+                                                            "errors": ["Type your email address."]}, status=400)
     if request.POST.get("step") != "confirm":
         wait = recovery.ask(request, email)
         context = {"step": "confirm", "email": email, "notice": ASKED} if not wait else \

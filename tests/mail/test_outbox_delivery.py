@@ -187,3 +187,16 @@ def test_the_nodes_thread_delivers_within_seconds_of_the_commit(mailbox: Mailbox
         assert delivery.stop(timeout=10)
     assert len(mailbox.messages) == 1 and took < 5, took
     assert not [t for t in threading.enumerate() if t.name == "mail"]
+
+
+@pytest.mark.django_db
+def test_a_refused_login_is_our_set_up_and_is_retried_not_given_up(settings: Any, tmp_path: Any) -> None:
+    ca = make_ca(tmp_path)
+    with smtp_server("starttls", ca) as (recorder, port):
+        settings.EMAIL_SERVER = smtp.parse(f"smtp://{SMTP_USER}:wrong-password@localhost:{port}"
+                                           f"?starttls=1&cafile={ca.cafile}")
+        row = _notice()
+        counts = delivery.run()
+    assert (counts.retried, counts.dropped) == (1, 0) and recorder.messages == []
+    waiting = OutgoingMail.objects.get(pk=row.pk)
+    assert waiting.failed is None and waiting.last_error == "SMTPAuthenticationError: 535"

@@ -154,6 +154,7 @@ def test_a_weak_password_is_refused_with_the_validators_messages_and_the_code_st
     ({"email": "ann@example.test", "code": "12345678"}, 400),
     ({"email": "ann@example.test", "code": "12345678", "new_password": "\ud800 lone surrogate"}, 400),
     ("not json", 400),
+    ({"email": "not an address"}, 400),
     ([1, 2], 400),
 ])
 @pytest.mark.django_db
@@ -181,3 +182,11 @@ def test_the_page_asks_then_sets_the_password(user: Any, mailbox: Any) -> None:
                                       "new_password": NEW_PASSWORD, "csrfmiddlewaretoken": token})
     assert done.status_code == 200 and b'id="recover-done"' in done.content
     assert NEW_PASSWORD.encode() not in done.content
+
+
+@pytest.mark.parametrize("address", ["", "not an address", "a@" + "b" * 260 + ".test", "\ud800@example.test"])
+@pytest.mark.django_db
+def test_asking_for_what_cannot_be_an_address_is_a_clear_400(address: str) -> None:
+    answer = _ask(Client(enforce_csrf_checks=True), address)
+    assert answer.status_code == 400 and "error" in answer.json() and not PasswordReset.objects.exists()
+
