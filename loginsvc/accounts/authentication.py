@@ -109,6 +109,7 @@ def _report_locks(attempt: throttle.Attempt, email: str, ip: str) -> None:
         audit.lock_set(email, ip, scope, flag)
         if scope == "account" and flag == 2:
             audit.account_alert(email, ip, conf.get("ACCOUNT_FAILURE_LIMIT"))
+            notices.failed_attempts(email, conf.get("ACCOUNT_FAILURE_LIMIT"))
 
 
 def attempt_login(request: HttpRequest, username: str, password: str, channel: str) -> LoginResult:
@@ -157,7 +158,10 @@ def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[
     cycles it). `key_is_new`: the second step of a sign-in, whose key was made after the password was
     right (pending.begin), so nobody can have fixed it; login() keeps it instead of making one more
     (a session row written and one deleted, per sign-in with a second factor)."""
-    known_sources.remember_network(user, ip)
+    new_network, returning = known_sources.remember_network(user, ip), user.last_login is not None
+    if new_network and returning and not known_sources.device_knows(request, user.email):
+        # Neither this device nor this network has signed in to the account before: its owner hears of it.
+        notices.new_sign_in(user, ip, request.META.get("HTTP_USER_AGENT", ""))
     if key_is_new:  # what login() checks to keep a session: already this user's, with this user's hash
         request.session[auth.SESSION_KEY] = user._meta.pk.value_to_string(user)
         request.session[auth.HASH_SESSION_KEY] = user.get_session_auth_hash()

@@ -64,20 +64,22 @@ def network_knows(email: str, ip: str) -> bool:
     return KnownNetwork.objects.filter(user__email=email, network=client_network(ip), last_seen__gte=since).exists()
 
 
-def remember_network(user: User, ip: str) -> None:
-    """Record a successful sign-in from this network; keep the user's newest MAX_KNOWN_NETWORKS."""
+def remember_network(user: User, ip: str) -> bool:
+    """Record a successful sign-in from this network; keep the user's newest MAX_KNOWN_NETWORKS.
+    Whether the network was new to the account."""
     now, network = timezone.now(), client_network(ip)
     if KnownNetwork.objects.filter(user=user, network=network).update(last_seen=now):
-        return  # the usual case: one query
+        return False  # the usual case: one query
     try:
         with transaction.atomic():
             KnownNetwork.objects.create(user=user, network=network, last_seen=now)
     except IntegrityError:  # a parallel sign-in from the same network created it
-        return
+        return False
     since = now - timedelta(seconds=conf.get("KNOWN_SOURCE_SECONDS"))
     keep = list(KnownNetwork.objects.filter(user=user).order_by("-last_seen")
                 .values_list("pk", flat=True)[:MAX_KNOWN_NETWORKS])
     KnownNetwork.objects.filter(user=user).filter(Q(last_seen__lt=since) | ~Q(pk__in=keep)).delete()
+    return True
 
 
 def remember_device(request: HttpRequest, response: HttpResponse, email: str) -> None:

@@ -36,6 +36,20 @@ def account_changed(user: Any, ip: str, change: str) -> None:
                                                    "change": str(CHANGES[change])})
 
 
+def new_sign_in(user: Any, ip: str, user_agent: str) -> None:
+    """`user` signed in from a device and a network the account had not signed in from before."""
+    browser = "".join(c for c in user_agent[:200] if c.isprintable()) or "unknown"
+    messages.queue("new_sign_in", user.email, {"email": user.email, "when": _when(), "address": ip,
+                                               "browser": browser})
+
+
+def failed_attempts(email: str, limit: int) -> None:
+    """The account-wide defence took over for `email` after `limit` failed attempts: sent only if an active
+    account has the address (decided at delivery: the attempts' answers must not tell)."""
+    messages.queue("failed_attempts", email, {"email": email, "when": _when(), "limit": limit},
+                   needs_account=True)
+
+
 def mfa_reset(user: Any) -> None:
     """Ops took every second factor of `user` (manage.py mfa_reset)."""
     messages.queue("mfa_reset", user.email, {"email": user.email, "when": _when()})
