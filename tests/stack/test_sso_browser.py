@@ -1,7 +1,8 @@
 """Single sign-on as a person clicks it, in headless Chromium, on the real `make up` stack with the demo products:
 webmail → sign in with demo2's password and authenticator code → admin portal (second factor required) with
 nothing asked → sign out from quarantine → signed out everywhere; demo@, with a password alone, is sent from the
-admin portal to set up a second factor."""
+admin portal to set up a second factor; then demo@ forgets the password and recovers it with the code the
+stack's own SMTP server stored in var/mail/."""
 from __future__ import annotations
 
 import time
@@ -135,3 +136,44 @@ def test_sign_in_once_sign_out_everywhere(chrome, demo_stack, tmp_path: Path) ->
     assert chrome.current_url.startswith(stack.base + "/account/mfa/"), chrome.current_url
     assert "required=1" in chrome.current_url
     print(f"screenshots: {shots} (last: {final})")
+    recover_by_mail(chrome, stack, PASSWORD_ONLY, shots)
+
+
+def newest_code(maildir: Path, timeout: float = 15) -> str:
+    """The 8-digit code of the newest recovery mail the stack's SMTP server stored (var/mail/new/)."""
+    import email
+    import re
+    from email import policy
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in sorted((maildir / "new").glob("*"), key=lambda p: p.stat().st_mtime, reverse=True):
+            message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+            if "recovery code" in str(message["Subject"]):
+                return re.findall(r"^ +(\d{8})\s*$", message.get_body(("plain",)).get_content(), re.MULTILINE)[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no recovery mail in {maildir} within {timeout}s")
+
+
+def recover_by_mail(chrome, stack: RunningStack, address: str, shots: Path) -> None:
+    """A forgotten password, through the router: ask, read the code from the stack's Maildir, set a new
+    password, sign in with it."""
+    from selenium.webdriver.common.by import By
+
+    chrome.delete_all_cookies()
+    chrome.get(stack.base + "/login/")
+    click(chrome, "forgot-password")
+    chrome.find_element(By.ID, "recover-email").send_keys(address)
+    submit_or_explain(chrome)
+    assert chrome.find_element(By.ID, "recover-notice").text.startswith("If an account has this address")
+    chrome.find_element(By.ID, "recover-code").send_keys(newest_code(stack.var_dir / "mail"))
+    chrome.find_element(By.ID, "recover-new-password").send_keys("a recovered passphrase for demo")
+    submit_or_explain(chrome)
+    assert chrome.find_element(By.ID, "recover-done").is_displayed()
+    chrome.save_screenshot(str(shots / "5-recovered.png"))
+    click(chrome, "sign-in")
+    chrome.find_element(By.ID, "id_username").send_keys(address)
+    chrome.find_element(By.ID, "id_password").send_keys("a recovered passphrase for demo")
+    submit_or_explain(chrome)
+    assert chrome.current_url.startswith(stack.base + "/"), chrome.current_url
+    assert not chrome.find_elements(By.ID, "login-error")
