@@ -24,9 +24,14 @@ def _digest(user_id: int, code: str) -> str:
     return sealing.digest(code, f"recovery:{user_id}")
 
 
+def new_code() -> str:
+    """One code of this form (also an email change's undo code: selfservice/emails.py), unformatted."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
+
+
 def new_set(user: object) -> list[str]:
     """Ten new codes for `user`, formatted for display; every earlier code stops working."""
-    codes = ["".join(secrets.choice(ALPHABET) for _ in range(LENGTH)) for _ in range(COUNT)]
+    codes = [new_code() for _ in range(COUNT)]
     user_id = user.pk  # type: ignore[attr-defined]
     with transaction.atomic():
         RecoveryCode.objects.filter(user_id=user_id).delete()

@@ -28,3 +28,15 @@ def password_reset(user_id: int, ip: str) -> None:
 
 def password_changed(user_id: int, ip: str) -> None:
     log.info("account: password changed", extra={"user_id": user_id, "client_ip": ip})
+
+
+def email_change_asked(user_id: int, ip: str) -> None:
+    log.info("account: email change asked", extra={"user_id": user_id, "client_ip": ip})
+
+
+def email_changed(user_id: int, ip: str) -> None:
+    log.warning("account: email changed", extra={"user_id": user_id, "client_ip": ip})
+
+
+def email_change_undone(user_id: int, ip: str) -> None:
+    log.warning("account: email change undone by the old address", extra={"user_id": user_id, "client_ip": ip})

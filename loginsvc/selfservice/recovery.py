@@ -18,9 +18,6 @@ through green, and a node that dies in between loses nothing.
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,29 +34,13 @@ from loginsvc.accounts.authentication import counted
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import User, normalise_email
 from loginsvc.mail import notices
-from loginsvc.mfa import factors, recovery as recovery_codes, sealing, totp
-from loginsvc.selfservice import audit
+from loginsvc.mfa import factors, recovery as recovery_codes, totp
+from loginsvc.selfservice import audit, codes
 from loginsvc.selfservice.models import PasswordReset
 
-DIGITS = 8
 CHANNEL = "recovery"
-
-
-def _browser(request: HttpRequest) -> str:
-    """The browser a code belongs to: a digest of its CSRF secret (csrf_protect has checked it)."""
-    return hashlib.sha256(str(request.META.get("CSRF_COOKIE", "")).encode()).hexdigest()
-
-
-def _digest(email: str, code: str) -> str:
-    return sealing.digest(code, f"password-reset:{email}")
-
-
-def parse_code(text: object) -> str | None:
-    """The code typed, spaces and hyphens removed, or None unless it is 8 ASCII digits."""
-    if not isinstance(text, str):
-        return None
-    code = text.replace(" ", "").replace("-", "")
-    return code if len(code) == DIGITS and code.isascii() and code.isdigit() else None
+PURPOSE = "password-reset"
+parse_code = codes.parse
 
 
 def ask(request: HttpRequest, email: str) -> int:
@@ -74,9 +55,9 @@ def ask(request: HttpRequest, email: str) -> int:
     if recent >= conf.get("RECOVERY_CODES_PER_HOUR"):
         audit.code_limit(email, client_ip(request))
         return 0
-    code = f"{secrets.randbelow(10 ** DIGITS):0{DIGITS}d}"
+    code = codes.new_code()
     with transaction.atomic():
-        PasswordReset.objects.create(email=email, digest=_digest(email, code), browser=_browser(request),
+        PasswordReset.objects.create(email=email, digest=codes.digest(PURPOSE, email, code), browser=codes.browser_of(request),
                                      until=now + timedelta(seconds=conf.get("RECOVERY_CODE_SECONDS")))
         notices.recovery_code(email, code)
     audit.code_asked(email, client_ip(request))
@@ -100,7 +81,7 @@ class Answer:
 
 
 def _waiting(request: HttpRequest, email: str) -> PasswordReset | None:
-    return (PasswordReset.objects.filter(email=email, browser=_browser(request), used=None, until__gt=timezone.now(),
+    return (PasswordReset.objects.filter(email=email, browser=codes.browser_of(request), used=None, until__gt=timezone.now(),
                                          wrong__lt=conf.get("RECOVERY_CODE_TRIES")).order_by("-created").first())
 
 
@@ -124,7 +105,7 @@ def confirm(request: HttpRequest, email: str, code: str, new_password: str,
     if locked is not None:
         return Answer(Result.LOCKED, retry_after=locked.retry_after)
     reset = _waiting(request, email)
-    if reset is None or not hmac.compare_digest(reset.digest, _digest(email, code)):
+    if reset is None or not codes.matches(reset.digest, PURPOSE, email, code):
         if reset is not None:
             PasswordReset.objects.filter(pk=reset.pk).update(wrong=F("wrong") + 1)
         audit.code_refused(email, ip)

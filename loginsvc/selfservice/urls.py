@@ -6,6 +6,8 @@ from loginsvc.selfservice import views
 urlpatterns = [
     path("account/", views.account_view, name="account"),
     path("account/password/", views.password_view, name="account-password"),
+    path("account/email/", views.email_view, name="account-email"),
+    path("account/email/undo/", views.email_undo_view, name="account-email-undo"),
     path("recover/", views.recover_view, name="recover"),
     path("api/password", views.api_password_view, name="api-password"),
     path("api/recover", views.api_recover_view, name="api-recover"),

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from loginsvc.accounts.views import json_body, json_error
-from loginsvc.selfservice import passwords, recovery
+from loginsvc.selfservice import codes, emails, passwords, recovery
 
 ASKED = "If an account has this address, we have sent it a code. It works for 15 minutes, in this browser only."
 CODE_ERROR = "That code is not valid (wrong, expired or used). Check the latest mail, or ask for a new code."
@@ -180,3 +180,61 @@ def recover_view(request: HttpRequest) -> HttpResponse:
     if status == 429:
         response["Retry-After"] = str(answer.retry_after)
     return response
+
+
+EMAIL_ERRORS = {
+    emails.Result.WRONG: "That is not right (a wrong password, or a code that is wrong, expired or used).",
+    emails.Result.LOCKED: LOCKED_ERROR,
+    emails.Result.TAKEN: "That address cannot be used for this account.",
+    emails.Result.SAME: "That is already your address.",
+}
+EMAIL_STATUS = {emails.Result.WRONG: 400, emails.Result.LOCKED: 429, emails.Result.TAKEN: 400, emails.Result.SAME: 400}
+
+
+def _email_page(request: HttpRequest, step: str, result: emails.Result | None = None, wait: int = 0,
+                **extra: Any) -> HttpResponse:
+    context = {"step": step, **extra}
+    if result in EMAIL_ERRORS:
+        context["errors"] = [EMAIL_ERRORS[result]]  # type: ignore[index]
+    response = render(request, "selfservice/email.html", context, status=EMAIL_STATUS.get(result, 200))  # type: ignore[arg-type]
+    if wait:
+        response["Retry-After"] = str(wait)
+    return response
+
+
+@never_cache
+@csrf_protect
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def email_view(request: HttpRequest) -> HttpResponse:
+    """Change the address: the new one and the password, then the code mailed to the new one."""
+    if request.method != "POST":
+        return _email_page(request, "ask")
+    if request.POST.get("step") == "confirm":
+        code = codes.parse(request.POST.get("code", ""))
+        result, wait = emails.confirm(request, code) if code else (emails.Result.WRONG, 0)
+        if result is emails.Result.CHANGED:
+            return _email_page(request, "done")
+        return _email_page(request, "confirm", result, wait)
+    new_email = request.POST.get("new_email", "")[:254]
+    if not _is_address(new_email):
+        return _email_page(request, "ask", emails.Result.WRONG, new_email=new_email)
+    result, wait = emails.ask(request, new_email, request.POST.get("password", ""))
+    if result is emails.Result.SENT:
+        return _email_page(request, "confirm", new_email=new_email)
+    return _email_page(request, "ask", result, wait, new_email=new_email)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def email_undo_view(request: HttpRequest) -> HttpResponse:
+    """Take the old address back with the undo code mailed to it (no sign-in needed)."""
+    if request.method != "POST":
+        return _email_page(request, "undo")
+    old_email, code = request.POST.get("email", "")[:254], emails.undo_code_form(request.POST.get("code", ""))
+    result, wait = emails.undo(request, old_email, code) if code and _is_address(old_email) else (emails.Result.WRONG, 0)
+    if result is emails.Result.UNDONE:
+        return _email_page(request, "undone")
+    return _email_page(request, "undo", result, wait)
+
