@@ -6,6 +6,7 @@ from typing import Any
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from loginsvc import conf
 from loginsvc.mail import messages
 
 # What changed, as the notice says it (each a sentence of its own, for translators).
@@ -59,10 +60,17 @@ def recovery_code(email: str, code: str) -> None:
     """A recovery code for `email`, sent only if an active account has that address (decided at
     delivery, so that asking costs the same whether it has one: selfservice/recovery.py)."""
     messages.queue("recovery_code", email, {"email": email, "code": code,
-                                            "minutes": _minutes()}, needs_account=True)
+                                            "minutes": conf.get("RECOVERY_CODE_SECONDS") // 60}, needs_account=True)
 
 
-def _minutes() -> int:
-    from loginsvc import conf
+def email_change_code(new_email: str, code: str) -> None:
+    """The code that confirms `new_email` as an account's new address (selfservice/emails.py)."""
+    messages.queue("email_change_code", new_email, {"email": new_email, "code": code,
+                                                    "minutes": conf.get("RECOVERY_CODE_SECONDS") // 60})
 
-    return conf.get("RECOVERY_CODE_SECONDS") // 60
+
+def email_changed(old_email: str, new_email: str, undo_code: str, days: int, ip: str) -> None:
+    """To the old address: the account moved to `new_email`; `undo_code` takes it back within `days`."""
+    messages.queue("email_changed", old_email, {"old": old_email, "new": new_email, "code": undo_code,
+                                                "days": days, "address": ip, "when": _when()})
+

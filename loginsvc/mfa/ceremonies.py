@@ -41,8 +41,9 @@ def _digest(value: bytes) -> str:
     return hashlib.sha256(value).hexdigest()
 
 
-def _browser(request: HttpRequest) -> str:
-    """The browser a ceremony belongs to: a digest of its CSRF secret (csrf_protect has checked it)."""
+def browser_of(request: HttpRequest) -> str:
+    """The browser a ceremony (or a mailed code: selfservice/codes.py) belongs to: a digest of its CSRF
+    secret, which csrf_protect has checked and every POST here carries anyway."""
     return _digest(str(request.META.get("CSRF_COOKIE", "")).encode())
 
 
@@ -52,7 +53,7 @@ def begin(request: HttpRequest, purpose: str, user_id: int | None = None) -> byt
     now = timezone.now()
     PasskeyChallenge.objects.filter(until__lte=now).delete()  # the expired ones of everyone: indexed, few
     PasskeyChallenge.objects.create(
-        digest=_digest(challenge), purpose=purpose, user_id=user_id, browser=_browser(request),
+        digest=_digest(challenge), purpose=purpose, user_id=user_id, browser=browser_of(request),
         until=now + timedelta(seconds=conf.get("WEBAUTHN_CHALLENGE_SECONDS")))
     return challenge
 
@@ -75,7 +76,7 @@ def take(request: HttpRequest, purpose: str, credential: Any) -> Ceremony | None
     challenge = challenge_of(credential)
     if not challenge:
         return None
-    rows = PasskeyChallenge.objects.filter(digest=_digest(challenge), purpose=purpose, browser=_browser(request),
+    rows = PasskeyChallenge.objects.filter(digest=_digest(challenge), purpose=purpose, browser=browser_of(request),
                                            until__gt=timezone.now())
     found = rows.values_list("user_id", flat=True).first()
     if rows.delete()[0] != 1:  # of two nodes given the same answer at once, one deletes it

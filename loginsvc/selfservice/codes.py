@@ -1,21 +1,15 @@
 """Codes mailed for self-service: made at random, kept only as keyed digests, bound to the browser that asked."""
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 
-from django.http import HttpRequest
-
 from loginsvc.mfa import sealing
+from loginsvc.mfa.ceremonies import browser_of  # the same binding as passkey ceremonies'
+
+__all__ = ["DIGITS", "browser_of", "digest", "matches", "new_code", "parse"]
 
 DIGITS = 8
-
-
-def browser_of(request: HttpRequest) -> str:
-    """The browser a code belongs to: a digest of its CSRF secret (csrf_protect has checked it), as passkey
-    ceremonies do; a code read from someone else's screen or mailbox does not work elsewhere."""
-    return hashlib.sha256(str(request.META.get("CSRF_COOKIE", "")).encode()).hexdigest()
 
 
 def new_code() -> str:

@@ -28,7 +28,7 @@ from loginsvc.accounts import throttle
 from loginsvc.accounts.authentication import Outcome, confirm_password, counted
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import User, normalise_email
-from loginsvc.mail import messages
+from loginsvc.mail import notices
 from loginsvc.mfa import recovery as recovery_codes
 from loginsvc.selfservice import audit, codes
 from loginsvc.selfservice.models import EmailChange
@@ -63,8 +63,7 @@ def ask(request: HttpRequest, new_email: str, password: str) -> tuple[Result, in
         EmailChange.objects.create(user=user, old_email=user.email, new_email=new_email,
                                    digest=codes.digest(PURPOSE, new_email, code), browser=codes.browser_of(request),
                                    until=timezone.now() + timedelta(seconds=conf.get("RECOVERY_CODE_SECONDS")))
-        messages.queue("email_change_code", new_email, {"email": new_email, "code": code,
-                                                        "minutes": conf.get("RECOVERY_CODE_SECONDS") // 60})
+        notices.email_change_code(new_email, code)
     audit.email_change_asked(user.pk, client_ip(request))
     return Result.SENT, 0
 
@@ -91,9 +90,7 @@ def confirm(request: HttpRequest, code: str) -> tuple[Result, int]:
                 return Result.WRONG, 0  # confirmed meanwhile, here or on another node
             user.email = change.new_email
             user.save(update_fields=["email"])
-            messages.queue("email_changed", change.old_email, {
-                "old": change.old_email, "new": change.new_email, "code": f"{undo[:5]}-{undo[5:]}",
-                "days": UNDO_DAYS, "address": ip, "when": timezone.now().strftime("%Y-%m-%d %H:%M")})
+            notices.email_changed(change.old_email, change.new_email, f"{undo[:5]}-{undo[5:]}", UNDO_DAYS, ip)
     except IntegrityError:
         return Result.TAKEN, 0
     throttle.succeeded(attempt)
