@@ -76,6 +76,7 @@ class Outbox:
     group: str | None = None                          # the field whose rows wait after a failure (None: all)
     select_related: tuple[str, ...] = ()
     tidy: Callable[[], None] = lambda: None            # now and then, from the worker thread
+    poll_seconds: float = POLL_SECONDS                 # how often the thread looks for due rows unkicked
 
 
 def backoff(box: Outbox, attempts: int, rand: float | None = None) -> float:
@@ -185,7 +186,7 @@ def anything_due(box: Outbox, now: datetime | None = None) -> bool:
 
 
 class Worker:
-    """One daemon thread per process and outbox: woken by kick(), looking for due rows every POLL_SECONDS."""
+    """One daemon thread per process and outbox: woken by kick(), looking for due rows every poll_seconds."""
 
     def __init__(self, box: Outbox) -> None:
         self.box = box
@@ -224,11 +225,13 @@ class Worker:
         return not thread.is_alive()
 
     def loop(self) -> None:
-        """Until stop(): tidy now and then, and deliver whenever something is due (or a kick came)."""
-        tidied = 0.0
+        """Until stop(): deliver whenever something is due (or a kick came), and tidy every PURGE_SECONDS,
+        the first time that long after the start: a worker that just started serves its first requests
+        alone (a restarted node is judged by the router on them), and every node tidies anyway."""
+        tidied = time.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
-            pause = POLL_SECONDS
+            pause = self.box.poll_seconds
             try:
                 close_old_connections()
                 if time.monotonic() - tidied >= PURGE_SECONDS:
@@ -239,6 +242,6 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - the database may be away; the rows wait in it
                 self.box.log.warning(f"{self.box.name}: delivery pass failed",
                                      extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
-                pause = 5 * POLL_SECONDS
+                pause = 5 * self.box.poll_seconds
             self.wake.wait(pause)
         connection.close()

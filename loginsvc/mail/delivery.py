@@ -108,7 +108,9 @@ MAIL_OUTBOX = outbox.Outbox(
     give_up_seconds=lambda: conf.get("MAIL_GIVE_UP_SECONDS"),
     max_backoff_seconds=lambda: conf.get("MAIL_MAX_BACKOFF_SECONDS"),
     attempt_seconds=lambda: 4 * float(conf.get("MAIL_TIMEOUT_SECONDS")),  # connect, TLS, the dialogue, quit
-    log=log, log_fields=_fields, tidy=purge)
+    # Every message kicks its thread at commit; polling finds only retries, whose back-off is seconds to
+    # minutes: every 5 s keeps an idle node's extra work small (a restarted node serves first).
+    log=log, log_fields=_fields, tidy=purge, poll_seconds=5.0)
 
 
 def run(now: datetime | None = None, stopping: threading.Event | None = None) -> outbox.Counts:

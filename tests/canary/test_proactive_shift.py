@@ -65,7 +65,12 @@ def test_a_slowed_cluster_loses_users_in_capped_steps_and_gets_them_back(stack: 
         stop.set()
         for t in threads:
             t.join(10)
-    assert moves(var) == [("shift_away", 25), ("shift_away", 50), ("shift_back", 25), ("shift_back", 0)]
+    # Capped steps of 25 both ways, never past the cap of 50, and every user back at the end: usually exactly
+    # away 25, away 50, back 25, back 0. On a loaded machine (two test workers on two cores) the restarted
+    # green can be judged slow again while it warms up, and moves between 25 and 50 a few times first.
+    steps = moves(var)
+    assert steps[:3] == [("shift_away", 25), ("shift_away", 50), ("shift_back", 25)] and steps[-1] == ("shift_back", 0)
+    assert all(abs(b - a) == 25 for (_, a), (_, b) in zip(steps, steps[1:])) and max(p for _, p in steps) == 50
     journal = [json.loads(line) for line in (var / "alerts" / "journal.jsonl").read_text().splitlines()]
     first = next(e for e in journal if e["kind"] == "shift_away")
     assert first["cluster"] == "green" and first["figures"]["green"]["p99_ms"] >= DELAY_MS, first
