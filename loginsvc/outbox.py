@@ -18,7 +18,7 @@ messages) with the same machinery:
   for the next pass, so a peer that is down costs one timeout per pass, not one per row;
 - each gunicorn worker runs one daemon thread per outbox (start() at worker init, stop() at worker
   exit) that kick() wakes right after a change commits and that also looks for due rows every
-  second, so retries happen while any node runs. Elsewhere (manage.py, pytest) kick() does nothing:
+  `poll_seconds` (a second for logouts, 5 s for mail), so retries happen while any node runs. Elsewhere (manage.py, pytest) kick() does nothing:
   the outbox's command or deliver_due() deliver synchronously.
 
 A row's model has these fields: created, attempts, next_attempt, claimed_until, delivered, last_error.
