@@ -171,7 +171,7 @@ def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[
     audit.success(user.pk, ip, channel)
 
 
-def _factor_accepted(request: HttpRequest, user: User, method: str, code: object, ip: str,
+def factor_accepted(request: HttpRequest, user: User, method: str, code: object, ip: str,
                      channel: str) -> list[str] | None:
     """The RFC 8176 `amr` of the factor when `code` is one of the account's and is spent now, else
     None: an app's code, a recovery code (one-time codes both: "otp"), or a passkey's answer to this
@@ -251,7 +251,7 @@ def attempt_second_factor(request: HttpRequest, method: str, code: object, chann
     attempt, locked = _counted(request, email, ip, channel, known=waiting.via_account_step_up, second_step=True)
     if locked is not None:
         return locked
-    amr = _factor_accepted(request, user, method, code, ip, channel)
+    amr = factor_accepted(request, user, method, code, ip, channel)
     if amr is None:
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
         mfa_audit.factor_failure(email, ip, channel, method)

@@ -30,11 +30,11 @@ from django.utils import timezone
 
 from loginsvc import conf
 from loginsvc.accounts import throttle
-from loginsvc.accounts.authentication import counted
+from loginsvc.accounts.authentication import counted, factor_accepted
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import User, normalise_email
 from loginsvc.mail import notices
-from loginsvc.mfa import factors, recovery as recovery_codes, totp
+from loginsvc.mfa import factors
 from loginsvc.selfservice import audit, codes
 from loginsvc.selfservice.models import PasswordReset
 
@@ -85,15 +85,14 @@ def _waiting(request: HttpRequest, email: str) -> PasswordReset | None:
                                          wrong__lt=conf.get("RECOVERY_CODE_TRIES")).order_by("-created").first())
 
 
-def _factor_passed(user: User, method: object, code: object) -> bool:
-    """The account's second factor, as for a sign-in's second step: an app's code or a recovery code."""
-    if method == factors.TOTP:
-        device, parsed = totp.confirmed_device(user), totp.parse_code(code)
-        return device is not None and parsed is not None and totp.accept(device, parsed)
-    if method == factors.RECOVERY:
-        parsed = recovery_codes.normalise(code)
-        return parsed is not None and recovery_codes.use(user, parsed)
-    return False
+def _factor_passed(request: HttpRequest, user: User, method: object, code: object) -> bool:
+    """The account's second factor, checked as a sign-in's second step checks it (an app's code or a
+    recovery code, spent on success; a passkey needs a ceremony this flow has not)."""
+    if not isinstance(method, str) or method not in factors.CODE_FORMS:  # JSON may send any value
+        return False
+    parsed = factors.CODE_FORMS[method][0](code)
+    return parsed is not None and factor_accepted(request, user, method, parsed, client_ip(request),
+                                                  CHANNEL) is not None
 
 
 def confirm(request: HttpRequest, email: str, code: str, new_password: str,
@@ -121,7 +120,7 @@ def confirm(request: HttpRequest, email: str, code: str, new_password: str,
     methods = factors.methods_of(user)
     if methods and method is None:
         return Answer(Result.FACTOR_DUE, methods=tuple(m for m in methods if m != factors.WEBAUTHN))
-    if methods and not _factor_passed(user, method, factor_code):
+    if methods and not _factor_passed(request, user, method, factor_code):
         PasswordReset.objects.filter(pk=reset.pk).update(wrong=F("wrong") + 1)
         audit.code_refused(email, ip, factor=str(method))
         return Answer(Result.REFUSED)
