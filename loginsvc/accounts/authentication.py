@@ -55,17 +55,17 @@ def _begin(request: HttpRequest, email: str, ip: str, known: bool = False,
     """Count the attempt; sources the account knows are not held by the account-wide lock.
 
     `known`: the caller already knows the attempt may pass the account lock (a second step that
-    came through the step-up). The device cookie is checked first (no I/O). The known-network
-    query, and with `step_up` the step-up budget (throttle.step_up), are consulted only when the
-    account-wide lock has refused an attempt from an unknown device, i.e. only under attack.
+    came through the step-up). The known device and network (one query each), and with `step_up`
+    the step-up budget (throttle.step_up), are consulted only when the account-wide lock has
+    refused an attempt, i.e. only under attack; a known source's attempt is then counted again as
+    known (count=False: noted once for the "failed attempts" notice).
     `second_step`: a code for a waiting sign-in, whose password step read the locks kept on the
     database during a Redis outage (throttle.begin's `outage_locks`).
     """
-    known = known or known_sources.device_knows(request, email)
     attempt = throttle.begin(email, ip, known=known, outage_locks=not second_step)
     if attempt.refused_by != "account" or known:
         return attempt
-    if known_sources.network_knows(email, ip):
+    if known_sources.device_knows(request, email) or known_sources.network_knows(email, ip):
         return throttle.begin(email, ip, known=True, count=False)
     return throttle.step_up(email, ip, attempt) if step_up else attempt
 

@@ -206,3 +206,31 @@ class KnownNetwork(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "network"], name="accounts_known_network_unique")]
+
+
+class SessionRecord(models.Model):
+    """One signed-in browser session of a user, as the sessions page lists it (session_registry.py).
+
+    `public_id` names it to the user and the API; `session_key` is the key of the session store,
+    which only the server sees (the same secret django_session already holds)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="session_records")
+    public_id = models.CharField(max_length=24, unique=True)
+    session_key = models.CharField(max_length=64, unique=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    address = models.CharField(max_length=64, blank=True)
+    cluster = models.CharField(max_length=64, blank=True)
+    created = models.DateTimeField()
+
+
+class KnownDevice(models.Model):
+    """A browser that holds the user's device cookie (known_sources.py): listed, and removable, which
+    takes the account-wide lock's exemption away from that cookie."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="known_devices")
+    device_id = models.CharField(max_length=32)
+    user_agent = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "device_id"], name="accounts_known_device_unique")]

@@ -83,7 +83,7 @@ def finish_form_sign_in(request: HttpRequest, result: LoginResult, next_url: str
 
 def _signed_in(request: HttpRequest, response: HttpResponse, result: LoginResult) -> HttpResponse:
     """The answer to a successful login also marks this browser as a known device of the account."""
-    known_sources.remember_device(request, response, result.user.email)
+    known_sources.remember_device(request, response, result.user)
     return response
 
 

@@ -20,6 +20,7 @@ from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
 
 from loginsvc import conf
+from loginsvc.accounts import session_registry
 from loginsvc.accounts.models import User
 from loginsvc.mfa import factors
 
@@ -44,6 +45,7 @@ def begin(request: HttpRequest, user: User, amr: list[str], counted: bool = True
         request.session.flush()
     elif request.session.session_key is not None:  # no session yet: the one saved now is new anyway
         request.session.cycle_key()
+        session_registry.follow(request)  # a signed-in browser re-authenticating keeps its record
     request.session[SESSION_KEY] = {"user_id": user.pk, "auth_hash": user.get_session_auth_hash(), "amr": amr,
                                     "counted": counted, "via_account_step_up": via_account_step_up,
                                     "until": time.time() + conf.get("MFA_PENDING_SECONDS")}

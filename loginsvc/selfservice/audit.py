@@ -40,3 +40,12 @@ def email_changed(user_id: int, ip: str) -> None:
 
 def email_change_undone(user_id: int, ip: str) -> None:
     log.warning("account: email change undone by the old address", extra={"user_id": user_id, "client_ip": ip})
+
+
+def session_ended(user_id: int, ip: str, by: str = "user") -> None:
+    """One session ended from the sessions page (by its user) or the admin (`by` the staff member's id)."""
+    log.info("account: session ended", extra={"user_id": user_id, "client_ip": ip, "by": by})
+
+
+def known_source_removed(user_id: int, ip: str, kind: str) -> None:
+    log.info("account: known %s removed", kind, extra={"user_id": user_id, "client_ip": ip})

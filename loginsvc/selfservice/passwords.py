@@ -19,6 +19,7 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from loginsvc.accounts.authentication import Outcome, confirm_password
+from loginsvc.accounts import session_registry
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH
 from loginsvc.accounts.models import User
@@ -68,5 +69,6 @@ def change(request: HttpRequest, current: str, new: str, channel: str) -> Answer
         user.save()  # ends every session and product sign-in of the account, this one's too ...
         notices.password_changed(user, ip, "changed")
     update_session_auth_hash(request, user)  # ... but this browser stays signed in, on a new key
+    session_registry.follow(request)
     audit.password_changed(user.pk, ip)
     return Answer(Result.CHANGED)

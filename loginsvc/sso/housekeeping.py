@@ -1,5 +1,5 @@
-"""Rows that single sign-on no longer needs: sign-ins past every lifetime, retry receipts past their window,
-and the toolkit's expired tokens.
+"""Rows nobody needs any more: sign-ins past every lifetime, retry receipts past their window, the
+toolkit's expired tokens, and expired sessions with their session records.
 
 Run by every node's back-channel thread now and then (backchannel.Worker.loop); the deletes are
 idempotent, so several nodes doing it at once only repeat each other.
@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from oauth2_provider.models import clear_expired
 
 from loginsvc import conf
+from loginsvc.accounts import session_registry
 from loginsvc.sso import refresh_retry
 from loginsvc.sso.models import SignIn
 
@@ -41,5 +42,6 @@ def tidy(force: bool = False) -> None:
     removed = stale_sign_ins()
     refresh_retry.tidy()
     clear_expired()  # django-oauth-toolkit: expired grants, access, refresh and ID tokens
+    session_registry.clear_expired()  # Django's `clearsessions`, and the sessions page's records of them
     if removed:
         log.info("sso housekeeping: stale sign-ins removed", extra={"count": removed})
