@@ -187,6 +187,11 @@ OPTIONS: dict[str, Option] = {
                                    "on the server from this run on one connection (0: never, e.g. behind "
                                    "PgBouncer < 1.21 in transaction mode); Django's own queries never are."),
     "ACCESS_LOG": Option(True, _bool, "One structured log line per request."),
+    "ADMIN_ENABLED": Option(None, _bool, "Serve the account administration (Django's admin) at /admin/: staff with a "
+                            "second factor only. Unset: on, except in production mode, where the nodes that serve "
+                            "it should be reached from the ops network only."),
+    "AUDIT_TRAIL_DAYS": Option(180, _positive_int, "Audit lines about accounts are also kept in the database this "
+                               "many days, for the admin's audit trail of each account."),
     "LOCKOUT_THRESHOLD": Option(10, _positive_int, "Consecutive failures of one account from one IP before it locks."),
     "LOCKOUT_BASE_SECONDS": Option(60, _positive_int, "First cool-off; it doubles with each further failure."),
     "LOCKOUT_MAX_SECONDS": Option(900, _positive_int, "Longest cool-off (Keycloak: 15 min)."),

@@ -68,12 +68,16 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    # The account administration (loginsvc/staff): our own AdminSite, so no autodiscovery and no default site.
+    "django.contrib.admin.apps.SimpleAdminConfig",
+    "django.contrib.messages",
     "oauth2_provider",
     "loginsvc.accounts",
     "loginsvc.sso",
     "loginsvc.mfa",
     "loginsvc.mail",
     "loginsvc.selfservice",
+    "loginsvc.staff",
     "loginsvc.health",
     "loginsvc.observability",
 ]
@@ -93,6 +97,11 @@ MIDDLEWARE = [
     "loginsvc.accounts.headers.ContentSecurityPolicyMiddleware",
 ]
 
+# The admin's messages are set up for its views alone (staff/site.py), not by MessageMiddleware: the
+# chain above is the one the node's fast paths mirror (accounts/fast_session.py).
+SILENCED_SYSTEM_CHECKS = ["admin.E409"]
+STATIC_URL = "/static/"  # the admin's own style sheets and scripts (loginsvc/urls.py)
+
 ROOT_URLCONF = "loginsvc.urls"
 WSGI_APPLICATION = "loginsvc.wsgi.application"
 TEMPLATES = [
@@ -104,9 +113,11 @@ TEMPLATES = [
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
             ],
             "loaders": [
-                ("django.template.loaders.cached.Loader", ["django.template.loaders.filesystem.Loader"]),
+                ("django.template.loaders.cached.Loader", ["django.template.loaders.filesystem.Loader",
+                                                           "django.template.loaders.app_directories.Loader"]),
             ],
         },
     }
@@ -311,12 +322,14 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOGINSVC["JSON_LOGS"] else "plain",
-        }
+        },
+        "trail": {"class": "loginsvc.staff.trail.AuditTrailHandler"},  # accounts' audit lines, also in the database
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOGINSVC_LOG_LEVEL", "INFO")},
     "loggers": {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.server": {"handlers": [], "propagate": False},
+        "loginsvc.audit": {"handlers": ["trail"], "propagate": True},
     },
 }
 

@@ -269,3 +269,22 @@ def test_any_way_of_disabling_ends_the_sessions_for_good(user, how: str) -> None
         User.objects.filter(pk=user.pk).update(is_active=False)
     User.objects.filter(pk=user.pk).update(is_active=True)
     assert browser.get("/api/session").json() == {"authenticated": False}
+
+
+@pytest.mark.django_db
+def test_list_sessions_shows_the_live_sessions_of_the_account(user: User) -> None:
+    assert run("list_sessions", user.email) == f"{user.email}: no live session\n"
+    browser = Client(HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0")
+    assert login(browser, user.email, PASSWORD).status_code == 302
+    table = run("list_sessions", user.email.upper()).splitlines()
+    assert table[0].split() == ["id", "browser", "system", "address", "cluster", "first_seen", "last_seen", "products"]
+    assert "Firefox 140" in table[1] and "127.0.0.1" in table[1] and len(table) == 2
+    import json
+
+    [listed] = json.loads(run("list_sessions", user.email, "--json"))["sessions"]
+    assert listed["browser"] == "Firefox 140" and listed["products"] == [] and "current" not in listed
+    with pytest.raises(CommandError, match="no account"):
+        run("list_sessions", "nobody@example.test")
+    with pytest.raises(CommandError) as bad:
+        run("list_sessions", user.email, "--bogus")
+    assert bad.value.returncode == 2

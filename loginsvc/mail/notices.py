@@ -39,9 +39,19 @@ def account_changed(user: Any, ip: str, change: str) -> None:
 
 def new_sign_in(user: Any, ip: str, user_agent: str) -> None:
     """`user` signed in from a device and a network the account had not signed in from before."""
-    browser = "".join(c for c in user_agent[:200] if c.isprintable()) or "unknown"
     messages.queue("new_sign_in", user.email, {"email": user.email, "when": _when(), "address": ip,
-                                               "browser": browser})
+                                               "browser": _browser(user_agent)})
+
+
+def _browser(user_agent: str) -> str:
+    """A User-Agent as a notice shows it: printable, at most 200 characters."""
+    return "".join(c for c in user_agent[:200] if c.isprintable()) or "unknown"
+
+
+def sign_in_code(user: Any, code: str, ip: str, user_agent: str, minutes: int) -> None:
+    """The code that confirms a sign-in held by the account-wide step-up (mfa/mailed_code.py)."""
+    messages.queue("sign_in_code", user.email, {"email": user.email, "when": _when(), "address": ip, "code": code,
+                                                "browser": _browser(user_agent), "minutes": minutes})
 
 
 def failed_attempts(email: str, limit: int) -> None:
@@ -54,6 +64,11 @@ def failed_attempts(email: str, limit: int) -> None:
 def mfa_reset(user: Any) -> None:
     """Ops took every second factor of `user` (manage.py mfa_reset)."""
     messages.queue("mfa_reset", user.email, {"email": user.email, "when": _when()})
+
+
+def password_reset_required(user: Any) -> None:
+    """An administrator ended the password of `user`: a new one is chosen with a mailed recovery code."""
+    messages.queue("password_reset_required", user.email, {"email": user.email, "when": _when()})
 
 
 def recovery_code(email: str, code: str) -> None:

@@ -41,6 +41,12 @@ def install_record_factory() -> None:
     logging.setLogRecordFactory(factory)
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What a caller passed in `extra=`, with fields named like secrets replaced."""
+    return {key: "[redacted]" if _is_secret(key) else value for key, value in vars(record).items()
+            if key not in _STANDARD and key != "request"}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; fields named like secrets are replaced, never written."""
 
@@ -58,9 +64,8 @@ class JsonFormatter(logging.Formatter):
             "cluster": self.cluster,
             "node": self.node,
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and key not in entry and key != "request":
-                entry[key] = "[redacted]" if _is_secret(key) else value
+        for key, value in extra_fields(record).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)

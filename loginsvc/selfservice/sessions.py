@@ -73,31 +73,39 @@ def _products(sids: list[str], user: User) -> dict[str, list[str]]:
 
 def listing(request: HttpRequest) -> list[dict[str, Any]]:
     """The signed-in user's sessions, this one first, as `GET /api/sessions` answers them."""
-    user = request.user
-    live = session_registry.live(user)
+    return as_listed(request.user, session_registry.live(request.user), session_registry.current_id(request))
+
+
+def as_listed(user: User, live: list[session_registry.LiveSession], current: str | None = None) -> list[dict[str, Any]]:
+    """Live sessions of `user` as the sessions page, the API and the admin show them (`current` first)."""
     products = _products([s.data[central.SID] for s in live if s.data.get(central.SID)], user)
-    current = session_registry.current_id(request)
     answer = []
     for session in live:
         record, described = session.record, describe(session.record.user_agent)
         answer.append({
             "id": record.public_id, "current": record.public_id == current,
             "browser": described.browser, "system": described.system, "address": record.address,
-            "first_seen": _iso(record.created.timestamp()), "last_seen": _iso(session.last_seen or record.created.timestamp()),
+            "first_seen": _iso(record.created.timestamp()),
+            "last_seen": _iso(session.last_seen or record.created.timestamp()),
             "cluster": record.cluster, "products": sorted(products.get(session.data.get(central.SID, ""), [])),
         })
     answer.sort(key=lambda s: not s["current"])
     return answer
 
 
-def _end(request: HttpRequest, session: session_registry.LiveSession) -> None:
-    user, ip = request.user, client_ip(request)
+def end_session(user: User, session: session_registry.LiveSession, ip: str, by: str) -> None:
+    """End one live session of `user` and its product sign-ins, in one transaction (the callers audit)."""
     with transaction.atomic():
         sid = session.data.get(central.SID)
         if sid:
-            logout.end_sign_ins(user, sid, ip=ip, by=ENDED_BY_USER)
+            logout.end_sign_ins(user, sid, ip=ip, by=by)
         session_registry.end(session)
-    audit.session_ended(user.pk, ip)
+
+
+def _end(request: HttpRequest, session: session_registry.LiveSession) -> None:
+    ip = client_ip(request)
+    end_session(request.user, session, ip, ENDED_BY_USER)
+    audit.session_ended(request.user.pk, ip)
 
 
 def end_one(request: HttpRequest, public_id: str) -> bool:

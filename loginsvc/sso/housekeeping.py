@@ -1,5 +1,5 @@
 """Rows nobody needs any more: sign-ins past every lifetime, retry receipts past their window, the
-toolkit's expired tokens, and expired sessions with their session records.
+toolkit's expired tokens, expired sessions with their session records, and old audit trail rows.
 
 Run by every node's back-channel thread now and then (backchannel.Worker.loop); the deletes are
 idempotent, so several nodes doing it at once only repeat each other.
@@ -14,6 +14,7 @@ from oauth2_provider.models import clear_expired
 
 from loginsvc import conf
 from loginsvc.accounts import session_registry
+from loginsvc.staff import trail
 from loginsvc.sso import refresh_retry
 from loginsvc.sso.models import SignIn
 
@@ -43,5 +44,6 @@ def tidy(force: bool = False) -> None:
     refresh_retry.tidy()
     clear_expired()  # django-oauth-toolkit: expired grants, access, refresh and ID tokens
     session_registry.clear_expired()  # Django's `clearsessions`, and the sessions page's records of them
+    trail.tidy()  # the admin's audit trail past AUDIT_TRAIL_DAYS
     if removed:
         log.info("sso housekeeping: stale sign-ins removed", extra={"count": removed})
