@@ -3,7 +3,8 @@
 An account with a second factor signs in in two steps (mfa/pending.py): the password, then a code;
 each step is counted by the same brute-force counters (throttle.py), and only the second signs in.
 During the account-wide step-up such an account still signs in from a new source with both (the
-step-up budget, throttle.step_up); every other attempt that budget lets through gets the refusal.
+step-up budget, throttle.step_up); an account without a second factor confirms with a code mailed to
+it (mfa/mailed_code.py); a wrong password that the budget lets through gets the refusal.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from loginsvc.accounts.forms import MAX_PASSWORD_LENGTH
 from loginsvc.accounts.models import User, normalise_email
 from loginsvc.mail import notices
 from loginsvc.mfa import audit as mfa_audit
-from loginsvc.mfa import ceremonies, factors, passkeys, pending, recovery, totp
+from loginsvc.mfa import ceremonies, factors, mailed_code, passkeys, pending, recovery, totp
 from loginsvc.mfa.models import Passkey
 from loginsvc.observability.metrics import LOCKOUTS, LOGINS
 
@@ -122,9 +123,9 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
     addresses exist. Every decision is logged (audit.py).
 
     The one exception is the account-wide step-up's budget (throttle.step_up): such an attempt is
-    checked, but only a correct password with a second factor due goes on (to the code); a wrong
-    password, an unknown account or an account without a second factor gets the refusal it would
-    have got without the budget, so the answer tells nothing of the account's factors.
+    checked, and a correct password goes on to a second step: the account's second factor, or else a
+    code mailed to the account (mailed_code.py); a wrong password or an unknown account gets the
+    refusal it would have got without the budget.
     """
     email = normalise_email(username)
     ip = client_ip(request)
@@ -135,7 +136,9 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
     user = auth.authenticate(request, username=email, password=password)
     methods = factors.methods_of(user) if user is not None else []
     if attempt.step_up_refusal is not None and not methods:
-        return _refused(attempt.step_up_refusal, email, ip, channel)  # counted as a failure: begin did
+        if user is None:
+            return _refused(attempt.step_up_refusal, email, ip, channel)  # counted as a failure: begin did
+        methods = [mailed_code.EMAIL]  # no factor of its own: its owner confirms with a mailed code
     if user is None:
         LOGINS.labels(Outcome.FAILURE.value, channel).inc()
         audit.failure(email, ip, channel)
@@ -144,6 +147,8 @@ def attempt_login(request: HttpRequest, username: str, password: str, channel: s
     if methods:
         throttle.gave_password(attempt)
         pending.begin(request, user, amr=["pwd"], via_account_step_up=attempt.step_up_refusal is not None)
+        if methods == [mailed_code.EMAIL]:
+            mailed_code.send(request, user, ip)
         LOGINS.labels(Outcome.MFA_REQUIRED.value, channel).inc()
         mfa_audit.required(user.pk, ip, channel)
         return LoginResult(Outcome.MFA_REQUIRED, user=user, methods=tuple(methods))
@@ -183,6 +188,8 @@ def factor_accepted(request: HttpRequest, user: User, method: str, code: object,
             return None
         used = _passkey(ceremony, code, passkeys.find(code), ip, channel)
         return used.amr if isinstance(used, passkeys.Used) else None
+    if method == mailed_code.EMAIL:  # a confirmation, not a factor (no amr): never one where a factor is due
+        return [] if not factors.has_factor(user) and mailed_code.accept(request, user, str(code)) else None
     if method == factors.TOTP:
         device = totp.confirmed_device(user)
         return ["otp"] if device is not None and totp.accept(device, str(code)) else None
@@ -266,8 +273,8 @@ def attempt_second_factor(request: HttpRequest, method: str, code: object, chann
         notices.account_changed(user, ip, "recovery code used")
     if waiting.via_account_step_up:
         audit.step_up_sign_in(email, user.pk, ip, channel, method)
-    # RFC 8176: the password's, the factor's, and as they are several: "mfa".
-    _sign_in(request, user, ip, channel, [*waiting.amr, *amr, "mfa"], key_is_new=True)
+    # RFC 8176: the password's, the factor's, and as they are several: "mfa" (a mailed code adds none).
+    _sign_in(request, user, ip, channel, [*waiting.amr, *amr, "mfa"] if amr else list(waiting.amr), key_is_new=True)
     return LoginResult(Outcome.SUCCESS, user=user, failed_since_last_login=failed)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from loginsvc.accounts.models import User
-from loginsvc.mfa import audit, recovery, totp
+from loginsvc.mfa import audit, mailed_code, recovery, totp
 from loginsvc.mfa.models import Passkey, RecoveryCode, TOTPDevice
 
 TOTP, RECOVERY, WEBAUTHN = "totp", "recovery", "webauthn"
@@ -16,6 +16,7 @@ TOTP, RECOVERY, WEBAUTHN = "totp", "recovery", "webauthn"
 CODE_FORMS: dict[str, tuple[Callable[[object], str | None], str]] = {
     TOTP: (totp.parse_code, "code must be the six digits the authenticator app shows"),
     RECOVERY: (recovery.normalise, "code must be a recovery code: ten letters and digits"),
+    mailed_code.EMAIL: (mailed_code.parse, "code must be the 8 digits we mailed"),
 }
 
 

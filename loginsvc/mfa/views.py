@@ -27,7 +27,7 @@ from loginsvc.accounts.authentication import (
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.redirects import safe_next
 from loginsvc.mail import notices
-from loginsvc.mfa import audit, factors, passkeys, pending, policy, recovery, totp
+from loginsvc.mfa import audit, factors, mailed_code, passkeys, pending, policy, recovery, totp
 from loginsvc.mfa.models import Passkey
 
 CODE_ERROR = "That code is not valid. Check your authenticator app, or use a recovery code."
@@ -52,6 +52,8 @@ def second_step_view(request: HttpRequest) -> HttpResponse:
     next_url = _next(request)
     waiting = pending.current(request)
     methods = factors.methods_of(waiting.user) if waiting is not None else []
+    if waiting is not None and not methods and mailed_code.waiting(request, waiting.user):
+        methods = [mailed_code.EMAIL]  # the account-wide step-up's confirmation by mail
     if not methods:  # none, expired, or the factor was removed meanwhile: start again
         pending.end(request)
         return redirect(_with_next("login", next_url))

@@ -3,13 +3,16 @@
 Past the account's failure limit, sources it does not know are refused (tests/test_account_guard.py).
 Within the step-up budget (LOGINSVC_ACCOUNT_STEP_UP_CHECKS per window) such an attempt still has
 its password checked: the correct password of an account with a second factor goes on to the code
-and signs in at once, and the source becomes known; every other checked attempt (wrong password,
-no second factor, unknown account) gets the refusal's answer, and beyond the budget every one is
-refused without a check.
+and signs in at once, and the source becomes known; without a second factor it goes on to a code
+mailed to the account; every other checked attempt (wrong password, unknown account) gets the
+refusal's answer, and beyond the budget every one is refused without a check.
 """
 from __future__ import annotations
 
+import email
 import logging
+import re
+from email import policy as email_policy
 from typing import Any
 
 import pytest
@@ -17,6 +20,8 @@ from django.test import Client, override_settings
 
 from loginsvc.accounts import audit, known_sources, throttle
 from loginsvc.accounts.models import ThrottleState
+from loginsvc.mail import delivery
+from loginsvc.mfa import mailed_code
 from tests import plugin
 from tests.conftest import PASSWORD
 from tests.mfa.conftest import app_code, password_step, post_json
@@ -55,6 +60,15 @@ def refusal(response: Any) -> dict[str, Any]:
     assert body["reason"] == "account" and body["retry_after"] == int(response["Retry-After"])
     assert 3590 <= body["retry_after"] <= 3600
     return {key: value for key, value in body.items() if key != "retry_after"}
+
+
+def mailed(mailbox: Any) -> tuple[str, str]:
+    """The code of the one sign-in confirmation the outbox delivered, and its text."""
+    delivery.deliver_due()
+    found = [email.message_from_string(raw, policy=email_policy.default) for raw in mailbox.messages]
+    [message] = [m for m in found if "confirm a sign-in" in m["Subject"]]
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"^(\d{8})\s*$", text, re.M).group(1), text
 
 
 def browser(ip: str) -> Client:
@@ -96,21 +110,47 @@ def test_with_a_second_factor_an_unknown_64_signs_in_at_once_and_becomes_known(
 
 
 @pytest.mark.django_db
-def test_without_a_second_factor_right_and_wrong_passwords_get_the_same_refusal(
-        settings, limits, user, checked) -> None:
+def test_without_a_second_factor_the_right_password_goes_on_to_a_mailed_code(
+        settings, limits, user, checked, mailbox) -> None:
     budget(settings, 3)
     reach_the_limit(user.email)
     attacker = Attacker()
-    right = refusal(attacker.guess(user.email, PASSWORD, new_64(1), api=True))
     wrong = refusal(attacker.guess(user.email, "wrong password", new_64(1, subnet=2), api=True))
-    page = attacker.guess(user.email, PASSWORD, new_64(1, subnet=3))
-    assert page.status_code == 429 and int(page["Retry-After"]) > 3590
-    assert b"device or network you have used before" in page.content
-    assert len(checked) == LIMIT + 1  # the three in the budget were checked (one wrong)
-    beyond = refusal(attacker.guess(user.email, "wrong again", new_64(1, subnet=4), api=True))
-    assert len(checked) == LIMIT + 1  # beyond the budget: refused unchecked
-    assert right == wrong == beyond == {"error": "locked", "reason": "account"}
-    assert Client().get("/api/session").json() == {"authenticated": False}
+    owner = browser(new_64(1))
+    right = password_step(owner, user)
+    assert right.status_code == 200 and right.json() == {"mfa_required": True, "methods": ["email"]}
+    assert owner.get("/api/session").json() == {"authenticated": False}  # nothing signed in yet
+    page = attacker.guess(user.email, "wrong again", new_64(1, subnet=3))
+    assert page.status_code == 429 and b"device or network you have used before" in page.content
+    assert len(checked) == LIMIT + 2  # the three in the budget were checked (two wrong)
+    beyond = refusal(attacker.guess(user.email, PASSWORD, new_64(1, subnet=4), api=True))
+    assert len(checked) == LIMIT + 2  # beyond the budget: refused unchecked, even the right password
+    assert wrong == beyond == {"error": "locked", "reason": "account"}
+    code, text = mailed(mailbox)
+    assert str(new_64(1)) in text and PASSWORD not in text
+    wrong_code = f"{(int(code) + 1) % 10 ** 8:08d}"
+    assert post_json(owner, "/api/login/mfa", {"method": "email", "code": wrong_code}).status_code == 401
+    assert post_json(owner, "/api/login/mfa", {"method": "totp", "code": "123456"}).status_code == 401
+    signed_in = post_json(owner, "/api/login/mfa", {"method": "email", "code": code})
+    assert signed_in.status_code == 200, signed_in.content
+    assert owner.get("/api/session").json()["amr"] == ["pwd"]  # a confirmation, not a second factor
+    assert post_json(browser(new_64(1)), "/api/login/mfa", {"method": "email", "code": code}).status_code == 401
+    assert password_step(browser(new_64(2)), user).status_code == 200  # its /64 is known now
+
+
+@pytest.mark.django_db
+def test_a_mailed_code_is_bound_to_its_browser_and_five_wrong_entries_end_it(settings, limits, user, mailbox) -> None:
+    reach_the_limit(user.email)
+    owner, other = browser(new_64(1)), browser(new_64(1))
+    assert password_step(owner, user).json()["methods"] == ["email"]
+    code, _text = mailed(mailbox)
+    assert post_json(other, "/api/login/mfa", {"method": "email", "code": code}).status_code == 401
+    wrong = f"{(int(code) + 1) % 10 ** 8:08d}"
+    for _ in range(mailed_code.MAX_TRIES):
+        assert post_json(owner, "/api/login/mfa", {"method": "email", "code": wrong}).status_code == 401
+    assert post_json(owner, "/api/login/mfa", {"method": "email", "code": code}).status_code == 401
+    page = owner.get("/login/mfa/")
+    assert page.status_code == 302 and page["Location"].startswith("/login/")  # nothing left to enter
 
 
 @pytest.mark.django_db
@@ -192,3 +232,20 @@ def test_the_delays_before_the_limit_spend_no_budget_and_stay(settings, mfa_user
     assert attacker.guess(mfa_user.email, "bad", new_64(1, subnet=2), api=True).status_code == 429
     assert len(checked) == 2
     assert not plugin.REDIS.client().exists(throttle.PREFIX + "n:" + throttle.step_up_counter(mfa_user.email).key)
+
+
+@pytest.mark.django_db
+def test_the_sign_in_page_asks_for_the_mailed_code(settings, limits, user, mailbox) -> None:
+    from tests.conftest import csrf_from
+
+    reach_the_limit(user.email)
+    owner = browser(new_64(1))
+    owner.get("/login/")
+    step = owner.post("/login/", {"username": user.email, "password": PASSWORD, "csrfmiddlewaretoken": csrf_from(owner)})
+    assert step.status_code == 302 and step["Location"].startswith("/login/mfa/")
+    page = owner.get(step["Location"])
+    assert page.status_code == 200 and b"Code from the mail" in page.content and b"use-totp" not in page.content
+    code, _text = mailed(mailbox)
+    done = owner.post("/login/mfa/", {"method": "email", "code": code[:4] + " " + code[4:],
+                                      "csrfmiddlewaretoken": csrf_from(owner)})
+    assert done.status_code == 302 and owner.get("/api/session").json()["authenticated"] is True

@@ -120,8 +120,8 @@ def test_wrong_codes_lock_like_wrong_passwords(client: Client, mfa_user) -> None
     ({"method": "totp", "code": "12345a"}, 400, "code must be the six digits the authenticator app shows"),
     ({"method": "totp", "code": 123456}, 400, "code must be the six digits the authenticator app shows"),
     ({"method": "recovery", "code": "short"}, 400, "code must be a recovery code: ten letters and digits"),
-    ({"method": "sms", "code": "123456"}, 400, "method must be one of: totp, recovery, webauthn"),
-    ({"code": "123456"}, 400, "method must be one of: totp, recovery, webauthn"),
+    ({"method": "sms", "code": "123456"}, 400, "method must be one of: totp, recovery, email, webauthn"),
+    ({"code": "123456"}, 400, "method must be one of: totp, recovery, email, webauthn"),
     ("[1, 2]", 400, "body must be a JSON object"),
     (b"\xff\xfe", 400, "body is not valid UTF-8 JSON"),
 ])
