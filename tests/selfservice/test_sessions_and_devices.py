@@ -6,6 +6,7 @@ In process (Django's test client, the real database and Redis); tests/stack/test
 page in Chromium through the router."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ from django.test import Client
 from loginsvc import conf
 from loginsvc.accounts import known_sources
 from loginsvc.accounts.models import KnownDevice, KnownNetwork, SessionRecord
-from loginsvc.sso.models import LogoutDelivery, SignIn
+from loginsvc.sso import backchannel, central
+from loginsvc.sso.models import SignIn
 from tests.conftest import PASSWORD, csrf_from, login
 from tests.mfa.conftest import post_json
 from tests.sso.conftest import register
+from tests.sso.test_oidc_backchannel_logout_receiver import Receiver
 from tests.sso.tokens import bearer, tokens_for
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
@@ -53,19 +56,29 @@ def test_the_list_names_browser_system_address_cluster_and_products(user: Any, s
     assert mine["first_seen"] <= mine["last_seen"]
 
 
+@pytest.fixture
+def receiver(db: None) -> Iterator[Receiver]:
+    """The products' real back-channel logout endpoint (it checks each logout token's signature)."""
+    server = Receiver(Client().get("/oidc/jwks/").json()).start()
+    yield server
+    server.stop()
+
+
 @pytest.mark.django_db
-def test_ending_one_signs_it_out_and_ends_its_product_sign_ins(user: Any) -> None:
-    webmail = register("webmail", backchannel="https://webmail.example.test/bc")
+def test_ending_one_signs_it_out_and_ends_its_product_sign_ins(user: Any, receiver: Receiver) -> None:
+    webmail = register("webmail", backchannel=receiver.uri("webmail"))
     laptop, phone = _browser(user, FIREFOX, "198.51.100.7"), _browser(user, IPHONE, "203.0.113.9")
     kept, ended = tokens_for(laptop, webmail), tokens_for(phone, webmail)
+    phone_sid = phone.session[central.SID]
     phone_id = [s for s in laptop.get("/api/sessions").json()["sessions"] if not s["current"]][0]["id"]
     assert laptop.delete(f"/api/sessions/{phone_id}").status_code == 403  # CSRF, as every change
     assert _delete(laptop, f"/api/sessions/{phone_id}").status_code == 204
     assert phone.get("/api/session").json() == {"authenticated": False}
     assert Client().get("/oidc/userinfo/", **bearer(ended["access_token"])).status_code == 401
     assert Client().get("/oidc/userinfo/", **bearer(kept["access_token"])).status_code == 200
-    [delivery] = LogoutDelivery.objects.all()
-    assert delivery.uri == "https://webmail.example.test/bc" and delivery.sub == str(user.pk)
+    assert backchannel.deliver_due() == 1  # the nodes' outbox thread does this within seconds
+    [told] = receiver.received
+    assert (told["sid"], told["sub"]) == (phone_sid, str(user.pk)) and receiver.rejected == []
     assert laptop.get("/api/session").json()["authenticated"] is True
     assert [s["current"] for s in laptop.get("/api/sessions").json()["sessions"]] == [True]
     assert _delete(laptop, f"/api/sessions/{phone_id}").status_code == 404  # gone: nothing to end twice
