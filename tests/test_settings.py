@@ -148,3 +148,19 @@ def test_a_bad_mfa_key_is_one_clear_error_at_check(tmp_path, content: str, probl
     result = manage(production_env(tmp_path, LOGINSVC_MFA_KEY_FILE=str(bad)), "check", check=False)
     assert result.returncode != 0 and f"LOGINSVC_MFA_KEY_FILE ({bad}): {problem}" in result.stderr, result.stderr
     assert content not in result.stderr.replace(str(bad), "")  # the key's text is never echoed
+
+
+ROUTES = ("from django.urls import Resolver404, resolve\n"
+          "try:\n    print(resolve('/admin/').url_name)\nexcept Resolver404:\n    print('none')")
+
+
+def test_the_admin_is_off_in_production_unless_enabled_and_check_deploy_stays_clean(tmp_path) -> None:
+    assert manage(production_env(tmp_path), "shell", "-v", "0", "-c", ROUTES).stdout.strip() == "none"
+    enabled = production_env(tmp_path, LOGINSVC_ADMIN_ENABLED="1")
+    assert manage(enabled, "shell", "-v", "0", "-c", ROUTES).stdout.strip() == "index"
+    checked = manage(enabled, "check", "--deploy", "--fail-level", "WARNING", check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    bad = manage(production_env(tmp_path, LOGINSVC_ADMIN_ENABLED="maybe"), "check", check=False)
+    assert bad.returncode != 0 and "LOGINSVC_ADMIN_ENABLED" in bad.stderr and bad.stderr.count("\n") <= 3
+    local = dict(production_env(tmp_path), LOGINSVC_MODE="local")
+    assert manage(local, "shell", "-v", "0", "-c", ROUTES).stdout.strip() == "index"

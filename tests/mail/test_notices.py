@@ -4,6 +4,7 @@ from __future__ import annotations
 import email
 import re
 from email import policy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,3 +52,21 @@ def test_signing_in_with_a_recovery_code_tells_the_owner(mfa_user: Any, mailbox:
     [notice] = _delivered(mailbox)
     assert "One of your recovery codes was used" in notice.get_body(("plain",)).get_content()
     assert codes[0] not in notice.as_string() and codes[0].replace("-", "") not in notice.as_string()
+
+
+KINDS = sorted(p.name.removesuffix("_subject.txt") for p in
+               (Path(__file__).resolve().parents[2] / "loginsvc" / "templates" / "mail").glob("*_subject.txt"))
+FULL_CONTEXT = {"email": "ann@example.test", "when": "2026-12-07 03:00", "address": "198.51.100.7", "code": "12345678",
+                "browser": "Firefox", "minutes": 10, "limit": 100, "reset": False, "change": "A passkey was added.",
+                "old_email": "ann@example.test", "new_email": "ann@example.org", "undo_code": "ABCD-EFGH", "days": 7}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_message_has_text_and_html_links_only_to_the_origin_and_no_secret(kind: str, settings: Any) -> None:
+    settings.LOGINSVC = dict(settings.LOGINSVC, OIDC_ISSUER="https://login.example.com")
+    message = messages.render(kind, FULL_CONTEXT)
+    assert message.subject and "\n" not in message.subject and message.text.strip() and "<html" in message.html
+    for part in (message.subject, message.text, message.html):
+        links = re.findall(r"https?://[^\s\"<>)]+", part)
+        assert all(link.startswith("https://login.example.com/") for link in links), links
+        assert PASSWORD not in part and settings.SECRET_KEY not in part and "{{" not in part and "{%" not in part
