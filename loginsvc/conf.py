@@ -68,6 +68,16 @@ def parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(normalise_origin(item) for item in raw.split(",") if item.strip())
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """A parser that takes exactly one of `choices` (any case, trimmed)."""
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("must be one of: " + ", ".join(choices))
+        return value
+    return parse
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -269,6 +279,11 @@ OPTIONS: dict[str, Option] = {
     "MAIL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A message not delivered this long after it was "
                                    "written is given up: kept as failed (`manage.py mail_outbox --failed`), "
                                    "counted in loginsvc_mail_total{result=\"failed\"}, alerted on."),
+    "MAIL_ACCOUNT_PASSWORD": Option("refuse", _one_of("refuse", "allow"), "Whether a mail client (IMAP, SMTP) may log "
+                                    "in with the account's own password: refuse (app passwords and OAuth only) or "
+                                    "allow (then only for accounts without a second factor)."),
+    "MAIL_SERVER_CLIENT": Option("dovecot", _text, "The client id of the mail server, the one confidential client "
+                                 "that may ask POST /api/mail/check whether a mail client's login is right."),
     # --- Tests only (loginsvc/delay.py); refused in production ---
     "TEST_DELAY": Option((), parse_test_delay, "Comma-separated TARGET=MS: every answer of the node named TARGET "
                          "(or of each node of cluster TARGET; a node's own entry wins) waits MS milliseconds "

@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "loginsvc.mail",
     "loginsvc.selfservice",
     "loginsvc.staff",
+    "loginsvc.mailclients",
     "loginsvc.health",
     "loginsvc.observability",
 ]

@@ -17,6 +17,7 @@ CHANGES = {
     "authenticator app removed": _("The authenticator app was removed from your account."),
     "recovery codes made": _("A new set of recovery codes was made; the old codes no longer work."),
     "recovery code used": _("One of your recovery codes was used to sign in."),
+    "app password created": _("An app password was made for a mail program; it can read and send your mail."),
 }
 
 

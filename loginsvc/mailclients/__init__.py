@@ -1,0 +1,1 @@
+"""Mail clients: app passwords for IMAP and SMTP clients that cannot do OAuth, checked for the mail server."""

@@ -1,0 +1,11 @@
+"""App registration for mail clients; connects the end of all sign-ins to app passwords (app_passwords.py)."""
+from django.apps import AppConfig
+
+
+class MailClientsConfig(AppConfig):
+    name = "loginsvc.mailclients"
+    label = "mailclients"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from loginsvc.mailclients import app_passwords  # noqa: F401 - connects its receiver

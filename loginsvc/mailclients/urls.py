@@ -1,0 +1,11 @@
+"""URLs of mail clients."""
+from django.urls import path
+
+from loginsvc.mailclients import views
+
+urlpatterns = [
+    path("account/app-passwords/", views.app_passwords_view, name="app-passwords"),
+    path("api/app-passwords", views.api_app_passwords_view, name="api-app-passwords"),
+    path("api/app-passwords/<str:public_id>", views.api_app_password_view, name="api-app-password"),
+    path("api/mail/check", views.mail_check_view, name="mail-check"),
+]
