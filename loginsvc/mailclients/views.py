@@ -98,9 +98,11 @@ def mail_check_view(request: HttpRequest) -> HttpResponse:
         return no_store(response)
     fields = {name: request.POST.get(name, "") for name in ("username", "password", "service", "remote_ip")}
     ip = server_check.address(fields["remote_ip"])
-    if not fields["username"] or not fields["password"] or fields["service"] not in server_check.SERVICES or ip is None:
+    if fields["service"] not in server_check.SERVICES or ip is None:
         return no_store(json_error(400, "invalid_request", error_description=(
-            "username, password, service (imap, smtp, submission) and remote_ip (an IP address) are required")))
+            "service (imap, smtp, submission) and remote_ip (an IP address) are required")))
+    if not fields["username"] or not fields["password"]:  # what a mail client typed: a wrong login, not our error
+        return no_store(json_error(401, "invalid_credentials"))
     answer = server_check.check(request, fields["username"], fields["password"], fields["service"], ip)
     if answer.result is server_check.Result.OK:
         return no_store(JsonResponse({"user": answer.email, "via": answer.via}))

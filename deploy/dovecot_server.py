@@ -1,0 +1,134 @@
+"""A local Dovecot (IMAP and SMTP submission) whose every login is asked of the login service.
+
+Renders deploy/dovecot/*.in into a run directory of its own and runs Debian's Dovecot 2.3 in the
+foreground on loopback ports: plain logins go to POST /api/mail/check through the Lua passdb
+(deploy/dovecot/mail-check.lua), bearer tokens (OAUTHBEARER, XOAUTH2) to the introspection endpoint,
+both with the mail server's own confidential client. Mailboxes live under the run directory's
+`imap/`; submitted mail is relayed to a local SMTP server. Used by the tests and by `make up` when
+Debian's dovecot-imapd, dovecot-submissiond and dovecot-auth-lua are installed.
+
+Run as root (CI), Dovecot's own processes use Debian's `dovecot` and `dovenull` users and the
+mailboxes belong to `dovecot`; run as anyone else, everything runs as that user.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from deploy.node import wait_for
+
+TEMPLATES = Path(__file__).resolve().parent / "dovecot"
+LUA_MODULE = Path("/usr/lib/dovecot/modules/auth/libauthdb_lua.so")
+PACKAGES = "dovecot-imapd dovecot-submissiond dovecot-auth-lua"
+
+
+def missing() -> str | None:
+    """Why Dovecot cannot run here (a sentence naming the Debian packages), or None."""
+    if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
+        return f"Dovecot is not installed (apt-get install {PACKAGES})"
+    if not Path("/usr/lib/dovecot/submission").exists() or not LUA_MODULE.exists():
+        return f"Dovecot's submission service or Lua passdb is missing (apt-get install {PACKAGES})"
+    return None
+
+
+@dataclass
+class DovecotServer:
+    """One Dovecot instance: `run_dir` holds its configuration, sockets, log and mailboxes."""
+
+    run_dir: Path
+    imap_port: int
+    submission_port: int
+    service_url: str  # the login service (through the router), e.g. http://127.0.0.1:8000
+    client_id: str
+    secret: str
+    relay_port: int  # where submitted mail goes (a local SMTP server)
+    auth_failure_delay: str = "2 secs"  # Dovecot's default; the tests wait less
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "dovecot.log"
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "dovecot.conf"
+
+    def _users(self) -> dict[str, str | int]:
+        me = pwd.getpwuid(os.geteuid())
+        # Mail is read and written as whoever runs this, but never as root (Dovecot refuses uid 0):
+        # then as Debian's `dovecot` user, which must be able to reach the mailbox folder.
+        internal, login = (pwd.getpwnam("dovecot"), "dovenull") if me.pw_uid == 0 else (me, me.pw_name)
+        return {"internal_user": internal.pw_name, "internal_group": grp.getgrgid(internal.pw_gid).gr_name,
+                "login_user": login, "auth_user": me.pw_name, "uid": internal.pw_uid, "gid": internal.pw_gid}
+
+    def render(self) -> None:
+        """Write dovecot.conf, the oauth2 passdb's file and the secret (owner-only), and the mailbox root."""
+        users = self._users()
+        mail_dir = self.run_dir / "imap"
+        for path in (self.run_dir, self.run_dir / "state", mail_dir):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(mail_dir, int(users["uid"]), int(users["gid"]))
+            blocked = [p for p in mail_dir.parents if not os.stat(p).st_mode & 0o001]
+            if blocked:
+                raise RuntimeError(f"run as root, Dovecot's mail processes (user dovecot) cannot reach {mail_dir}: "
+                                   f"{blocked[0]} is closed to other users; run as another user, or from a "
+                                   f"folder others may pass through")
+        base = self.service_url.rstrip("/")
+        credentials = f"{self.client_id}:{self.secret}@"
+        introspection = base.replace("://", "://" + credentials, 1) + "/oidc/introspect/"
+        values = {**users, "base_dir": self.run_dir / "run", "state_dir": self.run_dir / "state",
+                  "instance": f"loginsvc-{self.imap_port}", "log": self.log, "mail_dir": mail_dir,
+                  "imap_port": self.imap_port, "submission_port": self.submission_port,
+                  "relay_port": self.relay_port, "auth_failure_delay": self.auth_failure_delay, "lua_file": TEMPLATES / "mail-check.lua",
+                  "oauth2_file": self.run_dir / "dovecot-oauth2.conf.ext", "introspection_url": introspection,
+                  "openid_configuration_url": base + "/.well-known/openid-configuration"}
+        for name in ("dovecot.conf", "dovecot-oauth2.conf.ext"):
+            text = Template((TEMPLATES / (name + ".in")).read_text()).substitute(values)
+            target = self.run_dir / name
+            target.write_text(text)
+            target.chmod(0o600)  # the oauth2 file holds the client's secret
+        secret_file = self.run_dir / "mail-check-secret"
+        secret_file.write_text(self.secret + "\n")
+        secret_file.chmod(0o400)
+
+    def environment(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin"), "TZ": "UTC",
+                "LOGINSVC_MAIL_CHECK_URL": self.service_url.rstrip("/") + "/api/mail/check",
+                "LOGINSVC_MAIL_CHECK_CLIENT": self.client_id,
+                "LOGINSVC_MAIL_CHECK_SECRET_FILE": str(self.run_dir / "mail-check-secret")}
+
+    def start(self, timeout: float = 15) -> "DovecotServer":
+        self.render()
+        self.process = subprocess.Popen(["dovecot", "-F", "-c", str(self.config)], env=self.environment(),
+                                        stdout=subprocess.DEVNULL, stderr=open(self.run_dir / "stderr.log", "ab"))
+        import socket
+
+        def listening() -> bool:
+            assert self.process is not None and self.process.poll() is None, self.failure()
+            with socket.create_connection(("127.0.0.1", self.imap_port), timeout=1):
+                return True
+
+        wait_for(listening, timeout, "Dovecot listening")
+        return self
+
+    def failure(self) -> str:
+        """What Dovecot said when it stopped (the end of its logs)."""
+        tails = [p.read_text(errors="replace")[-2000:] for p in (self.run_dir / "stderr.log", self.log) if p.exists()]
+        return "Dovecot stopped: " + " | ".join(tails)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
