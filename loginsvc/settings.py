@@ -243,7 +243,9 @@ OAUTH2_PROVIDER = {
     "OIDC_ENABLED": True,
     "OIDC_ISS_ENDPOINT": LOGINSVC["OIDC_ISSUER"],
     "OAUTH2_VALIDATOR_CLASS": "loginsvc.sso.validators.Validator",
-    "SCOPES": {"openid": "Sign you in", "email": "Your email address", "profile": "Your name"},
+    "SCOPES": {"openid": "Sign you in", "email": "Your email address", "profile": "Your name",
+               # Mail clients (docs/mail-clients.md): IMAP and SMTP submission with the token, and staying signed in.
+               "mail": "Read and send your mail (IMAP and SMTP)", "offline_access": "Stay signed in"},
     "DEFAULT_SCOPES": ["openid"],
     "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
     # "none": public products (sync_products `type = "public"`) send only client_id, bound by PKCE.

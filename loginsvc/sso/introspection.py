@@ -12,9 +12,10 @@ from typing import Any
 from oauth2_provider.models import AccessToken
 from oauth2_provider.settings import oauth2_settings
 
+from loginsvc import conf
 from loginsvc.sso import central, reads, token_rules
 
-MAX_TOKEN_LENGTH = 512  # longer `token` parameters are refused (invalid_request)
+MAX_TOKEN_LENGTH = 512  # a longer `token` is none we issued: inactive, unread
 Read = Callable[[str], Any]  # a token checksum -> that token (with its user and client) or None
 
 
@@ -49,20 +50,33 @@ def scope_of(token: Any) -> str:
     return token.access_token.scope if token.access_token_id is not None else ""
 
 
-def body(client: Any, token: Any) -> dict[str, Any]:
-    """The answer to `client` about `token` (None: not found): inactive unless it is the client's own.
+MAIL = "mail"  # the scope of IMAP and SMTP submission, which the mail server introspects
 
-    Claims follow scopes, as in the ID token and userinfo: `username` (the email address) only when
-    the token was granted the `email` scope; `sub` always."""
-    if token is None or token.application_id != client.pk or not active(token):
+
+def may_see(client: Any, token: Any, scope: str) -> bool:
+    """A client learns about its own tokens; the mail server (LOGINSVC_MAIL_SERVER_CLIENT) also about
+    every token granted the `mail` scope, which mail clients present to it at IMAP and SMTP login."""
+    if token.application_id == client.pk:
+        return True
+    return client.client_id == conf.get("MAIL_SERVER_CLIENT") and MAIL in scope.split()
+
+
+def body(client: Any, token: Any) -> dict[str, Any]:
+    """The answer to `client` about `token` (None: not found): inactive unless `client` may see it.
+
+    Claims follow scopes, as in the ID token and userinfo: `username` (the email address, which is the
+    IMAP and SMTP login name) only when the token was granted the `email` or `mail` scope; `sub` always."""
+    if token is None or not active(token):
         return {"active": False}
     scope = scope_of(token)
-    answer = {"active": True, "client_id": client.client_id, "scope": scope,
+    if not may_see(client, token, scope):
+        return {"active": False}
+    answer = {"active": True, "client_id": token.application.client_id, "scope": scope,
               "token_type": "Bearer" if isinstance(token, AccessToken) else "refresh_token",
               "iss": oauth2_settings.OIDC_ISS_ENDPOINT, "iat": int(token.created.timestamp())}
     if token.user_id is not None:
         answer["sub"] = str(token.user_id)
-        if "email" in scope.split():
+        if {"email", MAIL} & set(scope.split()):
             answer["username"] = token.user.email
     if isinstance(token, AccessToken):
         answer["exp"] = int(token.expires.timestamp())

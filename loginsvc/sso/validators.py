@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.utils import timezone
 from jwcrypto import jws, jwt
@@ -177,10 +178,12 @@ class Validator(OAuth2Validator):
 
     # --- redirect URIs -----------------------------------------------------------------------------------
     def validate_redirect_uri(self, client_id: str, redirect_uri: str, request: Request, *args: Any, **kwargs: Any) -> bool:
-        """RFC 9700 §2.1 / §4.1.3: exact string match with a registered URI. The toolkit compares the
-        host case-insensitively, so https://WEBMAIL.example.test/callback passed for a product that
-        registered https://webmail.example.test/callback."""
-        if redirect_uri not in request.client.redirect_uris.split():
+        """RFC 9700 §2.1 / §4.1.3: exact string match with a registered URI, but for the port of a loopback
+        redirect (RFC 8252 §7.3: a native app, such as a mail client, listens on a port the system chose).
+        The toolkit compares the host case-insensitively, so https://WEBMAIL.example.test/callback passed
+        for a product that registered https://webmail.example.test/callback."""
+        registered = request.client.redirect_uris.split()
+        if redirect_uri not in registered and not any(loopback_match(redirect_uri, uri) for uri in registered):
             return False
         return super().validate_redirect_uri(client_id, redirect_uri, request, *args, **kwargs)
 
@@ -337,3 +340,17 @@ class Validator(OAuth2Validator):
         request.user, request.refresh_token, request.refresh_token_instance = token.user, refresh_token, token
         request.sign_in = sign_in
         return True
+
+
+def loopback_match(requested: str, registered: str) -> bool:
+    """RFC 8252 §7.3: `requested` is the registered loopback IP redirect (http, 127.0.0.1 or [::1], no port)
+    with a port added, and otherwise the same string."""
+    parts = urlsplit(registered)
+    if parts.scheme != "http" or parts.netloc not in ("127.0.0.1", "[::1]"):
+        return False
+    prefix = f"http://{parts.netloc}:"
+    if not requested.startswith(prefix):
+        return False
+    port, _, rest = requested[len(prefix):].partition("/")
+    return port.isascii() and port.isdigit() and 0 < int(port) < 65536 and "/" + rest == registered[len(prefix) - 1:]
+

@@ -297,9 +297,11 @@ def introspect_view(request: HttpRequest) -> HttpResponse:
         response["WWW-Authenticate"] = 'Basic realm="introspection"'
         return _no_store(response)
     value = request.POST.get("token")
-    if not value or len(value) > introspection.MAX_TOKEN_LENGTH:
+    if not value:
         return _no_store(JsonResponse({"error": "invalid_request", "error_description": "token is missing"},
                                       status=400))
+    if len(value) > introspection.MAX_TOKEN_LENGTH:  # longer than any token we issue: one we did not issue
+        return _no_store(JsonResponse({"active": False}))
     token = introspection.token_of(value, request.POST.get("token_type_hint", ""),
                                    _read(AccessToken), _read(RefreshToken, "access_token"))
     return _no_store(JsonResponse(introspection.body(client, token)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import itertools
+import json
 import shutil
 import smtplib
 import socket
@@ -22,6 +23,7 @@ from deploy.dovecot_server import DovecotServer, missing
 from deploy.node import free_port, manage
 from tests import plugin
 from tests.conftest import create_user_in
+from tests.mailclients import oauth
 from tests.support import Browser, LoginNode, Mailbox, node_env, require
 
 SECRET = "the-mail-servers-own-secret-" + "d" * 20
@@ -88,6 +90,40 @@ class MailStack:
                 return exc.smtp_code
 
 
+def bearer_login(stack: MailStack, mechanism: str, user: str, token: str) -> tuple[str, list[bytes]]:
+    """OK or the refusal of AUTHENTICATE `mechanism` with a bearer token, and the server's challenges (RFC
+    7628 §3.2.2: on failure, an error JSON the client answers with a lone ^A)."""
+    if mechanism == "OAUTHBEARER":
+        payload = f"n,a={user},\x01auth=Bearer {token}\x01\x01".encode()
+    else:
+        payload = f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+    challenges: list[bytes] = []
+
+    def answer(challenge: bytes) -> bytes:
+        if challenges or challenge:
+            challenges.append(challenge)
+            return b"\x01"
+        challenges.append(challenge)
+        return payload
+
+    with Imap("127.0.0.1", stack.dovecot.imap_port, timeout=10, source=next_address()) as client:
+        try:
+            client.authenticate(mechanism, answer)
+        except imaplib.IMAP4.error as exc:
+            return str(exc), [c for c in challenges if c]
+        return "OK", []
+
+
+def mail_tokens(stack: MailStack, browser: Browser) -> dict[str, str]:
+    """The tokens a mail client gets through the system browser `browser` (signed in) and a loopback redirect."""
+    code, verifier, redirect_uri = oauth.code_flow(lambda path: browser.call("GET", path),
+                                                   lambda path, form: browser.call("POST", path, data=form))
+    answer = requests.post(stack.node.url + "/oidc/token/", data=oauth.token_form(code, verifier, redirect_uri),
+                           timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 def app_password(browser: Browser, scope: str = "mail") -> dict[str, str]:
     made = browser.call("POST", "/api/app-passwords", json={"name": "imaplib", "scope": scope},
                         headers={"X-CSRFToken": browser.csrf_token()})
@@ -104,6 +140,7 @@ def mail_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
     if "DATABASE_URL" in env:  # a shared PostgreSQL database outlives each test: start empty (as tests' `stack`)
         manage(env, "flush", "--noinput", "-v", "0")
     manage(env, "shell", "-v", "0", "-c", REGISTER % SECRET)
+    manage(env, "shell", "-v", "0", "-c", oauth.REGISTER)
     node = LoginNode(env, "blue", "blue-1", scratch).start()
     relay = Controller(Mailbox(), hostname="127.0.0.1", port=free_port())
     relay.start()
@@ -172,3 +209,39 @@ def test_malformed_logins_are_refused_cleanly(mail_stack: MailStack) -> None:
             with pytest.raises(imaplib.IMAP4.error) as refused:
                 client.authenticate("PLAIN", lambda _challenge, raw=payload: raw)
             assert "UNAVAILABLE" not in str(refused.value), (payload, refused.value)
+
+
+@pytest.mark.parametrize("mechanism", ["OAUTHBEARER", "XOAUTH2"])
+def test_bearer_tokens_open_imap_until_revoked_or_signed_out(mail_stack: MailStack, mechanism: str) -> None:
+    email = f"{mechanism.lower()}@example.test"
+    browser = mail_stack.account(email)
+    token = mail_tokens(mail_stack, browser)["access_token"]
+    assert bearer_login(mail_stack, mechanism, email, token) == ("OK", [])
+    refused, challenges = bearer_login(mail_stack, mechanism, "someone.else@example.test", token)
+    assert "AUTHENTICATIONFAILED" in refused  # the token is another account's
+    revoked = requests.post(mail_stack.node.url + "/oidc/revoke/", timeout=10,
+                            data={"token": token, "client_id": oauth.CLIENT_ID})
+    assert revoked.status_code == 200
+    refused, challenges = bearer_login(mail_stack, mechanism, email, token)
+    assert "AUTHENTICATIONFAILED" in refused
+    if mechanism == "OAUTHBEARER":  # RFC 7628 §3.2.2: the error JSON reaches the client
+        error = json.loads(challenges[0])
+        assert error["status"] == "invalid_token" and error["openid-configuration"].endswith(
+            "/.well-known/openid-configuration")
+    second = mail_tokens(mail_stack, browser)["access_token"]
+    assert bearer_login(mail_stack, mechanism, email, second)[0] == "OK"
+    browser.call("POST", "/logout/", data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]})
+    assert "AUTHENTICATIONFAILED" in bearer_login(mail_stack, mechanism, email, second)[0]  # session signed out
+
+
+def test_a_token_without_the_mail_scope_or_a_garbled_one_is_refused(mail_stack: MailStack) -> None:
+    browser = mail_stack.account("jo@example.test")
+    code, verifier, redirect_uri = oauth.code_flow(lambda path: browser.call("GET", path),
+                                                   lambda path, form: browser.call("POST", path, data=form),
+                                                   scope="openid email")
+    token = requests.post(mail_stack.node.url + "/oidc/token/", timeout=10,
+                          data=oauth.token_form(code, verifier, redirect_uri)).json()["access_token"]
+    assert "AUTHENTICATIONFAILED" in bearer_login(mail_stack, "OAUTHBEARER", "jo@example.test", token)[0]
+    for garbled in ("x" * 600, "not a token", "\u00e9t\u00e9"):
+        answer = bearer_login(mail_stack, "XOAUTH2", "jo@example.test", garbled)[0]
+        assert answer != "OK" and "UNAVAILABLE" not in answer, (garbled, answer)
