@@ -187,6 +187,10 @@ OPTIONS: dict[str, Option] = {
     "ARGON2_PARALLELISM": Option(1, _positive_int, "Argon2id lanes; 1 keeps one login on one core."),
     "SESSION_IDLE_SECONDS": Option(1800, _positive_int, "A session unused this long ends (Keycloak: 30 min)."),
     "SESSION_MAX_SECONDS": Option(36000, _positive_int, "A session ends this long after login (Keycloak: 10 h)."),
+    "OFFLINE_IDLE_SECONDS": Option(2592000, _positive_int, "A refresh token of a sign-in granted offline_access (a "
+                                   "mail client) that is not used this long stops working (30 days)."),
+    "OFFLINE_MAX_SECONDS": Option(15552000, _positive_int, "A sign-in granted offline_access (a mail client) ends this "
+                                  "long after the password was typed for it, however often it refreshes (180 days)."),
     "SESSION_TOUCH_SECONDS": Option(60, _positive_int, "Idle expiry is pushed forward at most this often, to spare writes."),
     "USER_CACHE_SECONDS": Option(5, _non_negative_int, "Longest a process reuses a session's user without a "
                                  "query, and only while its auth epoch is unchanged (0: never)."),
@@ -321,6 +325,10 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     if values["SESSION_MAX_SECONDS"] < values["SESSION_IDLE_SECONDS"]:
         raise ImproperlyConfigured(
             f"{PREFIX}SESSION_MAX_SECONDS: must not be shorter than {PREFIX}SESSION_IDLE_SECONDS"
+        )
+    if values["OFFLINE_MAX_SECONDS"] < values["OFFLINE_IDLE_SECONDS"]:
+        raise ImproperlyConfigured(
+            f"{PREFIX}OFFLINE_MAX_SECONDS: must not be shorter than {PREFIX}OFFLINE_IDLE_SECONDS"
         )
     webauthn_party(values)
     return values

@@ -256,8 +256,9 @@ OAUTH2_PROVIDER = {
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": LOGINSVC["AUTH_CODE_SECONDS"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": LOGINSVC["ACCESS_TOKEN_SECONDS"],
     "ID_TOKEN_EXPIRE_SECONDS": LOGINSVC["ACCESS_TOKEN_SECONDS"],
-    # A refresh token cannot outlive the central session's absolute lifetime.
-    "REFRESH_TOKEN_EXPIRE_SECONDS": LOGINSVC["SESSION_MAX_SECONDS"],
+    # A refresh token cannot outlive its sign-in's absolute lifetime: the central session's, or for one
+    # granted offline_access the offline one (sso/token_rules.lifetimes decides per sign-in).
+    "REFRESH_TOKEN_EXPIRE_SECONDS": max(LOGINSVC["SESSION_MAX_SECONDS"], LOGINSVC["OFFLINE_MAX_SECONDS"]),
     "ROTATE_REFRESH_TOKEN": True,
     # 0: the toolkit's grace period would have to return tokens it stores hashed (its check E001);
     # sso/refresh_retry.py keeps a retry window of its own (LOGINSVC_REFRESH_RETRY_SECONDS).

@@ -30,7 +30,8 @@ def stale_sign_ins(now: float | None = None) -> int:
     now = time.time() if now is None else now
     cutoff = datetime.fromtimestamp(now - conf.get("AUTH_CODE_SECONDS") - CODE_GRACE_SECONDS, tz=timezone.utc)
     unredeemed = SignIn.objects.filter(token_family__isnull=True, created__lt=cutoff)
-    too_old = SignIn.objects.filter(auth_time__lt=now - conf.get("SESSION_MAX_SECONDS"))
+    too_old = (SignIn.objects.filter(offline=False, auth_time__lt=now - conf.get("SESSION_MAX_SECONDS"))
+               | SignIn.objects.filter(offline=True, auth_time__lt=now - conf.get("OFFLINE_MAX_SECONDS")))
     return unredeemed.delete()[0] + too_old.delete()[0]
 
 

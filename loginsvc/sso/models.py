@@ -36,6 +36,9 @@ class SignIn(models.Model):
     auth_time = models.BigIntegerField(help_text="When the user last authenticated in that session (epoch s).")
     # RFC 8176 values of that authentication, space-separated: "pwd", or "pwd otp mfa" with a second factor.
     amr = models.CharField(max_length=64, default="pwd")
+    # Granted offline_access (a mail client that stays signed in): its tokens live by LOGINSVC_OFFLINE_*
+    # rather than the central session's lifetimes; ending that session still ends them.
+    offline = models.BooleanField(default=False)
     code_hash = models.CharField(max_length=64, blank=True, db_index=True, help_text="SHA-256 of the code.")
     token_family = models.UUIDField(null=True, blank=True, db_index=True)
     created = models.DateTimeField(default=timezone.now)

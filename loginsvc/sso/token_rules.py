@@ -8,7 +8,8 @@ refuse (RFC 7662 §2.2: "active" means the authorization server would accept it)
 - a refresh token: not revoked, still paired with an access token, within the toolkit's
   REFRESH_TOKEN_EXPIRE_SECONDS, used within the central session's idle timeout, and its
   sign-in still exists and is younger than the central session may live (the central session
-  bounds single sign-on).
+  bounds single sign-on). A sign-in granted offline_access (a mail client) has lifetimes of its
+  own instead (`lifetimes`), and still ends when its central session is signed out.
 """
 from __future__ import annotations
 
@@ -21,11 +22,21 @@ from loginsvc import conf
 from loginsvc.sso.models import SignIn
 from loginsvc.sso import reads
 
+OFFLINE_ACCESS = "offline_access"  # the scope of a sign-in that outlives the central session (lifetimes)
+
 
 def user_active(token: Any) -> bool:
     """The token's user may still be signed in; a token without a user (none here) is not refused."""
     user = token.user if token.user_id is not None else None
     return user is None or bool(user.is_active)
+
+
+def lifetimes(sign_in: SignIn) -> tuple[int, int]:
+    """(idle, maximum) seconds of a sign-in's refresh tokens: the central session's, or for a sign-in
+    granted offline_access (a mail client that stays signed in for months) LOGINSVC_OFFLINE_*."""
+    if sign_in.offline:
+        return conf.get("OFFLINE_IDLE_SECONDS"), conf.get("OFFLINE_MAX_SECONDS")
+    return conf.get("SESSION_IDLE_SECONDS"), conf.get("SESSION_MAX_SECONDS")
 
 
 def refresh_sign_in(token: Any, now: float | None = None) -> SignIn | None:
@@ -35,13 +46,14 @@ def refresh_sign_in(token: Any, now: float | None = None) -> SignIn | None:
     now = time.time() if now is None else now
     if not user_active(token) or token.access_token_id is None:
         return None
-    if now - token.created.timestamp() >= conf.get("SESSION_IDLE_SECONDS"):
+    sign_in = reads.sign_in_of(token.token_family) if token.token_family else None
+    if sign_in is None:
+        return None
+    idle, most = lifetimes(sign_in)
+    if now - token.created.timestamp() >= idle or now - sign_in.auth_time >= most:
         return None
     expires_after = refresh_token_expire_timedelta()
     if expires_after and (token.access_token.expires + expires_after).timestamp() <= now:
-        return None
-    sign_in = reads.sign_in_of(token.token_family) if token.token_family else None
-    if sign_in is None or now - sign_in.auth_time >= conf.get("SESSION_MAX_SECONDS"):
         return None
     return sign_in
 

@@ -206,7 +206,8 @@ class Validator(OAuth2Validator):
     def _create_authorization_code(self, request: Request, code: dict, expires: Any = None) -> Grant:
         grant = super()._create_authorization_code(request, code, expires)
         SignIn.objects.create(sid=request.sso_sid, user=request.user, application=request.client,
-                              auth_time=request.sso_auth_time, amr=request.sso_amr, code_hash=checksum(code["code"]))
+                              auth_time=request.sso_auth_time, amr=request.sso_amr, code_hash=checksum(code["code"]),
+                              offline=token_rules.OFFLINE_ACCESS in (request.scopes or ()))
         return grant
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Request, *args: Any, **kwargs: Any) -> bool:

@@ -4,6 +4,7 @@ redirects on any port, the `mail` and `offline_access` scopes, and introspection
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import pytest
@@ -84,3 +85,52 @@ def test_revocation_logout_and_deactivation_end_mail_tokens(user: Any, mail_prod
     user.is_active = False
     user.save()
     assert introspect(DOVECOT, kept["access_token"]) == {"active": False}
+
+
+def _age(tokens_: dict[str, Any], seconds: int) -> None:
+    """Move a token's sign-in and its refresh token `seconds` into the past."""
+    from datetime import timedelta
+
+    from oauth2_provider.models import RefreshToken
+
+    from loginsvc.sso.introspection import checksum
+    from loginsvc.sso.models import SignIn
+
+    refresh = RefreshToken.objects.get(token_checksum=checksum(tokens_["refresh_token"]))
+    RefreshToken.objects.filter(pk=refresh.pk).update(created=refresh.created - timedelta(seconds=seconds))
+    sign_in = SignIn.objects.get(token_family=refresh.token_family)
+    SignIn.objects.filter(pk=sign_in.pk).update(auth_time=sign_in.auth_time - seconds)
+
+
+def refresh(tokens_: dict[str, Any]) -> Any:
+    return Client().post("/oidc/token/", {"grant_type": "refresh_token", "refresh_token": tokens_["refresh_token"],
+                                          "client_id": oauth.CLIENT_ID})
+
+
+@pytest.mark.django_db
+def test_offline_access_outlives_the_central_session_within_its_own_lifetimes(user: Any, mail_products: None,
+                                                                             settings: Any) -> None:
+    from loginsvc.sso import housekeeping
+    from loginsvc.sso.models import SignIn
+
+    offline, session_bound = tokens(user), tokens(user, scope="openid mail")
+    _age(offline, 11 * 3600)  # past the central session's 10 h, well within 30 days idle and 180 days
+    _age(session_bound, 11 * 3600)
+    assert refresh(session_bound).status_code == 400
+    renewed = refresh(offline)
+    assert renewed.status_code == 200 and introspect(DOVECOT, renewed.json()["access_token"])["active"] is True
+    housekeeping.stale_sign_ins()
+    assert SignIn.objects.filter(offline=True).count() == 1 and not SignIn.objects.filter(offline=False).exists()
+    idle = renewed.json()
+    _age(idle, settings.LOGINSVC["OFFLINE_IDLE_SECONDS"])  # not used for 30 days
+    assert refresh(idle).status_code == 400
+    assert introspect(DOVECOT, idle["refresh_token"]) == {"active": False}
+
+
+@pytest.mark.django_db
+def test_offline_access_ends_at_its_maximum_age(user: Any, mail_products: None, settings: Any) -> None:
+    from loginsvc.sso.models import SignIn
+
+    got = tokens(user)
+    SignIn.objects.update(auth_time=int(time.time()) - settings.LOGINSVC["OFFLINE_MAX_SECONDS"])
+    assert refresh(got).status_code == 400
