@@ -1,4 +1,4 @@
-"""The sessions page and its JSON endpoints: list the account's sessions, end one or all others.
+"""The sessions page and its JSON endpoints: list the account's sessions and mail programs, end one or all others.
 
 Thin: the decisions are in sessions.py. CSRF as everywhere (DELETE and POST carry X-CSRFToken),
 answers carry no-store, and another account's session id is answered like an unknown one (404).
@@ -29,6 +29,8 @@ def sessions_view(request: HttpRequest) -> HttpResponse:
         elif action == "end-others":
             sessions.end_others(request)
             ok = True
+        elif action == "end-mail-client":
+            ok = sessions.end_mail_client(request, request.POST.get("id", ""))
         elif action == "forget":
             ok = sessions.forget_source(request, request.POST.get("kind", ""), request.POST.get("id", ""))
         if ok:
@@ -38,7 +40,8 @@ def sessions_view(request: HttpRequest) -> HttpResponse:
 
 
 def _page(request: HttpRequest, status: int = 200, error: str = "") -> HttpResponse:
-    context = {"sessions": sessions.listing(request), **sessions.known_sources_of(request), "error": error}
+    context = {"sessions": sessions.listing(request), **sessions.known_sources_of(request), "error": error,
+               "mail_clients": sessions.mail_clients_of(request.user)}
     return render(request, "selfservice/sessions.html", context, status=status)
 
 
@@ -46,10 +49,11 @@ def _page(request: HttpRequest, status: int = 200, error: str = "") -> HttpRespo
 @require_http_methods(["GET", "HEAD"])
 def api_sessions_view(request: HttpRequest) -> HttpResponse:
     """GET: {"sessions": [{"id", "current", "browser", "system", "address", "first_seen", "last_seen",
-    "cluster", "products"}]}."""
+    "cluster", "products"}], "mail_clients": [{"id", "kind", "name", "scope", "first_seen", "last_seen",
+    "address"}]}."""
     if not request.user.is_authenticated:
         return json_error(401, "not signed in")
-    return JsonResponse({"sessions": sessions.listing(request)})
+    return JsonResponse({"sessions": sessions.listing(request), "mail_clients": sessions.mail_clients_of(request.user)})
 
 
 @never_cache
@@ -72,4 +76,16 @@ def api_end_others_view(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return json_error(401, "not signed in")
     sessions.end_others(request)
+    return HttpResponse(status=204)
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["DELETE"])
+def api_mail_client_view(request: HttpRequest, client_id: str) -> HttpResponse:
+    """DELETE: 204, that mail program signed out (its app password revoked or its tokens ended); 404."""
+    if not request.user.is_authenticated:
+        return json_error(401, "not signed in")
+    if not sessions.end_mail_client(request, client_id):
+        return json_error(404, "no such mail program")
     return HttpResponse(status=204)

@@ -7,7 +7,8 @@ store (every node: the cache and the database), revokes its products' tokens and
 back-channel logouts (sso/logout.end_sign_ins), and mails nothing: the person did it themselves.
 
 The known devices and networks are the account-wide guessing defence's exemptions
-(accounts/known_sources.py); removing one makes that source unknown again.
+(accounts/known_sources.py); removing one makes that source unknown again. Mail programs are listed
+too: app passwords and OAuth sign-ins that stay signed in; signing one out revokes it.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Max
 from django.http import HttpRequest
 from oauth2_provider.models import get_application_model
 
 from loginsvc.accounts import known_sources, session_registry
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import KnownDevice, KnownNetwork, User
+from loginsvc.mailclients import app_passwords
 from loginsvc.selfservice import audit
 from loginsvc.sso import central, logout
 from loginsvc.sso.models import SignIn
@@ -151,4 +154,38 @@ def forget_source(request: HttpRequest, kind: str, pk: object) -> bool:
     if model is None or not model.objects.filter(user=request.user, pk=number).delete()[0]:
         return False
     audit.known_source_removed(request.user.pk, client_ip(request), kind)
+    return True
+
+
+def mail_clients_of(user: User) -> list[dict[str, Any]]:
+    """Mail programs signed in to the account: app passwords (with their last use and address) and mail
+    clients that signed in with OAuth and stay signed in (offline_access; last use: their last refresh)."""
+    from oauth2_provider.models import RefreshToken
+
+    listed = [{"id": "app-password:" + p["id"], "kind": "app_password", "name": p["name"], "scope": p["scope"],
+               "first_seen": p["created"], "last_seen": p["last_used"], "address": p["last_address"]}
+              for p in app_passwords.listing(user)]
+    sign_ins = list(SignIn.objects.filter(user=user, offline=True).exclude(token_family=None).select_related("application"))
+    last = dict(RefreshToken.objects.filter(token_family__in=[s.token_family for s in sign_ins])
+                .values("token_family").annotate(latest=Max("created")).values_list("token_family", "latest"))
+    for sign_in in sign_ins:
+        latest = last.get(sign_in.token_family)
+        listed.append({"id": f"oauth:{sign_in.pk}", "kind": "oauth", "name": sign_in.application.name,
+                       "scope": "mail", "first_seen": _iso(sign_in.auth_time),
+                       "last_seen": latest.isoformat() if latest else None, "address": None})
+    return listed
+
+
+def end_mail_client(request: HttpRequest, client_id: str) -> bool:
+    """Sign one mail program out: revoke its app password, or end its OAuth sign-in (its tokens)."""
+    kind, _, key = client_id.partition(":")
+    if kind == "app-password":
+        return app_passwords.revoke(request, key)
+    if kind != "oauth" or not key.isascii() or not key.isdigit():
+        return False
+    sign_in = SignIn.objects.filter(user=request.user, offline=True, pk=int(key)).first()
+    if sign_in is None:
+        return False
+    logout.end_sign_ins_at(request.user, sign_in.sid, sign_in.application, ip=client_ip(request), by=ENDED_BY_USER)
+    audit.session_ended(request.user.pk, client_ip(request), by="user:mail-client")
     return True

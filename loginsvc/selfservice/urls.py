@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/sessions", session_views.api_sessions_view, name="api-sessions"),
     path("api/sessions/end-others", session_views.api_end_others_view, name="api-sessions-end-others"),
     path("api/sessions/<str:public_id>", session_views.api_session_view, name="api-session-end"),
+    path("api/mail-clients/<str:client_id>", session_views.api_mail_client_view, name="api-mail-client-end"),
     path("recover/", views.recover_view, name="recover"),
     path("api/password", views.api_password_view, name="api-password"),
     path("api/recover", views.api_recover_view, name="api-recover"),

@@ -134,3 +134,26 @@ def test_offline_access_ends_at_its_maximum_age(user: Any, mail_products: None, 
     got = tokens(user)
     SignIn.objects.update(auth_time=int(time.time()) - settings.LOGINSVC["OFFLINE_MAX_SECONDS"])
     assert refresh(got).status_code == 400
+
+
+@pytest.mark.django_db
+def test_the_sessions_page_lists_mail_programs_and_signs_them_out(user: Any, mail_products: None) -> None:
+    from tests.conftest import csrf_from
+    from tests.mfa.conftest import post_json
+
+    browser = Client(enforce_csrf_checks=True)
+    assert login(browser, user.email, PASSWORD).status_code == 302
+    app_password = post_json(browser, "/api/app-passwords", {"name": "Apple Mail", "scope": "mail"}).json()
+    got = tokens(user)
+    listed = browser.get("/api/sessions").json()["mail_clients"]
+    assert sorted((m["kind"], m["name"]) for m in listed) == [("app_password", "Apple Mail"), ("oauth", "Mail app")]
+    oauth_client = [m for m in listed if m["kind"] == "oauth"][0]
+    assert oauth_client["last_seen"] and oauth_client["first_seen"]
+    assert b"Apple Mail" in browser.get("/account/sessions/").content
+    delete = {"HTTP_X_CSRFTOKEN": csrf_from(browser)}
+    assert browser.delete(f"/api/mail-clients/{oauth_client['id']}", **delete).status_code == 204
+    assert introspect(DOVECOT, got["access_token"]) == {"active": False}
+    assert browser.delete(f"/api/mail-clients/app-password:{app_password['id']}", **delete).status_code == 204
+    assert browser.get("/api/sessions").json()["mail_clients"] == []
+    for bogus in ("oauth:999", "oauth:x", "nothing", "app-password:nope"):
+        assert browser.delete(f"/api/mail-clients/{bogus}", **delete).status_code == 404
