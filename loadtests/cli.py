@@ -27,6 +27,7 @@ from deploy.stack import StackError, StackSpec
 from loadtests import accounts_file, scenarios, slo
 from loadtests.config import CLIENT_SECRET_ENV
 from loadtests.ops import Ops, OpsError
+from loadtests.pacing import RECOVERY_MAX_PER_MINUTE
 from loadtests.prepare import CLIENT_ID, POST_LOGOUT_URI, REDIRECT_URI, Prepared, PrepareError, prepare, remote
 from loginsvc import conf
 
@@ -35,7 +36,9 @@ LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 CAPACITY_START_RATE = 5.0
 MAX_USERS = 5000
 MAX_DURATION = 86400.0
-GRACE_SECONDS = 180.0      # beyond the planned duration before the run is stopped as hung
+GRACE_SECONDS = 180.0      # beyond the planned duration (and the mail grace) before the run is stopped as hung
+RECOVERY_PER_MINUTE = 4.0  # the recovery journey's default: 240 codes an hour, what 50 accounts carry at 5/h each
+MAX_MAIL_GRACE = 600.0
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")   # sync_products' rule (loginsvc/sso/products.py), Django-free
 REMOTE_NEEDS_FILE = ("--accounts: with --remote give a FILE of existing accounts (email:password lines); nothing "
                      "is created on a remote target")
@@ -62,6 +65,17 @@ def _positive(kind: type) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
         return value
     return parse
+
+
+def _per_minute(text: str) -> float:
+    """--recovery-per-minute: 0 (off) or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= RECOVERY_MAX_PER_MINUTE:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) to {RECOVERY_MAX_PER_MINUTE:g}, got {text!r}")
+    return value
 
 
 def _accounts(text: str) -> int | Path:
@@ -94,6 +108,11 @@ def build_parser() -> Parser:
                      help="the target is not this machine's stack (staging): create nothing, take the accounts from "
                           "--accounts FILE and the product's secret from LOADTEST_CLIENT_SECRET")
     run.add_argument("--client-id", help=f"--remote: the product registered on the target (default {CLIENT_ID})")
+    run.add_argument("--recovery-per-minute", type=_per_minute, default=None, metavar="N",
+                     help=f"the password recovery journey: codes asked per minute, each timed to its mail in the "
+                          f"stack's Maildir (default {RECOVERY_PER_MINUTE:g}; 0: off; off with --remote)")
+    run.add_argument("--mail-grace", type=_positive(float), default=60.0, metavar="SECONDS",
+                     help="after the run, wait at most this long for recovery mail still due (default 60)")
     return parser
 
 
@@ -119,6 +138,9 @@ def validate_target(args: argparse.Namespace) -> None:
             bad(f"--client-id: 1 to 100 of A-Z a-z 0-9 . _ - (got {args.client_id!r})")
         if not os.environ.get(CLIENT_SECRET_ENV):
             bad(f"--remote: {CLIENT_SECRET_ENV} is not set (the secret of the product registered on the target)")
+        if args.recovery_per_minute:
+            bad("--recovery-per-minute: with --remote the mail goes to the target's own mail server, which this run "
+                "cannot read")
         if args.admin and not (os.environ.get("CANARY_ADMIN_TOKEN") or os.environ.get("CANARY_ADMIN_TOKEN_FILE")):
             bad("--admin: with --remote the router's token comes from CANARY_ADMIN_TOKEN or "
                 "CANARY_ADMIN_TOKEN_FILE, never this machine's stack")
@@ -154,6 +176,8 @@ def validate(args: argparse.Namespace) -> None:
         bad(f"--duration: at most {MAX_DURATION:.0f} s (got {args.duration:g})")
     if args.processes > max(1, (os.cpu_count() or 1) * 4):
         bad(f"--processes: {args.processes} is more than 4 per CPU of this machine")
+    if args.mail_grace > MAX_MAIL_GRACE:
+        bad(f"--mail-grace: at most {MAX_MAIL_GRACE:g} s (got {args.mail_grace:g})")
     if args.kill and args.scenario != "failover":
         bad("--kill: only the failover scenario kills a cluster")
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):
@@ -174,6 +198,14 @@ def reachable(host: str) -> str | None:
         return str(getattr(exc, "reason", exc))
 
 
+def recovery_rate(args: argparse.Namespace) -> float:
+    """The recovery journey's asks per minute: as given, else the default on this machine's stack, else none (a
+    remote target's mail cannot be read here)."""
+    if args.recovery_per_minute is not None:
+        return float(args.recovery_per_minute)
+    return 0.0 if args.remote else RECOVERY_PER_MINUTE
+
+
 def locust_command(args: argparse.Namespace, out: Path, duration: float, rate: float | None, admin: str,
                    var_dir: Path, accounts: list[str]) -> list[str]:
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", args.host.rstrip("/"),
@@ -182,7 +214,8 @@ def locust_command(args: argparse.Namespace, out: Path, duration: float, rate: f
                "--lt-scenario", args.scenario, "--lt-duration", str(duration), "--lt-users", str(args.users),
                "--lt-rate", str(rate or 0), "--lt-out", str(out), "--lt-admin", admin, "--lt-var-dir", str(var_dir),
                "--lt-kill", args.kill, *accounts, "--lt-client-id", args.client_id or CLIENT_ID,
-               "--lt-redirect-uri", REDIRECT_URI, "--lt-post-logout-uri", POST_LOGOUT_URI]
+               "--lt-redirect-uri", REDIRECT_URI, "--lt-post-logout-uri", POST_LOGOUT_URI,
+               "--lt-recovery-per-minute", str(recovery_rate(args)), "--lt-mail-grace", str(args.mail_grace)]
     for expression in args.slo:
         command += ["--lt-slo", expression]
     if args.processes > 1:
@@ -233,20 +266,24 @@ def run(args: argparse.Namespace) -> int:
         bad(f"--admin: the {args.scenario} scenario drives the router: give its admin API")
     if status is not None and args.kill and args.kill not in status["clusters"]:
         bad(f"--kill: no cluster {args.kill!r} (the router has {', '.join(sorted(status['clusters']))})")
+    if recovery_rate(args) and spec is not None and not spec.maildir.is_dir():
+        bad(f"--recovery-per-minute: no Maildir at {spec.maildir} to time the mail in (the stack's mail server makes "
+            "it); 0 leaves the recovery journey out")
     prepared = prepared_on(spec, args.accounts)
     out = (args.out or ROOT / "reports" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     command = locust_command(args, out, duration, rate, admin, var_dir, prepared.accounts)
     print(f"{args.scenario}: {duration:g} s, {args.users} users"
-          + (f", open model at {rate:g}/s" if rate else ", closed model") + f" against {args.host}; reports in {out}",
-          flush=True)
+          + (f", open model at {rate:g}/s" if rate else ", closed model")
+          + (f", recovery codes at {recovery_rate(args):g}/min" if recovery_rate(args) else "")
+          + f" against {args.host}; reports in {out}", flush=True)
+    bound = duration + GRACE_SECONDS + (args.mail_grace if recovery_rate(args) else 0.0)
     with open(out / "locust-output.txt", "wb") as output:  # Locust's tables and errors; the progress line is ours
         try:
             locust = subprocess.run(command, cwd=ROOT, env=dict(os.environ, **prepared.env), stderr=output,
-                                    timeout=duration + GRACE_SECONDS)
+                                    timeout=bound)
         except subprocess.TimeoutExpired:
-            print(f"the run did not end within {duration + GRACE_SECONDS:.0f} s; stopped (see {out}/locust.log)",
-                  file=sys.stderr)
+            print(f"the run did not end within {bound:.0f} s; stopped (see {out}/locust.log)", file=sys.stderr)
             return 1
     return finish(out, locust.returncode)
 

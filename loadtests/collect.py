@@ -18,6 +18,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import config, report, scenarios, summary
 from loadtests import slo as slo_module
 from loadtests.latency import Recorder
+from loadtests.mail_delay import MailDelay
 from loadtests.ops import Ops, OpsError, nodes_per_cluster, roles
 from loadtests.timeline import Timeline
 
@@ -26,6 +27,7 @@ PROGRESS_SECONDS = 2.0
 LOOP_PROBE_SECONDS = 0.1
 LOOP_LAG_WARN_SECONDS = 0.05   # a gevent loop this late is busy: the generator, not the server, sets the pace
 LOOP_LAG_WARN_COUNT = 3
+MAIL_POLL_SECONDS = 1.0        # the Maildir read while the run goes on: the live line, and less to read at the end
 
 
 class Collector:
@@ -46,6 +48,7 @@ class Collector:
         self.capacity_lines: list[str] = []
         self.judged = 0   # capacity steps judged so far
         self.worker_counts: dict[str, int] = {}   # responses each worker reported (a distributed run)
+        self.mail = MailDelay()   # the recovery journey's asks (loadtests/recovery.py) and, here, their mail
         events = environment.events
         events.request.add_listener(self.on_request)
         events.test_start.add_listener(self.on_test_start)
@@ -78,6 +81,9 @@ class Collector:
     def on_test_start(self, environment: Any, **_: Any) -> None:
         self.started_wall, self.started = time.time(), time.monotonic()
         run = config.reset(environment, self.started_wall)
+        if self.leads and run.recovery_per_minute > 0:
+            self.mail.watch(run.maildir, self.started_wall, run.recovery_limit)   # before the loop is probed
+            self.greenlets.append(gevent.spawn(self.watch_mail))
         self.greenlets.append(gevent.spawn(self.probe_loop))
         if not self.leads:
             return
@@ -101,6 +107,12 @@ class Collector:
             self.loop_lag_max = max(self.loop_lag_max, lag)
             self.loop_lag_count += lag > LOOP_LAG_WARN_SECONDS
 
+    def watch_mail(self) -> None:
+        """The Maildir read as it fills: each scan reads only the messages that arrived since the last."""
+        while True:
+            gevent.sleep(MAIL_POLL_SECONDS)
+            self.mail.poll()
+
     def warnings(self) -> list[str]:
         """Why this run's figures are not to be trusted, if they are not: the generator itself was the limit."""
         runner = self.environment.runner
@@ -116,7 +128,8 @@ class Collector:
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
         data["loadtests"] = {"recorder": self.recorder.encode(), "timeline": self.timeline.drain(),
-                             "loop_lag_max": self.loop_lag_max, "loop_lag_count": self.loop_lag_count}
+                             "loop_lag_max": self.loop_lag_max, "loop_lag_count": self.loop_lag_count,
+                             "mail": self.mail.drain()}
         self.recorder = Recorder()
         self.loop_lag_count = 0
 
@@ -130,6 +143,7 @@ class Collector:
         self.timeline.merge(ours["timeline"])
         self.loop_lag_max = max(self.loop_lag_max, float(ours["loop_lag_max"]))
         self.loop_lag_count += int(ours["loop_lag_count"])
+        self.mail.merge(ours.get("mail") or {})
 
     def event(self, kind: str, text: str, extra: dict[str, Any] | None = None) -> None:
         self.events.append({"t": round(time.monotonic() - self.started, 3), "kind": kind, "text": text,
@@ -183,6 +197,8 @@ class Collector:
         self.cpu_max = max(self.cpu_max, float(cpu or 0.0))
         tails = self.recorder.tails(corrected=bool(scenario.rate))
         clusters = "  ".join(f"{name} p95 {_ms(p95)} p99 {_ms(p99)}" for name, (p95, p99) in tails.items())
+        if self.mail.index is not None:
+            clusters += "  mail {}/{}".format(*self.mail.counts())
         failures = total.num_failures
         share = f" ({failures / total.num_requests:.1%})" if total.num_requests else ""
         return (f"[{time.monotonic() - self.started:5.0f}/{scenario.duration:.0f} s] users {runner.user_count}  "
@@ -202,8 +218,11 @@ class Collector:
             run.scenario.finish(self.ops, self.event)
         except OpsError as exc:
             self.event("note", f"could not restore the stack: {exc}")
+        elapsed = time.monotonic() - self.started
+        if run.recovery_per_minute > 0:
+            self.mail.wait(run.mail_grace, gevent.sleep)   # the mail of the last asks is still on its way
         options = environment.parsed_options
-        result = summary.build(self, run, options, time.monotonic() - self.started)
+        result = summary.build(self, run, options, elapsed)
         out = Path(options.lt_out)
         out.mkdir(parents=True, exist_ok=True)
         summary.write(result, out)

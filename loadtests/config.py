@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from deploy.stack import maildir as stack_maildir
 from loadtests import accounts_file, pacing, scenarios
+from loginsvc import conf
 from loginsvc.accounts.load_users import email_of, totp_secret
 
 PASSWORD_ENV = "LOADTEST_PASSWORD"
@@ -21,6 +23,7 @@ CLIENT_SECRET_ENV = "LOADTEST_CLIENT_SECRET"
 # would stop at its second step, and the MFA journey knows only the load-test accounts' derived secrets.
 DEMO_ACCOUNTS = ("demo@example.test",)
 MFA_SHARE = 5          # by default one account in 5 of PREFIX:COUNT has an authenticator app
+RECOVERY_LIMIT_KEY = "RECOVERY_CODES_PER_HOUR"
 
 
 def mfa_count(accounts: int) -> int:
@@ -48,6 +51,10 @@ class RunConfig:
     product: Product
     wrong_passwords: pacing.WrongPasswordBudget
     started: float
+    recovery_per_minute: float = 0.0  # the password recovery journey's asks per minute (0: not in this run)
+    recovery_limit: int = 5           # the service's codes per address per hour (recovery_limit())
+    maildir: Path = Path("var/mail")  # the stack's Maildir, where the recovery mail is timed
+    mail_grace: float = 60.0          # after the run, how long to wait for mail still due
 
     @property
     def rate_at(self) -> Callable[[float], float] | None:
@@ -77,6 +84,11 @@ def add_options(parser: Any) -> None:
                             f"default: one in {MFA_SHARE}, as `python -m loadtests run` creates them")
     group.add_argument("--lt-accounts-file", default="", help="email:password lines (loadtests/accounts_file.py); "
                        "replaces --lt-accounts and LOADTEST_PASSWORD")
+    group.add_argument("--lt-recovery-per-minute", type=float, default=0.0,
+                       help="the password recovery journey: codes asked per minute, each timed to its mail in the "
+                            "Maildir under --lt-var-dir (0: off; `python -m loadtests run` asks 4)")
+    group.add_argument("--lt-mail-grace", type=float, default=60.0,
+                       help="after the run, seconds to wait at most for recovery mail still due")
     group.add_argument("--lt-client-id", default="loadtest")
     group.add_argument("--lt-redirect-uri", default="http://127.0.0.1:9/loadtest/callback")
     group.add_argument("--lt-post-logout-uri", default="http://127.0.0.1:9/loadtest/")
@@ -110,6 +122,16 @@ def totp_secrets(options: Any, passwords: dict[str, str]) -> dict[str, str]:
     return {email: totp_secret(passwords[email], email) for email in emails[:count]}
 
 
+def recovery_limit(environ: dict[str, str] | None = None) -> int:
+    """The service's codes per address per hour: LOGINSVC_RECOVERY_CODES_PER_HOUR as the stack would read it (the
+    run's shell is where `make up` was started, as a rule), else the service's default. A stack started with
+    another value than this process sees would turn limited asks into lost mail: set it alike for both."""
+    environ = dict(os.environ) if environ is None else environ
+    option = conf.OPTIONS[RECOVERY_LIMIT_KEY]
+    raw = environ.get(conf.PREFIX + RECOVERY_LIMIT_KEY)
+    return int(option.parse(raw)) if raw else int(option.default)
+
+
 def worker_share(environment: Any) -> tuple[int, int]:
     """(this process's index, how many generator processes): a worker's index from its master, and the
     master's --expect-workers (Locust sends it to every worker; --processes N sets it to N)."""
@@ -132,7 +154,10 @@ def build(options: Any, started: float | None = None, share: tuple[int, int] = (
         product=Product(options.lt_client_id, os.environ.get(CLIENT_SECRET_ENV, ""), options.lt_redirect_uri,
                         options.lt_post_logout_uri),
         wrong_passwords=pacing.WrongPasswordBudget(emails, processes),
-        started=time.time() if started is None else started)
+        started=time.time() if started is None else started,
+        recovery_per_minute=max(0.0, float(getattr(options, "lt_recovery_per_minute", 0.0) or 0.0)),
+        recovery_limit=recovery_limit(), maildir=stack_maildir(Path(getattr(options, "lt_var_dir", "") or "var")),
+        mail_grace=max(0.0, float(getattr(options, "lt_mail_grace", 60.0))))
 
 
 _CURRENT: dict[int, RunConfig] = {}

@@ -14,6 +14,7 @@ Three journeys, weighted as a mail platform sees them (most requests are a produ
   code), then the product's back end redeems the code, calls userinfo and introspection, refreshes the
   token, and the person signs out through the product (RP-initiated logout) and signs in again.
 Back-end calls go out without cookies, as a server's would, so the router places each by the share.
+The password recovery journey, at its own fixed low rate for the mail delay, is loadtests/recovery.py.
 Request names (`login`, `mfa`, `session`, `userinfo`, …) are what `--slo name:p99<…` and the reports use.
 """
 from __future__ import annotations

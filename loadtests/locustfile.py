@@ -11,8 +11,10 @@ from locust import LoadTestShape, events
 from loadtests import config
 from loadtests.collect import Collector
 from loadtests.journeys import MfaUser, PortalUser, ProductUser
+from loadtests.recovery import RecoveryUser
 
-__all__ = ["MfaUser", "PortalUser", "ProductUser", "ScenarioShape"]
+__all__ = ["MfaUser", "PortalUser", "ProductUser", "RecoveryUser", "ScenarioShape"]
+JOURNEYS = (MfaUser, PortalUser, ProductUser)   # weighted; RecoveryUser is one of its own (fixed_count)
 
 
 @events.init_command_line_parser.add_listener
@@ -27,12 +29,21 @@ def _collect(environment: Any, **_: Any) -> None:
 
 class ScenarioShape(LoadTestShape):
     """Users over time as the scenario says (constant in the open model, where the rate changes instead);
-    None ends the run: at its duration, or when a capacity step broke an SLO."""
+    None ends the run: at its duration, or when a capacity step broke an SLO.
 
-    def tick(self) -> tuple[int, float] | None:
-        scenario = config.current(self.runner.environment).scenario
+    The user classes are named each tick, of those Locust was given (all, or those on its command line): the
+    recovery journey's one user comes on top of the scenario's users when the run has it, and not at all
+    otherwise (a fixed_count user would otherwise take the place of one of the others)."""
+
+    def tick(self) -> tuple[int, float, list[type[Any]]] | None:
+        assert self.runner is not None, "Locust gives a shape its runner before the first tick"
+        run = config.current(self.runner.environment)
         elapsed = self.get_run_time()
-        if scenario.stop_now(elapsed):
+        if run.scenario.stop_now(elapsed):
             return None
-        users = scenario.users_at(elapsed)
-        return users, float(max(users, 1))
+        users = run.scenario.users_at(elapsed)
+        given = self.runner.user_classes
+        classes: list[type[Any]] = [c for c in JOURNEYS if c in given]
+        if run.recovery_per_minute > 0 and RecoveryUser in given:
+            return users + 1, float(max(users, 1)), [*classes, RecoveryUser]
+        return users, float(max(users, 1)), classes

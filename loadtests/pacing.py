@@ -6,16 +6,21 @@ for a slow answer misses its slot; its next task starts late, and every request 
 charged the lag (`lag` in the request's context: latency is measured from the intended send time).
 That is what a closed-loop generator hides (coordinated omission). The scenario's load factor scales R
 over time (ramp, spike, capacity steps), computed from elapsed time alone, so workers agree.
+
+And the budgets that keep journeys within the service's limits: wrong passwords, authenticator codes, and
+the password recovery journey's own fixed low rate and its codes per account per hour.
 """
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pyotp
 
 THINK_SECONDS = (0.5, 1.5)   # closed model: a person between two page views (uniform)
+RECOVERY_WINDOW = 3600.0     # the service counts recovery codes per address over the past hour
+RECOVERY_MAX_PER_MINUTE = 60.0   # the recovery journey's highest rate: its 254 source addresses stay under 20/h each
 
 
 class Pacing:
@@ -116,3 +121,47 @@ class CodeSteps:
     def code(cls, secret: str, step: int) -> str:
         """The app's code of `step` (pyotp's defaults are the service's: SHA-1, 6 digits, 30 s)."""
         return pyotp.TOTP(secret, interval=cls.STEP_SECONDS).at(step * cls.STEP_SECONDS)
+
+
+class RecoverySchedule:
+    """One ask every `interval` seconds from a random phase; an ask that took longer than an interval is not
+    followed by a burst of catching up (the mail delay is the figure, not this rate)."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.interval = 60.0 / per_minute
+        self.next: float | None = None
+
+    def wait(self, now: float | None = None) -> float:
+        """Seconds until the next ask."""
+        now = time.time() if now is None else now
+        if self.next is None:
+            self.next = now + random.uniform(0, self.interval)
+        elif self.next < now - self.interval:
+            self.next = now
+        delay = self.next - now
+        self.next += self.interval
+        return max(0.0, delay)
+
+
+class RecoveryAccounts:
+    """Which account to ask a code for: of those with fewer than `limit` codes in the last hour, the least
+    recently asked (never-asked ones first, in order); None when every one has had its `limit`."""
+
+    def __init__(self, accounts: list[str], limit: int, history: Iterable[tuple[str, float]] = ()) -> None:
+        self.accounts, self.limit = accounts, limit
+        self.asked: dict[str, list[float]] = {account.lower(): [] for account in accounts}
+        for address, when in history:   # earlier codes: the recovery mails to these addresses in the Maildir
+            if address.lower() in self.asked:
+                self.asked[address.lower()].append(when)
+
+    def take(self, now: float | None = None) -> str | None:
+        now = time.time() if now is None else now
+        horizon = now - RECOVERY_WINDOW
+        for times in self.asked.values():
+            times[:] = [t for t in times if t > horizon]
+        free = [a for a in self.accounts if len(self.asked[a.lower()]) < self.limit]
+        if not free:
+            return None
+        account = min(free, key=lambda a: max(self.asked[a.lower()], default=float("-inf")))
+        self.asked[account.lower()].append(now)
+        return account

@@ -18,6 +18,8 @@ matplotlib.use("Agg")  # generator boxes and CI have no display; must precede py
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
+from loadtests import mail_delay  # noqa: E402
+
 Summary = Mapping[str, Any]
 PERCENTILES = ("p50", "p95", "p99", "p999")
 RATIOS = ("p95", "p99")
@@ -174,7 +176,8 @@ def _slo_line(verdict: Mapping[str, Any]) -> str:
 
 
 def summary_lines(summary: Summary) -> list[str]:
-    """The terminal report: figures table, the seeds' table, SLO verdicts, and the generator's warning."""
+    """The terminal report: figures table, the seeds' table, the mail delay, SLO verdicts, and the generator's
+    warning."""
     header, rows = figure_rows(summary)
     widths = [max(len(cells[i]) for cells in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
@@ -182,6 +185,8 @@ def summary_lines(summary: Summary) -> list[str]:
     if len(header) > 4 + len(PERCENTILES):
         lines.append(CORRECTED_NOTE)
     lines += ["", *ratio_lines(summary)]
+    mail = mail_delay.lines(summary)
+    lines += ["", *mail] if mail else []
     capacity = capacity_lines(summary)
     lines += ["", *capacity] if capacity else []
     slo, warning = summary.get("slo") or [], _warning(summary)
@@ -314,6 +319,15 @@ tr.fail td{background:#fdd}tr.ok td{background:#efe}.warning{background:#ffd;bor
 img{max-width:100%;display:block;margin:1em 0}"""
 
 
+def _mail_html(summary: Summary) -> str:
+    """The mail delay table (loadtests/mail_delay.py), or nothing for a run without the recovery journey."""
+    mail = summary.get("mail")
+    if not mail:
+        return ""
+    note = f"<p>note: {_e(mail['note'])}</p>" if mail.get("note") else ""
+    return f"<h2>mail delay</h2><p>{_e(mail_delay.title(mail))}</p>" + _table(*mail_delay.rows(mail)) + note
+
+
 def render_html(summary: Summary, latency_png: Path, errors_png: Path) -> str:
     """The whole report as one HTML string; every value from the summary passes through html.escape."""
     parameters = [("scenario", summary.get("scenario")), ("host", summary.get("host")),
@@ -339,6 +353,7 @@ def render_html(summary: Summary, latency_png: Path, errors_png: Path) -> str:
                     [[row.label, row.window, f"{row.canary} vs {row.stable}",
                       *(_ratio_text(row.ratios[name]) for name in RATIOS), _requests_text(row)] for row in ratio_rows])
              if ratio_rows else "",
+             _mail_html(summary),
              ("<h2>capacity</h2><pre>" + _e("\n".join(capacity_lines(summary))) + "</pre>")
              if summary.get("capacity") else "",
              "<h2>SLOs</h2>", _table(["verdict", "SLO", "detail"],

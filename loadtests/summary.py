@@ -70,6 +70,8 @@ def build(collector: Any, run: RunConfig, options: Any, elapsed: float) -> dict[
     }
     if UNATTRIBUTED in figures:
         result[UNATTRIBUTED] = figures[UNATTRIBUTED]
+    if run.recovery_per_minute > 0:
+        result["mail"] = collector.mail.summary(run.recovery_per_minute, run.mail_grace)
     result["ratios"] = _ratios(result, clusters)
     for step in result["steps"]:
         step["ratios"] = _ratios(result, step["clusters"])

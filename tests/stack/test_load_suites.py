@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -228,3 +229,30 @@ def test_a_remote_run_creates_nothing_and_signs_in_with_the_files_accounts(stack
     assert summary["total"]["errors"] == 0, summary["endpoints"]
     assert summary["endpoints"]["login"]["count"] > 0 and summary["endpoints"]["token"]["count"] > 0
     assert users() == before
+
+
+def test_a_distributed_run_through_the_router_times_every_code_per_cluster(stack: RunningStack,
+                                                                           tmp_path: Path) -> None:
+    """The recovery journey (docs/loadtests.md): every code's mail timed per cluster, from the Maildir."""
+    stack.router("POST", "/api/ramp", {"percent": 50})   # each ask is a new browser: both clusters answer some
+    try:
+        result, summary = load_run(stack, tmp_path / "run", "--scenario", "steady", "--duration", "10", "--users", "4",
+                                   "--processes", "2", "--recovery-per-minute", "40", "--mail-grace", "20")
+    finally:
+        stack.router("POST", "/api/ramp", {"percent": 12})
+    mail, total = summary["mail"], summary["mail"]["total"]
+    assert total["asked"] >= 4 and total["delivered"] == total["asked"], mail     # 40/min for 10 s: ~7
+    assert total["lost"] == total["limited"] == total["refused"] == mail["skipped"] == 0, mail
+    assert set(mail["clusters"]) <= {"blue", "green"}
+    assert sum(c["asked"] for c in mail["clusters"].values()) == total["asked"]
+    assert 0 < total["p50"] <= total["p95"] <= total["p99"] <= total["max"] < 20_000
+    # The asks are requests like any other: counted by name and cluster, and the workers' counts add up.
+    assert summary["endpoints"]["recover"]["count"] == total["asked"] and summary["endpoints"]["recover"]["errors"] == 0
+    assert summary["processes"] == 2 and sum(summary["workers"].values()) == summary["total"]["count"]
+    assert summary["total"]["errors"] == 0, summary["endpoints"]
+    assert "mail delay: password recovery codes at 40/min" in result.stdout
+    assert re.search(r"^total +%d +%d +0 +0 +0 " % (total["asked"], total["delivered"]), result.stdout, re.M)
+    # Each ask came from the journey's own loopback addresses, as the nodes saw it through the router.
+    asked = [json.loads(line)["client_ip"] for path in (stack.var_dir / "log").glob("*-[0-9].log")
+             for line in path.read_text(errors="replace").splitlines() if '"recovery: code asked"' in line]
+    assert len(asked) == total["asked"] and all(ip.startswith("127.0.1.") for ip in asked), asked
