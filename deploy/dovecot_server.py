@@ -25,6 +25,7 @@ from string import Template
 from deploy.node import wait_for
 
 TEMPLATES = Path(__file__).resolve().parent / "dovecot"
+IMAP_PORT, SUBMISSION_PORT = 1143, 1587  # `make up`'s: unprivileged neighbours of 143 and 587
 LUA_MODULE = Path("/usr/lib/dovecot/modules/auth/libauthdb_lua.so")
 PACKAGES = "dovecot-imapd dovecot-submissiond dovecot-auth-lua"
 
@@ -36,6 +37,18 @@ def missing() -> str | None:
     if not Path("/usr/lib/dovecot/submission").exists() or not LUA_MODULE.exists():
         return f"Dovecot's submission service or Lua passdb is missing (apt-get install {PACKAGES})"
     return None
+
+
+def unreachable(mail_dir: Path) -> str | None:
+    """Run as root, why Dovecot's mail processes (Debian's `dovecot` user: Dovecot refuses uid 0 for mail)
+    could not reach `mail_dir`, or None."""
+    if os.geteuid() != 0:
+        return None
+    closed = [p for p in mail_dir.parents if p.exists() and not os.stat(p).st_mode & 0o001]
+    if not closed:
+        return None
+    return (f"run as root, Dovecot's mail processes (user dovecot) cannot reach {mail_dir}: {closed[0]} is "
+            f"closed to other users; run as another user")
 
 
 @dataclass
@@ -50,6 +63,7 @@ class DovecotServer:
     secret: str
     relay_port: int  # where submitted mail goes (a local SMTP server)
     auth_failure_delay: str = "2 secs"  # Dovecot's default; the tests wait less
+    mail_dir: Path | None = None  # the mailboxes (Maildirs); default: the run folder's imap/
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -71,16 +85,14 @@ class DovecotServer:
     def render(self) -> None:
         """Write dovecot.conf, the oauth2 passdb's file and the secret (owner-only), and the mailbox root."""
         users = self._users()
-        mail_dir = self.run_dir / "imap"
+        mail_dir = self.mail_dir or self.run_dir / "imap"
         for path in (self.run_dir, self.run_dir / "state", mail_dir):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if os.geteuid() == 0:
+            problem = unreachable(mail_dir)
+            if problem:
+                raise RuntimeError(problem)
             os.chown(mail_dir, int(users["uid"]), int(users["gid"]))
-            blocked = [p for p in mail_dir.parents if not os.stat(p).st_mode & 0o001]
-            if blocked:
-                raise RuntimeError(f"run as root, Dovecot's mail processes (user dovecot) cannot reach {mail_dir}: "
-                                   f"{blocked[0]} is closed to other users; run as another user, or from a "
-                                   f"folder others may pass through")
         base = self.service_url.rstrip("/")
         credentials = f"{self.client_id}:{self.secret}@"
         introspection = base.replace("://", "://" + credentials, 1) + "/oidc/introspect/"
@@ -132,3 +144,35 @@ class DovecotServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m deploy.dovecot_server …`: render the configuration and become Dovecot (`make up`'s program)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.dovecot_server", description=main.__doc__)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--service-url", required=True, help="the login service, through the router")
+    parser.add_argument("--client", required=True, help="the mail server's client id")
+    parser.add_argument("--secret-file", required=True, type=Path)
+    parser.add_argument("--relay-port", required=True, type=int, help="the local SMTP server for submitted mail")
+    parser.add_argument("--imap", type=int, default=IMAP_PORT)
+    parser.add_argument("--submission", type=int, default=SUBMISSION_PORT)
+    parser.add_argument("--mail-dir", type=Path, help="the mailboxes (default: RUN_DIR/imap)")
+    args = parser.parse_args(argv)
+    problem = missing()
+    if problem:
+        parser.exit(2, f"dovecot_server: {problem}\n")
+    secret = args.secret_file.read_text(encoding="utf-8").strip()
+    server = DovecotServer(args.run_dir, args.imap, args.submission, args.service_url, args.client, secret,
+                           args.relay_port, mail_dir=args.mail_dir)
+    try:
+        server.render()
+    except RuntimeError as exc:
+        parser.exit(2, f"dovecot_server: {exc}\n")
+    os.execvpe("dovecot", ["dovecot", "-F", "-c", str(server.config)], server.environment())
+    return 1  # not reached: exec replaced this process
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from canary import secret
-from deploy import programs
+from deploy import dovecot_server, programs
 from deploy.cli import Parser, print_table
 from deploy.demo_products import SECRET_ENV as DEMO_SECRET_ENV, products_toml
 from deploy.node import http_ok, manage, still_running
@@ -31,7 +33,7 @@ from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAU
                           DEFAULT_MAIL_LISTEN, DEFAULT_NODE_PORT_BASE, DEFAULT_NODES, StackError, StackSpec, new_spec,
                           parse_address, port_free)
 from deploy.supervisor_rpc import NotRunning, Supervisor
-from loginsvc import conf
+from loginsvc import conf, files
 
 READY_TIMEOUT = 60.0
 # Owner-only files for everything the stack creates: var/ holds the SQLite database (password hashes,
@@ -177,8 +179,47 @@ def bring_up(stack: Stack, env: dict[str, str], process: subprocess.Popen[bytes]
         programs.write_demo(spec, env["LOGINSVC_OIDC_ISSUER"])
         supervisor.add_program("demo-products")  # after the router: products reach the provider through it
         wait_for(started(lambda: http_ok(f"{spec.demo_url}/healthz")), READY_TIMEOUT, "demo products /healthz")
+    if dovecot_problem(spec) is None:
+        start_dovecot(stack, env, started)
     wait_for(started(lambda: all(i["statename"] == "RUNNING" for i in supervisor.all_info())), READY_TIMEOUT,
              "every program RUNNING in supervisord")
+
+
+MAIL_CLIENT_PRODUCT = """# The public product of native mail clients (docs/mail-clients.md): any loopback port, this path.
+[[product]]
+client_id = "mail-client"
+name = "Mail app"
+type = "public"
+first_party = false
+redirect_uris = ["http://127.0.0.1/callback", "http://[::1]/callback"]
+"""
+
+
+def dovecot_problem(spec: StackSpec) -> str | None:
+    """Why `make up` runs no Dovecot (its packages missing, or root with var/ closed to its mail user), or None."""
+    return dovecot_server.missing() or dovecot_server.unreachable(spec.var / "imap")
+
+
+def start_dovecot(stack: Stack, env: dict[str, str], started: Callable[[Callable[[], bool]], Callable[[], bool]]) -> None:
+    """The mail server's client (its secret made once under var/), the mail-client product, then Dovecot."""
+    spec = stack.spec
+    secret_file = programs.dovecot_secret_file(spec)
+    files.create_once(secret_file, lambda: secrets.token_urlsafe(32) + "\n")
+    run_step(env, "register_mail_server", "--secret-file", str(secret_file))
+    products_file = spec.stack_dir / "mail-client.toml"
+    programs.write_file(products_file, MAIL_CLIENT_PRODUCT)
+    run_step(env, "sync_products", str(products_file))
+    programs.write_dovecot(spec, conf.load(env)["MAIL_SERVER_CLIENT"])  # as the nodes read it
+    stack.supervisor.add_program("dovecot")
+    wait_for(started(lambda: port_open(dovecot_server.IMAP_PORT)), READY_TIMEOUT, "Dovecot's IMAP port")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def shut_down(stack: Stack, process: subprocess.Popen[bytes], pids: set[int]) -> None:
@@ -232,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"a stack is already running under {spec.var} (see `python -m deploy status`)", file=sys.stderr)
         return 1
     addresses = [("--listen", spec.listen), ("--admin", spec.admin), ("--mail-listen", spec.mail_listen)]
+    if dovecot_problem(spec) is None:
+        addresses += [("Dovecot's IMAP", f"127.0.0.1:{dovecot_server.IMAP_PORT}"),
+                      ("Dovecot's submission", f"127.0.0.1:{dovecot_server.SUBMISSION_PORT}")]
     if demo_enabled():
         addresses.append(("--demo-listen", spec.demo_listen))
     for option, address in addresses:
@@ -293,11 +337,22 @@ def print_summary(stack: Stack, seconds: float) -> None:
           f"  redis           {spec.effective_redis_url if spec.embedded_redis else 'REDIS_URL (external)'}\n"
           + (f"  demo products   {spec.demo_url}/   (webmail, admin-portal, quarantine)\n" if demo_enabled() else "")
           + f"  mail            {mail_line(spec)}\n"
+          + f"  mail clients    {mail_clients_line(spec)}\n"
           f"  logs            {spec.var / 'log'}/\n"
           "  operate it      python -m deploy status | kill | restart | scale | release | mail;  "
           "python -m canary ramp 20\n")
     print_table(stack.status())
     print("\nCtrl-C stops everything.", flush=True)
+
+
+def mail_clients_line(spec: StackSpec) -> str:
+    """Where mail clients connect (Dovecot), or in one line why it is not running."""
+    problem = dovecot_problem(spec)
+    if problem:
+        return f"no Dovecot: {problem}"
+    return (f"IMAP 127.0.0.1:{dovecot_server.IMAP_PORT}, submission 127.0.0.1:{dovecot_server.SUBMISSION_PORT} "
+            f"(app passwords from /account/app-passwords/, or OAuth as client mail-client); mailboxes "
+            f"{spec.var / 'imap'}/")
 
 
 def mail_line(spec: StackSpec) -> str:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
 
 # Start order (supervisord starts low numbers first and stops high numbers first).
-PRIORITY = {"redis": 10, "mail": 15, "node": 20, "router": 30, "demo-products": 40}
+PRIORITY = {"redis": 10, "mail": 15, "node": 20, "router": 30, "demo-products": 40, "dovecot": 45}
 
 # Back-off: a program that dies within `startsecs` of starting is retried after 1 s, 2 s, 3 s, …
 # (supervisord's BACKOFF state) up to `startretries` times, then left FATAL for an operator; one that
@@ -125,6 +125,27 @@ startsecs=1
 stopsignal=TERM
 stopwaitsecs=10
 """ + COMMON.format(log=pct(spec.var / "log" / "mail.log"), root=pct(ROOT))
+
+
+def dovecot_secret_file(spec: StackSpec) -> Path:
+    """The mail server's client secret (0600, made once): Dovecot asks the login service with it."""
+    return spec.var / "dovecot-client-secret"
+
+
+def dovecot_program(spec: StackSpec, client_id: str) -> str:
+    """Dovecot for mail clients (deploy/dovecot_server.py): IMAP and submission on loopback, mailboxes in
+    var/imap/ (apart from the outgoing mail's var/mail/), every login asked of the login service through
+    the router."""
+    return f"""[program:dovecot]
+command={command(sys.executable, "-m", "deploy.dovecot_server", "--run-dir", spec.var / "dovecot",
+                 "--service-url", f"http://{spec.listen}", "--client", client_id,
+                 "--secret-file", dovecot_secret_file(spec), "--relay-port", spec.mail_listen.rsplit(":", 1)[1],
+                 "--mail-dir", spec.var / "imap")}
+priority={PRIORITY['dovecot']}
+startsecs=2
+stopsignal=TERM
+stopwaitsecs=10
+""" + COMMON.format(log=pct(spec.var / "log" / "dovecot.log"), root=pct(ROOT))
 
 
 def stack_env(spec: StackSpec) -> dict[str, str]:
@@ -264,6 +285,10 @@ def remove_node(spec: StackSpec, node: NodeSpec) -> None:
 
 def write_demo(spec: StackSpec, issuer: str) -> None:
     write_file(programs_dir(spec) / "demo-products.conf", demo_program(spec, issuer))
+
+
+def write_dovecot(spec: StackSpec, client_id: str) -> None:
+    write_file(programs_dir(spec) / "dovecot.conf", dovecot_program(spec, client_id))
 
 
 def write_router(spec: StackSpec) -> None:
