@@ -120,6 +120,28 @@ def public_host(values: Mapping[str, Any]) -> str:
     return "localhost" if host in {"127.0.0.1", "::1"} else host
 
 
+MAIL_SERVER_SCHEMES = {"imap": 143, "imaps": 993, "smtp": 587, "smtps": 465}
+
+
+def mail_server(raw: str) -> tuple[str, str, int, bool]:
+    """`imaps://mail.example.com`, `smtp://mail.example.com:587?starttls=1` → (scheme, host, port, starttls):
+    where mail clients connect, as the autoconfig document and profiles name it."""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in MAIL_SERVER_SCHEMES or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError("must be like imaps://host[:port], imap://host[:port][?starttls=1], smtps://… or smtp://…")
+    if parts.username or parts.password or parts.query not in ("", "starttls=1") or parts.fragment:
+        raise ValueError("only ?starttls=1 may follow the host (no credentials)")
+    return parts.scheme, parts.hostname, parts.port or MAIL_SERVER_SCHEMES[parts.scheme], parts.query == "starttls=1"
+
+
+def _mail_domains(raw: str) -> tuple[str, ...]:
+    domains = tuple(d.strip().lower().rstrip(".") for d in raw.split(",") if d.strip())
+    for domain in domains:
+        if not domain.replace("-", "").replace(".", "").isalnum() or "." not in domain:
+            raise ValueError(f"{domain!r} is not a domain name like example.com")
+    return domains
+
+
 def _mail_from(raw: str) -> str:
     name, address = parseaddr(raw)
     if not address or address.count("@") != 1 or "\n" in raw or "\r" in raw:
@@ -283,6 +305,12 @@ OPTIONS: dict[str, Option] = {
     "MAIL_GIVE_UP_SECONDS": Option(86400, _positive_int, "A message not delivered this long after it was "
                                    "written is given up: kept as failed (`manage.py mail_outbox --failed`), "
                                    "counted in loginsvc_mail_total{result=\"failed\"}, alerted on."),
+    "MAIL_DOMAINS": Option((), _mail_domains, "Comma-separated mail domains whose mail clients find their settings "
+                           "here (Thunderbird's autoconfig); none: no autoconfig document."),
+    "IMAP_SERVER": Option(("imap", "127.0.0.1", 1143, False), mail_server, "Where mail clients read mail, as "
+                          "imaps://host[:port] or imap://host[:port][?starttls=1] (default: make up's Dovecot)."),
+    "SUBMISSION_SERVER": Option(("smtp", "127.0.0.1", 1587, False), mail_server, "Where mail clients send mail, "
+                                "as smtps://host[:port] or smtp://host[:port][?starttls=1] (default: make up's Dovecot)."),
     "MAIL_ACCOUNT_PASSWORD": Option("refuse", _one_of("refuse", "allow"), "Whether a mail client (IMAP, SMTP) may log "
                                     "in with the account's own password: refuse (app passwords and OAuth only) or "
                                     "allow (then only for accounts without a second factor)."),

@@ -112,6 +112,14 @@ def revoke(request: HttpRequest, public_id: str) -> bool:
     return True
 
 
+def own(user: Any, public_id: str, password: str) -> AppPassword | None:
+    """`user`'s app password `public_id`, if `password` is it (to put it in a profile just after it was shown)."""
+    raw = normalise(password)
+    if raw is None:
+        return None
+    return AppPassword.objects.filter(user=user, public_id=public_id, digest=digest(raw)).first()
+
+
 def verify(login: str, password: str, service: str) -> AppPassword | None:
     """The app password `password` of the account `login` when it opens `service` (imap, smtp), else None."""
     raw = normalise(password)

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from loginsvc import conf
 from loginsvc.accounts.views import json_body, json_error, no_store
-from loginsvc.mailclients import app_passwords, server_check
+from loginsvc.mailclients import app_passwords, discovery, server_check
 from loginsvc.sso import views as sso_views
 
 
@@ -111,3 +111,32 @@ def mail_check_view(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(answer.retry_after)
         return no_store(response)
     return no_store(json_error(401, "invalid_credentials"))
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def autoconfig_view(request: HttpRequest) -> HttpResponse:
+    """Thunderbird's autoconfig for a configured mail domain: from `emailaddress`, else the host name
+    (autoconfig.<domain>, or the domain itself at /.well-known/autoconfig/); 404 for any other."""
+    address = request.GET.get("emailaddress", "")
+    domain = address.rpartition("@")[2] if "@" in address else request.get_host().partition(":")[0].removeprefix("autoconfig.")
+    document = discovery.autoconfig(domain[:253])
+    if document is None:
+        return HttpResponse("no mail settings for that domain\n", status=404, content_type="text/plain; charset=utf-8")
+    return HttpResponse(document, content_type="application/xml; charset=utf-8")
+
+
+@never_cache
+@csrf_protect
+@login_required
+@require_POST
+def mobileconfig_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    """POST `password` (the app password just shown): an Apple configuration profile with it, made now
+    and never stored; 404 unless it is that app password of this account."""
+    row = app_passwords.own(request.user, public_id, request.POST.get("password", ""))
+    if row is None:
+        return HttpResponse("not one of your app passwords\n", status=404, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(discovery.mobileconfig(request.user, row.name, request.POST["password"]),
+                            content_type="application/x-apple-aspen-config")
+    response["Content-Disposition"] = 'attachment; filename="mail.mobileconfig"'
+    return response
