@@ -7,10 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
-from loadtests.bench import hot_path, login_bench, mfa_bench, router_bench, sso_bench, sso_instructions
+from loadtests.bench import hot_path, login_bench, mail_bench, mfa_bench, router_bench, sso_bench, sso_instructions
 
 BENCHMARKS = {"login": login_bench.run, "mfa": mfa_bench.run, "router": router_bench.run, "hot_path": hot_path.run, "sso": sso_bench.run,
-              "sso_instructions": sso_instructions.run}
+              "sso_instructions": sso_instructions.run, "mail": mail_bench.run}
 
 
 def main() -> None:
