@@ -175,7 +175,7 @@ def _sign_in(request: HttpRequest, user: User, ip: str, channel: str, amr: list[
     auth.login(request, user)
     sessions.start(request, amr)
     LOGINS.labels(Outcome.SUCCESS.value, channel).inc()
-    audit.success(user.pk, ip, channel)
+    audit.success(user.pk, ip, channel, amr)
 
 
 def factor_accepted(request: HttpRequest, user: User, method: str, code: object, ip: str,

@@ -1,7 +1,8 @@
 """The audit trail: loginsvc.audit lines about an account, also kept as AuditEvent rows for its admin page.
 
 A logging handler, so every audit line that names an account by id (a sign-in, a change, an
-admin's action) lands in the trail without each feature writing it twice. Lines that name an
+admin's action) lands in the trail without each feature writing it twice; the intermediate steps of a
+sign-in are left to its outcome line (NOT_KEPT). Lines that name an
 account only by its keyed tag (a failed password: the account may not exist) are kept only from
 WARNING up (locks, alerts): a row per failed guess would let an attacker write the database at
 the rate of their guesses. Rows older than AUDIT_TRAIL_DAYS go with housekeeping (`tidy`).
@@ -16,6 +17,9 @@ import logging
 from typing import Any
 
 STAFF_ID = "staff_id"  # the extra= field naming the staff member behind an admin's action
+# Steps of a sign-in that its own outcome line tells (a success names its factors in `amr`, a failure
+# of the second step is a warning of its own): a row each would only double a sign-in's writes.
+NOT_KEPT = frozenset({"login: second factor required", "login: second factor accepted"})
 
 
 class AuditTrailHandler(logging.Handler):
@@ -31,6 +35,8 @@ class AuditTrailHandler(logging.Handler):
         fields = extra_fields(record)
         user_id, account = fields.pop("user_id", None), str(fields.pop("account", "") or "")
         if user_id is None and not (account and record.levelno >= logging.WARNING):
+            return
+        if record.msg in NOT_KEPT:
             return
         try:
             _store(record, user_id, account, fields)

@@ -155,3 +155,15 @@ def test_staff_cannot_delete_and_the_form_cannot_bypass_the_actions(user: Any) -
     user.refresh_from_db()
     assert (user.display_name, user.is_active, user.is_staff) == ("Ann", True, False)
     assert AuditEvent.objects.filter(user_id=user.pk, message="admin: account edited").exists()
+
+
+@pytest.mark.django_db
+def test_the_trail_keeps_a_sign_ins_outcome_with_its_factors_not_its_steps(mfa_user: Any) -> None:  # noqa: F811
+    AuditEvent.objects.all().delete()
+    browser = Client(enforce_csrf_checks=True)
+    assert post_json(browser, "/api/login", {"username": mfa_user.email, "password": PASSWORD}).status_code == 200
+    assert post_json(browser, "/api/login/mfa", {"method": "totp", "code": app_code(mfa_user)}).status_code == 200
+    [event] = AuditEvent.objects.filter(user_id=mfa_user.pk)
+    assert event.message == "login: success" and event.details["amr"] == "pwd otp mfa"
+    assert login(Client(), mfa_user.email, "a wrong password").status_code == 401  # by keyed tag: not kept
+    assert not AuditEvent.objects.exclude(pk=event.pk).exists()
