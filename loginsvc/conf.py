@@ -314,6 +314,9 @@ OPTIONS: dict[str, Option] = {
     "MAIL_ACCOUNT_PASSWORD": Option("refuse", _one_of("refuse", "allow"), "Whether a mail client (IMAP, SMTP) may log "
                                     "in with the account's own password: refuse (app passwords and OAuth only) or "
                                     "allow (then only for accounts without a second factor)."),
+    "MAIL_CLIENTS": Option(("mail-client",), lambda raw: tuple(c.strip() for c in raw.split(",") if c.strip()),
+                           "Comma-separated client ids that may ask for the scopes mail (IMAP and SMTP with the "
+                           "token) and offline_access (refresh tokens for months): the mail clients' products."),
     "MAIL_SERVER_CLIENT": Option("dovecot", _text, "The client id of the mail server, the one confidential client "
                                  "that may ask POST /api/mail/check whether a mail client's login is right."),
     # --- Tests only (loginsvc/delay.py); refused in production ---

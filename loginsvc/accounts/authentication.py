@@ -71,13 +71,15 @@ def _begin(request: HttpRequest, email: str, ip: str, known: bool = False,
     return throttle.step_up(email, ip, attempt) if step_up else attempt
 
 
-def counted(request: HttpRequest, email: str, channel: str,
-            ip: str | None = None) -> tuple[throttle.Attempt, LoginResult | None]:
+def counted(request: HttpRequest, email: str, channel: str, ip: str | None = None,
+            known: bool = False) -> tuple[throttle.Attempt, LoginResult | None]:
     """Count one guess at something of the account's other than its password (a mailed recovery code,
     an app password) like a password attempt: the attempt (throttle.succeeded it when right), and the
     LOCKED result to answer when a lock refuses it, else None. `ip`: the guesser's address when it is
-    not this request's (a mail server asking for its client)."""
-    return _counted(request, email, ip or client_ip(request), channel)
+    not this request's (a mail server asking for its client). `known`: the account-wide lock does not
+    hold it (an app password: 100 random bits, which that lock cannot protect better than the pair and
+    address locks, and which must keep working while someone guesses the account's password)."""
+    return _counted(request, email, ip or client_ip(request), channel, known=known)
 
 
 def _counted(request: HttpRequest, email: str, ip: str, channel: str, known: bool = False,

@@ -4,7 +4,9 @@ Dovecot never reads our database: it asks `POST /api/mail/check` with its own co
 credentials (only the client LOGINSVC_MAIL_SERVER_CLIENT may ask), the login name, the password,
 the service and the mail client's address. The answer applies what a sign-in applies: the
 brute-force counters per account and address (the mail client's address, as Dovecot saw it), the
-audit log, and revocation at once (an app password is looked up at every login). The account's own
+audit log, and revocation at once (an app password is looked up at every login). The account-wide
+lock does not hold app passwords: someone guessing the account's password must not cut its owner's
+mail programs off, and 100 random bits need no more than the pair and address locks. The account's own
 password opens mail only when ops allow it (LOGINSVC_MAIL_ACCOUNT_PASSWORD=allow), and never for an
 account with a second factor: a password alone must not do what the browser needs two factors for.
 """
@@ -54,7 +56,10 @@ def address(text: str) -> str | None:
 def check(request: HttpRequest, login: str, password: str, service: str, ip: str) -> Answer:
     """Is `password` right for `login` on `service` (imap, smtp) from the mail client at `ip`?"""
     email, channel = normalise_email(login)[:254], SERVICES[service]
-    attempt, locked = counted(request, email, channel, ip=ip)
+    # An app password is not held by the account-wide lock (a password guesser elsewhere must not cut off
+    # the owner's mail programs); the account's own password, when ops allow it, is held like a sign-in.
+    looks_like_app_password = app_passwords.normalise(password) is not None
+    attempt, locked = counted(request, email, channel, ip=ip, known=looks_like_app_password)
     if locked is not None:
         return Answer(Result.LOCKED, retry_after=locked.retry_after)
     row = app_passwords.verify(email, password, channel)

@@ -16,7 +16,7 @@ Answered here, from a request with no cookies and no query string:
   query is a Prepared read (sso/prepared.py: the same SQL and objects, compiled once per thread).
   Served only when the toolkit answers 200 with a JSON body.
 - POST /oidc/introspect/ with a urlencoded body: views.introspect_view's steps with the same
-  validator (client authentication, then sso/introspection.body about the client's own tokens).
+  validator (client authentication, then sso/introspection.body: what the client may see).
   The token is read first: its row brings its client's (select_related), so the asking client is
   not read a second time. Served when the client authenticated as a confidential client and the
   token parameter is usable, {"active": false} included; refusals (401, 400, a NUL in a value)

@@ -35,6 +35,18 @@ def stale_sign_ins(now: float | None = None) -> int:
     return unredeemed.delete()[0] + too_old.delete()[0]
 
 
+def dead_refresh_tokens(now: float | None = None) -> int:
+    """Delete refresh tokens (revoked or not) older than the central session may live, except those of
+    sign-ins granted offline_access: none of them can be used any more (token_rules.refresh_sign_in), and
+    the toolkit's own clear_expired keeps them for the offline lifetime, months; how many."""
+    from oauth2_provider.models import RefreshToken
+
+    now = time.time() if now is None else now
+    cutoff = datetime.fromtimestamp(now - conf.get("SESSION_MAX_SECONDS"), tz=timezone.utc)
+    offline = SignIn.objects.filter(offline=True).exclude(token_family=None).values("token_family")
+    return RefreshToken.objects.filter(created__lt=cutoff).exclude(token_family__in=offline).delete()[0]
+
+
 def tidy(force: bool = False) -> None:
     """Both clean-ups, at most every TIDY_SECONDS per process (the caller logs a failure and goes on)."""
     global _last
@@ -44,6 +56,7 @@ def tidy(force: bool = False) -> None:
     removed = stale_sign_ins()
     refresh_retry.tidy()
     clear_expired()  # django-oauth-toolkit: expired grants, access, refresh and ID tokens
+    dead_refresh_tokens()
     session_registry.clear_expired()  # Django's `clearsessions`, and the sessions page's records of them
     trail.tidy()  # the admin's audit trail past AUDIT_TRAIL_DAYS
     if removed:

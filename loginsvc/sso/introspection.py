@@ -55,10 +55,13 @@ MAIL = "mail"  # the scope of IMAP and SMTP submission, which the mail server in
 
 def may_see(client: Any, token: Any, scope: str) -> bool:
     """A client learns about its own tokens; the mail server (LOGINSVC_MAIL_SERVER_CLIENT) also about
-    every token granted the `mail` scope, which mail clients present to it at IMAP and SMTP login."""
+    every access token granted the `mail` scope, which mail clients present to it at IMAP and SMTP login."""
     if token.application_id == client.pk:
         return True
-    return client.client_id == conf.get("MAIL_SERVER_CLIENT") and MAIL in scope.split()
+    # Access tokens only: a refresh token presented at IMAP login would never rotate, so reuse
+    # detection could not catch a stolen one.
+    return (isinstance(token, AccessToken) and client.client_id == conf.get("MAIL_SERVER_CLIENT")
+            and MAIL in scope.split())
 
 
 def body(client: Any, token: Any) -> dict[str, Any]:

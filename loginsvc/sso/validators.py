@@ -37,6 +37,7 @@ from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.common import Request
 from oauthlib.oauth2.rfc6749 import errors
 
+from loginsvc import conf
 from loginsvc.sso import central, keys, reads, refresh_retry, token_rules
 from loginsvc.sso.introspection import checksum
 from loginsvc.sso.models import SignIn
@@ -175,6 +176,16 @@ class Validator(OAuth2Validator):
             request.oauth2_error = {"error": "invalid_token", "error_description": "The access token is invalid."}
             return False
         return True
+
+    # --- scopes ------------------------------------------------------------------------------------------
+    def validate_scopes(self, client_id: str, scopes: Any, client: Any, request: Request, *args: Any,
+                        **kwargs: Any) -> bool:
+        """The toolkit's check, and `mail` and `offline_access` only for the mail clients' products
+        (LOGINSVC_MAIL_CLIENTS): a mail token opens IMAP and SMTP, and offline_access outlives the
+        central session, so no other product gets either by asking."""
+        if MAIL_ONLY & set(scopes) and client.client_id not in conf.get("MAIL_CLIENTS"):
+            return False
+        return super().validate_scopes(client_id, scopes, client, request, *args, **kwargs)
 
     # --- redirect URIs -----------------------------------------------------------------------------------
     def validate_redirect_uri(self, client_id: str, redirect_uri: str, request: Request, *args: Any, **kwargs: Any) -> bool:
@@ -343,6 +354,9 @@ class Validator(OAuth2Validator):
         return True
 
 
+MAIL_ONLY = frozenset({"mail", token_rules.OFFLINE_ACCESS})  # scopes of the mail clients' products alone
+
+
 def loopback_match(requested: str, registered: str) -> bool:
     """RFC 8252 §7.3: `requested` is the registered loopback IP redirect (http, 127.0.0.1 or [::1], no port)
     with a port added, and otherwise the same string."""
@@ -353,5 +367,6 @@ def loopback_match(requested: str, registered: str) -> bool:
     if not requested.startswith(prefix):
         return False
     port, _, rest = requested[len(prefix):].partition("/")
-    return port.isascii() and port.isdigit() and 0 < int(port) < 65536 and "/" + rest == registered[len(prefix) - 1:]
+    canonical = port.isascii() and port.isdigit() and port == str(int(port)) and 0 < int(port) < 65536
+    return canonical and "/" + rest == registered[len(prefix) - 1:]
 

@@ -5,7 +5,8 @@
   every code carries the session's sid and auth_time (central.py, validators.py).
 - discovery: the toolkit's document plus revocation, introspection and back-channel logout,
   RS256 only, built once per process; JWKS from the key ring (keys.py).
-- introspection: only for an authenticated confidential client, and only its own tokens.
+- introspection: only for an authenticated confidential client, and only its own tokens (the mail
+  server's client also sees access tokens granted `mail`: introspection.may_see).
 - RP-initiated logout lives in sso/rp_logout.py.
 - bad input: an authorization request that cannot succeed is refused before any login page; error
   redirects carry `iss`; the token endpoint refuses repeated or oversized parameters, malformed
@@ -31,6 +32,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 from oauth2_provider import views as toolkit
 from oauth2_provider.exceptions import OAuthToolkitError
+from oauth2_provider.http import OAuth2ResponseRedirect
 from oauth2_provider.models import AccessToken, RefreshToken, get_application_model
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.signals import app_authorized
@@ -97,6 +99,11 @@ def authorization_problem(query: Any) -> str | None:
     return acr.problem(query)
 
 
+def _loopback(redirect_uri: str) -> bool:
+    """A native app's loopback redirect (RFC 8252 §7.3)."""
+    return redirect_uri.startswith(("http://127.0.0.1:", "http://127.0.0.1/", "http://[::1]:", "http://[::1]/"))
+
+
 class AuthorizationView(toolkit.AuthorizationView):
     """OpenID Connect Core §3.1.2: the authorization endpoint, for an already signed-in user."""
 
@@ -116,10 +123,22 @@ class AuthorizationView(toolkit.AuthorizationView):
             if "none" in prompt:  # §3.1.2.6: the user must interact (the second factor)
                 return self._error_redirect("interaction_required", "a second factor is required")
             return self._step_up(request)
+        if _loopback(request.GET.get("redirect_uri", "")):
+            # RFC 8252 §8.6: any program on the machine can receive a loopback redirect with a code of its
+            # own asking; the person must see and allow each such request (no "auto" approval).
+            request.GET = request.GET.copy()
+            request.GET["approval_prompt"] = "force"
         response = super().get(request, *args, **kwargs)
         if "none" in prompt and response.status_code == 200:  # would show the consent page
             return self._error_redirect("consent_required", "")
         return response
+
+    def redirect(self, redirect_to: str, application: Any) -> HttpResponse:
+        """The toolkit's redirect back to the product, with `http` allowed for a loopback redirect: a native
+        app's (RFC 8252 §7.3), which products.py registers even where other redirects must be https."""
+        if _loopback(redirect_to):
+            return OAuth2ResponseRedirect(redirect_to, ["https", "http"])
+        return super().redirect(redirect_to, application)
 
     def handle_no_permission(self) -> HttpResponse:
         """Not signed in. RFC 6749 §4.1.2.1: a request that cannot succeed is an error page now, not

@@ -183,3 +183,20 @@ def test_the_page_shows_a_new_password_once_and_revokes(user: Any, mailbox: Any)
     row = AppPassword.objects.get()
     assert browser.post("/account/app-passwords/", {**form, "action": "revoke", "id": row.public_id}).status_code == 302
     assert not AppPassword.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_password_guesser_elsewhere_does_not_cut_off_the_owners_mail_programs(user: Any, dovecot: dict[str, str],
+                                                                                settings: Any) -> None:
+    browser = signed_in(user)
+    password = make(browser).json()["password"]
+    settings.LOGINSVC = {**settings.LOGINSVC, "ACCOUNT_DELAY_THRESHOLD": 100, "ACCOUNT_FAILURE_LIMIT": 3,
+                         "MAIL_ACCOUNT_PASSWORD": "allow"}
+    for i in range(4):  # wrong web passwords from four networks: the account-wide step-up is on
+        Client(REMOTE_ADDR=f"198.51.100.{i}").post("/api/login", {"username": user.email, "password": "guess"},
+                                                   content_type="application/json")
+    web = login(Client(REMOTE_ADDR="203.0.113.50"), user.email, PASSWORD)
+    assert web.status_code == 302 and web["Location"].startswith("/login/mfa/")  # the web: held for a mailed code
+    assert check(dovecot, user.email, password, remote_ip="203.0.113.51").status_code == 200  # mail: not held
+    held = check(dovecot, user.email, PASSWORD, remote_ip="203.0.113.52")  # the account's own password: held
+    assert held.status_code == 429

@@ -157,3 +157,71 @@ def test_the_sessions_page_lists_mail_programs_and_signs_them_out(user: Any, mai
     assert browser.get("/api/sessions").json()["mail_clients"] == []
     for bogus in ("oauth:999", "oauth:x", "nothing", "app-password:nope"):
         assert browser.delete(f"/api/mail-clients/{bogus}", **delete).status_code == 404
+
+
+@pytest.mark.django_db
+def test_mail_and_offline_access_are_only_for_the_mail_clients_products(user: Any, mail_products: None) -> None:
+    from tests.sso.conftest import authorize, pkce, redirect_params
+
+    webmail = register("webmail-2")
+    browser = Client()
+    assert login(browser, user.email, PASSWORD).status_code == 302
+    for scope in ("openid mail", "openid offline_access"):
+        got = redirect_params(authorize(browser, webmail, pkce()[1], scope=scope))
+        assert got["error"] == "invalid_scope" and "code" not in got
+
+
+@pytest.mark.django_db
+def test_rfc8252_8_6_every_loopback_request_asks_the_person_again(user: Any, mail_products: None) -> None:
+    from urllib.parse import urlencode
+
+    from tests.sso.conftest import pkce
+
+    browser = Client()
+    assert login(browser, user.email, PASSWORD).status_code == 302
+    tokens(user, browser=browser)  # allowed once, and a live token exists
+    query = {"response_type": "code", "client_id": oauth.CLIENT_ID, "redirect_uri": "http://127.0.0.1:4444/callback",
+             "scope": "openid mail offline_access", "state": "s", "code_challenge": pkce()[1],
+             "code_challenge_method": "S256"}
+    again = browser.get("/oidc/authorize/?" + urlencode({**query, "approval_prompt": "auto"}))
+    assert again.status_code == 200 and b"Allow Mail app" in again.content  # no silent code for another program
+    silent = browser.get("/oidc/authorize/?" + urlencode({**query, "prompt": "none"}))
+    assert silent.status_code == 302 and "error=consent_required" in silent["Location"]
+
+
+@pytest.mark.django_db
+def test_the_mail_server_does_not_see_refresh_tokens(user: Any, mail_products: None) -> None:
+    got = tokens(user)
+    assert introspect(DOVECOT, got["refresh_token"]) == {"active": False}
+    assert introspect(DOVECOT, got["access_token"])["active"] is True
+
+
+@pytest.mark.django_db
+def test_a_loopback_redirect_works_where_only_https_is_allowed(user: Any, mail_products: None, settings: Any) -> None:
+    from oauth2_provider.settings import oauth2_settings
+
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "ALLOWED_REDIRECT_URI_SCHEMES": ["https"]}
+    oauth2_settings.reload()
+    try:
+        assert tokens(user)["access_token"]
+    finally:
+        oauth2_settings.reload()
+
+
+@pytest.mark.django_db
+def test_housekeeping_drops_session_bound_refresh_tokens_past_the_session_and_keeps_offline_ones(
+        user: Any, mail_products: None, settings: Any) -> None:
+    from datetime import timedelta
+
+    from oauth2_provider.models import RefreshToken
+
+    from loginsvc.sso import housekeeping
+
+    offline, bound = tokens(user), tokens(user, scope="openid mail")
+    RefreshToken.objects.update(created=RefreshToken.objects.first().created
+                                - timedelta(seconds=settings.LOGINSVC["SESSION_MAX_SECONDS"] + 1))
+    assert housekeeping.dead_refresh_tokens() == 1
+    from loginsvc.sso.introspection import checksum
+
+    assert RefreshToken.objects.filter(token_checksum=checksum(offline["refresh_token"])).exists()
+    assert not RefreshToken.objects.filter(token_checksum=checksum(bound["refresh_token"])).exists()
