@@ -22,6 +22,19 @@ from loginsvc.staff.trail import STAFF_ID
 log = logging.getLogger("loginsvc.audit")
 
 
+class NotAllowed(Exception):
+    """This staff member may not act on that account (the message says why)."""
+
+
+def check_may_act(staff: Any, user: User) -> None:
+    """Staff act on end users' accounts; only a superuser on staff or superuser accounts (resetting an
+    admin's second factor would take away what guards the admin), and nobody on their own here."""
+    if user.pk == staff.pk:
+        raise NotAllowed("not on your own account (your account page and sign out everywhere are for that)")
+    if (user.is_staff or user.is_superuser) and not staff.is_superuser:
+        raise NotAllowed("only a superuser may act on staff accounts")
+
+
 def audited(staff: Any, user: User, what: str, ip: str, **details: Any) -> None:
     """The audit line of one admin action on `user`."""
     log.warning("admin: " + what, extra={"user_id": user.pk, STAFF_ID: staff.pk, "client_ip": ip, **details})
@@ -30,6 +43,7 @@ def audited(staff: Any, user: User, what: str, ip: str, **details: Any) -> None:
 def set_active(staff: Any, user: User, ip: str, active: bool) -> bool:
     """Deactivate (every session and product sign-in ends at once: models.User.save) or activate the
     account; False when it already was so."""
+    check_may_act(staff, user)
     if user.is_active == active:
         return False
     user.is_active = active
@@ -48,6 +62,7 @@ def activate(staff: Any, user: User, ip: str) -> bool:
 
 def force_password_reset(staff: Any, user: User, ip: str) -> None:
     """End the password: every sign-in ends, the owner is mailed how to choose a new one (/recover/)."""
+    check_may_act(staff, user)
     with transaction.atomic():
         user.set_unusable_password()
         user.save(update_fields=["password"])
@@ -57,6 +72,7 @@ def force_password_reset(staff: Any, user: User, ip: str) -> None:
 
 def reset_factors(staff: Any, user: User, ip: str) -> factors.Removed:
     """Take every second factor, as `manage.py mfa_reset` does: the owner is told, every sign-in ends."""
+    check_may_act(staff, user)
     with transaction.atomic():
         removed = factors.remove_all(user)
         notices.mfa_reset(user)
@@ -67,12 +83,14 @@ def reset_factors(staff: Any, user: User, ip: str) -> factors.Removed:
 
 def end_sessions(staff: Any, user: User, ip: str) -> None:
     """Sign the account out everywhere: sessions, product sign-ins, tokens."""
+    check_may_act(staff, user)
     auth_epoch.sign_out_everywhere(user, by=f"admin:{staff.pk}", ip=ip)
     audited(staff, user, "signed out everywhere", ip)
 
 
 def end_session(staff: Any, user: User, public_id: str, ip: str) -> bool:
     """End one session of `user` with its product sign-ins; False when it is not live."""
+    check_may_act(staff, user)
     for session in session_registry.live(user):
         if session.record.public_id == public_id:
             sessions.end_session(user, session, ip, by=f"admin:{staff.pk}")

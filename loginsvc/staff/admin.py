@@ -30,8 +30,15 @@ Action = Callable[[Any, User, str], Any]
 def _admin_action(act: Action, name: str, description: str, done: str) -> Callable[..., None]:
     """An action of the account list that runs `act` on each selected account and says how many it changed."""
     def run(modeladmin: admin.ModelAdmin, request: HttpRequest, users: QuerySet[User]) -> None:
-        count = sum(1 for user in users if act(request.user, user, client_ip(request)) is not False)
+        count, refused = 0, []
+        for user in users:
+            try:
+                count += act(request.user, user, client_ip(request)) is not False
+            except actions.NotAllowed as exc:
+                refused.append(f"{user.email}: {exc}")
         messages.success(request, f"{done}: {count} account(s).")
+        for line in refused:
+            messages.warning(request, line)
 
     run.__name__ = name  # the admin names an action by its function
     return admin.action(description=description)(run)
@@ -115,7 +122,12 @@ class UserAdmin(admin.ModelAdmin):
 @require_POST
 def _end_session(request: HttpRequest, user_id: int, public_id: str) -> HttpResponse:
     user = get_object_or_404(User, pk=user_id)
-    if actions.end_session(request.user, user, public_id, client_ip(request)):
+    try:
+        ended = actions.end_session(request.user, user, public_id, client_ip(request))
+    except actions.NotAllowed as exc:
+        messages.warning(request, str(exc))
+        return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
+    if ended:
         messages.success(request, "Session ended, with its product sign-ins.")
     else:
         messages.warning(request, "That session had already ended.")

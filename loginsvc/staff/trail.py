@@ -25,6 +25,12 @@ NOT_KEPT = frozenset({"login: second factor required", "login: second factor acc
 class AuditTrailHandler(logging.Handler):
     """Attached to the loginsvc.audit logger (settings.LOGGING)."""
 
+    def createLock(self) -> None:  # noqa: N802 - logging's name
+        """No handler lock: each thread writes on its own database connection, and a lock held across
+        an INSERT would make every audit line of the process wait behind one (on SQLite, behind another
+        thread's write transaction that itself waits to log)."""
+        self.lock = None  # type: ignore[assignment]
+
     def emit(self, record: logging.LogRecord) -> None:
         from django.apps import apps
 

@@ -167,3 +167,23 @@ def test_the_trail_keeps_a_sign_ins_outcome_with_its_factors_not_its_steps(mfa_u
     assert event.message == "login: success" and event.details["amr"] == "pwd otp mfa"
     assert login(Client(), mfa_user.email, "a wrong password").status_code == 401  # by keyed tag: not kept
     assert not AuditEvent.objects.exclude(pk=event.pk).exists()
+
+
+@pytest.mark.django_db
+def test_staff_cannot_act_on_staff_or_themselves_but_a_superuser_can(user: Any) -> None:
+    staff = _staff()
+    colleague = User.objects.create_user("colleague@example.test", PASSWORD, is_staff=True)
+    admin = _signed_in_staff(staff)
+    answer = _action(admin, "deactivate", colleague, staff, user)
+    assert answer.status_code == 302
+    colleague.refresh_from_db(), staff.refresh_from_db(), user.refresh_from_db()
+    assert (colleague.is_active, staff.is_active, user.is_active) == (True, True, False)
+    shown = [str(m) for m in admin.get("/admin/accounts/user/").context["messages"]]
+    assert any("only a superuser" in m for m in shown) and any("your own account" in m for m in shown)
+    from loginsvc.mfa import totp
+
+    boss = User.objects.create_user("boss@example.test", PASSWORD, is_staff=True, is_superuser=True)
+    assert totp.confirm(totp.start_enrolment(boss), app_code(boss, -1))
+    assert _action(_signed_in_staff(boss), "deactivate", colleague).status_code == 302
+    colleague.refresh_from_db()
+    assert not colleague.is_active

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from deploy.node import manage
-from tests.conftest import create_user_in
 from tests.mfa.conftest import enrol_by_shell
 from tests.test_browser import submit
 
@@ -20,7 +19,7 @@ def test_staff_find_and_deactivate_an_account_in_chromium(chrome, stack) -> None
     from selenium.webdriver.support.ui import Select
 
     node = stack("blue-1")
-    create_user_in(node, EMAIL, PASSWORD)
+    manage(dict(node.env, LOGINSVC_NEW_PASSWORD=PASSWORD), "create_user", EMAIL)  # an end user, not staff
     manage(dict(node.env, LOGINSVC_NEW_PASSWORD=STAFF_PASSWORD), "create_user", STAFF, "--staff")
     app = enrol_by_shell(node.env, STAFF)
 

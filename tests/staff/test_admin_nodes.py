@@ -3,7 +3,6 @@ node (real gunicorn nodes of two clusters sharing the database and Redis; the st
 from __future__ import annotations
 
 from deploy.node import manage
-from tests.conftest import create_user_in
 from tests.mfa.conftest import enrol_by_shell
 from tests.support import Browser
 
@@ -13,7 +12,7 @@ STAFF, STAFF_PASSWORD = "ops.erin@example.test", "the staff member's own long pa
 
 def test_an_admin_deactivation_on_blue_ends_the_next_request_on_green(stack) -> None:
     blue, green = stack("blue-1", cluster="blue"), stack("green-1", cluster="green")
-    create_user_in(blue, EMAIL, PASSWORD)
+    manage(dict(blue.env, LOGINSVC_NEW_PASSWORD=PASSWORD), "create_user", EMAIL)  # an end user, not staff
     manage(dict(blue.env, LOGINSVC_NEW_PASSWORD=STAFF_PASSWORD), "create_user", STAFF, "--staff")
     app = enrol_by_shell(blue.env, STAFF)
     user_id = manage(blue.env, "shell", "-v", "0", "-c",
