@@ -7,8 +7,9 @@ of OWASP's "Slow Down Online Guessing Attacks with Device Cookies"). A source is
   device (KnownDevice; the user can remove it on the sessions page): signed (django.core.signing,
   keyed from SECRET_KEY), set at each successful sign-in, valid KNOWN_SOURCE_SECONDS; it survives a
   changing address (mobile, DHCP). It holds, for up to MAX_DEVICE_ACCOUNTS accounts, a keyed tag
-  of the account and a random device id, never an email or user id. The device's row is read only
-  when the account-wide lock has refused an attempt (authentication._begin), i.e. under attack; or
+  of the account and a random device id, never an email or user id. The device's row is read when
+  the account-wide lock has refused an attempt (authentication._begin), i.e. under attack, and at a
+  sign-in from a new network (whether to send the new-sign-in notice); or
 - the client network has signed in to the account successfully within KNOWN_SOURCE_SECONDS
   (KnownNetwork rows): IPv4 per exact address, IPv6 per /64 — the same units the lockout
   counters use (throttle.client_network). Not per IPv4 /24: a /24 is often shared by unrelated
@@ -39,6 +40,7 @@ MAX_DEVICE_ACCOUNTS = 5
 MAX_KNOWN_NETWORKS = 20
 MAX_KNOWN_DEVICES = 20
 MAX_USER_AGENT = 300
+LEGACY = ""  # the device id of a cookie entry written before devices had ids
 
 
 def device_cookie_name() -> str:
@@ -57,8 +59,10 @@ def _device_entries(request: HttpRequest) -> list[tuple[str, str]]:
         return []
     if not isinstance(entries, list):
         return []
-    pairs = [e for e in entries if isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e)]
-    return [(tag, device) for tag, device in pairs][:MAX_DEVICE_ACCOUNTS]
+    # A bare tag is a cookie set before devices had ids (LEGACY): known until its next sign-in gives it one.
+    pairs = [(e, LEGACY) if isinstance(e, str) else tuple(e) for e in entries
+             if isinstance(e, str) or (isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e))]
+    return pairs[:MAX_DEVICE_ACCOUNTS]  # type: ignore[return-value]
 
 
 def device_id(request: HttpRequest, email: str) -> str | None:
@@ -74,6 +78,8 @@ def device_knows(request: HttpRequest, email: str) -> bool:
     """Does this browser carry a valid device cookie for the account, of a device the account still
     lists? One indexed query when the cookie names the account."""
     device = device_id(request, email)
+    if device == LEGACY:
+        return True  # a cookie from before device ids, within its validity: not listed, so not removable
     return device is not None and KnownDevice.objects.filter(user__email=email, device_id=device).exists()
 
 
@@ -106,7 +112,7 @@ def remember_device(request: HttpRequest, response: HttpResponse, user: User) ->
     account (one INSERT that does nothing when it is listed; a device the user removed and then
     signed in from again is listed again)."""
     tag = account_tag(user.email, TAG_PURPOSE)
-    listed = device_id(request, user.email)
+    listed = device_id(request, user.email) or None  # a legacy entry gets an id now
     device = listed or secrets.token_urlsafe(12)
     KnownDevice.objects.bulk_create([KnownDevice(
         user=user, device_id=device, created=timezone.now(),

@@ -30,10 +30,10 @@ from django.utils.crypto import constant_time_compare
 from loginsvc import conf
 from loginsvc.accounts import sessions
 from loginsvc.accounts.client_ip import client_ip
+from loginsvc.accounts.known_sources import MAX_USER_AGENT
 from loginsvc.accounts.models import SessionRecord, User
 
 RECORD = "_session_record"  # the session's own SessionRecord.public_id
-MAX_USER_AGENT = 300
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,11 @@ def _store(session_key: str | None = None) -> SessionBase:
 @receiver(user_logged_in)
 def _signed_in(sender: Any, request: HttpRequest | None, user: User, **kwargs: Any) -> None:
     """A sign-in: this browser's record, updated when the session had one for this user, else new."""
-    if request is None or not hasattr(request, "session") or not request.session.session_key:
-        return
+    if request is not None and hasattr(request, "session") and request.session.session_key:
+        _record(request, user)
+
+
+def _record(request: HttpRequest, user: User) -> None:
     fields = {"session_key": request.session.session_key, "address": client_ip(request),
               "user_agent": request.META.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT],
               "cluster": conf.get("CLUSTER")}
@@ -71,11 +74,15 @@ def _signed_in(sender: Any, request: HttpRequest | None, user: User, **kwargs: A
 
 
 def follow(request: HttpRequest) -> None:
-    """The session's key changed without a sign-in: its record follows (one UPDATE; none for a session
-    that has no record)."""
+    """The session's key changed without a sign-in: its record follows (one UPDATE). A signed-in session
+    whose record went missing (dropped as dead in a race, or older than the records) gets a new one."""
     public_id = request.session.get(RECORD)
-    if public_id and request.session.session_key:
-        SessionRecord.objects.filter(public_id=public_id).update(session_key=request.session.session_key)
+    key = request.session.session_key
+    if not key or (public_id and SessionRecord.objects.filter(public_id=public_id).update(session_key=key)):
+        return
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and str(request.session.get(SESSION_KEY)) == str(user.pk):
+        _record(request, user)
 
 
 @receiver(user_logged_out)
@@ -96,7 +103,9 @@ def _alive(data: dict[str, Any], user: User, now: int) -> bool:
     lifetime rules (sessions.due)."""
     if str(data.get(SESSION_KEY)) != str(user.pk):
         return False
-    if not constant_time_compare(str(data.get(HASH_SESSION_KEY, "")), user.get_session_auth_hash()):
+    stored = str(data.get(HASH_SESSION_KEY, ""))
+    hashes = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]  # SECRET_KEY_FALLBACKS too
+    if not any(constant_time_compare(stored, candidate) for candidate in hashes):
         return False
     return sessions.due(data, now) != sessions.LOGOUT and (sessions.session_expires_at(data) or now + 1) > now
 

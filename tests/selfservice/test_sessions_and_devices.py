@@ -175,3 +175,20 @@ def test_housekeeping_clears_expired_sessions_and_their_records(user: Any) -> No
     housekeeping.tidy(force=True)
     assert not Session.objects.filter(session_key=expired.session.session_key).exists()
     assert list(SessionRecord.objects.values_list("session_key", flat=True)) == [kept.session.session_key]
+
+
+@pytest.mark.django_db
+def test_a_device_cookie_from_before_device_ids_stays_known_until_its_next_sign_in(user: Any) -> None:
+    from django.core import signing
+
+    from loginsvc.accounts.audit import account_tag
+
+    legacy = signing.dumps([account_tag(user.email, known_sources.TAG_PURPOSE)], salt=known_sources.DEVICE_SALT)
+    old_browser = type("R", (), {"COOKIES": {known_sources.device_cookie_name(): legacy}})()
+    assert known_sources.device_knows(old_browser, user.email) and not KnownDevice.objects.exists()
+    browser = Client(enforce_csrf_checks=True)
+    browser.cookies[known_sources.device_cookie_name()] = legacy
+    assert login(browser, user.email, PASSWORD).status_code == 302
+    upgraded = type("R", (), {"COOKIES": {known_sources.device_cookie_name():
+                                          browser.cookies[known_sources.device_cookie_name()].value}})()
+    assert known_sources.device_id(upgraded, user.email) == KnownDevice.objects.get(user=user).device_id
