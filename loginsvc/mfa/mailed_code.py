@@ -7,7 +7,7 @@ mailed to the account's address: whoever holds the password but not the mailbox 
 the owner learns that someone has the password (the mail says so, with the address and browser).
 
 The code is kept as a keyed digest in the waiting sign-in's session (shared by every node), bound to
-the account, for MAILED_CODE_SECONDS, with MAX_TRIES wrong entries; each entry is also counted by the
+the account, for as long as the sign-in waits (LOGINSVC_MFA_PENDING_SECONDS), with MAX_TRIES wrong entries; each entry is also counted by the
 brute-force counters like a password. It is not a second factor: the sign-in's `amr` stays the
 password's (a product that requires one still asks for it). Mails are bounded by the step-up budget
 (ACCOUNT_STEP_UP_CHECKS per window), which every password step that could send one spends.
@@ -21,13 +21,13 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from loginsvc import conf
 from loginsvc.mail import notices
 from loginsvc.mfa import sealing
 
 EMAIL = "email"  # the method, as POST /api/login lists it and POST /api/login/mfa takes it
 STATE = "_mfa_mailed_code"
 DIGITS = 8
-MAILED_CODE_SECONDS = 600
 MAX_TRIES = 5
 
 
@@ -45,10 +45,10 @@ def parse(text: object) -> str | None:
 
 def send(request: HttpRequest, user: Any, ip: str) -> None:
     """Make a code for this browser's waiting sign-in and queue it to the account's address."""
-    code = f"{secrets.randbelow(10 ** DIGITS):0{DIGITS}d}"
+    code, seconds = f"{secrets.randbelow(10 ** DIGITS):0{DIGITS}d}", conf.get("MFA_PENDING_SECONDS")
     request.session[STATE] = {"user_id": user.pk, "digest": _digest(user.pk, code), "tries": 0,
-                              "until": time.time() + MAILED_CODE_SECONDS}
-    notices.sign_in_code(user, code, ip, request.META.get("HTTP_USER_AGENT", ""), MAILED_CODE_SECONDS // 60)
+                              "until": time.time() + seconds}  # the waiting sign-in ends then anyway
+    notices.sign_in_code(user, code, ip, request.META.get("HTTP_USER_AGENT", ""), max(1, seconds // 60))
 
 
 def waiting(request: HttpRequest, user: Any) -> bool:

@@ -31,6 +31,7 @@ from loginsvc.mfa import audit, factors, mailed_code, passkeys, pending, policy,
 from loginsvc.mfa.models import Passkey
 
 CODE_ERROR = "That code is not valid. Check your authenticator app, or use a recovery code."
+MAILED_CODE_ERROR = "That code is not valid (wrong, used, or the sign-in waited too long). Check the latest mail."
 PASSWORD_ERROR = "That password is not correct."
 
 
@@ -72,7 +73,8 @@ def second_step_view(request: HttpRequest) -> HttpResponse:
         return render(request, "mfa/second_step.html", {**context, "error": sentence}, status=400)
     result = attempt_second_factor(request, method, code, "form")
     if result.outcome is not Outcome.SUCCESS:
-        return _refused(request, "mfa/second_step.html", {**context, "error": CODE_ERROR}, result)
+        error = MAILED_CODE_ERROR if method == mailed_code.EMAIL else CODE_ERROR
+        return _refused(request, "mfa/second_step.html", {**context, "error": error}, result)
     return account_views.finish_form_sign_in(request, result, next_url)
 
 
