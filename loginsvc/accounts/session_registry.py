@@ -125,6 +125,14 @@ def live(user: User) -> list[LiveSession]:
     return found
 
 
+def find(user: User, public_id: str) -> LiveSession | None:
+    """The user's live session named `public_id` (another user's, or a dead one: None)."""
+    record = SessionRecord.objects.filter(user=user, public_id=public_id).first()
+    if record is None:
+        return None
+    return next((s for s in live(user) if s.record.pk == record.pk), None)
+
+
 def end(session: LiveSession) -> None:
     """End one session at once, on every node: its data leaves the cache and the database, so the
     next request with its cookie is anonymous. Its product sign-ins are the caller's to end."""

@@ -116,11 +116,10 @@ def end_one(request: HttpRequest, public_id: str) -> bool:
     this one, which /logout/ ends)."""
     if public_id == session_registry.current_id(request):
         return False
-    for session in session_registry.live(request.user):
-        if session.record.public_id == public_id:
-            _end(request, session)
-            return True
-    return False
+    session = session_registry.find(request.user, public_id)
+    if session is not None:
+        _end(request, session)
+    return session is not None
 
 
 def end_others(request: HttpRequest) -> int:

@@ -91,9 +91,9 @@ def end_sessions(staff: Any, user: User, ip: str) -> None:
 def end_session(staff: Any, user: User, public_id: str, ip: str) -> bool:
     """End one session of `user` with its product sign-ins; False when it is not live."""
     check_may_act(staff, user)
-    for session in session_registry.live(user):
-        if session.record.public_id == public_id:
-            sessions.end_session(user, session, ip, by=f"admin:{staff.pk}")
-            audited(staff, user, "session ended", ip)
-            return True
-    return False
+    session = session_registry.find(user, public_id)
+    if session is None:
+        return False
+    sessions.end_session(user, session, ip, by=f"admin:{staff.pk}")
+    audited(staff, user, "session ended", ip)
+    return True
