@@ -21,7 +21,9 @@ def production_env(tmp_path, **extra: str) -> dict[str, str]:
     env = node_env(tmp_path, plugin.REDIS.url, LOGINSVC_MODE="production",
                    DJANGO_ALLOWED_HOSTS="login.example.test", DJANGO_SECRET_KEY=STRONG_KEY,
                    LOGINSVC_OIDC_ISSUER="https://login.example.test", LOGINSVC_OIDC_KEY_FILE=str(key_file),
-                   LOGINSVC_MFA_KEY_FILE=str(mfa_key), EMAIL_URL="smtps://login@mx.example.test")
+                   LOGINSVC_MFA_KEY_FILE=str(mfa_key), EMAIL_URL="smtps://login@mx.example.test",
+                   LOGINSVC_IMAP_SERVER="imaps://mail.example.test",
+                   LOGINSVC_SUBMISSION_SERVER="smtp://mail.example.test:587?starttls=1")
     env.update(extra)
     return env
 
@@ -164,3 +166,13 @@ def test_the_admin_is_off_in_production_unless_enabled_and_check_deploy_stays_cl
     assert bad.returncode != 0 and "LOGINSVC_ADMIN_ENABLED" in bad.stderr and bad.stderr.count("\n") <= 3
     local = dict(production_env(tmp_path), LOGINSVC_MODE="local")
     assert manage(local, "shell", "-v", "0", "-c", ROUTES).stdout.strip() == "index"
+
+
+
+def test_check_deploy_warns_when_mail_clients_would_be_sent_to_loopback_or_plain_text(tmp_path) -> None:
+    env = production_env(tmp_path, LOGINSVC_SUBMISSION_SERVER="smtp://mail.example.test:587")
+    del env["LOGINSVC_IMAP_SERVER"]  # the default: make up's Dovecot on loopback
+    warned = manage(env, "check", "--deploy", "--fail-level", "WARNING", check=False)
+    output = warned.stdout + warned.stderr
+    assert warned.returncode == 1 and output.count("loginsvc.W040") == 2
+    assert "LOGINSVC_IMAP_SERVER" in output and "LOGINSVC_SUBMISSION_SERVER" in output

@@ -8,4 +8,8 @@ class MailClientsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from loginsvc.mailclients import app_passwords  # noqa: F401 - connects its receiver
+        from django.core import checks
+
+        from loginsvc.mailclients import app_passwords, discovery  # noqa: F401 - app_passwords connects its receiver
+
+        checks.register(discovery.check_servers, checks.Tags.security, deploy=True)

@@ -75,3 +75,22 @@ def mobileconfig(user: Any, name: str, password: str) -> bytes:
                "PayloadIdentifier": f"{host}.mail-profile.{uuid.uuid4()}", "PayloadUUID": str(uuid.uuid4()),
                "PayloadDisplayName": f"Mail for {user.email}", "PayloadRemovalDisallowed": False}
     return plistlib.dumps(profile)
+
+
+def check_servers(app_configs: object = None, **kwargs: object) -> list:
+    """`manage.py check --deploy`: in production, mail clients must be told to use TLS (their app
+    password crosses the network) and a server they can reach (not this machine's loopback)."""
+    from django.conf import settings
+    from django.core import checks
+
+    if not settings.PRODUCTION:
+        return []
+    found = []
+    for key in ("IMAP_SERVER", "SUBMISSION_SERVER"):
+        scheme, host, _port, starttls = conf.get(key)
+        if host in ("127.0.0.1", "::1", "localhost") or not (scheme.endswith("s") or starttls):
+            found.append(checks.Warning(
+                f"LOGINSVC_{key}: mail clients would be told {scheme}://{host} without TLS or on loopback",
+                hint="Set it to your mail server with TLS, e.g. imaps://mail.example.com (docs/mail-clients.md).",
+                id="loginsvc.W040"))
+    return found
