@@ -12,6 +12,7 @@ it. Nothing here is read on the request path of a signed-in user.
 """
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -125,8 +126,19 @@ def live(user: User) -> list[LiveSession]:
     return found
 
 
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")  # what secrets.token_urlsafe makes
+
+
+def well_formed(public_id: object) -> bool:
+    """Whether `public_id` can be one of ours: anything else (a NUL byte, which PostgreSQL refuses in text,
+    a path) is answered as unknown before it reaches the database."""
+    return isinstance(public_id, str) and PUBLIC_ID.fullmatch(public_id) is not None
+
+
 def find(user: User, public_id: str) -> LiveSession | None:
     """The user's live session named `public_id` (another user's, or a dead one: None)."""
+    if not well_formed(public_id):
+        return None
     record = SessionRecord.objects.filter(user=user, public_id=public_id).first()
     if record is None:
         return None

@@ -24,7 +24,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
-from loginsvc.accounts import sessions, sign_ins
+from loginsvc.accounts import session_registry, sessions, sign_ins
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import normalise_email
 from loginsvc.mail import notices
@@ -106,7 +106,8 @@ def listing(user: Any) -> list[dict[str, Any]]:
 
 def revoke(request: HttpRequest, public_id: str) -> bool:
     """Revoke one of the signed-in user's app passwords: its next login is refused."""
-    if not AppPassword.objects.filter(user=request.user, public_id=public_id).delete()[0]:
+    if not session_registry.well_formed(public_id) or \
+            not AppPassword.objects.filter(user=request.user, public_id=public_id).delete()[0]:
         return False
     audit.revoked(request.user.pk, client_ip(request), public_id)
     return True
@@ -115,7 +116,7 @@ def revoke(request: HttpRequest, public_id: str) -> bool:
 def own(user: Any, public_id: str, password: str) -> AppPassword | None:
     """`user`'s app password `public_id`, if `password` is it (to put it in a profile just after it was shown)."""
     raw = normalise(password)
-    if raw is None:
+    if raw is None or not session_registry.well_formed(public_id):
         return None
     return AppPassword.objects.filter(user=user, public_id=public_id, digest=digest(raw)).first()
 

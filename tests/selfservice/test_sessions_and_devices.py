@@ -192,3 +192,19 @@ def test_a_device_cookie_from_before_device_ids_stays_known_until_its_next_sign_
     upgraded = type("R", (), {"COOKIES": {known_sources.device_cookie_name():
                                           browser.cookies[known_sources.device_cookie_name()].value}})()
     assert known_sources.device_id(upgraded, user.email) == KnownDevice.objects.get(user=user).device_id
+
+
+@pytest.mark.django_db
+def test_ids_that_cannot_be_ours_are_unknown_before_the_database_sees_them(user: Any) -> None:
+    """PostgreSQL refuses a NUL byte in text: such an id must be a 404, never a 500 (CI runs PostgreSQL)."""
+    browser = _browser(user, FIREFOX, "198.51.100.7")
+    form = {"csrfmiddlewaretoken": csrf_from(browser)}
+    for bad in ("\x00", "a\x00b", "x" * 200, "../etc"):
+        assert browser.post("/account/sessions/", {**form, "action": "end", "id": bad}).status_code == 404
+        assert browser.post("/account/sessions/", {**form, "action": "end-mail-client",
+                                                   "id": "app-password:" + bad}).status_code == 404
+        assert browser.post("/account/app-passwords/", {**form, "action": "revoke", "id": bad}).status_code == 404
+    for path in ("/api/sessions/%00", "/api/app-passwords/%00", "/api/mail-clients/app-password:%00"):
+        assert _delete(browser, path).status_code == 404, path
+    profile = browser.post("/account/app-passwords/%00/mobileconfig", {**form, "password": "abcd-efgh-jkmn-pqrs-tuvw"})
+    assert profile.status_code == 404
