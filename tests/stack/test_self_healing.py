@@ -2,17 +2,26 @@
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
+from deploy import dovecot_server
+from deploy.node import manage
 from tests.plugin import free_port
 from tests.stack.conftest import STARTUP_BOUND_SECONDS, Poller, RunningStack, logged_in_browser, start_stack
-from tests.support import Mailbox, Webhook
+from tests.support import Browser, Mailbox, Webhook, require
 
 NODES = ("blue-1", "blue-2", "green-1", "green-2")
+IMAP_EMAIL, IMAP_PASSWORD = "imap.user@example.test", "a long and careful password"
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +145,57 @@ def test_killing_the_router_restarts_it_with_its_state(running_stack: RunningSta
     running_stack.router("POST", "/api/ramp", {"percent": 12})
     running_stack.wait(lambda: all_healthy(running_stack), 20, "stack healthy")
     assert logged_in_browser(running_stack).call("GET", "/api/session").json()["authenticated"] is True
+
+
+def test_mail_clients_keep_logging_in_while_a_cluster_is_killed(running_stack: RunningStack, tmp_path: Path) -> None:
+    """Dovecot asks the login service through the router like any product back end (docs/mail-clients.md):
+    killing the stable cluster while IMAP logins go on refuses none of them for a wrong password; at most
+    the few in flight at the kill get a temporary failure, which mail clients retry."""
+    require(dovecot_server.missing() is None, str(dovecot_server.missing()))
+    secret_file = tmp_path / "dovecot-secret"
+    secret_file.write_text(secrets.token_urlsafe(32) + "\n")
+    assert manage(running_stack.env, "register_mail_server", "--secret-file", str(secret_file)).returncode == 0
+    manage(dict(running_stack.env, LOGINSVC_NEW_PASSWORD=IMAP_PASSWORD), "create_user", IMAP_EMAIL)
+    browser = Browser(running_stack.base)
+    assert browser.login(IMAP_EMAIL, IMAP_PASSWORD).status_code == 200
+    password = browser.call("POST", "/api/app-passwords", json={"name": "imap", "scope": "imap"},
+                            headers={"X-CSRFToken": browser.csrf_token()}).json()["password"]
+    run_dir = Path(tempfile.mkdtemp(prefix="loginsvc-dovecot-"))
+    run_dir.chmod(0o711)  # run as root, Dovecot's mail user must reach the mailboxes
+    dovecot = dovecot_server.DovecotServer(run_dir, free_port(), free_port(), running_stack.base, "dovecot",
+                                           secret_file.read_text().strip(), free_port(), auth_failure_delay="0").start()
+    answers: list[str] = []
+    stop = threading.Event()
+
+    def logins() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            source = f"127.0.{2 + n // 250}.{n % 250 + 2}"  # Dovecot slows an address's logins after a failure
+            try:
+                with socket.create_connection(("127.0.0.1", dovecot.imap_port), 10, source_address=(source, 0)) as raw:
+                    raw.settimeout(10)
+                    raw.recv(1024)
+                    raw.sendall(f'a LOGIN "{IMAP_EMAIL}" "{password}"\r\n'.encode())
+                    answers.append(raw.recv(1024).decode(errors="replace"))
+            except OSError as exc:
+                answers.append(f"socket: {exc}")
+
+    worker = threading.Thread(target=logins, daemon=True)
+    try:
+        worker.start()
+        running_stack.wait(lambda: len(answers) >= 5, 20, "IMAP logins going")
+        killed = running_stack.deploy("kill", "blue")
+        assert killed.returncode == 0, killed
+        before_kill = len(answers)
+        running_stack.wait(lambda: len(answers) >= before_kill + 20, 30, "IMAP logins after the kill")
+        running_stack.wait(lambda: all_healthy(running_stack), 40, "blue restarted and healthy")
+    finally:
+        stop.set()
+        worker.join(15)
+        dovecot.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    refused = [a for a in answers if "AUTHENTICATIONFAILED" in a or "socket:" in a]
+    temporary = [a for a in answers if "UNAVAILABLE" in a]
+    assert refused == [] and len(temporary) <= 2, (refused, temporary)
+    assert sum(a.startswith("a OK") for a in answers) >= len(answers) - 2
