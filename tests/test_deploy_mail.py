@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import re
 import signal
 import smtplib
 import subprocess
@@ -42,7 +43,12 @@ class MailServer:
             smtp.send_message(message, to_addrs=to)
 
     def new(self) -> list[Path]:
-        return sorted((self.maildir / "new").iterdir())
+        """The new messages, oldest first: by the time in their Maildir names (seconds, then microseconds,
+        which Python's mailbox does not pad, so the names alone do not sort)."""
+        def received(path: Path) -> tuple[int, int, str]:
+            stamp = re.match(r"(\d+)\.M(\d+)P", path.name)
+            return (int(stamp[1]), int(stamp[2]), path.name) if stamp else (0, 0, path.name)
+        return sorted((self.maildir / "new").iterdir(), key=received)
 
 
 def env() -> dict[str, str]:
