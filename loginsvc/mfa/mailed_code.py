@@ -14,8 +14,6 @@ password's (a product that requires one still asks for it). Mails are bounded by
 """
 from __future__ import annotations
 
-import hmac
-import secrets
 import time
 from typing import Any
 
@@ -23,30 +21,21 @@ from django.http import HttpRequest
 
 from loginsvc import conf
 from loginsvc.mail import notices
-from loginsvc.mfa import sealing
+from loginsvc.selfservice import codes  # the mailed codes of self-service: the same making, keeping, reading
 
 EMAIL = "email"  # the method, as POST /api/login lists it and POST /api/login/mfa takes it
 STATE = "_mfa_mailed_code"
-DIGITS = 8
 MAX_TRIES = 5
 
 
-def _digest(user_id: Any, code: str) -> str:
-    return sealing.digest(code, f"sign-in-confirmation:{user_id}")
-
-
-def parse(text: object) -> str | None:
-    """The code typed, spaces and hyphens removed, or None unless it is 8 ASCII digits."""
-    if not isinstance(text, str):
-        return None
-    code = text.replace(" ", "").replace("-", "")
-    return code if len(code) == DIGITS and code.isascii() and code.isdigit() else None
+PURPOSE = "sign-in-confirmation"
+parse = codes.parse  # the code typed: 8 ASCII digits, spaces and hyphens dropped (as a recovery code)
 
 
 def send(request: HttpRequest, user: Any, ip: str) -> None:
     """Make a code for this browser's waiting sign-in and queue it to the account's address."""
-    code, seconds = f"{secrets.randbelow(10 ** DIGITS):0{DIGITS}d}", conf.get("MFA_PENDING_SECONDS")
-    request.session[STATE] = {"user_id": user.pk, "digest": _digest(user.pk, code), "tries": 0,
+    code, seconds = codes.new_code(), conf.get("MFA_PENDING_SECONDS")
+    request.session[STATE] = {"user_id": user.pk, "digest": codes.digest(PURPOSE, str(user.pk), code), "tries": 0,
                               "until": time.time() + seconds}  # the waiting sign-in ends then anyway
     notices.sign_in_code(user, code, ip, request.META.get("HTTP_USER_AGENT", ""), max(1, seconds // 60))
 
@@ -64,7 +53,7 @@ def accept(request: HttpRequest, user: Any, code: str) -> bool:
     if not waiting(request, user):
         return False
     state = request.session[STATE]
-    if hmac.compare_digest(state["digest"], _digest(user.pk, code)):
+    if codes.matches(state["digest"], PURPOSE, str(user.pk), code):
         del request.session[STATE]
         return True
     request.session[STATE] = {**state, "tries": state["tries"] + 1}
