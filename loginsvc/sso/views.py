@@ -41,7 +41,7 @@ from oauthlib.common import Request as OAuthRequest
 from loginsvc import conf
 from loginsvc.mfa import factors, pending
 from loginsvc.sso import acr, audit, central, introspection, keys
-from loginsvc.sso.validators import GrantRefused, Retried, Validator
+from loginsvc.sso.validators import GrantRefused, Retried, Validator, is_loopback
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -99,11 +99,6 @@ def authorization_problem(query: Any) -> str | None:
     return acr.problem(query)
 
 
-def _loopback(redirect_uri: str) -> bool:
-    """A native app's loopback redirect (RFC 8252 §7.3)."""
-    return redirect_uri.startswith(("http://127.0.0.1:", "http://127.0.0.1/", "http://[::1]:", "http://[::1]/"))
-
-
 class AuthorizationView(toolkit.AuthorizationView):
     """OpenID Connect Core §3.1.2: the authorization endpoint, for an already signed-in user."""
 
@@ -123,7 +118,7 @@ class AuthorizationView(toolkit.AuthorizationView):
             if "none" in prompt:  # §3.1.2.6: the user must interact (the second factor)
                 return self._error_redirect("interaction_required", "a second factor is required")
             return self._step_up(request)
-        if _loopback(request.GET.get("redirect_uri", "")):
+        if is_loopback(request.GET.get("redirect_uri", "")):
             # RFC 8252 §8.6: any program on the machine can receive a loopback redirect with a code of its
             # own asking; the person must see and allow each such request (no "auto" approval).
             request.GET = request.GET.copy()
@@ -136,7 +131,7 @@ class AuthorizationView(toolkit.AuthorizationView):
     def redirect(self, redirect_to: str, application: Any) -> HttpResponse:
         """The toolkit's redirect back to the product, with `http` allowed for a loopback redirect: a native
         app's (RFC 8252 §7.3), which products.py registers even where other redirects must be https."""
-        if _loopback(redirect_to):
+        if is_loopback(redirect_to):
             return OAuth2ResponseRedirect(redirect_to, ["https", "http"])
         return super().redirect(redirect_to, application)
 
