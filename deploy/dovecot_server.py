@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from deploy.node import wait_for
+from deploy.node import port_open, wait_for
 
 TEMPLATES = Path(__file__).resolve().parent / "dovecot"
 IMAP_PORT, SUBMISSION_PORT = 1143, 1587  # `make up`'s: unprivileged neighbours of 143 and 587
@@ -121,12 +121,9 @@ class DovecotServer:
         self.render()
         self.process = subprocess.Popen(["dovecot", "-F", "-c", str(self.config)], env=self.environment(),
                                         stdout=subprocess.DEVNULL, stderr=open(self.run_dir / "stderr.log", "ab"))
-        import socket
-
         def listening() -> bool:
             assert self.process is not None and self.process.poll() is None, self.failure()
-            with socket.create_connection(("127.0.0.1", self.imap_port), timeout=1):
-                return True
+            return port_open(self.imap_port)
 
         wait_for(listening, timeout, "Dovecot listening")
         return self

@@ -13,7 +13,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from canary import secret
 from deploy import dovecot_server, programs
 from deploy.cli import Parser, print_table
 from deploy.demo_products import SECRET_ENV as DEMO_SECRET_ENV, products_toml
-from deploy.node import http_ok, manage, still_running
+from deploy.node import http_ok, manage, port_open, still_running
 from deploy.operations import Stack, node_ready, wait_for
 from deploy.router_client import RouterError
 from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAULT_DEMO_LISTEN, DEFAULT_LISTEN,
@@ -212,14 +211,6 @@ def start_dovecot(stack: Stack, env: dict[str, str], started: Callable[[Callable
     programs.write_dovecot(spec, conf.load(env)["MAIL_SERVER_CLIENT"])  # as the nodes read it
     stack.supervisor.add_program("dovecot")
     wait_for(started(lambda: port_open(dovecot_server.IMAP_PORT)), READY_TIMEOUT, "Dovecot's IMAP port")
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def shut_down(stack: Stack, process: subprocess.Popen[bytes], pids: set[int]) -> None:

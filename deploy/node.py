@@ -52,9 +52,18 @@ def still_running(process: subprocess.Popen[bytes] | None, what: str) -> None:
         raise RuntimeError(f"{what} exited with {process.returncode}")
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port now."""
+    try:
+        with socket.create_connection((host, port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
     """Block until something accepts TCP connections on host:port."""
-    wait_for(lambda: socket.create_connection((host, port), 0.2).close() or True, timeout, f"port {port}")
+    wait_for(lambda: port_open(port, host), timeout, f"port {port}")
 
 
 def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
