@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,6 +35,14 @@ LOGIN_NOTICE = "loginsvc_login_notice"  # session key: failed attempts to show o
 
 def json_error(status: int, error: str, **extra: object) -> JsonResponse:
     return JsonResponse({"error": error, **extra}, status=status)
+
+
+def json_deleted(request: HttpRequest, end: Callable[[], bool], missing: str) -> HttpResponse:
+    """A signed-in user's DELETE of something of theirs: 401 when not signed in, else `end()`: 204 when it
+    ended something, 404 (`missing`) when there was nothing of theirs to end."""
+    if not request.user.is_authenticated:
+        return json_error(401, "not signed in")
+    return HttpResponse(status=204) if end() else json_error(404, missing)
 
 
 @never_cache

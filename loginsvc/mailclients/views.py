@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from loginsvc import conf
-from loginsvc.accounts.views import json_body, json_error, no_store
+from loginsvc.accounts.views import json_body, json_deleted, json_error, no_store
 from loginsvc.mailclients import app_passwords, discovery, server_check
 from loginsvc.sso import views as sso_views
 
@@ -80,9 +80,7 @@ def api_app_passwords_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["DELETE"])
 def api_app_password_view(request: HttpRequest, public_id: str) -> HttpResponse:
     """DELETE: 204; 404 for no such app password of this account."""
-    if not request.user.is_authenticated:
-        return json_error(401, "not signed in")
-    return HttpResponse(status=204) if app_passwords.revoke(request, public_id) else json_error(404, "no such app password")
+    return json_deleted(request, lambda: app_passwords.revoke(request, public_id), "no such app password")
 
 
 @csrf_exempt  # a server-to-server call, authenticated by the mail server's client secret

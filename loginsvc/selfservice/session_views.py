@@ -12,7 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from loginsvc.accounts.views import json_error
+from loginsvc.accounts.views import json_deleted, json_error
 from loginsvc.selfservice import sessions
 
 
@@ -61,11 +61,8 @@ def api_sessions_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["DELETE"])
 def api_session_view(request: HttpRequest, public_id: str) -> HttpResponse:
     """DELETE: 204, its product sign-ins ended too; 404 for no such other session of the user."""
-    if not request.user.is_authenticated:
-        return json_error(401, "not signed in")
-    if not sessions.end_one(request, public_id):
-        return json_error(404, "no such session (this one ends with /logout/)")
-    return HttpResponse(status=204)
+    return json_deleted(request, lambda: sessions.end_one(request, public_id),
+                        "no such session (this one ends with /logout/)")
 
 
 @never_cache
@@ -84,8 +81,4 @@ def api_end_others_view(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["DELETE"])
 def api_mail_client_view(request: HttpRequest, client_id: str) -> HttpResponse:
     """DELETE: 204, that mail program signed out (its app password revoked or its tokens ended); 404."""
-    if not request.user.is_authenticated:
-        return json_error(401, "not signed in")
-    if not sessions.end_mail_client(request, client_id):
-        return json_error(404, "no such mail program")
-    return HttpResponse(status=204)
+    return json_deleted(request, lambda: sessions.end_mail_client(request, client_id), "no such mail program")
