@@ -283,9 +283,9 @@ OPTIONS: dict[str, Option] = {
     "OIDC_KEY_RELOAD_SECONDS": Option(5, _positive_int, "How often a process looks at the key file for a rotation."),
     "AUTH_CODE_SECONDS": Option(60, _positive_int, "An authorization code is redeemable this long, once."),
     "ACCESS_TOKEN_SECONDS": Option(600, _positive_int, "Lifetime of access tokens (and ID tokens)."),
-    "REFRESH_RETRY_SECONDS": Option(10, _non_negative_int, "A confidential product that presents a refresh token "
-                                    "again this soon after rotating it (a retry after a lost answer or a "
-                                    "failover) gets the same new pair; later, or any other client, is a replay "
+    "REFRESH_RETRY_SECONDS": Option(10, _non_negative_int, "A confidential product or a mail client that presents "
+                                    "a refresh token again this soon after rotating it (a retry after a lost answer "
+                                    "or a failover) gets the same new pair; later, or any other client, is a replay "
                                     "that revokes the family (0: every reuse is a replay)."),
     "BACKCHANNEL_TIMEOUT_SECONDS": Option(3.0, _positive_float, "Timeout of one back-channel logout delivery."),
     "BACKCHANNEL_MAX_BACKOFF_SECONDS": Option(300, _positive_int, "Longest wait between two deliveries of one logout."),
@@ -317,6 +317,8 @@ OPTIONS: dict[str, Option] = {
     "MAIL_CLIENTS": Option(("mail-client",), lambda raw: tuple(c.strip() for c in raw.split(",") if c.strip()),
                            "Comma-separated client ids that may ask for the scopes mail (IMAP and SMTP with the "
                            "token) and offline_access (refresh tokens for months): the mail clients' products."),
+    "DEVICE_CODE_SECONDS": Option(600, _positive_int, "A device authorization (a mail client without a browser, "
+                                  "RFC 8628) waits this long for its user code to be entered at /device."),
     "MAIL_SERVER_CLIENT": Option("dovecot", _text, "The client id of the mail server, the one confidential client "
                                  "that may ask POST /api/mail/check whether a mail client's login is right."),
     # --- Tests only (loginsvc/delay.py); refused in production ---

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from loginsvc import conf, files
 from loginsvc.mail import smtp
@@ -284,6 +285,14 @@ OAUTH2_PROVIDER = {
     # The toolkit would delete every token of the user, in every browser; sso/logout.py revokes exactly
     # the ending session's tokens (and notifies its products).
     "OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS": False,
+    # RFC 8628, for mail clients without a browser (sso/device.py): the person answers at /device; the
+    # device polls every 5 s. Our validator finds the grant's user (the toolkit's pre-token hook would
+    # raise DoesNotExist, a 500, for an unknown device code).
+    "OAUTH_DEVICE_VERIFICATION_URI": LOGINSVC["OIDC_ISSUER"] + "/device",
+    "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": LOGINSVC["OIDC_ISSUER"] + "/device?user_code={user_code}",
+    "OAUTH_DEVICE_USER_CODE_GENERATOR": lambda: import_string("loginsvc.sso.device.user_code")(),
+    "OAUTH_PRE_TOKEN_VALIDATION": [],
+    "DEVICE_FLOW_INTERVAL": 5,
 }
 
 # --- Request limits: bad input is a 400, never a 500 --------------------------------------------

@@ -8,6 +8,7 @@ from django.views.static import serve
 
 from loginsvc import conf
 
+from loginsvc.sso import device_views
 from loginsvc.sso import views as sso_views
 
 urlpatterns = [
@@ -16,6 +17,8 @@ urlpatterns = [
     path("", include("loginsvc.selfservice.urls")),
     path("", include("loginsvc.mailclients.urls")),
     path("oidc/", include("loginsvc.sso.urls")),
+    # RFC 8628 §3.3: short to type from a device's screen.
+    path("device", device_views.device_view, name="device"),
     # The issuer is the router's origin, so discovery also lives at the root (OpenID Connect Discovery §4).
     re_path(r"^\.well-known/openid-configuration$", sso_views.DiscoveryView.as_view(), name="oidc-discovery"),
 ]

@@ -1,4 +1,4 @@
-"""Refused OAuth and OpenID Connect requests as structured log lines, never with a secret in them.
+"""Refused OAuth and OpenID Connect requests, and devices allowed or refused, as structured log lines, never with a secret in them.
 
 Logged: the endpoint, the OAuth error code, the client id (public), the grant type and the client
 address. Never: codes, tokens, code verifiers, client secrets, ID token hints.
@@ -36,3 +36,9 @@ def retried(request: HttpRequest, client_id: str) -> None:
     worth seeing when a product retries often."""
     log.info("sso: refresh retry answered", extra={"endpoint": "token", "client_id": _clean(client_id),
                                                     "client_ip": client_ip(request)})
+
+
+def device_decided(request: HttpRequest, client_id: str, allowed: bool) -> None:
+    """A person allowed or refused a device's sign-in at /device (RFC 8628): who, for which client, from where."""
+    log.info("sso: device allowed" if allowed else "sso: device refused",
+             extra={"user_id": request.user.pk, "client_id": _clean(client_id), "client_ip": client_ip(request)})

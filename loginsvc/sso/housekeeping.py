@@ -1,4 +1,4 @@
-"""Rows nobody needs any more: sign-ins past every lifetime, retry receipts past their window, the
+"""Rows nobody needs any more: sign-ins past every lifetime, retry receipts past their window, device grants, the
 toolkit's expired tokens, expired sessions with their session records, and old audit trail rows.
 
 Run by every node's back-channel thread now and then (backchannel.Worker.loop); the deletes are
@@ -15,7 +15,7 @@ from oauth2_provider.models import clear_expired
 from loginsvc import conf
 from loginsvc.accounts import session_registry
 from loginsvc.staff import trail
-from loginsvc.sso import refresh_retry
+from loginsvc.sso import device, refresh_retry
 from loginsvc.sso.models import SignIn
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def tidy(force: bool = False) -> None:
     _last = time.monotonic()
     removed = stale_sign_ins()
     refresh_retry.tidy()
+    device.tidy()
     clear_expired()  # django-oauth-toolkit: expired grants, access, refresh and ID tokens
     dead_refresh_tokens()
     session_registry.clear_expired()  # Django's `clearsessions`, and the sessions page's records of them

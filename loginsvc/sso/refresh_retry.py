@@ -5,13 +5,20 @@ over, a timeout) retries with the old refresh token. Rotation has already revoke
 reuse detection (RFC 9700 §4.14.2) would revoke the whole family and sign the user out of that
 product: a failover that users notice. Ory Hydra learnt this the hard way (its "graceful refresh").
 
-The choice: for REFRESH_RETRY_SECONDS (10 s) after a rotation, the same *confidential* client,
-authenticated with its secret, presenting the old token gets the very pair the rotation issued
+The choice: for REFRESH_RETRY_SECONDS (10 s) after a rotation, the same confidential client,
+authenticated with its secret (or a mail client: below), presenting the old token gets the very pair the rotation issued
 (tokens are stored hashed, so that answer is kept sealed in a RotationReceipt: AES-GCM under a key
 derived from the old refresh token, which only its holder knows; the database alone cannot open
-it). Not for public clients: anyone holding a stolen public client's token could claim the retry,
-so their reuse is always a replay. Not once the pair was revoked (a logout, the user disabled):
-then the reuse is a replay as before. After the window, reuse is a replay.
+it). Not once the pair was revoked (a logout, the user disabled): then the reuse is a replay as
+before. After the window, reuse is a replay.
+
+Public clients: only the mail clients' products (LOGINSVC_MAIL_CLIENTS). A mail client stays signed in
+for months and refreshes from laptops that sleep mid-request and phones that change networks; without
+the window, one lost answer signs it out and the person must sign in again (Okta's and Auth0's
+reuse intervals exist for these clients too). The price: a thief holding a mail client's refresh
+token who presents it within the window of the real client's rotation gets the same pair instead of
+revoking the family; outside those seconds, reuse detection is as before. Other public products
+(browser apps) get no window: anyone may present their client id, and they rarely lose an answer.
 """
 from __future__ import annotations
 
@@ -54,7 +61,8 @@ def unseal(old_token: str, sealed: str) -> dict[str, Any] | None:
 
 
 def enabled_for(client: Any) -> bool:
-    return conf.get("REFRESH_RETRY_SECONDS") > 0 and client.client_type == client.CLIENT_CONFIDENTIAL
+    return conf.get("REFRESH_RETRY_SECONDS") > 0 and (client.client_type == client.CLIENT_CONFIDENTIAL
+                                                       or client.client_id in conf.get("MAIL_CLIENTS"))
 
 
 def keep(old_token: str, client: Any, answer: dict[str, Any]) -> None:

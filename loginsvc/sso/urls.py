@@ -6,7 +6,7 @@ from django.urls import path, re_path
 from django.views.decorators.cache import never_cache
 from oauth2_provider import views as toolkit
 
-from loginsvc.sso import rp_logout, views
+from loginsvc.sso import device_views, rp_logout, views
 from loginsvc.sso.views import refuse_nul
 
 app_name = "oauth2_provider"
@@ -16,6 +16,9 @@ urlpatterns = [
     path("token/", refuse_nul(views.TokenView.as_view()), name="token"),
     path("revoke/", refuse_nul(views.RevokeView.as_view()), name="revoke-token"),
     path("introspect/", refuse_nul(views.introspect_view), name="introspect"),
+    # RFC 8628 §3.1: a mail client without a browser asks here; its owner answers at /device (root URLs).
+    path("device-authorization/", refuse_nul(device_views.DeviceAuthorizationView.as_view()),
+         name="device-authorization"),
     path("userinfo/", refuse_nul(never_cache(toolkit.UserInfoView.as_view())), name="user-info"),
     path("jwks/", views.jwks_view, name="jwks-info"),
     path("logout/", refuse_nul(rp_logout.LogoutView.as_view()), name="rp-initiated-logout"),

@@ -38,7 +38,7 @@ from oauthlib.common import Request
 from oauthlib.oauth2.rfc6749 import errors
 
 from loginsvc import conf
-from loginsvc.sso import central, keys, reads, refresh_retry, token_rules
+from loginsvc.sso import central, device, keys, reads, refresh_retry, token_rules
 from loginsvc.sso.introspection import checksum
 from loginsvc.sso.models import SignIn
 
@@ -187,6 +187,18 @@ class Validator(OAuth2Validator):
             return False
         return super().validate_scopes(client_id, scopes, client, request, *args, **kwargs)
 
+    # --- the device authorization grant (RFC 8628; device.py) ---------------------------------------------------
+    def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Request, *args: Any,
+                            **kwargs: Any) -> bool:
+        """The toolkit's check, and the device grant for the mail clients' products too: a product is registered
+        with one grant type (authorization-code), and a mail client may use either way to sign in."""
+        if grant_type == device.GRANT_TYPE and device.may_use(client.client_id):
+            return True
+        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+
+    def validate_device_code(self, client_id: str, code: str, request: Request, *args: Any, **kwargs: Any) -> str | None:
+        return device.poll(request.client, code, request)
+
     # --- redirect URIs -----------------------------------------------------------------------------------
     def validate_redirect_uri(self, client_id: str, redirect_uri: str, request: Request, *args: Any, **kwargs: Any) -> bool:
         """RFC 9700 §2.1 / §4.1.3: exact string match with a registered URI, but for the port of a loopback
@@ -261,6 +273,8 @@ class Validator(OAuth2Validator):
             self._rotate(token, request)
             refresh_retry.keep(request.refresh_token, request.client, token)
             return
+        if request.grant_type == device.GRANT_TYPE and not device.spend(request):
+            raise GrantRefused("the device code was already used")
         if request.grant_type == "authorization_code":
             # RFC 8707 first: it reads the grant's resources, which _spend_code deletes; the toolkit's
             # save asks again and keeps what this call settled.

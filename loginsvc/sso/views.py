@@ -40,7 +40,7 @@ from oauthlib.common import Request as OAuthRequest
 
 from loginsvc import conf
 from loginsvc.mfa import factors, pending
-from loginsvc.sso import acr, audit, central, introspection, keys
+from loginsvc.sso import acr, audit, central, device, introspection, keys
 from loginsvc.sso.validators import GrantRefused, Retried, Validator, is_loopback
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -230,8 +230,9 @@ def _discovery_extras() -> dict[str, Any]:
     return {
         "id_token_signing_alg_values_supported": [keys.ALGORITHM],
         "code_challenge_methods_supported": ["S256"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", device.GRANT_TYPE],
         "revocation_endpoint": issuer + reverse("oauth2_provider:revoke-token"),
+        "device_authorization_endpoint": issuer + reverse("oauth2_provider:device-authorization"),  # RFC 8628 §4
         "introspection_endpoint": issuer + reverse("oauth2_provider:introspect"),
         # "none": a public product revokes its own tokens with its client_id alone (RFC 7009 §2.1).
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -321,7 +322,7 @@ def introspect_view(request: HttpRequest) -> HttpResponse:
     return _no_store(JsonResponse(introspection.body(client, token)))
 
 
-GRANT_TYPES = ("authorization_code", "refresh_token")
+GRANT_TYPES = ("authorization_code", "refresh_token", device.GRANT_TYPE)
 MAX_PARAMETER_LENGTH = 2048  # longer than any redirect URI we register; codes and tokens are far shorter
 
 
@@ -330,7 +331,8 @@ def malformed_token_request(request: HttpRequest) -> tuple[str, str] | None:
 
     RFC 6749 §3.2: no parameter more than once (the toolkit reads the last value of each, so a
     repeated one passed). §5.2: a grant type we do not offer is unsupported_grant_type (the toolkit
-    answers unauthorized_client for password and client_credentials, and a 500 for device_code).
+    answers unauthorized_client for password and client_credentials). The device grant is offered
+    (to the mail clients' products: validators.validate_grant_type).
     """
     for values in request.POST.lists():
         if len(values[1]) > 1:
@@ -344,7 +346,7 @@ def malformed_token_request(request: HttpRequest) -> tuple[str, str] | None:
     if not grant_type:
         return "invalid_request", "grant_type is missing"
     if grant_type not in GRANT_TYPES:
-        return "unsupported_grant_type", "only authorization_code and refresh_token"
+        return "unsupported_grant_type", "only authorization_code, refresh_token and device_code"
     return None
 
 
@@ -363,7 +365,10 @@ class TokenView(toolkit.TokenView):
         response: HttpResponse | None = None
         if refused is None:
             try:
-                response = super().post(request, *args, **kwargs)
+                # Every grant through oauthlib and our validator, the device grant's polls too (RFC 8628 §3.5:
+                # validate_device_code, device.py): the toolkit's post would read the device grant itself,
+                # answering an unknown device code with a 404 and a missing one with a 500.
+                response = self.authorization_flow_token_response(request)
             except GrantRefused as refusal:
                 if refusal.undo is not None:
                     refusal.undo()

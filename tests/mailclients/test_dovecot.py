@@ -245,3 +245,32 @@ def test_a_token_without_the_mail_scope_or_a_garbled_one_is_refused(mail_stack: 
     for garbled in ("x" * 600, "not a token", "\u00e9t\u00e9"):
         answer = bearer_login(mail_stack, "XOAUTH2", "jo@example.test", garbled)[0]
         assert answer != "OK" and "UNAVAILABLE" not in answer, (garbled, answer)
+
+
+@pytest.mark.browser
+def test_rfc8628_a_device_signed_in_at_the_device_page_in_chromium_opens_imap(mail_stack: MailStack, chrome) -> None:
+    from selenium.webdriver.common.by import By
+
+    from tests.test_browser import submit
+
+    email = "kim@example.test"
+    mail_stack.account(email)
+    started = requests.post(mail_stack.node.url + "/oidc/device-authorization/", timeout=10,
+                            data={"client_id": oauth.CLIENT_ID, "scope": "openid mail offline_access"}).json()
+    # The device's QR code: the page with the code filled in, reached through the sign-in page.
+    chrome.get(mail_stack.node.url + "/device" + started["verification_uri_complete"].split("/device", 1)[1])
+    chrome.find_element(By.ID, "id_username").send_keys(email)
+    chrome.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    submit(chrome)
+    assert chrome.find_element(By.ID, "user-code").get_attribute("value") == started["user_code"].replace("-", "")
+    submit(chrome)
+    assert chrome.title.startswith("Allow Mail app?")
+    assert chrome.find_element(By.ID, "device-code").text == started["user_code"]   # to compare with the device's
+    chrome.find_element(By.ID, "device-allow").click()
+    assert "The device is signed in" in chrome.find_element(By.ID, "device-decided").text
+
+    tokens = requests.post(mail_stack.node.url + "/oidc/token/", timeout=10, data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": started["device_code"],
+        "client_id": oauth.CLIENT_ID})
+    assert tokens.status_code == 200, tokens.text
+    assert bearer_login(mail_stack, "OAUTHBEARER", email, tokens.json()["access_token"]) == ("OK", [])

@@ -9,7 +9,7 @@ from tests.sso.conftest import ISSUER
 
 PATHS = ["/.well-known/openid-configuration", "/oidc/.well-known/openid-configuration"]
 ENDPOINTS = ["authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "revocation_endpoint",
-             "introspection_endpoint", "end_session_endpoint"]
+             "introspection_endpoint", "end_session_endpoint", "device_authorization_endpoint"]
 
 
 def discovery(path: str, **headers: str) -> dict:
@@ -51,7 +51,8 @@ def test_3_endpoints_products_need(db: None) -> None:
     assert document["backchannel_logout_session_supported"] is True
     assert document["response_types_supported"] == ["code"]
     assert document["id_token_signing_alg_values_supported"] == ["RS256"]
-    assert set(document["grant_types_supported"]) == {"authorization_code", "refresh_token"}
+    assert set(document["grant_types_supported"]) == {"authorization_code", "refresh_token",
+                                                      "urn:ietf:params:oauth:grant-type:device_code"}  # RFC 8628 §4
     assert {"openid", "email", "profile"} <= set(document["scopes_supported"])
     assert {"sub", "email", "email_verified", "name", "sid", "auth_time"} <= set(document["claims_supported"])
     # Confidential products authenticate with their secret; public ones ("none") only with PKCE.

@@ -153,8 +153,8 @@ def test_5_2_unknown_code_is_invalid_grant(product: Product, value: str) -> None
 
 
 # --- unsupported_grant_type -------------------------------------------------------------------------------
+# (The device grant is offered to the mail clients' products only: tests/mailclients/test_device_grant.py.)
 @pytest.mark.parametrize("grant_type", ["password", "client_credentials", "implicit", "garbage",
-                                        "urn:ietf:params:oauth:grant-type:device_code",
                                         "urn:ietf:params:oauth:grant-type:jwt-bearer", ""])
 def test_5_2_other_grant_types_are_unsupported_grant_type(product: Product, user, grant_type: str) -> None:
     from tests.conftest import PASSWORD

@@ -66,7 +66,8 @@ def test_4_14_2_a_retry_after_the_window_is_a_replay(signed_in: Client, product:
 
 
 def test_4_14_2_a_public_product_has_no_retry_window(signed_in: Client) -> None:
-    """Anyone may present a public client's id: its reuse is always a replay."""
+    """Anyone may present a public client's id: its reuse is always a replay (the mail clients' products aside:
+    tests/mailclients/test_mail_tokens.py)."""
     public = register("mobile", confidential=False, first_party=False)
     public.application.skip_authorization = True
     public.application.save()

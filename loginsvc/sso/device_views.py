@@ -1,0 +1,88 @@
+"""The device authorization grant's two doors: the device's request (RFC 8628 §3.1) and the person's page, /device.
+
+Thin: decisions are in device.py. The device's endpoint is the toolkit's (oauthlib checks the client and the
+scopes); ours then refuses products other than the mail clients' and keeps the grant with our lifetime and
+user code. The page is a signed-in page with CSRF like every form here: a code first (from the device's
+screen, or already in the address when the device showed a QR code), then the client's name and what it asks,
+with the code shown again so the person can compare it with the device's (§5.4: a code sent by someone else
+would otherwise let them in), then Allow or Refuse.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_http_methods
+from oauth2_provider import views as toolkit
+from oauth2_provider.models import Application
+from oauth2_provider.scopes import get_scopes_backend
+
+from loginsvc import conf
+from loginsvc.accounts import throttle
+from loginsvc.accounts.authentication import counted
+from loginsvc.accounts.models import normalise_email
+from loginsvc.accounts.views import no_store
+from loginsvc.sso import audit, device
+
+NOT_WAITING = "That code is not waiting for an answer: check it on your device, or start again there."
+LOCKED = "Too many wrong codes. Try again later."
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class DeviceAuthorizationView(toolkit.DeviceAuthorizationView):
+    """POST /oidc/device-authorization/ (form: client_id, scope): 200 RFC 8628 §3.2's JSON, or §5.2's error JSON.
+    Every answer is no-store: the device code is the device's secret until it is spent."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        headers, body, status = self.create_device_authorization_response(request)
+        if status != 200:
+            return no_store(JsonResponse(json.loads(body), status=status, headers=headers))
+        client_id = request.POST["client_id"]   # oauthlib found the client by it
+        if not device.may_use(client_id):
+            audit.refused(request, "device_authorization", "unauthorized_client", client_id=client_id)
+            return no_store(JsonResponse({"error": "unauthorized_client", "error_description":
+                                          "this client may not use the device authorization grant"}, status=400))
+        device.create(client_id, body["device_code"], body["user_code"], body.get("scope", ""))
+        body.update(user_code=device.display(body["user_code"]), expires_in=conf.get("DEVICE_CODE_SECONDS"))
+        return no_store(JsonResponse(body))
+
+
+@never_cache
+@csrf_protect
+@login_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def device_view(request: HttpRequest) -> HttpResponse:
+    """GET (?user_code= from a QR code): the code form. POST `user_code` and `action`: "check" shows the client
+    and the code to confirm; "allow" or "refuse" decides. Wrong codes count like wrong passwords (429)."""
+    typed = request.POST.get("user_code") if request.method == "POST" else request.GET.get("user_code")
+    context: dict[str, Any] = {"user_code": (typed or "")[:32]}
+    if request.method != "POST":
+        return render(request, "sso/device.html", context)
+    email = normalise_email(request.user.email)
+    attempt, locked = counted(request, email, "device", known=True)
+    if locked is not None:
+        response = render(request, "sso/device.html", dict(context, error=LOCKED), status=429)
+        response["Retry-After"] = str(locked.retry_after)
+        return response
+    code = device.normalise(typed or "")
+    grant = device.waiting(code) if code else None
+    if grant is None:
+        return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=400)
+    throttle.succeeded(attempt)
+    action = request.POST.get("action")
+    if action in ("allow", "refuse"):
+        if not device.decide(request, grant, allow=action == "allow"):
+            return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=409)
+        audit.device_decided(request, grant.client_id, allowed=action == "allow")
+        return render(request, "sso/device.html", {"decided": action})
+    application = Application.objects.get(client_id=grant.client_id)
+    scopes = get_scopes_backend().get_all_scopes()
+    return render(request, "sso/device.html", {
+        "grant": grant, "application": application, "code": device.display(grant.user_code),
+        "scopes_descriptions": [scopes.get(s, s) for s in grant.scope.split()]})
