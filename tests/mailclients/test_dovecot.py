@@ -247,6 +247,20 @@ def test_a_token_without_the_mail_scope_or_a_garbled_one_is_refused(mail_stack: 
         assert answer != "OK" and "UNAVAILABLE" not in answer, (garbled, answer)
 
 
+def test_an_expired_token_is_refused_cleanly(mail_stack: MailStack) -> None:
+    """Past its lifetime (LOGINSVC_ACCESS_TOKEN_SECONDS) a mail token opens nothing; the mail server hears
+    `active: false`, never an error. (A token of any other product lacks the `mail` scope: the test above.)"""
+    email = "lea@example.test"
+    token = mail_tokens(mail_stack, mail_stack.account(email))["access_token"]
+    assert bearer_login(mail_stack, "XOAUTH2", email, token) == ("OK", [])
+    manage(mail_stack.node.env, "shell", "-v", "0", "-c",
+           "from datetime import timedelta; from django.utils import timezone; "
+           "from oauth2_provider.models import AccessToken; from loginsvc.sso.introspection import checksum; "
+           f"AccessToken.objects.filter(token_checksum=checksum({token!r}))"
+           ".update(expires=timezone.now() - timedelta(seconds=1))")
+    refused, challenges = bearer_login(mail_stack, "OAUTHBEARER", email, token)
+    assert "AUTHENTICATIONFAILED" in refused and json.loads(challenges[0])["status"] == "invalid_token"
+
 @pytest.mark.browser
 def test_rfc8628_a_device_signed_in_at_the_device_page_in_chromium_opens_imap(mail_stack: MailStack, chrome) -> None:
     from selenium.webdriver.common.by import By
