@@ -104,6 +104,8 @@ def poll(client: Any, device_code: str, request: Request) -> str | None:
     if grant is None:
         return None
     now = timezone.now()
+    if grant.status == DeviceGrant.EXPIRED or grant.expires <= now:
+        return EXPIRED
     if grant.status == DeviceGrant.DENIED:
         return DENIED
     if grant.status == DeviceGrant.AUTHORIZED:
@@ -112,8 +114,6 @@ def poll(client: Any, device_code: str, request: Request) -> str | None:
             return None   # the session that allowed it has ended, or the account may no longer sign in
         request.user, request.scopes, request.sign_in = grant.user, grant.scope.split(), sign_in
         return AUTHORIZED
-    if grant.status == DeviceGrant.EXPIRED or grant.expires <= now:
-        return EXPIRED
     too_soon = grant.last_checked > now - timedelta(seconds=oauth2_settings.DEVICE_FLOW_INTERVAL)
     DeviceGrant.objects.filter(pk=grant.pk).update(last_checked=now)
     return SLOW_DOWN if too_soon else PENDING

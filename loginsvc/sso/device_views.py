@@ -5,16 +5,19 @@ scopes); ours then refuses products other than the mail clients' and keeps the g
 user code. The page is a signed-in page with CSRF like every form here: a code first (from the device's
 screen, or already in the address when the device showed a QR code), then the client's name and what it asks,
 with the code shown again so the person can compare it with the device's (§5.4: a code sent by someone else
-would otherwise let them in), then Allow or Refuse.
+would otherwise let them in), then Allow or Refuse. A product that requires a multi-factor sign-in (or ops'
+policy for the user) sends a password-only session through its second factor first, as authorization does.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
@@ -28,7 +31,8 @@ from loginsvc.accounts import throttle
 from loginsvc.accounts.authentication import counted
 from loginsvc.accounts.models import normalise_email
 from loginsvc.accounts.views import no_store
-from loginsvc.sso import audit, device
+from loginsvc.sso import acr, audit, central, device
+from loginsvc.sso.views import step_up
 
 NOT_WAITING = "That code is not waiting for an answer: check it on your device, or start again there."
 LOCKED = "Too many wrong codes. Try again later."
@@ -75,6 +79,9 @@ def device_view(request: HttpRequest) -> HttpResponse:
     if grant is None:
         return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=400)
     throttle.succeeded(attempt)
+    if acr.needed({"client_id": grant.client_id}, request.user) > central.acr_of(central.amr(request)):
+        # The product requires a multi-factor sign-in (require_mfa), or ops' policy does of this user.
+        return step_up(request, f"{reverse('device')}?{urlencode({'user_code': device.display(grant.user_code)})}")
     action = request.POST.get("action")
     if action in ("allow", "refuse"):
         if not device.decide(request, grant, allow=action == "allow"):

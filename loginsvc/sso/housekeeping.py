@@ -28,7 +28,9 @@ def stale_sign_ins(now: float | None = None) -> int:
     """Delete sign-ins whose code was never redeemed, and those older than the central session may live
     (their refresh tokens are refused by then: validators.py); how many."""
     now = time.time() if now is None else now
-    cutoff = datetime.fromtimestamp(now - conf.get("AUTH_CODE_SECONDS") - CODE_GRACE_SECONDS, tz=timezone.utc)
+    # A device's allowed grant is collected within its own lifetime (sso/device.py), a code within the code's.
+    waits = max(conf.get("AUTH_CODE_SECONDS"), conf.get("DEVICE_CODE_SECONDS"))
+    cutoff = datetime.fromtimestamp(now - waits - CODE_GRACE_SECONDS, tz=timezone.utc)
     unredeemed = SignIn.objects.filter(token_family__isnull=True, created__lt=cutoff)
     too_old = (SignIn.objects.filter(offline=False, auth_time__lt=now - conf.get("SESSION_MAX_SECONDS"))
                | SignIn.objects.filter(offline=True, auth_time__lt=now - conf.get("OFFLINE_MAX_SECONDS")))

@@ -99,6 +99,15 @@ def authorization_problem(query: Any) -> str | None:
     return acr.problem(query)
 
 
+def step_up(request: HttpRequest, back: str) -> HttpResponse:
+    """The signed-in user's way to a multi-factor sign-in, then to `back` (a path of ours): the second step's
+    page (not the password again), or, without a second factor, the account page to set one up."""
+    if factors.methods_of(request.user):
+        pending.begin(request, request.user, amr=central.amr(request), counted=False)
+        return HttpResponseRedirect(f"{reverse('login-mfa')}?{urlencode({'next': back})}")
+    return HttpResponseRedirect(f"{reverse('mfa-account')}?{urlencode({'next': back, 'required': '1'})}")
+
+
 class AuthorizationView(toolkit.AuthorizationView):
     """OpenID Connect Core §3.1.2: the authorization endpoint, for an already signed-in user."""
 
@@ -198,11 +207,7 @@ class AuthorizationView(toolkit.AuthorizationView):
         _credentials, page = self._validated()
         if page is not None:
             return page
-        back = {"next": request.get_full_path()}
-        if factors.methods_of(request.user):
-            pending.begin(request, request.user, amr=central.amr(request), counted=False)
-            return HttpResponseRedirect(f"{reverse('login-mfa')}?{urlencode(back)}")
-        return HttpResponseRedirect(f"{reverse('mfa-account')}?{urlencode({**back, 'required': '1'})}")
+        return step_up(request, request.get_full_path())
 
     def _reauthenticate(self, request: HttpRequest) -> HttpResponse:
         """Our login page again, even though signed in; back here afterwards without prompt=login and

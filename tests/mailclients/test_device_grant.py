@@ -113,6 +113,12 @@ def test_rfc8628_3_5_slow_down_refused_and_expired(user: Any, mail_products: Non
     assert poll(late["device_code"]).json()["error"] == "expired_token"
     assert answer(signed_in(user), late["user_code"], "check").status_code == 400   # no longer waiting
 
+    allowed_late = authorize().json()   # allowed in time, collected too late
+    answer(signed_in(user), allowed_late["user_code"], "allow")
+    DeviceGrant.objects.filter(device_code=allowed_late["device_code"]).update(
+        expires=timezone.now() - timedelta(seconds=1))
+    assert poll(allowed_late["device_code"]).json()["error"] == "expired_token"
+
 
 @pytest.mark.django_db
 def test_rfc8628_3_5_signing_out_of_the_browser_that_allowed_it_ends_the_device_tokens(user: Any,
@@ -126,6 +132,39 @@ def test_rfc8628_3_5_signing_out_of_the_browser_that_allowed_it_ends_the_device_
     refreshed = Client().post("/oidc/token/", {"grant_type": "refresh_token", "refresh_token": got["refresh_token"],
                                                "client_id": oauth.CLIENT_ID})
     assert refreshed.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.django_db
+def test_a_product_that_requires_mfa_sends_a_password_only_session_through_its_second_factor(
+        user: Any, mail_products: None) -> None:
+    import pyotp
+
+    from loginsvc.mfa import totp
+    from loginsvc.sso.models import Product
+
+    from oauth2_provider.models import Application
+
+    Product.objects.update_or_create(application=Application.objects.get(client_id=oauth.CLIENT_ID),
+                                     defaults={"require_mfa": True})
+    secret = totp.secret_of(totp.enrol_confirmed(user, pyotp.random_base32(32)))
+    started = authorize().json()
+    browser = Client(enforce_csrf_checks=True)
+    assert login(browser, user.email, PASSWORD).status_code == 302          # the password: the second step is due
+    code = pyotp.TOTP(secret).now()
+    assert browser.post("/api/login/mfa", {"method": "totp", "code": code}, content_type="application/json",
+                        HTTP_X_CSRFTOKEN=csrf_from(browser)).status_code == 200
+    assert answer(browser, started["user_code"], "allow").status_code == 200  # multi-factor: allowed at once
+    assert poll(started["device_code"]).status_code == 200
+
+    other = authorize().json()
+    password_only = Client(enforce_csrf_checks=True)
+    from loginsvc.accounts.models import User
+
+    User.objects.create_user("pat@example.test", PASSWORD)
+    assert login(password_only, "pat@example.test", PASSWORD).status_code == 302
+    sent = answer(password_only, other["user_code"], "allow")
+    assert sent.status_code == 302 and sent["Location"].startswith("/account/mfa/?next=%2Fdevice%3Fuser_code%3D")
+    assert poll(other["device_code"]).json()["error"] == "authorization_pending"
 
 
 @pytest.mark.django_db

@@ -18,7 +18,7 @@ def test_unredeemed_and_expired_sign_ins_go_and_live_ones_stay(signed_in, produc
     user, app = live.user, live.application
     now = time.time()
     SignIn.objects.create(sid="never-redeemed", user=user, application=app, auth_time=int(now), code_hash="x",
-                          created=timezone.now() - timedelta(minutes=10))
+                          created=timezone.now() - timedelta(minutes=15))  # past a code's and a device grant's life
     SignIn.objects.create(sid="fresh-code", user=user, application=app, auth_time=int(now), code_hash="y")
     SignIn.objects.create(sid="too-old", user=user, application=app, auth_time=int(now) - 40000,
                           token_family=live.token_family)
