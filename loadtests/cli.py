@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Callable, NoReturn
 from urllib.parse import urlsplit
 
+from deploy.dovecot_server import IMAP_PORT, PACKAGES
+from deploy.node import port_open
 from deploy.stack import StackError, StackSpec
 from loadtests import accounts_file, scenarios, slo
-from loadtests.config import CLIENT_SECRET_ENV
+from loadtests.config import CLIENT_SECRET_ENV, IMAP_MAX_PER_SECOND
 from loadtests.ops import Ops, OpsError
 from loadtests.pacing import RECOVERY_MAX_PER_MINUTE
 from loadtests.prepare import CLIENT_ID, POST_LOGOUT_URI, REDIRECT_URI, Prepared, PrepareError, prepare, remote
@@ -55,27 +57,36 @@ def bad(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def _number(kind: type, text: str) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+
+
 def _positive(kind: type) -> Callable[[str], float]:
     def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        value = _number(kind, text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
         return value
     return parse
 
 
-def _per_minute(text: str) -> float:
-    """--recovery-per-minute: 0 (off) or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= RECOVERY_MAX_PER_MINUTE:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) to {RECOVERY_MAX_PER_MINUTE:g}, got {text!r}")
-    return value
+def _up_to(highest: float) -> Callable[[str], float]:
+    """A rate from 0 (off) to `highest`: --recovery-per-minute, --imap-per-second."""
+    def parse(text: str) -> float:
+        value = _number(float, text)
+        if not 0 <= value <= highest:
+            raise argparse.ArgumentTypeError(f"must be 0 (off) to {highest:g}, got {text!r}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {text!r}")
+    return int(text)
 
 
 def _accounts(text: str) -> int | Path:
@@ -108,11 +119,15 @@ def build_parser() -> Parser:
                      help="the target is not this machine's stack (staging): create nothing, take the accounts from "
                           "--accounts FILE and the product's secret from LOADTEST_CLIENT_SECRET")
     run.add_argument("--client-id", help=f"--remote: the product registered on the target (default {CLIENT_ID})")
-    run.add_argument("--recovery-per-minute", type=_per_minute, default=None, metavar="N",
+    run.add_argument("--recovery-per-minute", type=_up_to(RECOVERY_MAX_PER_MINUTE), default=None, metavar="N",
                      help=f"the password recovery journey: codes asked per minute, each timed to its mail in the "
                           f"stack's Maildir (default {RECOVERY_PER_MINUTE:g}; 0: off; off with --remote)")
     run.add_argument("--mail-grace", type=_positive(float), default=60.0, metavar="SECONDS",
                      help="after the run, wait at most this long for recovery mail still due (default 60)")
+    run.add_argument("--imap-per-second", type=_up_to(IMAP_MAX_PER_SECOND), default=0.0, metavar="N",
+                     help="the IMAP journey: app-password logins per second to the stack's Dovecot (default 0: off)")
+    run.add_argument("--imap-port", type=_port, default=None, metavar="PORT",
+                     help=f"with --imap-per-second: Dovecot's IMAP port on 127.0.0.1 (default {IMAP_PORT})")
     return parser
 
 
@@ -141,6 +156,8 @@ def validate_target(args: argparse.Namespace) -> None:
         if args.recovery_per_minute:
             bad("--recovery-per-minute: with --remote the mail goes to the target's own mail server, which this run "
                 "cannot read")
+        if args.imap_per_second:
+            bad("--imap-per-second: only against this machine's stack (its Dovecot on 127.0.0.1), not with --remote")
         if args.admin and not (os.environ.get("CANARY_ADMIN_TOKEN") or os.environ.get("CANARY_ADMIN_TOKEN_FILE")):
             bad("--admin: with --remote the router's token comes from CANARY_ADMIN_TOKEN or "
                 "CANARY_ADMIN_TOKEN_FILE, never this machine's stack")
@@ -178,6 +195,8 @@ def validate(args: argparse.Namespace) -> None:
         bad(f"--processes: {args.processes} is more than 4 per CPU of this machine")
     if args.mail_grace > MAX_MAIL_GRACE:
         bad(f"--mail-grace: at most {MAX_MAIL_GRACE:g} s (got {args.mail_grace:g})")
+    if args.imap_port is not None and not args.imap_per_second:
+        bad("--imap-port: only with --imap-per-second")
     if args.kill and args.scenario != "failover":
         bad("--kill: only the failover scenario kills a cluster")
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):
@@ -215,7 +234,8 @@ def locust_command(args: argparse.Namespace, out: Path, duration: float, rate: f
                "--lt-rate", str(rate or 0), "--lt-out", str(out), "--lt-admin", admin, "--lt-var-dir", str(var_dir),
                "--lt-kill", args.kill, *accounts, "--lt-client-id", args.client_id or CLIENT_ID,
                "--lt-redirect-uri", REDIRECT_URI, "--lt-post-logout-uri", POST_LOGOUT_URI,
-               "--lt-recovery-per-minute", str(recovery_rate(args)), "--lt-mail-grace", str(args.mail_grace)]
+               "--lt-recovery-per-minute", str(recovery_rate(args)), "--lt-mail-grace", str(args.mail_grace),
+               "--lt-imap-per-second", str(args.imap_per_second), "--lt-imap-port", str(args.imap_port or IMAP_PORT)]
     for expression in args.slo:
         command += ["--lt-slo", expression]
     if args.processes > 1:
@@ -269,6 +289,9 @@ def run(args: argparse.Namespace) -> int:
     if recovery_rate(args) and spec is not None and not spec.maildir.is_dir():
         bad(f"--recovery-per-minute: no Maildir at {spec.maildir} to time the mail in (the stack's mail server makes "
             "it); 0 leaves the recovery journey out")
+    if args.imap_per_second and not port_open(args.imap_port or IMAP_PORT):
+        bad(f"--imap-per-second: nothing listens for IMAP at 127.0.0.1:{args.imap_port or IMAP_PORT} (`make up` runs "
+            f"Dovecot when it is installed: apt-get install {PACKAGES})")
     prepared = prepared_on(spec, args.accounts)
     out = (args.out or ROOT / "reports" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -276,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.scenario}: {duration:g} s, {args.users} users"
           + (f", open model at {rate:g}/s" if rate else ", closed model")
           + (f", recovery codes at {recovery_rate(args):g}/min" if recovery_rate(args) else "")
+          + (f", IMAP logins at {args.imap_per_second:g}/s" if args.imap_per_second else "")
           + f" against {args.host}; reports in {out}", flush=True)
     bound = duration + GRACE_SECONDS + (args.mail_grace if recovery_rate(args) else 0.0)
     with open(out / "locust-output.txt", "wb") as output:  # Locust's tables and errors; the progress line is ours

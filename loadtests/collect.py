@@ -15,7 +15,7 @@ from typing import Any
 import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests import config, report, scenarios, summary
+from loadtests import config, node_metrics, report, scenarios, summary
 from loadtests import slo as slo_module
 from loadtests.latency import Recorder
 from loadtests.mail_delay import MailDelay
@@ -49,6 +49,8 @@ class Collector:
         self.judged = 0   # capacity steps judged so far
         self.worker_counts: dict[str, int] = {}   # responses each worker reported (a distributed run)
         self.mail = MailDelay()   # the recovery journey's asks (loadtests/recovery.py) and, here, their mail
+        self.backend: node_metrics.Window | None = None   # the nodes' histograms, for the IMAP journey's calls
+        self.backend_figures: dict[str, Any] | None = None
         events = environment.events
         events.request.add_listener(self.on_request)
         events.test_start.add_listener(self.on_test_start)
@@ -87,6 +89,10 @@ class Collector:
         self.greenlets.append(gevent.spawn(self.probe_loop))
         if not self.leads:
             return
+        nodes = node_metrics.stack_nodes(run.var_dir) if run.imap_per_second > 0 else None
+        if nodes is not None:
+            self.backend = node_metrics.Window(nodes)
+            self.backend.start()
         options = environment.parsed_options
         if options.lt_admin:
             self.ops = Ops(options.lt_admin, Path(options.lt_var_dir or "var"))
@@ -221,6 +227,8 @@ class Collector:
         elapsed = time.monotonic() - self.started
         if run.recovery_per_minute > 0:
             self.mail.wait(run.mail_grace, gevent.sleep)   # the mail of the last asks is still on its way
+        if self.backend is not None:   # every IMAP login has ended, and with it Dovecot's calls
+            self.backend_figures = self.backend.finish()
         options = environment.parsed_options
         result = summary.build(self, run, options, elapsed)
         out = Path(options.lt_out)

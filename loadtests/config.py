@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from deploy.dovecot_server import IMAP_PORT
 from deploy.stack import maildir as stack_maildir
 from loadtests import accounts_file, pacing, scenarios
 from loginsvc import conf
@@ -24,6 +25,8 @@ CLIENT_SECRET_ENV = "LOADTEST_CLIENT_SECRET"
 DEMO_ACCOUNTS = ("demo@example.test",)
 MFA_SHARE = 5          # by default one account in 5 of PREFIX:COUNT has an authenticator app
 RECOVERY_LIMIT_KEY = "RECOVERY_CODES_PER_HOUR"
+IMAP_MAX_PER_SECOND = 50.0   # the IMAP journey's highest rate: one user's logins, each its own connection
+IMAP_ACCOUNTS = 10           # the IMAP journey's app passwords: one for each of the first 10 password accounts
 
 
 def mfa_count(accounts: int) -> int:
@@ -55,6 +58,9 @@ class RunConfig:
     recovery_limit: int = 5           # the service's codes per address per hour (recovery_limit())
     maildir: Path = Path("var/mail")  # the stack's Maildir, where the recovery mail is timed
     mail_grace: float = 60.0          # after the run, how long to wait for mail still due
+    imap_per_second: float = 0.0      # the IMAP journey's logins per second (0: not in this run)
+    imap_port: int = IMAP_PORT        # Dovecot's IMAP port on 127.0.0.1
+    var_dir: Path = Path("var")       # the stack's state: its spec names the nodes whose metrics are read
 
     @property
     def rate_at(self) -> Callable[[float], float] | None:
@@ -89,6 +95,10 @@ def add_options(parser: Any) -> None:
                             "Maildir under --lt-var-dir (0: off; `python -m loadtests run` asks 4)")
     group.add_argument("--lt-mail-grace", type=float, default=60.0,
                        help="after the run, seconds to wait at most for recovery mail still due")
+    group.add_argument("--lt-imap-per-second", type=float, default=0.0,
+                       help=f"the IMAP journey: app-password logins per second to Dovecot on 127.0.0.1 (0: off; at "
+                            f"most {IMAP_MAX_PER_SECOND:g})")
+    group.add_argument("--lt-imap-port", type=int, default=IMAP_PORT, help="Dovecot's IMAP port on 127.0.0.1")
     group.add_argument("--lt-client-id", default="loadtest")
     group.add_argument("--lt-redirect-uri", default="http://127.0.0.1:9/loadtest/callback")
     group.add_argument("--lt-post-logout-uri", default="http://127.0.0.1:9/loadtest/")
@@ -148,6 +158,7 @@ def build(options: Any, started: float | None = None, share: tuple[int, int] = (
     emails = list(passwords)
     processes = max(1, int(getattr(options, "processes", None) or 1))
     secrets = totp_secrets(options, passwords)
+    var_dir = Path(getattr(options, "lt_var_dir", "") or "var")
     return RunConfig(
         scenario=scenario, processes=processes, accounts=emails, passwords=passwords, totp_secrets=secrets,
         codes=pacing.CodeSteps(list(secrets), *share),
@@ -156,8 +167,10 @@ def build(options: Any, started: float | None = None, share: tuple[int, int] = (
         wrong_passwords=pacing.WrongPasswordBudget(emails, processes),
         started=time.time() if started is None else started,
         recovery_per_minute=max(0.0, float(getattr(options, "lt_recovery_per_minute", 0.0) or 0.0)),
-        recovery_limit=recovery_limit(), maildir=stack_maildir(Path(getattr(options, "lt_var_dir", "") or "var")),
-        mail_grace=max(0.0, float(getattr(options, "lt_mail_grace", 60.0))))
+        recovery_limit=recovery_limit(), maildir=stack_maildir(var_dir),
+        mail_grace=max(0.0, float(getattr(options, "lt_mail_grace", 60.0))),
+        imap_per_second=min(IMAP_MAX_PER_SECOND, max(0.0, float(getattr(options, "lt_imap_per_second", 0.0) or 0.0))),
+        imap_port=int(getattr(options, "lt_imap_port", IMAP_PORT) or IMAP_PORT), var_dir=var_dir)
 
 
 _CURRENT: dict[int, RunConfig] = {}

@@ -11,10 +11,11 @@ from locust import LoadTestShape, events
 from loadtests import config
 from loadtests.collect import Collector
 from loadtests.journeys import MfaUser, PortalUser, ProductUser
+from loadtests.imap import ImapUser
 from loadtests.recovery import RecoveryUser
 
-__all__ = ["MfaUser", "PortalUser", "ProductUser", "RecoveryUser", "ScenarioShape"]
-JOURNEYS = (MfaUser, PortalUser, ProductUser)   # weighted; RecoveryUser is one of its own (fixed_count)
+__all__ = ["ImapUser", "MfaUser", "PortalUser", "ProductUser", "RecoveryUser", "ScenarioShape"]
+JOURNEYS = (MfaUser, PortalUser, ProductUser)   # weighted; RecoveryUser and ImapUser are one each (fixed_count)
 
 
 @events.init_command_line_parser.add_listener
@@ -32,8 +33,8 @@ class ScenarioShape(LoadTestShape):
     None ends the run: at its duration, or when a capacity step broke an SLO.
 
     The user classes are named each tick, of those Locust was given (all, or those on its command line): the
-    recovery journey's one user comes on top of the scenario's users when the run has it, and not at all
-    otherwise (a fixed_count user would otherwise take the place of one of the others)."""
+    recovery and IMAP journeys' one user each comes on top of the scenario's users when the run has it, and not
+    at all otherwise (a fixed_count user would otherwise take the place of one of the others)."""
 
     def tick(self) -> tuple[int, float, list[type[Any]]] | None:
         assert self.runner is not None, "Locust gives a shape its runner before the first tick"
@@ -44,6 +45,6 @@ class ScenarioShape(LoadTestShape):
         users = run.scenario.users_at(elapsed)
         given = self.runner.user_classes
         classes: list[type[Any]] = [c for c in JOURNEYS if c in given]
-        if run.recovery_per_minute > 0 and RecoveryUser in given:
-            return users + 1, float(max(users, 1)), [*classes, RecoveryUser]
-        return users, float(max(users, 1)), classes
+        extra = [c for c, on in ((RecoveryUser, run.recovery_per_minute > 0), (ImapUser, run.imap_per_second > 0))
+                 if on and c in given]
+        return users + len(extra), float(max(users, 1)), [*classes, *extra]

@@ -226,8 +226,11 @@ def lines(summary: Mapping[str, Any]) -> list[str]:
     mail = summary.get("mail")
     if not mail:
         return []
-    header, body = rows(mail)
+    return [title(mail), *aligned(*rows(mail)), *([f"note: {mail['note']}"] if mail.get("note") else [])]
+
+
+def aligned(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """A table for the terminal: the first column left-aligned, the others right-aligned (every table of a run)."""
     widths = [max(len(cells[i]) for cells in (header, *body)) for i in range(len(header))]
-    table = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                       for i, (cell, width) in enumerate(zip(cells, widths))).rstrip() for cells in (header, *body)]
-    return [title(mail), *table, *([f"note: {mail['note']}"] if mail.get("note") else [])]
+    return ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                      for i, (cell, width) in enumerate(zip(cells, widths))).rstrip() for cells in (header, *body)]

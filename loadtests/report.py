@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # generator boxes and CI have no display; must precede py
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from loadtests import mail_delay  # noqa: E402
+from loadtests import mail_delay, node_metrics  # noqa: E402
 
 Summary = Mapping[str, Any]
 PERCENTILES = ("p50", "p95", "p99", "p999")
@@ -176,17 +176,15 @@ def _slo_line(verdict: Mapping[str, Any]) -> str:
 
 
 def summary_lines(summary: Summary) -> list[str]:
-    """The terminal report: figures table, the seeds' table, the mail delay, SLO verdicts, and the generator's
-    warning."""
+    """The terminal report: figures table, the seeds' table, the mail delay, the IMAP logins' back-end calls, SLO
+    verdicts, and the generator's warning."""
     header, rows = figure_rows(summary)
-    widths = [max(len(cells[i]) for cells in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                       for i, (cell, width) in enumerate(zip(cells, widths))).rstrip() for cells in (header, *rows)]
+    lines = mail_delay.aligned(header, rows)
     if len(header) > 4 + len(PERCENTILES):
         lines.append(CORRECTED_NOTE)
     lines += ["", *ratio_lines(summary)]
-    mail = mail_delay.lines(summary)
-    lines += ["", *mail] if mail else []
+    for section in (mail_delay.lines(summary), node_metrics.lines(summary)):
+        lines += ["", *section] if section else []
     capacity = capacity_lines(summary)
     lines += ["", *capacity] if capacity else []
     slo, warning = summary.get("slo") or [], _warning(summary)
@@ -328,6 +326,16 @@ def _mail_html(summary: Summary) -> str:
     return f"<h2>mail delay</h2><p>{_e(mail_delay.title(mail))}</p>" + _table(*mail_delay.rows(mail)) + note
 
 
+def _imap_html(summary: Summary) -> str:
+    """The IMAP logins' back-end table (loadtests/node_metrics.py), or nothing for a run without IMAP logins."""
+    imap = summary.get("imap")
+    if not imap:
+        return ""
+    notes = "".join(f"<p>{_e(line)}</p>" for line in node_metrics.notes(imap))
+    return (f"<h2>IMAP logins: the login service's side</h2><p>{_e(node_metrics.title(imap))}</p>"
+            + _table(*node_metrics.rows(imap.get("backend") or {})) + notes)
+
+
 def render_html(summary: Summary, latency_png: Path, errors_png: Path) -> str:
     """The whole report as one HTML string; every value from the summary passes through html.escape."""
     parameters = [("scenario", summary.get("scenario")), ("host", summary.get("host")),
@@ -353,7 +361,7 @@ def render_html(summary: Summary, latency_png: Path, errors_png: Path) -> str:
                     [[row.label, row.window, f"{row.canary} vs {row.stable}",
                       *(_ratio_text(row.ratios[name]) for name in RATIOS), _requests_text(row)] for row in ratio_rows])
              if ratio_rows else "",
-             _mail_html(summary),
+             _mail_html(summary), _imap_html(summary),
              ("<h2>capacity</h2><pre>" + _e("\n".join(capacity_lines(summary))) + "</pre>")
              if summary.get("capacity") else "",
              "<h2>SLOs</h2>", _table(["verdict", "SLO", "detail"],

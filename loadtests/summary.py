@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from loadtests import report, scenarios
+from loadtests import node_metrics, report, scenarios
 from loadtests import slo as slo_module
 from loadtests.config import RunConfig
 from loadtests.latency import UNATTRIBUTED
@@ -72,6 +72,8 @@ def build(collector: Any, run: RunConfig, options: Any, elapsed: float) -> dict[
         result[UNATTRIBUTED] = figures[UNATTRIBUTED]
     if run.recovery_per_minute > 0:
         result["mail"] = collector.mail.summary(run.recovery_per_minute, run.mail_grace)
+    if run.imap_per_second > 0:
+        result["imap"] = node_metrics.imap_summary(run, collector.backend_figures)
     result["ratios"] = _ratios(result, clusters)
     for step in result["steps"]:
         step["ratios"] = _ratios(result, step["clusters"])
