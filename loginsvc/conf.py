@@ -319,6 +319,8 @@ OPTIONS: dict[str, Option] = {
                            "token) and offline_access (refresh tokens for months): the mail clients' products."),
     "DEVICE_CODE_SECONDS": Option(600, _positive_int, "A device authorization (a mail client without a browser, "
                                   "RFC 8628) waits this long for its user code to be entered at /device."),
+    "DEVICE_IP_REQUESTS": Option(60, _positive_int, "Device authorizations one client network may start per hour; "
+                                 "beyond, 429 with Retry-After."),
     "MAIL_SERVER_CLIENT": Option("dovecot", _text, "The client id of the mail server, the one confidential client "
                                  "that may ask POST /api/mail/check whether a mail client's login is right."),
     # --- Tests only (loginsvc/delay.py); refused in production ---

@@ -285,11 +285,10 @@ OAUTH2_PROVIDER = {
     # The toolkit would delete every token of the user, in every browser; sso/logout.py revokes exactly
     # the ending session's tokens (and notifies its products).
     "OIDC_RP_INITIATED_LOGOUT_DELETE_TOKENS": False,
-    # RFC 8628, for mail clients without a browser (sso/device.py): the person answers at /device; the
-    # device polls every 5 s. Our validator finds the grant's user (the toolkit's pre-token hook would
+    # RFC 8628, for mail clients without a browser (sso/device.py): the person answers at /device (the
+    # answer's verification_uri_complete is added by device_views.py); the device polls every 5 s. Our validator finds the grant's user (the toolkit's pre-token hook would
     # raise DoesNotExist, a 500, for an unknown device code).
     "OAUTH_DEVICE_VERIFICATION_URI": LOGINSVC["OIDC_ISSUER"] + "/device",
-    "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": LOGINSVC["OIDC_ISSUER"] + "/device?user_code={user_code}",
     "OAUTH_DEVICE_USER_CODE_GENERATOR": lambda: import_string("loginsvc.sso.device.user_code")(),
     "OAUTH_PRE_TOKEN_VALIDATION": [],
     "DEVICE_FLOW_INTERVAL": 5,

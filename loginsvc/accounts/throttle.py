@@ -251,8 +251,18 @@ def recovery_request(ip: str) -> int:
     """Count one request for a mailed recovery code from this client network: 0 when it may go on, else
     the seconds until it may (`RECOVERY_IP_REQUESTS` per hour, a fixed window). The account's own limit
     (codes mailed per hour) is kept with the codes (selfservice/recovery.py)."""
-    rule = Rule(conf.get("RECOVERY_IP_REQUESTS"), 3600, 3600, 3600, sliding=False)
-    counter = Counter("recovery_ip", "r:" + _digest(client_network(ip)), rule)
+    return _per_network_hour("recovery_ip", "r:", conf.get("RECOVERY_IP_REQUESTS"), ip)
+
+
+def device_request(ip: str) -> int:
+    """Count one device authorization (RFC 8628 §3.1) from this client network, as recovery_request does
+    (`DEVICE_IP_REQUESTS` per hour): each keeps a grant waiting, and a flood of them would crowd the codes."""
+    return _per_network_hour("device_ip", "d:", conf.get("DEVICE_IP_REQUESTS"), ip)
+
+
+def _per_network_hour(scope: str, prefix: str, limit: int, ip: str) -> int:
+    rule = Rule(limit, 3600, 3600, 3600, sliding=False)
+    counter = Counter(scope, prefix + _digest(client_network(ip)), rule)
     allowed, wait, _, _, _ = _check_and_count((counter,), counter.key, 0)
     return 0 if allowed else wait
 
@@ -311,14 +321,24 @@ def gave_password(attempt: Attempt) -> None:
     second factor is not counted as failing, while someone who has the password but not the
     factor still locks the pair: each password and each wrong code count there, until the whole
     sign-in succeeds (succeeded) or the pair locks."""
-    others = attempt.counters[1:]
+    _give_back(attempt, attempt.counters[1:])
+
+
+def was_right(attempt: Attempt) -> None:
+    """A right answer that signs nobody in (a device's user code typed at /device): the attempt given back to
+    every counter. Not `succeeded`, which would also forget the failures before it: a guesser could then
+    reset the pair's count with a code of their own between guesses."""
+    _give_back(attempt, attempt.counters)
+
+
+def _give_back(attempt: Attempt, counters: tuple[Counter, ...]) -> None:
     if attempt.store == "redis":
         try:
-            RedisStore().client.eval(_GIVE_BACK_SCRIPT, len(others), *(PREFIX + "n:" + c.key for c in others))
+            RedisStore().client.eval(_GIVE_BACK_SCRIPT, len(counters), *(PREFIX + "n:" + c.key for c in counters))
             return
         except RedisError:
             pass
-    DatabaseStore().give_back(others)
+    DatabaseStore().give_back(counters)
 
 
 def succeeded(attempt: Attempt) -> int:

@@ -7,8 +7,9 @@ authorization code does), so the tokens the device gets are that session's: its 
 the sessions page, ended with it. The toolkit keeps the grant's row (DeviceGrant); the decisions are ours:
 
 - A user code is 8 letters of RFC 8628 §6.1's consonants (no vowels, so no words; no 0/O or 1/I), shown as
-  BCDF-GHJK and accepted with or without the dash, in any case: 20^8 ≈ 2^34.6 codes. A wrong code counts like a
-  wrong password for the signed-in account and its address (§5.1), and a code lives DEVICE_CODE_SECONDS.
+  BCDF-GHJK and accepted with or without the dash, in any case: 20^8 ≈ 2^34.6 codes, never two waiting at once.
+  A wrong code counts like a wrong password for the signed-in account and its address (§5.1), a code lives
+  DEVICE_CODE_SECONDS, and one network starts at most DEVICE_IP_REQUESTS device authorizations an hour.
 - A decision is one conditional UPDATE of a grant still waiting: of two browsers entering the same code, one
   decides; the other is told the code is no longer waiting.
 - A poll sooner than `interval` after the last one is told slow_down (§3.5); a poll of an allowed grant is
@@ -35,6 +36,7 @@ from loginsvc.sso.introspection import checksum
 from loginsvc.sso.models import SignIn
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+POLL_SLACK_SECONDS = 1
 ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"   # RFC 8628 §6.1's example set
 LENGTH = 8
 
@@ -63,15 +65,25 @@ def may_use(client_id: str) -> bool:
     return client_id in conf.get("MAIL_CLIENTS")
 
 
+def _waiting(code: str) -> Any:
+    return DeviceGrant.objects.filter(user_code=code, status=DeviceGrant.AUTHORIZATION_PENDING,
+                                      expires__gt=timezone.now())
+
+
 def waiting(code: str) -> DeviceGrant | None:
-    """The grant waiting for `code` (normalised), or None: unknown, decided, or expired."""
-    return (DeviceGrant.objects.filter(user_code=code, status=DeviceGrant.AUTHORIZATION_PENDING,
-                                       expires__gt=timezone.now()).first())
+    """The grant waiting for `code` (normalised), or None: unknown, decided, or expired. Two grants waiting
+    with one code (create avoids it, but two nodes could make the same one at once) are neither: the
+    person cannot tell which device they would allow."""
+    found = list(_waiting(code)[:2])
+    return found[0] if len(found) == 1 else None
 
 
 def create(client_id: str, device_code: str, code: str, scope: str) -> DeviceGrant:
-    """The grant of a new device authorization, waiting DEVICE_CODE_SECONDS. Its first poll is never told
-    slow_down, however soon it comes: only a poll after a poll is paced."""
+    """The grant of a new device authorization, waiting DEVICE_CODE_SECONDS, under `code` or, when a grant
+    waits under that one already, a new one (the grant's user_code says which). Its first poll is never
+    told slow_down, however soon it comes: only a poll after a poll is paced."""
+    while _waiting(code).exists():
+        code = user_code()
     now = timezone.now()
     grant = DeviceGrant.objects.create(client_id=client_id, device_code=device_code, user_code=code, scope=scope,
                                        expires=now + timedelta(seconds=conf.get("DEVICE_CODE_SECONDS")))
@@ -84,12 +96,14 @@ def decide(request: HttpRequest, grant: DeviceGrant, allow: bool) -> bool:
     """Allow or refuse the waiting `grant` for the signed-in user of `request`; False when it is no longer
     waiting (decided meanwhile, maybe on another node, or expired). Allowed, it gets this session's SignIn."""
     status = DeviceGrant.AUTHORIZED if allow else DeviceGrant.DENIED
+    application = Application.objects.filter(client_id=grant.client_id).first()
+    if application is None:   # the product was removed while the grant waited
+        return False
     with transaction.atomic():
         decided = DeviceGrant.objects.filter(pk=grant.pk, status=DeviceGrant.AUTHORIZATION_PENDING, user=None,
                                              expires__gt=timezone.now()).update(status=status, user=request.user)
         if decided and allow:
-            SignIn.objects.create(sid=central.sid(request), user=request.user,
-                                  application=Application.objects.get(client_id=grant.client_id),
+            SignIn.objects.create(sid=central.sid(request), user=request.user, application=application,
                                   auth_time=central.auth_time(request), amr=" ".join(central.amr(request)),
                                   code_hash=checksum(grant.device_code),
                                   offline=token_rules.OFFLINE_ACCESS in grant.scope.split())
@@ -114,7 +128,8 @@ def poll(client: Any, device_code: str, request: Request) -> str | None:
             return None   # the session that allowed it has ended, or the account may no longer sign in
         request.user, request.scopes, request.sign_in = grant.user, grant.scope.split(), sign_in
         return AUTHORIZED
-    too_soon = grant.last_checked > now - timedelta(seconds=oauth2_settings.DEVICE_FLOW_INTERVAL)
+    # A second of slack: a client that waits the interval is not told slow_down for its timer's jitter.
+    too_soon = grant.last_checked > now - timedelta(seconds=oauth2_settings.DEVICE_FLOW_INTERVAL - POLL_SLACK_SECONDS)
     DeviceGrant.objects.filter(pk=grant.pk).update(last_checked=now)
     return SLOW_DOWN if too_soon else PENDING
 

@@ -29,6 +29,7 @@ from oauth2_provider.scopes import get_scopes_backend
 from loginsvc import conf
 from loginsvc.accounts import throttle
 from loginsvc.accounts.authentication import counted
+from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import normalise_email
 from loginsvc.accounts.views import no_store
 from loginsvc.sso import acr, audit, central, device
@@ -44,17 +45,36 @@ class DeviceAuthorizationView(toolkit.DeviceAuthorizationView):
     Every answer is no-store: the device code is the device's secret until it is spent."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        client_id = request.POST.get("client_id", "")
+        if request.GET or any(len(values) > 1 for _name, values in request.POST.lists()):
+            # RFC 6749 §3.1 (as at the token endpoint): parameters in the body, each once; oauthlib would
+            # also read the query string.
+            return _refused(request, client_id, 400, "invalid_request", "parameters go in the body, each once")
+        wait = throttle.device_request(client_ip(request))
+        if wait:
+            return _refused(request, client_id, 429, "slow_down", "too many device authorizations from this network",
+                            retry_after=wait)
         headers, body, status = self.create_device_authorization_response(request)
         if status != 200:
-            return no_store(JsonResponse(json.loads(body), status=status, headers=headers))
-        client_id = request.POST["client_id"]   # oauthlib found the client by it
+            answer = json.loads(body)
+            audit.refused(request, "device_authorization", answer.get("error", ""), client_id=client_id)
+            return no_store(JsonResponse(answer, status=status, headers=headers))
         if not device.may_use(client_id):
-            audit.refused(request, "device_authorization", "unauthorized_client", client_id=client_id)
-            return no_store(JsonResponse({"error": "unauthorized_client", "error_description":
-                                          "this client may not use the device authorization grant"}, status=400))
-        device.create(client_id, body["device_code"], body["user_code"], body.get("scope", ""))
-        body.update(user_code=device.display(body["user_code"]), expires_in=conf.get("DEVICE_CODE_SECONDS"))
+            return _refused(request, client_id, 400, "unauthorized_client",
+                            "this client may not use the device authorization grant")
+        grant = device.create(client_id, body["device_code"], body["user_code"], body.get("scope", ""))
+        body.update(user_code=device.display(grant.user_code), expires_in=conf.get("DEVICE_CODE_SECONDS"),
+                    verification_uri_complete=body["verification_uri"] + "?" + urlencode({"user_code": grant.user_code}))
         return no_store(JsonResponse(body))
+
+
+def _refused(request: HttpRequest, client_id: str, status: int, error: str, description: str,
+             retry_after: int = 0) -> HttpResponse:
+    audit.refused(request, "device_authorization", error, client_id=client_id)
+    response = no_store(JsonResponse({"error": error, "error_description": description}, status=status))
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @never_cache
@@ -78,17 +98,19 @@ def device_view(request: HttpRequest) -> HttpResponse:
     grant = device.waiting(code) if code else None
     if grant is None:
         return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=400)
-    throttle.succeeded(attempt)
+    throttle.was_right(attempt)
     if acr.needed({"client_id": grant.client_id}, request.user) > central.acr_of(central.amr(request)):
         # The product requires a multi-factor sign-in (require_mfa), or ops' policy does of this user.
         return step_up(request, f"{reverse('device')}?{urlencode({'user_code': device.display(grant.user_code)})}")
+    application = Application.objects.filter(client_id=grant.client_id).first()
+    if application is None:   # the product was removed while the grant waited
+        return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=400)
     action = request.POST.get("action")
     if action in ("allow", "refuse"):
         if not device.decide(request, grant, allow=action == "allow"):
             return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=409)
         audit.device_decided(request, grant.client_id, allowed=action == "allow")
         return render(request, "sso/device.html", {"decided": action})
-    application = Application.objects.get(client_id=grant.client_id)
     scopes = get_scopes_backend().get_all_scopes()
     return render(request, "sso/device.html", {
         "grant": grant, "application": application, "code": device.display(grant.user_code),

@@ -17,7 +17,8 @@ for months and refreshes from laptops that sleep mid-request and phones that cha
 the window, one lost answer signs it out and the person must sign in again (Okta's and Auth0's
 reuse intervals exist for these clients too). The price: a thief holding a mail client's refresh
 token who presents it within the window of the real client's rotation gets the same pair instead of
-revoking the family; outside those seconds, reuse detection is as before. Other public products
+revoking the family, once (a public client's retry is answered once; the next use of the old token is
+a replay); outside those seconds, reuse detection is as before. Other public products
 (browser apps) get no window: anyone may present their client id, and they rarely lose an answer.
 """
 from __future__ import annotations
@@ -83,6 +84,8 @@ def answer(old_token: str, client: Any) -> dict[str, Any] | None:
                                              expires__gt=timezone.now()).first()
     if receipt is None:
         return None
+    if client.client_type != client.CLIENT_CONFIDENTIAL and not RotationReceipt.objects.filter(pk=receipt.pk).delete()[0]:
+        return None   # a public client's retry is answered once: a second presenter is a replay
     body = unseal(old_token, receipt.sealed)
     if body is None or not AccessToken.objects.filter(token_checksum=checksum(body.get("access_token", ""))).exists():
         return None

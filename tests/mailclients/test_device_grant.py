@@ -240,3 +240,70 @@ def test_user_codes_normalise_as_people_type_them() -> None:
     assert device.normalise(device.display(code).lower()) == code
     assert device.normalise(" " + code[:4] + " - " + code[4:] + " ") == code
     assert device.normalise(code + "B") is None and device.normalise("0" * 8) is None
+
+
+@pytest.mark.django_db
+def test_rfc8628_5_2_one_network_starts_a_bounded_number_of_device_authorizations(mail_products: None,
+                                                                                  settings: Any) -> None:
+    settings.LOGINSVC = {**settings.LOGINSVC, "DEVICE_IP_REQUESTS": 2}
+    assert [authorize().status_code for _ in range(2)] == [200, 200]
+    refused = authorize()
+    assert refused.status_code == 429 and refused.json()["error"] == "slow_down" and int(refused["Retry-After"]) > 0
+    from oauth2_provider.models import DeviceGrant
+
+    assert DeviceGrant.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_two_grants_never_wait_under_one_user_code(user: Any, mail_products: None) -> None:
+    """A code another grant waits under is replaced; should two nodes still make the same one at once, the page
+    allows neither (the person could not tell which device they allow)."""
+    from oauth2_provider.models import DeviceGrant
+
+    first = device.create(oauth.CLIENT_ID, "d" * 40, "BCDFGHJK", "mail")
+    second = device.create(oauth.CLIENT_ID, "e" * 40, "BCDFGHJK", "mail")
+    assert first.user_code == "BCDFGHJK" and second.user_code != "BCDFGHJK" and device.normalise(second.user_code)
+    DeviceGrant.objects.filter(pk=second.pk).update(user_code="BCDFGHJK")
+    assert device.waiting("BCDFGHJK") is None
+    assert answer(signed_in(user), "BCDF-GHJK", "allow").status_code == 400
+    assert not DeviceGrant.objects.exclude(status=DeviceGrant.AUTHORIZATION_PENDING).exists()
+
+
+@pytest.mark.parametrize("path, form", [
+    ("/oidc/device-authorization/?client_id=mail-client", {"scope": "openid"}),           # the query string
+    ("/oidc/device-authorization/", {"client_id": ["mail-client", "webmail"]}),             # said twice
+])
+@pytest.mark.django_db
+def test_rfc6749_3_1_device_authorization_parameters_are_in_the_body_once(mail_products: None, path: str,
+                                                                          form: dict[str, Any]) -> None:
+    response = Client().post(path, urlencode(form, doseq=True), content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.django_db
+def test_rfc8628_5_1_a_code_of_ones_own_does_not_reset_the_count_of_wrong_ones(user: Any, mail_products: None) -> None:
+    browser = signed_in(user)
+    wrong = 0
+    while answer(browser, "BCDF-GHJK", "check").status_code == 400:
+        wrong += 1
+        assert wrong < 50
+    from loginsvc.accounts.models import User
+
+    other = User.objects.create_user("una@example.test", PASSWORD)
+    browser = signed_in(other)
+    for index in range(wrong - 1):
+        assert answer(browser, "BCDF-GHJK", "check").status_code == 400, (index, wrong)
+    own = authorize().json()["user_code"]
+    assert answer(browser, own, "check").status_code == 200      # a right code: given back, nothing forgotten
+    statuses = [answer(browser, "BCDF-GHJK", "check").status_code for _ in range(2)]
+    assert 429 in statuses, statuses   # forgetting the failures would have left room for `wrong` more
+
+
+@pytest.mark.django_db
+def test_a_grant_whose_product_was_removed_is_not_waiting(user: Any, mail_products: None) -> None:
+    from oauth2_provider.models import Application
+
+    started = authorize().json()
+    Application.objects.filter(client_id=oauth.CLIENT_ID).delete()
+    for action in ("check", "allow"):
+        assert answer(signed_in(user), started["user_code"], action).status_code == 400
