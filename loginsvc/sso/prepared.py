@@ -8,12 +8,14 @@ index in a few. A Prepared read compiles its QuerySet once (per thread, since a 
 its thread's connection), then per call executes that SQL with the new value and turns the row
 into objects with Django's own pieces (results_iter's converters, Model.from_db, the
 select_related populators), exactly as ModelIterable does. Nothing is cached but the SQL text:
-every call reads the database, so a revoked or deleted row is seen by the next request.
+every call reads the database, so a revoked or deleted row is seen by the next request. The one
+exception is Kept, for rows a caller may use for a few seconds after they change (its docstring).
 """
 from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -129,3 +131,34 @@ class Prepared:
         """QuerySet.first()'s own query: ordered by pk unless ordered already, one row."""
         queryset = self.build(value)
         return (queryset if queryset.ordered else queryset.order_by("pk"))[:1]
+
+
+class Kept:
+    """`read(value)`'s objects kept in this process for `seconds`, the same object shared by threads.
+
+    For a row a caller may use for a few seconds after it changed, read on every request otherwise:
+    introspection's asking client (sso/fast_token.py). Not found (None) is never kept, so a new row is
+    seen by the next call; at most `size` rows, all dropped when full. Callers must not modify them."""
+
+    def __init__(self, read: Callable[[Any], Model | None], seconds: float, size: int = 64,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.read, self.seconds, self.size, self.clock = read, seconds, size, clock
+        self.rows: dict[Any, tuple[float, Model]] = {}
+
+    def first(self, value: Any) -> Model | None:
+        """`read(value)`, or what it gave less than `seconds` ago."""
+        now = self.clock()
+        kept = self.rows.get(value)
+        if kept is not None and now < kept[0]:
+            return kept[1]
+        found = self.read(value)
+        if found is None:
+            self.rows.pop(value, None)
+            return None
+        if len(self.rows) >= self.size:
+            self.rows.clear()
+        self.rows[value] = (now + self.seconds, found)
+        return found
+
+    def clear(self) -> None:
+        self.rows.clear()
