@@ -74,7 +74,7 @@ def _script(scratch: Path, name: str, bodies: list[str]) -> str:
     return str(path)
 
 
-def run(out_dir: Path, seconds: int = 3, rounds: int = 4) -> dict:
+def run(out_dir: Path, seconds: int = 3, rounds: int = 10) -> dict:
     load_at_start = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="bench-mail-"))
     redis = RedisServer(scratch / "redis", port=free_port()).start()

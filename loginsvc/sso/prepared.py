@@ -160,5 +160,10 @@ class Kept:
         self.rows[value] = (now + self.seconds, found)
         return found
 
+    def holds(self, value: Any) -> bool:
+        """Whether `value`'s row is kept now (its next first() will not read)."""
+        kept = self.rows.get(value)
+        return kept is not None and self.clock() < kept[0]
+
     def clear(self) -> None:
         self.rows.clear()
