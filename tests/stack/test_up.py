@@ -178,7 +178,9 @@ def test_up_rejects_bad_options_with_one_message(tmp_path: Path, args: list[str]
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_deploy_verbs_without_a_stack_say_so(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "deploy", "--var-dir", str(tmp_path), "status"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30)
+@pytest.mark.parametrize("where", ["before the verb", "after the verb"])
+def test_deploy_verbs_without_a_stack_say_so(tmp_path: Path, where: str) -> None:
+    """The global --var-dir is accepted on either side of the verb (where people put it)."""
+    args = ["--var-dir", str(tmp_path), "status"] if where == "before the verb" else ["status", "--var-dir", str(tmp_path)]
+    result = subprocess.run([sys.executable, "-m", "deploy", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "no stack under" in result.stderr and "make up" in result.stderr
