@@ -1,1 +1,1 @@
-"""Load measurements: `make bench` benchmarks (bench/) and, later, the Locust suites."""
+"""Load measurement in two tools: the Locust load suites (the modules here; `python -m loadtests run`, docs/loadtests.md), whole-stack runs that gate a release, and the benchmarks (bench/; docs/benchmarks.md), one part at a time."""

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 from deploy.dovecot_server import IMAP_PORT, PACKAGES
 from deploy.node import port_open
 from deploy.stack import StackError, StackSpec
-from loadtests import accounts_file, scenarios, slo
-from loadtests.config import CLIENT_SECRET_ENV, IMAP_MAX_PER_SECOND
+from loadtests import accounts_file, scenarios, thresholds
 from loadtests.ops import Ops, OpsError
 from loadtests.pacing import RECOVERY_MAX_PER_MINUTE
 from loadtests.prepare import CLIENT_ID, POST_LOGOUT_URI, REDIRECT_URI, Prepared, PrepareError, prepare, remote
+from loadtests.run_settings import CLIENT_SECRET_ENV, IMAP_MAX_PER_SECOND
 from loginsvc import conf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,8 +181,8 @@ def validate_target(args: argparse.Namespace) -> None:
 def validate(args: argparse.Namespace) -> None:
     """Everything that can be checked before anything runs; a problem is one line and exit 2."""
     try:
-        slo.parse_all(args.slo)
-    except slo.SloError as exc:
+        thresholds.parse_all(args.slo)
+    except thresholds.SloError as exc:
         bad(f"--slo {exc}")
     host = urlsplit(args.host)
     if host.scheme not in ("http", "https") or not host.hostname or host.path not in ("", "/"):

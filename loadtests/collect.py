@@ -15,8 +15,7 @@ from typing import Any
 import gevent
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests import config, node_metrics, report, scenarios, summary
-from loadtests import slo as slo_module
+from loadtests import node_metrics, report, run_settings, scenarios, summary, thresholds
 from loadtests.latency import Recorder
 from loadtests.mail_delay import MailDelay
 from loadtests.ops import Ops, OpsError, nodes_per_cluster, roles
@@ -82,7 +81,7 @@ class Collector:
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         self.started_wall, self.started = time.time(), time.monotonic()
-        run = config.reset(environment, self.started_wall)
+        run = run_settings.reset(environment, self.started_wall)
         if self.leads and run.recovery_per_minute > 0:
             self.mail.watch(run.maildir, self.started_wall, run.recovery_limit)   # before the loop is probed
             self.greenlets.append(gevent.spawn(self.watch_mail))
@@ -175,7 +174,7 @@ class Collector:
             elif step.start >= time.monotonic() - self.started:
                 return   # never started
             window = self.timeline.window(self.started_wall + step.start, self.started_wall + step.end)
-            verdicts, code = slo_module.gate(scenario.slos, window)
+            verdicts, code = thresholds.gate(scenario.slos, window)
             self.capacity_lines += [f"{step.name}: {v.line}" for v in verdicts]
             self.judged += 1
             if code:
@@ -217,7 +216,7 @@ class Collector:
             greenlet.kill(block=False)
         if sys.stdout.isatty():
             sys.stdout.write("\n")
-        run = config.current(environment)
+        run = run_settings.current(environment)
         if isinstance(run.scenario, scenarios.Capacity):
             self.judge_capacity(run.scenario, waiting=False)   # the last step ends with the run
         try:

@@ -20,7 +20,7 @@ from gevent.pool import Pool
 from locust import User, task
 from locust.clients import HttpSession
 
-from loadtests import config, pacing
+from loadtests import pacing, run_settings
 from loadtests.journeys import csrf_of
 
 REQUEST_TYPE = "IMAP"
@@ -118,10 +118,10 @@ class ImapUser(User):
     fixed_count = 1     # one per run, whatever the users: the shape adds it (loadtests/locustfile.py)
 
     def on_start(self) -> None:
-        run = config.current(self.environment)
+        run = run_settings.current(self.environment)
         self.port = run.imap_port
         self.app_passwords = AppPasswords(self)
-        for email in run.password_accounts[:config.IMAP_ACCOUNTS]:
+        for email in run.password_accounts[:run_settings.IMAP_ACCOUNTS]:
             self.app_passwords.make(email, run.passwords[email])
         self.logins = list(self.app_passwords.made)   # none: every turn fails (and set-up's failures are in the figures)
         self.pacing = pacing.Pacing(1, lambda _elapsed: run.imap_per_second or 1.0, time.time())

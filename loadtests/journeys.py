@@ -1,4 +1,4 @@
-"""The users of a load run: people signing in to mail products, and those products' back ends (Locust user classes).
+"""The weighted users of a load run: people signing in to mail products, and those products' back ends (Locust user classes).
 
 Three journeys, weighted as a mail platform sees them (most requests are a product asking "who is this?"):
 - PortalUser (weight 3): opens the login page, posts the form with its CSRF token, follows the redirect;
@@ -14,7 +14,8 @@ Three journeys, weighted as a mail platform sees them (most requests are a produ
   code), then the product's back end redeems the code, calls userinfo and introspection, refreshes the
   token, and the person signs out through the product (RP-initiated logout) and signs in again.
 Back-end calls go out without cookies, as a server's would, so the router places each by the share.
-The password recovery journey, at its own fixed low rate for the mail delay, is loadtests/recovery.py.
+Two journeys run apart, one user each at a fixed rate: password recovery for the mail delay (loadtests/recovery.py)
+and IMAP logins to Dovecot (loadtests/imap.py).
 Request names (`login`, `mfa`, `session`, `userinfo`, …) are what `--slo name:p99<…` and the reports use.
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from locust import task
 from locust.clients import HttpSession
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser
 
-from loadtests import config, pacing
+from loadtests import pacing, run_settings
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 SCOPE = "openid email"
@@ -71,7 +72,7 @@ class Browser(FastHttpUser):
     account = ""
 
     def on_start(self) -> None:
-        run = config.current(self.environment)
+        run = run_settings.current(self.environment)
         self.run = run
         self.pacing = pacing.Pacing(run.scenario.users, run.rate_at, run.started)
         self.account = secrets.choice(run.password_accounts)

@@ -129,7 +129,7 @@ class Recorder:
         return result
 
     def summary(self) -> dict[str, Any]:
-        """The figures of summary.json: total, clusters and endpoints (what loadtests/slo.py judges)."""
+        """The figures of summary.json: total, clusters and endpoints (what loadtests/thresholds.py judges)."""
         return {TOTAL: self.total.figures(),
                 "clusters": {k: v.figures() for k, v in sorted(self.clusters.items())},
                 "endpoints": {k: v.figures() for k, v in sorted(self.endpoints.items())},

@@ -8,7 +8,7 @@ from typing import Any
 
 from locust import LoadTestShape, events
 
-from loadtests import config
+from loadtests import run_settings
 from loadtests.collect import Collector
 from loadtests.journeys import MfaUser, PortalUser, ProductUser
 from loadtests.imap import ImapUser
@@ -20,7 +20,7 @@ JOURNEYS = (MfaUser, PortalUser, ProductUser)   # weighted; RecoveryUser and Ima
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
-    config.add_options(parser)
+    run_settings.add_options(parser)
 
 
 @events.init.add_listener
@@ -38,7 +38,7 @@ class ScenarioShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float, list[type[Any]]] | None:
         assert self.runner is not None, "Locust gives a shape its runner before the first tick"
-        run = config.current(self.runner.environment)
+        run = run_settings.current(self.runner.environment)
         elapsed = self.get_run_time()
         if run.scenario.stop_now(elapsed):
             return None

@@ -18,8 +18,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.stack import StackError, StackSpec
-from loadtests.config import IMAP_ACCOUNTS, RunConfig
 from loadtests.mail_delay import aligned
+from loadtests.run_settings import IMAP_ACCOUNTS, RunSettings
 
 METRIC = "loginsvc_request_duration_seconds"
 BUILD_INFO = "loginsvc_build_info"
@@ -189,7 +189,7 @@ def stack_nodes(var_dir: Path) -> dict[str, tuple[str, str]] | None:
     return {node.name: (node.cluster, f"http://{node.address}") for node in spec.nodes}
 
 
-def imap_summary(run: RunConfig, backend: Mapping[str, Any] | None) -> dict[str, Any]:
+def imap_summary(run: RunSettings, backend: Mapping[str, Any] | None) -> dict[str, Any]:
     """summary.json's `imap`: the journey's settings and the login service's side of its logins (`backend`)."""
     note = None if backend is not None else f"no stack spec under {run.var_dir}: the nodes' metrics were not read"
     return {"per_second": run.imap_per_second, "port": run.imap_port,

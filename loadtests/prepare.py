@@ -21,7 +21,7 @@ from pathlib import Path
 
 from deploy.node import manage
 from deploy.stack import StackSpec
-from loadtests.config import CLIENT_SECRET_ENV, PASSWORD_ENV, mfa_count
+from loadtests.run_settings import CLIENT_SECRET_ENV, PASSWORD_ENV, mfa_count
 from loginsvc import files
 from loginsvc.accounts import load_users
 

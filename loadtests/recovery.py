@@ -24,7 +24,7 @@ import gevent
 from locust import User, task
 from locust.clients import HttpSession
 
-from loadtests import config, mail_index
+from loadtests import mail_index, run_settings
 from loadtests.journeys import SourceAddressAdapter, csrf_of
 from loadtests.mail_delay import ACCEPTED, WINDOW_SECONDS, Asked
 from loadtests.pacing import RECOVERY_MAX_PER_MINUTE, RecoveryAccounts, RecoverySchedule
@@ -38,7 +38,7 @@ class RecoveryUser(User):
     fixed_count = 1     # one per run, whatever the users: the shape adds it (loadtests/locustfile.py)
 
     def on_start(self) -> None:
-        run = config.current(self.environment)
+        run = run_settings.current(self.environment)
         self.settings, self.mail = run, self.environment.loadtests.mail
         self.schedule = RecoverySchedule(min(RECOVERY_MAX_PER_MINUTE, run.recovery_per_minute or 1.0))
         self.accounts = RecoveryAccounts(run.accounts, run.recovery_limit, self.history())

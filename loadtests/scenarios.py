@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtests import slo as slo_module
+from loadtests import thresholds
 from loadtests.ops import Ops, OpsError, healed
 
 CANARY_STEPS = (12.0, 20.0, 50.0)
@@ -174,7 +174,7 @@ class Capacity(Scenario):
     p99<1000 and errors<1%); the last step that held is the stack's sustainable rate."""
 
     name = "capacity"
-    slos: list[slo_module.Slo] = []
+    slos: list[thresholds.Slo] = []
     broken_at: int | None = None       # the first step that broke an SLO
 
     @property
@@ -206,7 +206,7 @@ def make(name: str, duration: float, users: int, rate: float | None, slos: list[
     if isinstance(scenario, Failover):
         scenario.target = kill
     if isinstance(scenario, Capacity):
-        scenario.slos = slo_module.parse_all(slos or CAPACITY_SLOS)
+        scenario.slos = thresholds.parse_all(slos or CAPACITY_SLOS)
     return scenario
 
 

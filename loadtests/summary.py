@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from loadtests import node_metrics, report, scenarios
-from loadtests import slo as slo_module
-from loadtests.config import RunConfig
+from loadtests import node_metrics, report, scenarios, thresholds
 from loadtests.latency import UNATTRIBUTED
+from loadtests.run_settings import RunSettings
 
 LOCUST_PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "p999": 0.999}
 
@@ -34,7 +33,7 @@ def _locust_figures(stats: Any) -> dict[str, Any]:
                                                      sorted(stats.entries.items())}}
 
 
-def _steps(collector: Any, run: RunConfig, elapsed: float) -> list[dict[str, Any]]:
+def _steps(collector: Any, run: RunSettings, elapsed: float) -> list[dict[str, Any]]:
     """The scenario's steps that began before the run ended (a capacity search stops early), each to its end."""
     steps = []
     for step in run.scenario.steps:
@@ -49,7 +48,7 @@ def _steps(collector: Any, run: RunConfig, elapsed: float) -> list[dict[str, Any
     return steps
 
 
-def build(collector: Any, run: RunConfig, options: Any, elapsed: float) -> dict[str, Any]:
+def build(collector: Any, run: RunSettings, options: Any, elapsed: float) -> dict[str, Any]:
     figures = collector.recorder.summary()
     clusters = figures["clusters"]
     result: dict[str, Any] = {
@@ -81,7 +80,7 @@ def build(collector: Any, run: RunConfig, options: Any, elapsed: float) -> dict[
         result["capacity"] = scenarios.capacity_result(result["steps"], run.scenario.broken_at, collector.nodes,
                                                        float(run.scenario.rate or 0.0))
         result["capacity"]["verdicts"] = collector.capacity_lines
-    verdicts, code = slo_module.gate(slo_module.parse_all(options.lt_slo), result)
+    verdicts, code = thresholds.gate(thresholds.parse_all(options.lt_slo), result)
     result["slo"] = [{"text": v.slo.text, "ok": v.held, "line": v.line} for v in verdicts]
     result["exit_code"] = code
     return result

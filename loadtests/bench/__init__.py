@@ -1,1 +1,1 @@
-"""Benchmarks run by `make bench`: each prints a table and writes JSON under var/bench/."""
+"""The benchmarks (`make bench`, docs/benchmarks.md): one part of the service at a time (logins, second factors, the router, SSO, mail checks), tables on stdout and JSON under var/bench/; the load suites are loadtests/ itself."""

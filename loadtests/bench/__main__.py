@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark in one run; tables on stdout, JSON under var/bench/."""
+"""`python -m loadtests.bench [--only NAME]` (`make bench`): the benchmarks in one run, tables on stdout, JSON under var/bench/; the load suites: `python -m loadtests run`."""
 from __future__ import annotations
 
 import argparse

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import accounts_file, config
+from loadtests import accounts_file, run_settings
 
 SECRET = "pass:word with spaces"
 
@@ -65,10 +65,10 @@ def test_a_missing_or_binary_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_locust_takes_each_account_with_its_own_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(config.PASSWORD_ENV, "the shared one is not used")
+    monkeypatch.setenv(run_settings.PASSWORD_ENV, "the shared one is not used")
     path = written(tmp_path, f"ann@example.test:{SECRET}\nbob@example.test:other\n")
     options = Namespace(lt_accounts="loadtest:50", lt_accounts_file=str(path))
-    assert config.credentials(options) == {"ann@example.test": SECRET, "bob@example.test": "other"}
-    generated = config.credentials(Namespace(lt_accounts="loadtest:2", lt_accounts_file=""))
+    assert run_settings.credentials(options) == {"ann@example.test": SECRET, "bob@example.test": "other"}
+    generated = run_settings.credentials(Namespace(lt_accounts="loadtest:2", lt_accounts_file=""))
     assert generated == dict.fromkeys(["loadtest-0000@loadtest.example.test", "loadtest-0001@loadtest.example.test"],
                                       "the shared one is not used")

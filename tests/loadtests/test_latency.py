@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadtests import latency, slo
+from loadtests import latency, thresholds
 
 
 def open_model_with_a_stall(rate: float = 100, seconds: float = 10, service: float = 0.002,
@@ -36,7 +36,7 @@ def test_corrected_p99_shows_a_stall_that_raw_p99_hides() -> None:
     # ~100 requests were due during the 1 s stall; each waited from its intended time.
     assert 850 <= corrected["p99"] <= 1000 and corrected["p95"] >= 400
     assert corrected["p50"] == pytest.approx(2.0, abs=0.01)           # most of the run was unaffected
-    [verdict], code = slo.gate([slo.parse("p99<100")], open_model_with_a_stall().summary())
+    [verdict], code = thresholds.gate([thresholds.parse("p99<100")], open_model_with_a_stall().summary())
     assert not verdict.held and code == 1                              # the gate judges the corrected figure
 
 

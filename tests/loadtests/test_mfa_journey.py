@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from loadtests import config
+from loadtests import run_settings
 from loadtests.pacing import CodeSteps
 from loginsvc.accounts.load_users import email_of, totp_secret
 
@@ -64,33 +64,33 @@ def options(accounts: str = "loadtest:50", mfa: int = -1, accounts_file: str = "
 
 
 def test_the_first_of_the_prefix_have_the_app_a_fifth_by_default() -> None:
-    passwords = dict.fromkeys(config.accounts("loadtest:50"), PASSWORD)
-    secrets = config.totp_secrets(options(), passwords)
-    assert list(secrets) == [email_of(i) for i in range(10)] and config.mfa_count(50) == 10
+    passwords = dict.fromkeys(run_settings.accounts("loadtest:50"), PASSWORD)
+    secrets = run_settings.totp_secrets(options(), passwords)
+    assert list(secrets) == [email_of(i) for i in range(10)] and run_settings.mfa_count(50) == 10
     assert secrets[email_of(9)] == totp_secret(PASSWORD, email_of(9))
-    assert list(config.totp_secrets(options(mfa=2), passwords)) == [email_of(0), email_of(1)]
-    assert config.totp_secrets(options(mfa=0), passwords) == {}
+    assert list(run_settings.totp_secrets(options(mfa=2), passwords)) == [email_of(0), email_of(1)]
+    assert run_settings.totp_secrets(options(mfa=0), passwords) == {}
     with pytest.raises(ValueError, match="--lt-mfa: 50 of 50 accounts"):
-        config.totp_secrets(options(mfa=50), passwords)
+        run_settings.totp_secrets(options(mfa=50), passwords)
 
 
 def test_demo_and_file_accounts_sign_in_with_passwords_alone() -> None:
-    assert config.accounts("demo") == ["demo@example.test"]    # demo2 has an app whose secret only var/ holds
-    assert config.totp_secrets(options("demo"), {"demo@example.test": PASSWORD}) == {}
-    assert config.totp_secrets(options(accounts_file="accounts.txt"), {"a@example.test": PASSWORD}) == {}
+    assert run_settings.accounts("demo") == ["demo@example.test"]    # demo2 has an app whose secret only var/ holds
+    assert run_settings.totp_secrets(options("demo"), {"demo@example.test": PASSWORD}) == {}
+    assert run_settings.totp_secrets(options(accounts_file="accounts.txt"), {"a@example.test": PASSWORD}) == {}
 
 
 def test_a_worker_takes_its_share_by_its_index_and_the_masters_expected_workers() -> None:
     class WorkerRunner:   # Locust's class name is what tells a worker apart
         worker_index = 2
     worker = SimpleNamespace(runner=WorkerRunner(), parsed_options=Namespace(expect_workers=4))
-    assert config.worker_share(worker) == (2, 4)
-    assert config.worker_share(SimpleNamespace(runner=object(), parsed_options=Namespace(expect_workers=4))) == (0, 1)
+    assert run_settings.worker_share(worker) == (2, 4)
+    assert run_settings.worker_share(SimpleNamespace(runner=object(), parsed_options=Namespace(expect_workers=4))) == (0, 1)
 
 
 def test_the_password_journeys_never_pick_an_account_with_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(config.PASSWORD_ENV, PASSWORD)
-    run = config.build(Namespace(lt_scenario="steady", lt_duration=10.0, lt_users=4, lt_rate=0.0, lt_slo=[],
+    monkeypatch.setenv(run_settings.PASSWORD_ENV, PASSWORD)
+    run = run_settings.build(Namespace(lt_scenario="steady", lt_duration=10.0, lt_users=4, lt_rate=0.0, lt_slo=[],
                                  lt_kill="", lt_accounts="loadtest:10", lt_accounts_file="", lt_mfa=-1,
                                  lt_client_id="loadtest", lt_redirect_uri="http://127.0.0.1:9/cb",
                                  lt_post_logout_uri="http://127.0.0.1:9/"), share=(1, 2))

@@ -1,11 +1,11 @@
-"""--slo expressions (loadtests/slo.py): the issue's grammar, k6-style verdicts, exit codes, and clear refusals."""
+"""--slo expressions (loadtests/thresholds.py): the issue's grammar, k6-style verdicts, exit codes, and clear refusals."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from loadtests import slo
+from loadtests import thresholds
 
 
 def summary(**overrides: Any) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def summary(**overrides: Any) -> dict[str, Any]:
     ("green:p95 < blue:p95 * 0.3", True, "green:p95 is 40.0 ms, limit < 45.0 ms"),
 ])
 def test_the_issues_expressions_give_k6_style_verdicts(text: str, held: bool, shown: str) -> None:
-    [verdict], code = slo.gate([slo.parse(text)], summary())
+    [verdict], code = thresholds.gate([thresholds.parse(text)], summary())
     assert verdict.held is held
     assert code == (0 if held else 1)
     assert verdict.line.startswith("ok " if held else "BREACH ")
@@ -50,17 +50,17 @@ def test_the_issues_expressions_give_k6_style_verdicts(text: str, held: bool, sh
 
 
 def test_one_breach_among_several_sets_exit_code_1() -> None:
-    verdicts, code = slo.gate(slo.parse_all(["p95<300", "errors<1%", "green:p99<500"]), summary())
+    verdicts, code = thresholds.gate(thresholds.parse_all(["p95<300", "errors<1%", "green:p99<500"]), summary())
     assert [v.held for v in verdicts] == [True, True, False] and code == 1
-    assert slo.gate(slo.parse_all(["p95<300", "errors<1%"]), summary())[1] == 0
+    assert thresholds.gate(thresholds.parse_all(["p95<300", "errors<1%"]), summary())[1] == 0
 
 
 def test_corrected_percentiles_are_judged_where_the_run_has_them() -> None:
     data = summary()
     data["clusters"]["green"]["corrected"] = {"p99": 2400.0}  # a stall the closed loop hid
-    [verdict], code = slo.gate([slo.parse("green:p99<1000")], data)
+    [verdict], code = thresholds.gate([thresholds.parse("green:p99<1000")], data)
     assert not verdict.held and verdict.actual == 2400.0 and code == 1
-    assert slo.check(slo.parse("green:p95<100"), data).held  # p95 has no corrected figure: the raw one
+    assert thresholds.check(thresholds.parse("green:p95<100"), data).held  # p95 has no corrected figure: the raw one
 
 
 @pytest.mark.parametrize(("text", "missing"), [
@@ -68,21 +68,21 @@ def test_corrected_percentiles_are_judged_where_the_run_has_them() -> None:
     ("green:p99<purple:p99*2", "purple:p99"),
 ])
 def test_a_figure_without_requests_is_a_breach_not_a_pass(text: str, missing: str) -> None:
-    verdict = slo.check(slo.parse(text), summary())
+    verdict = thresholds.check(thresholds.parse(text), summary())
     assert not verdict.held and f"no requests behind {missing}" in verdict.line
 
 
 def test_a_cluster_without_requests_is_a_breach() -> None:
     data = summary()
     data["clusters"]["green"] = {"count": 0, "errors": 0, "p50": None, "p95": None, "p99": None, "p999": None}
-    assert not slo.check(slo.parse("green:p99<500"), data).held
-    assert not slo.check(slo.parse("green:errors<1%"), data).held
+    assert not thresholds.check(thresholds.parse("green:p99<500"), data).held
+    assert not thresholds.check(thresholds.parse("green:errors<1%"), data).held
 
 
 def test_a_name_that_is_a_cluster_and_a_request_name_means_the_cluster() -> None:
     data = summary()
     data["endpoints"]["green"] = {"count": 10, "errors": 0, "p50": 1.0, "p95": 1.0, "p99": 1.0, "p999": 1.0}
-    assert slo.check(slo.parse("green:p99<500"), data).actual == 550.0
+    assert thresholds.check(thresholds.parse("green:p99<500"), data).actual == 550.0
 
 
 @pytest.mark.parametrize(("text", "problem"), [
@@ -105,8 +105,8 @@ def test_a_name_that_is_a_cluster_and_a_request_name_means_the_cluster() -> None
     ("green:p99<blue:p99*x", "neither a number nor a figure"),
 ])
 def test_a_malformed_expression_is_refused_naming_it(text: str, problem: str) -> None:
-    with pytest.raises(slo.SloError) as refused:
-        slo.parse(text)
+    with pytest.raises(thresholds.SloError) as refused:
+        thresholds.parse(text)
     message = str(refused.value)
     assert message.startswith(f"--slo {text!r}: ") and problem in message
     assert "\n" not in message  # one line, as the CLI prints it before exit 2

@@ -1,4 +1,4 @@
-"""One load run's settings inside Locust: its own command-line options (`--lt-*`, set by `python -m loadtests run`) and secrets from the environment.
+"""One load run's settings inside Locust: its own options (`--lt-*`, set by `python -m loadtests run`) and secrets from the environment.
 
 The options travel from the master to every worker with Locust's own spawn message, so a worker on
 another machine needs only the same environment variables (LOADTEST_PASSWORD, LOADTEST_CLIENT_SECRET)
@@ -44,7 +44,7 @@ class Product:
 
 
 @dataclass
-class RunConfig:
+class RunSettings:
     scenario: scenarios.Scenario
     processes: int                   # generator processes (Locust's --processes; 1 without it)
     accounts: list[str]
@@ -151,7 +151,7 @@ def worker_share(environment: Any) -> tuple[int, int]:
     return max(0, int(runner.worker_index)), max(1, int(getattr(environment.parsed_options, "expect_workers", 1)))
 
 
-def build(options: Any, started: float | None = None, share: tuple[int, int] = (0, 1)) -> RunConfig:
+def build(options: Any, started: float | None = None, share: tuple[int, int] = (0, 1)) -> RunSettings:
     scenario = scenarios.make(options.lt_scenario, options.lt_duration, options.lt_users, options.lt_rate or None,
                               slos=options.lt_slo, kill=options.lt_kill)
     passwords = credentials(options)
@@ -159,7 +159,7 @@ def build(options: Any, started: float | None = None, share: tuple[int, int] = (
     processes = max(1, int(getattr(options, "processes", None) or 1))
     secrets = totp_secrets(options, passwords)
     var_dir = Path(getattr(options, "lt_var_dir", "") or "var")
-    return RunConfig(
+    return RunSettings(
         scenario=scenario, processes=processes, accounts=emails, passwords=passwords, totp_secrets=secrets,
         codes=pacing.CodeSteps(list(secrets), *share),
         product=Product(options.lt_client_id, os.environ.get(CLIENT_SECRET_ENV, ""), options.lt_redirect_uri,
@@ -173,18 +173,18 @@ def build(options: Any, started: float | None = None, share: tuple[int, int] = (
         imap_port=int(getattr(options, "lt_imap_port", IMAP_PORT) or IMAP_PORT), var_dir=var_dir)
 
 
-_CURRENT: dict[int, RunConfig] = {}
+_CURRENT: dict[int, RunSettings] = {}
 
 
-def current(environment: Any) -> RunConfig:
-    """This process's RunConfig, built from the options on first use (a worker gets them with its first spawn)."""
-    config = _CURRENT.get(id(environment))
-    if config is None:
-        config = _CURRENT[id(environment)] = build(environment.parsed_options, share=worker_share(environment))
-    return config
+def current(environment: Any) -> RunSettings:
+    """This process's RunSettings, built from the options on first use (a worker gets them with its first spawn)."""
+    settings = _CURRENT.get(id(environment))
+    if settings is None:
+        settings = _CURRENT[id(environment)] = build(environment.parsed_options, share=worker_share(environment))
+    return settings
 
 
-def reset(environment: Any, started: float) -> RunConfig:
+def reset(environment: Any, started: float) -> RunSettings:
     """A new run starts (Locust's test_start on this process): the schedule counts from now."""
-    config = _CURRENT[id(environment)] = build(environment.parsed_options, started, worker_share(environment))
-    return config
+    settings = _CURRENT[id(environment)] = build(environment.parsed_options, started, worker_share(environment))
+    return settings

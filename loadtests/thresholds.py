@@ -1,4 +1,4 @@
-"""Service-level objectives of a load run (`--slo`), parsed once and checked against its summary, as k6 thresholds are.
+"""A load run's `--slo` expressions as k6's thresholds: parsed once, judged against its summary after the run, so a release can gate on them.
 
 An expression is `[SCOPE:]METRIC OP LIMIT`:
 - SCOPE: a cluster (`green`, from each response's X-Served-By) or a request name (`login`);
@@ -13,6 +13,7 @@ Percentiles are the corrected ones (measured from each request's intended send t
 model) where the run has them, else Locust's: an SLO should hold on the honest figure. A figure
 that has no requests behind it cannot show an SLO holds, so it counts as a breach.
 Why a parser of our own: k6's threshold grammar is the model ops know, and Locust has none.
+Not the router's live watch of each cluster's objective while traffic flows: that is canary's own `slo` module.
 """
 from __future__ import annotations
 
