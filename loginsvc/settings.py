@@ -15,7 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from loginsvc import conf, files
+from loginsvc import conf, files, middleware_chain
 from loginsvc.mail import smtp
 
 BASE_DIR = conf.ROOT
@@ -84,23 +84,11 @@ INSTALLED_APPS = [
     "loginsvc.observability",
 ]
 
-MIDDLEWARE = [
-    # First: a peer outside LOGINSVC_TRUSTED_PROXIES loses its X-Forwarded-* headers before anyone reads them.
-    "loginsvc.accounts.client_ip.ForwardedHeadersMiddleware",
-    "loginsvc.observability.middleware.RequestContextMiddleware",
-    "loginsvc.health.middleware.HealthMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "loginsvc.accounts.sessions.SessionLifetimeMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "loginsvc.accounts.headers.ContentSecurityPolicyMiddleware",
-]
+# Declared once, with each entry's role for the node's fast paths (loginsvc/middleware_chain.py).
+MIDDLEWARE = list(middleware_chain.MIDDLEWARE)
 
 # The admin's messages are set up for its views alone (staff/site.py), not by MessageMiddleware: the
-# chain above is the one the node's fast paths mirror (accounts/fast_session.py).
+# chain above is the one the node's fast paths mirror (loginsvc/fast_path.py).
 SILENCED_SYSTEM_CHECKS = ["admin.E409"]
 STATIC_URL = "/static/"  # the admin's own style sheets and scripts (loginsvc/urls.py)
 

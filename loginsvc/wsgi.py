@@ -3,6 +3,8 @@
 The application is Django behind the GET /api/session fast path (accounts/fast_session.py),
 which answers the plain logged-in case itself and hands every other request to Django; in front
 of both, the fast path for products' plain userinfo and introspection calls (sso/fast_token.py).
+Both mirror the middleware chain declared in loginsvc/middleware_chain.py and turn themselves off
+under any other.
 Outermost, only when LOGINSVC_TEST_DELAY names this node or its cluster (tests only): a delay of
 every answer but the probes' (loginsvc/delay.py).
 """

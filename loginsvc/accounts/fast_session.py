@@ -17,19 +17,22 @@ Answered here: GET or HEAD of exactly /api/session, no query string, a well-form
 In that case Django writes nothing and answers 200 with a fixed set of headers, and so does this.
 
 How it stays identical, sharing code rather than copying it:
-- request phase: the forwarded headers of an untrusted peer dropped (client_ip, as the first
-  middleware does), Django's own WSGIRequest (cookies, Host validation, is_secure) and the
-  process_request of the same SecurityMiddleware, CommonMiddleware (loginsvc/fast_path.py, shared
-  with the SSO fast path) and CsrfViewMiddleware;
+- request phase: the one loginsvc/fast_path.py derives from the declared chain
+  (loginsvc/middleware_chain.py; shared with the SSO fast path): the forwarded headers of an
+  untrusted peer dropped (client_ip, as the first middleware does), Django's own WSGIRequest
+  (cookies, Host validation, is_secure), the process_request of SecurityMiddleware and
+  CommonMiddleware; then each entry acting on cookies as MIRRORED says (CsrfViewMiddleware's own
+  process_request among them);
 - session: SessionStore(key).cache_key read through the session cache's django-redis client
   (same key, same serializer as the cached_db engine);
 - auth: django.contrib.auth.get_user's checks, with backends.cached_user;
 - body: views.session_payload encoded as JsonResponse does;
-- headers: harvested at start-up by running the response phase of the configured middlewares
-  on this view's JsonResponse (one template for http, one for https), plus X-Served-By and
-  X-Request-ID from observability's helpers, which also record the same histogram and access log
+- headers: fast_path.harvest at start-up, the chain's response phase run on this view's
+  JsonResponse (one template for http, one for https), plus X-Served-By and X-Request-ID from
+  observability's helpers, which also record the same histogram and access log
   (fast_path.FastPath.respond).
-It mirrors one middleware chain (MIDDLEWARE below); other settings turn it off (unsupported()).
+It mirrors the declared chain only: another MIDDLEWARE, entries acting on cookies other than
+MIRRORED, and the other settings unsupported() checks turn it off.
 tests/test_session_fast_path.py compares status, body and every header of both paths.
 
 Not done here: the request_started/request_finished signals (database connection housekeeping);
@@ -37,7 +40,6 @@ this path never touches the database. LOGINSVC_SESSION_FAST_PATH=0 turns it off.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -49,16 +51,10 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
-from django.core.handlers.wsgi import WSGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.clickjacking import XFrameOptionsMiddleware
-from django.middleware.common import CommonMiddleware
-from django.middleware.csrf import CsrfViewMiddleware
-from django.middleware.security import SecurityMiddleware
+from django.http import JsonResponse
 from django.urls import resolve
 from django.utils.crypto import constant_time_compare
 from django_redis.cache import RedisCache
@@ -66,31 +62,24 @@ from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from loginsvc import conf
+from loginsvc import conf, middleware_chain
 from loginsvc.accounts import auth_epoch, backends, sessions, views
-from loginsvc.accounts.headers import ContentSecurityPolicyMiddleware
-from loginsvc.fast_path import Answer, FastPath
-from loginsvc.health.middleware import ROUTES as HEALTH_ROUTES
+from loginsvc.fast_path import Answer, FastPath, harvest, middleware, unsupported_chain
+from loginsvc.middleware_chain import Request
 from loginsvc.observability.metrics import SESSION_FAST_PATH
 
 logger = logging.getLogger(__name__)
 
 PATH = "/api/session"
-# The chain this module mirrors, in order. Any other MIDDLEWARE turns the fast path off: it
-# cannot know what another middleware would do. (A test fails too, so that someone looks here.)
-MIDDLEWARE = (
-    "loginsvc.accounts.client_ip.ForwardedHeadersMiddleware",
-    "loginsvc.observability.middleware.RequestContextMiddleware",
-    "loginsvc.health.middleware.HealthMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "loginsvc.accounts.sessions.SessionLifetimeMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "loginsvc.accounts.headers.ContentSecurityPolicyMiddleware",
-)
+CSRF = "django.middleware.csrf.CsrfViewMiddleware"
+# How this module stands in for each entry of the chain that acts on cookies (Request.COOKIES); a chain
+# with other such entries turns the fast path off: it cannot know what another one would do.
+MIRRORED = {
+    "django.contrib.sessions.middleware.SessionMiddleware": "the session read from Redis (read_session)",
+    CSRF: "its own process_request (answer)",
+    "django.contrib.auth.middleware.AuthenticationMiddleware": "get_user's checks (signed_in)",
+    "loginsvc.accounts.sessions.SessionLifetimeMiddleware": "sessions.due (signed_in)",
+}
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 BACKEND = f"{backends.CachedModelBackend.__module__}.{backends.CachedModelBackend.__qualname__}"
 # After Redis fails once, requests go straight to Django for this long: its own Redis attempt
@@ -113,14 +102,13 @@ RESULTS = (
 )
 
 
-def _unused(request: HttpRequest) -> HttpResponse:
-    raise AssertionError("only the middlewares' process_request/process_response are called")
-
-
 def unsupported() -> str | None:
     """Why this module cannot promise Django's answer under the current settings, or None."""
-    if tuple(settings.MIDDLEWARE) != MIDDLEWARE:
-        return "MIDDLEWARE is not the chain accounts/fast_session.py mirrors"
+    reason = unsupported_chain((PATH,))
+    if reason is not None:
+        return reason
+    if {entry.path for entry in middleware_chain.CHAIN if entry.request is Request.COOKIES} != MIRRORED.keys():
+        return "the chain's middlewares acting on cookies are not the ones accounts/fast_session.py mirrors"
     if settings.SESSION_ENGINE != SESSION_ENGINE or settings.SESSION_SAVE_EVERY_REQUEST:
         return "sessions are not cached_db sessions saved only when modified"
     if settings.CSRF_USE_SESSIONS:
@@ -129,46 +117,9 @@ def unsupported() -> str | None:
         return "the session cache is not django-redis"
     if BACKEND not in settings.AUTHENTICATION_BACKENDS:
         return f"{BACKEND} is not an authentication backend"
-    if PATH in HEALTH_ROUTES or resolve(PATH).func is not views.api_session_view:
+    if resolve(PATH).func is not views.api_session_view:
         return f"{PATH} is not routed to views.api_session_view"
     return None
-
-
-def _probe_request(secure: bool) -> WSGIRequest:
-    """A request as the response phase of the chain sees it: session read (Vary), nothing modified."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": PATH, "SERVER_NAME": "fast-path-probe",
-        "SERVER_PORT": "443" if secure else "80", "wsgi.input": io.BytesIO(),
-        "wsgi.url_scheme": "https" if secure else "http",
-    }
-    if secure and settings.SECURE_PROXY_SSL_HEADER:
-        header, value = settings.SECURE_PROXY_SSL_HEADER
-        environ[header] = value
-    request = WSGIRequest(environ)
-    request.session = import_module(settings.SESSION_ENGINE).SessionStore(None)
-    request.session.get(sessions.AUTH_TIME)  # SessionLifetimeMiddleware reads every session
-    if request.is_secure() is not secure:
-        raise RuntimeError("cannot build a probe request with is_secure() == %s" % secure)
-    return request
-
-
-def header_template(secure: bool) -> tuple[list[tuple[str, str]], int, str]:
-    """The headers Django's response phase gives this view's 200 answer, where Content-Length is
-    among them, and the body's charset. Runs the configured middlewares' own code, innermost first."""
-    request = _probe_request(secure)
-    response = views.no_store(JsonResponse({}))
-    response = ContentSecurityPolicyMiddleware(lambda _request: response)(request)
-    response = XFrameOptionsMiddleware(_unused).process_response(request, response)
-    # SessionLifetimeMiddleware and AuthenticationMiddleware do nothing on the way out.
-    response = CsrfViewMiddleware(_unused).process_response(request, response)
-    response = CommonMiddleware(_unused).process_response(request, response)
-    response = SessionMiddleware(_unused).process_response(request, response)
-    response = SecurityMiddleware(_unused).process_response(request, response)
-    # HealthMiddleware does not answer this path; RequestContextMiddleware's headers are per request.
-    headers = list(response.items())
-    if response.cookies or response.status_code != 200:
-        raise RuntimeError("the probe answer sets cookies or is not a 200")
-    return headers, [name for name, _ in headers].index("Content-Length"), response.charset
 
 
 class FastSessionApp(FastPath):
@@ -176,8 +127,11 @@ class FastSessionApp(FastPath):
 
     def __init__(self, django_app: WSGIApplication) -> None:
         super().__init__(django_app, logger, "session fast path", SESSION_FAST_PATH)
-        self.csrf = CsrfViewMiddleware(_unused)
-        self.templates = {secure: header_template(secure) for secure in (False, True)}
+        self.csrf = middleware(CSRF)
+        self.templates = {}
+        for secure in (False, True):
+            template = harvest(views.no_store(JsonResponse({})), PATH, secure)
+            self.templates[secure] = (template.headers, template.length_at, template.charset)
         self.view = resolve(PATH).url_name or "unmatched"
         self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
         self.pk_to_python = get_user_model()._meta.pk.to_python

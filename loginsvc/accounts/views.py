@@ -1,7 +1,6 @@
 """HTTP views of accounts: thin wrappers around authentication.attempt_login and the session."""
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -140,19 +139,18 @@ def home_view(request: HttpRequest) -> HttpResponse:
     })
 
 
-def no_store(response: HttpResponse) -> HttpResponse:
-    """never_cache's headers as constants: patch_cache_control costs more than this whole view."""
-    response["Cache-Control"] = "max-age=0, no-cache, no-store, must-revalidate, private"
-    response["Expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+# never_cache's headers as constants: patch_cache_control costs more than the whole /api/session view.
+NEVER_CACHE = (("Cache-Control", "max-age=0, no-cache, no-store, must-revalidate, private"),
+               ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"))
+# RFC 6749 §5.1: what token answers (and the other OAuth JSON answers) carry.
+OAUTH_NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+
+
+def no_store(response: HttpResponse, headers: tuple[tuple[str, str], ...] = NEVER_CACHE) -> HttpResponse:
+    """`response` with `headers` set, in order: the one helper of every answer no cache may keep."""
+    for name, value in headers:
+        response[name] = value
     return response
-
-
-def _no_store(view):  # noqa: ANN001, ANN202 - a view decorator
-    @functools.wraps(view)
-    def wrapped(request: HttpRequest) -> HttpResponse:
-        return no_store(view(request))
-
-    return wrapped
 
 
 def session_payload(user: AbstractBaseUser | AnonymousUser, session: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,7 +168,6 @@ def session_payload(user: AbstractBaseUser | AnonymousUser, session: Mapping[str
     }
 
 
-@_no_store
 def api_session_view(request: HttpRequest) -> HttpResponse:
     """Who is signed in on this browser, for the products' back ends and the load tests.
 
@@ -185,8 +182,8 @@ def api_session_view(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
         response = json_error(405, "method not allowed", allowed=["GET", "HEAD"])
         response["Allow"] = "GET, HEAD"
-        return response
-    return JsonResponse(session_payload(request.user, request.session))
+        return no_store(response)
+    return no_store(JsonResponse(session_payload(request.user, request.session)))
 
 
 def json_body(request: HttpRequest, max_body: int = API_MAX_BODY) -> dict[str, Any] | JsonResponse:

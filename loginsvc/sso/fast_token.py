@@ -31,12 +31,11 @@ its deletion or a change of its secret or type takes effect on a node within CLI
 and a new secret works at once (refused here, it goes to Django, which reads the row). No key is
 loaded or used.
 
-The headers are Django's: accounts/fast_session.py harvests the response phase of the same
-middleware chain once at start-up (and refuses to run under another chain); the part that the
-middlewares add is taken from it and put after each view's own headers, plus X-Served-By and
-X-Request-ID, the latency histogram and the access-log line (loginsvc/fast_path.py). unsupported()
-also insists on the URL's exact decorator stack (refuse_nul, never_cache). tests/sso/test_fast_token.py
-compares status, body and every header of both paths, case by case.
+The headers are Django's, harvested from each view's answer at start-up by loginsvc/fast_path.py
+(the declared middleware chain's response phase; another chain turns this off), then tagged, timed
+and logged there. The chain's entries acting on cookies do nothing to the requests answered here.
+unsupported() also insists on the URL's exact decorator stack (refuse_nul, never_cache).
+tests/sso/test_fast_token.py compares status, body and every header of both paths, case by case.
 LOGINSVC_SSO_FAST_PATH=0 turns it off; loginsvc_sso_fast_path_total{endpoint,result} counts it.
 
 It overrides private functions of django-oauth-toolkit and oauthlib (_load_access_token,
@@ -54,10 +53,9 @@ import time
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import unquote_plus
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.core.handlers.wsgi import WSGIRequest
 from django.db import close_old_connections
@@ -73,9 +71,8 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from prometheus_client import Counter
 
 from loginsvc import conf
-from loginsvc.accounts import fast_session
-from loginsvc.accounts import views as account_views
-from loginsvc.fast_path import Answer, FastPath
+from loginsvc.accounts.views import OAUTH_NO_STORE, no_store
+from loginsvc.fast_path import Answer, FastPath, harvest, unsupported_chain, urlencoded_pairs
 from loginsvc.sso import introspection, views
 from loginsvc.sso.introspection import checksum
 from loginsvc.sso.prepared import Kept
@@ -174,7 +171,7 @@ def unsupported() -> str | None:
     The URLs must be exactly the ones mirrored here: userinfo is refuse_nul(never_cache(the toolkit's
     UserInfoView)) and introspection refuse_nul(views.introspect_view); another decorator or view
     could answer differently, so any change turns the fast path off (and its tests fail)."""
-    reason = fast_session.unsupported()  # the middleware chain whose headers it harvests
+    reason = unsupported_chain([path for path, _method in endpoints()])
     if reason is not None:
         return reason
     from django.db import connection
@@ -200,44 +197,19 @@ def unsupported() -> str | None:
     return None
 
 
-def _middleware_tail(secure: bool) -> tuple[list[tuple[str, str]], int]:
-    """The headers the middleware chain appends to a view's JSON answer, and where Content-Length is."""
-    headers, length_at, _charset = fast_session.header_template(secure)
-    own = list(account_views.no_store(JsonResponse({})).items())
-    if headers[:len(own)] != own or length_at < len(own):
-        raise RuntimeError("the harvested headers do not start with the view's own")
-    return headers[len(own):], length_at - len(own)
-
-
-def _userinfo_headers() -> list[tuple[str, str]]:
+def _userinfo_response() -> HttpResponse:
     """The URL's never_cache(UserInfoView): HttpResponse(body), the endpoint's Content-Type, then
-    never_cache's headers; its Expires is the current second (http_date(now)), so this is rebuilt
-    once a second (FastTokenApp.own_headers)."""
+    never_cache's headers; its Expires is the current second (http_date(now)), so its headers are
+    rebuilt once a second (FastTokenApp.own_headers)."""
     response = HttpResponse(b"", status=200)
     response["Content-Type"] = "application/json"
     add_never_cache_headers(response)
-    return list(response.items())
+    return response
 
 
-def _form(request: WSGIRequest) -> dict[str, str] | None:
-    """request.POST.dict() for a urlencoded body: Django's checks on the body (size), then its
-    QueryDict's parse (keep blank values, the field limit, UTF-8), the last value of a name winning
-    as in QueryDict.get() and .dict(). ~90,000 instructions less than building the QueryDict.
-    None for what Django's parse would treat specially (not UTF-8, too many fields) and for a NUL in
-    a value, which views.refuse_nul refuses before anything else."""
-    try:
-        text = request.body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if any("\x00" in value for _name, value in pairs):  # views.refuse_nul answers (invalid_request)
-        return None
-    return dict(pairs)
-
-
-def _other_params(params: dict[str, str]) -> bool:
-    """Content-Type parameters besides charset=utf-8 (what Django parses a urlencoded body as)."""
-    return any(name != "charset" or value.lower() != "utf-8" for name, value in params.items())
+def _introspect_response() -> HttpResponse:
+    """introspect_view's answer to a confidential client: JsonResponse, then the OAuth no-store headers."""
+    return no_store(JsonResponse({}), OAUTH_NO_STORE)
 
 
 def _has_body(environ: WSGIEnvironment) -> bool:
@@ -282,8 +254,10 @@ class FastTokenApp(FastPath):
         self.core = view.get_oauthlib_backend_class()(server)  # shared, as the view's own core is
         self.asking_clients = Kept(APPLICATIONS.first, CLIENT_KEEP_SECONDS)
         self.introspect_validator = fast_validator(views.Validator, self.asking_clients.first)  # one per request
-        self.tails = {secure: _middleware_tail(secure) for secure in (False, True)}
-        self.introspect_own = list(views._no_store(JsonResponse({})).items())
+        responses = {"userinfo": _userinfo_response, "introspect": _introspect_response}
+        self.tails = {(endpoint, secure): harvest(responses[endpoint](), path, secure, method).added()
+                      for (path, method), endpoint in self.endpoints.items() for secure in (False, True)}
+        self.introspect_own = list(_introspect_response().items())
         self.userinfo_own: tuple[int, list[tuple[str, str]]] = (-1, [])
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -331,16 +305,16 @@ class FastTokenApp(FastPath):
         if isinstance(body, str):
             return body
         own = self.own_headers() if endpoint == "userinfo" else self.introspect_own
-        tail, length_at = self.tails[request.is_secure()]
+        tail, length_at = self.tails[endpoint, request.is_secure()]
         headers = own + tail
         headers[len(own) + length_at] = ("Content-Length", str(len(body)))
         return headers, body
 
     def own_headers(self) -> list[tuple[str, str]]:
-        """_userinfo_headers() of this second (threads may both rebuild it: the same value)."""
+        """_userinfo_response()'s headers of this second (threads may both rebuild it: the same value)."""
         second = int(time.time())
         if self.userinfo_own[0] != second:
-            self.userinfo_own = (second, _userinfo_headers())
+            self.userinfo_own = (second, list(_userinfo_response().items()))
         return self.userinfo_own[1]
 
     def userinfo(self, request: WSGIRequest) -> bytes | str:
@@ -361,11 +335,10 @@ class FastTokenApp(FastPath):
 
     def introspect(self, request: WSGIRequest) -> bytes | str:
         """introspect_view's steps for an authenticated confidential client and a usable token parameter."""
-        if request.content_type != "application/x-www-form-urlencoded" or _other_params(request.content_params):
-            return "request"  # Django refuses a urlencoded body in another charset (400)
-        form = _form(request)
-        if form is None:
+        pairs = urlencoded_pairs(request)  # None: Django refuses another charset (400) or parses it specially
+        if pairs is None or any("\x00" in value for _name, value in pairs):  # views.refuse_nul answers a NUL
             return "request"
+        form = dict(pairs)  # the last value of a name wins, as in QueryDict.get() and .dict()
         value = form.get("token")
         if not value or len(value) > introspection.MAX_TOKEN_LENGTH:
             return "refused"
