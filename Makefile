@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install up test bench loadtest clean
 
-# Then the router's hot modules compiled with mypyc (canary/native_build.py), again only when their sources
-# changed; without a compiler the router runs its plain-Python modules (canary/compiled.py says which).
+# Then the router's hot modules compiled with mypyc (canary/native/build.py), again only when their sources
+# changed; without a compiler the router runs its plain-Python modules (canary/native/compiled.py says which).
 install: $(STAMP)
-	$(PY) -m canary.native_build build --if-stale || echo "warning: the router runs its pure-Python modules"
+	$(PY) -m canary.native.build build --if-stale || echo "warning: the router runs its pure-Python modules"
 
 # Re-installs only when pyproject.toml changed since the last install.
 $(STAMP): pyproject.toml
@@ -36,4 +36,4 @@ loadtest: install
 	$(PY) -m loadtests run --scenario steady --duration 60 $(LOADTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache build canary/*.so canary/native-build.json
+	rm -rf $(VENV) var .pytest_cache build canary/dataplane/*.so canary/dataplane/native-build.json

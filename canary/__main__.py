@@ -1,6 +1,6 @@
 """`python -m canary` entry point."""
 import sys
 
-from .cli import main
+from canary.cli.main import main
 
 sys.exit(main())

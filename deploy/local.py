@@ -21,7 +21,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Callable
 
-from canary import secret
+from canary.config import secret
 from deploy import dovecot_server, programs
 from deploy.cli import Parser, print_table
 from deploy.demo_products import SECRET_ENV as DEMO_SECRET_ENV, products_toml

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from canary import secret
-from canary.cli import AdminCallError, admin_request
+from canary.cli.main import AdminCallError, admin_request
+from canary.config import secret
 from deploy.stack import StackSpec
 
 

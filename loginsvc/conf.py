@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from loginsvc.networks import parse_ranges
+from sharedlib.networks import parse_ranges
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from django.test import Client, RequestFactory, override_settings
 
 from loginsvc.accounts import fast_session
 from loginsvc.accounts.client_ip import client_ip
-from loginsvc.networks import parse_ranges
+from sharedlib.networks import parse_ranges
 from tests.conftest import PASSWORD, csrf_from, login
 from tests.test_session_fast_path import compare, environ_for
 

@@ -20,13 +20,13 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
-from canary import admin as canary_admin
-from canary import cli as canary_cli
-from canary import config as canary_config
-from canary import secret as canary_secret
+from canary.admin import api as canary_admin
+from canary.cli import main as canary_cli
+from canary.config import settings as canary_config
+from canary.config import secret as canary_secret
 from loginsvc import conf
 from loginsvc.health import middleware
-from loginsvc.networks import parse_ranges
+from sharedlib.networks import parse_ranges
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S, SYSTEMD = ROOT / "deploy" / "k8s", ROOT / "deploy" / "systemd"
@@ -135,8 +135,8 @@ def login_env_names() -> set[str]:
 
 
 def router_env_names() -> set[str]:
-    files = list((ROOT / "canary").glob("*.py"))
-    # canary/secret.py passes its names on in tuples: grep the CANARY_* literals too.
+    files = list((ROOT / "canary").rglob("*.py"))
+    # canary/config/secret.py passes its names on in tuples: grep the CANARY_* literals too.
     grep = {m for f in files for m in re.findall(r"[\"'](CANARY_[A-Z0-9_]+)[\"']", f.read_text())}
     return set().union(*map(_env_reads, files)) | grep
 

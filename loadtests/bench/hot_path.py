@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from canary import compiled
-from canary.cli import build_parser, config_from_args
-from canary.proxy import DownstreamConn
-from canary.server import RouterProcess
-from canary.upstream_pool import Pool, UpstreamConn
+from canary.cli.main import build_parser, config_from_args
+from canary.cli.router_process import RouterProcess
+from canary.dataplane.downstream import DownstreamConn
+from canary.dataplane.upstream_pool import Pool, UpstreamConn
+from canary.native import compiled
 
 ROOT = Path(__file__).resolve().parents[2]
 BARE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"     # what wrk sends: a new browser each time

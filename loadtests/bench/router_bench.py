@@ -3,7 +3,7 @@
 Run: .venv/bin/python -m loadtests.bench.router_bench [OUT_DIR]   (writes OUT_DIR/router.json, default var/bench/)
 Method:
   * throughput: `wrk -t1 -c50 -d5s` (keep-alive, closed loop, 3 interleaved rounds, median) against each target,
-    same fixed 13-byte backend (canary.demo_backend --fixed: uvloop + httptools, own process); then HAProxy and
+    same fixed 13-byte backend (tests.demo_backend --fixed: uvloop + httptools, own process); then HAProxy and
     the router again with a browser-like request (nine more headers, three cookies, a valid pin);
   * added latency, open loop: a small C load generator (embedded below, built with gcc at run time) sends GETs
     at Poisson arrival times at a fixed rate over 64 keep-alive connections and measures each latency from the
@@ -37,7 +37,7 @@ import tempfile
 import time
 from typing import Any
 
-from canary.pin import PinSigner
+from canary.dataplane.pin import PinSigner
 from deploy.node import free_port, wait_port
 from loadtests.bench import wrk as wrk_runner
 from loadtests.bench.load_generators import build_burst, build_openloop, burst, openloop
@@ -256,7 +256,7 @@ def run(out_dir: pathlib.Path) -> dict[str, Any]:
                               "cpus": os.cpu_count()}
     try:
         bport = free_port()
-        procs.append(spawn([PY, "-m", "canary.demo_backend", "--fixed", "--port", str(bport)], cwd=ROOT))
+        procs.append(spawn([PY, "-m", "tests.demo_backend", "--fixed", "--port", str(bport)], cwd=ROOT))
         wait_port(bport)
         hport = free_port()
         (tmp / "haproxy.cfg").write_text(haproxy_config(hport, bport))

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from django.http import HttpRequest, HttpResponse
 
 from loginsvc import conf
-from loginsvc.networks import canonical_address, forwarded_client
+from sharedlib.networks import canonical_address, forwarded_client
 
 # Headers only a proxy may set (as WSGI keys). Django reads X-Forwarded-Proto through
 # SECURE_PROXY_SSL_HEADER; Host and Port matter if USE_X_FORWARDED_HOST/PORT are ever turned on.

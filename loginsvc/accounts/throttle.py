@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 
 from loginsvc import conf
 from loginsvc.accounts.throttle_db import DatabaseStore
-from loginsvc.accounts.throttle_rules import Counter, Rule
+from sharedlib.throttle_rules import Counter, Rule
 
 __all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "gave_password",
            "recovery_request", "step_up", "step_up_check", "succeeded"]

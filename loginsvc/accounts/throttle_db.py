@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from loginsvc import conf
-from loginsvc.accounts.throttle_rules import Counter, Rule
+from sharedlib.throttle_rules import Counter, Rule
 
 
 def _model():  # noqa: ANN202 - the model class; imported late, this module loads before the apps

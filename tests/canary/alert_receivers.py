@@ -17,8 +17,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from canary.alert_pipelines import Pipeline, Result, from_environment
-from canary.alerting import Alerting
+from canary.alerts.alerting import Alerting
+from canary.alerts.pipelines import Pipeline, Result
+from canary.alerts.settings import from_environment
 from tests.plugin import free_port, lasting_port
 from tests.support import LocalReceiver, Mailbox
 

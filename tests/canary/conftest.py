@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from canary.proxy import DownstreamConn
+from canary.dataplane.downstream import DownstreamConn
 from deploy.node import free_port, wait_port
 from deploy.redis_server import RedisServer
 from loadtests.bench.hot_path import Sink, front_with_nodes
@@ -45,7 +45,7 @@ class Backend:
 
     def start(self, *extra: str) -> "Backend":
         self.proc = subprocess.Popen(
-            [PY, "-m", "canary.demo_backend", "--port", str(self.port), "--cluster", self.cluster,
+            [PY, "-m", "tests.demo_backend", "--port", str(self.port), "--cluster", self.cluster,
              "--node", self.node, "--log", str(self.log), *self.extra, *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from canary.access_log import MAX_PENDING, REFUSALS_PER_SECOND, AccessLog
+from canary.dataplane.access_log import MAX_PENDING, REFUSALS_PER_SECOND, AccessLog
 
 
 @pytest.mark.timeout(60)

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from canary.alert_outbox import Outbox, backoff
-from canary.alert_pipelines import Pipeline, PipelineError, fingerprint, from_environment, retry_after, webhook_body
-from canary.alerting import Alerting, summary
+from canary.alerts.alerting import Alerting, summary
+from canary.alerts.outbox import Outbox, backoff
+from canary.alerts.pipelines import Pipeline, PipelineError, fingerprint, retry_after, webhook_body
+from canary.alerts.settings import from_environment
 from tests.canary.alert_receivers import Taking, five_alerts_through, name_of
 from tests.canary.conftest import FAST, ROOT, TOKEN, toml_config
 from tests.plugin import free_port

@@ -17,9 +17,10 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from canary.alert_outbox import Outbox, RedisOutbox
-from canary.alert_pipelines import HIDDEN, PipelineError, fingerprint, from_environment
-from canary.alerting import Alerting
+from canary.alerts.alerting import Alerting
+from canary.alerts.outbox import Outbox, RedisOutbox
+from canary.alerts.pipelines import HIDDEN, PipelineError, fingerprint
+from canary.alerts.settings import from_environment
 from tests.canary.alert_receivers import (
     ALERT, SMTP_PASSWORD, SMTP_USER, Recording, Redirecting, make_ca, name_of, smtp_server,
 )

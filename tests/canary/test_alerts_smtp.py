@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 import pytest
 
-from canary.alert_pipelines import Pipeline, PipelineError, from_environment
+from canary.alerts.pipelines import Pipeline, PipelineError
+from canary.alerts.settings import from_environment
 from tests.canary.alert_receivers import (
     ALERT, SMTP_PASSWORD, SMTP_USER, LocalCA, Taking, five_alerts_through, make_ca, smtp_server,
 )

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from scipy.stats import mannwhitneyu
 
-from canary import plan
-from canary.analysis import Verdict, judge, mann_whitney
-from canary.config import AnalysisConfig, ConfigError, ProactiveShiftConfig, SloConfig, from_dict
-from canary.lease import FileLease
-from canary.proactive_shift import ProactiveShift
-from canary.records import SAMPLES_PER_SECOND, Records, Window, percentile
-from canary.slo import SloWatch
+from canary.automation import plan
+from canary.automation.analysis import Verdict, judge, mann_whitney
+from canary.automation.lease import FileLease
+from canary.automation.proactive_shift import ProactiveShift
+from canary.automation.slo import SloWatch
+from canary.config.settings import AnalysisConfig, ConfigError, ProactiveShiftConfig, SloConfig, from_dict
+from canary.dataplane.records import SAMPLES_PER_SECOND, Records, Window, percentile
 
 RNG = random.Random(7)
 

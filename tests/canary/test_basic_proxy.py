@@ -54,7 +54,7 @@ def test_forged_and_expired_pins_are_reissued(setup):
 
 def test_an_aging_pin_is_refreshed_with_the_same_bucket(setup):
     """A browser that keeps coming back keeps its cluster: its pin is re-signed, not re-drawn."""
-    from canary.pin import PinSigner
+    from canary.dataplane.pin import PinSigner
 
     from .conftest import PIN_SECRET
 

@@ -1,4 +1,4 @@
-"""The router's hot modules run compiled (mypyc) where they were built, and the plain-Python path stays equal."""
+"""The router's data plane runs compiled (mypyc) where they were built, and the plain-Python path stays equal."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from canary import compiled
+from canary.native import compiled
 from tests.support import wait_for
 
 from .conftest import toml_config
@@ -34,7 +34,7 @@ REQUEST_PATH_TESTS = [
 NOT_TWICE = ["test_slow_bodies.py::test_slow_login_bodies_hold_no_node_thread_and_another_client_is_served"]
 # Files (or name patterns) that start a router or use a hot module but run on the compiled modules only, and why.
 COMPILED_ONLY = {
-    "test_admin_http.py": "the admin listener (canary/admin.py) is not a hot module",
+    "test_admin_http.py": "the admin listener (canary/admin/) is not in the data plane",
     "test_alerts*.py": "alert delivery, off the request path",
     "test_cli.py": "the ops CLI against the admin API",
     "test_compiled_modules.py": "this file: it starts the plain-Python run",
@@ -51,9 +51,9 @@ COMPILED_ONLY = {
 
 def loaded(env: dict[str, str]) -> dict[str, object]:
     """What a fresh interpreter with `env` imports for the request path."""
-    code = ("import json, canary.proxy, canary.server, canary.compiled as c; "
+    code = ("import json, canary.dataplane.downstream, canary.cli.router_process, canary.native.compiled as c; "
             "print(json.dumps({'status': c.status(), 'compiled': c.loaded_compiled(), "
-            "'proxy': canary.proxy.__file__}))")
+            "'proxy': canary.dataplane.downstream.__file__}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
                        env=env)
     assert r.returncode == 0, r.stderr
@@ -65,7 +65,7 @@ def test_the_installed_router_runs_the_compiled_modules() -> None:
     env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
     reason = compiled.why_pure(env)
     if reason is not None and not os.environ.get("CI"):
-        pytest.skip(f"the hot modules are not compiled here ({reason}); `make install` compiles them")
+        pytest.skip(f"the data plane is not compiled here ({reason}); `make install` compiles it")
     got = loaded(env)
     assert got["compiled"] is True and got["status"] == "compiled (mypyc)", got
     assert not str(got["proxy"]).endswith(".py")
@@ -73,7 +73,7 @@ def test_the_installed_router_runs_the_compiled_modules() -> None:
 
 def test_canary_pure_python_loads_the_source_beside_the_build() -> None:
     got = loaded(dict(os.environ, **{compiled.PURE_ENV: "1"}))
-    assert got["compiled"] is False and str(got["proxy"]).endswith("canary/proxy.py"), got
+    assert got["compiled"] is False and str(got["proxy"]).endswith("canary/dataplane/downstream.py"), got
     assert compiled.PURE_ENV in str(got["status"])
 
 
@@ -98,7 +98,7 @@ def exercises_the_request_path(path: Path) -> bool:
     text = path.read_text()
     hot = "|".join(compiled.HOT_MODULES)
     return ("router_factory" in text or "make_front" in text
-            or re.search(rf"^\s*(from|import) canary\.({hot})\b", text, re.M) is not None)
+            or re.search(rf"^\s*(from|import) canary\.dataplane\.({hot})\b", text, re.M) is not None)
 
 
 def test_every_request_path_test_file_runs_on_both_or_says_why_not() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from canary.config import ConfigError, from_dict
+from canary.config.settings import ConfigError, from_dict
 
 
 BASE = {"clusters": [{"name": "a", "nodes": ["127.0.0.1:1"]}, {"name": "b", "nodes": ["127.0.0.1:2"]}]}
@@ -49,10 +49,10 @@ def documented_reference() -> dict:
 
 
 def test_the_documented_reference_lists_every_key_with_its_default():
-    """docs/router.md and canary/config.py cannot drift apart: same sections, same keys, same defaults."""
+    """docs/router.md and canary/config/settings.py cannot drift apart: same sections, same keys, same defaults."""
     import dataclasses
 
-    from canary.config import _SECTIONS, Config
+    from canary.config.settings import _SECTIONS, Config
     doc = documented_reference()
     for name, cls in _SECTIONS.items():
         assert name in doc, name
@@ -68,7 +68,7 @@ def test_every_rule_names_its_key_and_the_value():
     """For each key with a rule, a value breaking it is refused with one line naming the key."""
     import dataclasses
 
-    from canary.config import _SECTIONS
+    from canary.config.settings import _SECTIONS
     bad = {"path": "readyz", "balancing": "random", "cookie_name": "a b"}
     for name, cls in _SECTIONS.items():
         for f in dataclasses.fields(cls):
@@ -93,7 +93,7 @@ def test_cluster_and_node_keys_follow_their_rules_and_documented_defaults():
     reference's first cluster shows the defaults."""
     import dataclasses
 
-    from canary.config import ClusterConfig, NodeConfig
+    from canary.config.settings import ClusterConfig, NodeConfig
     bad = {"max_concurrent": 0, "max_queue": -1, "dns_refresh": 0.0, "weight": 0}
     for cls in (ClusterConfig, NodeConfig):
         for f in dataclasses.fields(cls):

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from canary.config import Config
-from canary.ops_auth import AdminError, OpsAuth, SignInThrottle
-from canary.state import RedisStore
+from canary.admin.ops_auth import AdminError, OpsAuth, SignInThrottle
+from canary.config.settings import Config
+from canary.discovery.state import RedisStore
 from tests.plugin import free_port
 from tests.support import wait_for
 from tests.canary.conftest import FAST, TOKEN, toml_config

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from canary.config import ConfigError, from_dict
-from canary.dns_discovery import node_configs
-from canary.server import RouterProcess
+from canary.cli.router_process import RouterProcess
+from canary.config.settings import ConfigError, from_dict
+from canary.discovery.dns_discovery import node_configs
 
 from .conftest import FAST, free_port
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 
-from canary.pin import BUCKETS, PinSigner
+from canary.dataplane.pin import BUCKETS, PinSigner
 
 from .conftest import FAST, PIN_SECRET, toml_config
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from canary.request_body import BadRequest
-from canary.proxy import DownstreamConn
+from canary.dataplane.bad_request import BadRequest
+from canary.dataplane.downstream import DownstreamConn
 
 
 # Each of these would let a client smuggle a header or a request past a lenient parser (RFC 9112 §5, §5.2).
@@ -39,7 +39,7 @@ def test_bad_header_syntax_gets_400_and_nothing_reaches_the_node(make_front, lin
 def test_the_whole_head_check_refuses_a_value_llhttp_let_through(make_front, value):
     """Defence in depth behind llhttp: a line built from a value holding CR, LF or NUL (as a lenient parser
     would pass it) makes the head a 400 instead of a second header or request; a clean line passes."""
-    from canary.request_head import forwarded_head
+    from canary.dataplane.request_head import forwarded_head
     front, client_side, node_side = make_front()
     front.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     ex = front.answering
@@ -97,17 +97,17 @@ def test_router_checks_refuse_injection_even_past_the_parser(make_front, name, v
 
 
 def test_the_names_that_skip_the_checks_would_pass_them():
-    """Request headers found in proxy._PLAIN skip the name regex and the hop-by-hop lookup: each must be a valid
+    """Request headers found in request_head._PLAIN skip the name regex and the hop-by-hop lookup: each must be a valid
     token and none hop-by-hop, or the shortcut would forward what the checks refuse."""
-    from canary.proxy import _NOT_TOKEN, _PLAIN, _REQ_HOP
+    from canary.dataplane.request_head import _NOT_TOKEN, _PLAIN, _REQ_HOP
     assert _PLAIN and all(_NOT_TOKEN(n) is None for n in _PLAIN)
     assert not {n.lower() for n in _PLAIN} & _REQ_HOP
 
 
 def test_the_hop_by_hop_spellings_looked_up_are_the_checked_names():
-    """proxy._HOP_SPELLED maps usual spellings of hop-by-hop headers to their lower-case names, skipping the
+    """request_head._HOP_SPELLED maps usual spellings of hop-by-hop headers to their lower-case names, skipping the
     name regex and lower(): each key must be a valid token, its value its lower() and in _REQ_HOP, or a name
     would be handled as another header than the one it is."""
-    from canary.proxy import _HOP_SPELLED, _NOT_TOKEN, _REQ_HOP
+    from canary.dataplane.request_head import _HOP_SPELLED, _NOT_TOKEN, _REQ_HOP
     assert _HOP_SPELLED and all(_NOT_TOKEN(n) is None for n in _HOP_SPELLED)
     assert all(lname == name.lower() and lname in _REQ_HOP for name, lname in _HOP_SPELLED.items())

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from canary.access_log import REFUSALS_PER_SECOND
-from canary.chunk_framing import MAX_CHUNK_EXTENSIONS
+from canary.dataplane.access_log import REFUSALS_PER_SECOND
+from canary.dataplane.chunk_framing import MAX_CHUNK_EXTENSIONS
 from tests.support import raw_exchange, read_all, wait_for
 
 from .conftest import FAST, toml_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from canary.pin import BUCKETS, PinSigner
+from canary.dataplane.pin import BUCKETS, PinSigner
 from tests.conftest import create_user_in
 from tests.support import Browser, wait_for
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "canary"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
-ENTRY_POINTS = {"cli"}     # builds the RouterProcess (canary/server.py) and runs it
+MODULES = sorted(".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in PACKAGE.rglob("*.py")
+                 if p.stem not in ("__init__", "__main__"))
+PROCESS = "canary.cli.router_process"
+ENTRY_POINTS = {"cli.main"}     # builds the RouterProcess (canary/cli/router_process.py) and runs it
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -20,19 +22,25 @@ def imported_modules(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level == 1:
-                base = f"canary.{base}" if base else "canary"
-            if base == "canary":
-                out.update(f"canary.{a.name}" for a in node.names)
-            elif base.startswith("canary."):
-                out.add(base)
+            if node.level:
+                package = ".".join(("canary", *path.parent.relative_to(PACKAGE).parts)) if path.is_relative_to(
+                    PACKAGE) else "canary"
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            if base.startswith("canary.") or base == "canary":
+                # `from canary.admin import dashboard` names a module; `from canary.x.y import Name` a name in one
+                folder = PACKAGE.parent.joinpath(*base.split("."))
+                out.update(f"{base}.{a.name}" for a in node.names if (folder / f"{a.name}.py").exists())
+                if base != "canary" and not folder.is_dir():
+                    out.add(base)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("canary."))
     return out
 
 
 def test_the_module_list_is_read() -> None:
-    assert {"server", "proxy", "exchange", "request_context", "routing"} <= set(MODULES)
+    assert {"cli.router_process", "dataplane.downstream", "dataplane.exchange", "dataplane.request_context",
+            "dataplane.routing"} <= set(MODULES)
 
 
 def test_each_module_imports_first_in_a_fresh_interpreter() -> None:
@@ -47,14 +55,15 @@ def test_each_module_imports_first_in_a_fresh_interpreter() -> None:
     assert failed == []
 
 
-@pytest.mark.parametrize("name", [m for m in MODULES if m not in ENTRY_POINTS | {"server"}])
+@pytest.mark.parametrize("name", [m for m in MODULES if m not in ENTRY_POINTS | {"cli.router_process"}])
 def test_only_the_entry_point_imports_the_process(name: str) -> None:
     """Components never reach back into the process object, not even for type hints."""
-    assert "canary.server" not in imported_modules(PACKAGE / f"{name}.py")
+    assert PROCESS not in imported_modules(PACKAGE.joinpath(*name.split(".")).with_suffix(".py"))
 
 
 def test_the_import_scan_sees_type_checking_imports(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .server import RouterProcess\n")
-    assert imported_modules(probe) == {"canary.server"}
-    assert "canary.server" in imported_modules(PACKAGE / "cli.py")
+    probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                     "    from canary.cli.router_process import RouterProcess\n")
+    assert imported_modules(probe) == {PROCESS}
+    assert PROCESS in imported_modules(PACKAGE / "cli" / "main.py")

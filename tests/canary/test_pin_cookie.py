@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canary.pin import BUCKETS, PinSigner
+from canary.dataplane.pin import BUCKETS, PinSigner
 
 
 def test_pin_roundtrip_and_tamper():
@@ -63,7 +63,7 @@ def test_a_pin_signed_with_the_other_mac_keeps_its_bucket_and_is_reissued():
 
 
 def test_a_verified_pin_is_remembered_but_its_age_is_checked_every_time():
-    from canary import pin as pin_module
+    from canary.dataplane import pin as pin_module
     p = PinSigner("k1", ttl=100)
     value = p.make_value(77, 1000)
     assert p.check(value, 1010) == (77, False)

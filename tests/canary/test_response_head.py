@@ -72,12 +72,12 @@ def test_an_unfinished_head_over_the_cap_is_a_502_however_it_arrives(make_front)
 
 def test_the_names_relayed_without_a_look_are_never_special():
     """upstream_pool._RELAYED skips lower-casing: none may be a framing or hop-by-hop header, or X-Served-By."""
-    from canary.upstream_pool import _RELAYED, _RESP_DROP
+    from canary.dataplane.upstream_pool import _RELAYED, _RESP_DROP
     assert _RELAYED and not {n.lower() for n in _RELAYED} & (_RESP_DROP | {b"x-served-by"})
 
 
 def test_the_framing_spellings_looked_up_are_the_dropped_names():
     """upstream_pool._DROP_SPELLED skips lower-casing of framing headers: each value must be its key's lower()
     and one of _RESP_DROP, or a node's Content-Length or Connection would be relayed or misread."""
-    from canary.upstream_pool import _DROP_SPELLED, _RESP_DROP
+    from canary.dataplane.upstream_pool import _DROP_SPELLED, _RESP_DROP
     assert _DROP_SPELLED and all(lname == name.lower() and lname in _RESP_DROP for name, lname in _DROP_SPELLED.items())

@@ -2,8 +2,8 @@
 admits, queues or refuses."""
 from __future__ import annotations
 
-from canary.limits import Admission, ConcurrencyLimit
-from canary.retry_budget import RetryBudget
+from canary.dataplane.limits import Admission, ConcurrencyLimit
+from canary.dataplane.retry_budget import RetryBudget
 
 
 def test_retry_budget_and_limits():

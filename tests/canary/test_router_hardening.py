@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from canary.config import ConfigError, from_dict
-from canary.guard import router_path
-from canary.pin import BUCKETS, PinSigner
+from canary.config.settings import ConfigError, from_dict
+from canary.dataplane.pin import BUCKETS, PinSigner
+from canary.dataplane.router_paths import router_path
 from tests.support import read_all, wait_for
 
 from .conftest import FAST, PIN_SECRET, pin_of, toml_config
@@ -53,7 +53,7 @@ def test_bad_trusted_proxies_name_the_key(value) -> None:
 
 
 def test_trusted_proxy_flag_replaces_the_list() -> None:
-    from canary.cli import build_parser, config_from_args
+    from canary.cli.main import build_parser, config_from_args
     a = build_parser().parse_args(["serve", "--cluster", "a=127.0.0.1:1", "--cluster", "b=127.0.0.1:2",
                                    "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "fd00::/8"])
     assert config_from_args(a).trusted_proxies == ["10.0.0.0/8", "fd00::/8"]

@@ -6,7 +6,7 @@ def _make_secret(path: str, q) -> None:
     import os
     os.environ.pop("CANARY_TEST_SECRET", None)
     os.environ["CANARY_TEST_SECRET_FILE"] = path
-    from canary.secret import load_or_create_secret
+    from canary.config.secret import load_or_create_secret
     q.put(load_or_create_secret("CANARY_TEST_SECRET", "CANARY_TEST_SECRET_FILE", path))
 
 
@@ -36,7 +36,7 @@ def test_a_rotated_token_file_is_used_at_once_and_a_short_or_missing_one_is_refu
     is fixed for the process, as the environment is."""
     import os
 
-    from canary.secret import RotatingSecret
+    from canary.config.secret import RotatingSecret
     path = tmp_path / "token"
     path.write_text("first-token-0123456789\n")
     monkeypatch.delenv("CANARY_TEST_SECRET", raising=False)

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canary.pin import BUCKETS
-from canary.share import SlowStart, canary_threshold, pick_side
+from canary.dataplane.pin import BUCKETS
+from canary.dataplane.share import SlowStart, canary_threshold, pick_side
 
 
 @given(st.integers(0, BUCKETS - 1), st.floats(0, 100), st.floats(0, 100))
@@ -42,9 +42,9 @@ def test_slow_start_factor_linear():
 
 def test_both_clusters_healing_together_shift_nobody():
     """At start-up (or after a shared outage) both sides slow-start at once: the split stays the configured one."""
-    from canary.cluster import Cluster
-    from canary.config import ClusterConfig, NodeConfig
-    from canary.routing import Routing
+    from canary.dataplane.cluster import Cluster
+    from canary.config.settings import ClusterConfig, NodeConfig
+    from canary.dataplane.routing import Routing
 
     clusters = [Cluster(ClusterConfig(name=n, nodes=[NodeConfig(name=f"{n}-1", host="127.0.0.1", port=p)]),
                         "least_request") for n, p in (("blue", 1), ("green", 2))]

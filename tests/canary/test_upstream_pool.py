@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import uvloop
 
-from canary.cli import build_parser, config_from_args
-from canary.server import RouterProcess
-from canary.upstream_pool import Pool, UpstreamConn
+from canary.cli.main import build_parser, config_from_args
+from canary.cli.router_process import RouterProcess
+from canary.dataplane.upstream_pool import Pool, UpstreamConn
 
 
 class Recorder:

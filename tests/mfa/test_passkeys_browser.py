@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from canary.pin import PinSigner
+from canary.dataplane.pin import PinSigner
 from deploy.node import free_port
 from tests import plugin
 from tests.canary.conftest import PIN_SECRET, Router

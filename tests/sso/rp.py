@@ -24,7 +24,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
-from canary.pin import PinSigner
+from canary.dataplane.pin import PinSigner
 
 from tests.support import manage
 

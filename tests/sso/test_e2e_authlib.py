@@ -12,7 +12,7 @@ import pytest
 import requests
 from authlib.integrations.base_client import OAuthError
 
-from canary.pin import BUCKETS
+from canary.dataplane.pin import BUCKETS
 from deploy.node import free_port
 from tests.canary.conftest import PIN_SECRET, Router
 from tests.mfa.conftest import enrol_by_shell

@@ -11,7 +11,7 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, NoPermissionError
 
-from canary.state import CHANNEL, KEY, RedisStore, initial_state
+from canary.discovery.state import CHANNEL, KEY, RedisStore, initial_state
 from deploy.redis_server import RedisServer
 from tests.conftest import create_user_in
 from tests.plugin import free_port

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from canary.pin import BUCKETS
+from canary.dataplane.pin import BUCKETS
 from deploy.stack import StackSpec
 from tests.plugin import free_port
 from tests.sso import rp

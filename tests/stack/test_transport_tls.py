@@ -12,7 +12,7 @@ import sys
 import redis
 import redis.asyncio
 
-from canary.state import RedisStore
+from canary.discovery.state import RedisStore
 from tests.support import ROOT
 from tests.test_deploy_manifests import SYSTEMD, env_file_names, secret_values
 

@@ -1,0 +1,182 @@
+"""Ramp plans: the canary's share stepped 12 -> 20 -> 50 -> 100 %, each step held, judged, then passed, extended or ended.
+
+A plan lives in the shared state document (`state["plan"]`, next to the share it drives), so it survives a
+router restart and every router shows the same; the one router holding the automation lease (lease.py)
+steps it. The functions here only change a state document: they run inside `change()`, which re-reads the
+stored document first, so two routers (or an operator and the driver) never undo each other. Every decision
+is appended to `state["plan_history"]` with its figures (`canary plan history`).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from canary.automation.analysis import Verdict
+
+HISTORY_KEEP = 200
+LIVE = ("running", "paused")
+
+
+class PlanError(Exception):
+    """A plan verb that cannot apply (bad steps, no plan to pause, ...): the admin API answers 400/409."""
+
+    def __init__(self, message: str, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.conflict = conflict
+
+
+def parse_steps(value: Any) -> list[float]:
+    """"12,20,50,100" or [12, 20, 50, 100] -> rising percentages in (0, 100]."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise PlanError("steps: give rising percentages, e.g. 12,20,50,100")
+    steps: list[float] = []
+    for item in items:
+        try:
+            p = float(item)
+        except (TypeError, ValueError):
+            raise PlanError(f"steps: {item!r} is not a number") from None
+        if isinstance(item, bool) or not 0 < p <= 100 or p != p:
+            raise PlanError(f"steps: {item!r} must be above 0 and at most 100")
+        if steps and p <= steps[-1]:
+            raise PlanError(f"steps: must rise ({p:g} after {steps[-1]:g})")
+        steps.append(p)
+    return steps
+
+
+def parse_hold(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
+        raise PlanError(f"hold: seconds between 1 and 86400, got {value!r}")
+    return float(value)
+
+
+def live(state: dict[str, Any]) -> dict[str, Any] | None:
+    plan = state.get("plan")
+    return plan if isinstance(plan, dict) and plan.get("status") in LIVE else None
+
+
+def record(state: dict[str, Any], decision: str, reason: str, figures: dict[str, Any] | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    """Append one decision to the history (bounded) and return it."""
+    plan = state.get("plan") or {}
+    entry = {"at": now if now is not None else time.time(), "plan": plan.get("id"), "step": plan.get("index"),
+             "percent": state.get("percent"), "decision": decision, "reason": reason, "figures": figures or {}}
+    history = [h for h in state.get("plan_history", []) if isinstance(h, dict)]
+    state["plan_history"] = (history + [entry])[-HISTORY_KEEP:]
+    return entry
+
+
+def start(state: dict[str, Any], steps: list[float], hold: float, now: float) -> None:
+    if live(state) is not None:
+        raise PlanError(f"a plan is already {state['plan']['status']}: abort it first", conflict=True)
+    state["plan"] = {"id": f"plan-{int(now)}", "steps": steps, "hold": hold, "index": 0, "status": "running",
+                     "started_at": now, "step_started_at": now, "extensions": 0, "last_verdict": None,
+                     "stable": state.get("stable"), "canary": state.get("canary")}
+    state["percent"] = steps[0]
+    record(state, "start", f"steps {','.join(f'{s:g}' for s in steps)}, hold {hold:g} s: share {steps[0]:g} %",
+           now=now)
+
+
+def _require(state: dict[str, Any], status: str | tuple[str, ...]) -> dict[str, Any]:
+    plan = live(state)
+    wanted = (status,) if isinstance(status, str) else status
+    if plan is None or plan["status"] not in wanted:
+        have = plan["status"] if plan else "no plan running"
+        raise PlanError(f"no {' or '.join(wanted)} plan ({have})", conflict=True)
+    return plan
+
+
+def pause(state: dict[str, Any], reason: str, now: float) -> None:
+    plan = _require(state, "running")
+    plan.update(status="paused", paused_reason=reason)
+    record(state, "pause", reason, now=now)
+
+
+def resume(state: dict[str, Any], now: float) -> None:
+    """The current step's hold starts again: what happened while paused is not judged as part of it."""
+    plan = _require(state, "paused")
+    plan.update(status="running", step_started_at=now, extensions=0, paused_reason=None)
+    state["percent"] = plan["steps"][plan["index"]]
+    record(state, "resume", f"step {plan['index'] + 1} ({state['percent']:g} %) held again from now", now=now)
+
+
+def end(state: dict[str, Any], status: str, reason: str, now: float, figures: dict[str, Any] | None = None) -> bool:
+    """End a live plan (aborted, rolled_back, promoted); False when there is none (a plain promote/rollback)."""
+    plan = live(state)
+    if plan is None:
+        return False
+    plan.update(status=status, ended_at=now)
+    record(state, status, reason, figures, now=now)
+    return True
+
+
+def abort(state: dict[str, Any], now: float) -> None:
+    """Argo Rollouts' abort: the plan stops and every new session goes back to the stable cluster."""
+    _require(state, LIVE)
+    state["percent"] = 0.0
+    end(state, "aborted", "aborted by an operator: share 0 %", now)
+
+
+def deadline(plan: dict[str, Any]) -> float:
+    """When the current hold (with its extensions) ends, wall-clock seconds."""
+    return plan["step_started_at"] + plan["hold"] * (1 + plan.get("extensions", 0))
+
+
+def stable_window(plan: dict[str, Any], percent: float, now: float) -> tuple[float, float]:
+    """The seconds the stable cluster is judged over: the hold's own, but at a 100 % step stable gets no
+    traffic, so then the previous hold's (or, for a plan that starts at 100 %, as long before it started)."""
+    if percent < 100:
+        return plan["step_started_at"], now
+    if plan.get("previous_hold"):
+        start, end = plan["previous_hold"]
+        return start, end
+    return plan["started_at"] - plan["hold"], plan["started_at"]
+
+
+def due(state: dict[str, Any], now: float) -> bool:
+    plan = live(state)
+    return plan is not None and plan["status"] == "running" and now >= deadline(plan)
+
+
+def decide(state: dict[str, Any], verdict: Verdict, max_extensions: int, now: float) -> str:
+    """Apply a hold's verdict: next step (or promotion after the last), rollback, extension or pause.
+    Returns the decision's name (the alert to send)."""
+    plan = _require(state, "running")
+    plan["last_verdict"] = {"at": now, "step": plan["index"], **verdict.as_dict()}
+    step = f"step {plan['index'] + 1}/{len(plan['steps'])} ({plan['steps'][plan['index']]:g} %)"
+    if verdict.outcome == "fail":
+        state["percent"] = 0.0
+        end(state, "rolled_back", f"{step} failed: {verdict.reason}; rolled back to 0 %", now, verdict.figures)
+        return "plan_rollback"
+    if verdict.outcome == "inconclusive":
+        if plan.get("extensions", 0) < max_extensions:
+            plan["extensions"] = plan.get("extensions", 0) + 1
+            record(state, "extend", f"{step} inconclusive ({verdict.reason}): hold extended "
+                   f"({plan['extensions']}/{max_extensions})", verdict.figures, now)
+            return "plan_extended"
+        plan.update(status="paused", paused_reason=f"{step} still inconclusive: {verdict.reason}")
+        record(state, "pause", plan["paused_reason"], verdict.figures, now)
+        return "plan_paused"
+    if plan["index"] + 1 < len(plan["steps"]):
+        plan.update(index=plan["index"] + 1, step_started_at=now, extensions=0,
+                    previous_hold=[plan["step_started_at"], now])
+        state["percent"] = plan["steps"][plan["index"]]
+        record(state, "pass", f"{step} passed ({verdict.reason}): share {state['percent']:g} %",
+               verdict.figures, now)
+        return "plan_step"
+    state["stable"], state["canary"], state["percent"] = state["canary"], state["stable"], 0.0
+    end(state, "promoted", f"{step} passed ({verdict.reason}): {state['stable']} promoted to stable",
+        now, verdict.figures)
+    return "plan_promoted"
+
+
+def progress(state: dict[str, Any], now: float) -> dict[str, Any] | None:
+    """What `canary status` shows: step, time left in it, the last verdict with its figures."""
+    plan = state.get("plan")
+    if not isinstance(plan, dict):
+        return None
+    out = {k: plan.get(k) for k in ("id", "status", "steps", "hold", "index", "extensions", "last_verdict",
+                                    "paused_reason", "started_at", "ended_at")}
+    out["step"] = plan["index"] + 1
+    out["time_left"] = round(max(0.0, deadline(plan) - now), 1) if plan.get("status") == "running" else None
+    return out

@@ -1,0 +1,403 @@
+"""Router configuration: dataclasses, TOML/CLI parsing and validation with one clear error per problem."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger("canary.config")
+
+
+class ConfigError(Exception):
+    """A bad configuration value; the message names the key and the problem (exit status 2)."""
+
+
+Rule = tuple[Callable[[Any], bool], str]   # (holds for a good value, what a good value is)
+POSITIVE: Rule = (lambda v: v > 0, "> 0")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
+PERCENT: Rule = (lambda v: 0 <= v <= 100, "between 0 and 100")
+AT_LEAST_ONE: Rule = (lambda v: v >= 1, ">= 1")
+
+
+def setting(default: Any, rule: Rule | None = None, doc: str = "", old: str | None = None) -> Any:
+    """One configuration key: its default, the rule a value must meet and what it means, in one place
+    (validate() applies the rule, tests/canary/test_config_validation.py ties the defaults to docs/router.md).
+    `old` is a former name still accepted, with a deprecation line."""
+    return field(default=default, metadata={"rule": rule, "doc": doc, "old": old})
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    name: str
+    host: str
+    port: int
+    weight: int = setting(1, AT_LEAST_ONE, "its share of the cluster's requests, relative to the other nodes'")
+
+
+@dataclass(slots=True)
+class ClusterConfig:
+    name: str
+    nodes: list[NodeConfig]
+    max_concurrent: int = setting(1024, AT_LEAST_ONE, "active requests per cluster")
+    max_queue: int = setting(256, NON_NEGATIVE, "waiting requests per cluster")
+    dns: tuple[str, int] | None = None   # discover nodes: every address HOST resolves to (canary/discovery/dns_discovery.py)
+    dns_refresh: float = setting(5.0, (lambda v: 0.1 <= v <= 3600, "between 0.1 and 3600 seconds"),
+                                 "seconds between resolutions (with dns)")
+
+
+@dataclass(slots=True)
+class HealthCheckConfig:
+    """Defaults detect a dead node in interval*unhealthy_threshold + timeout <= 1 s (0.25*2 + 0.5)."""
+    path: str = setting("/readyz", (lambda v: v.startswith("/"), "a path starting with '/'"), "GET on every node")
+    interval: float = setting(0.25, POSITIVE, "seconds between checks of one node")
+    timeout: float = setting(0.5, (lambda v: 0 < v <= 30, "> 0 and at most 30"), "a slower answer is a failure")
+    unhealthy_threshold: int = setting(2, POSITIVE, "failures in a row that take a node out", old="fall")
+    healthy_threshold: int = setting(3, POSITIVE, "successes in a row that bring it back", old="rise")
+
+
+@dataclass(slots=True)
+class OutlierConfig:
+    consecutive_5xx: int = setting(5, POSITIVE, "5xx answers in a row that eject a node")
+    base_ejection_time: float = setting(10.0, POSITIVE, "seconds x number of ejections")
+    max_ejection_time: float = setting(300.0, POSITIVE, "cap of one ejection")
+    max_ejection_percent: int = setting(50, PERCENT, "of a cluster's nodes (at least one can always be ejected)")
+
+
+@dataclass(slots=True)
+class TimeoutConfig:
+    connect: float = setting(1.0, POSITIVE, "TCP connect to a node")
+    upstream: float = setting(30.0, POSITIVE, "the node answers (headers) within this once the request body is in")
+    body_idle: float = setting(10.0, POSITIVE, "a client body stalled this long gets 408 (the node is not blamed)")
+    body_read: float = setting(10.0, POSITIVE, "a buffered (small) body arrives whole within this, else 408")
+    header_read: float = setting(10.0, POSITIVE, "the whole request head within this (slowloris)")
+    idle: float = setting(60.0, POSITIVE, "keep-alive idle time of a client connection")
+    total: float = setting(300.0, POSITIVE, "the whole exchange including body streaming")
+    upstream_idle: float = setting(4.0, POSITIVE, "pooled idle node connections closed before the node does")
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    max_header_bytes: int = setting(32 * 1024, POSITIVE, "request head size; 431 beyond")
+    max_body_bytes: int = setting(64 * 1024, NON_NEGATIVE, "413 beyond; what a node accepts")
+    buffer_body_bytes: int = setting(64 * 1024, NON_NEGATIVE, "bodies up to this are read whole before a node")
+    max_connections_per_client: int = setting(64, NON_NEGATIVE, "per client address, 429 beyond (0 = no cap)")
+    max_response_header_bytes: int = setting(64 * 1024, POSITIVE, "a node's response head beyond this is a 502")
+    max_response_headers: int = setting(100, POSITIVE, "more response headers than this is a 502")
+    queue_timeout: float = setting(1.0, POSITIVE, "seconds a request may wait for a concurrency slot")
+    retry_after: int = setting(1, NON_NEGATIVE, "Retry-After of a 503")
+
+
+@dataclass(slots=True)
+class PinConfig:
+    """The keys are secrets, so they come from the environment or files (canary/config/secret.py), never from here."""
+    cookie_name: str = setting("canary_pin", (lambda v: bool(v) and all(c.isalnum() or c in "-_" for c in v),
+                                              "letters, digits, '-' or '_'"), "the pin cookie")
+    ttl: int = setting(30 * 24 * 3600, POSITIVE, "seconds; renewed past half of it")
+    secure: bool = setting(False, None, "add Secure when TLS terminates in front")
+    mac: str = setting("blake2s", (lambda v: v in ("blake2s", "hmac-sha256"), "blake2s or hmac-sha256"),
+                       "signs new pins; a pin signed with the other is accepted and re-issued")
+
+
+@dataclass(slots=True)
+class ShareConfig:
+    initial_percent: float = setting(0.0, PERCENT, "the canary's share when no state exists yet")
+    slow_start_window: float = setting(30.0, NON_NEGATIVE, "seconds a healed cluster takes to get its share back")
+    slow_start_min_percent: float = setting(10.0, PERCENT, "of its share, at the start of slow start")
+
+
+@dataclass(slots=True)
+class RetryConfig:
+    budget_percent: float = setting(20.0, PERCENT, "concurrent retries as a share of active requests")
+    min_concurrent: int = setting(3, NON_NEGATIVE, "retries always allowed at once")
+    max_attempts: int = setting(4, POSITIVE, "attempts per request, the first included")
+
+
+@dataclass(slots=True)
+class AnalysisConfig:
+    """The gates at the end of each hold of a ramp plan (canary/automation/analysis.py, docs/router.md "Ramp plans")."""
+    min_success_percent: float = setting(99.0, PERCENT, "canary success rate below this fails (Flagger's gate)")
+    latency_tolerance: float = setting(1.2, (lambda v: v >= 1.0, ">= 1.0"), "the canary may be this much slower")
+    confidence: float = setting(0.95, (lambda v: 0.5 <= v < 1.0, "at least 0.5 and below 1"),
+                                "Mann-Whitney U, one-sided: fail when p < 1 - confidence")
+    min_samples: int = setting(100, (lambda v: v >= 5, ">= 5"), "answers per side, else inconclusive")
+    max_extensions: int = setting(2, NON_NEGATIVE, "inconclusive holds extended this often, then the plan pauses")
+
+
+@dataclass(slots=True)
+class ProactiveShiftConfig:
+    """Moving traffic away from a degraded (not dead) cluster, in bounded steps (canary/automation/proactive_shift.py)."""
+    enabled: bool = setting(True, None, "false turns it off")
+    window: float = setting(30.0, POSITIVE, "seconds of records judged at each look")
+    interval: float = setting(5.0, POSITIVE, "seconds between looks")
+    sustain: int = setting(3, AT_LEAST_ONE, "looks in a row degraded before a move away")
+    recover_sustain: int = setting(6, AT_LEAST_ONE, "looks in a row recovered before a move back")
+    step_percent: float = setting(25.0, (lambda v: 0 < v <= 100, "above 0 and at most 100"), "per move")
+    max_percent: float = setting(50.0, (lambda v: 0 <= v <= 90,
+                                        "between 0 and 90 (some traffic must stay to judge recovery by)"),
+                                 "never more without a human")
+    error_margin_percent: float = setting(5.0, (lambda v: 0 < v <= 100, "above 0 and at most 100"),
+                                          "degraded: error rate this many points above the other's ...")
+    latency_ratio: float = setting(3.0, (lambda v: v > 1.0, "> 1"), "... or p99 this many times the other's ...")
+    min_latency_gap: float = setting(0.1, NON_NEGATIVE, "... and at least this many seconds above it")
+    min_samples: int = setting(50, AT_LEAST_ONE, "answers per cluster per window, else no judgement")
+
+
+@dataclass(slots=True)
+class SloConfig:
+    """The service-level objective each cluster is held to; a breach (and its end) is an alert (canary/automation/slo.py)."""
+    enabled: bool = setting(True, None, "false turns it off")
+    success_percent: float = setting(99.0, (lambda v: 0 < v <= 100, "above 0 and at most 100"),
+                                     "answers below 500 (failed attempts included)")
+    p99_ms: float = setting(1000.0, POSITIVE, "p99 latency at the router")
+    window: float = setting(60.0, POSITIVE, "seconds judged, every proactive_shift.interval")
+    min_samples: int = setting(50, AT_LEAST_ONE, "answers in the window, else no judgement")
+
+
+@dataclass(slots=True)
+class Config:
+    clusters: list[ClusterConfig]
+    listen: tuple[str, int] = ("127.0.0.1", 8000)
+    admin: tuple[str, int] = ("127.0.0.1", 8001)
+    workers: int = setting(1, POSITIVE, "processes sharing `listen` (admin and metrics in worker 0)")
+    redis: str | None = None
+    state_file: str = "var/canary-state.json"
+    access_log: bool = setting(True, None, "one line per request on stdout")
+    trusted_hops: int = setting(0, NON_NEGATIVE, "X-Forwarded-For hops to trust (only from trusted_proxies)")
+    # peers whose X-Forwarded-* headers are honoured (with trusted_hops); anyone else is the client itself
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    balancing: str = setting("least_request", (lambda v: v in ("least_request", "round_robin"),
+                                               "'least_request' or 'round_robin'"), "how a node is picked")
+    health_check: HealthCheckConfig = field(default_factory=HealthCheckConfig)
+    outlier_detection: OutlierConfig = field(default_factory=OutlierConfig)
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pin: PinConfig = field(default_factory=PinConfig)
+    share: ShareConfig = field(default_factory=ShareConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    proactive_shift: ProactiveShiftConfig = field(default_factory=ProactiveShiftConfig)
+    slo: SloConfig = field(default_factory=SloConfig)
+
+
+def parse_hostport(value: Any, key: str) -> tuple[str, int]:
+    """Parse HOST:PORT (IPv6 as [::1]:80); the key is used in the error message."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    host = host.strip("[]")
+    if not host:
+        raise ConfigError(f"{key}: missing host in {value!r}")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{key}: port must be an integer in {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: port out of range in {value!r}")
+    return host, port
+
+
+def parse_cluster_arg(value: str) -> ClusterConfig:
+    """Parse the quick-mode form NAME=HOST:PORT[,HOST:PORT...]."""
+    name, sep, nodes = value.partition("=")
+    if not sep or not name or not nodes:
+        raise ConfigError(f"--cluster: expected NAME=HOST:PORT[,HOST:PORT...], got {value!r}")
+    _check_name(name, "--cluster")
+    out = []
+    for i, addr in enumerate(nodes.split(",")):
+        host, port = parse_hostport(addr.strip(), f"--cluster {name}")
+        out.append(NodeConfig(name=f"{name}-{i + 1}", host=host, port=port))
+    return ClusterConfig(name=name, nodes=out)
+
+
+def _check_name(name: str, key: str) -> None:
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(f"{key}: name {name!r} must be letters, digits, '-', '_' or '.'")
+
+
+_SECTIONS = {
+    "health_check": HealthCheckConfig, "outlier_detection": OutlierConfig, "timeouts": TimeoutConfig,
+    "limits": LimitsConfig, "pin": PinConfig, "share": ShareConfig, "retry": RetryConfig,
+    "analysis": AnalysisConfig, "proactive_shift": ProactiveShiftConfig, "slo": SloConfig,
+}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check a TOML value against the type of the dataclass default."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _section(name: str, cls: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a table")
+    obj = cls()
+    fields = dataclasses.fields(cls)
+    renamed = {f.metadata["old"]: f.name for f in fields if f.metadata.get("old")}
+    known = {f.name for f in fields}
+    for k, v in data.items():
+        if k in renamed:
+            if renamed[k] in data:
+                raise ConfigError(f"{name}.{k}: give {name}.{renamed[k]} only (it replaces {k})")
+            log.warning("%s.%s is deprecated: use %s.%s", name, k, name, renamed[k])
+            k = renamed[k]
+        elif k not in known:
+            raise ConfigError(f"{name}.{k}: unknown key")
+        setattr(obj, k, _coerce(f"{name}.{k}", v, getattr(obj, k)))
+    return obj
+
+
+_CLUSTER_KEYS = frozenset(f.name for f in dataclasses.fields(ClusterConfig))
+
+
+def _cluster_from_toml(i: int, data: Any) -> ClusterConfig:
+    key = f"clusters[{i}]"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key}: expected a table")
+    for k in data:
+        if k not in _CLUSTER_KEYS:
+            raise ConfigError(f"{key}.{k}: unknown key")
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}.name: required string")
+    _check_name(name, f"{key}.name")
+    if "dns" in data:
+        c = _dns_cluster(key, name, data)
+    else:
+        if "dns_refresh" in data:
+            raise ConfigError(f"{key}.dns_refresh: only with dns")
+        c = ClusterConfig(name=name, nodes=_nodes_from_toml(key, name, data.get("nodes")))
+    c.max_concurrent = _coerce(f"{key}.max_concurrent", data.get("max_concurrent", c.max_concurrent), 1)
+    c.max_queue = _coerce(f"{key}.max_queue", data.get("max_queue", c.max_queue), 1)
+    return c   # the values' rules: validate()
+
+
+def _dns_cluster(key: str, name: str, data: dict[str, Any]) -> ClusterConfig:
+    """A cluster whose nodes are the addresses a DNS name resolves to (canary/discovery/dns_discovery.py)."""
+    if "nodes" in data:
+        raise ConfigError(f"{key}.dns: give either nodes or dns, not both")
+    c = ClusterConfig(name=name, nodes=[], dns=parse_hostport(data["dns"], f"{key}.dns"))
+    if c.dns is not None and c.dns[1] == 0:
+        raise ConfigError(f"{key}.dns: port must be 1..65535")
+    c.dns_refresh = _coerce(f"{key}.dns_refresh", data.get("dns_refresh", c.dns_refresh), c.dns_refresh)
+    return c
+
+
+def _nodes_from_toml(key: str, name: str, nodes_raw: Any) -> list[NodeConfig]:
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise ConfigError(f"{key}.nodes: required non-empty list (or dns = \"HOST:PORT\")")
+    nodes = []
+    for j, n in enumerate(nodes_raw):
+        nkey = f"{key}.nodes[{j}]"
+        if isinstance(n, str):
+            host, port = parse_hostport(n, nkey)
+            nodes.append(NodeConfig(name=f"{name}-{j + 1}", host=host, port=port))
+            continue
+        if not isinstance(n, dict):
+            raise ConfigError(f"{nkey}: expected \"HOST:PORT\" or a table")
+        for k in n:
+            if k not in ("name", "address", "weight"):
+                raise ConfigError(f"{nkey}.{k}: unknown key")
+        host, port = parse_hostport(n.get("address"), f"{nkey}.address")
+        nname = n.get("name", f"{name}-{j + 1}")
+        _check_name(nname, f"{nkey}.name")
+        weight = _coerce(f"{nkey}.weight", n.get("weight", 1), 1)
+        nodes.append(NodeConfig(name=nname, host=host, port=port, weight=weight))
+    return nodes
+
+
+def load_toml(path: str) -> Config:
+    """Read a TOML config file; raises ConfigError naming the key on any problem."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config: {path}: invalid TOML: {e}") from None
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    clusters_raw = data.get("clusters")
+    if not isinstance(clusters_raw, list):
+        raise ConfigError("clusters: required array of tables ([[clusters]])")
+    cfg = Config(clusters=[_cluster_from_toml(i, c) for i, c in enumerate(clusters_raw)])
+    for k, v in data.items():
+        if k == "clusters":
+            continue
+        if k in _SECTIONS:
+            setattr(cfg, k, _section(k, _SECTIONS[k], v))
+        elif k in ("listen", "admin"):
+            setattr(cfg, k, parse_hostport(v, k))
+        elif k == "redis":
+            if not isinstance(v, str) or not v.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError(f"redis: expected a redis:// URL, got {v!r}")
+            cfg.redis = v
+        elif k in ("workers", "trusted_hops", "state_file", "access_log", "balancing"):
+            setattr(cfg, k, _coerce(k, v, getattr(cfg, k)))
+        elif k == "trusted_proxies":
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"trusted_proxies: expected a list of CIDR strings, got {v!r}")
+            cfg.trusted_proxies = v
+        else:
+            raise ConfigError(f"{k}: unknown key")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks shared by TOML and quick mode."""
+    if len(cfg.clusters) != 2:
+        raise ConfigError(f"clusters: exactly two clusters are required (stable, canary), got {len(cfg.clusters)}")
+    if cfg.clusters[0].name == cfg.clusters[1].name:
+        raise ConfigError(f"clusters: duplicate cluster name {cfg.clusters[0].name!r}")
+    seen: set[str] = set()
+    for c in cfg.clusters:
+        for n in c.nodes:
+            if n.name in seen or n.name in (cfg.clusters[0].name, cfg.clusters[1].name):
+                raise ConfigError(f"clusters.{c.name}.nodes: duplicate name {n.name!r}")
+            seen.add(n.name)
+    tables: list[tuple[str, Any]] = [("", cfg)] + [(f"{name}.", getattr(cfg, name)) for name in _SECTIONS]
+    for i, c in enumerate(cfg.clusters):
+        tables += [(f"clusters[{i}].", c)] + [(f"clusters[{i}].nodes[{j}].", n) for j, n in enumerate(c.nodes)]
+    for prefix, obj in tables:
+        for f in dataclasses.fields(obj):
+            rule = f.metadata.get("rule")
+            value = getattr(obj, f.name)
+            if rule is not None and not rule[0](value):
+                old = f" ({prefix}{f.metadata['old']})" if f.metadata.get("old") else ""
+                raise ConfigError(f"{prefix}{f.name}{old}: must be {rule[1]} (got {value!r})")
+    proxy_networks(cfg.trusted_proxies)
+
+
+def proxy_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Parse `trusted_proxies` (a bare address is a /32 or /128); one message names the key and the bad entry."""
+    out = []
+    for c in cidrs:
+        try:
+            out.append(ipaddress.ip_network(c.strip(), strict=True))
+        except ValueError as e:
+            raise ConfigError(f"trusted_proxies: {c!r} is not a CIDR such as 10.0.0.0/8 ({e})") from None
+    return out
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
