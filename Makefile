@@ -36,4 +36,5 @@ loadtest: install
 	$(PY) -m loadtests run --scenario steady --duration 60 $(LOADTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache build canary/dataplane/*.so canary/dataplane/native-build.json
+	rm -rf $(VENV) var .pytest_cache build canary/dataplane/*.so canary/dataplane/native-build.json \
+	  canary/*.so canary/native-build.json  # the build's place before the router had packages

@@ -32,7 +32,7 @@ def read_secret(env: str, file_env: str, default: str) -> str | None:
 
 def load_or_create_secret(env: str, file_env: str, default: str) -> str:
     """Used by `serve`: several router instances share the file (or env), so create it only when absent
-    (loginsvc/files.py's create_once: a private file linked into place, so racing instances agree)."""
+    (sharedlib/files.py's create_once: a private file linked into place, so racing instances agree)."""
     value = read_secret(env, file_env, default)
     if value:
         return value

@@ -4,7 +4,7 @@ Anything that can reach a node's port could otherwise write X-Forwarded-For (rot
 unlimited guesses, or name a victim's address to lock it out) and X-Forwarded-Proto (claim
 https). So the peer itself (REMOTE_ADDR) must be in LOGINSVC_TRUSTED_PROXIES first; from anyone
 else the forwarded headers are deleted before any other code sees them (ForwardedHeadersMiddleware,
-first in MIDDLEWARE, and the GET /api/session fast path through strip_untrusted_forwarding).
+first in MIDDLEWARE, and the fast paths through strip_untrusted_forwarding: loginsvc/fast_path.py).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Outermost middleware: request id, X-Served-By, latency histogram and one access-log line per request.
 
-The helpers (request_id_for, RequestObserver) are shared with the GET /api/session fast path
-(loginsvc/accounts/fast_session.py), so both paths tag, measure and log a request the same way.
+The helpers (request_id_for, RequestObserver) are shared with the node's fast paths (loginsvc/fast_path.py),
+so every path tags, measures and logs a request the same way.
 """
 from __future__ import annotations
 

@@ -31,10 +31,24 @@ def canary_imports(path: Path, modules: set[str], root: Path = ROOT) -> set[str]
             candidates = [f"{base}.{a.name}" for a in node.names] + [base]
         elif isinstance(node, ast.Import):
             candidates = [a.name for a in node.names]
+        elif isinstance(node, ast.Call) and _names_a_module(node) and isinstance(node.args[0], ast.Constant):
+            candidates = [str(node.args[0].value)]   # importlib.import_module("canary.…") / __import__("canary.…")
         else:
             continue
-        out.update(c for c in candidates if c in modules)
+        # Importing canary.x.y runs canary/x/__init__.py too: an edge to every package on the way.
+        out.update(p for c in candidates for p in _with_packages(c) if p in modules)
     return out - {here}
+
+
+def _names_a_module(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return name in ("import_module", "__import__") and bool(call.args)
+
+
+def _with_packages(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts) + 1)]
 
 
 def graph() -> dict[str, set[str]]:
@@ -96,6 +110,26 @@ def test_subpackages_import_only_those_below_them() -> None:
     assert wrong == []
 
 
+def test_native_and_config_stand_on_nothing_of_the_router() -> None:
+    """The bottom of the order, side by side: neither imports another subpackage (docs/architecture.md)."""
+    wrong = sorted(f"{a} imports {b}" for a, deps in graph().items() for b in deps
+                   if subpackage(a) in ("native", "config") and subpackage(b) != subpackage(a))
+    assert wrong == []
+
+
+def test_the_package_start_up_needs_only_the_native_choice() -> None:
+    """canary/__init__.py runs before every module of the router: it may only choose compiled or plain Python."""
+    assert graph()["canary"] <= {"canary.native", "canary.native.compiled"}
+
+
+def test_subpackage_inits_import_nothing() -> None:
+    """Importing any module of a subpackage runs its __init__.py: re-exports there would hide edges and circles."""
+    busy = [str(p.relative_to(ROOT)) for p in PACKAGE.glob("*/__init__.py")
+            if any(isinstance(n, (ast.Import, ast.ImportFrom)) and not (isinstance(n, ast.ImportFrom)
+                   and n.module == "__future__") for n in ast.walk(ast.parse(p.read_text())))]
+    assert busy == []
+
+
 def test_the_scan_sees_every_kind_of_import(tmp_path: Path) -> None:
     """Relative and absolute, under TYPE_CHECKING and inside functions; and a circle is found."""
     pkg = tmp_path / "canary" / "dataplane"
@@ -103,8 +137,9 @@ def test_the_scan_sees_every_kind_of_import(tmp_path: Path) -> None:
     probe = pkg / "probe.py"
     probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .exchange import Exchange\n"
                      "def f():\n    from canary.admin import api\n    import canary.cli.main\n"
-                     "from ..config import settings\nfrom . import pin\n")
+                     "from ..config import settings\nfrom . import pin\n"
+                     "import importlib\ndef g():\n    importlib.import_module('canary.alerts.outbox')\n")
     known = {"canary.dataplane.exchange", "canary.admin.api", "canary.cli.main", "canary.config.settings",
-             "canary.dataplane.pin"}
+             "canary.dataplane.pin", "canary.alerts.outbox", "canary.cli", "canary.alerts"}
     assert canary_imports(probe, known, tmp_path) == known
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -83,3 +83,27 @@ def test_a_router_serves_a_request_without_loginsvc(tmp_path: Path) -> None:
     finally:
         p.terminate()
         p.communicate(timeout=10)
+
+
+def _top_level_imports(folder: Path) -> dict[str, set[str]]:
+    """Each module's imported top-level names, anywhere in the file, named strings of import_module included."""
+    found: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name.partition(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names.add((node.module or "").partition(".")[0])
+            elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                  and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")):
+                names.add(str(node.args[0].value).partition(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_no_router_module_names_the_login_service_and_no_node_module_names_the_router() -> None:
+    """Statically, so imports inside functions or behind `except ImportError` cannot slip past the run above."""
+    router = sorted(f for f, names in _top_level_imports(ROOT / "canary").items() if names & {"loginsvc", "django"})
+    node = sorted(f for f, names in _top_level_imports(ROOT / "loginsvc").items() if "canary" in names)
+    assert (router, node) == ([], [])

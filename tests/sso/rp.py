@@ -78,7 +78,7 @@ def served_by(session: requests.Session) -> list[str]:
 
 def pinned(session: requests.Session, pin_secret: str, bucket: int) -> requests.Session:
     """Pin a client to a cluster the way the router does: a bucket cookie signed with the router's pin key
-    (buckets below the canary's percent of canary.pin.BUCKETS go to the canary)."""
+    (buckets below the canary's percent of canary.dataplane.pin.BUCKETS go to the canary)."""
     value = PinSigner(pin_secret).make_value(bucket, int(time.time())).decode()
     session.cookies.set("canary_pin", value)
     return session

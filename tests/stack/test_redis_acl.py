@@ -117,7 +117,7 @@ def test_the_router_account_reaches_its_state_and_channel_only(acl_redis: RedisS
 
 
 def test_the_real_router_state_store_works_under_its_account(acl_redis: RedisServer, as_user) -> None:
-    """canary.state.RedisStore, two routers' worth: SET NX, GET, PUBLISH, SUBSCRIBE, all allowed; nothing denied."""
+    """canary.discovery.state.RedisStore, two routers' worth: SET NX, GET, PUBLISH, SUBSCRIBE, all allowed; nothing denied."""
     async def scenario() -> dict:
         first, second = RedisStore(url(acl_redis, "canary-router", 1)), RedisStore(url(acl_redis, "canary-router", 1))
         seen: asyncio.Queue[dict] = asyncio.Queue()
