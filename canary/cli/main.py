@@ -26,18 +26,35 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class CommandLine(Parser):
+    """The top-level parser. `--admin` (the admin API) is the one option every verb has,
+    so it is accepted before the verb as well as after it, where people put it; absent, each verb's default."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        if not hasattr(parsed, "admin"):
+            parsed.admin = None if getattr(parsed, "cmd", None) == "serve" else DEFAULT_ADMIN
+        return parsed, rest
+
+
+ADMIN_HELP = f"the admin API's URL (default {DEFAULT_ADMIN}); also accepted before the verb"
+
+
 def die(message: str, code: int = 2) -> NoReturn:
     print(f"canary: error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="canary", description="Canary router for twin clusters of the login service.")
+    p = CommandLine(prog="canary", description="Canary router for twin clusters of the login service.")
+    p.add_argument("--admin", default=argparse.SUPPRESS, metavar="URL|HOST:PORT",
+                   help="the admin API, for any verb: its URL, or for serve the HOST:PORT it listens on")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     s = sub.add_parser("serve", help="run the router")
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--listen", help="HOST:PORT for client traffic (default 127.0.0.1:8000)")
-    s.add_argument("--admin", help="HOST:PORT for the admin API (default 127.0.0.1:8001)")
+    s.add_argument("--admin", default=argparse.SUPPRESS,
+                   help="HOST:PORT for the admin API (default 127.0.0.1:8001); also accepted before the verb")
     s.add_argument("--cluster", action="append", default=[], metavar="NAME=HOST:PORT[,HOST:PORT...]",
                    help="quick mode: first = stable, second = canary")
     s.add_argument("--redis", help="redis:// URL for shared state (default: env REDIS_URL)")
@@ -52,28 +69,28 @@ def build_parser() -> Parser:
     for name, helptext in (("status", "show routing state"), ("promote", "canary -> 100%% and stable"),
                            ("rollback", "canary share -> 0%%")):
         v = sub.add_parser(name, help=helptext)
-        v.add_argument("--admin", default=DEFAULT_ADMIN, help=f"admin URL (default {DEFAULT_ADMIN})")
+        v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
         if name == "status":
             v.add_argument("--json", action="store_true", help="print the raw JSON")
     v = sub.add_parser("ramp", help="set the canary share")
     v.add_argument("percent", metavar="PERCENT")
-    v.add_argument("--admin", default=DEFAULT_ADMIN)
+    v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     for name in ("drain", "undrain"):
         v = sub.add_parser(name, help=f"{name} a cluster or node")
         v.add_argument("target", metavar="CLUSTER|NODE")
-        v.add_argument("--admin", default=DEFAULT_ADMIN)
+        v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     v = sub.add_parser("alerts", help="recent alerts and each pipeline's delivery state; `alerts test` sends one")
     v.add_argument("action", nargs="?", choices=["test"], help="test: a test alert through every pipeline")
     v.add_argument("--json", action="store_true", help="print the raw JSON")
-    v.add_argument("--admin", default=DEFAULT_ADMIN)
-    plan_cli.add_parser(sub, DEFAULT_ADMIN)
+    v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
+    plan_cli.add_parser(sub, ADMIN_HELP)
     v = sub.add_parser("sign-out-all", help="end every ops dashboard session, on every router sharing the state")
-    v.add_argument("--admin", default=DEFAULT_ADMIN)
+    v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     v = sub.add_parser("nodes", help="show or set a cluster's nodes at run time")
     v.add_argument("cluster", metavar="CLUSTER")
     v.add_argument("--set", dest="set_nodes", metavar="NAME=HOST:PORT[@WEIGHT][,...]",
                    help="replace the cluster's whole node list")
-    v.add_argument("--admin", default=DEFAULT_ADMIN)
+    v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     return p
 
 

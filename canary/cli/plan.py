@@ -32,13 +32,13 @@ def describe(progress: dict[str, Any] | None) -> str:
     return line
 
 
-def add_parser(sub: Any, default_admin: str) -> None:
+def add_parser(sub: Any, admin_help: str) -> None:
     v = sub.add_parser("plan", help="automated ramp: start STEPS --hold S, pause, resume, abort, history")
     v.add_argument("action", choices=["start", "pause", "resume", "abort", "history"])
     v.add_argument("steps", nargs="?", metavar="STEPS", help="start: rising percentages, e.g. 12,20,50,100")
     v.add_argument("--hold", type=float, help="start: seconds each step is held before its verdict")
     v.add_argument("--json", action="store_true", help="history: print the raw JSON")
-    v.add_argument("--admin", default=default_admin)
+    v.add_argument("--admin", default=argparse.SUPPRESS, help=admin_help)
 
 
 def plan_verb(a: argparse.Namespace, call_admin: Callable[..., dict[str, Any]],
