@@ -74,7 +74,8 @@ def test_one_query_per_answer_once_the_client_is_kept(apps, dovecot, mail, produ
         with CaptureQueriesContext(connection) as queries:
             assert b'"active": true' in call(fast_app, make()).body
         assert len(queries) == 1, [str(q["sql"])[:80] for q in queries]
-        assert "oauth2_provider_accesstoken" in queries[0]["sql"]
+        sql = queries[0]["sql"]   # None on PostgreSQL: a server-binding cursor (sso/prepared.py) logs no text
+        assert sql is None or "oauth2_provider_accesstoken" in sql
 
 
 @pytest.mark.django_db
