@@ -32,7 +32,8 @@ from deploy.stack import (CLUSTERS, DEFAULT_ADMIN, DEFAULT_CANARY_PERCENT, DEFAU
                           DEFAULT_MAIL_LISTEN, DEFAULT_NODE_PORT_BASE, DEFAULT_NODES, StackError, StackSpec, new_spec,
                           parse_address, port_free)
 from deploy.supervisor_rpc import NotRunning, Supervisor
-from loginsvc import conf, files
+from loginsvc import conf
+from sharedlib.files import create_once
 
 READY_TIMEOUT = 60.0
 # Owner-only files for everything the stack creates: var/ holds the SQLite database (password hashes,
@@ -203,7 +204,7 @@ def start_dovecot(stack: Stack, env: dict[str, str], started: Callable[[Callable
     """The mail server's client (its secret made once under var/), the mail-client product, then Dovecot."""
     spec = stack.spec
     secret_file = programs.dovecot_secret_file(spec)
-    files.create_once(secret_file, lambda: secrets.token_urlsafe(32) + "\n")
+    create_once(secret_file, lambda: secrets.token_urlsafe(32) + "\n")
     run_step(env, "register_mail_server", "--secret-file", str(secret_file))
     products_file = spec.stack_dir / "mail-client.toml"
     programs.write_file(products_file, MAIL_CLIENT_PRODUCT)

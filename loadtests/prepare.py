@@ -22,7 +22,7 @@ from pathlib import Path
 from deploy.node import manage
 from deploy.stack import StackSpec
 from loadtests.run_settings import CLIENT_SECRET_ENV, PASSWORD_ENV, mfa_count
-from loginsvc import files
+from sharedlib.files import create_once
 from loginsvc.accounts import load_users
 
 CLIENT_ID = load_users.CLIENT_ID
@@ -72,7 +72,7 @@ def prepare(spec: StackSpec, accounts: int | Path) -> Prepared:
     """Register the product and create (or update) `accounts` accounts on the stack of `spec` (none for an
     accounts file); idempotent."""
     folder = spec.var / "loadtest"
-    client_secret = files.create_once(folder / "client-secret", lambda: secrets.token_urlsafe(32)).strip()
+    client_secret = create_once(folder / "client-secret", lambda: secrets.token_urlsafe(32)).strip()
     product_file = folder / "products.toml"   # folder: 0700, made with the secret above
     if not product_file.exists() or product_file.read_text(encoding="utf-8") != product_toml():
         product_file.write_text(product_toml(), encoding="utf-8")
@@ -80,7 +80,7 @@ def prepare(spec: StackSpec, accounts: int | Path) -> Prepared:
     if isinstance(accounts, Path):
         return Prepared(["--lt-accounts-file", str(accounts.resolve())], {CLIENT_SECRET_ENV: client_secret})
     demo = os.environ.get("DEMO_PASSWORD", "")
-    password = demo or files.create_once(folder / "password", lambda: secrets.token_urlsafe(24)).strip()
+    password = demo or create_once(folder / "password", lambda: secrets.token_urlsafe(24)).strip()
     env = {PASSWORD_ENV: password, CLIENT_SECRET_ENV: client_secret}
     if demo:
         return Prepared(["--lt-accounts", "demo"], env)

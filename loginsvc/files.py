@@ -5,9 +5,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sharedlib.files import create_once, replace_private
-
-__all__ = ["create_once", "replace_private", "shared_secret"]
+from sharedlib.files import create_once
 
 
 def shared_secret(env_key: str, option: str, local_name: str, make: Callable[[], str]) -> tuple[str, str]:

@@ -15,8 +15,9 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from loginsvc import conf, files, middleware_chain
+from loginsvc import conf, middleware_chain
 from loginsvc.mail import smtp
+from sharedlib.files import create_once
 
 BASE_DIR = conf.ROOT
 VAR_DIR = conf.var_dir()
@@ -43,7 +44,7 @@ def _read_secret_file(variable: str) -> str | None:
 
 def _local_secret_key() -> str:
     """A key generated once into var/, shared by every local node so sessions work across them."""
-    return files.create_once(VAR_DIR / "secret_key", lambda: secrets.token_urlsafe(50)).strip()
+    return create_once(VAR_DIR / "secret_key", lambda: secrets.token_urlsafe(50)).strip()
 
 
 def _secret_key() -> str:

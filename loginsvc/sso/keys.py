@@ -43,6 +43,7 @@ from django.core.exceptions import ImproperlyConfigured
 from jwcrypto import jwk
 
 from loginsvc import conf, files
+from sharedlib.files import replace_private
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def rotate_file(publish_seconds: int, now: float | None = None) -> tuple[KeyRing
             text, source = _read_source()
             new_text, ring = rotated(text, source, now, publish_seconds)
         try:
-            files.replace_private(path, new_text)
+            replace_private(path, new_text)
         except OSError as exc:
             raise ImproperlyConfigured(f"LOGINSVC_OIDC_KEY_FILE: cannot write {path} ({exc.strerror})") from None
     reload()

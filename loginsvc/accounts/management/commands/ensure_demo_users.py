@@ -16,9 +16,10 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from loginsvc import conf, files
+from loginsvc import conf
 from loginsvc.accounts.models import User
 from loginsvc.mfa import sealing, totp
+from sharedlib.files import replace_private
 
 DEMO_EMAILS = ("demo@example.test", "demo2@example.test")
 TOTP_EMAIL = "demo2@example.test"
@@ -46,7 +47,7 @@ def ensure_demo_app(user: User) -> tuple[str, Path]:
         device = totp.enrol_confirmed(user, pyotp.random_base32(32))  # 160 bits, as start_enrolment's
     uri = totp.provisioning_uri(device, user.email)
     if not path.exists() or path.read_text(encoding="utf-8").strip() != uri:  # e.g. the issuer's host changed
-        files.replace_private(path, uri + "\n")
+        replace_private(path, uri + "\n")
     path.chmod(0o600)
     return uri, path
 
