@@ -33,7 +33,7 @@ from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import normalise_email
 from loginsvc.accounts.views import OAUTH_NO_STORE, no_store
 from loginsvc.sso import acr, audit, central, device
-from loginsvc.sso.views import step_up
+from loginsvc.sso.views import malformed_form, step_up
 
 NOT_WAITING = "That code is not waiting for an answer: check it on your device, or start again there."
 LOCKED = "Too many wrong codes. Try again later."
@@ -46,10 +46,10 @@ class DeviceAuthorizationView(toolkit.DeviceAuthorizationView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         client_id = request.POST.get("client_id", "")
-        if request.GET or any(len(values) > 1 for _name, values in request.POST.lists()):
-            # RFC 6749 §3.1 (as at the token endpoint): parameters in the body, each once; oauthlib would
-            # also read the query string.
-            return _refused(request, client_id, 400, "invalid_request", "parameters go in the body, each once")
+        # Parameters in the body only (oauthlib would also read the query string), each once, as at the token endpoint.
+        malformed = ("invalid_request", "parameters go in the body") if request.GET else malformed_form(request)
+        if malformed is not None:
+            return _refused(request, client_id, 400, *malformed)
         wait = throttle.device_request(client_ip(request))
         if wait:
             return _refused(request, client_id, 429, "slow_down", "too many device authorizations from this network",

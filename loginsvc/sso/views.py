@@ -326,19 +326,27 @@ GRANT_TYPES = ("authorization_code", "refresh_token", device.GRANT_TYPE)
 MAX_PARAMETER_LENGTH = 2048  # longer than any redirect URI we register; codes and tokens are far shorter
 
 
+def malformed_form(request: HttpRequest) -> tuple[str, str] | None:
+    """(error, description) for a back-channel form that repeats a parameter (RFC 6749 §3.1: the toolkit
+    reads the last value of each, so a repeated one would pass) or has one longer than any we issue."""
+    for _name, values in request.POST.lists():
+        if len(values) > 1:
+            return "invalid_request", "a parameter is repeated"
+        if len(values[0]) > MAX_PARAMETER_LENGTH:
+            return "invalid_request", "a parameter is too long"
+    return None
+
+
 def malformed_token_request(request: HttpRequest) -> tuple[str, str] | None:
     """(error, description) for a token request refused before the toolkit sees it, else None.
 
-    RFC 6749 §3.2: no parameter more than once (the toolkit reads the last value of each, so a
-    repeated one passed). §5.2: a grant type we do not offer is unsupported_grant_type (the toolkit
+    RFC 6749 §3.2: each parameter once and of a sane length (malformed_form). §5.2: a grant type we do not offer is unsupported_grant_type (the toolkit
     answers unauthorized_client for password and client_credentials). The device grant is offered
     (to the mail clients' products: validators.validate_grant_type).
     """
-    for values in request.POST.lists():
-        if len(values[1]) > 1:
-            return "invalid_request", "a parameter is repeated"
-        if len(values[1][0]) > MAX_PARAMETER_LENGTH:
-            return "invalid_request", "a parameter is too long"
+    malformed = malformed_form(request)
+    if malformed is not None:
+        return malformed
     verifier = request.POST.get("code_verifier")
     if verifier is not None and not CODE_VERIFIER.fullmatch(verifier):
         return "invalid_request", "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~"
