@@ -92,13 +92,11 @@ def create(client_id: str, device_code: str, code: str, scope: str) -> DeviceGra
     return grant
 
 
-def decide(request: HttpRequest, grant: DeviceGrant, allow: bool) -> bool:
-    """Allow or refuse the waiting `grant` for the signed-in user of `request`; False when it is no longer
-    waiting (decided meanwhile, maybe on another node, or expired). Allowed, it gets this session's SignIn."""
+def decide(request: HttpRequest, grant: DeviceGrant, application: Application, allow: bool) -> bool:
+    """Allow or refuse the waiting `grant` of `application` for the signed-in user of `request`; False when it is
+    no longer waiting (decided meanwhile, maybe on another node, or expired). Allowed, it gets this session's
+    SignIn."""
     status = DeviceGrant.AUTHORIZED if allow else DeviceGrant.DENIED
-    application = Application.objects.filter(client_id=grant.client_id).first()
-    if application is None:   # the product was removed while the grant waited
-        return False
     with transaction.atomic():
         decided = DeviceGrant.objects.filter(pk=grant.pk, status=DeviceGrant.AUTHORIZATION_PENDING, user=None,
                                              expires__gt=timezone.now()).update(status=status, user=request.user)

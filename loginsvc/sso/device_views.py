@@ -87,29 +87,31 @@ def device_view(request: HttpRequest) -> HttpResponse:
     and the code to confirm; "allow" or "refuse" decides. Wrong codes count like wrong passwords (429)."""
     typed = request.POST.get("user_code") if request.method == "POST" else request.GET.get("user_code")
     context: dict[str, Any] = {"user_code": (typed or "")[:32]}
+
+    def refused(error: str, status: int) -> HttpResponse:
+        return render(request, "sso/device.html", dict(context, error=error), status=status)
+
     if request.method != "POST":
         return render(request, "sso/device.html", context)
-    email = normalise_email(request.user.email)
-    attempt, locked = counted(request, email, "device", known=True)
+    attempt, locked = counted(request, normalise_email(request.user.email), "device", known=True)
     if locked is not None:
-        response = render(request, "sso/device.html", dict(context, error=LOCKED), status=429)
+        response = refused(LOCKED, 429)
         response["Retry-After"] = str(locked.retry_after)
         return response
     code = device.normalise(typed or "")
     grant = device.waiting(code) if code else None
-    if grant is None:
-        return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=400)
+    # Not waiting: unknown, decided, expired, or its product removed while it waited.
+    application = Application.objects.filter(client_id=grant.client_id).first() if grant else None
+    if grant is None or application is None:
+        return refused(NOT_WAITING, 400)
     throttle.was_right(attempt)
     if acr.needed({"client_id": grant.client_id}, request.user) > central.acr_of(central.amr(request)):
         # The product requires a multi-factor sign-in (require_mfa), or ops' policy does of this user.
         return step_up(request, f"{reverse('device')}?{urlencode({'user_code': device.display(grant.user_code)})}")
-    application = Application.objects.filter(client_id=grant.client_id).first()
-    if application is None:   # the product was removed while the grant waited
-        return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=400)
     action = request.POST.get("action")
     if action in ("allow", "refuse"):
-        if not device.decide(request, grant, allow=action == "allow"):
-            return render(request, "sso/device.html", dict(context, error=NOT_WAITING), status=409)
+        if not device.decide(request, grant, application, allow=action == "allow"):
+            return refused(NOT_WAITING, 409)
         audit.device_decided(request, grant.client_id, allowed=action == "allow")
         return render(request, "sso/device.html", {"decided": action})
     scopes = get_scopes_backend().get_all_scopes()
