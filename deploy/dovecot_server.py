@@ -13,10 +13,12 @@ mailboxes belong to `dovecot`; run as anyone else, everything runs as that user.
 from __future__ import annotations
 
 import grp
+import imaplib
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,3 +175,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class ImapClient(imaplib.IMAP4):
+    """imaplib's client on a Dovecot of this machine, connecting from a chosen loopback address: Dovecot keeps its
+    auth penalty per client address, so tests and load runs spread their logins over 127/8."""
+
+    def __init__(self, port: int, source: str, timeout: float = 10.0) -> None:
+        self.source = source
+        super().__init__("127.0.0.1", port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import imaplib
 import random
-import socket
 import time
 from dataclasses import dataclass
 from gevent.pool import Pool
 from locust import User, task
 from locust.clients import HttpSession
 
+from deploy.dovecot_server import ImapClient
 from loadtests import pacing, run_settings
 from loadtests.journeys import csrf_of
 
@@ -29,17 +29,6 @@ APP_PASSWORD_NAME = "loadtest imap"        # what an earlier run's leftovers are
 MAX_IN_FLIGHT = 32                         # logins open at once; Dovecot's default limits are far above
 TIMEOUT = 10.0                             # seconds for the connection and each command
 SOURCES = tuple(f"127.0.2.{i}" for i in range(1, 255))
-
-
-class Imap(imaplib.IMAP4):
-    """imaplib's client on this machine's Dovecot, connecting from a chosen loopback address."""
-
-    def __init__(self, port: int, source: str) -> None:
-        self.source = source
-        super().__init__("127.0.0.1", port, timeout=TIMEOUT)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
 
 
 @dataclass(frozen=True)
@@ -161,7 +150,7 @@ class ImapUser(User):
         lag = max(0.0, sent - due)
         client = None
         try:
-            client = Imap(self.port, source)
+            client = ImapClient(self.port, source, TIMEOUT)
             client.login(login.email, login.password)
         except (OSError, imaplib.IMAP4.error) as exc:
             self.fire(LOGIN, sent, lag, exc)

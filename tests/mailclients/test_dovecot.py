@@ -9,7 +9,6 @@ import itertools
 import json
 import shutil
 import smtplib
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pytest
 import requests
 from aiosmtpd.controller import Controller
 
-from deploy.dovecot_server import DovecotServer, missing
+from deploy.dovecot_server import DovecotServer, ImapClient, missing
 from deploy.node import free_port, manage
 from tests import plugin
 from tests.conftest import create_user_in
@@ -44,17 +43,6 @@ def next_address() -> str:
     return f"127.0.{n // 250}.{n % 250 + 2}"
 
 
-class Imap(imaplib.IMAP4):
-    """imaplib's client, connecting from a chosen loopback address."""
-
-    def __init__(self, host: str, port: int, timeout: float, source: str) -> None:
-        self.source = source
-        super().__init__(host, port, timeout=timeout)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
-
-
 @dataclass
 class MailStack:
     node: LoginNode
@@ -71,7 +59,7 @@ class MailStack:
         """OK, or the server's refusal, of an IMAP LOGIN (and a SELECT once in). Each call comes from another
         loopback address unless `source` says which: Dovecot slows down an address's logins after failures
         (its auth penalty, up to 15 s), which the tests' deliberate failures must not add up to."""
-        with Imap("127.0.0.1", self.dovecot.imap_port, timeout=10, source=source or next_address()) as client:
+        with ImapClient(self.dovecot.imap_port, source or next_address()) as client:
             try:
                 client.login(user, password)
             except imaplib.IMAP4.error as exc:
@@ -106,7 +94,7 @@ def bearer_login(stack: MailStack, mechanism: str, user: str, token: str) -> tup
         challenges.append(challenge)
         return payload
 
-    with Imap("127.0.0.1", stack.dovecot.imap_port, timeout=10, source=next_address()) as client:
+    with ImapClient(stack.dovecot.imap_port, next_address()) as client:
         try:
             client.authenticate(mechanism, answer)
         except imaplib.IMAP4.error as exc:
@@ -205,7 +193,7 @@ def test_malformed_logins_are_refused_cleanly(mail_stack: MailStack) -> None:
         assert answer != "OK" and "UNAVAILABLE" not in answer, (user, answer)
     # SASL PLAIN payloads that no client should send: invalid UTF-8, no separators, empty parts.
     for payload in (b"\0gil@example.test\0\xff\xfe\xc0", b"no separators at all", b"\0\0", b"\0gil@example.test\0"):
-        with Imap("127.0.0.1", mail_stack.dovecot.imap_port, timeout=10, source=next_address()) as client:
+        with ImapClient(mail_stack.dovecot.imap_port, next_address()) as client:
             with pytest.raises(imaplib.IMAP4.error) as refused:
                 client.authenticate("PLAIN", lambda _challenge, raw=payload: raw)
             assert "UNAVAILABLE" not in str(refused.value), (payload, refused.value)
