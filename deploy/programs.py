@@ -148,6 +148,11 @@ stopwaitsecs=10
 """ + COMMON.format(log=pct(spec.var / "log" / "dovecot.log"), root=pct(ROOT))
 
 
+def issuer_of(spec: StackSpec) -> str:
+    """The issuer: the router's public origin (never a node's), from LOGINSVC_OIDC_ISSUER or the listen address."""
+    return os.environ.get("LOGINSVC_OIDC_ISSUER") or f"http://{spec.listen}"
+
+
 def stack_env(spec: StackSpec) -> dict[str, str]:
     """What every program inherits from supervisord (secrets stay out of the rendered files).
 
@@ -157,7 +162,7 @@ def stack_env(spec: StackSpec) -> dict[str, str]:
                REDIS_URL=spec.effective_redis_url)
     # Four nodes share this machine's cores: one worker each (2 threads) is ~2 per core in all.
     env.setdefault("WEB_CONCURRENCY", "1")
-    env.setdefault("LOGINSVC_OIDC_ISSUER", f"http://{spec.listen}")  # the router's origin, never a node's
+    env["LOGINSVC_OIDC_ISSUER"] = issuer_of(spec)
     if not env.get("EMAIL_URL"):  # the operator's own server wins; the local one runs anyway
         env["EMAIL_URL"] = spec.mail_url
     return env
@@ -222,6 +227,7 @@ def router_toml(spec: StackSpec) -> str:
         "# Generated from var/stack/stack.json by deploy/programs.py: edits are overwritten.",
         f"listen = {q(spec.listen)}",
         f"admin = {q(spec.admin)}",
+        f"public_origin = {q(issuer_of(spec).rstrip('/'))}   # tester links point here",
         f"state_file = {q(str(spec.var / 'canary-state.json'))}",
         "",
         "[share]",

@@ -12,12 +12,13 @@ from typing import Any, Protocol
 
 import httptools
 
-from canary.admin import dashboard
+from canary.admin import dashboard, tester_links
 from canary.admin.ops_auth import AdminError, Answer, AuthHost, OpsAuth
 from canary.alerts.alerting import Alerting
 from canary.automation import plan
 from canary.dataplane.records import per_second
 from canary.dataplane.routing import Routing
+from canary.dataplane.testers import TesterLinks
 from canary.discovery.membership import Membership, MembershipError, parse_nodes, spec_of
 
 log = logging.getLogger("canary.admin")
@@ -33,6 +34,8 @@ class RouterControl(AuthHost, Protocol):
     membership: Membership
     alerting: Alerting | None
     state: dict[str, Any]
+    testers: TesterLinks
+    public_origin: str
 
     async def change(self, fn: Callable[[dict[str, Any]], None]) -> None: ...
 
@@ -169,6 +172,8 @@ class Admin:
         if path.startswith("/api/plan/") and method == "POST" and path[10:] in _PLAN_VERBS:
             await _plan_verb(app, path[10:], _args(body))
             return _json(app.status())
+        if path == "/api/tester-links" or path.startswith("/api/tester-links/"):
+            return await tester_links.handle(app, method, path, _args(body) if method == "POST" else {})
         m = _NODES_PATH.fullmatch(path)
         if m is not None:
             return await self.cluster_nodes(method, m[1], body)

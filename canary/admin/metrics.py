@@ -79,6 +79,7 @@ class RouterCollector:
             rej.add_metric([c.name, "queue_full"], lim.rejected)
             rej.add_metric([c.name, "queue_timeout"], lim.timed_out)
         yield from (req, healthy, outst, errs, retr, avail, role, fo, hist, slow, qlen, active, rej)
+        yield from self.testers()
         ej = CounterMetricFamily("canary_ejections", "Outlier ejections by reason", labels=["cluster", "node", "reason"])
         for (cl, nd, reason), v in ctx.outlier.ejections_total.items():
             ej.add_metric([cl, nd, reason], v)
@@ -131,6 +132,17 @@ class RouterCollector:
         yield CounterMetricFamily("canary_health_checks", "Active health checks run", value=self.health.checks_total)
         yield CounterMetricFamily("canary_health_check_failures", "Failed active health checks",
                                   value=self.health.failures_total)
+
+    def testers(self) -> Iterator[Metric]:
+        """Testers' traffic (testers.py): counted here, never in the duration histogram or the records."""
+        answered = CounterMetricFamily("canary_tester_requests", "Testers' requests answered by a node of the "
+                                       "cluster (left out of canary_request_duration_seconds and the analysis)",
+                                       labels=["cluster"])
+        for c in self.ctx.routing.clusters.values():
+            answered.add_metric([c.name], c.tester_answers)
+        yield answered
+        yield GaugeMetricFamily("canary_tester_links", "Live tester links (opened or not)",
+                                value=len(self.ctx.testers.links))
 
 
 def render(ctx: RequestContext, health: HealthChecker, state: dict[str, Any], automation_leader: bool) -> bytes:

@@ -1,5 +1,5 @@
 """Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain/nodes/plan/alerts/
-sign-out-all."""
+sign-out-all/tester-link."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ import urllib.request
 from typing import Any, NoReturn
 
 from canary.cli import plan as plan_cli
+from canary.cli import tester_link
 from canary.config import secret
 from canary.config.settings import Config, ConfigError, load_toml, parse_cluster_arg, parse_hostport, validate
 
@@ -66,6 +67,8 @@ def build_parser() -> Parser:
                         "default 127.0.0.0/8 and ::1/128); --trusted-proxy none trusts no peer")
     s.add_argument("--no-access-log", action="store_true", help="disable the stdout access log")
     s.add_argument("--initial-percent", type=float, help="canary share when no state exists yet")
+    s.add_argument("--public-origin", metavar="URL", help="where clients reach the router, e.g. "
+                   "https://login.example.com: tester links point there (default http:// + --listen)")
     for name, helptext in (("status", "show routing state"), ("promote", "canary -> 100%% and stable"),
                            ("rollback", "canary share -> 0%%")):
         v = sub.add_parser(name, help=helptext)
@@ -84,6 +87,7 @@ def build_parser() -> Parser:
     v.add_argument("--json", action="store_true", help="print the raw JSON")
     v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     plan_cli.add_parser(sub, ADMIN_HELP)
+    tester_link.add_parser(sub, ADMIN_HELP)
     v = sub.add_parser("sign-out-all", help="end every ops dashboard session, on every router sharing the state")
     v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     v = sub.add_parser("nodes", help="show or set a cluster's nodes at run time")
@@ -125,6 +129,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.access_log = False
     if a.initial_percent is not None:
         cfg.share.initial_percent = a.initial_percent
+    if a.public_origin is not None:
+        cfg.public_origin = a.public_origin.rstrip("/")
     validate(cfg)
     if cfg.workers > 64:
         raise ConfigError("--workers: at most 64")
@@ -307,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return nodes_verb(a)
     if a.cmd == "plan":
         return plan_cli.plan_verb(a, call_admin, die, print_status)
+    if a.cmd == "tester-link":
+        return tester_link.tester_link_verb(a, call_admin, die)
     if a.cmd == "alerts":
         from canary.cli.alerts import alerts_verb
         return alerts_verb(a, call_admin)

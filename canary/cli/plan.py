@@ -10,7 +10,7 @@ from typing import Any
 from canary.automation.plan import PlanError, parse_steps
 
 
-def _when(at: float | None) -> str:
+def when(at: float | None) -> str:
     return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at else "-"
 
 
@@ -50,7 +50,7 @@ def plan_verb(a: argparse.Namespace, call_admin: Callable[..., dict[str, Any]],
             return 0
         print(describe(doc["plan"]))
         for h in doc["history"]:
-            print(f"{_when(h['at'])}  {h['plan'] or '-':<16} {h['decision']:<12} share={h['percent']:g}%  {h['reason']}")
+            print(f"{when(h['at'])}  {h['plan'] or '-':<16} {h['decision']:<12} share={h['percent']:g}%  {h['reason']}")
         return 0
     body: dict[str, Any] = {}
     if a.action == "start":

@@ -30,6 +30,7 @@ from canary.dataplane.pin import PinSigner
 from canary.dataplane.request_context import RequestContext
 from canary.dataplane.retry_budget import RetryBudget
 from canary.dataplane.routing import Routing
+from canary.dataplane.testers import TesterLinks
 from canary.dataplane.upstream_pool import Pool
 from canary.discovery.dns_discovery import DnsDiscovery
 from canary.discovery.health_check import HealthChecker
@@ -74,6 +75,19 @@ class RouterProcess:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
+    def testers(self) -> TesterLinks:
+        """The live tester links as the request path sees them (the admin API makes their URLs)."""
+        return self.ctx.testers
+
+    @property
+    def public_origin(self) -> str:
+        """Where clients reach this router (tester links point there): `public_origin`, else the listen address."""
+        if self.cfg.public_origin:
+            return self.cfg.public_origin
+        host, port = self.cfg.listen
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
     def nodes(self) -> list[Node]:
         """Every live node of every cluster (membership's list)."""
         return self.membership.nodes
@@ -89,6 +103,7 @@ class RouterProcess:
         self.membership.reconcile(state)   # first: drains and availability below must see the new nodes
         self.state = state
         self.routing.apply_state(state, time.monotonic())
+        self.ctx.testers.apply(state, time.time())
 
     async def change(self, fn: Callable[[dict[str, Any]], None]) -> None:
         """Mutate the shared state (re-read first so concurrent instances do not undo each other)."""
@@ -102,6 +117,31 @@ class RouterProcess:
         new["updated_at"] = time.time()
         await self.store.save(new)
         self.apply_state(new)
+
+    def claim_tester_link(self, link: str, then: Callable[[bool], None]) -> None:
+        """A tester link's first opening (testers.py): claimed once across every router and worker, then
+        marked opened in the shared state; `then(first)` runs on the loop when that is settled."""
+        assert self.loop is not None, "links are opened once the process has started"
+
+        async def claim() -> bool:
+            if not await self.store.claim(f"tester-{link}"):
+                return False
+            opened: list[bool] = []
+
+            def mark(s: dict[str, Any]) -> None:
+                entry = (s.get("testers") or {}).get(link)
+                if isinstance(entry, dict) and not entry.get("opened_at"):
+                    entry["opened_at"] = time.time()
+                    opened.append(True)
+            await self.change(mark)
+            return bool(opened)
+
+        def done(task: "asyncio.Task[bool]") -> None:
+            failed = task.cancelled() or task.exception() is not None
+            if failed and not task.cancelled():
+                log.error("tester link: the shared state could not record its opening: %s", task.exception())
+            then(not failed and task.result())
+        self.loop.create_task(claim()).add_done_callback(done)
 
     # -- what the admin listener reads (admin.RouterControl) -----------------------------------------------
     def resolve_target(self, target: str) -> str | None:
@@ -149,6 +189,7 @@ class RouterProcess:
                 for n in self.membership.nodes:
                     n.pool.close_idle(now - idle_age)
                 self.routing.refresh(now)
+                ctx.testers.expire(self.state, ctx.wall_now)
                 if ctx.access_log is not None:
                     ctx.access_log.tick(ctx.wall_now)
                     ctx.access_log.flush()
@@ -160,6 +201,7 @@ class RouterProcess:
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.ctx.loop = loop
+        self.ctx.testers.claim = self.claim_tester_link
         for n in self.membership.nodes:
             n.pool = self.new_pool(n)
         try:

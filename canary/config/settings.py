@@ -7,6 +7,7 @@ import logging
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 log = logging.getLogger("canary.config")
 
@@ -165,6 +166,10 @@ class Config:
     redis: str | None = None
     state_file: str = "var/canary-state.json"
     access_log: bool = setting(True, None, "one line per request on stdout")
+    public_origin: str | None = setting(None, (lambda v: v is None or _is_origin(v), "an origin such as "
+                                               "https://login.example.com (scheme, host, optional port, no path)"),
+                                        "where clients reach the router: tester links point there "
+                                        "(default http:// + listen)")
     trusted_hops: int = setting(0, NON_NEGATIVE, "X-Forwarded-For hops to trust (only from trusted_proxies)")
     # peers whose X-Forwarded-* headers are honoured (with trusted_hops); anyone else is the client itself
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
@@ -180,6 +185,19 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     proactive_shift: ProactiveShiftConfig = field(default_factory=ProactiveShiftConfig)
     slo: SloConfig = field(default_factory=SloConfig)
+
+
+def _is_origin(value: object) -> bool:
+    """scheme://host[:port] and nothing else (RFC 6454 §4), for a URL the router prints."""
+    if not isinstance(value, str):
+        return False
+    u = urlsplit(value)
+    try:
+        u.port
+    except ValueError:
+        return False
+    return (u.scheme in ("http", "https") and bool(u.hostname) and u.path in ("", "/") and not u.query
+            and not u.fragment and not u.username and not u.password)
 
 
 def parse_hostport(value: Any, key: str) -> tuple[str, int]:
@@ -351,6 +369,10 @@ def from_dict(data: dict[str, Any]) -> Config:
             if not isinstance(v, str) or not v.startswith(("redis://", "rediss://", "unix://")):
                 raise ConfigError(f"redis: expected a redis:// URL, got {v!r}")
             cfg.redis = v
+        elif k == "public_origin":
+            if not isinstance(v, str):
+                raise ConfigError(f"public_origin: expected a string such as \"https://login.example.com\", got {v!r}")
+            cfg.public_origin = v.rstrip("/")
         elif k in ("workers", "trusted_hops", "state_file", "access_log", "balancing"):
             setattr(cfg, k, _coerce(k, v, getattr(cfg, k)))
         elif k == "trusted_proxies":

@@ -8,6 +8,8 @@ import threading
 import time
 from typing import BinaryIO, Final
 
+from canary.dataplane.pin import BUCKETS
+
 MAX_PENDING: Final = 64      # batches waiting for the writer (about 16,000 lines); past that, lines are dropped
 REFUSALS_PER_SECOND: Final = 20   # lines for refused requests per second; the rest are counted, then summed up
 
@@ -69,13 +71,14 @@ class AccessLog:
 
     def log(self, peer: bytes, method: bytes, url: bytes, status: int, resp_bytes: int, elapsed: float, where: str,
             attempts: int, bucket: int, outcome: str) -> None:
-        """One answered request: `where` the node's label (or "-"), `elapsed` seconds since its head."""
+        """One answered request: `where` the node's label (or "-"), `elapsed` seconds since its head; a tester's
+        request (testers.py) says `bucket=tester`."""
         # the path only, as Django's log: a query string can carry tokens or personal data (?email=..., ?code=...)
         path = url.split(b"?", 1)[0]
         self.buf.append(
             f'{self.ts} {peer.decode()} "{method.decode()} {path.decode("latin-1")[:512]}" '
             f"{status} {resp_bytes} {elapsed * 1000:.2f}ms {where} attempts={attempts} "
-            f"bucket={bucket} {outcome}\n")
+            f"bucket={bucket if bucket < BUCKETS else 'tester'} {outcome}\n")
         if len(self.buf) >= self.limit:
             self.flush()
 

@@ -6,6 +6,7 @@ from typing import Final, Iterable
 
 from canary.config.settings import ClusterConfig, NodeConfig
 from canary.dataplane.limits import ConcurrencyLimit
+from canary.dataplane.pin import BUCKETS
 from canary.dataplane.records import Records
 from canary.dataplane.upstream_pool import Endpoint, Pool
 
@@ -62,7 +63,7 @@ class Cluster:
     """A named set of nodes, its concurrency limit, per-cluster traffic counters and latency histogram."""
 
     __slots__ = ("name", "nodes", "drained", "available", "lat_counts", "lat_sum", "failovers_in",
-                 "limit", "round_robin", "_rr", "usable", "records")
+                 "limit", "round_robin", "_rr", "usable", "records", "tester_records", "tester_answers")
 
     def __init__(self, cfg: ClusterConfig, balancing: str) -> None:
         self.name = cfg.name
@@ -77,12 +78,25 @@ class Cluster:
         self._rr = 0
         self.usable: list[Node] = list(self.nodes)   # cached by refresh(): no per-request health scan
         self.records = Records()
+        # testers' requests (testers.py): recorded apart, so neither the plan's analysis, the SLO watch nor
+        # the proactive shift judges a cluster by a handful of people trying it out
+        self.tester_records = Records()
+        self.tester_answers = 0
 
     def observe(self, seconds: float, now: float, ok: bool) -> None:
         """A node of this cluster answered (ok: status < 500) `seconds` after the request head arrived."""
         self.lat_counts[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += 1
         self.lat_sum += seconds
         self.records.answered(now, seconds, ok)
+
+    def observe_tester(self, seconds: float, now: float, ok: bool) -> None:
+        """A node of this cluster answered a tester: counted and recorded apart from everyone else's."""
+        self.tester_answers += 1
+        self.tester_records.answered(now, seconds, ok)
+
+    def records_for(self, bucket: int) -> Records:
+        """The records a request of this bucket counts in: a tester's (bucket past the pin buckets) or everyone's."""
+        return self.tester_records if bucket >= BUCKETS else self.records
 
     def refresh(self, now: float) -> bool:
         """Recompute the usable nodes; called on every state change and by the 0.1 s sweeper (ejections

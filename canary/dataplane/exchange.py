@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Final, cast
 
 from canary.dataplane.limits import Admission
 from canary.dataplane.local_reply import STATUS_LINES, local_response
+from canary.dataplane.pin import BUCKETS
 from canary.dataplane.request_body import RequestBody
+from canary.dataplane.router_paths import TESTER_PATH
 
 if TYPE_CHECKING:
     from canary.dataplane.cluster import Cluster, Node
@@ -109,10 +111,13 @@ class Exchange(RequestBody):
         self.fail_local(503, "queue_timeout")
 
     def answer_router_path(self, path: bytes) -> None:
-        """/healthz: the router is alive; /readyz: it has a usable cluster; /metrics lives on the admin port."""
+        """/healthz: the router is alive; /readyz: it has a usable cluster; /metrics lives on the admin port;
+        a tester link (testers.py)."""
         ctx = self.ctx
         ctx.counters.router_path_answers += 1
-        if path == b"/healthz":
+        if path.startswith(TESTER_PATH):
+            ctx.testers.open(self, path, ctx.wall_now)
+        elif path == b"/healthz":
             self.fail_local(200, "router_path", b"ok\n")
         elif path == b"/readyz":
             ready = not ctx.routing.panic
@@ -316,7 +321,7 @@ class Exchange(RequestBody):
         if self._drop_up() and not client_slow:
             assert node is not None
             now = _now()
-            node.cluster.records.attempt_failed(now)
+            node.cluster.records_for(self.bucket).attempt_failed(now)
             self.ctx.outlier.eject(node, now, "timeout")
         if client_slow and not self.resp_started:   # the client stalled its body: not the node's fault
             return self.fail_local(408, "body_timeout")
@@ -327,12 +332,17 @@ class Exchange(RequestBody):
             self.fail_local(504, "timeout")
 
     def fail_local(self, status: int, reason: str, body: bytes | None = None) -> None:
+        self.answer_local(status, reason, b"", body)
+
+    def answer_local(self, status: int, reason: str, headers: bytes, body: bytes | None = None) -> None:
+        """An answer of the router's own (Envoy: a local reply); `headers` whole lines it adds."""
         self.status = status
         self.resp_started = True
         if not self.body_done:
             self.keep_alive = False
         retry_after = self.ctx.limits.retry_after if status == 503 else None
-        self.front.transport.write(local_response(status, not self.keep_alive, retry_after, body, self.head_only))
+        self.front.transport.write(local_response(status, not self.keep_alive, retry_after, body, self.head_only,
+                                                  headers))
         self.finish(reason, count_node=False)
 
     def _drop_up(self) -> bool:
@@ -352,7 +362,7 @@ class Exchange(RequestBody):
         node.outstanding -= 1
         if failed_at is not None:
             node.errors += 1
-            node.cluster.records.attempt_failed(failed_at)
+            node.cluster.records_for(self.bucket).attempt_failed(failed_at)
 
     def _leave_queue(self) -> None:
         """Off the cluster's queue before it got a slot (timed out, client gone, failed): nothing to release."""
@@ -390,7 +400,10 @@ class Exchange(RequestBody):
         if count_node and node is not None:
             node.outstanding -= 1
             node.status_counts[self.status // 100] += 1
-            node.cluster.observe(now - self.t0, now, self.status < 500)
+            if self.bucket < BUCKETS:
+                node.cluster.observe(now - self.t0, now, self.status < 500)
+            else:                                        # a tester's: apart (testers.py)
+                node.cluster.observe_tester(now - self.t0, now, self.status < 500)
         else:
             ctx.counters.local_response(self.status)
         budget = ctx.retry_budget

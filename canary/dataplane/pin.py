@@ -1,4 +1,8 @@
-"""Signed pin cookie: a stable random bucket (0..9999) plus issue time, signed with keyed BLAKE2s or HMAC-SHA256."""
+"""Signed pin cookie: a stable random bucket (0..9999) plus issue time, signed with keyed BLAKE2s or HMAC-SHA256.
+
+A tester's pin (testers.py) is the same cookie with another payload, `T.<link id>.<tag>`: it names no bucket but
+a tester link, and routes to that link's cluster while the link lives. Ordinary pins never pay for it: the
+tester payload is told apart only when a value is first verified, and by a bucket past BUCKETS after that."""
 from __future__ import annotations
 
 import binascii
@@ -9,6 +13,7 @@ import random
 from typing import Any, Final
 
 BUCKETS: Final = 10000
+TESTER: Final = b"T"     # the first field of a tester's pin (a bucket is digits)
 # Buckets need to be uniform, not secret (the MAC protects them): a fast PRNG seeded from the OS, so a
 # cookie-less request costs no getrandom() syscall.
 _rand: Final = random.Random(int.from_bytes(os.urandom(16), "big"))
@@ -48,7 +53,8 @@ class PinSigner:
     (the one before an upgrade) counts too: either is re-issued at once with the same bucket under the
     current key and MAC, so rotating the key or the MAC moves nobody."""
 
-    __slots__ = ("key", "name", "ttl", "mac", "_prefix", "_attrs", "_name_eq", "_others", "_verified")
+    __slots__ = ("key", "name", "ttl", "mac", "_prefix", "_attrs", "_name_eq", "_others", "_verified", "testers",
+                 "_secure")
 
     def __init__(self, secret: str | bytes, cookie_name: str = "canary_pin", ttl: int = 30 * 86400,
                  secure: bool = False, fallbacks: tuple[str | bytes, ...] = (), mac: str = "blake2s") -> None:
@@ -60,7 +66,11 @@ class PinSigner:
         self.ttl = ttl
         self._name_eq = self.name + b"="
         self._prefix = b"Set-Cookie: " + self._name_eq
-        self._attrs = b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s\r\n" % (ttl, b"; Secure" if secure else b"")
+        self._secure = b"; Secure" if secure else b""
+        self._attrs = b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s\r\n" % (ttl, self._secure)
+        # live tester links: link id -> the bucket that names its cluster (BUCKETS + the cluster's index);
+        # replaced whole by testers.TesterLinks when links change or expire
+        self.testers: dict[bytes, int] = {}
         # value -> (bucket, issued, signed with the current key and MAC): a returning browser's pin is checked
         # once per process, not once per request (only values whose signature verified are kept)
         self._verified: dict[bytes, tuple[int, int, bool]] = {}
@@ -89,6 +99,8 @@ class PinSigner:
             if known is None:
                 return -1, False
         bucket, issued, current = known
+        if bucket >= BUCKETS:     # a tester's pin: valid while its link is live, never re-issued
+            return self.testers.get(value[2:value.rfind(b".")], -1), False
         if issued + self.ttl < now or issued > now + 300:
             return -1, False
         return bucket, not current or issued + self.ttl / 2 < now
@@ -98,6 +110,8 @@ class PinSigner:
         if len(parts) != 3:
             return None
         b, t, sig = parts
+        if b == TESTER:
+            return self._verify_tester(value, t, sig)
         if not (b.isdigit() and t.isdigit() and len(b) <= 5 and len(t) <= 12) or int(b) >= BUCKETS:
             return None
         payload = b + b"." + t
@@ -106,6 +120,25 @@ class PinSigner:
         if not current and not sum(hmac.compare_digest(sig, m.sign(payload)) for m in self._others):
             return None
         known = (int(b), int(t), current)
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[value] = known
+        return known
+
+    def tester_tag(self, purpose: bytes, link: bytes) -> bytes:
+        """The tag of a tester link's URL (purpose b"L") or of its cookie (b"T"): current key and MAC only, so
+        rotating the pin key ends every tester link and tester pin (they are re-made in seconds)."""
+        return self.mac.sign(purpose + b"." + link)
+
+    def tester_cookie(self, link: bytes, max_age: int) -> bytes:
+        """The Set-Cookie line of a tester's pin: this cookie, so the tester has one pin, never two."""
+        return (self._prefix + TESTER + b"." + link + b"." + self.tester_tag(TESTER, link)
+                + b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s\r\n" % (max(1, max_age), self._secure))
+
+    def _verify_tester(self, value: bytes, link: bytes, sig: bytes) -> tuple[int, int, bool] | None:
+        if not 0 < len(link) <= 64 or not hmac.compare_digest(sig, self.tester_tag(TESTER, link)):
+            return None
+        known = (BUCKETS, 0, True)
         if len(self._verified) >= _VERIFIED_MAX:
             self._verified.clear()
         self._verified[value] = known

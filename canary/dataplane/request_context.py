@@ -14,6 +14,7 @@ from canary.dataplane.outlier_detection import OutlierDetector
 from canary.dataplane.pin import PinSigner
 from canary.dataplane.retry_budget import RetryBudget
 from canary.dataplane.routing import Routing
+from canary.dataplane.testers import TesterLinks
 from canary.dataplane.trusted_proxies import ProxyTrust
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class RequestContext:
 
     __slots__ = ("timeouts", "limits", "max_attempts", "trusted_hops", "replay_max", "routing", "pin", "outlier",
                  "retry_budget", "proxy_trust", "client_conns", "access_log", "downstreams", "counters",
-                 "wall_now", "loop")
+                 "wall_now", "loop", "testers")
 
     def __init__(self, cfg: Config, routing: Routing, pin: PinSigner, outlier: OutlierDetector,
                  retry_budget: RetryBudget, access_log: "AccessLog | None", wall_now: float) -> None:
@@ -53,6 +54,7 @@ class RequestContext:
         self.replay_max = max(64 * 1024, cfg.limits.buffer_body_bytes)
         self.routing = routing
         self.pin = pin
+        self.testers = TesterLinks(pin, [c.name for c in routing.order])
         self.outlier = outlier
         self.retry_budget = retry_budget
         self.proxy_trust = ProxyTrust(cfg.trusted_proxies)

@@ -9,7 +9,8 @@ from urllib.parse import unquote_to_bytes
 ROUTER_PATHS: Final = frozenset((b"/healthz", b"/readyz", b"/metrics"))
 # First byte after the leading '/' of any target that can normalize to one of ROUTER_PATHS: anything else
 # (/, /api/..., /login/) skips the normalization, so ordinary requests pay one slice and one set lookup.
-ROUTER_FIRST: Final = frozenset(bytes([c]) for c in b"/%.hrmHRM\\")
+ROUTER_FIRST: Final = frozenset(bytes([c]) for c in b"/%.hrmHRM\\_")
+TESTER_PATH: Final = b"/_canary/tester/"    # a tester link (testers.py), in this one spelling
 
 
 def router_path(url: bytes) -> bytes | None:
@@ -20,6 +21,8 @@ def router_path(url: bytes) -> bytes | None:
     percent-encoding all count, so no spelling of these paths reaches a node whatever framework it runs."""
     if url[1:2] not in ROUTER_FIRST:   # callers on the hot path test this themselves first
         return None
+    if url.startswith(TESTER_PATH):
+        return url.split(b"?", 1)[0]
     path = url
     for _ in range(4):                    # %2572 -> %72 -> r: decode until stable (bounded)
         path = path.replace(b"\\", b"/").split(b"?", 1)[0].split(b"#", 1)[0].split(b";", 1)[0]

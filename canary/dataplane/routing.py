@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from canary.dataplane.cluster import Cluster, Node
+from canary.dataplane.pin import BUCKETS
 from canary.dataplane.share import SlowStart, canary_threshold, pick_side, relative_factors
 
 
@@ -15,6 +16,7 @@ class Routing:
 
     def __init__(self, clusters: list[Cluster], slow_start_window: float, slow_start_min_percent: float) -> None:
         self.clusters = {c.name: c for c in clusters}
+        self.order = list(clusters)              # a tester's bucket is BUCKETS + its cluster's index here
         self.stable = clusters[0]
         self.canary = clusters[1]
         self.percent = 0.0
@@ -63,6 +65,8 @@ class Routing:
 
     # -- per request -------------------------------------------------------------------------------------
     def choose(self, bucket: int, now: float, count: bool = True) -> Cluster:
+        if bucket >= BUCKETS:
+            return self.tester_cluster(bucket, count)
         s, c = self.stable, self.canary
         if s.available and c.available:
             fc = self.slow[c.name].factor(now) if self.slow[c.name].since is not None else 1.0
@@ -86,6 +90,19 @@ class Routing:
         if count:
             self.panics += 1
         return c if bucket < self.threshold else s
+
+    def tester_cluster(self, bucket: int, count: bool = True) -> Cluster:
+        """A tester's cluster whatever the share, slow start or shift; but health wins: a tester whose cluster
+        has no usable node fails over like anyone (and panics like anyone when neither has one)."""
+        home = self.order[bucket - BUCKETS]
+        if home.available or self.panic:
+            if count and self.panic:
+                self.panics += 1
+            return home
+        other = self.canary if home is self.stable else self.stable
+        if count:
+            other.failovers_in += 1
+        return other
 
     def pick_node(self, bucket: int, now: float, tried: list[Node], first: Cluster | None = None) -> Node | None:
         """Node for an attempt: the chosen cluster, else the other cluster, else panic over everything."""

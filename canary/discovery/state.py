@@ -13,6 +13,7 @@ log = logging.getLogger("canary.state")
 
 CHANNEL = "canary:state:changed"
 KEY = "canary:state"
+CLAIM_SECONDS = 31 * 86400    # a claim outlives what it guards (a tester link lives at most 30 days)
 
 
 def initial_state(stable: str, canary: str, percent: float) -> dict[str, Any]:
@@ -57,6 +58,25 @@ class FileStore:
                 pass
             raise
         self._mtime = os.stat(self.path).st_mtime
+
+    async def claim(self, name: str) -> bool:
+        """True for the first caller only, across every process sharing the file (O_EXCL), e.g. the first
+        opening of a one-time link; claims older than CLAIM_SECONDS are swept on the way."""
+        folder = self.path + ".claims"
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        cutoff = time.time() - CLAIM_SECONDS
+        with os.scandir(folder) as entries:
+            for e in entries:
+                try:
+                    if e.stat().st_mtime < cutoff:
+                        os.unlink(e.path)
+                except OSError:
+                    pass
+        try:
+            os.close(os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        return True
 
     def watch(self, on_change: Callable[[dict[str, Any]], None],
               current: Callable[[], dict[str, Any]] | None = None) -> None:
@@ -109,6 +129,10 @@ class RedisStore:
         raw = json.dumps(state, sort_keys=True)
         await self.redis.set(self.key, raw)
         await self.redis.publish(self.channel, raw)
+
+    async def claim(self, name: str) -> bool:
+        """True for the first caller only, across every router sharing the Redis (SET NX)."""
+        return bool(await self.redis.set(f"{self.key}:claim:{name}", b"1", nx=True, ex=CLAIM_SECONDS))
 
     async def init(self, state: dict[str, Any]) -> dict[str, Any]:
         """Set the initial document only if no instance did yet (SET NX); return the winning document."""

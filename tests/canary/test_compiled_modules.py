@@ -25,7 +25,7 @@ REQUEST_PATH_TESTS = [
     "test_failover.py", "test_front_head.py", "test_front_refusals.py", "test_fuzz_front.py",
     "test_outlier_health.py", "test_pin_cookie.py", "test_response_head.py", "test_retry_budget_and_limits.py",
     "test_router_hardening.py", "test_share_and_slow_start.py", "test_share_ramp.py", "test_slow_bodies.py",
-    "test_upstream_framing.py", "test_upstream_pool.py",
+    "test_tester_links.py", "test_upstream_framing.py", "test_upstream_pool.py",
     # the node churn under load; the rest of the file is the admin API, the state store and the CLI
     "test_nodes_membership.py::test_add_then_remove_a_node_under_load",
 ]

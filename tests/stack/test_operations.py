@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import time
 
-from tests.stack.conftest import Poller, RunningStack, logged_in_browser
+import requests
+
+from tests.stack.conftest import PASSWORD, Poller, RunningStack, logged_in_browser
+from tests.support import Browser
 
 
 def test_rolling_restart_of_a_cluster_fails_no_request(running_stack: RunningStack) -> None:
@@ -83,3 +86,28 @@ def test_bad_targets_and_arguments_get_one_message_and_exit_2(running_stack: Run
         result = running_stack.deploy(*args)
         assert result.returncode == 2, (args, result)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def test_tester_link_pins_a_signed_in_browser_to_a_login_node_of_its_cluster(running_stack: RunningStack) -> None:
+    """Through the real router to real login nodes: the link points at the issuer (make up's public origin)."""
+    share = running_stack.router()["percent"]
+    token = (running_stack.var_dir / "canary-admin-token").read_text().strip()
+    made = requests.post(running_stack.admin + "/api/tester-links", json={"cluster": "green", "ttl": "10m"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert made.status_code == 201, made.text
+    url = made.json()["url"]
+    assert url.startswith(running_stack.base + "/_canary/tester/"), url
+    running_stack.router("POST", "/api/ramp", {"percent": 0})
+    try:
+        browser = Browser(running_stack.base)
+        opened = browser.call("GET", url.removeprefix(running_stack.base))
+        assert opened.status_code == 303 and browser.cookies["canary_pin"].startswith("T."), opened.text
+        assert browser.login("demo@example.test", PASSWORD).status_code == 200
+        for _ in range(5):
+            answer = browser.call("GET", "/api/session")
+            assert answer.status_code == 200 and answer.json()["authenticated"], answer.text
+            assert answer.headers["X-Served-By"].startswith("green/"), answer.headers
+    finally:
+        running_stack.router("POST", "/api/ramp", {"percent": share})
+        requests.delete(running_stack.admin + "/api/tester-links", headers={"Authorization": f"Bearer {token}"},
+                        timeout=5)
