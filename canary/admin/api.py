@@ -34,8 +34,12 @@ class RouterControl(AuthHost, Protocol):
     membership: Membership
     alerting: Alerting | None
     state: dict[str, Any]
-    testers: TesterLinks
-    public_origin: str
+
+    @property
+    def testers(self) -> TesterLinks: ...
+
+    @property
+    def public_origin(self) -> str: ...
 
     async def change(self, fn: Callable[[dict[str, Any]], None]) -> None: ...
 
@@ -314,6 +318,26 @@ async def _rollback(app: RouterControl, args: dict[str, Any]) -> None:
                           figures={"share_before": was}, group=False)
 
 
+async def _mirror(app: RouterControl, args: dict[str, Any]) -> None:
+    """Shadow traffic (canary/dataplane/mirror.py): PERCENT of the safe requests copied to CLUSTER; 0 stops it.
+    By hand during a plan it pauses the plan, as a manual ramp does."""
+    cluster, p = args.get("cluster"), args.get("percent")
+    if not isinstance(cluster, str) or cluster not in app.routing.clusters:
+        raise AdminError(400, f"cluster: one of {', '.join(app.routing.clusters)}, got {cluster!r}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 100:
+        raise AdminError(400, "percent must be a number between 0 and 100")
+    unknown = set(args) - {"cluster", "percent"}
+    if unknown:
+        raise AdminError(400, f"{sorted(unknown)[0]}: unknown key (the body is {{\"cluster\": NAME, \"percent\": P}})")
+
+    def mirror(s: dict[str, Any]) -> None:
+        s["mirror"] = {"cluster": cluster, "percent": float(p)} if p else None
+        live = plan.live(s)
+        if live is not None and live["status"] == "running":
+            plan.pause(s, f"manual mirror of {float(p):g} % to {cluster}", time.time())
+    await app.change(mirror)
+
+
 def _drain_verb(drain: bool) -> Callable[[RouterControl, dict[str, Any]], Awaitable[None]]:
     async def verb(app: RouterControl, args: dict[str, Any]) -> None:
         target = args.get("target")
@@ -330,7 +354,7 @@ def _drain_verb(drain: bool) -> Callable[[RouterControl, dict[str, Any]], Awaita
 
 
 _VERBS: dict[str, Callable[[RouterControl, dict[str, Any]], Awaitable[None]]] = {
-    "ramp": _ramp, "promote": _promote, "rollback": _rollback,
+    "ramp": _ramp, "promote": _promote, "rollback": _rollback, "mirror": _mirror,
     "drain": _drain_verb(True), "undrain": _drain_verb(False),
 }
 async def _plan_verb(app: RouterControl, verb: str, args: dict[str, Any]) -> None:
@@ -341,8 +365,8 @@ async def _plan_verb(app: RouterControl, verb: str, args: dict[str, Any]) -> Non
             unknown = set(args) - {"steps", "hold"}
             if unknown:
                 raise plan.PlanError(f"{sorted(unknown)[0]}: unknown key (the body is {{\"steps\": [...], \"hold\": S}})")
-            steps, hold = plan.parse_steps(args.get("steps")), plan.parse_hold(args.get("hold"))
-            await app.change(lambda s: plan.start(s, steps, hold, now))
+            (mirror, steps), hold = plan.parse_plan(args.get("steps")), plan.parse_hold(args.get("hold"))
+            await app.change(lambda s: plan.start(s, steps, hold, now, mirror))
         elif verb == "pause":
             await app.change(lambda s: plan.pause(s, "paused by an operator", now))
         elif verb == "resume":

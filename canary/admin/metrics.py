@@ -80,6 +80,7 @@ class RouterCollector:
             rej.add_metric([c.name, "queue_timeout"], lim.timed_out)
         yield from (req, healthy, outst, errs, retr, avail, role, fo, hist, slow, qlen, active, rej)
         yield from self.testers()
+        yield from self.mirror()
         ej = CounterMetricFamily("canary_ejections", "Outlier ejections by reason", labels=["cluster", "node", "reason"])
         for (cl, nd, reason), v in ctx.outlier.ejections_total.items():
             ej.add_metric([cl, nd, reason], v)
@@ -143,6 +144,27 @@ class RouterCollector:
         yield answered
         yield GaugeMetricFamily("canary_tester_links", "Live tester links (opened or not)",
                                 value=len(self.ctx.testers.links))
+
+    def mirror(self) -> Iterator[Metric]:
+        """Shadow traffic (mirror.py): copies made, their outcomes, and the ones dropped under pressure."""
+        m = self.ctx.mirror
+        share = GaugeMetricFamily("canary_mirror_percent", "Share of safe requests copied to the cluster",
+                                  labels=["cluster"])
+        for name in self.ctx.routing.clusters:
+            share.add_metric([name], m.percent if m.on and m.target is not None and m.target.name == name else 0.0)
+        yield share
+        yield CounterMetricFamily("canary_mirror_copies", "Copies sent to the mirror target", value=m.copied)
+        outcome = CounterMetricFamily("canary_mirror_answers", "Copies ended: answered (any status) or failed "
+                                      "(connect failure, reset, timeout)", labels=["outcome"])
+        outcome.add_metric(["answered"], m.answered)
+        outcome.add_metric(["failed"], m.failed)
+        yield outcome
+        dropped = CounterMetricFamily("canary_mirror_dropped", "Copies not made, by reason (cluster_limit, "
+                                      "router_load, in_flight, no_node)", labels=["reason"])
+        for reason, n in m.dropped.items():
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield GaugeMetricFamily("canary_mirror_in_flight", "Copies waiting for an answer", value=len(m.in_flight))
 
 
 def render(ctx: RequestContext, health: HealthChecker, state: dict[str, Any], automation_leader: bool) -> bytes:

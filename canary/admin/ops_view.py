@@ -7,11 +7,13 @@ import time
 from typing import Any
 
 from canary.automation import plan
+from canary.dataplane.mirror import Mirror
 from canary.dataplane.routing import Routing
 from canary.discovery.membership import format_address
 
 
-def status(routing: Routing, state: dict[str, Any], worker: int, automation_leader: bool | None) -> dict[str, Any]:
+def status(routing: Routing, state: dict[str, Any], worker: int, automation_leader: bool | None,
+           mirror: Mirror) -> dict[str, Any]:
     now = time.monotonic()
     r = routing
     return {
@@ -21,6 +23,7 @@ def status(routing: Routing, state: dict[str, Any], worker: int, automation_lead
         "pid": os.getpid(), "worker": worker,
         "plan": plan.progress(state, time.time()), "shift": dict(r.shift),
         "automation_leader": automation_leader,
+        "mirror": mirror_status(mirror),
         "clusters": {c.name: {
             "role": "canary" if c is r.canary else "stable", "available": c.available,
             "drained": c.drained, "slow_start_factor": round(r.slow[c.name].factor(now), 3),
@@ -32,6 +35,15 @@ def status(routing: Routing, state: dict[str, Any], worker: int, automation_lead
                        "requests": sum(n.status_counts)} for n in c.nodes],
         } for c in r.clusters.values()},
     }
+
+
+def mirror_status(mirror: Mirror) -> dict[str, Any] | None:
+    """Shadow traffic in force (None: none) with this process's counts of copies."""
+    if not mirror.on or mirror.target is None:
+        return None
+    return {"cluster": mirror.target.name, "percent": mirror.percent, "copied": mirror.copied,
+            "answered": mirror.answered, "failed": mirror.failed, "in_flight": len(mirror.in_flight),
+            "dropped": dict(mirror.dropped)}
 
 
 def alert_snapshot(routing: Routing) -> dict[str, Any]:

@@ -21,8 +21,12 @@ class TesterHost(Protocol):
     """What the tester-link endpoints need of the router process."""
 
     routing: Routing
-    testers: TesterLinks
-    public_origin: str
+
+    @property
+    def testers(self) -> TesterLinks: ...
+
+    @property
+    def public_origin(self) -> str: ...
     state: dict[str, Any]
 
     async def change(self, fn: Any) -> None: ...

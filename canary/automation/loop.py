@@ -82,9 +82,13 @@ class Automation:
         canary, stable = self.clusters[state["canary"]], self.clusters[state["stable"]]
         to_mono = mono - wall          # plan times are wall-clock (shared by routers), records monotonic
         since = current["step_started_at"] + to_mono
-        base_start, base_end = plan.stable_window(current, state["percent"], wall)
-        verdict = judge(canary.records.window(since, mono),
-                        stable.records.window(base_start + to_mono, base_end + to_mono), self.analysis)
+        if plan.mirroring(current):   # the canary's answers to copies against stable's to the same requests
+            verdict = judge(canary.shadow_records.window(since, mono), stable.shadow_records.window(since, mono),
+                            self.analysis)
+        else:
+            base_start, base_end = plan.stable_window(current, state["percent"], wall)
+            verdict = judge(canary.records.window(since, mono),
+                            stable.records.window(base_start + to_mono, base_end + to_mono), self.analysis)
         decision: list[str] = []
 
         def apply(s: State) -> None:

@@ -1,5 +1,9 @@
 """Ramp plans: the canary's share stepped 12 -> 20 -> 50 -> 100 %, each step held, judged, then passed, extended or ended.
 
+A plan may begin with a mirror step (`mirror:25,12,20,50,100`): share 0 %, that share of the safe requests
+copied to the canary (canary/dataplane/mirror.py), the copies' answers judged against stable's answers to
+the same requests; only if they pass does the first user go there. Its index is MIRROR_STEP (-1).
+
 A plan lives in the shared state document (`state["plan"]`, next to the share it drives), so it survives a
 router restart and every router shows the same; the one router holding the automation lease (lease.py)
 steps it. The functions here only change a state document: they run inside `change()`, which re-reads the
@@ -15,6 +19,7 @@ from canary.automation.analysis import Verdict
 
 HISTORY_KEEP = 200
 LIVE = ("running", "paused")
+MIRROR_STEP = -1
 
 
 class PlanError(Exception):
@@ -44,6 +49,38 @@ def parse_steps(value: Any) -> list[float]:
     return steps
 
 
+def parse_plan(value: Any) -> tuple[float | None, list[float]]:
+    """Steps with an optional leading mirror step: "mirror:25,12,20,50,100" (or a list) -> (25.0, [12, ...]);
+    a bare "mirror" copies every safe request."""
+    items = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, list) and items and isinstance(items[0], str) and items[0].strip().startswith("mirror"):
+        name, _, pct = items[0].strip().partition(":")
+        try:
+            mirror = float(pct) if pct else 100.0
+        except ValueError:
+            raise PlanError(f"steps: {items[0]!r}: a mirror step is mirror:PERCENT, e.g. mirror:25") from None
+        if name != "mirror" or not 0 < mirror <= 100 or mirror != mirror:
+            raise PlanError(f"steps: {items[0]!r}: a mirror step is mirror:PERCENT, above 0 and at most 100")
+        return mirror, parse_steps(items[1:])
+    return None, parse_steps(items)
+
+
+def mirroring(plan: dict[str, Any]) -> bool:
+    """Whether the plan is in its mirror step (share 0 %, copies judged)."""
+    return plan.get("index") == MIRROR_STEP
+
+
+def step_name(plan: dict[str, Any]) -> str:
+    if mirroring(plan):
+        return f"mirror step ({plan['mirror']:g} % of safe requests copied)"
+    return f"step {plan['index'] + 1}/{len(plan['steps'])} ({plan['steps'][plan['index']]:g} %)"
+
+
+def _mirror_on(state: dict[str, Any], plan: dict[str, Any]) -> None:
+    state["percent"] = 0.0
+    state["mirror"] = {"cluster": plan["canary"], "percent": plan["mirror"]}
+
+
 def parse_hold(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
         raise PlanError(f"hold: seconds between 1 and 86400, got {value!r}")
@@ -66,15 +103,21 @@ def record(state: dict[str, Any], decision: str, reason: str, figures: dict[str,
     return entry
 
 
-def start(state: dict[str, Any], steps: list[float], hold: float, now: float) -> None:
+def start(state: dict[str, Any], steps: list[float], hold: float, now: float, mirror: float | None = None) -> None:
     if live(state) is not None:
         raise PlanError(f"a plan is already {state['plan']['status']}: abort it first", conflict=True)
-    state["plan"] = {"id": f"plan-{int(now)}", "steps": steps, "hold": hold, "index": 0, "status": "running",
-                     "started_at": now, "step_started_at": now, "extensions": 0, "last_verdict": None,
-                     "stable": state.get("stable"), "canary": state.get("canary")}
+    plan = state["plan"] = {"id": f"plan-{int(now)}", "steps": steps, "hold": hold, "index": 0, "status": "running",
+                            "started_at": now, "step_started_at": now, "extensions": 0, "last_verdict": None,
+                            "stable": state.get("stable"), "canary": state.get("canary"), "mirror": mirror}
+    what = f"steps {','.join(f'{s:g}' for s in steps)}, hold {hold:g} s"
+    if mirror is not None:
+        plan["index"] = MIRROR_STEP
+        _mirror_on(state, plan)
+        record(state, "start", f"{what}: share 0 %, {mirror:g} % of safe requests copied to {plan['canary']} first",
+               now=now)
+        return
     state["percent"] = steps[0]
-    record(state, "start", f"steps {','.join(f'{s:g}' for s in steps)}, hold {hold:g} s: share {steps[0]:g} %",
-           now=now)
+    record(state, "start", f"{what}: share {steps[0]:g} %", now=now)
 
 
 def _require(state: dict[str, Any], status: str | tuple[str, ...]) -> dict[str, Any]:
@@ -96,8 +139,11 @@ def resume(state: dict[str, Any], now: float) -> None:
     """The current step's hold starts again: what happened while paused is not judged as part of it."""
     plan = _require(state, "paused")
     plan.update(status="running", step_started_at=now, extensions=0, paused_reason=None)
-    state["percent"] = plan["steps"][plan["index"]]
-    record(state, "resume", f"step {plan['index'] + 1} ({state['percent']:g} %) held again from now", now=now)
+    if mirroring(plan):
+        _mirror_on(state, plan)
+    else:
+        state["percent"] = plan["steps"][plan["index"]]
+    record(state, "resume", f"{step_name(plan)} held again from now", now=now)
 
 
 def end(state: dict[str, Any], status: str, reason: str, now: float, figures: dict[str, Any] | None = None) -> bool:
@@ -105,6 +151,8 @@ def end(state: dict[str, Any], status: str, reason: str, now: float, figures: di
     plan = live(state)
     if plan is None:
         return False
+    if mirroring(plan):
+        state["mirror"] = None          # the plan's copies end with it
     plan.update(status=status, ended_at=now)
     record(state, status, reason, figures, now=now)
     return True
@@ -143,7 +191,7 @@ def decide(state: dict[str, Any], verdict: Verdict, max_extensions: int, now: fl
     Returns the decision's name (the alert to send)."""
     plan = _require(state, "running")
     plan["last_verdict"] = {"at": now, "step": plan["index"], **verdict.as_dict()}
-    step = f"step {plan['index'] + 1}/{len(plan['steps'])} ({plan['steps'][plan['index']]:g} %)"
+    step = step_name(plan)
     if verdict.outcome == "fail":
         state["percent"] = 0.0
         end(state, "rolled_back", f"{step} failed: {verdict.reason}; rolled back to 0 %", now, verdict.figures)
@@ -158,6 +206,8 @@ def decide(state: dict[str, Any], verdict: Verdict, max_extensions: int, now: fl
         record(state, "pause", plan["paused_reason"], verdict.figures, now)
         return "plan_paused"
     if plan["index"] + 1 < len(plan["steps"]):
+        if mirroring(plan):
+            state["mirror"] = None      # the first users go there now: the copies have done their part
         plan.update(index=plan["index"] + 1, step_started_at=now, extensions=0,
                     previous_hold=[plan["step_started_at"], now])
         state["percent"] = plan["steps"][plan["index"]]
@@ -176,7 +226,7 @@ def progress(state: dict[str, Any], now: float) -> dict[str, Any] | None:
     if not isinstance(plan, dict):
         return None
     out = {k: plan.get(k) for k in ("id", "status", "steps", "hold", "index", "extensions", "last_verdict",
-                                    "paused_reason", "started_at", "ended_at")}
+                                    "paused_reason", "started_at", "ended_at", "mirror")}
     out["step"] = plan["index"] + 1
     out["time_left"] = round(max(0.0, deadline(plan) - now), 1) if plan.get("status") == "running" else None
     return out

@@ -1,5 +1,5 @@
 """Command line: `serve` (the router) and the ops verbs status/ramp/promote/rollback/drain/undrain/nodes/plan/alerts/
-sign-out-all/tester-link."""
+sign-out-all/tester-link/mirror."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,8 @@ from typing import Any, NoReturn
 from canary.cli import plan as plan_cli
 from canary.cli import tester_link
 from canary.config import secret
-from canary.config.settings import Config, ConfigError, load_toml, parse_cluster_arg, parse_hostport, validate
+from canary.config.loading import load_toml, parse_cluster_arg, parse_hostport, validate
+from canary.config.settings import Config, ConfigError
 
 DEFAULT_ADMIN = "http://127.0.0.1:8001"
 
@@ -88,6 +89,11 @@ def build_parser() -> Parser:
     v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     plan_cli.add_parser(sub, ADMIN_HELP)
     tester_link.add_parser(sub, ADMIN_HELP)
+    v = sub.add_parser("mirror", help="copy PERCENT of the safe requests (discovery, JWKS, login page) to CLUSTER; "
+                                      "0 stops")
+    v.add_argument("cluster", metavar="CLUSTER")
+    v.add_argument("percent", metavar="PERCENT")
+    v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     v = sub.add_parser("sign-out-all", help="end every ops dashboard session, on every router sharing the state")
     v.add_argument("--admin", default=argparse.SUPPRESS, help=ADMIN_HELP)
     v = sub.add_parser("nodes", help="show or set a cluster's nodes at run time")
@@ -250,12 +256,26 @@ def call_admin(admin: str, method: str, path: str, body: dict[str, Any] | None =
         die(str(e), 2 if e.status in bad_args else 1)
 
 
+def parse_percent(verb: str, value: str) -> float:
+    try:
+        pct = float(value.rstrip("%"))
+    except ValueError:
+        die(f"{verb}: PERCENT must be a number between 0 and 100, got {value!r}")
+    if not 0 <= pct <= 100 or pct != pct:
+        die(f"{verb}: PERCENT must be between 0 and 100, got {value!r}")
+    return pct
+
+
 def print_status(st: dict[str, Any]) -> None:
     print(f"stable={st['stable']} canary={st['canary']} share={st['percent']:g}% "
           f"effective={st['effective_canary_percent']:g}% panic={'yes' if st['panic'] else 'no'} "
           f"drained={','.join(st['drained']) or '-'}"
           + "".join(f" shifted={name}:{pct:g}%" for name, pct in st.get("shift", {}).items()))
     print(plan_cli.describe(st.get("plan")))
+    m = st.get("mirror")
+    if m:
+        print(f"mirror: {m['percent']:g}% of safe requests copied to {m['cluster']} (copied {m['copied']}, "
+              f"answered {m['answered']}, failed {m['failed']}, dropped {sum(m['dropped'].values())})")
     for name, c in st["clusters"].items():
         print(f"  {name:<12} {c['role']:<7} {'available' if c['available'] else 'DOWN':<9} "
               f"slow_start={c['slow_start_factor']:g} active={c['active']} queued={c['queued']}")
@@ -327,13 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(st, indent=2, sort_keys=True)) if a.json else print_status(st)
         return 0
     if a.cmd == "ramp":
-        try:
-            pct = float(a.percent.rstrip("%"))
-        except ValueError:
-            die(f"ramp: PERCENT must be a number between 0 and 100, got {a.percent!r}")
-        if not 0 <= pct <= 100 or pct != pct:
-            die(f"ramp: PERCENT must be between 0 and 100, got {a.percent!r}")
-        st = call_admin(a.admin, "POST", "/api/ramp", {"percent": pct})
+        st = call_admin(a.admin, "POST", "/api/ramp", {"percent": parse_percent("ramp", a.percent)})
+    elif a.cmd == "mirror":
+        st = call_admin(a.admin, "POST", "/api/mirror",
+                        {"cluster": a.cluster, "percent": parse_percent("mirror", a.percent)})
     elif a.cmd in ("promote", "rollback"):
         st = call_admin(a.admin, "POST", f"/api/{a.cmd}")
     else:

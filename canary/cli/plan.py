@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from canary.automation.plan import PlanError, parse_steps
+from canary.automation.plan import PlanError, parse_plan
 
 
 def when(at: float | None) -> str:
@@ -19,7 +19,10 @@ def describe(progress: dict[str, Any] | None) -> str:
     if not progress:
         return "plan: none"
     steps = ",".join(f"{s:g}" for s in progress["steps"])
-    line = f"plan {progress['id']}: {progress['status']}, step {progress['step']}/{len(progress['steps'])} of {steps}"
+    if progress.get("mirror") is not None:
+        steps = f"mirror:{progress['mirror']:g}," + steps
+    step = "mirror step" if progress["step"] == 0 else f"step {progress['step']}/{len(progress['steps'])}"
+    line = f"plan {progress['id']}: {progress['status']}, {step} of {steps}"
     if progress["time_left"] is not None:
         line += f", {progress['time_left']:g} s left in it"
     if progress.get("extensions"):
@@ -28,14 +31,16 @@ def describe(progress: dict[str, Any] | None) -> str:
         line += f"; paused: {progress['paused_reason']}"
     verdict = progress.get("last_verdict")
     if verdict:
-        line += f"\n  last verdict (step {verdict['step'] + 1}): {verdict['outcome']}: {verdict['reason']}"
+        which = "mirror step" if verdict["step"] == -1 else f"step {verdict['step'] + 1}"
+        line += f"\n  last verdict ({which}): {verdict['outcome']}: {verdict['reason']}"
     return line
 
 
 def add_parser(sub: Any, admin_help: str) -> None:
     v = sub.add_parser("plan", help="automated ramp: start STEPS --hold S, pause, resume, abort, history")
     v.add_argument("action", choices=["start", "pause", "resume", "abort", "history"])
-    v.add_argument("steps", nargs="?", metavar="STEPS", help="start: rising percentages, e.g. 12,20,50,100")
+    v.add_argument("steps", nargs="?", metavar="STEPS", help="start: rising percentages, e.g. 12,20,50,100, optionally after a "
+                   "mirror step: mirror:25,12,20,50,100")
     v.add_argument("--hold", type=float, help="start: seconds each step is held before its verdict")
     v.add_argument("--json", action="store_true", help="history: print the raw JSON")
     v.add_argument("--admin", default=argparse.SUPPRESS, help=admin_help)
@@ -57,7 +62,8 @@ def plan_verb(a: argparse.Namespace, call_admin: Callable[..., dict[str, Any]],
         if a.steps is None or a.hold is None:
             die("plan start: give STEPS and --hold SECONDS, e.g. plan start 12,20,50,100 --hold 300")
         try:
-            body = {"steps": parse_steps(a.steps), "hold": a.hold}
+            parse_plan(a.steps)               # a bad list is refused here, with the same message as the API's
+            body = {"steps": a.steps, "hold": a.hold}
         except PlanError as e:
             die(f"plan start: {e}")
     elif a.steps is not None or a.hold is not None:

@@ -104,6 +104,7 @@ class RouterProcess:
         self.state = state
         self.routing.apply_state(state, time.monotonic())
         self.ctx.testers.apply(state, time.time())
+        self.ctx.mirror.apply(state, self.routing.clusters)
 
     async def change(self, fn: Callable[[dict[str, Any]], None]) -> None:
         """Mutate the shared state (re-read first so concurrent instances do not undo each other)."""
@@ -153,7 +154,7 @@ class RouterProcess:
         return self.automation.leader if self.automation is not None else None
 
     def status(self) -> dict[str, Any]:
-        return ops_view.status(self.routing, self.state, self.worker, self.automation_leader)
+        return ops_view.status(self.routing, self.state, self.worker, self.automation_leader, self.ctx.mirror)
 
     def metrics(self) -> bytes:
         return metrics.render(self.ctx, self.health, self.state, bool(self.automation_leader))
@@ -190,6 +191,7 @@ class RouterProcess:
                     n.pool.close_idle(now - idle_age)
                 self.routing.refresh(now)
                 ctx.testers.expire(self.state, ctx.wall_now)
+                ctx.mirror.sweep(now)
                 if ctx.access_log is not None:
                     ctx.access_log.tick(ctx.wall_now)
                     ctx.access_log.flush()

@@ -63,7 +63,8 @@ class Cluster:
     """A named set of nodes, its concurrency limit, per-cluster traffic counters and latency histogram."""
 
     __slots__ = ("name", "nodes", "drained", "available", "lat_counts", "lat_sum", "failovers_in",
-                 "limit", "round_robin", "_rr", "usable", "records", "tester_records", "tester_answers")
+                 "limit", "round_robin", "_rr", "usable", "records", "tester_records", "tester_answers",
+                 "shadow_records")
 
     def __init__(self, cfg: ClusterConfig, balancing: str) -> None:
         self.name = cfg.name
@@ -82,6 +83,8 @@ class Cluster:
         # the proactive shift judges a cluster by a handful of people trying it out
         self.tester_records = Records()
         self.tester_answers = 0
+        # shadow traffic (mirror.py): the copies this cluster answered, or the originals of copies sent elsewhere
+        self.shadow_records = Records()
 
     def observe(self, seconds: float, now: float, ok: bool) -> None:
         """A node of this cluster answered (ok: status < 500) `seconds` after the request head arrived."""

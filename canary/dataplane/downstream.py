@@ -202,6 +202,18 @@ class DownstreamConn(RequestHead):
         else:
             self.queue.append(ex)     # pipelined: started when the ones before it are answered
             self._pause()
+        ctx = self.ctx
+        if ctx.mirror.on:             # shadow traffic (mirror.py): the one test while nothing is mirrored
+            self._shadow(ex, headers)
+
+    def _shadow(self, ex: Exchange, headers: list[bytes]) -> None:
+        """A sampled safe request is copied on the next loop turn, after its own dispatch."""
+        ctx = self.ctx
+        mirror = ctx.mirror
+        if mirror.eligible(ex.method, ex.url, self.cookies, headers) and mirror.sample():
+            loop = ctx.loop
+            assert loop is not None, "requests arrive once the process has started"
+            loop.call_soon(mirror.copy, ex, ctx.retry_budget.active)
 
     def _route_by_pin(self, ex: Exchange, headers: list[bytes]) -> None:
         """The pin cookie: checked, kept from the node, issued when missing, invalid or due for renewal."""

@@ -29,7 +29,7 @@ class Exchange(RequestBody):
     __slots__ = ("method", "url", "head", "node", "cluster", "attempts", "tried", "status", "t0", "bucket",
                  "cookie_line", "keep_alive", "head_only", "idempotent", "queued", "queue_deadline", "resp_mode",
                  "resp_eof_body", "retrying", "sent", "outcome", "limit", "waiting_retry", "resp_bytes", "resp_head",
-                 "local")
+                 "local", "shadowed")
     # set by DownstreamConn from the request head, before start()
     t0: float
     method: bytes
@@ -72,6 +72,7 @@ class Exchange(RequestBody):
         # was called while buffering) and body_end (its whole-body deadline) are set only for those requests
         self.buffering = False
         self.local: bytes | None = None   # a path the router answers itself (/healthz, /readyz, /metrics)
+        self.shadowed = False             # copied to the mirror target (mirror.py): its answer is recorded too
 
     # -- admission and dispatch ----------------------------------------------------------------------------
     def start(self, now: float = 0.0) -> None:
@@ -116,6 +117,7 @@ class Exchange(RequestBody):
         ctx = self.ctx
         ctx.counters.router_path_answers += 1
         if path.startswith(TESTER_PATH):
+            self.url = TESTER_PATH     # the link's tag is a secret until used: never in the access log
             ctx.testers.open(self, path, ctx.wall_now)
         elif path == b"/healthz":
             self.fail_local(200, "router_path", b"ok\n")
@@ -404,6 +406,8 @@ class Exchange(RequestBody):
                 node.cluster.observe(now - self.t0, now, self.status < 500)
             else:                                        # a tester's: apart (testers.py)
                 node.cluster.observe_tester(now - self.t0, now, self.status < 500)
+            if self.shadowed:                            # beside its copy's answer (mirror.py)
+                node.cluster.shadow_records.answered(now, now - self.t0, self.status < 500)
         else:
             ctx.counters.local_response(self.status)
         budget = ctx.retry_budget

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from canary.config.settings import Config, LimitsConfig, TimeoutConfig
 from canary.dataplane.client_connections import ClientConnections
+from canary.dataplane.mirror import Mirror
 from canary.dataplane.outlier_detection import OutlierDetector
 from canary.dataplane.pin import PinSigner
 from canary.dataplane.retry_budget import RetryBudget
@@ -42,7 +43,7 @@ class RequestContext:
 
     __slots__ = ("timeouts", "limits", "max_attempts", "trusted_hops", "replay_max", "routing", "pin", "outlier",
                  "retry_budget", "proxy_trust", "client_conns", "access_log", "downstreams", "counters",
-                 "wall_now", "loop", "testers")
+                 "wall_now", "loop", "testers", "mirror")
 
     def __init__(self, cfg: Config, routing: Routing, pin: PinSigner, outlier: OutlierDetector,
                  retry_budget: RetryBudget, access_log: "AccessLog | None", wall_now: float) -> None:
@@ -55,6 +56,7 @@ class RequestContext:
         self.routing = routing
         self.pin = pin
         self.testers = TesterLinks(pin, [c.name for c in routing.order])
+        self.mirror = Mirror(cfg.mirror)
         self.outlier = outlier
         self.retry_budget = retry_budget
         self.proxy_trust = ProxyTrust(cfg.trusted_proxies)

@@ -1,7 +1,7 @@
 """Which peers may forward client addresses (`trusted_proxies`): memoised address ranges asked once per connection."""
 from __future__ import annotations
 
-from canary.config.settings import proxy_networks
+from canary.config.loading import proxy_networks
 from sharedlib.networks import AddressRanges
 
 

@@ -11,7 +11,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from canary.config.settings import ConfigError, NodeConfig, _check_name, parse_hostport
+from canary.config.loading import check_name, parse_hostport
+from canary.config.settings import ConfigError, NodeConfig
 from canary.dataplane.cluster import Cluster, Node
 from canary.dataplane.outlier_detection import OutlierDetector
 from canary.discovery.health_check import HealthChecker
@@ -58,7 +59,7 @@ def parse_nodes(raw: Any, cluster: str, cluster_names: list[str]) -> list[NodeCo
         if not isinstance(name, str):
             raise MembershipError(f"{key}.name: required string")
         try:
-            _check_name(name, f"{key}.name")
+            check_name(name, f"{key}.name")
             host, port = parse_hostport(n.get("address"), f"{key}.address")
         except ConfigError as e:
             raise MembershipError(str(e)) from None

@@ -5,6 +5,7 @@ Timings on a shared VM swing; instruction counts do not. Both, for the figures i
     .venv/bin/python -m loadtests.bench.hot_path --request browser            # microseconds per request
     .venv/bin/python -m loadtests.bench.hot_path --request browser --instructions   # callgrind, ~1 min
     CANARY_PURE_PYTHON=1 .venv/bin/python -m loadtests.bench.hot_path ...            # the plain-Python modules
+    .venv/bin/python -m loadtests.bench.hot_path --request browser --mirroring       # while shadow traffic is on
 
 --instructions runs this module twice under valgrind's callgrind (500 and 4,500 requests, hash seed 0) and
 divides the difference by 4,000: start-up and warm-up cancel out. `make bench` does both when valgrind is there.
@@ -71,9 +72,12 @@ class Sink:
         return False
 
 
-def front_with_nodes(state_dir: Path, *serve_args: str, client: Any = None, node: Any = None) -> DownstreamConn:
+def front_with_nodes(state_dir: Path, *serve_args: str, client: Any = None, node: Any = None,
+                     mirroring: bool = False) -> DownstreamConn:
     """A client connection of a real router process (quick mode, two clusters, `serve_args` added) whose nodes each have
-    one pooled connection; `client` and `node` are the transports (default: a Sink each)."""
+    one pooled connection; `client` and `node` are the transports (default: a Sink each). `mirroring`: every safe
+    request copied to green (canary/dataplane/mirror.py); neither request measured here is one, so this is what
+    shadow traffic costs the requests it does not copy."""
     args = build_parser().parse_args(["serve", "--cluster", "blue=127.0.0.1:9", "--cluster", "green=127.0.0.1:9",
                                       "--no-access-log", "--state", str(state_dir / "state.json"), *serve_args])
     app = RouterProcess(config_from_args(args), "t" * 32, "p" * 32)
@@ -84,14 +88,16 @@ def front_with_nodes(state_dir: Path, *serve_args: str, client: Any = None, node
         conn.connection_made(node or Sink())
         n.pool.release(conn, 0.0)
     app.routing.refresh(time.monotonic())
+    if mirroring:
+        app.ctx.mirror.apply({"mirror": {"cluster": "green", "percent": 100}}, app.routing.clusters)
     front = DownstreamConn(app.ctx)
     front.connection_made(client or Sink())
     return front
 
 
-def seconds_per_request(kind: str, requests: int, warmup: int) -> float:
+def seconds_per_request(kind: str, requests: int, warmup: int, mirroring: bool = False) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        front = front_with_nodes(Path(tmp))
+        front = front_with_nodes(Path(tmp), mirroring=mirroring)
         if kind == "browser":
             pin = front.ctx.pin.make_value(1234, int(time.time()))
             request, response = BROWSER_REQUEST % pin, BROWSER_RESPONSE
@@ -116,13 +122,14 @@ def _child_env(pure: bool) -> dict[str, str]:
     return dict(env, **{compiled.PURE_ENV: "1"}) if pure else env
 
 
-def instructions_per_request(kind: str, pure: bool = False) -> int | None:
+def instructions_per_request(kind: str, pure: bool = False, mirroring: bool = False) -> int | None:
     """Instructions per request counted by callgrind (None without valgrind): two runs, the difference.
     `pure`: on the plain-Python modules (CANARY_PURE_PYTHON=1) instead of the compiled ones."""
     if shutil.which("valgrind") is None:
         return None
+    extra = ["--mirroring"] if mirroring else []
     counts = [callgrind_total([sys.executable, "-m", "loadtests.bench.hot_path", "--request", kind, "--requests",
-                               str(n), "--warmup", "200"], _child_env(pure), ROOT) for n in (500, 4500)]
+                               str(n), "--warmup", "200", *extra], _child_env(pure), ROOT) for n in (500, 4500)]
     return (counts[1] - counts[0]) // 4000
 
 
@@ -136,12 +143,12 @@ def callgrind_total(command: list[str], env: dict[str, str], cwd: Path) -> int:
     return int(found.group(1))
 
 
-def micros_per_request(kind: str, pure: bool, requests: int = 50_000) -> float:
+def micros_per_request(kind: str, pure: bool, requests: int = 50_000, mirroring: bool = False) -> float:
     """Best of 3 fresh processes (each warmed up), on the compiled or the plain-Python modules."""
     best = float("inf")
     for _ in range(3):
         r = subprocess.run([sys.executable, "-m", "loadtests.bench.hot_path", "--request", kind, "--requests",
-                            str(requests)], capture_output=True, text=True, timeout=600, env=_child_env(pure), cwd=ROOT)
+                            str(requests), *(["--mirroring"] if mirroring else [])], capture_output=True, text=True, timeout=600, env=_child_env(pure), cwd=ROOT)
         found = re.search(r"([\d.]+) us per request", r.stdout)
         if r.returncode != 0 or found is None:
             raise RuntimeError(f"hot path run failed: {r.stderr[-500:]}")
@@ -159,6 +166,11 @@ def run(out_dir: Path) -> dict[str, Any]:
     for variant, pure in variants.items():
         figures[variant] = {kind: {"us": micros_per_request(kind, pure), "instructions": instructions_per_request(
             kind, pure)} for kind in ("bare", "browser")}
+    # shadow traffic on (every safe request copied): what the requests it does not copy pay (goal: within 2 %)
+    first = next(iter(variants))
+    figures[f"{first}, mirroring"] = {kind: {"us": micros_per_request(kind, variants[first], mirroring=True),
+                                             "instructions": instructions_per_request(kind, variants[first], True)}
+                                      for kind in ("bare", "browser")}
     out = {"method": "router Python in-process, no sockets; best of 3 processes of 50,000 requests; instructions: "
                      "callgrind, (4,500 requests - 500 requests) / 4,000",
            "compiled": "yes (mypyc)" if reason is None else f"no: {reason}", "per_request": figures,
@@ -171,7 +183,7 @@ def run(out_dir: Path) -> dict[str, Any]:
     for variant, kinds in figures.items():
         for kind, f in kinds.items():
             count = f["instructions"]
-            print(f"  {variant:<8} {kind:<8} request: {f['us']:>6.2f} us   "
+            print(f"  {variant:<19} {kind:<8} request: {f['us']:>6.2f} us   "
                   + (f"{count:>9,} instructions" if count is not None else "(instructions: valgrind not installed)"))
     return out
 
@@ -182,16 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--warmup", type=int, default=2_000)
     p.add_argument("--instructions", action="store_true", help="count instructions per request with callgrind")
+    p.add_argument("--mirroring", action="store_true", help="with shadow traffic on (the request is not copied)")
     a = p.parse_args(argv)
     if a.requests < 1 or a.warmup < 0:
         p.error("--requests must be >= 1 and --warmup >= 0")
     if a.instructions:
-        count = instructions_per_request(a.request, pure=compiled.REASON is not None)
+        count = instructions_per_request(a.request, pure=compiled.REASON is not None, mirroring=a.mirroring)
         if count is None:
             p.error("--instructions needs valgrind (apt install valgrind)")
         print(f"{a.request} request: {count:,} instructions per request (callgrind)")
         return 0
-    per = seconds_per_request(a.request, a.requests, a.warmup)
+    per = seconds_per_request(a.request, a.requests, a.warmup, a.mirroring)
     print(f"{a.request} request: {per * 1e6:.2f} us per request (router Python only, {a.requests} requests)")
     return 0
 

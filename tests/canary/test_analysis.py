@@ -15,7 +15,8 @@ from canary.automation.analysis import Verdict, judge, mann_whitney
 from canary.automation.lease import FileLease
 from canary.automation.proactive_shift import ProactiveShift
 from canary.automation.slo import SloWatch
-from canary.config.settings import AnalysisConfig, ConfigError, ProactiveShiftConfig, SloConfig, from_dict
+from canary.config.loading import from_dict
+from canary.config.settings import AnalysisConfig, ConfigError, ProactiveShiftConfig, SloConfig
 from canary.dataplane.records import SAMPLES_PER_SECOND, Records, Window, percentile
 
 RNG = random.Random(7)

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 # worker. Where a whole file would cost too much, its fast part runs here, and the comment says so.
 REQUEST_PATH_TESTS = [
     "test_access_log.py", "test_analysis.py", "test_basic_proxy.py", "test_client_abuse.py", "test_drain_overload.py",
-    "test_failover.py", "test_front_head.py", "test_front_refusals.py", "test_fuzz_front.py",
+    "test_failover.py", "test_front_head.py", "test_front_refusals.py", "test_fuzz_front.py", "test_mirror.py",
     "test_outlier_health.py", "test_pin_cookie.py", "test_response_head.py", "test_retry_budget_and_limits.py",
     "test_router_hardening.py", "test_share_and_slow_start.py", "test_share_ramp.py", "test_slow_bodies.py",
     "test_tester_links.py", "test_upstream_framing.py", "test_upstream_pool.py",

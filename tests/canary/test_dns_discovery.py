@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from canary.cli.router_process import RouterProcess
-from canary.config.settings import ConfigError, from_dict
+from canary.config.loading import from_dict
+from canary.config.settings import ConfigError
 from canary.discovery.dns_discovery import node_configs
 
 from .conftest import FAST, free_port

@@ -26,8 +26,8 @@ NO_SHIFT = {"enabled": False, "interval": 1.0}    # looks every second: the SLO 
 class Traffic:
     """New browsers (no pin cookie) at about `rate` requests/s on one keep-alive connection, until stopped."""
 
-    def __init__(self, port: int, rate: float = 150) -> None:
-        self.port, self.pause = port, 1 / rate
+    def __init__(self, port: int, rate: float = 150, path: str = "/") -> None:
+        self.port, self.pause, self.path = port, 1 / rate, path
         self.served: dict[str, int] = {}
         self.errors = 0
         self.stop = threading.Event()
@@ -37,7 +37,7 @@ class Traffic:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         while not self.stop.is_set():
             try:
-                conn.request("GET", "/")
+                conn.request("GET", self.path)
                 response = conn.getresponse()
                 response.read()
                 cluster = (response.getheader("X-Served-By") or "?").split("/")[0]
@@ -123,6 +123,38 @@ def test_a_slowed_canary_is_rolled_back_with_an_alert(make_router: Any, tmp_path
                            env={"CANARY_ADMIN_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}, capture_output=True,
                            text=True, timeout=30)
     assert "rolled_back" in shown.stdout and "last verdict (step 1): fail: latency" in shown.stdout, shown.stdout
+
+
+def test_a_mirror_step_judges_copies_before_any_user_and_passes_a_healthy_canary(make_router: Any) -> None:
+    router = make_router()
+    with Traffic(router.port, path="/oidc/jwks/") as traffic:      # safe requests a product's back end makes
+        started = plan_cli(router, "start", "mirror:100,50,100", "--hold", "2")
+        assert started.returncode == 0, started.stderr
+        assert "mirror step of mirror:100,50,100" in started.stdout, started.stdout
+        shadow = router.status()
+        assert shadow["percent"] == 0 and shadow["mirror"]["cluster"] == "green", shadow
+        st = router.wait_status(lambda s: s["plan"]["status"] != "running", timeout=60)
+    assert st["plan"]["status"] == "promoted", json.dumps(st["plan"], indent=1)
+    assert st["mirror"] is None and traffic.errors == 0
+    history = [h for h in router.api("GET", "/api/plan/history")["history"] if h["decision"] != "extend"]
+    assert [h["decision"] for h in history] == ["start", "pass", "pass", "promoted"], history
+    first = history[1]
+    assert first["reason"].startswith("mirror step (100 % of safe requests copied) passed"), first
+    assert first["figures"]["canary"]["answers"] >= QUICK["min_samples"] and first["percent"] == 50, first
+
+
+def test_a_mirror_step_rolls_back_a_slowed_canary_before_any_user_went_there(make_router: Any) -> None:
+    router = make_router(green_delay_ms=25)
+    with Traffic(router.port, path="/oidc/jwks/") as traffic:
+        router.api("POST", "/api/plan/start", {"steps": "mirror:50,20,100", "hold": 2})
+        st = router.wait_status(lambda s: s["plan"]["status"] != "running", timeout=40)
+    assert st["plan"]["status"] == "rolled_back" and st["percent"] == 0 and st["mirror"] is None, st["plan"]
+    verdict = st["plan"]["last_verdict"]
+    assert verdict["step"] == -1 and verdict["outcome"] == "fail" and verdict["reason"].startswith("latency")
+    assert verdict["figures"]["canary"]["p50_ms"] >= 25 and verdict["figures"]["stable"]["p50_ms"] < 25, verdict
+    assert traffic.served.get("green", 0) == 0 and traffic.served["blue"] > 100   # no user ever went there
+    shown = plan_cli(router, "history")
+    assert "mirror step (50 % of safe requests copied) failed: latency" in shown.stdout, shown.stdout
 
 
 def test_too_few_samples_extend_the_step_then_pause_the_plan(make_router: Any, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from canary.config.settings import ConfigError, from_dict
+from canary.config.loading import from_dict
+from canary.config.settings import ConfigError
 from canary.dataplane.pin import BUCKETS, PinSigner
 from canary.dataplane.router_paths import router_path
 from tests.support import read_all, wait_for

@@ -84,6 +84,8 @@ def test_link_pins_a_browser_against_the_share_once_and_apart_from_the_analysis(
     wait_for(lambda: "bucket=tester" in router.stdout.read_text(), 5, "access log line of a tester")
     lines = [x for x in router.stdout.read_text().splitlines() if "bucket=tester" in x]
     assert len(lines) == 12 and all("green/" in x for x in lines), lines
+    log = router.stdout.read_text()        # the link's tag (its secret part) is never logged
+    assert '"GET /_canary/tester/" 303' in log and link["url"].rsplit(".", 1)[1] not in log
 
 
 def test_a_stable_tester_stays_on_stable_at_full_share(router) -> None:
