@@ -58,8 +58,8 @@ _NO_CLIENT: Final = _NoClient()
 class Mirror:
     """The mirroring now in force (from the shared state) and the copies in flight; one per router process."""
 
-    __slots__ = ("cfg", "on", "target", "percent", "credit", "methods", "paths", "in_flight", "copied", "dropped",
-                 "answered", "failed")
+    __slots__ = ("cfg", "on", "target", "percent", "credit", "methods", "paths", "firsts", "in_flight", "copied",
+                 "dropped", "answered", "failed")
 
     def __init__(self, cfg: MirrorConfig) -> None:
         self.cfg = cfg
@@ -69,6 +69,7 @@ class Mirror:
         self.credit = 0.0                  # exact share: every request adds `percent`, a copy costs 100
         self.methods = frozenset(m.encode() for m in cfg.methods)
         self.paths = frozenset(p.encode() for p in cfg.paths)
+        self.firsts = frozenset(p[1:2] for p in self.paths)
         self.in_flight: set[Copy] = set()
         self.copied = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -87,10 +88,18 @@ class Mirror:
         self.on = self.target is not None and self.percent > 0
 
     def eligible(self, method: bytes, url: bytes, cookies: list[bytes], headers: list[bytes]) -> bool:
-        """Safe to repeat: an allowed method and path, no cookie, no Authorization (nothing that is a user's)."""
-        if cookies or method not in self.methods or url.split(b"?", 1)[0] not in self.paths:
+        """Safe to repeat: an allowed method and path, no cookie, no Authorization (nothing that is a user's).
+
+        Cheapest first: most requests fail on their cookie, or on the first byte of their path (a one-byte
+        slice is a cached object; bytes.find and split parse their arguments, ~400 instructions a call)."""
+        if cookies or url[1:2] not in self.firsts or method not in self.methods:
             return False
-        return not any(h[:14].lower() == b"authorization:" for h in headers)
+        if url.partition(b"?")[0] not in self.paths:
+            return False
+        for h in headers:
+            if h[:14].lower() == b"authorization:":
+                return False
+        return True
 
     def sample(self) -> bool:
         """Whether this eligible request is copied: exactly `percent` of them, spread evenly."""
