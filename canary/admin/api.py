@@ -288,9 +288,10 @@ async def _ramp(app: RouterControl, args: dict[str, Any]) -> None:
     def ramp(s: dict[str, Any]) -> None:
         s["percent"] = float(p)
         live = plan.live(s)
-        if live is not None and live["status"] == "running":
+        running = live is not None and live["status"] == "running"
+        if running:
             plan.pause(s, f"manual ramp to {float(p):g} %", time.time())
-            paused.append(True)
+        paused[:] = [True] if running else []   # the last run decides: a change may run again on a newer document
     await app.change(ramp)
     if paused:
         _emit(app, "plan_paused", f"plan paused: manual ramp to {float(p):g} %", app.routing.canary.name)

@@ -92,8 +92,9 @@ class Automation:
         decision: list[str] = []
 
         def apply(s: State) -> None:
-            if plan.due(s, wall):   # still due in the stored document: not already decided elsewhere
-                decision.append(plan.decide(s, verdict, self.analysis.max_extensions, wall))
+            # still due in the stored document: not already decided elsewhere (set, never appended: a change
+            # runs again on a newer document when another router wrote in between)
+            decision[:] = [plan.decide(s, verdict, self.analysis.max_extensions, wall)] if plan.due(s, wall) else []
         await self.change(apply)
         if decision:
             entry = self.state().get("plan_history", [{}])[-1]

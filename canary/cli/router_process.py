@@ -107,17 +107,15 @@ class RouterProcess:
         self.ctx.mirror.apply(state, self.routing.clusters)
 
     async def change(self, fn: Callable[[dict[str, Any]], None]) -> None:
-        """Mutate the shared state (re-read first so concurrent instances do not undo each other)."""
-        try:
-            fresh = await self.store.load()
-        except Exception:
-            fresh = None
-        new = copy.deepcopy(fresh if fresh is not None else self.state)
-        fn(new)
-        new["version"] = int(new.get("version", 0)) + 1
-        new["updated_at"] = time.time()
-        await self.store.save(new)
-        self.apply_state(new)
+        """Mutate the shared state: read, change and write as one step of the store (state.py's update), so
+        concurrent instances (an opening and a revoke, an operator and the plan's driver) never undo each other."""
+        def build(fresh: dict[str, Any] | None) -> dict[str, Any]:
+            new = copy.deepcopy(fresh if fresh is not None else self.state)
+            fn(new)
+            new["version"] = int(new.get("version", 0)) + 1
+            new["updated_at"] = time.time()
+            return new
+        self.apply_state(await self.store.update(build))
 
     def claim_tester_link(self, link: str, then: Callable[[bool], None]) -> None:
         """A tester link's first opening (testers.py): claimed once across every router and worker, then
@@ -125,15 +123,20 @@ class RouterProcess:
         assert self.loop is not None, "links are opened once the process has started"
 
         async def claim() -> bool:
+            async with asyncio.timeout(5):      # a slow store: the tester gets 410 and a new link, never a hang
+                return await claimed()
+
+        async def claimed() -> bool:
             if not await self.store.claim(f"tester-{link}"):
                 return False
             opened: list[bool] = []
 
             def mark(s: dict[str, Any]) -> None:
                 entry = (s.get("testers") or {}).get(link)
-                if isinstance(entry, dict) and not entry.get("opened_at"):
+                fresh = isinstance(entry, dict) and not entry.get("opened_at")
+                if fresh:
                     entry["opened_at"] = time.time()
-                    opened.append(True)
+                opened[:] = [True] if fresh else []     # the last run decides (it may run again)
             await self.change(mark)
             return bool(opened)
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import tempfile
 import time
 from typing import Any, Callable
+
+Update = Callable[[dict[str, Any] | None], dict[str, Any]]   # the stored document (None: none) -> the new one
 
 log = logging.getLogger("canary.state")
 
@@ -58,6 +61,20 @@ class FileStore:
                 pass
             raise
         self._mtime = os.stat(self.path).st_mtime
+
+    async def update(self, fn: Update) -> dict[str, Any]:
+        """Read, change and write the document as one step for every process sharing the file (an exclusive
+        flock on `<state>.lock` around the three): two changes never undo each other. Held for a read and a
+        write (milliseconds); `fn` raising leaves the document as it was."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            new = fn(await self.load())
+            await self.save(new)
+            return new
+        finally:
+            os.close(fd)             # releases the lock
 
     async def claim(self, name: str) -> bool:
         """True for the first caller only, across every process sharing the file (O_EXCL), e.g. the first
@@ -129,6 +146,29 @@ class RedisStore:
         raw = json.dumps(state, sort_keys=True)
         await self.redis.set(self.key, raw)
         await self.redis.publish(self.channel, raw)
+
+    async def update(self, fn: Update) -> dict[str, Any]:
+        """Read, change and write the document as one step (WATCH/MULTI/EXEC: a change made by another router
+        in between makes this one start again from the new document), then publish it."""
+        from redis.exceptions import WatchError
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.key)
+                    raw = await pipe.get(self.key)
+                    try:
+                        current = json.loads(raw) if raw is not None else None
+                    except ValueError:
+                        current = None
+                    new = fn(current if isinstance(current, dict) else None)
+                    data = json.dumps(new, sort_keys=True)
+                    pipe.multi()
+                    pipe.set(self.key, data)
+                    pipe.publish(self.channel, data)
+                    await pipe.execute()
+                    return new
+                except WatchError:
+                    continue
 
     async def claim(self, name: str) -> bool:
         """True for the first caller only, across every router sharing the Redis (SET NX)."""
