@@ -126,6 +126,9 @@ class RouterCollector:
         yield status
         yield GaugeMetricFamily("canary_plan_step", "1-based step of the last ramp plan (0: none)",
                                 value=plan.get("index", -1) + 1 if plan else 0)
+        yield GaugeMetricFamily("canary_plan_mirror_step", "1 while the last ramp plan holds its mirror step (its "
+                                "step is then the first user step, still to come)",
+                                value=1 if plan.get("phase") == "mirror" else 0)
         yield GaugeMetricFamily("canary_automation_leader", "1 if this router holds the automation lease "
                                 "(drives plans and proactive shifts)", value=1 if self.automation_leader else 0)
         yield GaugeMetricFamily("canary_client_connections", "Open client connections",

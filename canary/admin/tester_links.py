@@ -64,7 +64,7 @@ async def handle(app: TesterHost, method: str, path: str, args: dict[str, Any]) 
                                                                         key=lambda kv: kv[1]["expires_at"])]})
     if method == "POST" and not rest:
         return await _make(app, args, now)
-    if method == "DELETE":
+    if method == "DELETE" and (rest or path == "/api/tester-links"):   # every link only when asked so
         return await _end(app, rest or "all", now)
     raise AdminError(405, f"no such endpoint: {method} {path}")
 
@@ -99,7 +99,7 @@ async def _end(app: TesterHost, link: str, now: float) -> Answer:
         gone = list(links) if link == "all" else [link] if link in links else []
         for k in gone:
             del links[k]
-        ended.extend(gone)
+        ended[:] = gone         # set, not extended: a change may run again on a newer document
         s["testers"] = links
     if link != "all" and link not in live_links(app.state, now):
         raise AdminError(404, f"no live tester link {link!r} (canary tester-link --list shows them)")

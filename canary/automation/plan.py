@@ -2,7 +2,8 @@
 
 A plan may begin with a mirror step (`mirror:25,12,20,50,100`): share 0 %, that share of the safe requests
 copied to the canary (canary/dataplane/mirror.py), the copies' answers judged against stable's answers to
-the same requests; only if they pass does the first user go there. Its index is MIRROR_STEP (-1).
+the same requests; only if they pass does the first user go there. While it holds, the plan's `phase` is
+"mirror" (its index stays 0: the first user step comes next).
 
 A plan lives in the shared state document (`state["plan"]`, next to the share it drives), so it survives a
 router restart and every router shows the same; the one router holding the automation lease (lease.py)
@@ -19,7 +20,7 @@ from canary.automation.analysis import Verdict
 
 HISTORY_KEEP = 200
 LIVE = ("running", "paused")
-MIRROR_STEP = -1
+MIRROR: str = "mirror"     # the plan's phase while its mirror step holds
 
 
 class PlanError(Exception):
@@ -67,7 +68,7 @@ def parse_plan(value: Any) -> tuple[float | None, list[float]]:
 
 def mirroring(plan: dict[str, Any]) -> bool:
     """Whether the plan is in its mirror step (share 0 %, copies judged)."""
-    return plan.get("index") == MIRROR_STEP
+    return plan.get("phase") == MIRROR
 
 
 def step_name(plan: dict[str, Any]) -> str:
@@ -111,7 +112,7 @@ def start(state: dict[str, Any], steps: list[float], hold: float, now: float, mi
                             "stable": state.get("stable"), "canary": state.get("canary"), "mirror": mirror}
     what = f"steps {','.join(f'{s:g}' for s in steps)}, hold {hold:g} s"
     if mirror is not None:
-        plan["index"] = MIRROR_STEP
+        plan["phase"] = MIRROR
         _mirror_on(state, plan)
         record(state, "start", f"{what}: share 0 %, {mirror:g} % of safe requests copied to {plan['canary']} first",
                now=now)
@@ -190,7 +191,7 @@ def decide(state: dict[str, Any], verdict: Verdict, max_extensions: int, now: fl
     """Apply a hold's verdict: next step (or promotion after the last), rollback, extension or pause.
     Returns the decision's name (the alert to send)."""
     plan = _require(state, "running")
-    plan["last_verdict"] = {"at": now, "step": plan["index"], **verdict.as_dict()}
+    plan["last_verdict"] = {"at": now, "step": plan["index"], "phase": plan.get("phase"), **verdict.as_dict()}
     step = step_name(plan)
     if verdict.outcome == "fail":
         state["percent"] = 0.0
@@ -205,9 +206,13 @@ def decide(state: dict[str, Any], verdict: Verdict, max_extensions: int, now: fl
         plan.update(status="paused", paused_reason=f"{step} still inconclusive: {verdict.reason}")
         record(state, "pause", plan["paused_reason"], verdict.figures, now)
         return "plan_paused"
+    if mirroring(plan):                 # the first users go there now: the copies have done their part
+        state["mirror"] = None
+        plan.update(phase=None, step_started_at=now, extensions=0, previous_hold=[plan["step_started_at"], now])
+        state["percent"] = plan["steps"][0]
+        record(state, "pass", f"{step} passed ({verdict.reason}): share {state['percent']:g} %", verdict.figures, now)
+        return "plan_step"
     if plan["index"] + 1 < len(plan["steps"]):
-        if mirroring(plan):
-            state["mirror"] = None      # the first users go there now: the copies have done their part
         plan.update(index=plan["index"] + 1, step_started_at=now, extensions=0,
                     previous_hold=[plan["step_started_at"], now])
         state["percent"] = plan["steps"][plan["index"]]
@@ -226,7 +231,7 @@ def progress(state: dict[str, Any], now: float) -> dict[str, Any] | None:
     if not isinstance(plan, dict):
         return None
     out = {k: plan.get(k) for k in ("id", "status", "steps", "hold", "index", "extensions", "last_verdict",
-                                    "paused_reason", "started_at", "ended_at", "mirror")}
+                                    "paused_reason", "started_at", "ended_at", "mirror", "phase")}
     out["step"] = plan["index"] + 1
     out["time_left"] = round(max(0.0, deadline(plan) - now), 1) if plan.get("status") == "running" else None
     return out

@@ -21,7 +21,7 @@ def describe(progress: dict[str, Any] | None) -> str:
     steps = ",".join(f"{s:g}" for s in progress["steps"])
     if progress.get("mirror") is not None:
         steps = f"mirror:{progress['mirror']:g}," + steps
-    step = "mirror step" if progress["step"] == 0 else f"step {progress['step']}/{len(progress['steps'])}"
+    step = "mirror step" if progress.get("phase") == "mirror" else f"step {progress['step']}/{len(progress['steps'])}"
     line = f"plan {progress['id']}: {progress['status']}, {step} of {steps}"
     if progress["time_left"] is not None:
         line += f", {progress['time_left']:g} s left in it"
@@ -31,7 +31,7 @@ def describe(progress: dict[str, Any] | None) -> str:
         line += f"; paused: {progress['paused_reason']}"
     verdict = progress.get("last_verdict")
     if verdict:
-        which = "mirror step" if verdict["step"] == -1 else f"step {verdict['step'] + 1}"
+        which = "mirror step" if verdict.get("phase") == "mirror" else f"step {verdict['step'] + 1}"
         line += f"\n  last verdict ({which}): {verdict['outcome']}: {verdict['reason']}"
     return line
 

@@ -207,10 +207,11 @@ class DownstreamConn(RequestHead):
             self._shadow(ex, headers)
 
     def _shadow(self, ex: Exchange, headers: list[bytes]) -> None:
-        """A sampled safe request is copied on the next loop turn, after its own dispatch."""
+        """A safe request without a body is considered for a copy on the next loop turn, after its own dispatch
+        (a copy is a head only: one with a body would leave the node waiting for bytes that never come)."""
         ctx = self.ctx
         mirror = ctx.mirror
-        if mirror.eligible(ex.method, ex.url, self.cookies, headers) and mirror.sample():
+        if ex.body_done and not ex.expect and mirror.eligible(ex.method, ex.url, self.cookies, headers):
             loop = ctx.loop
             assert loop is not None, "requests arrive once the process has started"
             loop.call_soon(mirror.copy, ex, ctx.retry_budget.active)

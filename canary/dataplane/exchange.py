@@ -79,11 +79,11 @@ class Exchange(RequestBody):
         """Admission to the cluster routing chose; `now` when the caller has just read the clock."""
         if self.buffering:
             return self._await_body()
-        if self.local is not None:
-            return self.answer_router_path(self.local)
         ctx = self.ctx
         now = now or _now()
-        self.deadline = now + ctx.timeouts.total
+        self.deadline = now + ctx.timeouts.total      # the sweeper's bound, also on an answer of the router's own
+        if self.local is not None:
+            return self.answer_router_path(self.local)
         cluster = self.cluster = ctx.routing.choose(self.bucket, now)
         limit = self.limit = cluster.limit
         admission = limit.admit(self)
@@ -117,8 +117,7 @@ class Exchange(RequestBody):
         ctx = self.ctx
         ctx.counters.router_path_answers += 1
         if path.startswith(TESTER_PATH):
-            self.url = TESTER_PATH     # the link's tag is a secret until used: never in the access log
-            ctx.testers.open(self, path, ctx.wall_now)
+            ctx.testers.open(self, path, self.method, ctx.wall_now)
         elif path == b"/healthz":
             self.fail_local(200, "router_path", b"ok\n")
         elif path == b"/readyz":
@@ -336,7 +335,8 @@ class Exchange(RequestBody):
     def fail_local(self, status: int, reason: str, body: bytes | None = None) -> None:
         self.answer_local(status, reason, b"", body)
 
-    def answer_local(self, status: int, reason: str, headers: bytes, body: bytes | None = None) -> None:
+    def answer_local(self, status: int, reason: str, headers: bytes, body: bytes | None = None,
+                     content_type: bytes = b"text/plain") -> None:
         """An answer of the router's own (Envoy: a local reply); `headers` whole lines it adds."""
         self.status = status
         self.resp_started = True
@@ -344,7 +344,7 @@ class Exchange(RequestBody):
             self.keep_alive = False
         retry_after = self.ctx.limits.retry_after if status == 503 else None
         self.front.transport.write(local_response(status, not self.keep_alive, retry_after, body, self.head_only,
-                                                  headers))
+                                                  headers, content_type))
         self.finish(reason, count_node=False)
 
     def _drop_up(self) -> bool:

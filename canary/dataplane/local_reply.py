@@ -8,11 +8,11 @@ STATUS_LINES: Final = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encod
 
 
 def local_response(status: int, close: bool, retry_after: int | None = None, body: bytes | None = None,
-                   head_only: bool = False, extra_headers: bytes = b"") -> bytes:
+                   head_only: bool = False, extra_headers: bytes = b"", content_type: bytes = b"text/plain") -> bytes:
     """`extra_headers`: whole header lines (each ending in CRLF) the router adds, e.g. a Location."""
     if body is None:
         body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
     extra = extra_headers + (b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b"")
-    return (STATUS_LINES[status] + b"Content-Type: text/plain\r\nContent-Length: %d\r\n" % len(body) + extra
+    return (STATUS_LINES[status] + b"Content-Type: %s\r\nContent-Length: %d\r\n" % (content_type, len(body)) + extra
             + (b"Connection: close\r\n" if close else b"") + b"X-Served-By: canary-router\r\n\r\n"
             + (b"" if head_only else body))

@@ -102,7 +102,7 @@ class Mirror:
         return True
 
     def sample(self) -> bool:
-        """Whether this eligible request is copied: exactly `percent` of them, spread evenly."""
+        """Whether this request is copied: exactly `percent` of those asked about, spread evenly."""
         self.credit += self.percent
         if self.credit < 100.0:
             return False
@@ -110,11 +110,12 @@ class Mirror:
         return True
 
     def copy(self, ex: Shadowed, router_requests: int) -> None:
-        """On the loop turn after a sampled request was dispatched: a copy to the target cluster, unless the
-        request went there itself (or is still waiting for its turn), or there is pressure."""
+        """On the loop turn after an eligible request was dispatched: a copy to the target cluster for `percent`
+        of those the other cluster answers, unless there is pressure. A request the target answers itself,
+        one not started yet (pipelined behind another) or one already answered is not sampled."""
         target = self.target
         origin = ex.cluster
-        if target is None or origin is None or origin is target or ex.done:
+        if target is None or origin is None or origin is target or ex.done or not self.sample():
             return
         limit = target.limit
         if limit.queue or limit.active + len(self.in_flight) >= limit.max_active:
@@ -161,7 +162,7 @@ class Copy:
     the answer read and thrown away (upstream_pool.py)."""
 
     __slots__ = ("mirror", "node", "head", "t0", "deadline", "up", "status", "resp_started", "resp_eof_body",
-                 "resp_bytes", "head_only", "front", "done")
+                 "resp_bytes", "head_only", "front", "done", "retried")
 
     def __init__(self, mirror: Mirror, node: "Node", head: bytes, now: float, deadline: float) -> None:
         self.mirror = mirror
@@ -177,6 +178,7 @@ class Copy:
         self.head_only = head.startswith(b"HEAD ")
         self.front = _NO_CLIENT
         self.done = False
+        self.retried = False
         node.outstanding += 1          # the balancer sees the copy's load on the node
 
     def attach(self, conn: "UpstreamConn", now: float = 0.0) -> None:
@@ -208,6 +210,14 @@ class Copy:
 
     def upstream_error(self, conn: "UpstreamConn", kind: str) -> None:
         self.up = None
+        if kind == "reset" and conn.reused and not conn.got_bytes and not self.retried and not self.done:
+            # a pooled connection the node had closed (a restart): not the node's answer, sent again once on
+            # a new connection, as an exchange would replay it
+            self.retried = True
+            pool = self.node.pool
+            if pool is not None:
+                pool.connect(self)
+                return
         self._end(False)
 
     def fail(self) -> None:

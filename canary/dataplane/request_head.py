@@ -16,7 +16,7 @@ from canary.dataplane.chunk_framing import ChunkFraming
 from canary.dataplane.downstream_io import DownstreamIO
 from canary.dataplane.exchange import Exchange
 from canary.dataplane.hop_by_hop import connection_options, spellings
-from canary.dataplane.router_paths import ROUTER_FIRST, router_path
+from canary.dataplane.router_paths import ROUTER_FIRST, TESTER_PATH, router_path
 
 if TYPE_CHECKING:
     from canary.dataplane.request_context import RequestContext
@@ -178,7 +178,9 @@ def exchange_for_head(conn: RequestHead) -> tuple[Exchange, int]:
     ex.expect = conn.expect
     ex.chunked = conn.chunked
     if url[1:2] in ROUTER_FIRST:   # /healthz, /readyz, /metrics in any spelling: answered by the router
-        ex.local = router_path(url)
+        local = ex.local = router_path(url)
+        if local is not None and local.startswith(TESTER_PATH):
+            ex.url = TESTER_PATH   # a tester link's tag is a secret until used: never in the access log
     return ex, size
 
 

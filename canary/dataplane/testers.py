@@ -1,8 +1,9 @@
 """Testers' pins: a one-time link that sends one browser to a chosen cluster whatever the share.
 
 Ops make a link (`canary tester-link CLUSTER --ttl 8h`, the admin API's /api/tester-links); the shared state
-keeps it (`state["testers"]`: cluster, expiry, when it was opened), so every router knows it. Opening the
-link's URL (`/_canary/tester/<id>.<tag>` on the router's public origin) the first time sets the tester's pin,
+keeps it (`state["testers"]`: cluster, expiry, when it was opened), so every router knows it. The link's URL
+(`/_canary/tester/<id>.<tag>` on the router's public origin) shows a page whose button (a POST: link
+previews in chat and mail GET a URL, and must not use it up) claims the link once and sets the tester's pin,
 the pin cookie with a payload naming the link (pin.py): from then on that browser goes to the link's
 cluster, while the cluster is healthy (routing.tester_cluster), until the link expires or is ended. Its
 requests are labelled `bucket=tester` in the access log, counted apart in the metrics and recorded apart
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import binascii
 import hmac
+import html
+import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -25,8 +28,14 @@ from canary.dataplane.router_paths import TESTER_PATH as PATH   # never forwarde
 LINK: Final = b"L"                          # the purpose of a link URL's tag (a cookie's is pin.TESTER)
 _NO_STORE: Final = (b"Cache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n"
                     b"X-Content-Type-Options: nosniff\r\n")
+_PAGE_HEADERS: Final = _NO_STORE + (b"Content-Security-Policy: default-src 'none'; form-action 'self'; "
+                                    b"frame-ancestors 'none'\r\nX-Frame-Options: DENY\r\n")
 _GONE: Final = (b"This tester link was already used, has expired or was ended.\n"
                 b"Ask the operators for a new one (canary tester-link CLUSTER).\n")
+_PAGE: Final = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Tester link</title></head>'
+                '<body><h1>Try cluster {cluster}</h1><p>This browser will be sent to cluster <b>{cluster}</b> until '
+                '{until} UTC, whatever share of users goes there. The link works once.</p>'
+                '<form method="post"><button type="submit">Continue as a tester</button></form></body></html>\n')
 
 
 class Answerable(Protocol):
@@ -34,7 +43,8 @@ class Answerable(Protocol):
 
     done: bool
 
-    def answer_local(self, status: int, reason: str, headers: bytes, body: bytes | None = None) -> None: ...
+    def answer_local(self, status: int, reason: str, headers: bytes, body: bytes | None = None,
+                     content_type: bytes = b"text/plain") -> None: ...
 
 
 Claim = Callable[[str, Callable[[bool], None]], None]   # (link id, then(first opening?)): see RouterProcess
@@ -63,10 +73,11 @@ class TesterLinks:
         self.claim: Claim | None = None               # set by the router process (its shared state claims)
 
     def apply(self, state: dict[str, Any], wall_now: float) -> None:
-        """The shared state changed (or a link expired): rebuild the live links and the pin's tester table."""
+        """The shared state changed (or a link expired): rebuild the live links and the pin's tester table.
+        Every live link is in the table, opened or not: its cookie exists only after a claim, and a router
+        that has not yet seen the opening recorded must not take the tester's pin for a forgery."""
         self.links = {k: v for k, v in live_links(state, wall_now).items() if v["cluster"] in self.names}
-        self.pin.testers = {k.encode(): BUCKETS + self.names.index(v["cluster"])
-                            for k, v in self.links.items() if v.get("opened_at")}
+        self.pin.testers = {k.encode(): BUCKETS + self.names.index(v["cluster"]) for k, v in self.links.items()}
         self.next_expiry = min((v["expires_at"] for v in self.links.values()), default=float("inf"))
 
     def expire(self, state: dict[str, Any], wall_now: float) -> None:
@@ -79,15 +90,23 @@ class TesterLinks:
         tag = self.pin.tester_tag(LINK, link.encode()).decode()
         return PATH.decode() + f"{link}.{tag}"
 
-    def open(self, ex: Answerable, path: bytes, wall_now: float) -> None:
-        """A link's URL: the first opening of a live link sets the tester's pin and goes to `/`; any other
-        (forged, used, expired, ended, signed with a previous key) gets 410 and changes nothing."""
+    def open(self, ex: Answerable, path: bytes, method: bytes, wall_now: float) -> None:
+        """A link's URL. GET or HEAD of a live, unopened link: the page with its button; POST: the first claim
+        sets the tester's pin and goes to `/`. Anything else (forged, used, expired, ended, made under a
+        previous key) gets 410 and changes nothing."""
         link, _, tag = path[len(PATH):].partition(b".")
         entry = self.links.get(link.decode("ascii", "replace"))
         good = hmac.compare_digest(tag, self.pin.tester_tag(LINK, link)) if link and tag else False
         if not good or entry is None or entry.get("opened_at") or self.claim is None:
             return gone(ex)
+        cluster = str(entry["cluster"])
         expires = float(entry["expires_at"])
+        if method in (b"GET", b"HEAD"):
+            until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(expires))
+            page = _PAGE.format(cluster=html.escape(cluster), until=until).encode()
+            return ex.answer_local(200, "tester_link", _PAGE_HEADERS, page, b"text/html; charset=utf-8")
+        if method != b"POST":
+            return ex.answer_local(405, "tester_link", b"Allow: GET, HEAD, POST\r\n" + _NO_STORE)
 
         def then(first: bool) -> None:
             if ex.done:
@@ -96,7 +115,7 @@ class TesterLinks:
                 return gone(ex)
             cookie = self.pin.tester_cookie(link, int(expires - wall_now))
             ex.answer_local(303, "tester_link", b"Location: /\r\n" + cookie + _NO_STORE,
-                            b"You are a tester of cluster " + entry["cluster"].encode() + b".\n")
+                            b"You are a tester of cluster " + cluster.encode() + b".\n")
         self.claim(link.decode(), then)
 
 

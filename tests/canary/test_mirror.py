@@ -89,6 +89,10 @@ def test_only_safe_requests_are_copied_never_a_post_a_cookie_or_a_credential(mak
     requests_to(router, 5, headers={"Cookie": "sessionid=abc"})
     requests_to(router, 5, headers={"authorization": "Bearer secret"})
     requests_to(router, 5, path="/api/session")                          # not a listed path
+    # a body (even on GET): a copy is a head only, so it would leave the node waiting
+    requests_to(router, 3, path="/.well-known/openid-configuration", headers={"Content-Length": "5"}, body=b"hello")
+    requests_to(router, 2, path="/.well-known/openid-configuration", headers={"Transfer-Encoding": "chunked"},
+                body=b"5\r\nhello\r\n0\r\n\r\n")
     requests_to(router, 3, path="/.well-known/openid-configuration")     # listed: copied
     green = clusters["green"][0]
     wait_for(lambda: len(green.received()) >= 3, 5, "the three copies")

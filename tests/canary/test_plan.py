@@ -150,7 +150,7 @@ def test_a_mirror_step_rolls_back_a_slowed_canary_before_any_user_went_there(mak
         st = router.wait_status(lambda s: s["plan"]["status"] != "running", timeout=40)
     assert st["plan"]["status"] == "rolled_back" and st["percent"] == 0 and st["mirror"] is None, st["plan"]
     verdict = st["plan"]["last_verdict"]
-    assert verdict["step"] == -1 and verdict["outcome"] == "fail" and verdict["reason"].startswith("latency")
+    assert verdict["phase"] == "mirror" and verdict["step"] == 0 and verdict["outcome"] == "fail" and verdict["reason"].startswith("latency")
     assert verdict["figures"]["canary"]["p50_ms"] >= 25 and verdict["figures"]["stable"]["p50_ms"] < 25, verdict
     assert traffic.served.get("green", 0) == 0 and traffic.served["blue"] > 100   # no user ever went there
     shown = plan_cli(router, "history")

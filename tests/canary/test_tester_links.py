@@ -32,8 +32,14 @@ def make_link(r, cluster: str, ttl: Any = "1h") -> dict[str, Any]:
 
 
 def open_link(r, url: str) -> tuple[int, dict[str, str], bytes]:
+    """What a tester does: the page (GET), then its button (POST)."""
     assert url.startswith("https://login.example.test/_canary/tester/"), url
-    return r.get(url.removeprefix("https://login.example.test"))
+    path = url.removeprefix("https://login.example.test")
+    status, headers, body = r.get(path)
+    if status != 200:
+        return status, headers, body
+    assert b'<form method="post">' in body and "set-cookie" not in headers, (headers, body)
+    return r.get(path, method="POST", headers={"Content-Length": "0"})
 
 
 def served_by(r, cookie: str | None, n: int = 10) -> list[str]:
@@ -85,7 +91,37 @@ def test_link_pins_a_browser_against_the_share_once_and_apart_from_the_analysis(
     lines = [x for x in router.stdout.read_text().splitlines() if "bucket=tester" in x]
     assert len(lines) == 12 and all("green/" in x for x in lines), lines
     log = router.stdout.read_text()        # the link's tag (its secret part) is never logged
-    assert '"GET /_canary/tester/" 303' in log and link["url"].rsplit(".", 1)[1] not in log
+    assert '"POST /_canary/tester/" 303' in log and link["url"].rsplit(".", 1)[1] not in log
+
+
+def test_the_page_and_previews_never_use_the_link_up(router) -> None:
+    """Chat and mail previews fetch a URL (GET, HEAD): only the page's POST claims the link."""
+    link = make_link(router, "green")
+    path = link["url"].removeprefix("https://login.example.test")
+    for method in ("GET", "HEAD", "GET"):
+        status, headers, body = router.get(path, method=method)
+        assert status == 200 and "set-cookie" not in headers, (method, status, headers)
+        assert headers["content-type"] == "text/html; charset=utf-8" and "form-action 'self'" in \
+            headers["content-security-policy"] and headers["cache-control"] == "no-store"
+        assert (b"cluster <b>green</b>" in body) == (method == "GET"), body
+    assert router.get(path, method="PUT", headers={"Content-Length": "0"})[0] == 405
+    status, headers, _ = router.get(path, method="POST", headers={"Content-Length": "0"})
+    assert status == 303 and pin_of(headers).startswith("canary_pin=T.")
+    assert router.get(path)[0] == 410 and router.get(path, method="POST", headers={"Content-Length": "0"})[0] == 410
+
+
+def test_another_router_honours_the_pin_before_it_has_seen_the_opening(clusters, router_factory,
+                                                                       tmp_path: Path) -> None:
+    """Two routers on one state file: the pin set by one is a tester's pin on the other at once."""
+    config = toml_config(clusters, public_origin="https://login.example.test", **FAST)
+    first = router_factory(config=config)
+    first.ramp(0)
+    link = make_link(first, "green")
+    second = router_factory(config=config)            # same working folder: the same state file
+    _, headers, _ = open_link(first, link["url"])
+    tester = pin_of(headers)
+    status, headers, _ = second.get("/page", cookie=tester)
+    assert status == 200 and headers["x-served-by"].startswith("green/") and "set-cookie" not in headers
 
 
 def test_a_stable_tester_stays_on_stable_at_full_share(router) -> None:
@@ -121,6 +157,9 @@ def test_forged_and_ended_links_get_410_and_an_ended_pin_is_placed_by_the_share(
     assert fresh is not None and not fresh.startswith("canary_pin=T."), headers   # an ordinary pin replaces it
     # an unopened link that is ended cannot be opened any more
     unopened = make_link(router, "green")
+    with pytest.raises(urllib.error.HTTPError) as refused:      # every link only when asked so
+        router.api("DELETE", "/api/tester-links/")
+    assert refused.value.code == 405
     router.api("DELETE", "/api/tester-links")
     assert open_link(router, unopened["url"])[0] == 410
     assert router.api("GET", "/api/tester-links")["links"] == []
@@ -178,3 +217,22 @@ def test_cli_makes_lists_and_revokes_links(router) -> None:
         bad = cli(router, *args)
         assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, \
             (args, bad.stderr)
+
+
+@pytest.mark.parametrize("store", ["file", "redis"])
+def test_changes_made_at_once_on_two_routers_are_all_kept(store: str, clusters, router_factory, request) -> None:
+    """The shared state is read, changed and written as one step (flock, or WATCH/MULTI in Redis): twenty links
+    made at once on two routers are twenty links, and a revoke racing the others is never undone."""
+    from concurrent.futures import ThreadPoolExecutor
+    args = ["--redis", request.getfixturevalue("redis_url")] if store == "redis" else []
+    config = toml_config(clusters, public_origin="https://login.example.test", **FAST)
+    routers = [router_factory(args=args, config=config), router_factory(args=args, config=config)]
+    doomed = make_link(routers[0], "green")["id"]
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(make_link, routers[i % 2], "blue") for i in range(20)]
+        jobs.append(pool.submit(routers[1].api, "DELETE", f"/api/tester-links/{doomed}"))
+        made = {j.result()["id"] for j in jobs[:-1]}
+        assert jobs[-1].result()["ended"] == [doomed]
+    for r in routers:
+        wait_for(lambda r=r: {x["id"] for x in r.api("GET", "/api/tester-links")["links"]} == made, 5,
+                 "every link on every router, the revoked one gone")

@@ -100,7 +100,9 @@ def test_tester_link_pins_a_signed_in_browser_to_a_login_node_of_its_cluster(run
     running_stack.router("POST", "/api/ramp", {"percent": 0})
     try:
         browser = Browser(running_stack.base)
-        opened = browser.call("GET", url.removeprefix(running_stack.base))
+        page = browser.call("GET", url.removeprefix(running_stack.base))
+        assert page.status_code == 200 and "<form" in page.text, page.text
+        opened = browser.call("POST", url.removeprefix(running_stack.base))
         assert opened.status_code == 303 and browser.cookies["canary_pin"].startswith("T."), opened.text
         assert browser.login("demo@example.test", PASSWORD).status_code == 200
         for _ in range(5):
