@@ -298,10 +298,13 @@ async def _ramp(app: RouterControl, args: dict[str, Any]) -> None:
 
 
 async def _promote(app: RouterControl, args: dict[str, Any]) -> None:
+    canary = app.routing.canary.name
+
     def promote(s: dict[str, Any]) -> None:
+        if s.get("canary") != canary:     # promoted meanwhile (another router, or this change run again)
+            raise AdminError(409, f"{canary} is no longer the canary: the roles changed meanwhile")
         s["stable"], s["canary"], s["percent"] = s["canary"], s["stable"], 0.0
         plan.end(s, "promoted", f"{s['stable']} promoted by an operator", time.time())
-    canary = app.routing.canary.name
     await app.change(promote)
     _emit(app, "promote", f"promoted: {canary} is the stable cluster", canary)
 

@@ -95,14 +95,14 @@ async def _end(app: TesterHost, link: str, now: float) -> Answer:
     ended: list[str] = []
 
     def end(s: dict[str, Any]) -> None:
-        links = live_links(s, now)
-        gone = list(links) if link == "all" else [link] if link in links else []
+        links = live_links(s, now)      # the stored document's: a link made on another router a moment ago counts
+        if link != "all" and link not in links:
+            raise AdminError(404, f"no live tester link {link!r} (canary tester-link --list shows them)")
+        gone = list(links) if link == "all" else [link]
         for k in gone:
             del links[k]
         ended[:] = gone         # set, not extended: a change may run again on a newer document
         s["testers"] = links
-    if link != "all" and link not in live_links(app.state, now):
-        raise AdminError(404, f"no live tester link {link!r} (canary tester-link --list shows them)")
     await app.change(end)
     log.warning("tester link(s) ended: %s", ", ".join(ended) or "none")
     return _json(200, {"ended": ended})

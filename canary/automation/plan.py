@@ -98,7 +98,7 @@ def record(state: dict[str, Any], decision: str, reason: str, figures: dict[str,
     """Append one decision to the history (bounded) and return it."""
     plan = state.get("plan") or {}
     entry = {"at": now if now is not None else time.time(), "plan": plan.get("id"), "step": plan.get("index"),
-             "percent": state.get("percent"), "decision": decision, "reason": reason, "figures": figures or {}}
+             "phase": plan.get("phase"), "percent": state.get("percent"), "decision": decision, "reason": reason, "figures": figures or {}}
     history = [h for h in state.get("plan_history", []) if isinstance(h, dict)]
     state["plan_history"] = (history + [entry])[-HISTORY_KEEP:]
     return entry

@@ -42,6 +42,8 @@ class Answerable(Protocol):
     """The exchange of a link's request (exchange.py), as far as answering it goes."""
 
     done: bool
+    body_done: bool
+    body_bytes: int
 
     def answer_local(self, status: int, reason: str, headers: bytes, body: bytes | None = None,
                      content_type: bytes = b"text/plain") -> None: ...
@@ -107,6 +109,8 @@ class TesterLinks:
             return ex.answer_local(200, "tester_link", _PAGE_HEADERS, page, b"text/html; charset=utf-8")
         if method != b"POST":
             return ex.answer_local(405, "tester_link", b"Allow: GET, HEAD, POST\r\n" + _NO_STORE)
+        if ex.body_bytes or not ex.body_done:      # the button posts nothing: a body is not this page's
+            return ex.answer_local(400, "tester_link", _NO_STORE, b"A tester link's POST has no body.\n")
 
         def then(first: bool) -> None:
             if ex.done:

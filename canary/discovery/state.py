@@ -16,6 +16,7 @@ log = logging.getLogger("canary.state")
 
 CHANNEL = "canary:state:changed"
 KEY = "canary:state"
+UPDATE_ATTEMPTS = 50          # Redis: a change started again this often on conflicting writes, then it fails
 CLAIM_SECONDS = 31 * 86400    # a claim outlives what it guards (a tester link lives at most 30 days)
 
 
@@ -24,18 +25,28 @@ def initial_state(stable: str, canary: str, percent: float) -> dict[str, Any]:
             "updated_at": time.time()}
 
 
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    """What tells two versions of the state file apart: its inode changes with every write (a new file renamed
+    over it), where two writes in a row can share an mtime."""
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+LOCK_SECONDS = 5.0     # how long a change waits for another process's lock on the state file before it fails
+
+
 class FileStore:
     """Quick mode without Redis: atomic writes (tmp + rename); other instances poll the mtime (0.25 s)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._mtime = 0.0
+        self._seen: tuple[int, int, int] | None = None   # the file as last read or written (see _signature)
         self._task: asyncio.Task | None = None
+        self._writing = asyncio.Lock()
 
     async def load(self) -> dict[str, Any] | None:
         try:
             with open(self.path, encoding="utf-8") as f:
-                self._mtime = os.fstat(f.fileno()).st_mtime
+                self._seen = _signature(os.fstat(f.fileno()))
                 data = json.load(f)
         except FileNotFoundError:
             return None
@@ -60,21 +71,30 @@ class FileStore:
             except OSError:
                 pass
             raise
-        self._mtime = os.stat(self.path).st_mtime
+        self._seen = _signature(os.stat(self.path))
 
     async def update(self, fn: Update) -> dict[str, Any]:
         """Read, change and write the document as one step for every process sharing the file (an exclusive
         flock on `<state>.lock` around the three): two changes never undo each other. Held for a read and a
         write (milliseconds); `fn` raising leaves the document as it was."""
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            new = fn(await self.load())
-            await self.save(new)
-            return new
-        finally:
-            os.close(fd)             # releases the lock
+        async with self._writing:    # one change at a time in this process: a second flock here would wait on us
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                deadline = time.monotonic() + LOCK_SECONDS
+                while True:          # never a blocking flock: the event loop keeps serving while another holds it
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"{self.path}.lock: held by another process for {LOCK_SECONDS:g} s")
+                        await asyncio.sleep(0.005)
+                new = fn(await self.load())     # load and save never suspend: the lock is held for a read and a write
+                await self.save(new)
+                return new
+            finally:
+                os.close(fd)             # releases the lock
 
     async def claim(self, name: str) -> bool:
         """True for the first caller only, across every process sharing the file (O_EXCL), e.g. the first
@@ -103,10 +123,10 @@ class FileStore:
         while True:
             await asyncio.sleep(0.25)
             try:
-                m = os.stat(self.path).st_mtime
+                m = _signature(os.stat(self.path))
             except OSError:
                 continue
-            if m != self._mtime:
+            if m != self._seen:
                 data = await self.load()
                 if data is None:
                     continue
@@ -152,7 +172,7 @@ class RedisStore:
         in between makes this one start again from the new document), then publish it."""
         from redis.exceptions import WatchError
         async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
+            for _ in range(UPDATE_ATTEMPTS):
                 try:
                     await pipe.watch(self.key)
                     raw = await pipe.get(self.key)
@@ -167,8 +187,12 @@ class RedisStore:
                     pipe.publish(self.channel, data)
                     await pipe.execute()
                     return new
-                except WatchError:
-                    continue
+                except WatchError as e:
+                    # redis-py also reports a lost connection while watching as a WatchError: then the write may
+                    # have happened, so it is not run again (the caller gets the error; the state is re-read)
+                    if "Watched variable changed" not in str(e):
+                        raise
+        raise RuntimeError(f"shared state: {UPDATE_ATTEMPTS} writes in a row lost to other routers' changes")
 
     async def claim(self, name: str) -> bool:
         """True for the first caller only, across every router sharing the Redis (SET NX)."""

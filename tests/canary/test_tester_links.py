@@ -105,6 +105,7 @@ def test_the_page_and_previews_never_use_the_link_up(router) -> None:
             headers["content-security-policy"] and headers["cache-control"] == "no-store"
         assert (b"cluster <b>green</b>" in body) == (method == "GET"), body
     assert router.get(path, method="PUT", headers={"Content-Length": "0"})[0] == 405
+    assert router.get(path, method="POST", body=b"x=1")[0] == 400                # the button posts nothing
     status, headers, _ = router.get(path, method="POST", headers={"Content-Length": "0"})
     assert status == 303 and pin_of(headers).startswith("canary_pin=T.")
     assert router.get(path)[0] == 410 and router.get(path, method="POST", headers={"Content-Length": "0"})[0] == 410

@@ -85,7 +85,8 @@ function renderStatus(st) {
 function renderPlan(p) {
   const line = document.getElementById("plan");
   if (!p) { line.textContent = "no plan"; return; }
-  let text = `${p.id}: ${p.status}, step ${p.step}/${p.steps.length} of ${p.steps.join(",")}`;
+  const step = p.phase === "mirror" ? `mirror step (${p.mirror}% copied)` : `step ${p.step}/${p.steps.length}`;
+  let text = `${p.id}: ${p.status}, ${step} of ${p.steps.join(",")}`;
   if (p.time_left !== null) text += `, ${p.time_left} s left`;
   if (p.extensions) text += ` (extended ${p.extensions}×)`;
   if (p.status === "paused" && p.paused_reason) text += ` — ${p.paused_reason}`;
