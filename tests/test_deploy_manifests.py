@@ -22,6 +22,7 @@ from kubernetes_validate import utils as kv
 
 from canary.admin import api as canary_admin
 from canary.cli import main as canary_cli
+from canary.config import loading as canary_config_file
 from canary.config import settings as canary_config
 from canary.config import secret as canary_secret
 from loginsvc import conf
@@ -83,7 +84,7 @@ def router_deployment() -> Doc:
 
 def router_cfg() -> canary_config.Config:
     """router.toml of the ConfigMap, through the router's own loader and validation."""
-    return canary_config.from_dict(tomllib.loads(named("ConfigMap", "canary-router-config")["data"]["router.toml"]))
+    return canary_config_file.from_dict(tomllib.loads(named("ConfigMap", "canary-router-config")["data"]["router.toml"]))
 
 
 def selects(service: Doc, workload: Doc) -> bool:
@@ -221,7 +222,7 @@ def test_router_probes_hit_an_unauthenticated_admin_endpoint() -> None:
 def test_ports_match_the_bind_and_listen_addresses() -> None:
     for dep in login_deployments():
         container = main_container(dep)
-        _, bind_port = canary_config.parse_hostport(env_of(container)["LOGINSVC_BIND"]["value"], "LOGINSVC_BIND")
+        _, bind_port = canary_config_file.parse_hostport(env_of(container)["LOGINSVC_BIND"]["value"], "LOGINSVC_BIND")
         assert [p["containerPort"] for p in container["ports"]] == [bind_port]
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert port_number(container, container[probe]["httpGet"]["port"]) == bind_port
@@ -427,10 +428,10 @@ def test_units_restart_always_and_start_existing_commands() -> None:
 
 
 def test_vm_router_config_lists_the_example_node_and_hops_match() -> None:
-    cfg = canary_config.load_toml(str(SYSTEMD / "router.toml.example"))
+    cfg = canary_config_file.load_toml(str(SYSTEMD / "router.toml.example"))
     assert middleware.ROUTES.get(cfg.health_check.path) is middleware.readyz
     node_env = env_file_names(SYSTEMD / "node.env.example")
-    host, port = canary_config.parse_hostport(node_env["LOGINSVC_BIND"], "LOGINSVC_BIND")
+    host, port = canary_config_file.parse_hostport(node_env["LOGINSVC_BIND"], "LOGINSVC_BIND")
     (cluster,) = [c for c in cfg.clusters if any((n.host, n.port) == (host, port) for n in c.nodes)]
     assert cluster.name == node_env["LOGINSVC_CLUSTER"]
     assert env_file_names(SYSTEMD / "canary.env.example")["REDIS_URL"].startswith("rediss://")
@@ -507,7 +508,7 @@ def test_nodes_trust_forwarded_addresses_from_the_router_only() -> None:
     nodes = parse_ranges(named("ConfigMap", "loginsvc-config")["data"]["LOGINSVC_TRUSTED_PROXIES"])
     assert nodes.networks and all(n.is_private and n.prefixlen >= 8 for n in nodes.networks), nodes
     vm_nodes = parse_ranges(env_file_names(SYSTEMD / "loginsvc.env.example")["LOGINSVC_TRUSTED_PROXIES"])
-    vm_router = canary_config.load_toml(str(SYSTEMD / "router.toml.example"))
+    vm_router = canary_config_file.load_toml(str(SYSTEMD / "router.toml.example"))
     assert vm_router.listen[0] in vm_nodes and all(n.num_addresses == 1 for n in vm_nodes.networks)
 
 
@@ -534,7 +535,7 @@ def allows(networks: list[Network], candidate: Network | str) -> bool:
 
 def test_systemd_units_accept_only_their_peers() -> None:
     node_allow, router_allow = ip_filter(SYSTEMD / "loginsvc@.service"), ip_filter(SYSTEMD / "canary-router.service")
-    cfg = canary_config.load_toml(str(SYSTEMD / "router.toml.example"))
+    cfg = canary_config_file.load_toml(str(SYSTEMD / "router.toml.example"))
     host = cfg.listen[0]
     assert not ipaddress.ip_address(host).is_unspecified, "the VM router listens on its private address"
     # Nodes: the router machines (the proxies they trust, the router's own address among them).
@@ -550,7 +551,7 @@ def test_router_trusts_forwarded_addresses_from_the_edge_only() -> None:
     examples (not the loopback default, which would make every browser look like the edge), private, and on
     VMs admitted by the router's IP filter and not by the nodes': the edge cannot reach a node directly."""
     default = router_trusted_proxies(canary_config.Config(clusters=[]))
-    vm_cfg = canary_config.load_toml(str(SYSTEMD / "router.toml.example"))
+    vm_cfg = canary_config_file.load_toml(str(SYSTEMD / "router.toml.example"))
     for cfg in (router_cfg(), vm_cfg):
         networks = router_trusted_proxies(cfg)
         assert networks and networks != default and all(n.is_private and n.prefixlen >= 8 for n in networks)

@@ -73,8 +73,9 @@ def journal(var: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def make_router(tmp_path: Path, backends: Any, router_factory: Any) -> Iterator[Any]:
     def make(green_delay_ms: float = 0, analysis: dict[str, Any] | None = None,
-             shift: dict[str, Any] | None = None, slo: dict[str, Any] | None = None) -> Any:
-        blue = backends("blue", 2)
+             shift: dict[str, Any] | None = None, slo: dict[str, Any] | None = None,
+             blue_delay_ms: float = 0) -> Any:
+        blue = backends("blue", 2, *(["--delay-ms", str(blue_delay_ms)] if blue_delay_ms else []))
         green = backends("green", 2, *(["--delay-ms", str(green_delay_ms)] if green_delay_ms else []))
         config = toml_config({"blue": blue, "green": green}, **FAST, analysis=analysis or QUICK,
                              proactive_shift=shift or NO_SHIFT, slo=slo or {"enabled": False})
@@ -82,8 +83,14 @@ def make_router(tmp_path: Path, backends: Any, router_factory: Any) -> Iterator[
     yield make
 
 
+# Two equally healthy clusters for the plans that must pass: both answer after 2 ms, so the latency compared
+# is the nodes' and not a fraction of a millisecond of scheduling noise from the tests running beside these
+# (at sub-millisecond latencies a 1.5x tolerance was crossed now and then on a loaded machine).
+EQUAL = {"green_delay_ms": 2, "blue_delay_ms": 2}
+
+
 def test_a_plan_passes_every_step_on_two_healthy_clusters_and_promotes(make_router: Any, tmp_path: Path) -> None:
-    router = make_router()
+    router = make_router(**EQUAL)
     with Traffic(router.port) as traffic:
         started = plan_cli(router, "start", "20,50,100", "--hold", "2")
         assert started.returncode == 0, started.stderr
@@ -126,18 +133,18 @@ def test_a_slowed_canary_is_rolled_back_with_an_alert(make_router: Any, tmp_path
 
 
 def test_a_mirror_step_judges_copies_before_any_user_and_passes_a_healthy_canary(make_router: Any) -> None:
-    router = make_router()
+    router = make_router(**EQUAL)
     with Traffic(router.port, path="/oidc/jwks/") as traffic:      # safe requests a product's back end makes
-        started = plan_cli(router, "start", "mirror:100,50,100", "--hold", "2")
+        started = plan_cli(router, "start", "mirror:100,50", "--hold", "2")
         assert started.returncode == 0, started.stderr
-        assert "mirror step of mirror:100,50,100" in started.stdout, started.stdout
+        assert "mirror step of mirror:100,50" in started.stdout, started.stdout
         shadow = router.status()
         assert shadow["percent"] == 0 and shadow["mirror"]["cluster"] == "green", shadow
         st = router.wait_status(lambda s: s["plan"]["status"] != "running", timeout=60)
     assert st["plan"]["status"] == "promoted", json.dumps(st["plan"], indent=1)
     assert st["mirror"] is None and traffic.errors == 0
     history = [h for h in router.api("GET", "/api/plan/history")["history"] if h["decision"] != "extend"]
-    assert [h["decision"] for h in history] == ["start", "pass", "pass", "promoted"], history
+    assert [h["decision"] for h in history] == ["start", "pass", "promoted"], history
     first = history[1]
     assert first["reason"].startswith("mirror step (100 % of safe requests copied) passed"), first
     assert first["figures"]["canary"]["answers"] >= QUICK["min_samples"] and first["percent"] == 50, first
