@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import httptools
 
 from canary.admin import dashboard, tester_links
-from canary.admin.ops_auth import AdminError, Answer, AuthHost, OpsAuth
+from canary.admin.ops_auth import AdminError, Answer, AuthHost, OpsAuth, json_answer
 from canary.alerts.alerting import Alerting
 from canary.automation import plan
 from canary.dataplane.records import per_second
@@ -164,18 +164,18 @@ class Admin:
             raise AdminError(401, "missing or bad bearer token")
         if path == "/api/sign-out-all" and method == "POST":
             await self.auth.sign_out_all(peer, headers)
-            return _json({"signed_out": "every ops dashboard session"})
+            return json_answer({"signed_out": "every ops dashboard session"})
         if path == "/api/status" and method == "GET":
-            return _json(app.status())
+            return json_answer(app.status())
         if path == "/api/live" and method == "GET":
-            return _json(self.live())
+            return json_answer(self.live())
         if path in ("/api/alerts", "/api/alerts/test"):
             return await self.alerts(method, path)
         if path == "/api/plan/history" and method == "GET":
-            return _json({"plan": plan.progress(app.state, time.time()), "history": app.state.get("plan_history", [])})
+            return json_answer({"plan": plan.progress(app.state, time.time()), "history": app.state.get("plan_history", [])})
         if path.startswith("/api/plan/") and method == "POST" and path[10:] in _PLAN_VERBS:
             await _plan_verb(app, path[10:], _args(body))
-            return _json(app.status())
+            return json_answer(app.status())
         if path == "/api/tester-links" or path.startswith("/api/tester-links/"):
             return await tester_links.handle(app, method, path, _args(body) if method == "POST" else {})
         m = _NODES_PATH.fullmatch(path)
@@ -187,7 +187,7 @@ class Admin:
         if verb is None:
             raise AdminError(404, f"no such endpoint: {path}")
         await verb(app, _args(body))
-        return _json(app.status())
+        return json_answer(app.status())
 
     def live(self) -> dict[str, Any]:
         """The dashboard's charts: the last two minutes of each cluster, one point a second (records.py)."""
@@ -203,9 +203,9 @@ class Admin:
         if alerting is None:
             raise AdminError(409, "alerting runs in the router's first worker, which has the admin listener")
         if path == "/api/alerts" and method == "GET":
-            return _json(alerting.status())
+            return json_answer(alerting.status())
         if path == "/api/alerts/test" and method == "POST":
-            return _json(await alerting.test())
+            return json_answer(await alerting.test())
         raise AdminError(405, f"no such endpoint: {method} {path}")
 
     async def cluster_nodes(self, method: str, cluster: str, body: bytes) -> Answer:
@@ -216,7 +216,7 @@ class Admin:
         if method == "GET":
             source, _ = app.membership.specs(app.state, cluster)
             nodes = [spec_of(n) for n in app.routing.clusters[cluster].nodes]
-            return _json({"cluster": cluster, "source": source, "nodes": nodes})
+            return json_answer({"cluster": cluster, "source": source, "nodes": nodes})
         if method != "PUT":
             raise AdminError(405, f"no such endpoint: {method} /api/clusters/{cluster}/nodes (use GET or PUT)")
         if cluster in app.membership.dns:
@@ -251,15 +251,11 @@ class Admin:
             s["nodes"] = dict(nodes) if isinstance(nodes, dict) else {}
             s["nodes"][cluster] = wanted
         await app.change(put)
-        return _json(app.status())
+        return json_answer(app.status())
 
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
-
-
-def _json(doc: Any) -> Answer:
-    return 200, "application/json", json.dumps(doc).encode(), {}
 
 
 def _args(body: bytes) -> dict[str, Any]:

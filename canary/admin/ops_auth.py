@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from canary.admin import dashboard
 from canary.admin.ops_sessions import SessionRecord, StoreUnavailable, record_for
@@ -38,6 +39,12 @@ from sharedlib.throttle_rules import Rule   # the login service's back-off rule,
 
 log = logging.getLogger("canary.admin")
 Answer = tuple[int, str, bytes, dict[str, str]]   # status, content type, body, extra headers
+
+
+def json_answer(doc: Any, status: int = 200) -> Answer:
+    """An admin API answer: `doc` as JSON."""
+    return status, "application/json", json.dumps(doc).encode(), {}
+
 HTML = "text/html; charset=utf-8"
 # The 5th wrong token from one address locks it 2 s, the 6th 4 s, ... up to 15 minutes; forgotten 15 minutes
 # after the last failure.

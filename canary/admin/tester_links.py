@@ -1,13 +1,12 @@
 """Tester links on the admin API: POST /api/tester-links makes one, GET lists them, DELETE ends one or all."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from typing import Any, Protocol
 
-from canary.admin.ops_auth import AdminError, Answer
+from canary.admin.ops_auth import AdminError, Answer, json_answer
 from canary.dataplane.routing import Routing
 from canary.dataplane.testers import TesterLinks, link_id, live_links
 
@@ -59,9 +58,8 @@ async def handle(app: TesterHost, method: str, path: str, args: dict[str, Any]) 
     rest = path.removeprefix("/api/tester-links").lstrip("/")
     now = time.time()
     if method == "GET" and not rest:
-        links = live_links(app.state, now)
-        return _json(200, {"links": [_public(k, v) for k, v in sorted(links.items(),
-                                                                        key=lambda kv: kv[1]["expires_at"])]})
+        links = sorted(live_links(app.state, now).items(), key=lambda kv: kv[1]["expires_at"])
+        return json_answer({"links": [_public(k, v) for k, v in links]})
     if method == "POST" and not rest:
         return await _make(app, args, now)
     if method == "DELETE" and (rest or path == "/api/tester-links"):   # every link only when asked so
@@ -87,8 +85,8 @@ async def _make(app: TesterHost, args: dict[str, Any], now: float) -> Answer:
         s["testers"] = links
     await app.change(add)
     log.warning("tester link %s made for cluster %s, valid %d s", link, cluster, ttl)
-    return _json(201, {"id": link, "cluster": cluster, "expires_at": now + ttl,
-                       "url": app.public_origin.rstrip("/") + app.testers.url_path(link)})
+    return json_answer({"id": link, "cluster": cluster, "expires_at": now + ttl,
+                        "url": app.public_origin.rstrip("/") + app.testers.url_path(link)}, 201)
 
 
 async def _end(app: TesterHost, link: str, now: float) -> Answer:
@@ -105,8 +103,4 @@ async def _end(app: TesterHost, link: str, now: float) -> Answer:
         s["testers"] = links
     await app.change(end)
     log.warning("tester link(s) ended: %s", ", ".join(ended) or "none")
-    return _json(200, {"ended": ended})
-
-
-def _json(status: int, doc: Any) -> Answer:
-    return status, "application/json", json.dumps(doc).encode(), {}
+    return json_answer({"ended": ended})

@@ -122,22 +122,20 @@ class RouterProcess:
         marked opened in the shared state; `then(first)` runs on the loop when that is settled."""
         assert self.loop is not None, "links are opened once the process has started"
 
+        opened: list[bool] = []
+
+        def mark(s: dict[str, Any]) -> None:
+            entry = (s.get("testers") or {}).get(link)
+            fresh = isinstance(entry, dict) and not entry.get("opened_at")
+            if fresh:
+                entry["opened_at"] = time.time()
+            opened[:] = [True] if fresh else []     # the last run decides (it may run again)
+
         async def claim() -> bool:
             async with asyncio.timeout(5):      # a slow store: the tester gets 410 and a new link, never a hang
-                return await claimed()
-
-        async def claimed() -> bool:
-            if not await self.store.claim(f"tester-{link}"):
-                return False
-            opened: list[bool] = []
-
-            def mark(s: dict[str, Any]) -> None:
-                entry = (s.get("testers") or {}).get(link)
-                fresh = isinstance(entry, dict) and not entry.get("opened_at")
-                if fresh:
-                    entry["opened_at"] = time.time()
-                opened[:] = [True] if fresh else []     # the last run decides (it may run again)
-            await self.change(mark)
+                if not await self.store.claim(f"tester-{link}"):
+                    return False
+                await self.change(mark)
             return bool(opened)
 
         def done(task: "asyncio.Task[bool]") -> None:

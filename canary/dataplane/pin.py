@@ -67,7 +67,7 @@ class PinSigner:
         self._name_eq = self.name + b"="
         self._prefix = b"Set-Cookie: " + self._name_eq
         self._secure = b"; Secure" if secure else b""
-        self._attrs = b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s\r\n" % (ttl, self._secure)
+        self._attrs = self._attributes(ttl)
         # live tester links: link id -> the bucket that names its cluster (BUCKETS + the cluster's index);
         # replaced whole by testers.TesterLinks when links change or expire
         self.testers: dict[bytes, int] = {}
@@ -130,10 +130,14 @@ class PinSigner:
         rotating the pin key ends every tester link and tester pin (they are re-made in seconds)."""
         return self.mac.sign(purpose + b"." + link)
 
+    def _attributes(self, max_age: int) -> bytes:
+        """A pin cookie's attributes and the line's end (a pin's are made once, in __init__)."""
+        return b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s\r\n" % (max_age, self._secure)
+
     def tester_cookie(self, link: bytes, max_age: int) -> bytes:
         """The Set-Cookie line of a tester's pin: this cookie, so the tester has one pin, never two."""
         return (self._prefix + TESTER + b"." + link + b"." + self.tester_tag(TESTER, link)
-                + b"; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s\r\n" % (max(1, max_age), self._secure))
+                + self._attributes(max(1, max_age)))
 
     def _verify_tester(self, value: bytes, link: bytes, sig: bytes) -> tuple[int, int, bool] | None:
         if not 0 < len(link) <= 64 or not hmac.compare_digest(sig, self.tester_tag(TESTER, link)):
