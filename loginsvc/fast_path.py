@@ -81,9 +81,9 @@ def _phase(path: str, request: HttpRequest, response: HttpResponse | None = None
     answers `response`."""
     cls = import_string(path)
     if response is None and hasattr(cls, "process_request"):
-        return cls(_unused).process_request(request)
+        return middleware(path).process_request(request)
     if response is not None and hasattr(cls, "process_response"):
-        return cls(_unused).process_response(request, response)
+        return middleware(path).process_response(request, response)
     return cls(lambda _request: response)(request)
 
 

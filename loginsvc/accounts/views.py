@@ -153,6 +153,11 @@ def no_store(response: HttpResponse, headers: tuple[tuple[str, str], ...] = NEVE
     return response
 
 
+def oauth_no_store(response: HttpResponse) -> HttpResponse:
+    """`response` with OAuth's no-store headers (RFC 6749 §5.1): every OAuth JSON answer's."""
+    return no_store(response, OAUTH_NO_STORE)
+
+
 def session_payload(user: AbstractBaseUser | AnonymousUser, session: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON of GET /api/session; also built by the fast path (accounts/fast_session.py)."""
     if not user.is_authenticated:

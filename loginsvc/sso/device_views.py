@@ -31,7 +31,7 @@ from loginsvc.accounts import throttle
 from loginsvc.accounts.authentication import counted
 from loginsvc.accounts.client_ip import client_ip
 from loginsvc.accounts.models import normalise_email
-from loginsvc.accounts.views import OAUTH_NO_STORE, no_store
+from loginsvc.accounts.views import oauth_no_store
 from loginsvc.sso import acr, audit, central, device
 from loginsvc.sso.views import malformed_form, step_up
 
@@ -58,21 +58,20 @@ class DeviceAuthorizationView(toolkit.DeviceAuthorizationView):
         if status != 200:
             answer = json.loads(body)
             audit.refused(request, "device_authorization", answer.get("error", ""), client_id=client_id)
-            return no_store(JsonResponse(answer, status=status, headers=headers), OAUTH_NO_STORE)
+            return oauth_no_store(JsonResponse(answer, status=status, headers=headers))
         if not device.may_use(client_id):
             return _refused(request, client_id, 400, "unauthorized_client",
                             "this client may not use the device authorization grant")
         grant = device.create(client_id, body["device_code"], body["user_code"], body.get("scope", ""))
         body.update(user_code=device.display(grant.user_code), expires_in=conf.get("DEVICE_CODE_SECONDS"),
                     verification_uri_complete=body["verification_uri"] + "?" + urlencode({"user_code": grant.user_code}))
-        return no_store(JsonResponse(body), OAUTH_NO_STORE)
+        return oauth_no_store(JsonResponse(body))
 
 
 def _refused(request: HttpRequest, client_id: str, status: int, error: str, description: str,
              retry_after: int = 0) -> HttpResponse:
     audit.refused(request, "device_authorization", error, client_id=client_id)
-    response = no_store(JsonResponse({"error": error, "error_description": description}, status=status),
-                        OAUTH_NO_STORE)
+    response = oauth_no_store(JsonResponse({"error": error, "error_description": description}, status=status))
     if retry_after:
         response["Retry-After"] = str(retry_after)
     return response

@@ -71,12 +71,13 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from prometheus_client import Counter
 
 from loginsvc import conf
-from loginsvc.accounts.views import OAUTH_NO_STORE, no_store
+from loginsvc.accounts.views import oauth_no_store
 from loginsvc.fast_path import Answer, FastPath, harvest, unsupported_chain, urlencoded_pairs
 from loginsvc.sso import introspection, views
 from loginsvc.sso.introspection import checksum
 from loginsvc.sso.prepared import Kept
-from loginsvc.sso.reads import ACCESS_TOKENS, APPLICATIONS, REFRESH_TOKENS
+from loginsvc.sso.reads import (ACCESS_TOKENS, APPLICATIONS, INTROSPECTED_TOKENS, INTROSPECTED_TOKENS_OF_OTHERS,
+                                REFRESH_TOKENS)
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def _userinfo_response() -> HttpResponse:
 
 def _introspect_response() -> HttpResponse:
     """introspect_view's answer to a confidential client: JsonResponse, then the OAuth no-store headers."""
-    return no_store(JsonResponse({}), OAUTH_NO_STORE)
+    return oauth_no_store(JsonResponse({}))
 
 
 def _has_body(environ: WSGIEnvironment) -> bool:
@@ -347,7 +348,7 @@ class FastTokenApp(FastPath):
         # client kept as an asker about others' tokens (the mail server) gets the token without its client.
         authorization = request.META.get("HTTP_AUTHORIZATION", "")
         other = self.asking_clients.holds(_basic_user(authorization) or form.get("client_id"))
-        read = introspection.ACCESS_TOKENS_OF_OTHERS if other else introspection.ACCESS_TOKENS
+        read = INTROSPECTED_TOKENS_OF_OTHERS if other else INTROSPECTED_TOKENS
         token = introspection.token_of(value, form.get("token_type_hint", ""), read.first, REFRESH_TOKENS.first)
         oauth_request = OAuthRequest(request.build_absolute_uri(), "POST", form, {"HTTP_AUTHORIZATION": authorization})
         oauth_request.client_id = form.get("client_id")

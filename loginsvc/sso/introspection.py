@@ -14,25 +14,9 @@ from oauth2_provider.settings import oauth2_settings
 
 from loginsvc import conf
 from loginsvc.sso import central, reads, token_rules
-from loginsvc.sso.prepared import Prepared
 
 MAX_TOKEN_LENGTH = 512  # a longer `token` is none we issued: inactive, unread
 Read = Callable[[str], Any]  # a token checksum -> that token (with its user and client) or None
-
-# The fast path's read of an access token: its client whole (only() names none of its columns; it
-# may be the asking client, which authenticates against it), of the token, its user and its refresh
-# token only what active() and body() look at. Each column less is a conversion less (SQLite keeps
-# datetimes as text): ~20 us of a ~190 us answer. A column they read and this leaves out would cost a
-# query of its own: tests/sso/test_introspection_client_cache.py counts them.
-TOLD = ("user_id", "application_id", "expires", "scope", "created", "user__email", "user__is_active",
-        "refresh_token__token_family")
-ACCESS_TOKENS = Prepared(lambda checksum: AccessToken.objects.select_related("application", "user", "refresh_token")
-                         .only(*TOLD).filter(token_checksum=checksum))
-# The same read for an asking client that is not the token's own (the mail server, kept by the fast path):
-# of the token's client only what body() tells, its client_id (~15 us less: a model with some 25 fields).
-ACCESS_TOKENS_OF_OTHERS = Prepared(lambda checksum: AccessToken.objects
-                                   .select_related("application", "user", "refresh_token")
-                                   .only(*TOLD, "application__client_id").filter(token_checksum=checksum))
 
 
 def checksum(value: str) -> str:

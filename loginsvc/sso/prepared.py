@@ -165,5 +165,3 @@ class Kept:
         kept = self.rows.get(value)
         return kept is not None and self.clock() < kept[0]
 
-    def clear(self) -> None:
-        self.rows.clear()

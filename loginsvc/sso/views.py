@@ -39,7 +39,7 @@ from oauth2_provider.signals import app_authorized
 from oauthlib.common import Request as OAuthRequest
 
 from loginsvc import conf
-from loginsvc.accounts.views import OAUTH_NO_STORE, no_store
+from loginsvc.accounts.views import oauth_no_store
 from loginsvc.mfa import factors, pending
 from loginsvc.sso import acr, audit, central, device, introspection, keys
 from loginsvc.sso.validators import GrantRefused, Retried, Validator, is_loopback
@@ -70,7 +70,7 @@ def refuse_nul(view: Any) -> Any:
             if page is not None:
                 error = {"error": body["error"], "description": body["error_description"]}
                 return render(request, page, {"error": error}, status=400)
-            return no_store(JsonResponse(body, status=400), OAUTH_NO_STORE)
+            return oauth_no_store(JsonResponse(body, status=400))
         return view(request, *args, **kwargs)
     return wrapped
 
@@ -310,16 +310,16 @@ def introspect_view(request: HttpRequest) -> HttpResponse:
         audit.refused(request, "introspect", "invalid_client")
         response = JsonResponse({"error": "invalid_client"}, status=401)
         response["WWW-Authenticate"] = 'Basic realm="introspection"'
-        return no_store(response, OAUTH_NO_STORE)
+        return oauth_no_store(response)
     value = request.POST.get("token")
     if not value:
-        return no_store(JsonResponse({"error": "invalid_request", "error_description": "token is missing"},
-                                     status=400), OAUTH_NO_STORE)
+        return oauth_no_store(JsonResponse({"error": "invalid_request", "error_description": "token is missing"},
+                                           status=400))
     if len(value) > introspection.MAX_TOKEN_LENGTH:  # longer than any token we issue: one we did not issue
-        return no_store(JsonResponse({"active": False}), OAUTH_NO_STORE)
+        return oauth_no_store(JsonResponse({"active": False}))
     token = introspection.token_of(value, request.POST.get("token_type_hint", ""),
                                    _read(AccessToken), _read(RefreshToken, "access_token"))
-    return no_store(JsonResponse(introspection.body(client, token)), OAUTH_NO_STORE)
+    return oauth_no_store(JsonResponse(introspection.body(client, token)))
 
 
 GRANT_TYPES = ("authorization_code", "refresh_token", device.GRANT_TYPE)
@@ -383,12 +383,11 @@ class TokenView(toolkit.TokenView):
                 refused = ("invalid_grant", refusal.description)
             except Retried as retried:
                 audit.retried(request, retried.client_id)
-                response = no_store(JsonResponse(retried.answer), OAUTH_NO_STORE)
+                response = oauth_no_store(JsonResponse(retried.answer))
             except AccessToken.DoesNotExist:
                 refused = ("invalid_grant", "the grant was revoked by a concurrent request")
         if refused is not None:
-            response = no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400),
-                                OAUTH_NO_STORE)
+            response = oauth_no_store(JsonResponse({"error": refused[0], "error_description": refused[1]}, status=400))
         assert response is not None
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
             response = _as_json_error(response)
@@ -420,9 +419,9 @@ def _as_json_error(response: HttpResponse) -> HttpResponse:
     try:
         json.loads(response.content)
     except ValueError:
-        return no_store(JsonResponse({"error": "invalid_request"}, status=response.status_code), OAUTH_NO_STORE)
+        return oauth_no_store(JsonResponse({"error": "invalid_request"}, status=response.status_code))
     response["Content-Type"] = "application/json"
-    return no_store(response, OAUTH_NO_STORE)
+    return oauth_no_store(response)
 
 
 @method_decorator(csrf_exempt, name="dispatch")

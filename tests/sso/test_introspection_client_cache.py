@@ -1,7 +1,7 @@
 """The mail server's introspection on the SSO fast path: its client row kept a second, the token read lean.
 
 The fast path (sso/fast_token.py) keeps an asking client that is not the token's own for
-CLIENT_KEEP_SECONDS and reads of a token only what introspection tells (introspection.ACCESS_TOKENS).
+CLIENT_KEEP_SECONDS and reads of a token only what introspection tells (sso/reads.py's INTROSPECTED_TOKENS).
 These tests hold what that must not change: the same bytes as Django's path, one query per answer,
 client authentication on every request, a revoked token refused at once, the login name only for a
 token whose scope allows it, and a changed client seen within CLIENT_KEEP_SECONDS. Real database,
@@ -20,7 +20,7 @@ from oauth2_provider.models import AccessToken, Application
 
 from loginsvc.sso import fast_token, introspection as told
 from loginsvc.sso.prepared import Kept
-from loginsvc.sso.reads import APPLICATIONS
+from loginsvc.sso.reads import APPLICATIONS, INTROSPECTED_TOKENS
 from tests.conftest import PASSWORD, login
 from tests.mailclients import oauth
 from tests.mailclients.test_mail_tokens import tokens
@@ -145,7 +145,7 @@ def test_the_lean_read_tells_what_the_whole_row_tells(dovecot, mail, product, si
     own = tokens_for(signed_in, product)["access_token"]
     for value, asking in ((mail["access_token"], client), (own, APPLICATIONS.first(product.client_id))):
         digest = told.checksum(value)
-        lean = told.ACCESS_TOKENS.first(digest)
+        lean = INTROSPECTED_TOKENS.first(digest)
         whole = AccessToken.objects.select_related("application", "user", "refresh_token").get(token_checksum=digest)
         assert lean.application.get_deferred_fields() == set()  # the asking client may authenticate against it
         expected = told.body(asking, whole)  # reads the sign-in's amr once: the process keeps it
