@@ -173,10 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1  # not reached: exec replaced this process
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 class ImapClient(imaplib.IMAP4):
     """imaplib's client on a Dovecot of this machine, connecting from a chosen loopback address: Dovecot keeps its
     auth penalty per client address, so tests and load runs spread their logins over 127/8."""
@@ -187,3 +183,7 @@ class ImapClient(imaplib.IMAP4):
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -122,14 +122,19 @@ def _child_env(pure: bool) -> dict[str, str]:
     return dict(env, **{compiled.PURE_ENV: "1"}) if pure else env
 
 
+def _this(kind: str, requests: int, mirroring: bool, *more: str) -> list[str]:
+    """The command line that runs this module as a child process (one measurement)."""
+    return [sys.executable, "-m", "loadtests.bench.hot_path", "--request", kind, "--requests", str(requests),
+            *(["--mirroring"] if mirroring else []), *more]
+
+
 def instructions_per_request(kind: str, pure: bool = False, mirroring: bool = False) -> int | None:
     """Instructions per request counted by callgrind (None without valgrind): two runs, the difference.
     `pure`: on the plain-Python modules (CANARY_PURE_PYTHON=1) instead of the compiled ones."""
     if shutil.which("valgrind") is None:
         return None
-    extra = ["--mirroring"] if mirroring else []
-    counts = [callgrind_total([sys.executable, "-m", "loadtests.bench.hot_path", "--request", kind, "--requests",
-                               str(n), "--warmup", "200", *extra], _child_env(pure), ROOT) for n in (500, 4500)]
+    counts = [callgrind_total(_this(kind, n, mirroring, "--warmup", "200"), _child_env(pure), ROOT)
+              for n in (500, 4500)]
     return (counts[1] - counts[0]) // 4000
 
 
@@ -147,8 +152,8 @@ def micros_per_request(kind: str, pure: bool, requests: int = 50_000, mirroring:
     """Best of 3 fresh processes (each warmed up), on the compiled or the plain-Python modules."""
     best = float("inf")
     for _ in range(3):
-        r = subprocess.run([sys.executable, "-m", "loadtests.bench.hot_path", "--request", kind, "--requests",
-                            str(requests), *(["--mirroring"] if mirroring else [])], capture_output=True, text=True, timeout=600, env=_child_env(pure), cwd=ROOT)
+        r = subprocess.run(_this(kind, requests, mirroring), capture_output=True, text=True, timeout=600,
+                           env=_child_env(pure), cwd=ROOT)
         found = re.search(r"([\d.]+) us per request", r.stdout)
         if r.returncode != 0 or found is None:
             raise RuntimeError(f"hot path run failed: {r.stderr[-500:]}")
