@@ -220,6 +220,14 @@ def test_cli_makes_lists_and_revokes_links(router) -> None:
             (args, bad.stderr)
 
 
+def test_link_ids_never_read_as_an_option() -> None:
+    """Ids go on a command line (`--revoke ID`): every byte value yields one that cannot start with "-"."""
+    from canary.dataplane.testers import link_id
+    for b in range(256):
+        link = link_id(bytes([b]) * 12)
+        assert len(link) == 24 and link.isalnum() and not link.startswith("-") and "." not in link, link
+
+
 @pytest.mark.parametrize("store", ["file", "redis"])
 def test_changes_made_at_once_on_two_routers_are_all_kept(store: str, clusters, router_factory, request) -> None:
     """The shared state is read, changed and written as one step (flock, or WATCH/MULTI in Redis): twenty links
