@@ -21,7 +21,7 @@ def production_env(tmp_path, **extra: str) -> dict[str, str]:
     env = node_env(tmp_path, plugin.REDIS.url, LOGINSVC_MODE="production",
                    DJANGO_ALLOWED_HOSTS="login.example.test", DJANGO_SECRET_KEY=STRONG_KEY,
                    LOGINSVC_OIDC_ISSUER="https://login.example.test", LOGINSVC_OIDC_KEY_FILE=str(key_file),
-                   LOGINSVC_MFA_KEY_FILE=str(mfa_key), EMAIL_URL="smtps://login@mx.example.test",
+                   LOGINSVC_MFA_KEY_FILE=str(mfa_key), EMAIL_URL="smtps://mx.example.test",
                    LOGINSVC_IMAP_SERVER="imaps://mail.example.test",
                    LOGINSVC_SUBMISSION_SERVER="smtp://mail.example.test:587?starttls=1")
     env.update(extra)

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import base64
 import os
-import ssl
 from collections.abc import Mapping
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from canary.alerts.pipelines import Email, Pipeline, PipelineError, Sentry, Webhook, fingerprint
+from sharedlib import smtp_url
 
-SMTP_PORTS = {"smtp": 25, "smtps": 465}
-SMTP_OPTIONS = ("starttls", "cafile")
-YES, NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 SHORTEST_SECRET = 4     # shorter strings are not scrubbed from error texts: they would mangle ordinary words
 
 
@@ -58,41 +55,22 @@ def webhook(url: str, where: str) -> Webhook:
 
 
 def email(env: Mapping[str, str]) -> Email:
-    """The email pipeline of ALERT_SMTP_URL: TLS as the URL asks (verified against the system's CAs, or the
-    `cafile=` ones), credentials only inside TLS, recipients from ALERT_EMAIL_TO."""
-    key = "ALERT_SMTP_URL"
-    parts, port = _split(env[key].strip(), key, tuple(SMTP_PORTS))
-    if parts.path not in ("", "/") or parts.fragment:
-        raise PipelineError(f"{key}: takes no path: smtp[s]://[user:password@]host[:port][?starttls=1&cafile=FILE]")
-    options = _options(parts.query, key)
-    starttls = options.get("starttls", "0").lower()
-    if starttls not in YES + NO:
-        raise PipelineError(f"{key}: starttls= takes 1 or 0")
-    if starttls in YES and parts.scheme == "smtps":
-        raise PipelineError(f"{key}: starttls=1 with smtps:// (TLS from the first byte already): use one of them")
-    tls = "implicit" if parts.scheme == "smtps" else "starttls" if starttls in YES else "none"
-    user, password = _credentials(parts)
-    password = _password_file(env, user, password)
-    if password is not None and not user:
-        raise PipelineError(f"{key}: a password without a user: smtp[s]://USER:PASSWORD@host")
-    if user and password is None:
-        raise PipelineError(f"{key}: a user without a password: add it (percent-encoded) "
-                            "or set ALERT_SMTP_PASSWORD_FILE")
-    if password is not None and not password.isascii():
-        raise PipelineError(f"{key}: the password has non-ASCII characters, which SMTP AUTH here cannot send")
-    if user and tls == "none":
-        raise PipelineError(f"{key}: credentials over plain smtp:// would cross the network in clear: "
-                            "use smtps:// or ?starttls=1")
-    if "cafile" in options and tls == "none":
-        raise PipelineError(f"{key}: cafile= needs TLS: smtps:// or ?starttls=1")
+    """The email pipeline of ALERT_SMTP_URL (sharedlib/smtp_url.py's grammar, as EMAIL_URL's): TLS as the URL
+    asks, verified against the system's CAs or the `cafile=` ones, credentials only inside TLS, recipients from
+    ALERT_EMAIL_TO."""
+    url = env["ALERT_SMTP_URL"]
+    try:
+        server = smtp_url.parse(url, "ALERT_SMTP_URL", env.get("ALERT_SMTP_PASSWORD_FILE", "").strip(),
+                                "ALERT_SMTP_PASSWORD_FILE")
+    except smtp_url.UrlError as exc:
+        raise PipelineError(str(exc)) from None
     to = tuple(a.strip() for a in env.get("ALERT_EMAIL_TO", "").split(",") if a.strip())
     if not to or not all("@" in a for a in to):
         raise PipelineError("ALERT_EMAIL_TO: one or more addresses, comma-separated, are needed with ALERT_SMTP_URL")
-    port = port or SMTP_PORTS[parts.scheme]
-    return Email(name=f"email {parts.hostname}:{port}", host=parts.hostname or "", port=port, to=to,
-                 sender=env.get("ALERT_EMAIL_FROM", "").strip() or "canary-alerts@localhost", tls=tls, user=user,
-                 password=password or "", context=None if tls == "none" else _tls_context(options.get("cafile"), key),
-                 secrets=_secrets(parts.password, password))
+    return Email(name=f"email {server.host}:{server.port}", host=server.host, port=server.port, to=to,
+                 sender=env.get("ALERT_EMAIL_FROM", "").strip() or "canary-alerts@localhost", tls=server.tls,
+                 user=server.user, password=server.password, context=server.ssl_context(),
+                 secrets=_secrets(urlsplit(url.strip()).password, server.password))
 
 
 def sentry(dsn: str) -> Sentry:
@@ -108,69 +86,15 @@ def sentry(dsn: str) -> Sentry:
 
 def _split(url: str, where: str, schemes: tuple[str, ...]) -> tuple[SplitResult, int | None]:
     """The URL's parts and port, checked; an error names `where` and the problem, never the URL."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in schemes:
-        raise PipelineError(f"{where}: the scheme must be {' or '.join(s + '://' for s in schemes)}")
     try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise PipelineError(f"{where}: the port is not a number from 1 to 65535")
-    if not parts.hostname:
-        raise PipelineError(f"{where}: no host")
-    return parts._replace(scheme=parts.scheme.lower()), port
+        return smtp_url.split(url, where, schemes)
+    except smtp_url.UrlError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def _credentials(parts: SplitResult) -> tuple[str, str | None]:
     """The URL's user and password, percent-decoded (RFC 3986 §3.2.1); None: no password given."""
     return unquote(parts.username or ""), None if parts.password is None else unquote(parts.password)
-
-
-def _options(query: str, key: str) -> dict[str, str]:
-    """ALERT_SMTP_URL's ?name=value options: only the known ones, each once."""
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
-    except ValueError:
-        raise PipelineError(f"{key}: the query is not name=value pairs") from None
-    options: dict[str, str] = {}
-    for name, value in pairs:
-        if name not in SMTP_OPTIONS or name in options:
-            raise PipelineError(f"{key}: {'repeated' if name in options else 'unknown'} option {name[:20]!r} "
-                                f"(known: {', '.join(SMTP_OPTIONS)})")
-        options[name] = value
-    return options
-
-
-def _password_file(env: Mapping[str, str], user: str, password: str | None) -> str | None:
-    """The password from ALERT_SMTP_PASSWORD_FILE (one line; a trailing newline is not part of it), as the
-    project's other secrets may come from a file rather than the environment. A named file must be there."""
-    path = env.get("ALERT_SMTP_PASSWORD_FILE", "").strip()
-    if not path:
-        return password
-    if password is not None:
-        raise PipelineError("ALERT_SMTP_PASSWORD_FILE: ALERT_SMTP_URL has a password too: keep one of them")
-    if not user:
-        raise PipelineError("ALERT_SMTP_PASSWORD_FILE: ALERT_SMTP_URL names no user (smtp[s]://USER@host)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = f.read().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"ALERT_SMTP_PASSWORD_FILE: cannot read {path!r} "
-                            f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
-    if not value:
-        raise PipelineError(f"ALERT_SMTP_PASSWORD_FILE: {path!r} is empty")
-    return value
-
-
-def _tls_context(cafile: str | None, key: str) -> ssl.SSLContext:
-    """Certificate and host name verified (ssl's defaults, TLS 1.2 or later); `cafile`: trust the CA
-    certificates in that PEM file instead of the system's (a private CA, or a test's own)."""
-    try:
-        return ssl.create_default_context(cafile=cafile or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise PipelineError(f"{key}: cafile={cafile!r} cannot be loaded "
-                            f"({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _secrets(*values: str | None) -> tuple[str, ...]:
