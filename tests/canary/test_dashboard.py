@@ -2,7 +2,8 @@
 HttpOnly SameSite session cookie, CSRF and origin checks on every control, the security headers; sessions ended
 server-side (sign-out, sign-out-all, token rotation) on every router sharing the state (file or real Redis);
 the per-address back-off for wrong tokens and its log line; then headless Chromium signs in, watches the charts
-move under traffic, drives a ramp and a rollback through the controls (confirming each), and saves screenshots."""
+move under traffic, drives a ramp, a rollback and a plan with a mirror step through the controls (confirming
+each), and saves screenshots."""
 from __future__ import annotations
 
 import asyncio
@@ -304,6 +305,22 @@ def test_chromium_signs_in_watches_the_charts_move_and_drives_a_ramp_and_a_rollb
     assert confirm(chrome) == "Roll the canary back to 0% of new sessions?"
     wait_for(lambda: router.status()["percent"] == 0, 5, "the rollback through the dashboard")
     wait_for(lambda: "rollback: green" in chrome.find_element(By.ID, "events").text, 10, "the rollback alert listed")
+
+    steps = chrome.find_element(By.ID, "plan-steps")         # a plan whose first step mirrors, typed in the form
+    steps.clear()
+    steps.send_keys("mirror:25, 12,20,50,100")
+    chrome.find_element(By.ID, "plan-start").click()
+    assert confirm(chrome) == "Start a ramp plan mirror:25 → 12% → 20% → 50% → 100%, holding each step 300 s?"
+    wait_for(lambda: (router.status()["plan"] or {}).get("phase") == "mirror", 5, "the plan's mirror step")
+    status = router.status()
+    assert status["percent"] == 0 and status["plan"]["steps"] == [12, 20, 50, 100] and status["plan"]["mirror"] == 25
+    assert status["mirror"]["cluster"] == "green" and status["mirror"]["percent"] == 25
+    wait_for(lambda: "mirror step (25% copied) of 12,20,50,100" in chrome.find_element(By.ID, "plan").text, 5,
+             "the mirror step on the page")
+    chrome.find_element(By.ID, "plan-abort").click()
+    assert confirm(chrome) == "Abort the ramp plan? (share back to 0%)"
+    wait_for(lambda: router.status()["plan"]["status"] == "aborted" and router.status()["mirror"] is None, 5,
+             "the plan and its copies ended from the dashboard")
 
     for backend in green:                                   # a failover: the dashboard is the router's, it stays
         backend.kill()

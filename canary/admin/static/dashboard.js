@@ -175,9 +175,12 @@ function controls() {
     "Roll the canary back to 0% of new sessions?", "POST", "/api/rollback"));
   document.getElementById("plan-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const steps = document.getElementById("plan-steps").value.split(",").map((s) => Number(s.trim()));
+    // Sent as typed: the router parses it ("12,20,50,100", or "mirror:25,12,20,50,100" with a mirror step
+    // first) and names a bad item in its refusal, which the page shows.
+    const steps = document.getElementById("plan-steps").value.replace(/\s+/g, "");
     const hold = Number(document.getElementById("plan-hold").value);
-    act(`Start a ramp plan ${steps.join(" → ")}%, holding each step ${hold} s?`, "POST", "/api/plan/start", { steps, hold });
+    const shown = steps.split(",").map((s) => (s.startsWith("mirror") ? s : `${s}%`)).join(" → ");
+    act(`Start a ramp plan ${shown}, holding each step ${hold} s?`, "POST", "/api/plan/start", { steps, hold });
   });
   // Ends every session on every router, this one too: the next poll gets a 401 and shows the sign-in form.
   document.getElementById("sign-out-all").addEventListener("click", () => act(
