@@ -109,6 +109,9 @@ class Validator(OAuth2Validator):
     def finalize_id_token(self, id_token: dict, token: dict, token_handler: Any, request: Request) -> str:
         claims, expiration_time = self.get_id_token_dictionary(token, token_handler, request)
         id_token.update(**claims)
+        # iat from the clock read that made exp (oauthlib read its own a moment before, and a second could
+        # tick over in between): the token lives exactly ID_TOKEN_EXPIRE_SECONDS.
+        id_token["iat"] = id_token["exp"] - oauth2_settings.ID_TOKEN_EXPIRE_SECONDS
         if "nonce" not in id_token and request.nonce:  # oauthlib #746, as the toolkit works around it
             id_token["nonce"] = request.nonce
         key = keys.ring().signing_key()
