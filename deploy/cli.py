@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator, NoReturn
 
 from deploy import programs
+from deploy.maildir import message_id, stored_at
 from deploy.node import manage
 from deploy.operations import Stack
 from deploy.router_client import RouterError
@@ -140,20 +141,15 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # a message must not dri
 
 
 def mail_files(box: Path) -> list[Path]:
-    """The Maildir's messages (new/ and cur/), oldest first."""
+    """The Maildir's messages (new/ and cur/), oldest first: in the order the server stored them (deploy/maildir.py)."""
     files = []
     for sub in ("new", "cur"):
         for path in (box / sub).glob("[!.]*"):
             try:
-                files.append((path.stat().st_mtime_ns, path.name, path))
+                files.append((stored_at(path), path.name, path))
             except FileNotFoundError:  # moved by a mail reader meanwhile
                 pass
     return [path for _, _, path in sorted(files)]
-
-
-def message_id(path: Path) -> str:
-    """A message's unique name, the same in new/ and after a reader moved it to cur/ (which adds ':2,…')."""
-    return path.name.split(":")[0]
 
 
 def plain_text(message: EmailMessage) -> str:
@@ -183,7 +179,7 @@ def print_messages(paths: list[Path], seen: set[str]) -> None:
             print(format_message(path), flush=True)
         except FileNotFoundError:   # moved to cur/ meanwhile: printed on the next round
             continue
-        seen.add(message_id(path))
+        seen.add(message_id(path.name))
 
 
 def show_mail(box: Path, count: int, follow: bool) -> int:
@@ -193,7 +189,7 @@ def show_mail(box: Path, count: int, follow: bool) -> int:
     files = mail_files(box)
     if not files:
         print(f"no mail yet in {box}/" if box.is_dir() else f"no mail yet: {box}/ does not exist", flush=True)
-    seen = {message_id(p) for p in files}
+    seen = {message_id(p.name) for p in files}
     print_messages(files[-count:], seen)
     if not follow:
         return 0
@@ -201,7 +197,7 @@ def show_mail(box: Path, count: int, follow: bool) -> int:
     try:
         while True:
             time.sleep(POLL_SECONDS)
-            print_messages([p for p in mail_files(box) if message_id(p) not in seen], seen)
+            print_messages([p for p in mail_files(box) if message_id(p.name) not in seen], seen)
     except KeyboardInterrupt:
         return 0
 

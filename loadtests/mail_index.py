@@ -1,8 +1,8 @@
 """The stack's Maildir read as it fills: which recovery-code mails arrived, for whom, and when."""
 # When a mail was received: deploy/mail_server.py stores each message the moment its SMTP transaction ends, with
 # Python's mailbox.Maildir, which names the file after time.time() to the microsecond ("1796611456.M453446P…"):
-# the same clock the load generator reads (this machine's). A file named otherwise (another writer) is timed
-# by its mtime, written a fraction of a millisecond later, but kept by some kernels only to the timer tick.
+# the same clock the load generator reads (this machine's). deploy/maildir.py reads that name (or, for a file
+# named otherwise by another writer, its mtime, kept by some kernels only to the timer tick).
 # The Date header will not do: the sender writes it, to the second, before it connects. Why the subject: it
 # names the kind of mail and carries the code (templates/mail/recovery_code_subject.txt); no body is read.
 from __future__ import annotations
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
+from deploy.maildir import message_id, stored_at
+
 RECOVERY_SUBJECT = re.compile(r"recovery code: *\d{8}\s*$", re.IGNORECASE)
-STORED_AT = re.compile(r"(\d{9,12})\.M(\d{1,6})P")   # mailbox.Maildir's unique name: seconds, then microseconds
 HEADER_BYTES = 64 * 1024     # the headers of one message; a message's body is never needed
 MAX_MAILS = 200_000          # recovery mails kept in memory; a Maildir holding more is not this tool's to read
 
@@ -28,19 +29,6 @@ class Mail:
     recipient: str
     received: float
     name: str
-
-
-def unique_name(file_name: str) -> str:
-    """A message's name, the same in new/ and after a reader moved it to cur/ (which appends ':2,…')."""
-    return file_name.split(":", 1)[0]
-
-
-def stored_at(path: Path) -> float:
-    """When the mail server stored the file at `path` (epoch seconds): from its Maildir name, else its mtime."""
-    stamp = STORED_AT.match(path.name)
-    if stamp:
-        return int(stamp.group(1)) + int(stamp.group(2)) / 1e6
-    return path.stat().st_mtime_ns / 1e9
 
 
 def read_recovery_mail(path: Path, received: float | None = None) -> Mail | None:
@@ -64,7 +52,7 @@ def read_recovery_mail(path: Path, received: float | None = None) -> Mail | None
         return None
     if not addresses:
         return None
-    return Mail(addresses[0].lower(), received, unique_name(path.name))
+    return Mail(addresses[0].lower(), received, message_id(path.name))
 
 
 class MailIndex:
@@ -85,7 +73,7 @@ class MailIndex:
             except FileNotFoundError:
                 continue
             for entry in entries:
-                key = unique_name(entry.name)
+                key = message_id(entry.name)
                 if entry.name.startswith(".") or key in self.seen:
                     continue
                 try:

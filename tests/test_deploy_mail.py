@@ -174,3 +174,20 @@ def test_follow_prints_a_message_sent_after_it_started_and_ctrl_c_exits_0(server
 def test_follow_and_failed_together_exit_2_with_one_line(tmp_path: Path) -> None:
     result = run("deploy", "mail", "--follow", "--failed", "--var-dir", str(tmp_path))
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and result.stdout == "", result
+
+
+def test_messages_are_ordered_by_the_microsecond_in_their_names_not_by_mtime_or_text(tmp_path: Path) -> None:
+    """Two mails stored in one timer tick share an mtime; their names still order them, numerically."""
+    from deploy.cli import mail_files
+    from deploy.maildir import message_id, stored_at
+    for sub in ("new", "cur"):
+        (tmp_path / sub).mkdir()
+    later = tmp_path / "new" / "1796611456.M101234P77Q1.localhost"     # "M1…" sorts first as text
+    earlier = tmp_path / "cur" / "1796611456.M99871P77Q2.localhost:2,S"
+    foreign = tmp_path / "new" / "written-by-another-program"
+    for path, mtime in ((later, 1_796_611_450), (earlier, 1_796_611_456), (foreign, 1_796_611_457)):
+        path.write_text("x")
+        os.utime(path, ns=(0, mtime * 10**9))       # later's mtime would put it first; foreign has only its mtime
+    assert mail_files(tmp_path) == [earlier, later, foreign]
+    assert stored_at(earlier) == 1796611456.099871 and stored_at(foreign) == 1796611457.0
+    assert message_id(earlier.name) == "1796611456.M99871P77Q2.localhost"

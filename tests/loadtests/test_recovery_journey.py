@@ -126,7 +126,8 @@ def test_each_code_is_timed_from_its_request_to_the_file_the_mail_server_wrote(m
         [path] = [p for p in (mail_stack.maildir / "new").iterdir() if p.name.startswith(mail.name)]
         seconds, micros = path.name.split("P")[0].split(".M")
         assert mail.received == int(seconds) + int(micros) / 1e6
-        assert 0 <= path.stat().st_mtime_ns / 1e9 - mail.received < 1.0   # written a moment later
+        # written a moment later, by the kernel's coarse clock: up to a timer tick behind time.time()
+        assert -0.02 <= path.stat().st_mtime_ns / 1e9 - mail.received < 1.0
 
     outcomes = match(asked, mails, LIMIT)
     assert [o.state for o in outcomes] == [DELIVERED, DELIVERED, DELIVERED, LIMITED, LOST]
