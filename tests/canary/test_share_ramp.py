@@ -37,13 +37,15 @@ def cluster_of(r, pins: list[str]) -> list[str]:
     return out
 
 
-def test_share_within_4_points_over_1500_browsers(router):
+def test_share_within_6_points_over_1500_browsers(router):
+    """Random buckets: 30 % of 1500 has a standard deviation of 1.2 points, so 6 is five of them (a false
+    failure in ~3 million runs; 4 points failed one run in ~1500)."""
     assert router.status()["percent"] == 0
     assert {cl for _, cl in fresh_clients(router, 50)} == {"blue"}
     router.ramp(30)
     got = fresh_clients(router, 1500)
     share = 100 * sum(cl == "green" for _, cl in got) / len(got)
-    assert abs(share - 30) <= 4, share
+    assert abs(share - 30) <= 6, share
 
 
 def test_ramp_is_monotone_and_pins_are_stable(router):
@@ -62,5 +64,5 @@ def test_ramp_is_monotone_and_pins_are_stable(router):
     at10 = cluster_of(router, pins)
     # lowering only moves canary users back to stable
     assert all(b == "blue" for a, b in zip(at50, at10) if a == "blue")
-    assert abs(100 * at10.count("green") / 600 - 10) <= 5
+    assert abs(100 * at10.count("green") / 600 - 10) <= 6      # five standard deviations (1.2 points)
     assert cluster_of(router, pins) == at10

@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 
 from loginsvc.mfa import totp
 from tests.conftest import PASSWORD, login
-from tests.mfa.conftest import app_code, password_step
+from tests.mfa.conftest import confirm_with_last_step, password_step
 from tests.sso.conftest import authorize_params, pkce, redirect_params, register
 
 
@@ -68,7 +68,7 @@ def test_after_the_grace_period_products_need_the_second_factor(client: Client, 
         page = client.get("/account/mfa/?policy=1").content.decode()
         assert 'id="mfa-policy"' in page and 'id="later"' not in page
         device = totp.start_enrolment(staff)
-        assert totp.confirm(device, app_code(staff, -1))
+        assert confirm_with_last_step(device)
         # A factor now: this session (password only) is asked for it before any product's code.
         response = authorize(client, webmail)
         assert response["Location"].startswith("/login/mfa/?next=")

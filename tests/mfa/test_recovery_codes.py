@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from loginsvc.mfa import recovery, totp
 from loginsvc.mfa.models import RecoveryCode
 from tests.conftest import PASSWORD, login
-from tests.mfa.conftest import app_code, on_two_nodes_at_once
+from tests.mfa.conftest import confirm_with_last_step, on_two_nodes_at_once
 
 
 @pytest.mark.django_db
@@ -58,7 +58,7 @@ def test_mfa_reset_takes_every_factor_and_every_session(user, client) -> None:
     """`manage.py mfa_reset EMAIL`: for an owner who lost every factor; bad input is one line, exit 1."""
     assert login(client, user.email, PASSWORD).status_code == 302  # a session from before
     device = totp.start_enrolment(user)
-    assert totp.confirm(device, app_code(user, -1))
+    assert confirm_with_last_step(device)
     recovery.new_set(user)
     out = io.StringIO()
     call_command("mfa_reset", user.email.upper(), stdout=out)

@@ -11,7 +11,7 @@ from django.test import Client
 from loginsvc.mfa import totp
 from loginsvc.sso.models import Product as ProductRow
 from tests.conftest import PASSWORD, csrf_from, login
-from tests.mfa.conftest import app_code
+from tests.mfa.conftest import app_code, confirm_with_last_step
 from tests.sso.conftest import authorize_params, exchange, pkce, redirect_params, register, token
 from tests.sso.tokens import introspect, unverified_claims
 
@@ -51,7 +51,7 @@ def password_session(client: Client, user) -> Client:
     """Signed in with the password alone (no second factor then); the user adds an app afterwards."""
     assert login(client, user.email, PASSWORD).status_code == 302
     device = totp.start_enrolment(user)
-    assert totp.confirm(device, app_code(user, -1))
+    assert confirm_with_last_step(device)
     return client
 
 
@@ -123,7 +123,7 @@ def test_a_require_mfa_product_never_gets_a_password_only_code(client: Client, u
     assert b'id="mfa-required"' in page.content
     assert authorize(client, webmail, prompt="none")[0]["Location"].count("error=interaction_required") == 1
     device = totp.start_enrolment(user)
-    assert totp.confirm(device, app_code(user, -1))
+    assert confirm_with_last_step(device)
     response, verifier = authorize(client, webmail)
     after = second_step(client, response["Location"], app_code(user))
     assert unverified_claims(id_token_of(webmail, after, verifier)["id_token"])["acr"] == "2"

@@ -17,7 +17,7 @@ from loginsvc.mail import delivery
 from loginsvc.mfa.models import TOTPDevice
 from loginsvc.staff.models import AuditEvent
 from tests.conftest import PASSWORD, csrf_from, login
-from tests.mfa.conftest import app_code, mfa_user, post_json  # noqa: F401 - mfa_user is a fixture
+from tests.mfa.conftest import app_code, confirm_with_last_step, mfa_user, post_json  # noqa: F401 - mfa_user is a fixture
 from tests.sso.conftest import register
 from tests.sso.tokens import bearer, tokens_for
 
@@ -30,7 +30,7 @@ def _staff(with_factor: bool = True) -> User:
     staff = User.objects.create_user(STAFF_EMAIL, PASSWORD, is_staff=True)
     if with_factor:
         device = totp.start_enrolment(staff)
-        assert totp.confirm(device, app_code(staff, -1))
+        assert confirm_with_last_step(device)
     return staff
 
 
@@ -66,7 +66,7 @@ def test_the_admin_signs_in_on_the_service_page_and_asks_staff_for_a_second_fact
     assert refused.status_code == 403 and b"second factor" in refused.content
     from loginsvc.mfa import totp  # with a factor, a password-only session is sent to sign in again
 
-    assert totp.confirm(totp.start_enrolment(staff), app_code(staff, -1))
+    assert confirm_with_last_step(totp.start_enrolment(staff))
     again = password_only.get("/admin/login/?next=/admin/")
     assert again.status_code == 302 and again["Location"] == "/login/?next=%2Fadmin%2F&reauth=1"
 
@@ -183,7 +183,7 @@ def test_staff_cannot_act_on_staff_or_themselves_but_a_superuser_can(user: Any) 
     from loginsvc.mfa import totp
 
     boss = User.objects.create_user("boss@example.test", PASSWORD, is_staff=True, is_superuser=True)
-    assert totp.confirm(totp.start_enrolment(boss), app_code(boss, -1))
+    assert confirm_with_last_step(totp.start_enrolment(boss))
     assert _action(_signed_in_staff(boss), "deactivate", colleague).status_code == 302
     colleague.refresh_from_db()
     assert not colleague.is_active
