@@ -273,6 +273,8 @@ OPTIONS: dict[str, Option] = {
                                "the issuer's origin (and the same port on localhost for a loopback issuer)."),
     "WEBAUTHN_CHALLENGE_SECONDS": Option(120, _positive_int, "A passkey ceremony must finish this long after "
                                          "it starts; its challenge then works once."),
+    "PASSKEY_OPTIONS_IP_REQUESTS": Option(120, _positive_int, "Passkey ceremonies (POST /api/passkey/options) one "
+                                          "client network may start per minute; beyond, 429 with Retry-After."),
     # --- Single sign-on (loginsvc/sso, docs/sso.md) ---
     "OIDC_ISSUER": Option("http://127.0.0.1:8000", normalise_origin,
                           "The provider's public origin: the router's, never a node's (the iss of every token)."),

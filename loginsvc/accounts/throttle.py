@@ -55,7 +55,7 @@ from loginsvc.accounts.throttle_db import DatabaseStore
 from sharedlib.throttle_rules import Counter, Rule
 
 __all__ = ["Attempt", "Counter", "DatabaseStore", "Rule", "begin", "client_network", "gave_password",
-           "recovery_request", "step_up", "step_up_check", "succeeded"]
+           "passkey_options_request", "recovery_request", "step_up", "step_up_check", "succeeded"]
 
 log = logging.getLogger(__name__)
 PREFIX = "loginsvc:bf:"
@@ -251,17 +251,25 @@ def recovery_request(ip: str) -> int:
     """Count one request for a mailed recovery code from this client network: 0 when it may go on, else
     the seconds until it may (`RECOVERY_IP_REQUESTS` per hour, a fixed window). The account's own limit
     (codes mailed per hour) is kept with the codes (selfservice/recovery.py)."""
-    return _per_network_hour("recovery_ip", "r:", conf.get("RECOVERY_IP_REQUESTS"), ip)
+    return _per_network("recovery_ip", "r:", conf.get("RECOVERY_IP_REQUESTS"), 3600, ip)
 
 
 def device_request(ip: str) -> int:
     """Count one device authorization (RFC 8628 §3.1) from this client network, as recovery_request does
     (`DEVICE_IP_REQUESTS` per hour): each keeps a grant waiting, and a flood of them would crowd the codes."""
-    return _per_network_hour("device_ip", "d:", conf.get("DEVICE_IP_REQUESTS"), ip)
+    return _per_network("device_ip", "d:", conf.get("DEVICE_IP_REQUESTS"), 3600, ip)
 
 
-def _per_network_hour(scope: str, prefix: str, limit: int, ip: str) -> int:
-    rule = Rule(limit, 3600, 3600, 3600, sliding=False)
+def passkey_options_request(ip: str) -> int:
+    """Count one passkey ceremony started from this client network, as recovery_request does
+    (`PASSKEY_OPTIONS_IP_REQUESTS` per minute): each leaves a challenge row for two minutes, and anyone may
+    start one (the login page does, for passkey autofill), so a flood would be a flood of database writes."""
+    return _per_network("passkey_options_ip", "o:", conf.get("PASSKEY_OPTIONS_IP_REQUESTS"), 60, ip)
+
+
+def _per_network(scope: str, prefix: str, limit: int, seconds: int, ip: str) -> int:
+    """`limit` requests per fixed window of `seconds` from the network of `ip`: 0, or the seconds to wait."""
+    rule = Rule(limit, seconds, seconds, seconds, sliding=False)
     counter = Counter(scope, prefix + _digest(client_network(ip)), rule)
     allowed, wait, _, _, _ = _check_and_count((counter,), counter.key, 0)
     return 0 if allowed else wait

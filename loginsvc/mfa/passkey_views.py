@@ -4,7 +4,8 @@ A ceremony is `POST /api/passkey/options` (its purpose: "register", "sign-in" or
 registering also takes "password" unless the session signed in within the last 5 minutes)
 and then the browser's answer: `POST /api/passkey/register`, `POST /api/passkey/sign-in`, or
 `POST /api/login/mfa` with method "webauthn" (accounts/views.py). Each is CSRF-checked like
-`/api/login`. A refused answer is a 4xx that says which check failed (never a 500), and signs in
+`/api/login`. Starting ceremonies is limited per client network (`PASSKEY_OPTIONS_IP_REQUESTS` a minute:
+each leaves a challenge row). A refused answer is a 4xx that says which check failed (never a 500), and signs in
 nobody; the decisions are in passkeys.py (checks) and accounts/authentication.py (throttle, sign-in).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
+from loginsvc.accounts import throttle
 from loginsvc.accounts import views as account_views
 from loginsvc.accounts.authentication import Outcome, attempt_passkey, confirm_password
 from loginsvc.accounts.client_ip import client_ip
@@ -39,6 +41,12 @@ def options_view(request: HttpRequest) -> HttpResponse:
     payload = json_body(request)
     if isinstance(payload, JsonResponse):
         return payload
+    wait = throttle.passkey_options_request(client_ip(request))
+    if wait:
+        refused = json_error(429, "too many passkey ceremonies from this network", retry_after=wait,
+                             detail="Too many passkey attempts from this network. Please wait and try again.")
+        refused["Retry-After"] = str(wait)
+        return refused
     purpose = payload.get("purpose")
     if purpose == ceremonies.REGISTER:
         if not request.user.is_authenticated:

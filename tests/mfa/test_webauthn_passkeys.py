@@ -155,6 +155,18 @@ def test_starting_a_sign_in_ceremony_writes_no_session(client: Client, key: Soft
     assert "loginsvc_sid" not in client.cookies and PasskeyChallenge.objects.count() == 1
 
 
+def test_starting_ceremonies_is_limited_per_network(settings: Any) -> None:
+    """Anyone may start one and each writes a challenge row: beyond the network's budget, 429 and no row."""
+    settings.LOGINSVC = dict(settings.LOGINSVC, PASSKEY_OPTIONS_IP_REQUESTS=3)
+    answers = [post_json(Client(enforce_csrf_checks=True), "/api/passkey/options", {"purpose": "sign-in"})
+               for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert 0 < int(answers[-1]["Retry-After"]) <= 60 and answers[-1].json()["retry_after"] == int(answers[-1]["Retry-After"])
+    assert "network" in answers[-1].json()["detail"] and PasskeyChallenge.objects.count() == 3
+    elsewhere = Client(enforce_csrf_checks=True, REMOTE_ADDR="203.0.113.9")
+    assert post_json(elsewhere, "/api/passkey/options", {"purpose": "sign-in"}).status_code == 200
+
+
 @pytest.mark.parametrize("bend, problem", [
     ({"origin": "http://localhost:9999"}, "origin"),
     ({"rp_id": "example.com"}, "rp id"),

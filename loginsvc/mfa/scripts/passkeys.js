@@ -69,7 +69,7 @@
   }
 
   function refusal(result) {
-    if (result.status === 429) return "Too many failed attempts. Please wait and try again.";
+    if (result.status === 429) return result.data.detail || "Too many failed attempts. Please wait and try again.";
     return result.data.detail || result.data.error || "The passkey was not accepted.";
   }
 
@@ -83,7 +83,7 @@
     running = controller;
     try {
       const options = await post("/api/passkey/options", { purpose });
-      if (!options.ok) { say(refusal(options)); return false; }
+      if (!options.ok) { if (!conditional) say(refusal(options)); return false; }   // autofill fails quietly
       let credential;
       try {
         credential = await navigator.credentials.get({
