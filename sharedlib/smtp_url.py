@@ -59,14 +59,14 @@ def parse(url: str, key: str, password_file: str = "", password_file_key: str = 
         password = _password_from(password_file, password_file_key, key, user, password)
     if password is not None and not user:
         raise UrlError(f"{key}: a password without a user: smtp[s]://USER:PASSWORD@host")
-    if user and password is None:
+    if user and not password:
         raise UrlError(f"{key}: a user without a password: add it (percent-encoded)"
-                           + (f" or set {password_file_key}" if password_file_key else ""))
-    if password is not None and not password.isascii():
-        raise UrlError(f"{key}: the password has non-ASCII characters, which SMTP AUTH here cannot send")
+                       + (f" or set {password_file_key}" if password_file_key else ""))
+    if not (user.isascii() and (password or "").isascii()):
+        raise UrlError(f"{key}: the user or password has non-ASCII characters, which SMTP AUTH here cannot send")
     if user and tls == "none":
         raise UrlError(f"{key}: credentials over plain smtp:// would cross the network in clear: "
-                           "use smtps:// or ?starttls=1")
+                       "use smtps:// or ?starttls=1")
     cafile = options.get("cafile", "")
     if "cafile" in options and tls == "none":
         raise UrlError(f"{key}: cafile= needs TLS: smtps:// or ?starttls=1")
@@ -74,9 +74,9 @@ def parse(url: str, key: str, password_file: str = "", password_file_key: str = 
     if cafile:
         try:
             server.ssl_context()        # loaded now, so a bad file stops the start rather than the first mail
-        except (OSError, ssl.SSLError) as exc:
-            raise UrlError(f"{key}: cafile={cafile!r} cannot be loaded "
-                               f"({getattr(exc, 'strerror', None) or exc})") from None
+        except (OSError, ssl.SSLError, ValueError) as exc:      # ValueError: a NUL in the name
+            raise UrlError(f"{key}: the cafile= file cannot be loaded "
+                           f"({getattr(exc, 'strerror', None) or exc})") from None
     return server
 
 
@@ -105,9 +105,10 @@ def _options(query: str, key: str) -> dict[str, str]:
         raise UrlError(f"{key}: the query is not name=value pairs") from None
     options: dict[str, str] = {}
     for name, value in pairs:
-        if name not in OPTIONS or name in options:
-            raise UrlError(f"{key}: {'repeated' if name in options else 'unknown'} option {name[:20]!r} "
-                               f"(known: {', '.join(OPTIONS)})")
+        if name not in OPTIONS:     # not echoed: a mistyped URL may have put a secret there
+            raise UrlError(f"{key}: an unknown option (known: {', '.join(OPTIONS)})")
+        if name in options:
+            raise UrlError(f"{key}: repeated option {name!r}")
         if not value:
             raise UrlError(f"{key}: {name}= is empty")
         options[name] = value
