@@ -215,23 +215,23 @@ def start_dovecot(stack: Stack, env: dict[str, str], started: Callable[[Callable
 
 
 def shut_down(stack: Stack, process: subprocess.Popen[bytes], pids: set[int]) -> None:
-    """Router first (no new traffic), then every node at once, then supervisord stops Redis and itself.
+    """Router first (no new traffic), then every node at once, then the rest (Redis, mail, demo products,
+    Dovecot, the restart counter) at once, then supervisord, which has nothing left to stop.
 
-    Whatever fails on the way, the end is the same: every process group this stack started is gone."""
+    supervisord's own shutdown stops one program group per turn of its loop, and a turn waits up to a
+    second when nothing happens: about a second per program even for stopped ones. Removing the stopped
+    groups first makes Ctrl-C take as long as the slowest program, not their count. Whatever fails on the
+    way, the end is the same: every process group this stack started is gone."""
     spec, supervisor = stack.spec, stack.supervisor
     try:
         try:
             pids.update(supervisor.pids())
             supervisor.stop("router")
-            names = [n.name for n in spec.nodes]
-            for name in names:
-                supervisor.stop(name, wait=False)
-            for name in names:
-                try:
-                    wait_for(lambda: supervisor.info(name)["statename"] in ("STOPPED", "EXITED", "FATAL"), 30,
-                             f"{name}: stopped")
-                except xmlrpc.client.Fault:  # never added (start-up was interrupted)
-                    pass
+            stop_together(supervisor, [n.name for n in spec.nodes])
+            groups = {i["name"]: i["group"] for i in supervisor.all_info()}
+            stop_together(supervisor, list(groups))
+            for group in set(groups.values()):
+                supervisor.call("removeProcessGroup", group)
         except NotRunning:
             pass
         except Exception as exc:  # noqa: BLE001 - the fallback below still stops everything
@@ -250,6 +250,18 @@ def shut_down(stack: Stack, process: subprocess.Popen[bytes], pids: set[int]) ->
                 pass
         if process.poll() is None:
             process.kill()
+
+
+def stop_together(supervisor: Supervisor, names: list[str], timeout: float = 30) -> None:
+    """Stop the programs `names` all at once (each within its own stopwaitsecs) and wait for the last."""
+    for name in names:
+        supervisor.stop(name, wait=False)
+    for name in names:
+        try:
+            wait_for(lambda: supervisor.info(name)["statename"] in ("STOPPED", "EXITED", "FATAL"), timeout,
+                     f"{name}: stopped")
+        except xmlrpc.client.Fault:  # never added (start-up was interrupted)
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
