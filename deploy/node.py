@@ -120,13 +120,23 @@ class Node:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM: gunicorn finishes in-flight requests (graceful_timeout), then exits."""
+        self.begin_stop()
+        self.wait_stopped(timeout)
+
+    def begin_stop(self) -> None:
+        """SIGTERM without waiting (the drain, then the graceful stop), so that several nodes stop together."""
         if self.running():
             assert self.process is not None
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+
+    def wait_stopped(self, timeout: float = 30.0) -> None:
+        """Wait for a node told to stop; SIGKILL after `timeout` seconds."""
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
     def kill(self) -> None:
         """SIGKILL to the whole process group, as a crash would."""

@@ -101,8 +101,10 @@ def stack(scratch: Path) -> Iterator[Callable[..., LoginNode]]:
         return node
 
     yield start
+    for node in nodes:      # all at once: a test's teardown takes one node's stop, not the sum
+        node.begin_stop()
     for node in nodes:
-        node.stop()
+        node.wait_stopped()
 
 
 @pytest.fixture
