@@ -12,7 +12,7 @@ from django.test import Client
 from deploy.redis_server import RedisServer
 from loginsvc.accounts import backends
 from tests import plugin
-from tests.support import LoginNode, manage, node_env, require
+from tests.support import LoginNode, fresh_database, manage, node_env, require
 
 PASSWORD = "correct horse battery staple"
 
@@ -92,9 +92,7 @@ def stack(scratch: Path) -> Iterator[Callable[..., LoginNode]]:
         environment = node_env(scratch / "var", redis_url or plugin.REDIS.url, **env)
         database = environment.get("DATABASE_URL", "sqlite")
         if database not in migrated:
-            manage(environment, "migrate", "--noinput", "-v", "0")
-            if database != "sqlite":  # a shared PostgreSQL database outlives each test: start empty
-                manage(environment, "flush", "--noinput", "-v", "0")
+            fresh_database(environment)
             migrated.add(database)
         node = LoginNode(environment, cluster, name, scratch).start()
         nodes.append(node)

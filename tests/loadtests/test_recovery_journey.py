@@ -29,7 +29,7 @@ from loadtests.mail_index import Mail, MailIndex
 from loadtests.pacing import RecoveryAccounts, RecoverySchedule
 from loginsvc.accounts.load_users import email_of
 from tests import plugin
-from tests.support import ROOT, LoginNode, manage, node_env, wait_for
+from tests.support import ROOT, LoginNode, fresh_database, manage, node_env, wait_for
 
 LIMIT = 2                         # LOGINSVC_RECOVERY_CODES_PER_HOUR of these nodes: the limit is reached quickly
 PASSWORD = "a load-test password for the recovery journey"
@@ -67,7 +67,7 @@ def mail_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
         wait_port(port)
         env = node_env(var, plugin.REDIS.url, EMAIL_URL=f"smtp://127.0.0.1:{port}", LOGINSVC_MODE="local",
                        LOGINSVC_RECOVERY_CODES_PER_HOUR=str(LIMIT))
-        manage(env, "migrate", "--noinput", "-v", "0")
+        fresh_database(env)
         for prefix, count in (("ltrec", 3), ("ltearlier", 1), ("ltjourney", 2)):
             manage(dict(env, LOADTEST_PASSWORD=PASSWORD), "ensure_load_users", "--count", str(count),
                    "--prefix", prefix)

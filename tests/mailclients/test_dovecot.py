@@ -23,7 +23,7 @@ from deploy.node import free_port, manage
 from tests import plugin
 from tests.conftest import create_user_in
 from tests.mailclients import oauth
-from tests.support import Browser, LoginNode, Mailbox, node_env, require
+from tests.support import Browser, LoginNode, Mailbox, fresh_database, node_env, require
 
 SECRET = "the-mail-servers-own-secret-" + "d" * 20
 PASSWORD = "a long and careful password"
@@ -124,9 +124,7 @@ def mail_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
     require(missing() is None, str(missing()))
     scratch = tmp_path_factory.mktemp("mail-stack")
     env = node_env(scratch / "var", plugin.REDIS.url)
-    manage(env, "migrate", "--noinput", "-v", "0")
-    if "DATABASE_URL" in env:  # a shared PostgreSQL database outlives each test: start empty (as tests' `stack`)
-        manage(env, "flush", "--noinput", "-v", "0")
+    fresh_database(env)
     manage(env, "shell", "-v", "0", "-c", REGISTER % SECRET)
     manage(env, "shell", "-v", "0", "-c", oauth.REGISTER)
     node = LoginNode(env, "blue", "blue-1", scratch).start()

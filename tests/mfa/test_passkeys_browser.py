@@ -27,7 +27,7 @@ from deploy.node import free_port
 from tests import plugin
 from tests.canary.conftest import PIN_SECRET, Router
 from tests.sso.test_e2e_authlib import BLUE_PIN, router_config
-from tests.support import LoginNode, manage, node_env
+from tests.support import LoginNode, fresh_database, manage, node_env
 
 PASSWORD = "a password typed before the passkey"
 WAIT = 15  # seconds for any page or ceremony to finish: a hung node fails the test, never hangs it
@@ -56,9 +56,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     port = free_port()
     env = node_env(scratch / "var", plugin.REDIS.url, LOGINSVC_OIDC_ISSUER=f"http://127.0.0.1:{port}",
                    LOGINSVC_TRUSTED_PROXY_HOPS="1")
-    manage(env, "migrate", "--noinput", "-v", "0")
-    if "DATABASE_URL" in env:  # a shared PostgreSQL database outlives each test: start empty
-        manage(env, "flush", "--noinput", "-v", "0")
+    fresh_database(env)
     nodes: list[LoginNode] = []
     router = Router(scratch, ["--config", str(scratch / "router.toml")], {})
     router.port = port  # chosen before the nodes: their issuer is this origin

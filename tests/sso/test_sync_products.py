@@ -18,7 +18,7 @@ from loginsvc.sso.products import CLIENT_ID
 from tests import plugin
 from tests.sso.conftest import Product as ProductHandle
 from tests.sso.conftest import code_for, exchange
-from tests.support import manage, node_env
+from tests.support import fresh_database, manage, node_env
 
 SECRET = "product-secret-for-the-sync-tests-" + "q" * 16
 OTHER_SECRET = "another-product-secret-of-enough-length-" + "z" * 8
@@ -367,9 +367,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     var = tmp_path_factory.mktemp("sync-node") / "var"
     var.mkdir()
     env = node_env(var, plugin.REDIS.url, **{ENV: SECRET})
-    manage(env, "migrate", "--noinput", "-v", "0")
-    if env.get("DATABASE_URL"):  # a shared PostgreSQL database outlives each test: start empty
-        manage(env, "flush", "--noinput", "-v", "0")
+    fresh_database(env)
     yield env
 
 

@@ -32,7 +32,7 @@ from tests import plugin
 from tests.mfa.conftest import enrol_by_shell
 from tests.sso.test_oidc_backchannel_logout_nodes import EMAIL, ENV, PASSWORD, SECRET, claims_of, prepare
 from tests.sso.test_oidc_backchannel_logout_receiver import Receiver, fetch_jwks
-from tests.support import Browser, LoginNode, node_env
+from tests.support import Browser, LoginNode, fresh_database, node_env
 
 ROUNDS = 10
 PUBLIC = "mobile"
@@ -51,9 +51,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoginNode,
     scratch = tmp_path_factory.mktemp("races")
     (scratch / "var").mkdir()
     env = node_env(scratch / "var", plugin.REDIS.url, **ENV)
-    manage(env, "migrate", "--noinput", "-v", "0")
-    if env.get("DATABASE_URL"):
-        manage(env, "flush", "--noinput", "-v", "0")
+    fresh_database(env)
     started = [LoginNode(env, cluster, f"{cluster}-1", scratch).start() for cluster in ("blue", "green")]
     receiver = Receiver(fetch_jwks(started[0].url)())
     prepare(env, {"webmail": receiver.uri("webmail"), "admin-portal": receiver.uri("admin-portal")})
