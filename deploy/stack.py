@@ -44,6 +44,8 @@ def parse_address(value: str, key: str) -> tuple[str, int]:
 def loopback_address(value: str, key: str) -> tuple[str, int]:
     """HOST:PORT (IPv6 as [::1]:PORT) on this machine only: for servers that must never face a network."""
     host, port = parse_address(value, key)
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):   # else ::1:25 reads as host "::1"
+        raise StackError(f"{key}: an IPv6 address goes in brackets, e.g. [::1]:PORT (got {value!r})")
     host = host.removeprefix("[").removesuffix("]")
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback

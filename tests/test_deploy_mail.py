@@ -127,7 +127,7 @@ def test_sigterm_stops_the_server_within_two_seconds_with_exit_0(server: MailSer
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:8025", "[::]:8025", "192.0.2.1:8025", "mail.example.test:25",
-                                    "127.0.0.1", "127.0.0.1:0"])
+                                    "127.0.0.1", "127.0.0.1:0", "::1:8025"])
 def test_a_non_loopback_or_bad_listen_address_exits_2_with_one_line(
         listen: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert mail_server.main(["--listen", listen, "--maildir", str(tmp_path / "mail")]) == 2
