@@ -126,7 +126,7 @@ def _password_from(path: str, path_key: str, key: str, user: str, password: str 
             value = f.read().rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise UrlError(f"{path_key}: cannot read {path!r} "
-                           f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+                       f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     if not value:
         raise UrlError(f"{path_key}: {path!r} is empty")
     return value

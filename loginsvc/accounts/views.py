@@ -210,12 +210,16 @@ def json_body(request: HttpRequest, max_body: int = API_MAX_BODY) -> dict[str, A
     return payload
 
 
+def too_many(retry_after: int, error: str = "locked", **extra: object) -> JsonResponse:
+    """429 with the wait twice: `retry_after` in the body for scripts, Retry-After (RFC 9110 §10.2.3) for clients."""
+    response = json_error(429, error, retry_after=retry_after, **extra)
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
 def locked_response(result: LoginResult) -> JsonResponse:
     # reason "account": the account-wide step-up; a known device or network still gets in.
-    reason = "account" if result.refused_by == "account" else "address"
-    response = json_error(429, "locked", retry_after=result.retry_after, reason=reason)
-    response["Retry-After"] = str(result.retry_after)
-    return response
+    return too_many(result.retry_after, reason="account" if result.refused_by == "account" else "address")
 
 
 def api_signed_in(request: HttpRequest, result: LoginResult, payload: Mapping[str, Any] | None = None) -> HttpResponse:

@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from loginsvc import conf
-from loginsvc.accounts.views import json_body, json_deleted, json_error, no_store
+from loginsvc.accounts.views import json_body, json_deleted, json_error, no_store, too_many
 from loginsvc.mailclients import app_passwords, discovery, server_check
 from loginsvc.sso import views as sso_views
 
@@ -105,9 +105,7 @@ def mail_check_view(request: HttpRequest) -> HttpResponse:
     if answer.result is server_check.Result.OK:
         return no_store(JsonResponse({"user": answer.email, "via": answer.via}))
     if answer.result is server_check.Result.LOCKED:
-        response = json_error(429, "locked", retry_after=answer.retry_after)
-        response["Retry-After"] = str(answer.retry_after)
-        return no_store(response)
+        return no_store(too_many(answer.retry_after))
     return no_store(json_error(401, "invalid_credentials"))
 
 

@@ -24,7 +24,7 @@ from loginsvc.accounts import throttle
 from loginsvc.accounts import views as account_views
 from loginsvc.accounts.authentication import Outcome, attempt_passkey, confirm_password
 from loginsvc.accounts.client_ip import client_ip
-from loginsvc.accounts.views import json_body, json_error, locked_response
+from loginsvc.accounts.views import json_body, json_error, locked_response, too_many
 from loginsvc.mail import notices
 from loginsvc.mfa import audit, ceremonies, factors, passkeys, pending
 from loginsvc.mfa.views import password_refused
@@ -43,10 +43,8 @@ def options_view(request: HttpRequest) -> HttpResponse:
         return payload
     wait = throttle.passkey_options_request(client_ip(request))
     if wait:
-        refused = json_error(429, "too many passkey ceremonies from this network", retry_after=wait,
-                             detail="Too many passkey attempts from this network. Please wait and try again.")
-        refused["Retry-After"] = str(wait)
-        return refused
+        return too_many(wait, "too many passkey ceremonies from this network",
+                        detail="Too many passkey attempts from this network. Please wait and try again.")
     purpose = payload.get("purpose")
     if purpose == ceremonies.REGISTER:
         if not request.user.is_authenticated:

@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from loginsvc.accounts.views import json_body, json_error
+from loginsvc.accounts.views import json_body, json_error, too_many
 from loginsvc.selfservice import codes, emails, passwords, recovery
 
 ASKED = "If an account has this address, we have sent it a code. It works for 15 minutes, in this browser only."
@@ -25,12 +25,6 @@ CODE_ERROR = "That code is not valid (wrong, expired or used). Check the latest 
 LOCKED_ERROR = "Too many attempts. Please wait and try again."
 FACTOR_DUE = ("Your account has two-step sign-in: type the code again with a code from your authenticator app "
               "or one of your recovery codes.")
-
-
-def _locked(retry_after: int) -> JsonResponse:
-    response = json_error(429, "locked", retry_after=retry_after)
-    response["Retry-After"] = str(retry_after)
-    return response
 
 
 def _is_address(text: str) -> bool:
@@ -98,7 +92,7 @@ def api_password_view(request: HttpRequest) -> HttpResponse:
     if answer.result is passwords.Result.CHANGED:
         return JsonResponse({"changed": True})
     if answer.result is passwords.Result.LOCKED:
-        return _locked(answer.retry_after)
+        return too_many(answer.retry_after)
     if answer.result is passwords.Result.WRONG:
         return json_error(401, "current password is not correct")
     return json_error(400, "new password refused", problems=list(answer.problems))
@@ -117,14 +111,14 @@ def api_recover_view(request: HttpRequest) -> HttpResponse:
     if not _is_address(fields[0]):
         return json_error(400, "email must be an email address")
     wait = recovery.ask(request, fields[0])
-    return _locked(wait) if wait else JsonResponse({"status": "sent if the address has an account"}, status=202)
+    return too_many(wait) if wait else JsonResponse({"status": "sent if the address has an account"}, status=202)
 
 
 def _confirm_json(answer: recovery.Answer) -> JsonResponse:
     if answer.result is recovery.Result.DONE:
         return JsonResponse({"reset": True, "signed_out_everywhere": True})
     if answer.result is recovery.Result.LOCKED:
-        return _locked(answer.retry_after)
+        return too_many(answer.retry_after)
     if answer.result is recovery.Result.WEAK:
         return json_error(400, "new password refused", problems=list(answer.problems))
     if answer.result is recovery.Result.FACTOR_DUE:
