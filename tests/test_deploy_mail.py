@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import re
 import signal
 import smtplib
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from deploy import mail_server
+from deploy.maildir import stored_at
 from deploy.node import free_port, wait_port
 from tests.support import ROOT, wait_for
 
@@ -43,12 +43,8 @@ class MailServer:
             smtp.send_message(message, to_addrs=to)
 
     def new(self) -> list[Path]:
-        """The new messages, oldest first: by the time in their Maildir names (seconds, then microseconds,
-        which Python's mailbox does not pad, so the names alone do not sort)."""
-        def received(path: Path) -> tuple[int, int, str]:
-            stamp = re.match(r"(\d+)\.M(\d+)P", path.name)
-            return (int(stamp[1]), int(stamp[2]), path.name) if stamp else (0, 0, path.name)
-        return sorted((self.maildir / "new").iterdir(), key=received)
+        """The new messages, oldest first, by the time in their Maildir names (deploy/maildir.py)."""
+        return sorted((self.maildir / "new").iterdir(), key=lambda path: (stored_at(path), path.name))
 
 
 def env() -> dict[str, str]:
@@ -179,7 +175,7 @@ def test_follow_and_failed_together_exit_2_with_one_line(tmp_path: Path) -> None
 def test_messages_are_ordered_by_the_microsecond_in_their_names_not_by_mtime_or_text(tmp_path: Path) -> None:
     """Two mails stored in one timer tick share an mtime; their names still order them, numerically."""
     from deploy.cli import mail_files
-    from deploy.maildir import message_id, stored_at
+    from deploy.maildir import message_id
     for sub in ("new", "cur"):
         (tmp_path / sub).mkdir()
     later = tmp_path / "new" / "1796611456.M101234P77Q1.localhost"     # "M1…" sorts first as text
